@@ -1,0 +1,384 @@
+"""Layers and losses with hand-written forward and backward passes on NumPy arrays.
+
+Every module follows one contract (as micrograd's ``_backward`` closures, made explicit):
+
+* ``forward(x)`` (or ``module(x)``) returns a new ``np.ndarray`` and keeps what ``backward`` needs;
+* ``backward(grad_out)`` takes dLoss/d(output) and returns dLoss/d(input), and *adds* the
+  parameter gradients into each ``Parameter.grad`` (call ``zero_grad()`` between steps).
+
+Shapes follow PyTorch: ``Linear`` maps ``(N, in_features) -> (N, out_features)`` with a weight of
+shape ``(out_features, in_features)``. Inputs must be real floating-point arrays; a float array of
+another precision is cast to the layer's dtype (so float64 data can feed a float32 model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Parameter", "Module", "Linear", "ReLU", "Sequential", "MSELoss"]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Parameter:
+    """A trainable array: ``.data`` (the values) and ``.grad`` (same shape and dtype).
+
+    ``name`` is the parameter's key in its model's ``state_dict()`` (``"0.weight"``); error
+    messages use it.
+    """
+
+    __slots__ = ("data", "grad", "name")
+
+    def __init__(self, data: np.ndarray, name: str = "") -> None:
+        self.data: np.ndarray = np.ascontiguousarray(data)
+        self.grad: np.ndarray = np.zeros_like(self.data)
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of ``data``."""
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype of ``data``."""
+        return self.data.dtype
+
+    def __repr__(self) -> str:
+        return f"Parameter(name={self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _float_dtype(dtype: Any, where: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from exc
+    if dt not in _FLOAT_DTYPES:
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _as_float_array(x: Any, where: str, what: str, dtype: np.dtype) -> np.ndarray:
+    """``x`` as an array of ``dtype``; real floats of another precision are cast, others refused."""
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    kind = arr.dtype.kind
+    if kind != "f":
+        hint = {
+            "c": "complex arrays are not supported",
+            "O": "object arrays are not supported",
+            "b": "booleans are not floats; cast with .astype",
+            "i": "integers are not floats; cast with .astype",
+            "u": "integers are not floats; cast with .astype",
+        }.get(kind, "expected a real floating-point array")
+        raise TypeError(f"{where}: {what} has dtype {arr.dtype}: {hint} (expected {dtype})")
+    if arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return arr
+
+
+class Module:
+    """Base class: parameters, gradients, and ``state_dict`` with PyTorch's key names."""
+
+    #: Where this module sits, for error messages; ``Sequential`` fills it in ("layer 0").
+    _where: str = ""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Compute the output for input ``x``, keeping what :meth:`backward` needs."""
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Return dLoss/d(input) for dLoss/d(output) ``grad_out``; add into parameter grads."""
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def _label(self) -> str:
+        name = type(self).__name__
+        return f"{name} ({self._where})" if self._where else name
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Yield ``(name, parameter)`` pairs, names as in :meth:`state_dict`."""
+        return iter(())
+
+    def parameters(self) -> list[Parameter]:
+        """All parameters, in ``state_dict`` order."""
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        """Fill every parameter gradient with zeros."""
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``{name: copy of parameter values}``, e.g. ``"0.weight"``, ``"0.bias"``, ``"2.weight"``."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Copy values in, cast to each parameter's dtype.
+
+        Every key and shape is checked first; on any missing key, unexpected key or wrong shape a
+        ``ValueError`` lists them all and no parameter is changed.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"load_state_dict expects a dict, got {type(state_dict).__name__}")
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in params]
+        errors = []
+        if missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing))
+        if unexpected:
+            errors.append(
+                "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected)
+            )
+        arrays = {}
+        for name, p in params.items():
+            if name not in state_dict:
+                continue
+            value = state_dict[name]
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if arr.dtype.kind not in "fiu":
+                errors.append(f"{name}: dtype {arr.dtype} cannot be loaded into a {p.dtype} parameter")
+            elif arr.shape != p.data.shape:
+                errors.append(
+                    f"size mismatch for {name}: copying a param with shape {arr.shape} from "
+                    f"checkpoint, the shape in current model is {p.data.shape}"
+                )
+            else:
+                arrays[name] = arr
+        if errors:
+            raise ValueError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
+            )
+        for name, arr in arrays.items():
+            params[name].data[...] = arr
+
+
+class Linear(Module):
+    """Affine layer ``y = x @ W.T + b``.
+
+    Args:
+        in_features: size of each input row.
+        out_features: size of each output row.
+        bias: learn an additive bias. Default ``True``.
+        dtype: ``np.float32`` (default) or ``np.float64``.
+        rng: ``np.random.Generator`` or int seed for the initial values; ``None`` draws fresh
+            entropy.
+
+    Weight ``(out_features, in_features)`` and bias ``(out_features,)`` both start
+    ``U(-1/sqrt(in_features), 1/sqrt(in_features))``, PyTorch's distribution.
+
+    Backward, for ``G = dLoss/dy`` of shape ``(N, out)``: ``dW += G.T @ x``, ``db += G.sum(0)``,
+    ``dx = G @ W``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float32,
+        rng: np.random.Generator | int | None = None,
+    ) -> None:
+        for arg, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Linear: {arg} must be a positive int, got {value!r}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"Linear: bias must be a bool, got {bias!r}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.dtype = _float_dtype(dtype, "Linear")
+        if not (rng is None or isinstance(rng, np.random.Generator)) and (
+            isinstance(rng, bool) or not isinstance(rng, (int, np.integer))
+        ):
+            raise TypeError(f"Linear: rng must be a numpy Generator, an int seed or None, got {rng!r}")
+        gen = np.random.default_rng(rng)
+        bound = 1.0 / math.sqrt(self.in_features)
+        shape = (self.out_features, self.in_features)
+        self.weight = Parameter(gen.uniform(-bound, bound, shape).astype(self.dtype), "weight")
+        self.bias = (
+            Parameter(gen.uniform(-bound, bound, self.out_features).astype(self.dtype), "bias")
+            if bias
+            else None
+        )
+        self._x: np.ndarray | None = None
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Yield ``("weight", W)`` and, with a bias, ``("bias", b)``."""
+        yield prefix + "weight", self.weight
+        if self.bias is not None:
+            yield prefix + "bias", self.bias
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``."""
+        x = _as_float_array(x, self._label(), "input", self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.in_features or x.shape[0] == 0:
+            raise ValueError(
+                f"{self._label()}: expected input of shape (N, {self.in_features}) with N >= 1 "
+                f"(in_features={self.in_features}), got shape {x.shape}"
+            )
+        self._x = x
+        out = x @ self.weight.data.T
+        if self.bias is not None:
+            out += self.bias.data
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Add ``G.T @ x`` into ``weight.grad`` and ``G.sum(0)`` into ``bias.grad``; return ``G @ W``."""
+        x = self._x
+        if x is None:
+            raise ValueError(f"{self._label()}: backward called before forward")
+        grad_out = _as_float_array(grad_out, self._label(), "grad_out", self.dtype)
+        expected = (x.shape[0], self.out_features)
+        if grad_out.shape != expected:
+            raise ValueError(
+                f"{self._label()}: grad_out must have the output's shape {expected}, "
+                f"got {grad_out.shape}"
+            )
+        self.weight.grad += grad_out.T @ x
+        if self.bias is not None:
+            self.bias.grad += grad_out.sum(axis=0)
+        return grad_out @ self.weight.data
+
+    def __repr__(self) -> str:
+        return (
+            f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, dtype={self.dtype})"
+        )
+
+
+class ReLU(Module):
+    """``max(x, 0)`` elementwise; NaN stays NaN. Backward passes the gradient where ``x > 0``."""
+
+    def __init__(self) -> None:
+        self._out: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Elementwise ``max(x, 0)``; any shape with at least one element."""
+        arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+        x = _as_float_array(arr, self._label(), "input", arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float32))
+        if x.size == 0:
+            raise ValueError(f"{self._label()}: got an empty input of shape {x.shape}")
+        out = np.maximum(x, 0)
+        self._out = out
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """``grad_out`` where the output was positive, 0 elsewhere."""
+        out = self._out
+        if out is None:
+            raise ValueError(f"{self._label()}: backward called before forward")
+        grad_out = _as_float_array(grad_out, self._label(), "grad_out", out.dtype)
+        if grad_out.shape != out.shape:
+            raise ValueError(
+                f"{self._label()}: grad_out must have the output's shape {out.shape}, "
+                f"got {grad_out.shape}"
+            )
+        return np.where(out > 0, grad_out, out.dtype.type(0))
+
+    def __repr__(self) -> str:
+        return "ReLU()"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    Parameter names are ``"<index>.<name>"`` (``"0.weight"``), as in PyTorch.
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: argument {i} is {type(m).__name__}, not a Module")
+        self.modules: list[Module] = list(modules)
+        for i, m in enumerate(self.modules):
+            m._where = f"layer {i} of Sequential"
+        for name, p in self.named_parameters():
+            p.name = name
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Yield every child's parameters, prefixed with the child's index."""
+        for i, m in enumerate(self.modules):
+            yield from m.named_parameters(f"{prefix}{i}.")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Apply each module in turn."""
+        for m in self.modules:
+            x = m.forward(x)
+        return x
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Backpropagate through the modules in reverse; return dLoss/d(input)."""
+        for m in reversed(self.modules):
+            grad_out = m.backward(grad_out)
+        return grad_out
+
+    def __getitem__(self, index: int) -> Module:
+        return self.modules[index]
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.modules)
+
+    def __repr__(self) -> str:
+        inner = "\n".join(f"  ({i}): {m!r}" for i, m in enumerate(self.modules))
+        return f"Sequential(\n{inner}\n)"
+
+
+class MSELoss:
+    """Squared error, PyTorch's definition: ``sum((input - target)**2)`` for ``reduction="sum"``,
+    divided by the number of elements for ``"mean"`` (the default).
+
+    ``loss_fn(y_pred, y)`` returns a NumPy scalar of ``y_pred``'s dtype (``.item()`` gives a
+    Python float); ``loss_fn.backward()`` returns dLoss/d(y_pred) ``= 2 * (input - target)``
+    (divided by the element count for ``"mean"``). Shapes must match exactly (no broadcasting).
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"{reduction!r} is not a valid value for reduction; use 'mean' or 'sum'")
+        self.reduction = reduction
+        self._diff: np.ndarray | None = None
+
+    def __call__(self, input: np.ndarray, target: np.ndarray) -> np.floating:
+        return self.forward(input, target)
+
+    def forward(self, input: np.ndarray, target: np.ndarray) -> np.floating:
+        """The loss value for predictions ``input`` and targets ``target``."""
+        arr = input if isinstance(input, np.ndarray) else np.asarray(input)
+        dtype = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float64)
+        input = _as_float_array(arr, "MSELoss", "input", dtype)
+        target = _as_float_array(target, "MSELoss", "target", dtype)
+        if input.shape != target.shape:
+            raise ValueError(
+                f"MSELoss: input shape {input.shape} and target shape {target.shape} differ "
+                "(minnet does not broadcast; the batch sizes and feature counts must match)"
+            )
+        if input.size == 0:
+            raise ValueError(f"MSELoss: got empty input of shape {input.shape}")
+        diff = input - target
+        self._diff = diff
+        flat = diff.reshape(-1)
+        total = np.dot(flat, flat)
+        if self.reduction == "mean":
+            total = total / dtype.type(flat.size)
+        return dtype.type(total)
+
+    def backward(self) -> np.ndarray:
+        """dLoss/d(input) for the last call."""
+        diff = self._diff
+        if diff is None:
+            raise ValueError("MSELoss: backward called before the loss was computed")
+        scale = 2.0 / diff.size if self.reduction == "mean" else 2.0
+        return diff * diff.dtype.type(scale)
+
+    def __repr__(self) -> str:
+        return f"MSELoss(reduction={self.reduction!r})"

@@ -1,0 +1,172 @@
+"""Adam: argument validation (PyTorch's messages), flat buffers, state, convergence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from minnet.nn import Linear, MSELoss, Parameter, ReLU, Sequential
+from minnet.optim import Adam
+
+
+def one_param() -> list[Parameter]:
+    return [Parameter(np.zeros(3))]
+
+
+# (keyword arguments, exception type, message fragment): PyTorch's wording where it has one.
+ERROR_INPUTS = [
+    (dict(lr=-1e-3), ValueError, "Invalid learning rate: -0.001"),
+    (dict(lr=math.nan), ValueError, "Invalid learning rate: nan"),
+    (dict(lr="0.1"), TypeError, "lr must be a real number"),
+    (dict(eps=-1e-8), ValueError, "Invalid epsilon value: -1e-08"),
+    (dict(eps=math.nan), ValueError, "Invalid epsilon value: nan"),
+    (dict(betas=(1.0, 0.999)), ValueError, "Invalid beta parameter at index 0: 1.0"),
+    (dict(betas=(-0.1, 0.999)), ValueError, "Invalid beta parameter at index 0: -0.1"),
+    (dict(betas=(math.nan, 0.999)), ValueError, "Invalid beta parameter at index 0: nan"),
+    (dict(betas=(0.9, 1.0)), ValueError, "Invalid beta parameter at index 1: 1.0"),
+    (dict(betas=(0.9, math.nan)), ValueError, "Invalid beta parameter at index 1: nan"),
+    (dict(betas=(0.9,)), TypeError, "betas must be a pair"),
+    (dict(betas=0.9), TypeError, "betas must be a pair"),
+    (dict(betas=(0.9, None)), TypeError, "betas[1] must be a real number"),
+    (dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
+    (dict(weight_decay=math.nan), ValueError, "Invalid weight_decay value: nan"),
+    (dict(amsgrad="yes"), TypeError, "amsgrad must be a bool"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, message", ERROR_INPUTS, ids=[str(e[0]) for e in ERROR_INPUTS])
+def test_invalid_hyperparameters(kwargs: dict, exc: type, message: str) -> None:
+    with pytest.raises(exc) as info:
+        Adam(one_param(), **kwargs)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "params, exc, message",
+    [
+        ([], ValueError, "optimizer got an empty parameter list"),
+        (Parameter(np.zeros(2)), TypeError, "wrap it in a list"),
+        ([np.zeros(2)], TypeError, "element 0 is ndarray"),
+    ],
+)
+def test_invalid_params(params: object, exc: type, message: str) -> None:
+    with pytest.raises(exc, match=message):
+        Adam(params)
+
+
+def test_duplicate_params_rejected() -> None:
+    p = Parameter(np.zeros(2))
+    with pytest.raises(ValueError, match="more than once"):
+        Adam([p, p])
+
+
+def test_valid_edge_values_accepted() -> None:
+    opt = Adam(one_param(), lr=0.0, betas=(0.0, 0.0), eps=0.0, weight_decay=0.0, amsgrad=True)
+    assert opt.betas == (0.0, 0.0) and opt.eps == 0.0
+
+
+def test_parameters_become_views_of_one_flat_buffer_per_dtype() -> None:
+    rng = np.random.default_rng(0)
+    model = Sequential(Linear(5, 4, rng=rng), ReLU(), Linear(4, 3, rng=rng))
+    extra = Parameter(np.arange(3.0))  # float64, so a second group
+    before = [p.data.copy() for p in model.parameters()]
+    opt = Adam(model.parameters() + [extra])
+    assert len(opt._groups) == 2
+    f32 = opt._groups[0]
+    assert f32.data.size == 5 * 4 + 4 + 4 * 3 + 3
+    for p, old in zip(model.parameters(), before):
+        assert p.data.base is f32.data and p.grad.base is f32.grad
+        np.testing.assert_array_equal(p.data, old)  # values carried over
+    assert extra.data.base is opt._groups[1].data
+
+
+def test_step_touches_all_parameters_and_zero_grad_clears() -> None:
+    rng = np.random.default_rng(1)
+    model = Sequential(Linear(5, 4, rng=rng), ReLU(), Linear(4, 3, rng=rng))
+    opt = Adam(model.parameters(), lr=0.1)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    loss_fn = MSELoss()
+    loss_fn(model(rng.standard_normal((8, 5))), rng.standard_normal((8, 3)))
+    model.backward(loss_fn.backward())
+    opt.step()
+    for name, value in model.state_dict().items():
+        assert not np.array_equal(value, before[name]), name
+    opt.zero_grad()
+    assert all(not p.grad.any() for p in model.parameters())
+
+
+def test_replaced_data_array_is_detected() -> None:
+    p = Parameter(np.zeros(3), name="w")
+    opt = Adam([p])
+    p.data = np.ones(3)
+    with pytest.raises(RuntimeError, match="parameter w .data was replaced"):
+        opt.step()
+
+
+def test_state_dict_roundtrip_continues_identically() -> None:
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
+
+    def make() -> tuple[Sequential, Adam]:
+        model = Sequential(Linear(4, 6, dtype=np.float64, rng=3), ReLU(),
+                           Linear(6, 2, dtype=np.float64, rng=4))
+        return model, Adam(model.parameters(), lr=1e-2, amsgrad=True, weight_decay=1e-3)
+
+    def train(model: Sequential, opt: Adam, steps: int) -> None:
+        loss_fn = MSELoss()
+        for _ in range(steps):
+            loss_fn(model(x), y)
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+
+    a, opt_a = make()
+    train(a, opt_a, 20)
+    b, opt_b = make()
+    train(b, opt_b, 10)
+    sd = opt_b.state_dict()
+    assert set(sd["state"][0]) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    assert sd["state"][0]["step"] == 10.0
+    c, opt_c = make()
+    c.load_state_dict(b.state_dict())
+    opt_c.load_state_dict(sd)
+    train(c, opt_c, 10)
+    for name, value in a.state_dict().items():
+        np.testing.assert_array_equal(c.state_dict()[name], value)
+
+
+def test_load_state_dict_rejects_mismatch_and_changes_nothing() -> None:
+    opt = Adam([Parameter(np.zeros(3))], amsgrad=True)
+    other = Adam([Parameter(np.zeros(4))], amsgrad=True)
+    other.params[0].grad[...] = 1
+    other.step()
+    with pytest.raises(ValueError, match=r"has shape \(4,\), expected \(3,\)"):
+        opt.load_state_dict(other.state_dict())
+    assert opt.step_count == 0
+    with pytest.raises(ValueError, match="amsgrad=False"):
+        opt.load_state_dict(Adam([Parameter(np.zeros(3))]).state_dict())
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_converges_on_a_quadratic(amsgrad: bool, dtype: type) -> None:
+    # minimise sum(c * (w - target)^2) with very different curvatures c
+    target = np.array([3.0, -2.0, 0.5, 10.0], dtype=dtype)
+    curv = np.array([1e-2, 1.0, 1e2, 1e4], dtype=dtype)
+    w = Parameter(np.zeros(4, dtype=dtype))
+    opt = Adam([w], lr=0.05, amsgrad=amsgrad)
+    for _ in range(3000):
+        w.grad[...] = 2 * curv * (w.data - target)
+        opt.step()
+    np.testing.assert_allclose(w.data, target, atol=2e-2)
+
+
+def test_state_dict_before_first_step_is_empty_like_pytorch() -> None:
+    sd = Adam(one_param(), lr=0.01).state_dict()
+    assert sd["state"] == {}
+    assert sd["param_groups"][0] == {
+        "lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,
+        "params": [0],
+    }
