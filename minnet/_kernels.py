@@ -36,8 +36,8 @@ __all__ = ["AdamScalars", "adam_scalars", "adam_step_numba", "adam_step_referenc
 class AdamScalars(NamedTuple):
     """Per-step constants of the update, already in the arrays' dtype.
 
-    ``lerp_w`` is ``1 - beta1`` (and ``one_minus_lerp_w`` is ``beta1`` rounded the same way); ``neg_step_size`` is ``-lr / (1 - beta1**t)``; ``bc2_sqrt`` is
-    ``sqrt(1 - beta2**t)``.
+    ``lerp_w`` is ``1 - beta1`` and ``one_minus_lerp_w`` is ``1 - lerp_w`` in the arrays' dtype;
+    ``neg_step_size`` is ``-lr / (1 - beta1**t)``; ``bc2_sqrt`` is ``sqrt(1 - beta2**t)``.
     """
 
     lerp_w: np.floating

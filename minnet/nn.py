@@ -115,7 +115,7 @@ class Module:
             p.grad.fill(0)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """``{name: copy of parameter values}``, e.g. ``"0.weight"``, ``"0.bias"``, ``"2.weight"``."""
+        """``{name: copy of values}``, names as PyTorch's: ``"0.weight"``, ``"0.bias"``, ..."""
         return {name: p.data.copy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -143,7 +143,9 @@ class Module:
             value = state_dict[name]
             arr = value if isinstance(value, np.ndarray) else np.asarray(value)
             if arr.dtype.kind not in "fiu":
-                errors.append(f"{name}: dtype {arr.dtype} cannot be loaded into a {p.dtype} parameter")
+                errors.append(
+                    f"{name}: dtype {arr.dtype} cannot be loaded into a {p.dtype} parameter"
+                )
             elif arr.shape != p.data.shape:
                 errors.append(
                     f"size mismatch for {name}: copying a param with shape {arr.shape} from "
@@ -153,7 +155,8 @@ class Module:
                 arrays[name] = arr
         if errors:
             raise ValueError(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                + "\n\t".join(errors)
             )
         for name, arr in arrays.items():
             params[name].data[...] = arr
@@ -197,7 +200,9 @@ class Linear(Module):
         if not (rng is None or isinstance(rng, np.random.Generator)) and (
             isinstance(rng, bool) or not isinstance(rng, (int, np.integer))
         ):
-            raise TypeError(f"Linear: rng must be a numpy Generator, an int seed or None, got {rng!r}")
+            raise TypeError(
+                f"Linear: rng must be a numpy Generator, an int seed or None, got {rng!r}"
+            )
         gen = np.random.default_rng(rng)
         bound = 1.0 / math.sqrt(self.in_features)
         shape = (self.out_features, self.in_features)
@@ -230,7 +235,7 @@ class Linear(Module):
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """Add ``G.T @ x`` into ``weight.grad`` and ``G.sum(0)`` into ``bias.grad``; return ``G @ W``."""
+        """Add ``G.T @ x`` to ``weight.grad``, ``G.sum(0)`` to ``bias.grad``; return ``G @ W``."""
         x = self._x
         if x is None:
             raise ValueError(f"{self._label()}: backward called before forward")
@@ -262,7 +267,12 @@ class ReLU(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Elementwise ``max(x, 0)``; any shape with at least one element."""
         arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-        x = _as_float_array(arr, self._label(), "input", arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float32))
+        x = _as_float_array(
+            arr,
+            self._label(),
+            "input",
+            arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float32),
+        )
         if x.size == 0:
             raise ValueError(f"{self._label()}: got an empty input of shape {x.shape}")
         out = np.maximum(x, 0)
@@ -344,7 +354,9 @@ class MSELoss:
 
     def __init__(self, reduction: str = "mean") -> None:
         if reduction not in ("mean", "sum"):
-            raise ValueError(f"{reduction!r} is not a valid value for reduction; use 'mean' or 'sum'")
+            raise ValueError(
+                f"{reduction!r} is not a valid value for reduction; use 'mean' or 'sum'"
+            )
         self.reduction = reduction
         self._diff: np.ndarray | None = None
 

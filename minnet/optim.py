@@ -21,12 +21,38 @@ def _is_real_number(x: object) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
-def _check_hparam(name: str, value: object, message: str, ok: bool) -> float:
+def _real(name: str, value: object) -> float:
     if not _is_real_number(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
-    if not ok:
-        raise ValueError(f"{message}: {value}")
     return float(value)  # type: ignore[arg-type]
+
+
+def validate_adam_hyperparameters(
+    lr: object, betas: object, eps: object, weight_decay: object, amsgrad: object
+) -> dict[str, Any]:
+    """Check Adam's hyperparameters as PyTorch does (same messages) and return them as floats.
+
+    Comparisons are written ``not 0.0 <= x`` so that NaN fails them. Wrong types raise
+    ``TypeError``; out-of-range values raise ``ValueError``.
+    """
+    lr_f = _real("lr", lr)
+    if not 0.0 <= lr_f:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    eps_f = _real("eps", eps)
+    if not 0.0 <= eps_f:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2) of floats, got {betas!r}")
+    b = (_real("betas[0]", betas[0]), _real("betas[1]", betas[1]))
+    for i in (0, 1):
+        if not 0.0 <= b[i] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+    wd_f = _real("weight_decay", weight_decay)
+    if not 0.0 <= wd_f:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    if not isinstance(amsgrad, (bool, np.bool_)):
+        raise TypeError(f"amsgrad must be a bool, got {type(amsgrad).__name__}: {amsgrad!r}")
+    return {"lr": lr_f, "betas": b, "eps": eps_f, "weight_decay": wd_f, "amsgrad": bool(amsgrad)}
 
 
 class _FlatGroup:
@@ -132,26 +158,12 @@ class Adam:
         weight_decay: float = 0.0,
         amsgrad: bool = False,
     ) -> None:
-        self.lr = _check_hparam("lr", lr, "Invalid learning rate", _is_real_number(lr) and 0.0 <= lr)
-        self.eps = _check_hparam("eps", eps, "Invalid epsilon value", _is_real_number(eps) and 0.0 <= eps)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2) of floats, got {betas!r}")
-        b1 = _check_hparam(
-            "betas[0]", betas[0], "Invalid beta parameter at index 0",
-            _is_real_number(betas[0]) and 0.0 <= betas[0] < 1.0,
-        )
-        b2 = _check_hparam(
-            "betas[1]", betas[1], "Invalid beta parameter at index 1",
-            _is_real_number(betas[1]) and 0.0 <= betas[1] < 1.0,
-        )
-        self.betas = (b1, b2)
-        self.weight_decay = _check_hparam(
-            "weight_decay", weight_decay, "Invalid weight_decay value",
-            _is_real_number(weight_decay) and 0.0 <= weight_decay,
-        )
-        if not isinstance(amsgrad, (bool, np.bool_)):
-            raise TypeError(f"amsgrad must be a bool, got {type(amsgrad).__name__}: {amsgrad!r}")
-        self.amsgrad = bool(amsgrad)
+        hp = validate_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad)
+        self.lr: float = hp["lr"]
+        self.betas: tuple[float, float] = hp["betas"]
+        self.eps: float = hp["eps"]
+        self.weight_decay: float = hp["weight_decay"]
+        self.amsgrad: bool = hp["amsgrad"]
         if isinstance(params, Parameter):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of Parameters, "
@@ -188,12 +200,22 @@ class Adam:
         beta1, beta2 = self.betas
         for group in self._groups:
             s = adam_scalars(
-                group.dtype, lr=self.lr, beta1=beta1, beta2=beta2, eps=self.eps,
-                weight_decay=self.weight_decay, step=self.step_count,
+                group.dtype,
+                lr=self.lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=self.eps,
+                weight_decay=self.weight_decay,
+                step=self.step_count,
             )
             adam_step_numba(
-                group.data, group.grad, group.exp_avg, group.exp_avg_sq, group.max_exp_avg_sq,
-                *s, self.amsgrad,
+                group.data,
+                group.grad,
+                group.exp_avg,
+                group.exp_avg_sq,
+                group.max_exp_avg_sq,
+                *s,
+                self.amsgrad,
             )
 
     # -- state ------------------------------------------------------------------------------
@@ -237,75 +259,66 @@ class Adam:
         it was. Raises ``ValueError`` naming what does not fit.
         """
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(
-                "Adam.load_state_dict expects a dict with keys 'state' and 'param_groups', got "
-                f"{sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__}"
+                f"Adam.load_state_dict expects keys ['param_groups', 'state'], got {got}"
             )
         groups = state_dict["param_groups"]
         if not isinstance(groups, (list, tuple)) or len(groups) != 1:
             raise ValueError("Adam.load_state_dict expects exactly one param group")
-        hp = dict(groups[0])
+        group = dict(groups[0])
         n_params = len(self.params)
-        if list(hp.get("params", [])) != list(range(n_params)):
+        indices = list(group.get("params", []))
+        if indices != list(range(n_params)):
             raise ValueError(
-                f"loaded state dict has a different number of parameters ({len(hp.get('params', []))}) "
-                f"than this optimizer ({n_params})"
+                f"loaded state dict has {len(indices)} parameters, this optimizer has {n_params}"
             )
-        # Validate hyperparameters by building a throwaway optimizer check (same rules).
-        missing = {"lr", "betas", "eps", "weight_decay", "amsgrad"} - set(hp)
+        names = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+        missing = [k for k in names if k not in group]
         if missing:
-            raise ValueError(f"loaded param group lacks {sorted(missing)}")
-        if bool(hp["amsgrad"]) != self.amsgrad:
+            raise ValueError(f"loaded param group lacks {missing}")
+        hp = validate_adam_hyperparameters(*(group[k] for k in names))
+        if hp["amsgrad"] != self.amsgrad:
             raise ValueError(
-                f"loaded state has amsgrad={bool(hp['amsgrad'])} but this optimizer has "
+                f"loaded state has amsgrad={hp['amsgrad']} but this optimizer has "
                 f"amsgrad={self.amsgrad}; create the optimizer with the same setting"
             )
-        probe = Adam.__new__(Adam)
-        Adam.__init__(
-            probe, [Parameter(np.zeros(1))], lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
-            weight_decay=hp["weight_decay"], amsgrad=bool(hp["amsgrad"]),
-        )
         state = state_dict["state"]
-        names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.amsgrad else [])
-        if len(state) == 0:
-            step = 0
-        else:
+        buffers = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.amsgrad else [])
+        step = 0
+        if state:
             keys = sorted(int(k) for k in state)
             if keys != list(range(n_params)):
-                raise ValueError(f"loaded state has entries for parameters {keys}, expected 0..{n_params - 1}")
-            steps = {float(state[k]["step"]) for k in state}
+                raise ValueError(
+                    f"loaded state has entries for parameters {keys}, expected 0..{n_params - 1}"
+                )
+            state = {int(k): v for k, v in state.items()}
+            steps = {float(entry["step"]) for entry in state.values()}
             if len(steps) != 1:
-                raise ValueError(f"loaded state has different step counts per parameter: {sorted(steps)}")
+                raise ValueError(f"loaded state has different step counts: {sorted(steps)}")
             step_f = steps.pop()
             if not (step_f >= 0 and step_f == math.floor(step_f)):
                 raise ValueError(f"loaded step count must be a non-negative integer, got {step_f}")
             step = int(step_f)
             for i, p in enumerate(self.params):
-                entry = state[i] if i in state else state[str(i)]
-                for name in names:
-                    if name not in entry:
+                for name in buffers:
+                    if name not in state[i]:
                         raise ValueError(f"loaded state for parameter {i} lacks '{name}'")
-                    arr = np.asarray(entry[name])
-                    if arr.shape != p.data.shape:
+                    shape = np.shape(state[i][name])
+                    if shape != p.data.shape:
                         raise ValueError(
-                            f"loaded state '{name}' for parameter {i} ({p.name or '?'}) has shape "
-                            f"{arr.shape}, expected {p.data.shape}"
+                            f"loaded state '{name}' for parameter {i} ({p.name or '?'}) has "
+                            f"shape {shape}, expected {p.data.shape}"
                         )
-        # All checks passed: write.
-        self.lr, self.betas, self.eps = probe.lr, probe.betas, probe.eps
-        self.weight_decay = probe.weight_decay
+        # Every check passed: write.
+        self.lr, self.betas, self.eps = hp["lr"], hp["betas"], hp["eps"]
+        self.weight_decay = hp["weight_decay"]
         self.step_count = step
-        for group in self._groups:
-            index = {id(p): i for i, p in enumerate(self.params)}
-            for name in ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.amsgrad else []):
-                views = group.slices(name)
-                for j, p in enumerate(group.params):
-                    if step == 0:
-                        views[j][...] = 0
-                    else:
-                        i = index[id(p)]
-                        entry = state[i] if i in state else state[str(i)]
-                        views[j][...] = np.asarray(entry[name], dtype=group.dtype)
+        index = {id(p): i for i, p in enumerate(self.params)}
+        for group_buffers in self._groups:
+            for name in buffers:
+                for p, view in zip(group_buffers.params, group_buffers.slices(name)):
+                    view[...] = state[index[id(p)]][name] if step else 0
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v}" for k, v in self._hyperparameters().items())

@@ -23,26 +23,92 @@ import torch
 # (name, dtype, shape, training setup, steps). Shapes are (N, D_in, H, D_out).
 CONFIGS: list[dict] = [
     # The classic example, exactly.
-    dict(name="seed_f64", dtype="float64", shape=(64, 1000, 100, 10), bias=(True, True),
-         reduction="sum", lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-         amsgrad=True, steps=250, seed=0),
-    dict(name="seed_f32", dtype="float32", shape=(64, 1000, 100, 10), bias=(True, True),
-         reduction="sum", lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-         amsgrad=True, steps=100, seed=0),
+    dict(
+        name="seed_f64",
+        dtype="float64",
+        shape=(64, 1000, 100, 10),
+        bias=(True, True),
+        reduction="sum",
+        lr=1e-4,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        amsgrad=True,
+        steps=250,
+        seed=0,
+    ),
+    dict(
+        name="seed_f32",
+        dtype="float32",
+        shape=(64, 1000, 100, 10),
+        bias=(True, True),
+        reduction="sum",
+        lr=1e-4,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        amsgrad=True,
+        steps=100,
+        seed=0,
+    ),
     # Plain Adam, mean reduction, L2 weight decay, other betas and eps.
-    dict(name="adam_wd_f64", dtype="float64", shape=(16, 20, 32, 5), bias=(True, True),
-         reduction="mean", lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2,
-         amsgrad=False, steps=300, seed=1),
-    dict(name="adam_wd_f32", dtype="float32", shape=(16, 20, 32, 5), bias=(True, True),
-         reduction="mean", lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2,
-         amsgrad=False, steps=100, seed=1),
+    dict(
+        name="adam_wd_f64",
+        dtype="float64",
+        shape=(16, 20, 32, 5),
+        bias=(True, True),
+        reduction="mean",
+        lr=1e-2,
+        betas=(0.8, 0.99),
+        eps=1e-6,
+        weight_decay=1e-2,
+        amsgrad=False,
+        steps=300,
+        seed=1,
+    ),
+    dict(
+        name="adam_wd_f32",
+        dtype="float32",
+        shape=(16, 20, 32, 5),
+        bias=(True, True),
+        reduction="mean",
+        lr=1e-2,
+        betas=(0.8, 0.99),
+        eps=1e-6,
+        weight_decay=1e-2,
+        amsgrad=False,
+        steps=100,
+        seed=1,
+    ),
     # AMSGrad with beta1 < 0.5 (PyTorch's other lerp branch), a large eps, a bias-free layer.
-    dict(name="amsgrad_lowbeta_f64", dtype="float64", shape=(32, 8, 16, 3), bias=(True, False),
-         reduction="sum", lr=3e-3, betas=(0.3, 0.95), eps=1e-3, weight_decay=1e-3,
-         amsgrad=True, steps=300, seed=2),
-    dict(name="amsgrad_lowbeta_f32", dtype="float32", shape=(32, 8, 16, 3), bias=(True, False),
-         reduction="sum", lr=3e-3, betas=(0.3, 0.95), eps=1e-3, weight_decay=1e-3,
-         amsgrad=True, steps=100, seed=2),
+    dict(
+        name="amsgrad_lowbeta_f64",
+        dtype="float64",
+        shape=(32, 8, 16, 3),
+        bias=(True, False),
+        reduction="sum",
+        lr=3e-3,
+        betas=(0.3, 0.95),
+        eps=1e-3,
+        weight_decay=1e-3,
+        amsgrad=True,
+        steps=300,
+        seed=2,
+    ),
+    dict(
+        name="amsgrad_lowbeta_f32",
+        dtype="float32",
+        shape=(32, 8, 16, 3),
+        bias=(True, False),
+        reduction="sum",
+        lr=3e-3,
+        betas=(0.3, 0.95),
+        eps=1e-3,
+        weight_decay=1e-3,
+        amsgrad=True,
+        steps=100,
+        seed=2,
+    ),
 ]
 
 
@@ -60,8 +126,12 @@ def record(cfg: dict) -> dict[str, np.ndarray]:
     ).to(dtype)
     loss_fn = torch.nn.MSELoss(reduction=cfg["reduction"])
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg["lr"], betas=cfg["betas"], eps=cfg["eps"],
-        weight_decay=cfg["weight_decay"], amsgrad=cfg["amsgrad"],
+        model.parameters(),
+        lr=cfg["lr"],
+        betas=cfg["betas"],
+        eps=cfg["eps"],
+        weight_decay=cfg["weight_decay"],
+        amsgrad=cfg["amsgrad"],
     )
     init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     losses = []
@@ -87,7 +157,9 @@ def record(cfg: dict) -> dict[str, np.ndarray]:
 def main() -> None:
     """Write one fixture per configuration."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent.parent / "tests" / "fixtures")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent.parent / "tests" / "fixtures"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -95,7 +167,8 @@ def main() -> None:
         arrays = record(cfg)
         path = args.out / f"torch_{cfg['name']}.npz"
         np.savez_compressed(path, **arrays)
-        print(f"{path}: {cfg['steps']} steps, loss {arrays['losses'][0]:.6g} -> {arrays['losses'][-1]:.6g}")
+        losses = arrays["losses"]
+        print(f"{path}: {cfg['steps']} steps, loss {losses[0]:.6g} -> {losses[-1]:.6g}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Print how closely minnet follows each recorded PyTorch trajectory (no torch needed).
 
-    python scripts/parity_report.py
+python scripts/parity_report.py
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ def main() -> None:
         param_gap = max(np.abs(params[k] - v).max() / np.abs(v).max() for k, v in final.items())
         same = sum(int((params[k] == v).sum()) for k, v in final.items())
         total = sum(v.size for v in final.values())
-        print(f"{path.stem[6:]:<24} {cfg['steps']:>5} {loss_gap:>10.2e} {param_gap:>10.2e}  "
-              f"{same}/{total}")
+        print(
+            f"{path.stem[6:]:<24} {cfg['steps']:>5} {loss_gap:>10.2e} {param_gap:>10.2e}  "
+            f"{same}/{total}"
+        )
 
 
 if __name__ == "__main__":

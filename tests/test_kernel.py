@@ -24,7 +24,12 @@ def run_both(
     states = []
     for _ in range(2):
         states.append(
-            [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype), np.zeros(n if amsgrad else 0, dtype)]
+            [
+                param.copy(),
+                np.zeros(n, dtype),
+                np.zeros(n, dtype),
+                np.zeros(n if amsgrad else 0, dtype),
+            ]
         )
     for t in range(1, steps + 1):
         grad = rng.standard_normal(n).astype(dtype) * (rng.random(n) >= zero_frac)
@@ -78,8 +83,9 @@ def test_eps_zero_with_zero_gradient_gives_nan_not_exception() -> None:
         param = np.array([1.0, 2.0])
         m, v = np.zeros(2), np.zeros(2)
         vmax = np.zeros(2 if amsgrad else 0)
-        s = adam_scalars(np.dtype(np.float64), lr=0.1, beta1=0.9, beta2=0.999, eps=0.0,
-                         weight_decay=0.0, step=1)
+        s = adam_scalars(
+            np.dtype(np.float64), lr=0.1, beta1=0.9, beta2=0.999, eps=0.0, weight_decay=0.0, step=1
+        )
         adam_step_numba(param, np.array([0.0, 1.0]), m, v, vmax, *s, amsgrad)
         assert np.isnan(param[0])
         assert param[1] == pytest.approx(2.0 - 0.1)
@@ -87,8 +93,9 @@ def test_eps_zero_with_zero_gradient_gives_nan_not_exception() -> None:
 
 def test_nan_gradient_propagates_through_amsgrad_max() -> None:
     param, m, v, vmax = np.ones(3), np.zeros(3), np.zeros(3), np.zeros(3)
-    s = adam_scalars(np.dtype(np.float64), lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
-                     weight_decay=0.0, step=1)
+    s = adam_scalars(
+        np.dtype(np.float64), lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1
+    )
     adam_step_numba(param, np.array([np.nan, 1.0, 0.0]), m, v, vmax, *s, True)
     assert np.isnan(vmax[0]) and np.isnan(param[0])
     assert np.isfinite(param[1:]).all()
@@ -111,8 +118,9 @@ def test_kernel_is_cached_on_disk(tmp_path) -> None:
     )
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     runs = [
-        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                       check=True).stdout.split()
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
         for _ in range(2)
     ]
     assert runs[0] == ["0", "1"], runs[0]  # first process compiles (a miss) ...

@@ -120,7 +120,9 @@ def test_backward_errors() -> None:
         ReLU().backward(np.zeros(3, np.float32))
     layer = Linear(3, 2)
     layer(np.zeros((4, 3), np.float32))
-    with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(4, 2\), got \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"grad_out must have the output's shape \(4, 2\), got \(4, 3\)"
+    ):
         layer.backward(np.zeros((4, 3), np.float32))
 
 

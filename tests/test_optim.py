@@ -36,7 +36,9 @@ ERROR_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, exc, message", ERROR_INPUTS, ids=[str(e[0]) for e in ERROR_INPUTS])
+@pytest.mark.parametrize(
+    "kwargs, exc, message", ERROR_INPUTS, ids=[str(e[0]) for e in ERROR_INPUTS]
+)
 def test_invalid_hyperparameters(kwargs: dict, exc: type, message: str) -> None:
     with pytest.raises(exc) as info:
         Adam(one_param(), **kwargs)
@@ -110,8 +112,9 @@ def test_state_dict_roundtrip_continues_identically() -> None:
     x, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
 
     def make() -> tuple[Sequential, Adam]:
-        model = Sequential(Linear(4, 6, dtype=np.float64, rng=3), ReLU(),
-                           Linear(6, 2, dtype=np.float64, rng=4))
+        model = Sequential(
+            Linear(4, 6, dtype=np.float64, rng=3), ReLU(), Linear(6, 2, dtype=np.float64, rng=4)
+        )
         return model, Adam(model.parameters(), lr=1e-2, amsgrad=True, weight_decay=1e-3)
 
     def train(model: Sequential, opt: Adam, steps: int) -> None:
@@ -167,6 +170,10 @@ def test_state_dict_before_first_step_is_empty_like_pytorch() -> None:
     sd = Adam(one_param(), lr=0.01).state_dict()
     assert sd["state"] == {}
     assert sd["param_groups"][0] == {
-        "lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,
+        "lr": 0.01,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "amsgrad": False,
         "params": [0],
     }

@@ -14,7 +14,10 @@ FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("torch_*.npz"))
 
 
 def replay(path: Path) -> tuple[dict, np.ndarray, np.ndarray, dict, dict]:
-    """Run minnet on a fixture's configuration; return (config, our losses, torch's, ours, torch's final)."""
+    """Run minnet on a fixture's set-up.
+
+    Returns (config, our losses, PyTorch's losses, our final state_dict, PyTorch's final one).
+    """
     with np.load(path, allow_pickle=False) as f:
         data = {k: f[k] for k in f.files}
     cfg = json.loads(str(data["config"]))
@@ -25,11 +28,15 @@ def replay(path: Path) -> tuple[dict, np.ndarray, np.ndarray, dict, dict]:
         minnet.nn.ReLU(),
         minnet.nn.Linear(h, d_out, bias=cfg["bias"][1], dtype=dtype, rng=0),
     )
-    model.load_state_dict({k[len("init/"):]: v for k, v in data.items() if k.startswith("init/")})
+    model.load_state_dict({k[len("init/") :]: v for k, v in data.items() if k.startswith("init/")})
     loss_fn = minnet.nn.MSELoss(reduction=cfg["reduction"])
     opt = minnet.optim.Adam(
-        model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"],
-        weight_decay=cfg["weight_decay"], amsgrad=cfg["amsgrad"],
+        model.parameters(),
+        lr=cfg["lr"],
+        betas=tuple(cfg["betas"]),
+        eps=cfg["eps"],
+        weight_decay=cfg["weight_decay"],
+        amsgrad=cfg["amsgrad"],
     )
     x, y = data["x"], data["y"]
     losses = []
@@ -39,7 +46,7 @@ def replay(path: Path) -> tuple[dict, np.ndarray, np.ndarray, dict, dict]:
         opt.zero_grad()
         model.backward(loss_fn.backward())
         opt.step()
-    final = {k[len("final/"):]: v for k, v in data.items() if k.startswith("final/")}
+    final = {k[len("final/") :]: v for k, v in data.items() if k.startswith("final/")}
     return cfg, np.array(losses), data["losses"], model.state_dict(), final
 
 
