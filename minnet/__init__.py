@@ -1,10 +1,12 @@
 """minnet: a small, fast, from-scratch neural-network framework that shows what Adam's eps does.
 
 ``minnet.nn`` has the layers and losses (hand-written forward and backward passes), and
-``minnet.optim`` the Adam/AMSGrad optimizer built on one fused Numba kernel.
+``minnet.optim`` the Adam/AMSGrad optimizer built on one fused Numba kernel; ``minnet.save`` and
+``minnet.load`` write and read checkpoints atomically and safely (``minnet.checkpoint``).
 """
 
 from minnet import nn, optim
+from minnet.checkpoint import CheckpointError, load, save
 
-__all__ = ["nn", "optim"]
+__all__ = ["nn", "optim", "save", "load", "CheckpointError"]
 __version__ = "0.1.0"

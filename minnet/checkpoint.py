@@ -1,0 +1,403 @@
+"""Checkpoints: ``minnet.save(obj, path)`` and ``minnet.load(path)``, safe and atomic.
+
+``obj`` is a tree of dicts (keys ``str`` or ``int``), lists, tuples, ``None``, ``bool``, ``int``
+(any size, so NumPy ``bit_generator.state`` fits), ``float`` (NaN, inf and -0.0 included),
+``str``, NumPy arrays (numeric, bool or string dtypes) and NumPy scalars. ``load`` returns the same
+tree with the same types: tuples stay tuples, ``int`` keys stay ``int``, arrays keep dtype, shape
+and memory order.
+
+The file is an ordinary ``.npz`` (an uncompressed zip of ``.npy`` members; ``np.load`` can read
+it): one member per array, ``a0.npy``, ``a1.npy``, ..., and a manifest ``__minnet__.npy`` (the
+UTF-8 bytes of a JSON document, as a ``uint8`` array) holding the format name, the format version,
+the tree with arrays replaced by references, and a SHA-256 digest. The digest covers the manifest
+(with the digest field blanked) and every array member's bytes, so any change to the content is
+detected, on top of the zip's own CRC-32 checks.
+
+Loading never executes anything from the file: no pickle (object arrays are refused before any
+byte of their data is read), no ``eval``; the tree is rebuilt from JSON by a whitelist of node
+types. Any problem with the file raises :class:`CheckpointError` and returns nothing.
+
+Saving is atomic: the file is written to a temporary name in the destination directory, flushed
+and ``fsync``-ed, renamed over ``path`` with ``os.replace``, and the directory is ``fsync``-ed. A
+process killed at any instant leaves either the previous checkpoint or the new one, whole (at
+worst plus a stray ``.<name>.<random>.tmp`` file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import zipfile
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
+
+#: Format name written into every manifest.
+FORMAT = "minnet-checkpoint"
+#: Format version written by this minnet; ``load`` refuses any other.
+VERSION = 1
+
+_MANIFEST = "__minnet__.npy"
+_DIGEST_FIELD = re.compile(rb'\A\{"sha256": "([0-9a-f]{64})", ')
+_BLANK_DIGEST = "0" * 64
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same object gives the same bytes
+_ARRAY_KINDS = "biufcUS"  # bool, ints, floats, complex, str, bytes: nothing that needs pickle
+_MAX_MANIFEST_BYTES = 64 * 2**20
+
+
+class CheckpointError(ValueError):
+    """A file that ``minnet.load`` cannot return whole: truncated, corrupted, of another format
+    version, not a minnet checkpoint, or carrying content that would need pickle."""
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+class _Encoder:
+    """Turn a tree into (JSON-able structure, list of arrays), validating every node."""
+
+    def __init__(self) -> None:
+        self.arrays: list[np.ndarray] = []
+
+    def _add(self, arr: np.ndarray, where: str) -> int:
+        if arr.dtype.kind not in _ARRAY_KINDS or arr.dtype.fields is not None:
+            raise TypeError(
+                f"minnet.save: {where} is an array of dtype {arr.dtype}; only bool, "
+                "integer, float, complex and string arrays can be stored (others need pickle)"
+            )
+        self.arrays.append(arr)
+        return len(self.arrays) - 1
+
+    def encode(self, obj: Any, where: str = "obj") -> Any:
+        if obj is None or isinstance(obj, (bool, str)):
+            return obj
+        if isinstance(obj, np.generic):  # before int/float: np.float64 subclasses float
+            return {"scalar": self._add(np.asarray(obj), where)}
+        if isinstance(obj, int):
+            return int(obj)
+        if isinstance(obj, float):
+            return float(obj)
+        if type(obj) is np.ndarray:
+            return {"array": self._add(obj, where)}
+        if isinstance(obj, dict):
+            items = []
+            for key, value in obj.items():
+                if isinstance(key, bool) or not isinstance(key, (str, int)):
+                    raise TypeError(
+                        f"minnet.save: dict keys must be str or int, got {type(key).__name__} "
+                        f"{key!r} in {where}"
+                    )
+                items.append(
+                    [
+                        int(key) if isinstance(key, int) else key,
+                        self.encode(value, f"{where}[{key!r}]"),
+                    ]
+                )
+            return {"dict": items}
+        if isinstance(obj, (list, tuple)):
+            kind = "tuple" if isinstance(obj, tuple) else "list"
+            return {kind: [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
+        raise TypeError(
+            f"minnet.save: cannot store {type(obj).__name__} at {where}; supported: "
+            "dict (str or int keys), list, tuple, str, int, float, bool, None, np.ndarray and "
+            "NumPy scalars"
+        )
+
+
+class _HashingWriter:
+    """File-like wrapper that hashes everything written through it."""
+
+    def __init__(self, raw: IO[bytes], digest: Any) -> None:
+        self.raw = raw
+        self.digest = digest
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+
+def _zipinfo(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
+def _manifest_bytes(tree: Any, names: list[str], digest_hex: str) -> bytes:
+    # "sha256" must stay the first key: load blanks it by position to recompute the digest.
+    manifest = {
+        "sha256": digest_hex,
+        "format": FORMAT,
+        "version": VERSION,
+        "arrays": names,
+        "tree": tree,
+    }
+    return json.dumps(manifest, ensure_ascii=True, allow_nan=True).encode("ascii")
+
+
+def _write_npy(zf: zipfile.ZipFile, name: str, arr: np.ndarray, digest: Any = None) -> None:
+    with zf.open(_zipinfo(name), "w", force_zip64=True) as member:
+        out = member if digest is None else _HashingWriter(member, digest)
+        np.lib.format.write_array(out, arr, allow_pickle=False)
+
+
+def save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``obj`` to ``path`` (conventionally ``*.npz``) atomically.
+
+    Args:
+        obj: a tree of dict / list / tuple / str / int / float / bool / None / np.ndarray /
+            NumPy scalar, e.g. ``{"model": model.state_dict(), "optimizer":
+            optimizer.state_dict(), "step": t, "rng": rng.bit_generator.state}``.
+        path: destination file; its directory must exist. An existing file is replaced only once
+            the new one is complete and on disk.
+
+    Raises:
+        TypeError: ``obj`` holds something that cannot be stored (the message gives its path in
+            the tree, e.g. ``obj['state'][0]['exp_avg']``). Nothing is written in that case.
+        OSError: the file cannot be written; ``path`` is left as it was.
+    """
+    encoder = _Encoder()
+    tree = encoder.encode(obj)  # validate everything before touching the disk
+    arrays = encoder.arrays
+    names = [f"a{i}.npy" for i in range(len(arrays))]
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    # O_EXCL: never follow or clobber an existing file; mode 0o666 lets the umask decide.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            digest = hashlib.sha256(_manifest_bytes(tree, names, _BLANK_DIGEST))
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name, arr in zip(names, arrays):
+                    _write_npy(zf, name, arr, digest)
+                manifest = _manifest_bytes(tree, names, digest.hexdigest())
+                _write_npy(zf, _MANIFEST, np.frombuffer(manifest, dtype=np.uint8))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+class _HashingReader:
+    """File-like wrapper over a zip member that hashes what is read."""
+
+    def __init__(self, raw: IO[bytes], digest: Any) -> None:
+        self.raw = raw
+        self.digest = digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if self.digest is not None:
+            self.digest.update(data)
+        return data
+
+
+def _read_npy(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, digest: Any
+) -> np.ndarray:
+    """One ``.npy`` member as an array, checking its header before reading any data."""
+    name = info.filename
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        raise CheckpointError(f"member {name} is compressed or encrypted; minnet never writes that")
+    if info.file_size > file_size:
+        raise CheckpointError(f"member {name} claims {info.file_size} bytes, more than the file")
+    with zf.open(info) as member:
+        fp = _HashingReader(member, digest)
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise CheckpointError(f"member {name} has unsupported .npy version {version}")
+        if dtype.hasobject:
+            raise CheckpointError(
+                f"member {name} is an object array; loading it would unpickle code from the "
+                "file, which minnet.load never does"
+            )
+        if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
+            raise CheckpointError(f"member {name} has unsupported dtype {dtype}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > info.file_size:
+            raise CheckpointError(
+                f"member {name} declares shape {shape} of {dtype} ({nbytes} bytes) but holds "
+                f"only {info.file_size} bytes"
+            )
+        data = bytearray(nbytes)
+        view = memoryview(data)
+        got = 0
+        while got < nbytes:
+            chunk = member.readinto(view[got:])
+            if not chunk:
+                raise CheckpointError(f"member {name} ends early: {got} of {nbytes} data bytes")
+            got += chunk
+        if member.read(1):  # also reaches EOF, where zipfile checks the CRC-32
+            raise CheckpointError(f"member {name} has bytes after its array data")
+    if digest is not None:
+        digest.update(view)
+    order = "F" if fortran_order else "C"
+    if nbytes == 0:
+        return np.empty(shape, dtype=dtype, order=order)
+    arr = np.frombuffer(data, dtype=dtype)  # writable: bytearray-backed
+    return arr.reshape(shape, order=order)
+
+
+def _decode(node: Any, arrays: list[np.ndarray], used: list[bool]) -> Any:
+    if node is None or isinstance(node, (bool, str, int, float)):
+        return node
+    if not isinstance(node, dict) or len(node) != 1:
+        raise CheckpointError(f"manifest has a malformed node: {str(node)[:80]}")
+    ((kind, value),) = node.items()
+    if kind in ("array", "scalar"):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(arrays):
+            raise CheckpointError(f"manifest refers to a missing array {value!r}")
+        if used[value]:
+            raise CheckpointError(f"manifest refers to array {value} twice")
+        used[value] = True
+        arr = arrays[value]
+        if kind == "scalar":
+            if arr.ndim != 0:
+                raise CheckpointError(f"array {value} should be a scalar, has shape {arr.shape}")
+            return arr[()]
+        return arr
+    if not isinstance(value, list):
+        raise CheckpointError(f"manifest has a malformed {kind!r} node")
+    if kind == "list":
+        return [_decode(v, arrays, used) for v in value]
+    if kind == "tuple":
+        return tuple(_decode(v, arrays, used) for v in value)
+    if kind == "dict":
+        out: dict[Any, Any] = {}
+        for item in value:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise CheckpointError("manifest has a malformed dict entry")
+            key = item[0]
+            if isinstance(key, bool) or not isinstance(key, (str, int)) or key in out:
+                raise CheckpointError(f"manifest has a bad or repeated dict key {key!r}")
+            out[key] = _decode(item[1], arrays, used)
+        return out
+    raise CheckpointError(f"manifest has an unknown node type {kind!r}")
+
+
+def _load(f: IO[bytes], file_size: int) -> Any:
+    try:
+        zf = zipfile.ZipFile(f)
+    except zipfile.BadZipFile as exc:
+        f.seek(0)
+        head = f.read(4)
+        if head == b"PK\x03\x04":
+            raise CheckpointError(
+                f"truncated or corrupted: the zip directory is unreadable ({exc})"
+            ) from exc
+        raise CheckpointError(
+            "not a minnet checkpoint: not an .npz (zip) file"
+            + (" (file is empty)" if file_size == 0 else "")
+        ) from exc
+    with zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            raise CheckpointError("corrupted: the zip holds repeated member names")
+        by_name = {i.filename: i for i in infos}
+        if _MANIFEST not in by_name:
+            raise CheckpointError(
+                f"not a minnet checkpoint: no {_MANIFEST} member (members: {names[:5]}"
+                f"{' ...' if len(names) > 5 else ''}); a plain .npz is read with np.load"
+            )
+        minfo = by_name[_MANIFEST]
+        if minfo.file_size > _MAX_MANIFEST_BYTES:
+            raise CheckpointError(f"manifest claims {minfo.file_size} bytes; corrupted")
+        raw = _read_npy(zf, minfo, file_size, None)
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise CheckpointError("corrupted: the manifest is not a byte string")
+        text = raw.tobytes()
+        match = _DIGEST_FIELD.match(text)
+        manifest = json.loads(text.decode("ascii"))
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise CheckpointError("not a minnet checkpoint: the manifest names another format")
+        version = manifest.get("version")
+        if version != VERSION:
+            raise CheckpointError(
+                f"checkpoint format version {version!r}; this minnet reads version {VERSION} "
+                "only (written by a different minnet release?)"
+            )
+        if match is None:
+            raise CheckpointError("corrupted: the manifest's sha256 field is malformed")
+        array_names = manifest.get("arrays")
+        if not isinstance(array_names, list) or not all(isinstance(n, str) for n in array_names):
+            raise CheckpointError("corrupted: the manifest's array list is malformed")
+        extra = sorted(set(names) - set(array_names) - {_MANIFEST})
+        missing = [n for n in array_names if n not in by_name]
+        if extra or missing or len(set(array_names)) != len(array_names):
+            raise CheckpointError(
+                f"corrupted: members do not match the manifest (missing {missing}, "
+                f"unexpected {extra})"
+            )
+        start, end = match.span(1)
+        digest = hashlib.sha256(text[:start] + _BLANK_DIGEST.encode() + text[end:])
+        arrays = [_read_npy(zf, by_name[n], file_size, digest) for n in array_names]
+        if digest.hexdigest() != match.group(1).decode():
+            raise CheckpointError("corrupted: the SHA-256 checksum does not match the content")
+        used = [False] * len(arrays)
+        obj = _decode(manifest.get("tree"), arrays, used)
+        if not all(used):
+            raise CheckpointError("corrupted: the manifest leaves arrays unused")
+        return obj
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    """Read a checkpoint written by :func:`save`; return the tree, with the saved types.
+
+    Never executes code from the file (no pickle, no eval), so a file from an untrusted source
+    can at worst fail to load.
+
+    Raises:
+        CheckpointError: (a ``ValueError``) the file is truncated, corrupted (checksum or zip CRC
+            mismatch), of another format version, not a minnet checkpoint, or holds an object
+            (pickled) array; the message says which. Nothing is returned in that case.
+        FileNotFoundError, PermissionError, IsADirectoryError: ``path`` cannot be opened.
+    """
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        try:
+            return _load(f, file_size)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{os.fspath(path)}: {exc}") from exc.__cause__
+        except Exception as exc:  # noqa: BLE001 - any failure while parsing untrusted bytes
+            # zipfile, zlib, json and numpy's header parser raise many types (BadZipFile,
+            # EOFError, UnicodeDecodeError, struct.error, OverflowError, RecursionError...);
+            # whatever the cause, the file is unusable and the caller gets one error type.
+            raise CheckpointError(
+                f"{os.fspath(path)}: corrupted or not a minnet checkpoint "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
