@@ -28,13 +28,20 @@ class Parameter:
     """A trainable array: ``.data`` (the values) and ``.grad`` (same shape and dtype).
 
     ``name`` is the parameter's key in its model's ``state_dict()`` (``"0.weight"``); error
-    messages use it.
+    messages use it. ``data`` must be a float32 or float64 array (``TypeError`` otherwise).
     """
 
     __slots__ = ("data", "grad", "name")
 
     def __init__(self, data: np.ndarray, name: str = "") -> None:
-        self.data: np.ndarray = np.ascontiguousarray(data)
+        where = f"Parameter {name!r}" if name else "Parameter"
+        arr = _asarray(data, where, "data")
+        if arr.dtype not in _FLOAT_DTYPES:
+            raise TypeError(
+                f"{where}: data has dtype {arr.dtype}; parameters must be float32 or float64 "
+                "arrays (cast with .astype)"
+            )
+        self.data: np.ndarray = np.ascontiguousarray(arr)
         self.grad: np.ndarray = np.zeros_like(self.data)
         self.name = name
 
@@ -62,9 +69,22 @@ def _float_dtype(dtype: Any, where: str) -> np.dtype:
     return dt
 
 
+def _asarray(x: Any, where: str, what: str) -> np.ndarray:
+    """``np.asarray(x)``, with an error naming ``where`` and ``what`` for ragged input."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(
+            f"{where}: {what} cannot be made into an array ({exc}); expected a real "
+            "floating-point array"
+        ) from exc
+
+
 def _as_float_array(x: Any, where: str, what: str, dtype: np.dtype) -> np.ndarray:
     """``x`` as an array of ``dtype``; real floats of another precision are cast, others refused."""
-    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    arr = _asarray(x, where, what)
     kind = arr.dtype.kind
     if kind != "f":
         hint = {
@@ -141,7 +161,11 @@ class Module:
             if name not in state_dict:
                 continue
             value = state_dict[name]
-            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            try:
+                arr = _asarray(value, name, "value")
+            except (ValueError, TypeError) as exc:
+                errors.append(str(exc))
+                continue
             if arr.dtype.kind not in "fiu":
                 errors.append(
                     f"{name}: dtype {arr.dtype} cannot be loaded into a {p.dtype} parameter"
@@ -266,7 +290,7 @@ class ReLU(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Elementwise ``max(x, 0)``; any shape with at least one element."""
-        arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+        arr = _asarray(x, self._label(), "input")
         x = _as_float_array(
             arr,
             self._label(),
@@ -365,7 +389,7 @@ class MSELoss:
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> np.floating:
         """The loss value for predictions ``input`` and targets ``target``."""
-        arr = input if isinstance(input, np.ndarray) else np.asarray(input)
+        arr = _asarray(input, "MSELoss", "input")
         dtype = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float64)
         input = _as_float_array(arr, "MSELoss", "input", dtype)
         target = _as_float_array(target, "MSELoss", "target", dtype)
