@@ -1,7 +1,7 @@
 """Checkpoints: ``minnet.save(obj, path)`` and ``minnet.load(path)``, safe and atomic.
 
 ``obj`` is a tree of dicts (keys ``str`` or ``int``), lists, tuples, ``None``, ``bool``, ``int``
-(any size, so NumPy ``bit_generator.state`` fits), ``float`` (NaN, inf and -0.0 included),
+(any size, so NumPy ``bit_generator.state`` fits), ``float`` (bit for bit: NaN payloads, inf, -0.0),
 ``str``, NumPy arrays (numeric, bool or string dtypes) and NumPy scalars. ``load`` returns the same
 tree with the same types: tuples stay tuples, ``int`` keys stay ``int``, arrays keep dtype, shape
 and memory order.
@@ -31,6 +31,7 @@ import math
 import os
 import re
 import secrets
+import struct
 import zipfile
 from typing import IO, Any
 
@@ -82,7 +83,9 @@ class _Encoder:
         if isinstance(obj, int):
             return int(obj)
         if isinstance(obj, float):
-            return float(obj)
+            if math.isfinite(obj):
+                return float(obj)  # JSON keeps finite floats exactly, -0.0 included
+            return {"float": struct.pack(">d", obj).hex()}  # inf, and NaN with sign and payload
         if type(obj) is np.ndarray:
             return {"array": self._add(obj, where)}
         if isinstance(obj, dict):
@@ -137,7 +140,7 @@ def _manifest_bytes(tree: Any, names: list[str], digest_hex: str) -> bytes:
         "arrays": names,
         "tree": tree,
     }
-    return json.dumps(manifest, ensure_ascii=True, allow_nan=True).encode("ascii")
+    return json.dumps(manifest, ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def _write_npy(zf: zipfile.ZipFile, name: str, arr: np.ndarray, digest: Any = None) -> None:
@@ -278,6 +281,10 @@ def _decode(node: Any, arrays: list[np.ndarray], used: list[bool]) -> Any:
     if not isinstance(node, dict) or len(node) != 1:
         raise CheckpointError(f"manifest has a malformed node: {str(node)[:80]}")
     ((kind, value),) = node.items()
+    if kind == "float":
+        if not (isinstance(value, str) and re.fullmatch("[0-9a-f]{16}", value)):
+            raise CheckpointError(f"manifest has a malformed float {value!r}")
+        return struct.unpack(">d", bytes.fromhex(value))[0]
     if kind in ("array", "scalar"):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(arrays):
             raise CheckpointError(f"manifest refers to a missing array {value!r}")
@@ -307,6 +314,10 @@ def _decode(node: Any, arrays: list[np.ndarray], used: list[bool]) -> Any:
             out[key] = _decode(item[1], arrays, used)
         return out
     raise CheckpointError(f"manifest has an unknown node type {kind!r}")
+
+
+def _reject_constant(name: str) -> None:
+    raise CheckpointError(f"manifest is not strict JSON: it contains {name}")
 
 
 def _load(f: IO[bytes], file_size: int) -> Any:
@@ -342,7 +353,7 @@ def _load(f: IO[bytes], file_size: int) -> Any:
             raise CheckpointError("corrupted: the manifest is not a byte string")
         text = raw.tobytes()
         match = _DIGEST_FIELD.match(text)
-        manifest = json.loads(text.decode("ascii"))
+        manifest = json.loads(text.decode("ascii"), parse_constant=_reject_constant)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise CheckpointError("not a minnet checkpoint: the manifest names another format")
         version = manifest.get("version")

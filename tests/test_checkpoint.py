@@ -83,7 +83,8 @@ def test_training_state_round_trips_with_types(ckpt: tuple[Path, dict[str, Any]]
 
 
 SPECIAL_VALUES = {
-    "floats": [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308, 0.1],
+    "floats": [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308, 0.1]
+    + [struct.unpack(">d", bytes.fromhex("fff8000000000123"))[0]],  # -NaN with a payload
     "ints": [0, -1, 2**63, -(2**200), 10**100],
     "misc": (None, True, False, "", "ünïcode \u2603 \ud800", ("nested", ("tuple",)), [], {}),
     7: "int key",
