@@ -386,9 +386,10 @@ def _load(f: IO[bytes], file_size: int) -> Any:
         return obj
 
 
-def load(path: str | os.PathLike[str]) -> Any:
+def load(f: str | os.PathLike[str] | IO[bytes]) -> Any:
     """Read a checkpoint written by :func:`save`; return the tree, with the saved types.
 
+    ``f`` is a path or a seekable binary file object (``open(path, "rb")``, ``io.BytesIO``).
     Never executes code from the file (no pickle, no eval), so a file from an untrusted source
     can at worst fail to load.
 
@@ -396,19 +397,27 @@ def load(path: str | os.PathLike[str]) -> Any:
         CheckpointError: (a ``ValueError``) the file is truncated, corrupted (checksum or zip CRC
             mismatch), of another format version, not a minnet checkpoint, or holds an object
             (pickled) array; the message says which. Nothing is returned in that case.
-        FileNotFoundError, PermissionError, IsADirectoryError: ``path`` cannot be opened.
+        FileNotFoundError, PermissionError, IsADirectoryError: ``f`` cannot be opened.
     """
-    with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        try:
-            return _load(f, file_size)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{os.fspath(path)}: {exc}") from exc.__cause__
-        except Exception as exc:  # noqa: BLE001 - any failure while parsing untrusted bytes
-            # zipfile, zlib, json and numpy's header parser raise many types (BadZipFile,
-            # EOFError, UnicodeDecodeError, struct.error, OverflowError, RecursionError...);
-            # whatever the cause, the file is unusable and the caller gets one error type.
-            raise CheckpointError(
-                f"{os.fspath(path)}: corrupted or not a minnet checkpoint "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
+    if hasattr(f, "read"):
+        label = str(getattr(f, "name", type(f).__name__))
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(0)
+        return _load_labelled(f, size, label)  # type: ignore[arg-type]
+    with open(f, "rb") as fh:
+        return _load_labelled(fh, os.fstat(fh.fileno()).st_size, os.fspath(f))
+
+
+def _load_labelled(f: IO[bytes], file_size: int, label: str) -> Any:
+    try:
+        return _load(f, file_size)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{label}: {exc}") from exc.__cause__
+    except Exception as exc:  # noqa: BLE001 - any failure while parsing untrusted bytes
+        # zipfile, zlib, json and numpy's header parser raise many types (BadZipFile, EOFError,
+        # UnicodeDecodeError, struct.error, OverflowError, RecursionError...); whatever the
+        # cause, the file is unusable and the caller gets one error type.
+        raise CheckpointError(
+            f"{label}: corrupted or not a minnet checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
