@@ -376,3 +376,18 @@ def test_load_accepts_a_binary_file_object(ckpt: tuple[Path, dict[str, Any]]) ->
         assert_identical(obj, minnet.load(f))
     with pytest.raises(minnet.CheckpointError, match=r"^BytesIO: .*not an \.npz"):
         minnet.load(io.BytesIO(b"garbage"))
+
+
+def test_checkpoint_into_another_architecture_names_keys_and_shapes(
+    ckpt: tuple[Path, dict[str, Any]],
+) -> None:
+    path, obj = ckpt
+    other = Sequential(Linear(6, 7), ReLU(), Linear(7, 2, dtype=np.float64), ReLU(), Linear(2, 1))
+    before = other.state_dict()
+    with pytest.raises(ValueError) as info:
+        other.load_state_dict(minnet.load(path)["model"])
+    msg = str(info.value)
+    assert 'Missing key(s) in state_dict: "4.weight", "4.bias"' in msg
+    assert "size mismatch for 0.weight" in msg and "(5, 6)" in msg and "(7, 6)" in msg
+    assert "size mismatch for 2.weight" in msg and "(2, 5)" in msg and "(2, 7)" in msg
+    assert_identical(before, other.state_dict())

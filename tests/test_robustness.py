@@ -261,6 +261,50 @@ def test_parameter_and_load_state_dict_reject_bad_values(data: st.DataObject) ->
             Parameter(value, "w")
 
 
+SIZE = st.one_of(st.integers(1, 4), st.integers(1, 4).map(np.int64))
+BAD_SIZE = st.sampled_from([0, -1, 2.0, "3", None, True, np.float64(2)])
+LAYER_ARGS = {
+    # argument -> (valid values, [(bad values, exception, message fragment)])
+    "in_features": (SIZE, [(BAD_SIZE, ValueError, "Linear: in_features must be a positive int")]),
+    "out_features": (SIZE, [(BAD_SIZE, ValueError, "Linear: out_features must be a positive int")]),
+    "bias": (st.booleans(), [(st.sampled_from([1, "x", None]), TypeError, "bias must be a bool")]),
+    "dtype": (
+        st.sampled_from([np.float32, np.float64, "float32", np.dtype("f8")]),
+        [(st.sampled_from([np.float16, np.int32, complex, "x", object]), TypeError,
+          "Linear: dtype must be float32 or float64")],
+    ),
+    "rng": (
+        st.one_of(st.none(), st.integers(0, 2**70), st.just(np.random.default_rng(1))),
+        [(st.sampled_from([1.5, "seed", True]), TypeError, "Linear: rng must be")],
+    ),
+}  # fmt: skip
+
+
+@SETTINGS
+@given(data=st.data())
+def test_layer_and_loss_constructors(data: st.DataObject) -> None:
+    kwargs = {k: data.draw(valid, label=k) for k, (valid, _) in LAYER_ARGS.items()}
+    bad_arg = data.draw(st.sampled_from([None, *LAYER_ARGS]))
+    if bad_arg is not None:
+        strategy, etype, fragment = data.draw(st.sampled_from(LAYER_ARGS[bad_arg][1]))
+        kwargs[bad_arg] = data.draw(strategy, label=f"bad {bad_arg}")
+        with pytest.raises(etype, match=re.escape(fragment)):
+            Linear(**kwargs)
+    else:
+        layer = Linear(**kwargs)
+        assert layer.weight.shape == (kwargs["out_features"], kwargs["in_features"])
+        assert (
+            layer.weight.dtype == np.dtype(kwargs["dtype"])
+            and (layer.bias is None) != kwargs["bias"]
+        )
+    reduction = data.draw(st.sampled_from(["mean", "sum", "none", "Mean", 1, None]))
+    if reduction in ("mean", "sum"):
+        assert MSELoss(reduction).reduction == reduction
+    else:
+        with pytest.raises(ValueError, match="is not a valid value for reduction; use 'mean' or"):
+            MSELoss(reduction)
+
+
 # -- optimizer ----------------------------------------------------------------------------------
 
 ADAM_KWARGS = set(inspect.signature(Adam).parameters) - {"params"}
