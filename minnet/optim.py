@@ -6,15 +6,21 @@ The math lives in :mod:`minnet._kernels`; this module is the thin class around i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from minnet._kernels import adam_scalars, adam_step_numba
+from minnet._kernels import (
+    AMSGRAD_MAX_MODES,
+    EPS_MODES,
+    adam_scalars,
+    adam_step_numba,
+    ams_kind,
+)
 from minnet.nn import Parameter
 
-__all__ = ["Adam"]
+__all__ = ["Adam", "AdamStats", "EPS_MODES", "AMSGRAD_MAX_MODES"]
 
 
 def _is_real_number(x: object) -> bool:
@@ -28,9 +34,15 @@ def _real(name: str, value: object) -> float:
 
 
 def validate_adam_hyperparameters(
-    lr: object, betas: object, eps: object, weight_decay: object, amsgrad: object
+    lr: object,
+    betas: object,
+    eps: object,
+    weight_decay: object,
+    amsgrad: object,
+    eps_mode: object = "outside",
+    amsgrad_max: object = "raw",
 ) -> dict[str, Any]:
-    """Check Adam's hyperparameters as PyTorch does (same messages) and return them as floats.
+    """Check Adam's hyperparameters as PyTorch does (same messages) and return them normalized.
 
     Comparisons are written ``not 0.0 <= x`` so that NaN fails them. Wrong types raise
     ``TypeError``; out-of-range values raise ``ValueError``.
@@ -52,7 +64,40 @@ def validate_adam_hyperparameters(
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")
     if not isinstance(amsgrad, (bool, np.bool_)):
         raise TypeError(f"amsgrad must be a bool, got {type(amsgrad).__name__}: {amsgrad!r}")
-    return {"lr": lr_f, "betas": b, "eps": eps_f, "weight_decay": wd_f, "amsgrad": bool(amsgrad)}
+    if eps_mode not in EPS_MODES:
+        raise ValueError(f"Invalid eps_mode: {eps_mode!r}; expected one of {EPS_MODES}")
+    if amsgrad_max not in AMSGRAD_MAX_MODES:
+        raise ValueError(
+            f"Invalid amsgrad_max: {amsgrad_max!r}; expected one of {AMSGRAD_MAX_MODES}"
+        )
+    if amsgrad_max != "raw" and not amsgrad:
+        raise ValueError(f"amsgrad_max={amsgrad_max!r} needs amsgrad=True")
+    return {
+        "lr": lr_f,
+        "betas": b,
+        "eps": eps_f,
+        "weight_decay": wd_f,
+        "amsgrad": bool(amsgrad),
+        "eps_mode": str(eps_mode),
+        "amsgrad_max": str(amsgrad_max),
+    }
+
+
+class AdamStats(NamedTuple):
+    """What ``Adam(track_stats=True)`` measured during its latest step, in the same kernel pass.
+
+    ``eps_dominated`` is the fraction of coordinates whose eps term is at least the second-moment
+    term it is added to (``eps >= sqrt(S_hat)`` for "outside", ``eps >= sqrt(S_dw)`` uncorrected
+    for "hat", ``eps >= S_hat`` for "inside", never for "atan2"); ``nonfinite`` counts parameters
+    that are NaN or infinite after the step; ``update_rms`` is ``sqrt(mean(delta**2))`` of the
+    applied update over all ``n_params`` coordinates.
+    """
+
+    step: int
+    eps_dominated: float
+    nonfinite: int
+    update_rms: float
+    n_params: int
 
 
 class _FlatGroup:
@@ -110,7 +155,8 @@ class Adam:
     r"""Adam and AMSGrad with PyTorch's exact semantics, as one fused Numba kernel.
 
     With ``t`` the step count (1 on the first call of :meth:`step`), ``g`` the gradient,
-    ``V_dw``/``exp_avg`` and ``S_dw``/``exp_avg_sq`` the moments (both start at zero):
+    ``V_dw``/``exp_avg`` and ``S_dw``/``exp_avg_sq`` the moments (both start at zero), the
+    default (``eps_mode="outside"``, ``amsgrad_max="raw"``) is PyTorch's ``torch.optim.Adam``:
 
     .. code-block:: text
 
@@ -128,6 +174,19 @@ class Adam:
     ``eps`` sits *outside* the square root and is added *after* bias correction. With ``eps=0``
     a coordinate whose gradient has always been zero gets 0/0 = NaN, exactly as in PyTorch.
 
+    The epsilon lab's variants change only where eps goes and how the AMSGrad max is kept:
+
+    .. code-block:: text
+
+        eps_mode="hat"      param -= lr*sqrt(1-beta2**t)/(1-beta1**t) * V_dw / (sqrt(S_dw) + eps)
+                            (TensorFlow/Keras "epsilon hat": eps added before bias correction)
+        eps_mode="inside"   param -= lr * V_hat / sqrt(S_hat + eps)     (optax eps_root, eps=0)
+        eps_mode="atan2"    param -= 1.27 * lr * atan2(V_hat, sqrt(S_hat))   (Adam-atan2; eps
+                            unused)
+        amsgrad_max="corrected"  S_max = max(S_max, S_hat_t); S_hat = S_max       (optax)
+        amsgrad_max="paper"      S_max = max(S_max, S_dw); S_hat = S_max, V_hat = V_dw: no bias
+                                 correction at all (Reddi et al. 2018, Algorithm 2)
+
     On construction every parameter is copied into one contiguous buffer per dtype, and each
     parameter's ``.data`` and ``.grad`` become views into it: one kernel call then updates the
     whole model. Keep using ``p.data`` (write values in place with ``p.data[...] = x``); an array
@@ -143,6 +202,12 @@ class Adam:
         eps: added to the denominator, ``>= 0``. Default ``1e-8``.
         weight_decay: L2 penalty, ``>= 0``. Default ``0``.
         amsgrad: use AMSGrad's running max of the second moment. Default ``False``.
+        eps_mode: ``"outside"`` (default), ``"hat"``, ``"inside"`` or ``"atan2"``.
+        amsgrad_max: ``"raw"`` (default), ``"corrected"`` or ``"paper"``; needs ``amsgrad``.
+        track_stats: record :class:`AdamStats` in every step (read ``optimizer.stats``).
+        check_finite: refuse a step that would make a parameter NaN or infinite: raise
+            ``FloatingPointError`` and leave parameters and state as they were. Costs one extra
+            read-only pass over the buffers; off by default (PyTorch lets NaN through).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -157,13 +222,28 @@ class Adam:
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
+        *,
+        eps_mode: str = "outside",
+        amsgrad_max: str = "raw",
+        track_stats: bool = False,
+        check_finite: bool = False,
     ) -> None:
-        hp = validate_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad)
+        hp = validate_adam_hyperparameters(
+            lr, betas, eps, weight_decay, amsgrad, eps_mode, amsgrad_max
+        )
         self.lr: float = hp["lr"]
         self.betas: tuple[float, float] = hp["betas"]
         self.eps: float = hp["eps"]
         self.weight_decay: float = hp["weight_decay"]
         self.amsgrad: bool = hp["amsgrad"]
+        self.eps_mode: str = hp["eps_mode"]
+        self.amsgrad_max: str = hp["amsgrad_max"]
+        for name, flag in (("track_stats", track_stats), ("check_finite", check_finite)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}: {flag!r}")
+        self.track_stats = bool(track_stats)
+        self.check_finite = bool(check_finite)
+        self.stats: AdamStats | None = None
         if isinstance(params, Parameter):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of Parameters, "
@@ -186,37 +266,110 @@ class Adam:
         for p in plist:
             by_dtype.setdefault(p.data.dtype, []).append(p)
         self._groups = [_FlatGroup(ps, dt, self.amsgrad) for dt, ps in by_dtype.items()]
+        # Holds each coordinate's update while stats are summed (tracked or checked steps only).
+        self._scratch = [np.empty(0, g.dtype) for g in self._groups]
 
     def zero_grad(self) -> None:
         """Set every gradient to zero (one fill per flat buffer)."""
         for group in self._groups:
             group.grad.fill(0)
 
-    def step(self) -> None:
-        """Apply one Adam/AMSGrad update to every parameter, in place."""
+    def _scalars(self, group: _FlatGroup, step: int) -> Any:
+        return adam_scalars(
+            group.dtype,
+            lr=self.lr,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            step=step,
+            eps_mode=self.eps_mode,
+            amsgrad=self.amsgrad,
+            amsgrad_max=self.amsgrad_max,
+        )
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Apply one update to every parameter, in place.
+
+        ``closure``, as in PyTorch, is called first (it should recompute the loss and the
+        gradients) and its value is returned.
+        """
+        loss = closure() if closure is not None else None
         for group in self._groups:
             group.check_bound()
-        self.step_count += 1
-        beta1, beta2 = self.betas
-        for group in self._groups:
-            s = adam_scalars(
-                group.dtype,
-                lr=self.lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=self.eps,
-                weight_decay=self.weight_decay,
-                step=self.step_count,
-            )
-            adam_step_numba(
-                group.data,
-                group.grad,
-                group.exp_avg,
-                group.exp_avg_sq,
-                group.max_exp_avg_sq,
-                *s,
-                self.amsgrad,
-            )
+        step = self.step_count + 1
+        mode = EPS_MODES.index(self.eps_mode)
+        ams = ams_kind(self.amsgrad, self.amsgrad_max)
+        scalars = [self._scalars(group, step) for group in self._groups]
+        track = self.track_stats
+        if (track or self.check_finite) and self._scratch[0].size == 0:
+            self._scratch = [np.empty_like(g.data) for g in self._groups]
+        if self.check_finite:
+            self._refuse_nonfinite(step, mode, ams, scalars)
+        n_dominated = n_nonfinite = 0
+        sum_sq = 0.0
+        for group, scratch, s in zip(self._groups, self._scratch, scalars):
+            counts = adam_step_numba(
+                group.data, group.grad, group.exp_avg, group.exp_avg_sq, group.max_exp_avg_sq,
+                scratch, s, mode, ams, track, True,
+            )  # fmt: skip
+            n_dominated += counts[0]
+            n_nonfinite += counts[1]
+            sum_sq += counts[2]
+        self.step_count = step
+        if track:
+            n = sum(group.data.size for group in self._groups)
+            self.stats = AdamStats(step, n_dominated / n, n_nonfinite, math.sqrt(sum_sq / n), n)
+        return loss
+
+    def _refuse_nonfinite(self, step: int, mode: int, ams: int, scalars: list[Any]) -> None:
+        """Dry-run the step; if a parameter would end non-finite, raise and change nothing."""
+        bad = []
+        for group, scratch, s in zip(self._groups, self._scratch, scalars):
+            counts = adam_step_numba(
+                group.data, group.grad, group.exp_avg, group.exp_avg_sq, group.max_exp_avg_sq,
+                scratch, s, mode, ams, True, False,
+            )  # fmt: skip
+            if counts[1] == 0:
+                continue
+            # Rare path: find which parameters, and why, one slice at a time.
+            names = ("data", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+            for p, o, n in zip(group.params, group.offsets, group.sizes):
+                args = [getattr(group, name)[o : o + n] for name in names]
+                if not self.amsgrad:
+                    args[-1] = group.max_exp_avg_sq  # empty
+                n_bad = adam_step_numba(*args, scratch[:n], s, mode, ams, True, False)[1]
+                if n_bad:
+                    bad.append((p, n_bad, args))
+        if not bad:
+            return
+        parts = []
+        causes = set()
+        for p, n_bad, (data, grad, _, exp_avg_sq, _) in bad:
+            parts.append(f"{p.name or '?'} ({n_bad} of {p.data.size} elements)")
+            if not np.isfinite(grad).all():
+                causes.add(f"{p.name or '?'} has a NaN or infinite gradient")
+            elif not np.isfinite(data).all():
+                causes.add(f"{p.name or '?'} was already NaN or infinite before this step")
+            elif (
+                self.eps == 0
+                and self.eps_mode != "atan2"
+                and (((exp_avg_sq == 0) & (grad == 0)).any())
+            ):
+                causes.add(
+                    f"eps=0 and some coordinates of {p.name or '?'} have only ever had zero "
+                    "gradient (S_dw = 0), so their update is 0/0 = NaN; use eps > 0 or "
+                    "eps_mode='atan2'"
+                )
+            else:
+                causes.add(f"the update of {p.name or '?'} overflows; lower the learning rate")
+        raise FloatingPointError(
+            f"Adam (check_finite=True): step {step} would make parameters non-finite: "
+            + ", ".join(parts)
+            + ". Likely cause: "
+            + "; ".join(sorted(causes))
+            + ". Parameters and optimizer state are unchanged."
+        )
 
     # -- state ------------------------------------------------------------------------------
 
@@ -227,13 +380,16 @@ class Adam:
             "eps": self.eps,
             "weight_decay": self.weight_decay,
             "amsgrad": self.amsgrad,
+            "eps_mode": self.eps_mode,
+            "amsgrad_max": self.amsgrad_max,
         }
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state in PyTorch's layout, as copies.
 
         ``{"state": {i: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}},
-        "param_groups": [{"lr", "betas", "eps", "weight_decay", "amsgrad", "params": [0..n-1]}]}``
+        "param_groups": [{"lr", "betas", "eps", "weight_decay", "amsgrad", "eps_mode",
+        "amsgrad_max", "params": [0..n-1]}]}``
         where ``i`` is the parameter's position in the list given to the constructor. Before the
         first step ``"state"`` is empty, as in PyTorch.
         """
@@ -277,7 +433,12 @@ class Adam:
         missing = [k for k in names if k not in group]
         if missing:
             raise ValueError(f"loaded param group lacks {missing}")
-        hp = validate_adam_hyperparameters(*(group[k] for k in names))
+        # PyTorch's state dicts have no eps_mode / amsgrad_max: they are the defaults.
+        hp = validate_adam_hyperparameters(
+            *(group[k] for k in names),
+            group.get("eps_mode", "outside"),
+            group.get("amsgrad_max", "raw"),
+        )
         if hp["amsgrad"] != self.amsgrad:
             raise ValueError(
                 f"loaded state has amsgrad={hp['amsgrad']} but this optimizer has "
@@ -313,7 +474,9 @@ class Adam:
         # Every check passed: write.
         self.lr, self.betas, self.eps = hp["lr"], hp["betas"], hp["eps"]
         self.weight_decay = hp["weight_decay"]
+        self.eps_mode, self.amsgrad_max = hp["eps_mode"], hp["amsgrad_max"]
         self.step_count = step
+        self.stats = None
         index = {id(p): i for i, p in enumerate(self.params)}
         for group_buffers in self._groups:
             for name in buffers:

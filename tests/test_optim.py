@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minnet.nn import Linear, MSELoss, Parameter, ReLU, Sequential
-from minnet.optim import Adam
+from minnet.optim import AMSGRAD_MAX_MODES, EPS_MODES, Adam
 
 
 def one_param() -> list[Parameter]:
@@ -33,6 +33,11 @@ ERROR_INPUTS = [
     (dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
     (dict(weight_decay=math.nan), ValueError, "Invalid weight_decay value: nan"),
     (dict(amsgrad="yes"), TypeError, "amsgrad must be a bool"),
+    (dict(eps_mode="below"), ValueError, "Invalid eps_mode: 'below'; expected one of"),
+    (dict(amsgrad=True, amsgrad_max="max"), ValueError, "Invalid amsgrad_max: 'max'"),
+    (dict(amsgrad_max="paper"), ValueError, "amsgrad_max='paper' needs amsgrad=True"),
+    (dict(track_stats=1), TypeError, "track_stats must be a bool"),
+    (dict(check_finite="no"), TypeError, "check_finite must be a bool"),
 ]
 
 
@@ -175,5 +180,67 @@ def test_state_dict_before_first_step_is_empty_like_pytorch() -> None:
         "eps": 1e-8,
         "weight_decay": 0.0,
         "amsgrad": False,
+        "eps_mode": "outside",
+        "amsgrad_max": "raw",
         "params": [0],
     }
+
+
+VARIANTS = [(m, False, "raw") for m in EPS_MODES] + [
+    (m, True, a) for m in EPS_MODES for a in AMSGRAD_MAX_MODES
+]
+
+
+@pytest.mark.parametrize("eps_mode, amsgrad, amsgrad_max", VARIANTS)
+def test_every_variant_converges_on_a_quadratic(eps_mode, amsgrad, amsgrad_max) -> None:
+    target = np.array([3.0, -2.0, 0.5, 1.0])
+    curv = np.array([1e-2, 1.0, 1e2, 1e4])
+    w = Parameter(np.zeros(4))
+    opt = Adam([w], lr=0.02, amsgrad=amsgrad, eps_mode=eps_mode, amsgrad_max=amsgrad_max)
+    for _ in range(4000):
+        w.grad[...] = 2 * curv * (w.data - target)
+        opt.step()
+    np.testing.assert_allclose(w.data, target, atol=5e-2)
+
+
+def test_stats_are_recorded_only_when_asked() -> None:
+    w = Parameter(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert Adam([w]).stats is None
+    opt = Adam([w], lr=0.1, eps=1e-3, track_stats=True)
+    assert opt.stats is None
+    w.grad[...] = [0.0, 0.0, 1.0, 1e-5]  # two zero gradients and one tiny: eps dominates 3 of 4
+    before = w.data.copy()
+    opt.step()
+    st = opt.stats
+    assert st.step == 1 and st.n_params == 4 and st.nonfinite == 0
+    assert st.eps_dominated == 0.75
+    assert st.update_rms == pytest.approx(np.sqrt(np.mean((w.data - before) ** 2)), rel=1e-9)
+
+
+def test_check_finite_refuses_a_nan_step_and_changes_nothing() -> None:
+    model = Sequential(Linear(3, 2, dtype=np.float64, rng=0))
+    opt = Adam(model.parameters(), eps=0.0, amsgrad=True, check_finite=True)
+    x = np.array([[1.0, 0.0, 2.0]])  # feature 1 is zero: its weights get exactly zero gradient
+    loss_fn = MSELoss()
+    loss_fn(model(x), np.zeros((1, 2)))
+    model.backward(loss_fn.backward())
+    params = model.state_dict()
+    state = opt.state_dict()
+    with pytest.raises(FloatingPointError) as info:
+        opt.step()
+    msg = str(info.value)
+    assert "step 1" in msg and "0.weight (2 of 6 elements)" in msg and "eps=0" in msg
+    assert opt.step_count == 0 and opt.state_dict()["state"] == state["state"] == {}
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, params[k])
+    opt.eps = 1e-8
+    opt.step()  # the same step with eps > 0 goes through
+    assert np.isfinite(model[0].weight.data).all()
+
+
+def test_without_check_finite_eps_zero_gives_nan_like_pytorch() -> None:
+    w = Parameter(np.array([1.0, 1.0]))
+    opt = Adam([w], eps=0.0)
+    w.grad[...] = [0.0, 1.0]
+    opt.step()
+    assert np.isnan(w.data[0]) and np.isfinite(w.data[1])
