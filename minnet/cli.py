@@ -1,0 +1,309 @@
+"""The ``minnet`` command: ``minnet sweep`` trains an eps sweep and plots it, ``minnet plot DIR``
+redraws the plots of a finished sweep from its CSV.
+
+Examples::
+
+    minnet sweep                                   # 78 runs: 13 eps x AMSGrad off/on x 3 seeds
+    minnet sweep --eps 0 1e-8 1 --eps-modes outside hat inside atan2 --amsgrad both \\
+                 --seeds 3 --steps 500 --zero-features 0 100 --workers 2 --out runs/modes
+    minnet sweep --scheduler tcp://10.0.0.5:8786   # the same runs on a Dask cluster
+    minnet plot runs/modes
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from minnet.optim import AMSGRAD_MAX_MODES, EPS_MODES
+
+__all__ = ["build_parser", "main"]
+
+_DEFAULT_EPS = (
+    "0",
+    "1e-16",
+    "1e-12",
+    "1e-10",
+    "1e-8",
+    "1e-6",
+    "1e-4",
+    "1e-3",
+    "1e-2",
+    "1e-1",
+    "1",
+    "10",
+    "100",
+)
+
+
+def _eps_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"eps must be finite and >= 0, got {text!r}")
+    return value
+
+
+def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202 - argparse type factory
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``minnet`` command (``sweep`` and ``plot`` subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="minnet",
+        description="Sweep Adam's eps on the seed problem and plot what it does.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'minnet sweep --help' or 'minnet plot --help' for each command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{sweep,plot}", required=True)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="train one run per eps x variant x seed x scenario; write runs.csv and the plots",
+        description=(
+            "Train the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, Adam lr 1e-4) once "
+            "per combination of the options below, write DIR/runs.csv (one row per run and "
+            "step), DIR/multipliers.csv and the plots (PNG) into DIR. Runs that diverge "
+            "(NaN/inf) are kept in the CSV. The defaults give 78 runs of 500 steps."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sw.add_argument(
+        "--eps",
+        nargs="+",
+        type=_eps_value,
+        default=[float(e) for e in _DEFAULT_EPS],
+        metavar="EPS",
+        help="eps values (finite, >= 0; 0 is allowed and shows the 0/0 NaN)",
+    )
+    sw.add_argument(
+        "--eps-modes",
+        nargs="+",
+        choices=EPS_MODES,
+        default=["outside"],
+        metavar="MODE",
+        help="where eps goes: outside = m/(sqrt(v)+eps) as PyTorch; hat = added "
+        "before bias correction as TensorFlow/Keras; inside = m/sqrt(v+eps) as "
+        "optax eps_root; atan2 = Adam-atan2, no eps. "
+        f"Choose from {', '.join(EPS_MODES)}",
+    )
+    sw.add_argument(
+        "--amsgrad",
+        choices=("off", "on", "both"),
+        default="both",
+        help="train plain Adam (off), AMSGrad (on) or both",
+    )
+    sw.add_argument(
+        "--amsgrad-max",
+        nargs="+",
+        choices=AMSGRAD_MAX_MODES,
+        default=["raw"],
+        metavar="MAX",
+        help="AMSGrad's running max, for the AMSGrad runs: raw = max of v as "
+        "PyTorch/Keras; corrected = max of bias-corrected v as optax; paper = no bias "
+        f"correction (Reddi et al.). Choose from {', '.join(AMSGRAD_MAX_MODES)}",
+    )
+    sw.add_argument(
+        "--seeds",
+        type=_int_at_least(1),
+        default=3,
+        metavar="N",
+        help="number of seeds (data and initial weights): seeds 0..N-1",
+    )
+    sw.add_argument(
+        "--steps", type=_int_at_least(1), default=500, metavar="N", help="optimizer steps per run"
+    )
+    sw.add_argument("--lr", type=_positive_float, default=1e-4, help="learning rate")
+    sw.add_argument(
+        "--zero-features",
+        nargs="+",
+        type=_int_at_least(0, 1000),
+        default=[0],
+        metavar="K",
+        help="scenarios with K of the 1000 input features zero in every sample "
+        "(their weights get exactly zero gradient); 0 = the seed problem",
+    )
+    sw.add_argument(
+        "--dead-units",
+        nargs="+",
+        type=_int_at_least(0, 100),
+        default=[0],
+        metavar="K",
+        help="scenarios with K of the 100 hidden units dead from the start (bias "
+        "-1000, ReLU output 0 for every sample); combined with each --zero-features",
+    )
+    sw.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="floating-point type of data, parameters and optimizer state",
+    )
+    sw.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="local worker processes, each single-threaded (default: one per core); "
+        "1 trains in this process",
+    )
+    sw.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="send the runs to this Dask distributed scheduler instead of local "
+        "processes (needs: pip install 'minnet[dask]'; minnet installed on the "
+        "workers)",
+    )
+    sw.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="output directory (default: runs/sweep-YYYYmmdd-HHMMSS)",
+    )
+    sw.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing DIR/runs.csv instead of refusing",
+    )
+    sw.add_argument("--no-plots", action="store_true", help="write the CSV files only")
+    sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sw.set_defaults(handler=_sweep, subparser=sw)
+
+    pl = sub.add_parser(
+        "plot",
+        help="redraw the plots of a sweep from DIR/runs.csv",
+        description="Read DIR/runs.csv (and DIR/multipliers.csv) and draw the plots as PNG.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    pl.add_argument("dir", type=Path, metavar="DIR", help="directory of a 'minnet sweep'")
+    pl.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="where to write the PNG files (default: DIR)",
+    )
+    pl.set_defaults(handler=_plot, subparser=pl)
+    return parser
+
+
+def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from minnet.lab.scenarios import Scenario
+    from minnet.lab.sweep import grid, sweep
+
+    if args.scheduler is not None:
+        if "://" not in args.scheduler:
+            parser.error(f"--scheduler must look like tcp://HOST:PORT, got {args.scheduler!r}")
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            parser.error("--scheduler needs dask.distributed: pip install 'minnet[dask]'")
+    out = args.out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} exists and is not a directory")
+    if (out / "runs.csv").exists() and not args.overwrite:
+        parser.error(f"{out / 'runs.csv'} already exists; pass --overwrite or another --out")
+    scenarios = [
+        Scenario(zero_features=z, dead_units=d)
+        for z in dict.fromkeys(args.zero_features)
+        for d in dict.fromkeys(args.dead_units)
+    ]
+    amsgrad = {"off": [False], "on": [True], "both": [False, True]}[args.amsgrad]
+    try:
+        specs = grid(
+            eps=list(dict.fromkeys(args.eps)),
+            eps_modes=list(dict.fromkeys(args.eps_modes)),
+            amsgrad=amsgrad,
+            amsgrad_max=list(dict.fromkeys(args.amsgrad_max)),
+            seeds=range(args.seeds),
+            scenarios=scenarios,
+            dtype=args.dtype,
+            steps=args.steps,
+            lr=args.lr,
+        )
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    where = args.scheduler or f"{args.workers or 'all'} local worker(s)"
+    print(f"minnet sweep: {len(specs)} runs of {args.steps} steps on {where} -> {out}")
+    start = time.perf_counter()
+    try:
+        result = sweep(
+            specs,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=False if args.no_progress else None,
+        )
+    except OSError as exc:  # e.g. the scheduler cannot be reached
+        print(f"minnet sweep: error: {exc}", file=sys.stderr)
+        return 1
+    trained = time.perf_counter() - start
+    result.write(out)
+    info = result.run_table()
+    n_div = int(info["diverged"].sum())
+    print(
+        f"trained {len(specs)} runs in {trained:.1f} s; {n_div} diverged (NaN/inf, kept); "
+        f"wrote {out / 'runs.csv'} ({len(result.runs)} rows)"
+    )
+    if not args.no_plots:
+        from minnet.lab.plots import plot_all
+
+        for path in plot_all(result, out):
+            print(f"wrote {path}")
+    return 0
+
+
+def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from minnet.lab.plots import plot_all
+    from minnet.lab.sweep import SweepResult
+
+    if not (args.dir / "runs.csv").is_file():
+        parser.error(f"{args.dir / 'runs.csv'} not found: DIR must hold a 'minnet sweep' output")
+    try:
+        result = SweepResult.read(args.dir)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not len(result.runs):
+        parser.error(f"{args.dir / 'runs.csv'} has no rows")
+    for path in plot_all(result, args.out or args.dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``minnet`` (and ``python -m minnet``); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.handler(args, args.subparser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

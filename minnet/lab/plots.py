@@ -1,0 +1,522 @@
+"""Figures of a sweep, drawn from its tidy table (so ``minnet plot DIR`` can redraw them from CSV).
+
+Each ``plot_*`` function takes a :class:`~minnet.lab.sweep.SweepResult` and an output path, draws
+with Matplotlib's Agg canvas (no display needed) and returns the path, or ``None`` when the sweep
+holds nothing that figure could show (e.g. no AMSGrad runs, a single eps_mode). :func:`plot_all`
+draws every figure that applies.
+
+Conventions: "the reference variant" is the first scenario (``seed`` if present), eps_mode
+``outside`` (else the first present), AMSGrad off (else on) with ``amsgrad_max="raw"``; curves are
+for the smallest seed present; eps=0 sits at the left of every log-eps axis, past a break.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.transforms import blended_transform_factory
+
+from minnet.lab.sweep import MULTIPLIER_EDGES, SweepResult, Table
+
+__all__ = [
+    "PLOT_FILES",
+    "plot_all",
+    "plot_eps_dominated",
+    "plot_final_loss",
+    "plot_loss_curves",
+    "plot_multipliers",
+    "plot_scenario",
+    "plot_variants",
+]
+
+#: File names of the figures, in the order of the README.
+PLOT_FILES = {
+    "loss_curves": "loss_curves.png",
+    "final_loss": "final_loss_vs_eps.png",
+    "eps_dominated": "eps_dominated.png",
+    "variants": "variants.png",
+    "multipliers": "multipliers.png",
+}
+_DPI = 110
+
+
+def _eps_label(e: float) -> str:
+    if e == 0:
+        return "0"
+    exp = math.log10(e)
+    if abs(exp - round(exp)) > 1e-9:
+        return f"{e:g}"
+    return f"{e:g}" if -1 <= round(exp) <= 3 else f"1e{int(round(exp))}"
+
+
+def _eps_colors(eps_values: Sequence[float]) -> dict[float, tuple]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    n = max(len(eps_values) - 1, 1)
+    return {e: cmap(0.92 * i / n) for i, e in enumerate(sorted(eps_values))}
+
+
+def _variant_name(eps_mode: str, amsgrad: bool, amsgrad_max: str) -> str:
+    if not amsgrad:
+        return f"Adam, eps {eps_mode}"
+    return f"AMSGrad ({amsgrad_max}), eps {eps_mode}"
+
+
+class _Runs:
+    """Per-run view of a sweep: metadata table plus each run's step columns."""
+
+    def __init__(self, result: SweepResult) -> None:
+        self.result = result
+        self.info: Table = result.run_table()
+        t = result.runs
+        ids = t["run"]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(t) else np.array([])
+        ends = np.r_[starts[1:], len(t)].astype(int)
+        self._slices = {int(ids[a]): slice(int(a), int(b)) for a, b in zip(starts, ends)}
+
+    def steps(self, run: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+        sl = self._slices[run]
+        return self.result.runs["step"][sl], self.result.runs[column][sl]
+
+    def reference(self, info: Table | None = None) -> dict[str, object]:
+        info = self.info if info is None else info
+        scenarios = info.unique("scenario")
+        scenario = "seed" if "seed" in scenarios else scenarios[0]
+        sub = info.where(scenario=scenario)
+        modes = sub.unique("eps_mode")
+        mode = "outside" if "outside" in modes else modes[0]
+        sub = sub.where(eps_mode=mode)
+        ams = False if False in sub.unique("amsgrad") else True
+        sub = sub.where(amsgrad=ams)
+        amax = "raw" if "raw" in sub.unique("amsgrad_max") else sub.unique("amsgrad_max")[0]
+        return {"scenario": scenario, "eps_mode": mode, "amsgrad": ams, "amsgrad_max": amax}
+
+    def select(self, **equal: object) -> Table:
+        return self.info.where(**equal)
+
+    def first_seed(self, sub: Table) -> Table:
+        return sub.where(seed=min(sub.unique("seed"))) if len(sub) else sub
+
+
+def _finish(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def _describe(ref: dict[str, object], dtype: str, seed: int | None = None) -> str:
+    parts = [f"scenario {ref['scenario']}", str(dtype)]
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return ", ".join(parts)
+
+
+def _loss_panel(ax: Axes, runs: _Runs, sub: Table, colors: dict[float, tuple]) -> None:
+    """Loss curves, one per eps (first seed); a NaN/inf end is marked with an x."""
+    for row in sorted(sub.rows(), key=lambda r: r["eps"]):
+        steps, loss = runs.steps(row["run"], "loss")
+        color = colors[row["eps"]]
+        ax.plot(steps, loss, color=color, lw=1.4, label=f"eps={_eps_label(row['eps'])}")
+        bad = np.flatnonzero(~np.isfinite(loss))
+        if len(bad):
+            k = bad[0]
+            y = loss[k - 1] if k > 0 else loss[np.isfinite(loss)].max(initial=1.0)
+            ax.plot(steps[k - 1 if k else 0], y, "X", color=color, ms=9, mec="black", mew=0.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (MSE, sum over batch)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+_NAN_HANDLE = Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=9,
+                     label="last finite loss before NaN")  # fmt: skip
+
+
+def plot_loss_curves(result: SweepResult, path: str | Path) -> Path | None:
+    """Figure 1: loss against step for every eps, one panel for Adam and one for AMSGrad."""
+    runs = _Runs(result)
+    ref = runs.reference()
+    base = runs.select(scenario=ref["scenario"], eps_mode=ref["eps_mode"])
+    panels = [(False, "raw", "Adam")]
+    if True in base.unique("amsgrad"):
+        amax = "raw" if "raw" in base.where(amsgrad=True).unique("amsgrad_max") else None
+        amax = amax or base.where(amsgrad=True).unique("amsgrad_max")[0]
+        panels.append((True, amax, f"AMSGrad ({amax} max)"))
+    panels = [p for p in panels if len(base.where(amsgrad=p[0], amsgrad_max=p[1]))]
+    colors = _eps_colors(base.unique("eps"))
+    fig = Figure(figsize=(6.2 * len(panels) + 1.6, 4.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    seed = None
+    for ax, (ams, amax, title) in zip(axes, panels):
+        sub = runs.first_seed(base.where(amsgrad=ams, amsgrad_max=amax))
+        seed = sub.unique("seed")[0]
+        _loss_panel(ax, runs, sub, colors)
+        ax.set_title(title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(_NAN_HANDLE)
+    labels.append(_NAN_HANDLE.get_label())
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, title="Adam eps")
+    fig.suptitle(
+        f"Training loss for each eps (eps {ref['eps_mode']}; "
+        f"{_describe(ref, base['dtype'][0], seed)})"
+    )
+    return _finish(fig, Path(path))
+
+
+def _eps_axis(ax: Axes, eps_values: Sequence[float]) -> dict[float, float]:
+    """Log-x positions for eps; 0 goes 1.5 decades left of the smallest eps > 0, past a break."""
+    pos = sorted(e for e in eps_values if e > 0)
+    smallest = pos[0] if pos else 1e-8
+    zero_x = smallest / 10**1.5
+    where = {e: (e if e > 0 else zero_x) for e in eps_values}
+    ax.set_xscale("log")
+    ticks = sorted(where.values())
+    decade_ticks = [x for x in ticks if x > zero_x]
+    if len(decade_ticks) > 8:
+        decade_ticks = decade_ticks[:: math.ceil(len(decade_ticks) / 8)]
+    shown = ([zero_x] if 0 in where else []) + decade_ticks
+    ax.set_xticks(shown)
+    ax.set_xticklabels(["0" if x == zero_x and 0 in where else _eps_label(x) for x in shown])
+    ax.minorticks_off()
+    if 0 in where:
+        brk = zero_x * 10**0.75
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.plot([brk, brk], [-0.02, 0.02], color="black", lw=1.2, transform=trans, clip_on=False)
+        ax.text(brk, 0.0, "//", transform=trans, ha="center", va="center", fontsize=11,
+                backgroundcolor="white", clip_on=False)  # fmt: skip
+        ax.axvspan(zero_x / 10**0.4, zero_x * 10**0.4, color="0.93", zorder=0)
+    return where
+
+
+def _final_by_variant(runs: _Runs, sub: Table) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in sub.rows():
+        groups.setdefault((row["eps_mode"], row["amsgrad"], row["amsgrad_max"]), []).append(row)
+    return groups
+
+
+def plot_final_loss(result: SweepResult, path: str | Path) -> Path | None:
+    """Figure 2: final loss against eps per variant; median line, seed band, diverged markers."""
+    runs = _Runs(result)
+    ref = runs.reference()
+    sub = runs.select(scenario=ref["scenario"], eps_mode=ref["eps_mode"])
+    eps_values = sub.unique("eps")
+    fig = Figure(figsize=(11.0, 5.0), layout="constrained")
+    ax = fig.subplots()
+    where = _eps_axis(ax, eps_values)
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    finite_all = sub["final_loss"][np.isfinite(sub["final_loss"])]
+    top = finite_all.max() if len(finite_all) else 1.0
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    any_diverged = False
+    for k, (variant, rows) in enumerate(sorted(_final_by_variant(runs, sub).items())):
+        color = palette(k % 10)
+        xs, med, lo, hi = [], [], [], []
+        for e in eps_values:
+            finals = np.array([r["final_loss"] for r in rows if r["eps"] == e])
+            n_bad = sum(1 for r in rows if r["eps"] == e and not np.isfinite(r["final_loss"]))
+            good = finals[np.isfinite(finals)]
+            if n_bad:
+                any_diverged = True
+                ax.plot(where[e], 0.96 - 0.035 * k, "X", ms=10, color=color, mec="black",
+                        mew=0.7, transform=trans, clip_on=False)  # fmt: skip
+                if n_bad < len(finals):
+                    ax.text(where[e], 0.96 - 0.035 * k, f" {n_bad}/{len(finals)}", color=color,
+                            transform=trans, fontsize=7, va="center")  # fmt: skip
+            if len(good):
+                xs.append(where[e])
+                med.append(np.median(good))
+                lo.append(good.min())
+                hi.append(good.max())
+        n_seeds = len({r["seed"] for r in rows})
+        label = _variant_name(*variant) + (f" (median of {n_seeds} seeds)" if n_seeds > 1 else "")
+        marker, ls = "os^D"[k % 4], ("-", "--", "-.", ":")[k % 4]
+        ax.plot(xs, med, marker=marker, ls=ls, color=color, ms=5, lw=1.8, label=label,
+                mfc="none" if k % 2 else color)  # fmt: skip
+        if n_seeds > 1:
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
+    ax.set_yscale("log")
+    ax.set_ylim(top=top * 30)
+    ax.set_xlabel("eps (log scale; eps = 0 at the left, past the break)")
+    ax.set_ylabel(f"loss after the last step ({int(sub['steps'][0])} steps)")
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if len(sub.unique("seed")) > 1:
+        handles.append(plt_patch("0.6", "min to max over seeds"))
+        labels.append("min to max over seeds")
+    if any_diverged:
+        handles.append(Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=9))
+        labels.append("diverged (NaN/inf loss), drawn at the top")
+    fig.legend(handles, labels, fontsize=8, loc="outside right center")
+    ax.set_title(
+        f"Final loss against eps (eps {ref['eps_mode']}; {_describe(ref, sub['dtype'][0])}, "
+        f"lr {sub['lr'][0]:g})"
+    )
+    return _finish(fig, Path(path))
+
+
+def plt_patch(color: str, label: str):  # noqa: ANN201 - tiny helper
+    from matplotlib.patches import Patch
+
+    return Patch(color=color, alpha=0.4, label=label)
+
+
+def plot_eps_dominated(result: SweepResult, path: str | Path) -> Path | None:
+    """Figure 3: fraction of coordinates whose eps term dominates, against step, per eps."""
+    runs = _Runs(result)
+    ref = runs.reference()
+    sub = runs.first_seed(runs.select(**ref))
+    eps_values = [e for e in sub.unique("eps") if e > 0] if ref["eps_mode"] != "atan2" else []
+    if not eps_values:
+        return None
+    colors = _eps_colors(sub.unique("eps"))
+    fig = Figure(figsize=(9.0, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for row in sorted(sub.rows(), key=lambda r: r["eps"]):
+        steps, frac = runs.steps(row["run"], "eps_dominated")
+        ax.plot(steps, 100 * frac, color=colors[row["eps"]], lw=1.5,
+                label=f"eps={_eps_label(row['eps'])}")  # fmt: skip
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("optimizer step")
+    test = {"outside": "eps >= sqrt(v_hat)", "hat": "eps >= sqrt(v)", "inside": "eps >= v_hat"}
+    ax.set_ylabel(f"coordinates with {test.get(ref['eps_mode'], 'eps dominant')} (%)")
+    ax.grid(True, alpha=0.3)
+    fig.legend(fontsize=8, loc="outside right center", title="Adam eps")
+    name = "AMSGrad" if ref["amsgrad"] else "Adam"
+    ax.set_title(
+        f"Where eps dominates the denominator ({name}, eps {ref['eps_mode']}; "
+        f"{_describe(ref, sub['dtype'][0], sub['seed'][0])})"
+    )
+    return _finish(fig, Path(path))
+
+
+def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
+    """Figure 4: loss curves per eps for each eps placement (top row) and each AMSGrad max
+    (bottom row), side by side; rows with a single variant are left out."""
+    runs = _Runs(result)
+    ref = runs.reference()
+    base = runs.select(scenario=ref["scenario"])
+    modes = base.unique("eps_mode")
+    mode_ams = False if False in base.unique("amsgrad") else True
+    mode_panels = [
+        (m, mode_ams, "raw" if not mode_ams else base.where(eps_mode=m).unique("amsgrad_max")[0])
+        for m in ("outside", "hat", "inside", "atan2")
+        if m in modes
+    ]
+    ams_base = base.where(eps_mode=ref["eps_mode"], amsgrad=True)
+    max_panels = [
+        (ref["eps_mode"], True, a)
+        for a in ("raw", "corrected", "paper")
+        if a in (ams_base.unique("amsgrad_max") if len(ams_base) else [])
+    ]
+    rows = [r for r in (mode_panels, max_panels) if len(r) > 1]
+    if not rows:
+        return None
+    ncols = max(len(r) for r in rows)
+    colors = _eps_colors(base.unique("eps"))
+    fig = Figure(figsize=(4.3 * ncols + 1.8, 3.9 * len(rows) + 0.4), layout="constrained")
+    axes = fig.subplots(len(rows), ncols, squeeze=False, sharey=True)
+    formulas = {
+        "outside": "m_hat / (sqrt(v_hat) + eps)",
+        "hat": "m_hat / (sqrt(v_hat) + eps/sqrt(bc2))",
+        "inside": "m_hat / sqrt(v_hat + eps)",
+        "atan2": "1.27 atan2(m_hat, sqrt(v_hat))",
+    }
+    for r, panels in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            if c >= len(panels):
+                ax.set_visible(False)
+                continue
+            mode, ams, amax = panels[c]
+            sub = runs.first_seed(base.where(eps_mode=mode, amsgrad=ams, amsgrad_max=amax))
+            _loss_panel(ax, runs, sub, colors)
+            if panels is mode_panels:
+                ax.set_title(f"eps {mode}: {formulas[mode]}", fontsize=9)
+            else:
+                ax.set_title(f"AMSGrad, max {amax} (eps {mode})", fontsize=9)
+            if c:
+                ax.set_ylabel("")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles.append(_NAN_HANDLE)
+    labels.append(_NAN_HANDLE.get_label())
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, title="eps")
+    fig.suptitle(
+        f"Where eps goes, and which max AMSGrad keeps ({_describe(ref, base['dtype'][0])}, "
+        "first seed)"
+    )
+    return _finish(fig, Path(path))
+
+
+def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path | None:
+    """Figure 5: one scenario's loss and count of NaN/inf parameters for eps = 0 and the smallest
+    eps > 0 (eps placement ``outside``), plus ``atan2`` if swept."""
+    runs = _Runs(result)
+    sub = runs.select(scenario=scenario)
+    if not len(sub):
+        return None
+    sub = runs.first_seed(sub.where(amsgrad=False) if False in sub.unique("amsgrad") else sub)
+    picks = []
+    outside = sub.where(eps_mode="outside") if "outside" in sub.unique("eps_mode") else sub
+    eps_values = outside.unique("eps")
+    chosen = ([0.0] if 0.0 in eps_values else []) + (
+        [1e-8] if 1e-8 in eps_values else [e for e in eps_values if e > 0][:1]
+    )
+    for e in chosen:
+        picks.extend(outside.where(eps=e).rows()[:1])
+    atan = sub.where(eps_mode="atan2")
+    if len(atan):
+        picks.append(atan.rows()[0])
+    if not picks:
+        return None
+    fig = Figure(figsize=(12.0, 4.8), layout="constrained")
+    ax_loss, ax_bad = fig.subplots(1, 2)
+    styles = ["-", "--", ":"]
+    colors = ["#d62728", "#1f77b4", "#2ca02c"]
+    n_params = 0
+    for k, row in enumerate(picks):
+        label = (
+            "atan2 (no eps)"
+            if row["eps_mode"] == "atan2"
+            else f"eps={_eps_label(row['eps'])} ({row['eps_mode']})"
+        )
+        steps, loss = runs.steps(row["run"], "loss")
+        _, bad = runs.steps(row["run"], "nonfinite")
+        color, ls = colors[k % 3], styles[k % 3]
+        first_nan = np.flatnonzero(~np.isfinite(loss))
+        if len(first_nan):
+            label += f": loss NaN from step {steps[first_nan[0]]}"
+        ax_loss.plot(steps, loss, ls, color=color, lw=1.8, label=label)
+        if len(first_nan):
+            j = first_nan[0]
+            ax_loss.plot(steps[max(j - 1, 0)], loss[max(j - 1, 0)], "X", color=color, ms=11,
+                         mec="black")  # fmt: skip
+            ax_loss.axvline(steps[j], color=color, lw=0.8, alpha=0.6)
+        ax_bad.plot(steps, bad, ls, color=color, lw=1.8, label=label.split(":")[0])
+        first_bad = np.flatnonzero(bad > 0)
+        if len(first_bad):
+            j = first_bad[0]
+            ax_bad.plot(steps[j], bad[j], "o", color=color, ms=7)
+            ax_bad.annotate(f"step {steps[j]}: {bad[j]:,} NaN parameters", (steps[j], bad[j]),
+                            xytext=(12, -14), textcoords="offset points", fontsize=8,
+                            color=color)  # fmt: skip
+        n_params = max(n_params, int(bad.max()))
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("optimizer step")
+    ax_loss.set_ylabel("training loss (MSE, sum over batch)")
+    ax_loss.set_title("Loss (a NaN loss cannot be drawn: the curve stops, X = last value)")
+    ax_loss.legend(fontsize=8)
+    ax_loss.grid(True, alpha=0.3)
+    ax_bad.set_xlabel("optimizer step")
+    ax_bad.set_ylabel("parameters that are NaN or inf (count)")
+    ax_bad.set_ylim(-0.05 * max(n_params, 1), 1.25 * max(n_params, 1))
+    ax_bad.set_title("Non-finite parameters after each step")
+    ax_bad.legend(fontsize=8, loc="center right")
+    ax_bad.grid(True, alpha=0.3)
+    fig.suptitle(
+        f"Scenario {scenario}: zero-gradient coordinates get 0/(0+eps); "
+        f"with eps=0 that is 0/0 = NaN ({sub['dtype'][0]}, seed {sub['seed'][0]})"
+    )
+    return _finish(fig, Path(path))
+
+
+def plot_multipliers(result: SweepResult, path: str | Path, max_eps: int = 5) -> Path | None:
+    """Figure 6: histogram over parameters of the end-of-training step multiplier
+    ``1/(sqrt(v_hat)+eps)`` for up to ``max_eps`` eps values (reference variant, first seed)."""
+    runs = _Runs(result)
+    ref = runs.reference()
+    mult = result.multipliers
+    if not len(mult):
+        return None
+    sub = runs.first_seed(runs.select(**ref))
+    eps_all = sub.unique("eps")
+    preferred = [0.0, 1e-8, 1e-4, 1e-2, 1.0, 100.0]
+    chosen = [e for e in preferred if e in eps_all][:max_eps]
+    if len(chosen) < min(max_eps, len(eps_all)):
+        rest = [e for e in eps_all if e not in chosen]
+        idx = np.linspace(0, len(rest) - 1, min(len(rest), max_eps - len(chosen))).astype(int)
+        chosen = sorted(set(chosen) | {rest[i] for i in idx})
+    colors = _eps_colors(eps_all)
+    fig = Figure(figsize=(10.0, 5.0), layout="constrained")
+    ax = fig.subplots()
+    finite_edges = MULTIPLIER_EDGES[1:-1]
+    inf_x = finite_edges[-1] + 1.5
+    lo_edge, hi_edge = np.inf, -np.inf
+    for e in chosen:
+        run_id = sub.where(eps=e)["run"][0]
+        m = mult.where(run=run_id)
+        counts = np.zeros(len(finite_edges) - 1)
+        n_inf = 0
+        for lo, count in zip(m["log10_lo"], m["count"]):
+            if np.isposinf(lo):
+                n_inf += int(count)
+            elif np.isfinite(lo):
+                i = int(np.searchsorted(finite_edges, lo))
+                counts[min(i, len(counts) - 1)] += count
+            elif np.isneginf(lo):
+                counts[0] += count
+        nz = np.flatnonzero(counts)
+        if len(nz):
+            lo_edge = min(lo_edge, finite_edges[nz[0]])
+            hi_edge = max(hi_edge, finite_edges[nz[-1] + 1])
+        label = f"eps={_eps_label(e)}"
+        if n_inf:
+            label += f" ({n_inf:,} infinite)"
+        ax.stairs(counts, finite_edges, color=colors[e], lw=1.8, label=label)
+        if n_inf:
+            ax.bar(inf_x, n_inf, width=0.5, color=colors[e], alpha=0.7)
+        if e > 0:
+            ax.axvline(-math.log10(e), color=colors[e], ls=":", lw=1)
+    left = (lo_edge - 0.5) if np.isfinite(lo_edge) else -1
+    right = inf_x + 0.8 if any(mult["log10_lo"] == np.inf) else hi_edge + 0.5
+    ax.set_xlim(left, right)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.7)
+    ticks = list(range(math.ceil(left), math.floor(min(right, hi_edge + 0.5)) + 1))
+    if len(ticks) > 12:
+        ticks = ticks[:: math.ceil(len(ticks) / 12)]
+    if any(mult["log10_lo"] == np.inf):
+        ax.set_xticks([*ticks, inf_x], [str(t) for t in ticks] + ["inf\n(1/0)"])
+    else:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel(
+        "log10 of the step multiplier 1/(sqrt(v_hat) + eps)  (multiplier in 1/gradient units)"
+    )
+    ax.set_ylabel("parameters (count, log scale)")
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="grey", ls=":"))
+    labels.append("cap 1/eps")
+    ax.legend(handles, labels, fontsize=8, title="Adam eps")
+    name = "AMSGrad" if ref["amsgrad"] else "Adam"
+    ax.set_title(
+        f"Per-parameter step multiplier after the last step ({name}, eps {ref['eps_mode']}; "
+        f"{_describe(ref, sub['dtype'][0], sub['seed'][0])})"
+    )
+    return _finish(fig, Path(path))
+
+
+def plot_all(result: SweepResult, out_dir: str | Path) -> list[Path]:
+    """Draw every figure the sweep can show into ``out_dir``; return the paths written."""
+    out = Path(out_dir)
+    paths = [
+        plot_loss_curves(result, out / PLOT_FILES["loss_curves"]),
+        plot_final_loss(result, out / PLOT_FILES["final_loss"]),
+        plot_eps_dominated(result, out / PLOT_FILES["eps_dominated"]),
+        plot_variants(result, out / PLOT_FILES["variants"]),
+        plot_multipliers(result, out / PLOT_FILES["multipliers"]),
+    ]
+    for scenario in result.runs.unique("scenario"):
+        if scenario != "seed":
+            name = "scenario_" + scenario.replace("=", "").replace(",", "_") + ".png"
+            paths.append(plot_scenario(result, out / name, scenario))
+    return [p for p in paths if p is not None]

@@ -1,0 +1,668 @@
+"""Sweeps: train one run per (eps, variant, seed, scenario) and collect a tidy table.
+
+>>> from minnet.lab import grid, sweep
+>>> result = sweep(grid(eps=[0, 1e-8, 1.0], seeds=[0], steps=50), workers=2)  # doctest: +SKIP
+>>> result.runs.rows()[0]                                                       # doctest: +SKIP
+{'run': 0, 'scenario': 'seed', 'eps': 0.0, 'eps_mode': 'outside', 'amsgrad': False, ...}
+>>> result.write("runs/demo")          # runs/demo/runs.csv and runs/demo/multipliers.csv
+
+Each run trains :func:`minnet.lab.scenarios.make_problem` with
+``Adam(lr, betas, eps, amsgrad=..., eps_mode=..., amsgrad_max=..., track_stats=True)`` and records,
+for every optimizer step ``t = 1..steps``, one row of :data:`RUN_COLUMNS`:
+
+* ``loss``: the loss of the forward pass whose gradient step ``t`` applies (so step 1 holds the
+  initial loss, and a NaN made by step ``t`` shows in the loss of step ``t + 1``);
+* ``eps_dominated``, ``nonfinite``, ``update_rms``: ``optimizer.stats`` right after step ``t``
+  (fraction of coordinates whose eps term is at least the second-moment term it is added to,
+  number of parameters that are NaN/inf, RMS of the applied update).
+
+At the end of each run the per-parameter step multiplier (see :func:`step_multiplier`) is
+histogrammed into :data:`MULTIPLIER_COLUMNS` rows. Runs that diverge (NaN or inf) are recorded
+like any other, never dropped.
+
+Executors: ``workers=1`` trains in this process; ``workers=N`` (default: every core) fans chunks
+of runs out to N local worker processes (spawned, each single-threaded, reused for every chunk);
+``scheduler="tcp://host:port"`` sends the same chunks to a Dask distributed cluster (``pip install
+'minnet[dask]'``; minnet must be importable on the workers). Each run limits BLAS to one thread
+and is seeded by its spec alone, so the rows are identical whichever executor trained them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from minnet.lab.scenarios import Scenario, make_problem
+from minnet.optim import AMSGRAD_MAX_MODES, EPS_MODES, Adam
+
+__all__ = [
+    "DEFAULT_EPS",
+    "MULTIPLIER_COLUMNS",
+    "MULTIPLIER_EDGES",
+    "RUN_COLUMNS",
+    "RunResult",
+    "RunSpec",
+    "SweepResult",
+    "Table",
+    "grid",
+    "run",
+    "step_multiplier",
+    "sweep",
+]
+
+#: The default eps values of a sweep: 0, then 1e-16 .. 100 (13 values).
+DEFAULT_EPS: tuple[float, ...] = (
+    0.0, 1e-16, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0,
+)  # fmt: skip
+
+#: Columns of ``runs.csv`` (one row per run and step), with their types.
+RUN_COLUMNS: dict[str, type] = {
+    "run": int,
+    "scenario": str,
+    "eps": float,
+    "eps_mode": str,
+    "amsgrad": bool,
+    "amsgrad_max": str,
+    "seed": int,
+    "dtype": str,
+    "lr": float,
+    "step": int,
+    "loss": float,
+    "eps_dominated": float,
+    "nonfinite": int,
+    "update_rms": float,
+}
+#: Columns of ``multipliers.csv``: per run, how many parameters have
+#: ``log10(multiplier)`` in ``[log10_lo, log10_hi)``. Infinite multipliers are counted in a row
+#: with ``log10_lo = log10_hi = inf``, NaN ones in a row with both ``nan``; empty bins are left out.
+MULTIPLIER_COLUMNS: dict[str, type] = {
+    "run": int,
+    "log10_lo": float,
+    "log10_hi": float,
+    "count": int,
+}
+#: Bin edges (log10 of the multiplier) of the histogram; the outer bins reach -inf and +inf.
+MULTIPLIER_EDGES = np.concatenate(([-np.inf], np.arange(-4.0, 16.0 + 1e-9, 0.25), [np.inf]))
+_N_BINS = len(MULTIPLIER_EDGES) - 1  # finite-value bins; then one for +inf and one for NaN
+
+# Columns that describe the run (the same on each of its rows), in RUN_COLUMNS order.
+_RUN_KEYS = ("run", "scenario", "eps", "eps_mode", "amsgrad", "amsgrad_max", "seed", "dtype", "lr")
+_STEP_KEYS = ("step", "loss", "eps_dominated", "nonfinite", "update_rms")
+_NUMPY_TYPES: dict[type, Any] = {int: np.int64, float: np.float64, bool: np.bool_, str: np.str_}
+_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+# -- runs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one training run (the run is a pure function of it).
+
+    Attributes:
+        eps: Adam's epsilon, finite and ``>= 0``.
+        eps_mode: where eps goes: one of ``minnet.optim.EPS_MODES``.
+        amsgrad: AMSGrad's running max of the second moment.
+        amsgrad_max: which max (``minnet.optim.AMSGRAD_MAX_MODES``); not ``"raw"`` only with
+            ``amsgrad=True``.
+        seed: seed of the data and the initial weights.
+        scenario: a :class:`~minnet.lab.scenarios.Scenario` or its name (``"zero_features=100"``).
+        dtype: ``"float32"`` or ``"float64"``.
+        steps: optimizer steps, ``>= 1``.
+        lr: learning rate (the seed problem's ``1e-4`` by default).
+        betas: Adam's ``(beta1, beta2)``.
+    """
+
+    eps: float
+    eps_mode: str = "outside"
+    amsgrad: bool = False
+    amsgrad_max: str = "raw"
+    seed: int = 0
+    scenario: Scenario | str = "seed"
+    dtype: str = "float32"
+    steps: int = 500
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    def __post_init__(self) -> None:
+        scenario = self.scenario
+        if isinstance(scenario, str):
+            scenario = Scenario.parse(scenario)
+        elif not isinstance(scenario, Scenario):
+            raise TypeError(f"scenario must be a Scenario or its name, got {scenario!r}")
+        object.__setattr__(self, "scenario", scenario)
+        eps = self.eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+            raise TypeError(f"eps must be a real number, got {eps!r}")
+        if not (math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"eps must be finite and >= 0, got {eps}")
+        object.__setattr__(self, "eps", float(eps))
+        if self.eps_mode not in EPS_MODES:
+            raise ValueError(
+                f"eps_mode must be one of {', '.join(EPS_MODES)}; got {self.eps_mode!r}"
+            )
+        if self.amsgrad_max not in AMSGRAD_MAX_MODES:
+            raise ValueError(
+                f"amsgrad_max must be one of {', '.join(AMSGRAD_MAX_MODES)}; "
+                f"got {self.amsgrad_max!r}"
+            )
+        if not self.amsgrad and self.amsgrad_max != "raw":
+            raise ValueError(f"amsgrad_max={self.amsgrad_max!r} needs amsgrad=True")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)):
+            raise TypeError(f"steps must be an int, got {self.steps!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    @property
+    def scenario_name(self) -> str:
+        """The scenario's name, as in the ``scenario`` column."""
+        return str(self.scenario)
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`minnet.optim.Adam` for this run (``track_stats`` on)."""
+        return {
+            "lr": self.lr,
+            "betas": self.betas,
+            "eps": self.eps,
+            "amsgrad": self.amsgrad,
+            "eps_mode": self.eps_mode,
+            "amsgrad_max": self.amsgrad_max,
+            "track_stats": True,
+        }
+
+
+@dataclass
+class RunResult:
+    """What one run recorded: per-step arrays of length ``spec.steps`` and the final histogram."""
+
+    spec: RunSpec
+    loss: np.ndarray
+    eps_dominated: np.ndarray
+    nonfinite: np.ndarray
+    update_rms: np.ndarray
+    multiplier_counts: np.ndarray  # _N_BINS finite bins, then +inf, then NaN
+
+
+def step_multiplier(optimizer: Adam) -> np.ndarray:
+    """The per-parameter step multiplier after the latest step, from ``optimizer.state_dict()``.
+
+    The multiplier ``k`` is what the update applies to the bias-corrected first moment:
+    ``param -= lr * k * m_hat``. With ``v_hat`` the second-moment estimate of that step (see
+    :class:`minnet.optim.Adam` for each ``amsgrad_max``) and ``bc2 = 1 - beta2**t``:
+
+    .. code-block:: text
+
+        outside  k = 1 / (sqrt(v_hat) + eps)
+        hat      k = sqrt(bc2) / (sqrt(v_hat * bc2) + eps)        (1 with amsgrad_max="paper")
+        inside   k = 1 / sqrt(v_hat + eps)
+        atan2    k = 1.27 * atan2(m_hat, sqrt(v_hat)) / m_hat  (1.27 / sqrt(v_hat) at m_hat = 0)
+
+    Returns a float64 array over all parameters, in parameter order; ``inf`` where the
+    denominator is 0 (``eps=0`` and a coordinate that never saw a gradient).
+    """
+    sd = optimizer.state_dict()
+    group = sd["param_groups"][0]
+    state = sd["state"]
+    if not state:
+        raise ValueError("step_multiplier needs at least one optimizer step")
+    beta1, beta2 = group["betas"]
+    eps, mode, ams = group["eps"], group.get("eps_mode", "outside"), group["amsgrad"]
+    ams_max = group.get("amsgrad_max", "raw")
+    t = float(state[0]["step"])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([np.ravel(state[i][name]) for i in range(len(state))]).astype(
+            np.float64
+        )
+
+    m = cat("exp_avg")
+    v = cat("max_exp_avg_sq") if ams else cat("exp_avg_sq")
+    if ams and ams_max == "paper":
+        bc1 = bc2 = 1.0
+    else:
+        bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
+    v_hat = v if (ams and ams_max in ("corrected", "paper")) else v / bc2
+    m_hat = m / bc1
+    with np.errstate(all="ignore"):
+        if mode == "outside":
+            return 1.0 / (np.sqrt(v_hat) + eps)
+        if mode == "hat":
+            return math.sqrt(bc2) / (np.sqrt(v_hat * bc2) + eps)
+        if mode == "inside":
+            return 1.0 / np.sqrt(v_hat + eps)
+        root = np.sqrt(v_hat)
+        k = 1.27 * np.arctan2(m_hat, root) / m_hat
+        return np.where(m_hat == 0, 1.27 / root, k)
+
+
+def _histogram(k: np.ndarray) -> np.ndarray:
+    counts = np.zeros(_N_BINS + 2, dtype=np.int64)
+    nan = np.isnan(k)
+    inf = np.isinf(k) & (k > 0)
+    finite = k[~nan & ~inf]
+    with np.errstate(divide="ignore"):
+        logk = np.log10(finite)  # k >= 0, so log10(0) = -inf lands in the first bin
+    idx = np.searchsorted(MULTIPLIER_EDGES[1:-1], logk, side="right")
+    counts[:_N_BINS] = np.bincount(idx, minlength=_N_BINS)
+    counts[_N_BINS] = int(inf.sum())
+    counts[_N_BINS + 1] = int(nan.sum())
+    return counts
+
+
+def run(spec: RunSpec) -> RunResult:
+    """Train one run (BLAS limited to one thread; NaN/inf arithmetic is silent) and record it."""
+    with threadpool_limits(limits=1), np.errstate(all="ignore"):
+        problem = make_problem(spec.scenario, seed=spec.seed, dtype=spec.dtype)
+        model, x, y, loss_fn = problem.model, problem.x, problem.y, problem.loss_fn
+        optimizer = Adam(model.parameters(), **spec.optimizer_kwargs())
+        n = spec.steps
+        loss = np.empty(n)
+        dominated = np.empty(n)
+        nonfinite = np.empty(n, dtype=np.int64)
+        rms = np.empty(n)
+        for t in range(n):
+            loss[t] = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            model.backward(loss_fn.backward())
+            optimizer.step()
+            stats = optimizer.stats
+            dominated[t] = stats.eps_dominated
+            nonfinite[t] = stats.nonfinite
+            rms[t] = stats.update_rms
+        counts = _histogram(step_multiplier(optimizer))
+    return RunResult(spec, loss, dominated, nonfinite, rms, counts)
+
+
+def _run_chunk(chunk: list[tuple[int, RunSpec]]) -> list[tuple[int, RunResult]]:
+    return [(i, run(spec)) for i, spec in chunk]
+
+
+def grid(
+    eps: Iterable[float] = DEFAULT_EPS,
+    *,
+    eps_modes: Iterable[str] = ("outside",),
+    amsgrad: Iterable[bool] = (False, True),
+    amsgrad_max: Iterable[str] = ("raw",),
+    seeds: Iterable[int] = (0, 1, 2),
+    scenarios: Iterable[Scenario | str] = ("seed",),
+    dtype: str = "float32",
+    steps: int = 500,
+    lr: float = 1e-4,
+) -> list[RunSpec]:
+    """Every combination of the arguments, as :class:`RunSpec` objects in a fixed order.
+
+    Order (outermost first): scenario, eps_mode, amsgrad, amsgrad_max, eps, seed. ``amsgrad_max``
+    only applies with ``amsgrad=True``; runs without AMSGrad get ``"raw"`` once. The defaults are
+    ``minnet sweep``'s: 13 eps values x AMSGrad off/on x 3 seeds = 78 runs of 500 steps.
+    """
+    eps_list, modes = list(eps), list(eps_modes)
+    ams_list, max_list = list(amsgrad), list(amsgrad_max)
+    seed_list, scen_list = list(seeds), list(scenarios)
+    for name, values in (
+        ("eps", eps_list),
+        ("eps_modes", modes),
+        ("amsgrad", ams_list),
+        ("amsgrad_max", max_list),
+        ("seeds", seed_list),
+        ("scenarios", scen_list),
+    ):
+        if not values:
+            raise ValueError(f"grid: {name} is empty")
+    specs = []
+    for scenario in scen_list:
+        for mode in modes:
+            for ams in ams_list:
+                for amax in max_list if ams else ["raw"]:
+                    for e in eps_list:
+                        for seed in seed_list:
+                            specs.append(
+                                RunSpec(
+                                    eps=e,
+                                    eps_mode=mode,
+                                    amsgrad=bool(ams),
+                                    amsgrad_max=amax,
+                                    seed=seed,
+                                    scenario=scenario,
+                                    dtype=dtype,
+                                    steps=steps,
+                                    lr=lr,
+                                )
+                            )
+    return specs
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A small column table: ``columns[name]`` is a 1-D NumPy array, all of one length.
+
+    Tidy: one observation per row. :meth:`rows` gives a list of dicts, :meth:`where` filters,
+    :meth:`to_csv` / :meth:`read_csv` round-trip exactly (floats are written with ``repr``).
+    """
+
+    columns: dict[str, np.ndarray]
+    schema: dict[str, type] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lengths = {name: len(col) for name, col in self.columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"Table columns differ in length: {lengths}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    @property
+    def names(self) -> list[str]:
+        """Column names, in order."""
+        return list(self.columns)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The table as a list of ``{column: Python value}`` dicts."""
+        cols = [(n, c.tolist()) for n, c in self.columns.items()]
+        return [{n: c[i] for n, c in cols} for i in range(len(self))]
+
+    def where(self, mask: np.ndarray | None = None, **equal: Any) -> Table:
+        """Rows where ``mask`` holds and each named column equals the given value."""
+        keep = np.ones(len(self), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        for name, value in equal.items():
+            keep = keep & (self.columns[name] == value)
+        return Table({n: c[keep] for n, c in self.columns.items()}, self.schema)
+
+    def unique(self, name: str) -> list[Any]:
+        """Sorted distinct values of a column, as Python values."""
+        return np.unique(self.columns[name]).tolist()
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Write the table as CSV, atomically (a temporary file renamed over ``path``)."""
+        path = Path(path)
+        formatted = []
+        for col in self.columns.values():
+            if col.dtype.kind == "f":
+                formatted.append([repr(v) for v in col.tolist()])
+            else:
+                formatted.append([str(v) for v in col.tolist()])
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(self.names)
+                writer.writerows(zip(*formatted))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def read_csv(cls, path: str | os.PathLike, schema: dict[str, type]) -> Table:
+        """Read a CSV written by :meth:`to_csv`; ``schema`` gives each known column's type.
+
+        Raises ``ValueError`` naming the file if a column of ``schema`` is missing.
+        """
+        path = Path(path)
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise ValueError(f"{path}: empty file, expected a CSV header") from None
+            missing = [n for n in schema if n not in header]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+            raw = list(zip(*reader)) or [()] * len(header)
+        columns = {}
+        for name, values in zip(header, raw):
+            kind = schema.get(name, str)
+            if kind is bool:
+                columns[name] = np.array([v == "True" for v in values], dtype=bool)
+            elif kind is int:
+                columns[name] = np.array([int(v) for v in values], dtype=np.int64)
+            elif kind is float:
+                columns[name] = np.array([float(v) for v in values], dtype=np.float64)
+            else:
+                columns[name] = np.array(values, dtype=object).astype(str)
+        return cls(columns, schema)
+
+
+def _build_tables(results: list[RunResult]) -> tuple[Table, Table]:
+    per_run: dict[str, list[Any]] = {k: [] for k in _RUN_KEYS}
+    steps = []
+    for i, r in enumerate(results):
+        s = r.spec
+        values = (i, s.scenario_name, s.eps, s.eps_mode, s.amsgrad, s.amsgrad_max, s.seed,
+                  s.dtype, s.lr)  # fmt: skip
+        for key, value in zip(_RUN_KEYS, values):
+            per_run[key].append(value)
+        steps.append(s.steps)
+    reps = np.array(steps, dtype=np.int64)
+    cols: dict[str, np.ndarray] = {}
+    for key in _RUN_KEYS:
+        dtype = _NUMPY_TYPES[RUN_COLUMNS[key]]
+        cols[key] = np.repeat(np.array(per_run[key], dtype=dtype), reps)
+
+    def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype=dtype)
+
+    cols["step"] = cat([np.arange(1, n + 1) for n in steps], np.int64)
+    cols["loss"] = cat([r.loss for r in results], np.float64)
+    cols["eps_dominated"] = cat([r.eps_dominated for r in results], np.float64)
+    cols["nonfinite"] = cat([r.nonfinite for r in results], np.int64)
+    cols["update_rms"] = cat([r.update_rms for r in results], np.float64)
+    runs_table = Table(cols, RUN_COLUMNS)
+
+    lo = np.concatenate((MULTIPLIER_EDGES[:-1], [np.inf, np.nan]))
+    hi = np.concatenate((MULTIPLIER_EDGES[1:], [np.inf, np.nan]))
+    m_run, m_lo, m_hi, m_count = [], [], [], []
+    for i, r in enumerate(results):
+        nz = np.flatnonzero(r.multiplier_counts)
+        m_run.append(np.full(len(nz), i, dtype=np.int64))
+        m_lo.append(lo[nz])
+        m_hi.append(hi[nz])
+        m_count.append(r.multiplier_counts[nz])
+    mult_table = Table(
+        {
+            "run": cat(m_run, np.int64),
+            "log10_lo": cat(m_lo, np.float64),
+            "log10_hi": cat(m_hi, np.float64),
+            "count": cat(m_count, np.int64),
+        },
+        MULTIPLIER_COLUMNS,
+    )
+    return runs_table, mult_table
+
+
+@dataclass
+class SweepResult:
+    """The outcome of a sweep: ``runs`` (one row per run and step) and ``multipliers``
+    (the end-of-training histogram of :func:`step_multiplier`, one row per run and bin)."""
+
+    runs: Table
+    multipliers: Table
+
+    def run_table(self) -> Table:
+        """One row per run: the run columns plus ``final_loss`` (loss at the last step),
+        ``diverged`` (a non-finite loss or parameter at any step) and ``first_nonfinite_step``
+        (first step after which a parameter was NaN/inf, 0 if none)."""
+        t = self.runs
+        run_ids = t["run"]
+        starts = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1]])
+        ends = np.r_[starts[1:], len(t)] - 1
+        cols = {k: t[k][starts] for k in _RUN_KEYS}
+        cols["steps"] = t["step"][ends]
+        cols["final_loss"] = t["loss"][ends]
+        bad = ~np.isfinite(t["loss"]) | (t["nonfinite"] > 0)
+        cols["diverged"] = np.logical_or.reduceat(bad, starts) if len(t) else bad
+        first = np.zeros(len(starts), dtype=np.int64)
+        for j, (a, b) in enumerate(zip(starts, ends)):
+            hits = np.flatnonzero(t["nonfinite"][a : b + 1] > 0)
+            first[j] = t["step"][a + hits[0]] if len(hits) else 0
+        cols["first_nonfinite_step"] = first
+        return Table(cols)
+
+    def write(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``runs.csv`` and ``multipliers.csv`` into ``out_dir`` (created if needed)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.runs.to_csv(out / "runs.csv")
+        self.multipliers.to_csv(out / "multipliers.csv")
+        return out
+
+    @classmethod
+    def read(cls, out_dir: str | os.PathLike) -> SweepResult:
+        """Read what :meth:`write` wrote (``multipliers.csv`` may be absent: empty table)."""
+        out = Path(out_dir)
+        runs = Table.read_csv(out / "runs.csv", RUN_COLUMNS)
+        mpath = out / "multipliers.csv"
+        if mpath.exists():
+            mult = Table.read_csv(mpath, MULTIPLIER_COLUMNS)
+        else:
+            mult = Table({k: np.empty(0, dtype=v) for k, v in MULTIPLIER_COLUMNS.items()})
+        return cls(runs, mult)
+
+
+# -- executors ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _single_threaded_env() -> Iterator[None]:
+    """Set the BLAS/OpenMP thread variables to 1 while worker processes are being spawned."""
+    saved = {k: os.environ.get(k) for k in _BLAS_ENV}
+    os.environ.update({k: "1" for k in _BLAS_ENV})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def warm_up(dtypes: Iterable[str] = ("float32",)) -> None:
+    """Compile (or load from Numba's on-disk cache) the kernels for ``dtypes`` in this process,
+    so that worker processes find the cache written instead of compiling it each."""
+    for dt in set(dtypes):
+        run(RunSpec(eps=1e-8, steps=1, dtype=dt))
+
+
+def _chunks(specs: Sequence[RunSpec], size: int) -> list[list[tuple[int, RunSpec]]]:
+    indexed = list(enumerate(specs))
+    return [indexed[i : i + size] for i in range(0, len(indexed), size)]
+
+
+def sweep(
+    specs: Sequence[RunSpec],
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    chunksize: int | None = None,
+    progress: bool | None = None,
+    on_result: Callable[[int], None] | None = None,
+) -> SweepResult:
+    """Train every run of ``specs`` and return the tidy result (runs in ``specs`` order).
+
+    Args:
+        specs: the runs, e.g. from :func:`grid`. The ``run`` column is the index in ``specs``.
+        workers: local worker processes (default: ``os.cpu_count()``); ``1`` trains in this
+            process. Ignored when ``scheduler`` is given.
+        scheduler: address of a Dask distributed scheduler (``"tcp://host:port"``); needs the
+            ``dask`` extra.
+        chunksize: runs per task (default: enough for about four tasks per worker).
+        progress: show a tqdm progress bar (default: only on a terminal, for sweeps of more than
+            one run).
+        on_result: called with the number of runs each time a chunk finishes.
+    """
+    from tqdm.auto import tqdm
+
+    specs = list(specs)
+    if not specs:
+        raise ValueError("sweep: no runs given")
+    for i, s in enumerate(specs):
+        if not isinstance(s, RunSpec):
+            raise TypeError(f"sweep: specs[{i}] is {type(s).__name__}, expected RunSpec")
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"sweep: workers must be an int >= 1, got {workers!r}")
+    slots = workers if scheduler is None else 4 * workers
+    if chunksize is None:
+        chunksize = max(1, math.ceil(len(specs) / (4 * slots)))
+    chunks = _chunks(specs, chunksize)
+    results: list[RunResult | None] = [None] * len(specs)
+    disable = (len(specs) < 2) if progress is None else not progress
+    if progress is None and not disable:
+        disable = None  # tqdm: off when not writing to a terminal
+    with tqdm(total=len(specs), unit="run", desc="sweep", disable=disable) as bar:
+
+        def collect(pairs: list[tuple[int, RunResult]]) -> None:
+            for i, r in pairs:
+                results[i] = r
+            bar.update(len(pairs))
+            if on_result is not None:
+                on_result(len(pairs))
+
+        if scheduler is not None:
+            _sweep_dask(chunks, scheduler, collect)
+        elif workers == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                collect(_run_chunk(chunk))
+        else:
+            warm_up({s.dtype for s in specs})
+            with _single_threaded_env():
+                pool = ProcessPoolExecutor(
+                    max_workers=min(workers, len(chunks)), mp_context=get_context("spawn")
+                )
+                with pool:
+                    futures = [pool.submit(_run_chunk, c) for c in chunks]
+                    try:
+                        for fut in as_completed(futures):
+                            collect(fut.result())
+                    except BrokenProcessPool as exc:
+                        raise RuntimeError(
+                            "sweep: a worker process died. If sweep() runs from a script, call "
+                            "it under 'if __name__ == \"__main__\":' (worker processes are "
+                            "spawned and import the script), or pass workers=1"
+                        ) from exc
+    runs_table, mult_table = _build_tables(results)  # type: ignore[arg-type]
+    return SweepResult(runs_table, mult_table)
+
+
+def _sweep_dask(
+    chunks: list[list[tuple[int, RunSpec]]],
+    scheduler: str,
+    collect: Callable[[list[tuple[int, RunResult]]], None],
+) -> None:
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_as_completed
+    except ImportError as exc:
+        raise ImportError(
+            "a Dask scheduler needs dask.distributed: pip install 'minnet[dask]'"
+        ) from exc
+    with Client(scheduler, timeout="10s") as client:
+        futures = client.map(_run_chunk, chunks, pure=False)
+        for fut in dask_as_completed(futures):
+            collect(fut.result())
