@@ -77,6 +77,11 @@ class AdamScalars(NamedTuple):
     weight_decay: np.floating
 
 
+def _cast_quietly(to: type, x: float) -> np.floating:
+    with np.errstate(over="ignore"):
+        return to(x)
+
+
 def adam_scalars(
     dtype: np.dtype,
     *,
@@ -95,7 +100,8 @@ def adam_scalars(
     The table of formulas is in the module docstring; this folds every bias correction into a
     handful of scalars so that the kernel's loop is the same for every variant.
     """
-    t = dtype.type
+    # An lr too large for float32 becomes inf, as it would in PyTorch's float32 arithmetic.
+    t = functools.partial(_cast_quietly, dtype.type)
     paper = amsgrad and amsgrad_max == "paper"
     corrected = amsgrad and amsgrad_max == "corrected"
     bc1 = 1.0 if paper else 1.0 - beta1**step

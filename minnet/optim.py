@@ -182,10 +182,13 @@ class Adam:
                             (TensorFlow/Keras "epsilon hat": eps added before bias correction)
         eps_mode="inside"   param -= lr * V_hat / sqrt(S_hat + eps)     (optax eps_root, eps=0)
         eps_mode="atan2"    param -= 1.27 * lr * atan2(V_hat, sqrt(S_hat))   (Adam-atan2; eps
-                            unused)
+                            unused. The adam-atan2-pytorch package defaults to betas=(0.9, 0.99)
+                            and decays weights decoupled (AdamW-style); here weight_decay
+                            stays the L2 term above, so pass betas explicitly to compare)
         amsgrad_max="corrected"  S_max = max(S_max, S_hat_t); S_hat = S_max       (optax)
         amsgrad_max="paper"      S_max = max(S_max, S_dw); S_hat = S_max, V_hat = V_dw: no bias
-                                 correction at all (Reddi et al. 2018, Algorithm 2)
+                                 correction at all (Reddi et al. 2018, Algorithm 2; optax's
+                                 amsgrad with bias_correction_mu=bias_correction_nu=False)
 
     On construction every parameter is copied into one contiguous buffer per dtype, and each
     parameter's ``.data`` and ``.grad`` become views into it: one kernel call then updates the
