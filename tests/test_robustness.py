@@ -375,7 +375,7 @@ def test_adam_hyperparameters(data: st.DataObject) -> None:
     assert opt.lr == float(kwargs["lr"]) and type(opt.lr) is float
     assert opt.betas == tuple(float(b) for b in kwargs["betas"]) and type(opt.betas) is tuple
     assert opt.eps == float(kwargs["eps"]) and opt.weight_decay == float(kwargs["weight_decay"])
-    p.grad[...] = [1.0, -2.0, 0.0]
+    p.grad[...] = [1.0, -2.0, 0.5]  # no zero: eps=0 with a zero gradient is 0/0 = NaN
     opt.step()
     again = Adam([Parameter(np.ones(3))], **kwargs)
     again.load_state_dict(opt.state_dict())
@@ -432,7 +432,9 @@ def test_adam_non_finite_gradients_stay_in_their_coordinates(
         runs.append(p.data.copy())
     poisoned, clean = runs
     np.testing.assert_array_equal(poisoned[~bad], clean[~bad])
-    assert not np.isfinite(poisoned[bad]).any()
+    # atan2(inf, inf) = pi/4: under eps_mode="atan2" an infinite gradient gives a finite step.
+    must_poison = np.isnan(g) if variant.get("eps_mode") == "atan2" else bad
+    assert not np.isfinite(poisoned[must_poison]).any()
 
 
 # -- checkpoints --------------------------------------------------------------------------------
@@ -531,3 +533,104 @@ def test_forged_manifest_with_valid_checksum_is_refused_or_consistent(
         return
     minnet.save(obj, tmp_path / "again.npz")
     assert_identical(obj, minnet.load(tmp_path / "again.npz"))
+
+
+MUTATIONS = [
+    # (description, function mutating a state dict in place)
+    ("drop param_groups", lambda sd, v: sd.pop("param_groups")),
+    ("state is a list", lambda sd, v: sd.update(state=[1, 2])),
+    ("drop a group key", lambda sd, v: sd["param_groups"][0].pop(v.draw(st.sampled_from(
+        ["lr", "betas", "eps", "weight_decay", "amsgrad", "params"])))),
+    ("bad group value", lambda sd, v: sd["param_groups"][0].update({
+        v.draw(st.sampled_from(["lr", "eps", "weight_decay", "betas", "amsgrad"])):
+        v.draw(st.sampled_from([-1.0, math.nan, "1", None, (0.9,), 2]))})),
+    ("drop a state entry", lambda sd, v: sd["state"].pop(v.draw(st.sampled_from([0, 1])))),
+    ("drop a buffer", lambda sd, v: sd["state"][0].pop(v.draw(st.sampled_from(
+        ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])), None)),
+    ("bad step", lambda sd, v: sd["state"][1].update(step=v.draw(st.sampled_from(
+        [-1.0, 1.5, math.nan, math.inf, 99.0])))),
+    ("bad buffer", lambda sd, v: sd["state"][v.draw(st.sampled_from([0, 1]))].update({
+        v.draw(st.sampled_from(["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])):
+        v.draw(st.one_of(any_array(), st.just([[1.0], [2.0, 3.0]])))})),  # wrong shapes
+    ("extra param index", lambda sd, v: sd["param_groups"][0]["params"].append(2)),
+]  # fmt: skip
+
+
+@SETTINGS
+@given(mutation=st.sampled_from(MUTATIONS), variant=variant_kwargs(), data=st.data())
+def test_adam_load_state_dict_refuses_bad_state_and_changes_nothing(
+    mutation: tuple[str, Any], variant: dict[str, Any], data: st.DataObject
+) -> None:
+    def make() -> Adam:
+        params = [Parameter(np.ones((2, 3)), "0.weight"), Parameter(np.ones(2), "0.bias")]
+        opt = Adam(params, lr=1e-2, **variant)
+        for p in params:
+            p.grad[...] = 0.5
+        opt.step()
+        return opt
+
+    source, target = make(), make()
+    target.params[0].grad[...] = -1.0
+    target.step()
+    before = target.state_dict()
+    sd = source.state_dict()
+    mutation[1](sd, data)
+    try:
+        target.load_state_dict(sd)
+    except (ValueError, TypeError) as exc:
+        assert str(exc), "an error without a message"
+        assert_identical(before, target.state_dict())
+        return
+    # Accepted: the optimizer holds exactly what was given, in its own types.
+    after = target.state_dict()
+    for i, entry in after["state"].items():
+        for name, value in entry.items():
+            if name != "step":
+                np.testing.assert_array_equal(value, sd["state"][i][name])
+
+
+def _adam_pair() -> tuple[Adam, Adam]:
+    def make() -> Adam:
+        params = [Parameter(np.ones(2), "a"), Parameter(np.ones(2), "b")]
+        opt = Adam(params)
+        for p in params:
+            p.grad[...] = 1.0
+        opt.step()
+        return opt
+
+    source, target = make(), make()
+    target.step()
+    return source, target
+
+
+@pytest.mark.xfail(
+    reason="optim.py gap: Adam.load_state_dict checks buffer shapes but not "
+    "dtypes, and a missing or non-numeric 'step' escapes as KeyError/TypeError"
+)
+@pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning")
+@pytest.mark.parametrize(
+    "entry, value",
+    [
+        ("exp_avg", np.array(["x", "y"])),  # right shape: fails mid-write today
+        ("exp_avg", np.array([1j, 2j])),  # right shape: imaginary part silently dropped today
+        ("step", None),
+        ("step", "two"),
+    ],
+)
+def test_adam_load_state_dict_checks_types_before_writing(entry: str, value: Any) -> None:
+    source, target = _adam_pair()
+    before = target.state_dict()
+    sd = source.state_dict()
+    sd["state"][1][entry] = value
+    with pytest.raises(ValueError, match=entry):
+        target.load_state_dict(sd)
+    assert_identical(before, target.state_dict())
+
+
+@pytest.mark.xfail(reason="optim.py gap: a state entry without 'step' raises KeyError")
+def test_adam_load_state_dict_missing_step_is_a_value_error() -> None:
+    source, target = _adam_pair()
+    sd = source.state_dict()
+    del sd["state"][0]["step"]
+    with pytest.raises(ValueError, match="step"):
+        target.load_state_dict(sd)
