@@ -65,6 +65,7 @@ class _Encoder:
 
     def __init__(self) -> None:
         self.arrays: list[np.ndarray] = []
+        self._open: set[int] = set()  # ids of the containers being encoded, to catch cycles
 
     def _add(self, arr: np.ndarray, where: str) -> int:
         if arr.dtype.kind not in _ARRAY_KINDS or arr.dtype.fields is not None:
@@ -88,6 +89,21 @@ class _Encoder:
             return {"float": struct.pack(">d", obj).hex()}  # inf, and NaN with sign and payload
         if type(obj) is np.ndarray:
             return {"array": self._add(obj, where)}
+        if isinstance(obj, (dict, list, tuple)):
+            if id(obj) in self._open:
+                raise TypeError(f"minnet.save: {where} is a container that holds itself (a cycle)")
+            self._open.add(id(obj))
+            try:
+                return self._container(obj, where)
+            finally:
+                self._open.discard(id(obj))
+        raise TypeError(
+            f"minnet.save: cannot store {type(obj).__name__} at {where}; supported: "
+            "dict (str or int keys), list, tuple, str, int, float, bool, None, np.ndarray and "
+            "NumPy scalars"
+        )
+
+    def _container(self, obj: dict | list | tuple, where: str) -> Any:
         if isinstance(obj, dict):
             items = []
             for key, value in obj.items():
@@ -103,14 +119,8 @@ class _Encoder:
                     ]
                 )
             return {"dict": items}
-        if isinstance(obj, (list, tuple)):
-            kind = "tuple" if isinstance(obj, tuple) else "list"
-            return {kind: [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
-        raise TypeError(
-            f"minnet.save: cannot store {type(obj).__name__} at {where}; supported: "
-            "dict (str or int keys), list, tuple, str, int, float, bool, None, np.ndarray and "
-            "NumPy scalars"
-        )
+        kind = "tuple" if isinstance(obj, tuple) else "list"
+        return {kind: [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
 
 
 class _HashingWriter:

@@ -124,6 +124,10 @@ def test_same_object_gives_same_bytes_and_np_load_reads_it(tmp_path: Path) -> No
         assert any(np.array_equal(npz[k], obj["model"]["0.weight"]) for k in npz.files)
 
 
+CYCLE: dict[str, Any] = {"a": [1]}
+CYCLE["self"] = CYCLE
+
+
 @pytest.mark.parametrize(
     "obj, fragment",
     [
@@ -135,6 +139,7 @@ def test_same_object_gives_same_bytes_and_np_load_reads_it(tmp_path: Path) -> No
         ({"f": print}, "cannot store builtin_function_or_method at obj['f']"),
         (np.ma.masked_array([1.0]), "cannot store MaskedArray at obj"),
         (np.datetime64("2020-01-01"), "array of dtype datetime64"),
+        (CYCLE, "obj['self'] is a container that holds itself"),
     ],
 )
 def test_unsupported_objects_raise_type_error_and_write_nothing(
