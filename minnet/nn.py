@@ -117,6 +117,15 @@ class Module:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
+    # Sequential calls these two. ``internal=True`` means the result goes only to the neighbouring
+    # module of the same Sequential, so it may live in a buffer that the next call overwrites;
+    # ``input_grad=False`` means dLoss/d(input) is not wanted. Subclasses may ignore both.
+    def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
+        return self.forward(x)
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
+        return self.backward(grad_out)
+
     def _label(self) -> str:
         name = type(self).__name__
         return f"{name} ({self._where})" if self._where else name
@@ -237,6 +246,11 @@ class Linear(Module):
             else None
         )
         self._x: np.ndarray | None = None
+        # Buffers reused from step to step (see "Performance" in the README): the output kept as
+        # (out_features, N), the weight-gradient product, and the input gradient.
+        self._out_t: np.ndarray | None = None
+        self._dw: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Yield ``("weight", W)`` and, with a bias, ``("bias", b)``."""
@@ -245,7 +259,10 @@ class Linear(Module):
             yield prefix + "bias", self.bias
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``."""
+        """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``; a new array."""
+        return self._forward(x, False)
+
+    def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
         x = _as_float_array(x, self._label(), "input", self.dtype)
         if x.ndim != 2 or x.shape[1] != self.in_features or x.shape[0] == 0:
             raise ValueError(
@@ -253,13 +270,27 @@ class Linear(Module):
                 f"(in_features={self.in_features}), got shape {x.shape}"
             )
         self._x = x
-        out = x @ self.weight.data.T
+        # Computed as (W @ x.T).T: one BLAS call on transposed views (no copies); OpenBLAS runs
+        # this orientation faster than x @ W.T when in_features is the long dimension.
+        n = x.shape[0]
+        if internal:
+            out_t = self._out_t
+            if out_t is None or out_t.shape[1] != n:
+                out_t = self._out_t = np.empty((self.out_features, n), self.dtype)
+        else:
+            out_t = np.empty((self.out_features, n), self.dtype)
+        np.matmul(self.weight.data, x.T, out=out_t)
         if self.bias is not None:
-            out += self.bias.data
-        return out
+            np.add(out_t, self.bias.data[:, None], out=out_t)
+        # Inside a Sequential the (N, out) view goes to the next module; a caller gets its own
+        # C-contiguous array, so a kept y_pred is never overwritten by the next forward.
+        return out_t.T if internal else np.ascontiguousarray(out_t.T)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """Add ``G.T @ x`` to ``weight.grad``, ``G.sum(0)`` to ``bias.grad``; return ``G @ W``."""
+        return self._backward(grad_out, False, True)
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         x = self._x
         if x is None:
             raise ValueError(f"{self._label()}: backward called before forward")
@@ -270,10 +301,23 @@ class Linear(Module):
                 f"{self._label()}: grad_out must have the output's shape {expected}, "
                 f"got {grad_out.shape}"
             )
-        self.weight.grad += grad_out.T @ x
+        weight = self.weight
+        dw = self._dw
+        if dw is None or dw.shape != weight.grad.shape:
+            dw = self._dw = np.empty(weight.grad.shape, self.dtype)
+        np.matmul(grad_out.T, x, out=dw)
+        np.add(weight.grad, dw, out=weight.grad)
         if self.bias is not None:
-            self.bias.grad += grad_out.sum(axis=0)
-        return grad_out @ self.weight.data
+            np.add(self.bias.grad, grad_out.sum(axis=0), out=self.bias.grad)
+        if not input_grad:
+            return None
+        if not internal:
+            return grad_out @ weight.data
+        dx = self._dx
+        if dx is None or dx.shape[0] != grad_out.shape[0]:
+            dx = self._dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
+        np.matmul(grad_out, weight.data, out=dx)
+        return dx
 
     def __repr__(self) -> str:
         return (
@@ -287,9 +331,15 @@ class ReLU(Module):
 
     def __init__(self) -> None:
         self._out: np.ndarray | None = None
+        self._buf: np.ndarray | None = None  # output buffer, reused inside a Sequential
+        self._mask: np.ndarray | None = None  # out > 0, for backward
+        self._grad: np.ndarray | None = None  # input-gradient buffer, reused inside a Sequential
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Elementwise ``max(x, 0)``; any shape with at least one element."""
+        return self._forward(x, False)
+
+    def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
         arr = _asarray(x, self._label(), "input")
         x = _as_float_array(
             arr,
@@ -299,12 +349,22 @@ class ReLU(Module):
         )
         if x.size == 0:
             raise ValueError(f"{self._label()}: got an empty input of shape {x.shape}")
-        out = np.maximum(x, 0)
+        if internal:
+            out = self._buf
+            if out is None or out.shape != x.shape or out.dtype != x.dtype:
+                # C order: the next Linear's products then round exactly as on a fresh array.
+                out = self._buf = np.empty(x.shape, x.dtype)
+            np.maximum(x, 0, out=out)
+        else:
+            out = np.maximum(x, 0)
         self._out = out
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """``grad_out`` where the output was positive, 0 elsewhere."""
+        return self._backward(grad_out, False, True)
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         out = self._out
         if out is None:
             raise ValueError(f"{self._label()}: backward called before forward")
@@ -314,7 +374,18 @@ class ReLU(Module):
                 f"{self._label()}: grad_out must have the output's shape {out.shape}, "
                 f"got {grad_out.shape}"
             )
-        return np.where(out > 0, grad_out, out.dtype.type(0))
+        if not internal:
+            return np.where(out > 0, grad_out, out.dtype.type(0))
+        grad, mask = self._grad, self._mask
+        if grad is None or grad.shape != out.shape or grad.dtype != out.dtype:
+            # C order whatever the activation's layout: a Linear below sums its bias gradient
+            # over rows in this order, as PyTorch does (pairwise sums round differently).
+            grad = self._grad = np.empty(out.shape, out.dtype)
+            mask = self._mask = np.empty(out.shape, np.bool_)
+        np.greater(out, 0, out=mask)
+        grad.fill(0)
+        np.copyto(grad, grad_out, where=mask)  # as np.where: NaN/inf in grad_out masked to 0
+        return grad
 
     def __repr__(self) -> str:
         return "ReLU()"
@@ -342,16 +413,34 @@ class Sequential(Module):
             yield from m.named_parameters(f"{prefix}{i}.")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Apply each module in turn."""
-        for m in self.modules:
-            x = m.forward(x)
+        """Apply each module in turn; the result is a new array.
+
+        Activations passed between the modules live in buffers that each module reuses from
+        call to call (no allocation in a steady training loop); only the last module's output,
+        which the caller keeps, is freshly allocated.
+        """
+        last = len(self.modules) - 1
+        for i, m in enumerate(self.modules):
+            x = m._forward(x, i < last)
         return x
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """Backpropagate through the modules in reverse; return dLoss/d(input)."""
-        for m in reversed(self.modules):
-            grad_out = m.backward(grad_out)
-        return grad_out
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate through the modules in reverse; return dLoss/d(input).
+
+        ``input_grad=False`` skips the first module's input gradient and returns ``None``: for a
+        first ``Linear`` that saves one ``(N, out) x (out, in)`` matrix product, which PyTorch
+        also skips when the input does not require grad. Parameter gradients are the same.
+        """
+        modules = self.modules
+        for i in range(len(modules) - 1, -1, -1):
+            grad_out = modules[i]._backward(grad_out, i > 0, i > 0 or input_grad)
+        return grad_out if input_grad else None
+
+    def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
+        return self.forward(x)
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
+        return self.backward(grad_out, input_grad=input_grad)
 
     def __getitem__(self, index: int) -> Module:
         return self.modules[index]
@@ -382,7 +471,7 @@ class MSELoss:
                 f"{reduction!r} is not a valid value for reduction; use 'mean' or 'sum'"
             )
         self.reduction = reduction
-        self._diff: np.ndarray | None = None
+        self._diff: np.ndarray | None = None  # input - target, reused from call to call
 
     def __call__(self, input: np.ndarray, target: np.ndarray) -> np.floating:
         return self.forward(input, target)
@@ -400,8 +489,10 @@ class MSELoss:
             )
         if input.size == 0:
             raise ValueError(f"MSELoss: got empty input of shape {input.shape}")
-        diff = input - target
-        self._diff = diff
+        diff = self._diff
+        if diff is None or diff.shape != input.shape or diff.dtype != dtype:
+            diff = self._diff = np.empty(input.shape, dtype)
+        np.subtract(input, target, out=diff)
         flat = diff.reshape(-1)
         total = np.dot(flat, flat)
         if self.reduction == "mean":
