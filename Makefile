@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint clean
+.PHONY: demo plots test lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.installed-dev: $(PY) pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) examples/seed_example.py
+
+# The README's epsilon plots (plots/*.png) and their CSV data (runs/eps_comparison/).
+plots: $(VENV)/.installed
+	$(PY) examples/eps_comparison.py
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
