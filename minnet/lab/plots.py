@@ -174,7 +174,7 @@ def _eps_axis(ax: Axes, eps_values: Sequence[float]) -> dict[float, float]:
     """Log-x positions for eps; 0 goes 1.5 decades left of the smallest eps > 0, past a break."""
     pos = sorted(e for e in eps_values if e > 0)
     smallest = pos[0] if pos else 1e-8
-    zero_x = smallest / 10**1.5
+    zero_x = smallest / 10**2.5
     where = {e: (e if e > 0 else zero_x) for e in eps_values}
     ax.set_xscale("log")
     ticks = sorted(where.values())
@@ -186,7 +186,7 @@ def _eps_axis(ax: Axes, eps_values: Sequence[float]) -> dict[float, float]:
     ax.set_xticklabels(["0" if x == zero_x and 0 in where else _eps_label(x) for x in shown])
     ax.minorticks_off()
     if 0 in where:
-        brk = zero_x * 10**0.75
+        brk = zero_x * 10**1.0
         trans = blended_transform_factory(ax.transData, ax.transAxes)
         ax.plot([brk, brk], [-0.02, 0.02], color="black", lw=1.2, transform=trans, clip_on=False)
         ax.text(brk, 0.0, "//", transform=trans, ha="center", va="center", fontsize=11,
@@ -202,64 +202,77 @@ def _final_by_variant(runs: _Runs, sub: Table) -> dict[tuple, list[dict]]:
     return groups
 
 
-def plot_final_loss(result: SweepResult, path: str | Path) -> Path | None:
-    """Figure 2: final loss against eps per variant; median line, seed band, diverged markers."""
-    runs = _Runs(result)
-    ref = runs.reference()
-    sub = runs.select(scenario=ref["scenario"], eps_mode=ref["eps_mode"])
-    eps_values = sub.unique("eps")
-    fig = Figure(figsize=(11.0, 5.0), layout="constrained")
-    ax = fig.subplots()
-    where = _eps_axis(ax, eps_values)
+def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) -> Path | None:
+    """Figure 2: final loss against eps per variant (reference eps_mode), one panel per scenario
+    (up to ``max_panels``, ``seed`` first): median over seeds as a line, min..max over seeds as a
+    band, runs that ended NaN/inf as X markers at the top of the panel."""
     from matplotlib import colormaps
 
+    runs = _Runs(result)
+    ref = runs.reference()
+    scenarios = runs.info.unique("scenario")
+    scenarios = sorted(scenarios, key=lambda s: (s != "seed", s))[:max_panels]
+    fig = Figure(figsize=(5.6 * len(scenarios) + 3.4, 5.0), layout="constrained")
+    axes = fig.subplots(1, len(scenarios), squeeze=False, sharey=True)[0]
     palette = colormaps["tab10"]
-    finite_all = sub["final_loss"][np.isfinite(sub["final_loss"])]
+    mode_rows = runs.select(eps_mode=ref["eps_mode"])
+    finite_all = mode_rows["final_loss"][np.isfinite(mode_rows["final_loss"])]
     top = finite_all.max() if len(finite_all) else 1.0
-    trans = blended_transform_factory(ax.transData, ax.transAxes)
-    any_diverged = False
-    for k, (variant, rows) in enumerate(sorted(_final_by_variant(runs, sub).items())):
-        color = palette(k % 10)
-        xs, med, lo, hi = [], [], [], []
-        for e in eps_values:
-            finals = np.array([r["final_loss"] for r in rows if r["eps"] == e])
-            n_bad = sum(1 for r in rows if r["eps"] == e and not np.isfinite(r["final_loss"]))
-            good = finals[np.isfinite(finals)]
-            if n_bad:
-                any_diverged = True
-                ax.plot(where[e], 0.96 - 0.035 * k, "X", ms=10, color=color, mec="black",
-                        mew=0.7, transform=trans, clip_on=False)  # fmt: skip
-                if n_bad < len(finals):
-                    ax.text(where[e], 0.96 - 0.035 * k, f" {n_bad}/{len(finals)}", color=color,
-                            transform=trans, fontsize=7, va="center")  # fmt: skip
-            if len(good):
-                xs.append(where[e])
-                med.append(np.median(good))
-                lo.append(good.min())
-                hi.append(good.max())
-        n_seeds = len({r["seed"] for r in rows})
-        label = _variant_name(*variant) + (f" (median of {n_seeds} seeds)" if n_seeds > 1 else "")
-        marker, ls = "os^D"[k % 4], ("-", "--", "-.", ":")[k % 4]
-        ax.plot(xs, med, marker=marker, ls=ls, color=color, ms=5, lw=1.8, label=label,
-                mfc="none" if k % 2 else color)  # fmt: skip
-        if n_seeds > 1:
-            ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
-    ax.set_yscale("log")
-    ax.set_ylim(top=top * 30)
-    ax.set_xlabel("eps (log scale; eps = 0 at the left, past the break)")
-    ax.set_ylabel(f"loss after the last step ({int(sub['steps'][0])} steps)")
-    ax.grid(True, alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    if len(sub.unique("seed")) > 1:
+    any_diverged = many_seeds = False
+    for ax, scenario in zip(axes, scenarios):
+        sub = runs.select(scenario=scenario, eps_mode=ref["eps_mode"])
+        if not len(sub):
+            sub = runs.select(scenario=scenario)
+        eps_values = sub.unique("eps")
+        where = _eps_axis(ax, eps_values)
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        for k, (variant, rows) in enumerate(sorted(_final_by_variant(runs, sub).items())):
+            color = palette(k % 10)
+            y_mark = 0.95 - 0.04 * k
+            xs, med, lo, hi = [], [], [], []
+            for e in eps_values:
+                finals = np.array([r["final_loss"] for r in rows if r["eps"] == e])
+                good = finals[np.isfinite(finals)]
+                n_bad = len(finals) - len(good)
+                if n_bad:
+                    any_diverged = True
+                    ax.plot(where[e], y_mark, "X", ms=10, color=color, mec="black", mew=0.7,
+                            transform=trans, clip_on=False)  # fmt: skip
+                    ax.annotate(f"{n_bad}/{len(finals)} NaN", (where[e], y_mark),
+                                xycoords=trans, xytext=(9, 0), textcoords="offset points",
+                                color=color, fontsize=7, va="center")  # fmt: skip
+                if len(good):
+                    xs.append(where[e])
+                    med.append(np.median(good))
+                    lo.append(good.min())
+                    hi.append(good.max())
+            n_seeds = len({r["seed"] for r in rows})
+            many_seeds = many_seeds or n_seeds > 1
+            label = _variant_name(*variant)
+            if n_seeds > 1:
+                label += f" (median of {n_seeds} seeds)"
+            marker, ls = "os^D"[k % 4], ("-", "--", "-.", ":")[k % 4]
+            ax.plot(xs, med, marker=marker, ls=ls, color=color, ms=5, lw=1.8, label=label,
+                    mfc="none" if k % 2 else color)  # fmt: skip
+            if n_seeds > 1:
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
+        ax.set_yscale("log")
+        ax.set_ylim(top=top * 300)
+        ax.set_xlabel("eps (log scale; 0 at the left, past the break)")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"scenario {scenario}")
+    axes[0].set_ylabel(f"loss after the last step ({int(runs.info['steps'][0])} steps)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if many_seeds:
         handles.append(plt_patch("0.6", "min to max over seeds"))
         labels.append("min to max over seeds")
     if any_diverged:
         handles.append(Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=9))
-        labels.append("diverged (NaN/inf loss), drawn at the top")
+        labels.append("runs that ended NaN/inf (at the top)")
     fig.legend(handles, labels, fontsize=8, loc="outside right center")
-    ax.set_title(
-        f"Final loss against eps (eps {ref['eps_mode']}; {_describe(ref, sub['dtype'][0])}, "
-        f"lr {sub['lr'][0]:g})"
+    fig.suptitle(
+        f"Final loss against eps (eps {ref['eps_mode']}; {runs.info['dtype'][0]}, "
+        f"lr {runs.info['lr'][0]:g})"
     )
     return _finish(fig, Path(path))
 
@@ -429,78 +442,99 @@ def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path 
     return _finish(fig, Path(path))
 
 
-def plot_multipliers(result: SweepResult, path: str | Path, max_eps: int = 5) -> Path | None:
+def _multiplier_counts(mult: Table, run_id: int) -> tuple[np.ndarray, int, int]:
+    """Finite-bin counts (over MULTIPLIER_EDGES[1:-1], outer bins folded in), #inf, #NaN."""
+    finite_edges = MULTIPLIER_EDGES[1:-1]
+    counts = np.zeros(len(finite_edges) - 1)
+    n_inf = n_nan = 0
+    m = mult.where(run=run_id)
+    for lo, count in zip(m["log10_lo"], m["count"]):
+        if np.isnan(lo):
+            n_nan += int(count)
+        elif np.isposinf(lo):
+            n_inf += int(count)
+        else:
+            i = int(np.searchsorted(finite_edges, lo, side="right")) - 1
+            counts[min(max(i, 0), len(counts) - 1)] += count
+    return counts, n_inf, n_nan
+
+
+def plot_multipliers(
+    result: SweepResult, path: str | Path, max_eps: int = 5, max_panels: int = 2
+) -> Path | None:
     """Figure 6: histogram over parameters of the end-of-training step multiplier
-    ``1/(sqrt(v_hat)+eps)`` for up to ``max_eps`` eps values (reference variant, first seed)."""
+    ``1/(sqrt(v_hat)+eps)`` for up to ``max_eps`` eps values (reference variant, first seed), one
+    panel per scenario (up to ``max_panels``, ``seed`` first)."""
     runs = _Runs(result)
     ref = runs.reference()
     mult = result.multipliers
     if not len(mult):
         return None
-    sub = runs.first_seed(runs.select(**ref))
-    eps_all = sub.unique("eps")
-    preferred = [0.0, 1e-8, 1e-4, 1e-2, 1.0, 100.0]
-    chosen = [e for e in preferred if e in eps_all][:max_eps]
-    if len(chosen) < min(max_eps, len(eps_all)):
-        rest = [e for e in eps_all if e not in chosen]
-        idx = np.linspace(0, len(rest) - 1, min(len(rest), max_eps - len(chosen))).astype(int)
-        chosen = sorted(set(chosen) | {rest[i] for i in idx})
-    colors = _eps_colors(eps_all)
-    fig = Figure(figsize=(10.0, 5.0), layout="constrained")
-    ax = fig.subplots()
+    scenarios = sorted(runs.info.unique("scenario"), key=lambda s: (s != "seed", s))
+    scenarios = scenarios[:max_panels]
+    variant = {k: v for k, v in ref.items() if k != "scenario"}
     finite_edges = MULTIPLIER_EDGES[1:-1]
-    inf_x = finite_edges[-1] + 1.5
-    lo_edge, hi_edge = np.inf, -np.inf
-    for e in chosen:
-        run_id = sub.where(eps=e)["run"][0]
-        m = mult.where(run=run_id)
-        counts = np.zeros(len(finite_edges) - 1)
-        n_inf = 0
-        for lo, count in zip(m["log10_lo"], m["count"]):
-            if np.isposinf(lo):
-                n_inf += int(count)
-            elif np.isfinite(lo):
-                i = int(np.searchsorted(finite_edges, lo))
-                counts[min(i, len(counts) - 1)] += count
-            elif np.isneginf(lo):
-                counts[0] += count
-        nz = np.flatnonzero(counts)
-        if len(nz):
-            lo_edge = min(lo_edge, finite_edges[nz[0]])
-            hi_edge = max(hi_edge, finite_edges[nz[-1] + 1])
-        label = f"eps={_eps_label(e)}"
-        if n_inf:
-            label += f" ({n_inf:,} infinite)"
-        ax.stairs(counts, finite_edges, color=colors[e], lw=1.8, label=label)
-        if n_inf:
-            ax.bar(inf_x, n_inf, width=0.5, color=colors[e], alpha=0.7)
-        if e > 0:
-            ax.axvline(-math.log10(e), color=colors[e], ls=":", lw=1)
+    inf_x = finite_edges[-1] + 1.0
+    fig = Figure(figsize=(7.0 * len(scenarios) + 2.4, 5.0), layout="constrained")
+    axes = fig.subplots(1, len(scenarios), squeeze=False, sharey=True)[0]
+    lo_edge, hi_edge, any_inf = np.inf, -np.inf, False
+    styles = ["-", "--", "-.", ":", (0, (5, 1))]
+    for ax, scenario in zip(axes, scenarios):
+        sub = runs.first_seed(runs.select(scenario=scenario, **variant))
+        if not len(sub):
+            ax.set_visible(False)
+            continue
+        eps_all = sub.unique("eps")
+        colors = _eps_colors(eps_all)
+        preferred = [0.0, 1e-8, 1e-4, 1e-2, 1.0, 100.0]
+        chosen = [e for e in preferred if e in eps_all][:max_eps]
+        if len(chosen) < min(max_eps, len(eps_all)):
+            rest = [e for e in eps_all if e not in chosen]
+            idx = np.linspace(0, len(rest) - 1, min(len(rest), max_eps - len(chosen)))
+            chosen = sorted(set(chosen) | {rest[int(i)] for i in idx})
+        for j, e in enumerate(chosen):
+            counts, n_inf, n_nan = _multiplier_counts(mult, int(sub.where(eps=e)["run"][0]))
+            nz = np.flatnonzero(counts)
+            if len(nz):
+                lo_edge = min(lo_edge, finite_edges[nz[0]])
+                hi_edge = max(hi_edge, finite_edges[nz[-1] + 1])
+            label = f"eps={_eps_label(e)}"
+            extra = [f"{n_inf:,} inf"] * bool(n_inf) + [f"{n_nan:,} NaN"] * bool(n_nan)
+            if extra:
+                label += " (" + ", ".join(extra) + ")"
+            ax.stairs(counts, finite_edges, color=colors[e], lw=2.6 - 0.4 * j,
+                      ls=styles[j % len(styles)], label=label)  # fmt: skip
+            if n_inf:
+                any_inf = True
+                ax.bar(inf_x, n_inf, width=0.5, color=colors[e], alpha=0.8)
+            if e > 0:
+                hi_edge = max(hi_edge, -math.log10(e))
+                ax.axvline(-math.log10(e), color=colors[e], ls=":", lw=1)
+        ax.set_title(f"scenario {scenario}")
+        ax.set_xlabel("log10 of the multiplier 1/(sqrt(v_hat) + eps)  (1 / gradient units)")
+        ax.grid(True, alpha=0.3)
+        h, lab = ax.get_legend_handles_labels()
+        h.append(Line2D([], [], color="grey", ls=":"))
+        lab.append("1/eps (the largest multiplier)")
+        ax.legend(h, lab, fontsize=8, title="Adam eps", loc="upper right")
     left = (lo_edge - 0.5) if np.isfinite(lo_edge) else -1
-    right = inf_x + 0.8 if any(mult["log10_lo"] == np.inf) else hi_edge + 0.5
-    ax.set_xlim(left, right)
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=0.7)
+    right = inf_x + 0.7 if any_inf else hi_edge + 0.7
     ticks = list(range(math.ceil(left), math.floor(min(right, hi_edge + 0.5)) + 1))
     if len(ticks) > 12:
         ticks = ticks[:: math.ceil(len(ticks) / 12)]
-    if any(mult["log10_lo"] == np.inf):
-        ax.set_xticks([*ticks, inf_x], [str(t) for t in ticks] + ["inf\n(1/0)"])
-    else:
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlabel(
-        "log10 of the step multiplier 1/(sqrt(v_hat) + eps)  (multiplier in 1/gradient units)"
-    )
-    ax.set_ylabel("parameters (count, log scale)")
-    ax.grid(True, alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], color="grey", ls=":"))
-    labels.append("cap 1/eps")
-    ax.legend(handles, labels, fontsize=8, title="Adam eps")
+    for ax in axes:
+        ax.set_xlim(left, right)
+        ax.set_yscale("log")
+        ax.set_ylim(0.7, 100 * max(int(result.multipliers["count"].max()), 1))  # legend room
+        if any_inf:
+            ax.set_xticks([*ticks, inf_x], [str(t) for t in ticks] + ["inf\n(1/0)"])
+        else:
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+    axes[0].set_ylabel("parameters (count, log scale)")
     name = "AMSGrad" if ref["amsgrad"] else "Adam"
-    ax.set_title(
+    fig.suptitle(
         f"Per-parameter step multiplier after the last step ({name}, eps {ref['eps_mode']}; "
-        f"{_describe(ref, sub['dtype'][0], sub['seed'][0])})"
+        f"{runs.info['dtype'][0]}, first seed)"
     )
     return _finish(fig, Path(path))
 

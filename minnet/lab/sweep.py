@@ -282,7 +282,7 @@ def run(spec: RunSpec) -> RunResult:
         for t in range(n):
             loss[t] = loss_fn(model(x), y)
             optimizer.zero_grad()
-            model.backward(loss_fn.backward())
+            model.backward(loss_fn.backward(), input_grad=False)
             optimizer.step()
             stats = optimizer.stats
             dominated[t] = stats.eps_dominated

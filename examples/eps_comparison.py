@@ -1,0 +1,91 @@
+"""Regenerate every epsilon plot of the README (``make plots`` runs this).
+
+Four sweeps of the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, lr 1e-4, float32):
+
+1. 13 eps values (0, 1e-16 .. 100) x Adam/AMSGrad x 3 seeds, 500 steps, on the seed problem and
+   with 100 of the 1000 input features zero (156 runs): loss curves, final loss against eps,
+   the eps-dominated fraction, and the step-multiplier histogram;
+2. 9 eps values x every eps placement (outside, hat, inside, atan2; Adam) and every AMSGrad max
+   (raw, corrected, paper; eps outside), 1 seed, 500 steps (63 runs): the variants figure;
+3. the zero-features scenario (100 features zero) and
+4. the dead-units scenario (10 hidden units dead) with eps = 0 and 1e-8 (outside) and atan2,
+   300 steps: the NaN-at-step-1 figures.
+
+The PNG files go to ``--out`` (default ``plots/``); the sweeps' CSV files go to ``--data`` (default
+``runs/eps_comparison/``), where ``minnet plot DIR`` can redraw them. Every sweep runs on
+``--workers`` local processes (default: one per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from minnet.lab import grid, sweep
+from minnet.lab.plots import (
+    PLOT_FILES,
+    plot_eps_dominated,
+    plot_final_loss,
+    plot_loss_curves,
+    plot_multipliers,
+    plot_scenario,
+    plot_variants,
+)
+
+VARIANT_EPS = (0.0, 1e-16, 1e-12, 1e-8, 1e-6, 1e-4, 1e-2, 1.0, 10.0)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    """Run the sweeps, write the CSV files and the PNG files; return the PNG paths."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("plots"), help="PNG directory")
+    parser.add_argument("--data", type=Path, default=Path("runs/eps_comparison"),
+                        help="CSV directory (one sub-directory per sweep)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=None, help="local worker processes")
+    args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    start = time.perf_counter()
+    written: list[Path] = []
+
+    def run_sweep(name: str, specs: list) -> object:
+        t = time.perf_counter()
+        result = sweep(specs, workers=args.workers)
+        result.write(args.data / name)
+        print(f"{name}: {len(specs)} runs in {time.perf_counter() - t:.1f} s")
+        return result
+
+    main_sweep = run_sweep("eps_sweep", grid(scenarios=["seed", "zero_features=100"]))
+    written += [
+        plot_loss_curves(main_sweep, args.out / PLOT_FILES["loss_curves"]),
+        plot_final_loss(main_sweep, args.out / PLOT_FILES["final_loss"]),
+        plot_eps_dominated(main_sweep, args.out / PLOT_FILES["eps_dominated"]),
+        plot_multipliers(main_sweep, args.out / PLOT_FILES["multipliers"]),
+    ]
+
+    variants = grid(VARIANT_EPS, eps_modes=["outside", "hat", "inside", "atan2"],
+                    amsgrad=[False], seeds=[0])  # fmt: skip
+    variants += grid(VARIANT_EPS, amsgrad=[True], amsgrad_max=["raw", "corrected", "paper"],
+                     seeds=[0])  # fmt: skip
+    written.append(
+        plot_variants(run_sweep("variants", variants), args.out / PLOT_FILES["variants"])
+    )
+
+    for scenario in ("zero_features=100", "dead_units=10"):
+        specs = grid([0.0, 1e-8], amsgrad=[False], seeds=[0], steps=300, scenarios=[scenario])
+        specs += grid([0.0], eps_modes=["atan2"], amsgrad=[False], seeds=[0], steps=300,
+                      scenarios=[scenario])  # fmt: skip
+        result = run_sweep(scenario.replace("=", ""), specs)
+        png = "scenario_" + scenario.replace("=", "") + ".png"
+        written.append(plot_scenario(result, args.out / png, scenario))
+
+    paths = [p for p in written if p is not None]
+    for p in paths:
+        print(f"wrote {p}")
+    print(f"total {time.perf_counter() - start:.1f} s")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
