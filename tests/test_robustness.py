@@ -102,6 +102,7 @@ def place(layer: Any, draw: Any) -> str:
 # -- layers -------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0
 @SETTINGS
 @given(
     dtype=st.sampled_from([np.float32, np.float64]),
