@@ -1,0 +1,281 @@
+"""The implementations being timed. Each factory returns a zero-argument callable doing one step.
+
+A factory raises ``ImportError`` when its library is missing; the runner then skips it with a note.
+Every training step does what the seed program does once per iteration: forward, the loss, read the
+loss value on the host (``loss.item()``, as the program prints it), zero the gradients, backward and
+one AMSGrad step (lr=1e-4, eps=1e-8, sum-reduced MSE). All start from the same float32 data and
+weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+N, D_IN, H, D_OUT = 64, 1000, 100, 10
+LR, EPS = 1e-4, 1e-8
+SEED_PARAMS = H * D_IN + H + D_OUT * H + D_OUT  # 101,110
+
+Step = Callable[[], object]
+
+
+def seed_data() -> dict[str, np.ndarray]:
+    """The seed example's inputs, targets and PyTorch-style initial weights (float32)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, D_IN), dtype=np.float32)
+    y = rng.standard_normal((N, D_OUT), dtype=np.float32)
+    b1, b2 = 1 / math.sqrt(D_IN), 1 / math.sqrt(H)
+    return {
+        "x": x,
+        "y": y,
+        "0.weight": rng.uniform(-b1, b1, (H, D_IN)).astype(np.float32),
+        "0.bias": rng.uniform(-b1, b1, H).astype(np.float32),
+        "2.weight": rng.uniform(-b2, b2, (D_OUT, H)).astype(np.float32),
+        "2.bias": rng.uniform(-b2, b2, D_OUT).astype(np.float32),
+    }
+
+
+# -- whole training step ---------------------------------------------------------------------
+
+
+def _minnet_step(input_grad: bool) -> Step:
+    import minnet
+
+    d = seed_data()
+    x, y = d["x"], d["y"]
+    model = minnet.nn.Sequential(
+        minnet.nn.Linear(D_IN, H), minnet.nn.ReLU(), minnet.nn.Linear(H, D_OUT)
+    )
+    model.load_state_dict({k: v for k, v in d.items() if "." in k})
+    loss_fn = minnet.nn.MSELoss(reduction="sum")
+    optimizer = minnet.optim.Adam(model.parameters(), lr=LR, eps=EPS, amsgrad=True)
+
+    if input_grad:
+
+        def step() -> float:  # the seed example's loop body, line for line
+            y_pred = model(x)
+            loss = loss_fn(y_pred, y)
+            value = loss.item()
+            optimizer.zero_grad()
+            model.backward(loss_fn.backward())
+            optimizer.step()
+            return value
+
+    else:
+
+        def step() -> float:
+            y_pred = model(x)
+            loss = loss_fn(y_pred, y)
+            value = loss.item()
+            optimizer.zero_grad()
+            model.backward(loss_fn.backward(), input_grad=False)
+            optimizer.step()
+            return value
+
+    return step
+
+
+def minnet_step() -> Step:
+    """The seed example's loop body: ``model.backward(loss_fn.backward())`` returns dLoss/dx."""
+    return _minnet_step(True)
+
+
+def minnet_no_input_grad_step() -> Step:
+    """As :func:`minnet_step` with ``model.backward(..., input_grad=False)`` (PyTorch's work)."""
+    return _minnet_step(False)
+
+
+def minnet_1thread_step() -> Step:
+    """:func:`minnet_step` with BLAS limited to one thread (``threadpoolctl``)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # for the whole worker process
+    return _minnet_step(True)
+
+
+def numpy_reference_step() -> Step:
+    """Plain NumPy: textbook forward/backward with temporaries, and ``adam_step_reference``."""
+    from minnet._kernels import adam_scalars, adam_step_reference, ams_kind
+
+    d = seed_data()
+    x, y = d["x"], d["y"]
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    flat = np.concatenate([d[k].ravel() for k in names])
+    grad = np.zeros_like(flat)
+    m, v, vmax = np.zeros_like(flat), np.zeros_like(flat), np.zeros_like(flat)
+    offs = np.cumsum([0] + [d[k].size for k in names])
+    w1, b1, w2, b2 = (flat[a:b].reshape(d[k].shape) for k, a, b in zip(names, offs, offs[1:]))
+    gw1, gb1, gw2, gb2 = (grad[a:b].reshape(d[k].shape) for k, a, b in zip(names, offs, offs[1:]))
+    t = [0]
+
+    def step() -> float:
+        h = np.maximum(x @ w1.T + b1, 0)
+        diff = h @ w2.T + b2 - y
+        value = float(np.dot(diff.ravel(), diff.ravel()))
+        grad.fill(0)
+        g2 = 2 * diff
+        gw2[...] += g2.T @ h
+        gb2[...] += g2.sum(0)
+        g1 = np.where(h > 0, g2 @ w2, 0)
+        gw1[...] += g1.T @ x
+        gb1[...] += g1.sum(0)
+        _ = g1 @ w1  # dLoss/dx, as the seed line's backward returns it
+        t[0] += 1
+        s = adam_scalars(
+            flat.dtype, lr=LR, beta1=0.9, beta2=0.999, eps=EPS, weight_decay=0.0, step=t[0],
+            amsgrad=True,
+        )  # fmt: skip
+        adam_step_reference(flat, grad, m, v, vmax, s, 0, ams_kind(True, "raw"))
+        return value
+
+    return step
+
+
+def _torch_step(fused: bool | None) -> Step:
+    import torch
+
+    d = seed_data()
+    x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+    model = torch.nn.Sequential(
+        torch.nn.Linear(D_IN, H), torch.nn.ReLU(), torch.nn.Linear(H, D_OUT)
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(d[name]))
+    loss_fn = torch.nn.MSELoss(reduction="sum")
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, eps=EPS, amsgrad=True, fused=fused)
+
+    def step() -> float:  # the PyTorch seed program's loop body
+        y_pred = model(x)
+        loss = loss_fn(y_pred, y)
+        value = loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return value
+
+    return step
+
+
+def torch_step() -> Step:
+    """PyTorch, default Adam (its foreach implementation on CPU), ``amsgrad=True``."""
+    return _torch_step(None)
+
+
+def torch_fused_step() -> Step:
+    """PyTorch, ``Adam(..., fused=True)``."""
+    return _torch_step(True)
+
+
+def jax_step() -> Step:
+    """JAX + optax: forward, ``value_and_grad`` and ``optax.amsgrad`` in one ``jax.jit``.
+
+    Parameters and optimizer state are donated so XLA updates them in place; the loss is read
+    on the host every step (``float(loss)``), as the seed program prints it.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    d = seed_data()
+    params = {k: jnp.asarray(v) for k, v in d.items() if "." in k}
+    x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
+    tx = optax.amsgrad(LR, eps=EPS)
+
+    def loss_fn(p: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+        h = jnp.maximum(x @ p["0.weight"].T + p["0.bias"], 0)
+        diff = h @ p["2.weight"].T + p["2.bias"] - y
+        return jnp.sum(diff * diff)
+
+    def train_step(p: dict, s: object, x: jax.Array, y: jax.Array) -> tuple:
+        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    train = jax.jit(train_step, donate_argnums=(0, 1))
+    state = [params, tx.init(params)]
+
+    def step() -> float:
+        p, s, loss = train(state[0], state[1], x, y)
+        state[0], state[1] = p, s
+        return float(loss)
+
+    return step
+
+
+STEP_IMPLS: dict[str, Callable[[], Step]] = {
+    "minnet": minnet_step,
+    "minnet, input_grad=False": minnet_no_input_grad_step,
+    "minnet, 1 BLAS thread": minnet_1thread_step,
+    "NumPy reference": numpy_reference_step,
+    "PyTorch Adam": torch_step,
+    "PyTorch Adam fused": torch_fused_step,
+    "JAX+optax jit": jax_step,
+}
+
+# -- optimizer step alone --------------------------------------------------------------------
+
+
+def _grads(shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-2) for s in shapes]
+
+
+def seed_shapes() -> list[tuple[int, ...]]:
+    """Parameter shapes of the seed model (101,110 values in four arrays)."""
+    return [(H, D_IN), (H,), (D_OUT, H), (D_OUT,)]
+
+
+def minnet_optimizer(shapes: list[tuple[int, ...]]) -> Step:
+    """``minnet.optim.Adam(amsgrad=True).step()`` on float32 parameters of these shapes."""
+    import minnet
+
+    grads = _grads(shapes)
+    params = [minnet.nn.Parameter(np.ones(s, np.float32)) for s in shapes]
+    optimizer = minnet.optim.Adam(params, lr=LR, eps=EPS, amsgrad=True)
+    for p, g in zip(params, grads):
+        p.grad[...] = g
+    return optimizer.step
+
+
+def _torch_optimizer(shapes: list[tuple[int, ...]], fused: bool | None) -> Step:
+    import torch
+
+    params = [torch.nn.Parameter(torch.ones(s)) for s in shapes]
+    for p, g in zip(params, _grads(shapes)):
+        p.grad = torch.from_numpy(g)
+    optimizer = torch.optim.Adam(params, lr=LR, eps=EPS, amsgrad=True, fused=fused)
+    return optimizer.step
+
+
+def torch_optimizer(shapes: list[tuple[int, ...]]) -> Step:
+    """PyTorch default (foreach) AMSGrad step."""
+    return _torch_optimizer(shapes, None)
+
+
+def torch_fused_optimizer(shapes: list[tuple[int, ...]]) -> Step:
+    """PyTorch ``fused=True`` AMSGrad step."""
+    return _torch_optimizer(shapes, True)
+
+
+def streaming_copy(n_params: int) -> Step:
+    """``np.copyto`` of 2.5 * n float32 values: the same working set as AMSGrad's five arrays."""
+    k = (5 * n_params) // 2
+    src = np.ones(k, np.float32)
+    dst = np.empty_like(src)
+    return lambda: np.copyto(dst, src)
+
+
+OPT_IMPLS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
+    "minnet": minnet_optimizer,
+    "PyTorch Adam": torch_optimizer,
+    "PyTorch Adam fused": torch_fused_optimizer,
+}
+
+#: Bytes one AMSGrad step moves per float32 parameter: reads param, grad, exp_avg, exp_avg_sq,
+#: max_exp_avg_sq and writes all but grad back.
+AMSGRAD_BYTES_PER_PARAM = 9 * 4
+#: Bytes the streaming copy moves per parameter it stands for (2.5 values read and written).
+COPY_BYTES_PER_PARAM = 5 * 4

@@ -1,0 +1,481 @@
+"""Run the benchmarks, print the tables, write ``plots/bench_step.png`` and
+``plots/bench_optimizer.png``.
+
+Method: every implementation lives in its own worker process (``benchmarks.worker``), built and
+warmed once. In each round the parent asks every worker, in a rotated order, for a block of timed
+calls, with a short pause between blocks so that a library's spinning thread pool goes idle before
+the next one runs. Reported: the median of all calls, the interquartile range, and ratios taken
+per round (peer's round median / minnet's round median) and then medianed, so slow drift of the
+machine's load cancels out. Run it on an otherwise idle machine; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import impls
+
+ROOT = Path(__file__).resolve().parent.parent
+PAUSE = 0.1  # seconds between blocks
+
+
+class Worker:
+    """A ``benchmarks.worker`` subprocess serving blocks of timed calls."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        hello = self.proc.stdout.readline()
+        msg = json.loads(hello) if hello else {"skip": "worker failed to start (see stderr)"}
+        self.skip: str | None = msg.get("skip")
+        if self.skip:
+            self.close()
+
+    def run(self, k: int) -> list[float]:
+        """Time ``k`` calls; return their durations in seconds."""
+        self.proc.stdin.write(f"run {k}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        """Stop the worker."""
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def alternate(workers: dict[str, Worker], rounds: int, k: int | dict[str, int]) -> dict:
+    """Run ``rounds`` rounds of ``k`` calls per worker, rotating the order every round.
+
+    Returns ``{name: {"all": [...], "rounds": [round medians]}}``.
+    """
+    names = list(workers)
+    out = {n: {"all": [], "rounds": []} for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            time.sleep(PAUSE)
+            times = workers[name].run(k[name] if isinstance(k, dict) else k)
+            out[name]["all"].extend(times)
+            out[name]["rounds"].append(statistics.median(times))
+    return out
+
+
+def summarize(res: dict, base: str) -> list[dict]:
+    """Median, quartiles and per-round ratio against ``base`` for every implementation."""
+    rows = []
+    for name, r in res.items():
+        q1, med, q3 = np.percentile(r["all"], [25, 50, 75])
+        ratios = [a / b for a, b in zip(r["rounds"], res[base]["rounds"])] if base in res else []
+        rows.append(
+            {
+                "name": name,
+                "median": med,
+                "q1": q1,
+                "q3": q3,
+                "round_min": min(r["rounds"]),
+                "round_max": max(r["rounds"]),
+                "ratio": statistics.median(ratios) if ratios else float("nan"),
+                "ratio_min": min(ratios) if ratios else float("nan"),
+                "ratio_max": max(ratios) if ratios else float("nan"),
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict], base: str, unit: float = 1e6, label: str = "us") -> None:
+    """Markdown table: time per call and how many times slower than ``base``."""
+    print(
+        f"| implementation | median {label} | IQR {label} | round medians {label} | "
+        f"x {base} time (per-round median, min-max) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['name']} | {r['median'] * unit:.0f} | {r['q1'] * unit:.0f}-{r['q3'] * unit:.0f}"
+            f" | {r['round_min'] * unit:.0f}-{r['round_max'] * unit:.0f} | "
+            f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
+        )
+
+
+# -- machine description ----------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    """CPU, ISA, load, library versions and thread settings, one line each."""
+    lines = []
+    cpu = platform.processor() or "?"
+    flags: set[str] = set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = re.search(r"model name\s*:\s*(.*)", text).group(1)
+        flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split())
+    except (OSError, AttributeError):
+        pass
+    isa = ", ".join(f for f in ("avx2", "fma", "avx512f") if f in flags) or "?"
+    lines.append(f"CPU: {cpu}, {os.cpu_count()} logical CPUs, {isa}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    lines.append(f"load average before the run: {', '.join(f'{v:.2f}' for v in load)}")
+    import numba
+
+    lines.append(
+        f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba.__version__}"
+    )
+    for mod in ("torch", "jax", "optax", "threadpoolctl"):
+        if importlib.util.find_spec(mod):
+            lines.append(f"{mod} {__import__(mod).__version__}")
+        else:
+            lines.append(f"{mod}: not installed")
+    env = {
+        k: os.environ[k]
+        for k in (
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "NUMBA_NUM_THREADS",
+            "XLA_FLAGS",
+        )
+        if k in os.environ
+    }
+    lines.append(f"thread environment variables: {env or 'none set'}")
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [
+            f"{p['internal_api']} {p.get('version')} ({p.get('architecture')}): "
+            f"{p['num_threads']} threads"
+            for p in threadpool_info()
+            if p["user_api"] == "blas"
+        ]
+        lines.append("NumPy BLAS (minnet's matrix products): " + "; ".join(pools))
+    except ImportError:
+        lines.append("BLAS threads: unknown (install threadpoolctl to print them)")
+    lines.append(
+        "minnet's Adam kernel: serial Numba loop (one thread); "
+        f"numba threading layer not used, NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}"
+    )
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        lines.append(f"PyTorch intra-op threads: {torch.get_num_threads()}")
+    lines.append(kernel_vectorization())
+    return lines
+
+
+def kernel_vectorization() -> str:
+    """Count vector registers in the float32 AMSGrad kernel's machine code."""
+    import numba
+
+    from minnet._kernels import adam_scalars, ams_kind, kernel_for
+
+    a = np.ones(64, np.float32)
+    s = adam_scalars(
+        a.dtype,
+        lr=impls.LR,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        step=1,
+        amsgrad=True,
+    )
+    mode, ams = 0, ams_kind(True, "raw")
+    # The disk-cached kernel cannot show its assembly: compile the same function again, uncached.
+    fresh = numba.njit(error_model="numpy", nogil=True)(kernel_for(mode, ams, False, True).py_func)
+    fresh(a, a.copy(), a.copy(), a.copy(), a.copy(), a[:0], s)
+    asm = "\n".join(fresh.inspect_asm().values())
+    counts = {r: len(re.findall(rf"%{r}\d+", asm)) for r in ("xmm", "ymm", "zmm")}
+    packed = len(re.findall(r"\bv(?:sqrt|div|fmadd\w*|mul|add|max)ps\b", asm))
+    return (
+        f"AMSGrad float32 kernel machine code: {counts['zmm']} zmm, {counts['ymm']} ymm, "
+        f"{counts['xmm']} xmm register uses; {packed} packed-single (…ps) sqrt/div/fma/mul/add/max "
+        "instructions"
+    )
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+def bench_step(rounds: int, k: int) -> tuple[list[dict], list[str]]:
+    """Seed training step, every implementation."""
+    workers, notes = {}, []
+    for name in impls.STEP_IMPLS:
+        w = Worker("step", name)
+        if w.skip:
+            notes.append(f"{name}: skipped ({w.skip})")
+        else:
+            workers[name] = w
+    try:
+        res = alternate(workers, rounds, k)
+    finally:
+        for w in workers.values():
+            w.close()
+    return summarize(res, "minnet"), notes
+
+
+def bench_optimizer(rounds: int, k: int) -> tuple[list[dict], list[str]]:
+    """AMSGrad step alone on the seed model's 101,110 float32 parameters."""
+    workers, notes = {}, []
+    for name in impls.OPT_IMPLS:
+        w = Worker("opt", name, "seed")
+        if w.skip:
+            notes.append(f"{name}: skipped ({w.skip})")
+        else:
+            workers[name] = w
+    try:
+        res = alternate(workers, rounds, k)
+    finally:
+        for w in workers.values():
+            w.close()
+    return summarize(res, "minnet"), notes
+
+
+def bench_sweep(rounds: int, sizes: list[int]) -> list[dict]:
+    """minnet's AMSGrad step and a streaming copy over parameter counts: effective GB/s."""
+    rows = []
+    for n in sizes:
+        per_call = n * impls.AMSGRAD_BYTES_PER_PARAM / 2e10  # rough, at 20 GB/s
+        k = int(min(2000, max(5, 0.04 / per_call)))
+        workers = {"minnet": Worker("opt", "minnet", str(n)), "copy": Worker("copy", str(n))}
+        try:
+            res = alternate(workers, rounds, k)
+        finally:
+            for w in workers.values():
+                w.close()
+        t_adam = statistics.median(res["minnet"]["all"])
+        t_copy = statistics.median(res["copy"]["all"])
+        rows.append(
+            {
+                "n": n,
+                "adam_us": t_adam * 1e6,
+                "copy_us": t_copy * 1e6,
+                "adam_gbs": n * impls.AMSGRAD_BYTES_PER_PARAM / t_adam / 1e9,
+                "copy_gbs": n * impls.COPY_BYTES_PER_PARAM / t_copy / 1e9,
+            }
+        )
+    return rows
+
+
+def _wall(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def bench_startup(rounds: int) -> tuple[dict[str, float], list[str]]:
+    """Whole-process wall time of the seed program: minnet warm/cold Numba cache, PyTorch."""
+    base = dict(os.environ)
+    cache = tempfile.mkdtemp(prefix="minnet-bench-cache-")
+    warm_env = dict(base, NUMBA_CACHE_DIR=cache)
+    minnet_cmd = [sys.executable, str(ROOT / "examples" / "seed_example.py"), "--quiet"]
+    torch_cmd = [sys.executable, str(ROOT / "benchmarks" / "seed_torch.py"), "--quiet"]
+    have_torch = importlib.util.find_spec("torch") is not None
+    notes = [] if have_torch else ["PyTorch script: skipped (torch not installed)"]
+    times: dict[str, list[float]] = {"minnet, warm cache": [], "minnet, cold cache": []}
+    if have_torch:
+        times["PyTorch"] = []
+    _wall(minnet_cmd, warm_env)  # fills the warm cache
+    try:
+        for _ in range(rounds):
+            times["minnet, warm cache"].append(_wall(minnet_cmd, warm_env))
+            cold = tempfile.mkdtemp(prefix="minnet-bench-cold-")
+            times["minnet, cold cache"].append(_wall(minnet_cmd, dict(base, NUMBA_CACHE_DIR=cold)))
+            shutil.rmtree(cold, ignore_errors=True)
+            if have_torch:
+                times["PyTorch"].append(_wall(torch_cmd, base))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return {k: statistics.median(v) for k, v in times.items()}, notes
+
+
+# -- plots -------------------------------------------------------------------------------------
+
+
+def plot_step(rows: list[dict], path: Path, title: str) -> None:
+    """Horizontal bars: median step time with its interquartile range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r["median"], reverse=True)
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.4))
+    med = [r["median"] * 1e6 for r in rows]
+    err = [
+        [m - r["q1"] * 1e6 for m, r in zip(med, rows)],
+        [r["q3"] * 1e6 - m for m, r in zip(med, rows)],
+    ]
+    colors = ["tab:blue" if r["name"].startswith("minnet") else "tab:gray" for r in rows]
+    ax.barh([r["name"] for r in rows], med, xerr=err, color=colors, capsize=3)
+    for i, (m, r) in enumerate(zip(med, rows)):
+        ax.text(m * 1.02 + 5, i, f"{m:.0f} us  ({r['ratio']:.2f}x minnet)", va="center", fontsize=8)
+    ax.set_xlabel("time per training step, microseconds (median; bars: interquartile range)")
+    ax.set_xlim(0, max(med) * 1.45)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_optimizer(sweep: list[dict], opt_rows: list[dict], path: Path, title: str) -> None:
+    """Effective GB/s of the AMSGrad step against parameter count, with the copy ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    n = [r["n"] for r in sweep]
+    ax.plot(
+        n,
+        [r["copy_gbs"] for r in sweep],
+        "k--",
+        marker=".",
+        label="streaming copy (np.copyto), same working set",
+    )
+    ax.plot(
+        n,
+        [r["adam_gbs"] for r in sweep],
+        "tab:blue",
+        marker="o",
+        label="minnet Adam(amsgrad=True).step()",
+    )
+    for r in opt_rows:
+        if r["name"].startswith("PyTorch"):
+            gbs = impls.SEED_PARAMS * impls.AMSGRAD_BYTES_PER_PARAM / r["median"] / 1e9
+            ax.plot(
+                [impls.SEED_PARAMS],
+                [gbs],
+                marker="s" if "fused" in r["name"] else "^",
+                linestyle="none",
+                label=f"{r['name']} (seed model, 101,110 params)",
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("float32 parameters")
+    ax.set_ylabel("effective GB/s (bytes read + written / time)")
+    ax.set_ylim(0, None)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the sections, print, plot."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per section (default 7)")
+    parser.add_argument(
+        "--steps", type=int, default=200, help="timed steps per block (default 200)"
+    )
+    parser.add_argument("--quick", action="store_true", help="3 rounds, small blocks, fewer sizes")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["step", "optimizer", "sweep", "startup"],
+        help="sections to leave out",
+    )
+    parser.add_argument("--plots", type=Path, default=ROOT / "plots", help="where the PNGs go")
+    parser.add_argument("--no-plots", action="store_true", help="do not write the PNGs")
+    args = parser.parse_args(argv)
+    rounds, k = (3, 50) if args.quick else (args.rounds, args.steps)
+    sizes = (
+        [10**4, 10**5, 10**6, 10**7]
+        if args.quick
+        else [10**4, 3 * 10**4, 101_110, 3 * 10**5, 10**6, 3 * 10**6, 10**7]
+    )
+
+    print("## Machine")
+    for line in machine():
+        print("- " + line)
+    print(f"- method: {rounds} rounds, implementations alternated, each in its own process\n")
+    step_rows = opt_rows = sweep = None
+    if "step" not in args.skip:
+        print(f"## Seed training step ({k} steps per block; ratio = implementation / minnet)")
+        step_rows, notes = bench_step(rounds, k)
+        print_table(step_rows, "minnet")
+        for note in notes:
+            print(f"- {note}")
+        print()
+    if "optimizer" not in args.skip:
+        print("## AMSGrad step alone, seed model's 101,110 float32 parameters")
+        opt_rows, notes = bench_optimizer(rounds, 5 * k)
+        print_table(opt_rows, "minnet")
+        for note in notes:
+            print(f"- {note}")
+        print()
+    if "sweep" not in args.skip:
+        print("## AMSGrad step vs streaming copy (effective GB/s = bytes read + written / time)")
+        sweep = bench_sweep(rounds, sizes)
+        print("| params | minnet us | minnet GB/s | copy GB/s | minnet / copy |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for r in sweep:
+            print(
+                f"| {r['n']:,} | {r['adam_us']:.1f} | {r['adam_gbs']:.1f} | "
+                f"{r['copy_gbs']:.1f} | {r['adam_gbs'] / r['copy_gbs']:.0%} |"
+            )
+        print()
+    if "startup" not in args.skip:
+        print("## Whole process: seed program, 500 steps, --quiet (wall seconds, median)")
+        walls, notes = bench_startup(max(3, rounds // 2))
+        for name, t in walls.items():
+            extra = (
+                f"  ({walls['PyTorch'] / t:.2f}x faster than PyTorch)"
+                if "PyTorch" in walls and name != "PyTorch"
+                else ""
+            )
+            print(f"- {name}: {t:.2f} s{extra}")
+        print(
+            f"- Numba compile time (cold - warm): "
+            f"{walls['minnet, cold cache'] - walls['minnet, warm cache']:.2f} s"
+        )
+        for note in notes:
+            print(f"- {note}")
+        print()
+    if not args.no_plots:
+        args.plots.mkdir(parents=True, exist_ok=True)
+        cpu = machine()[0].removeprefix("CPU: ")
+        if step_rows:
+            plot_step(
+                step_rows,
+                args.plots / "bench_step.png",
+                f"Seed training step (64x1000 -> 100 -> ReLU -> 10, AMSGrad)\n{cpu}",
+            )
+        if sweep and opt_rows:
+            plot_optimizer(
+                sweep,
+                opt_rows,
+                args.plots / "bench_optimizer.png",
+                f"AMSGrad step, float32: effective bandwidth\n{cpu}",
+            )
+        print(f"plots written to {args.plots}")
+    return 0
