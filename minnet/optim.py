@@ -261,6 +261,16 @@ class Adam:
                     f"optimizer can only optimize minnet.nn.Parameter objects, but element {i} "
                     f"is {type(p).__name__}"
                 )
+            if p.data.dtype not in (np.float32, np.float64) or p.grad.dtype != p.data.dtype:
+                raise TypeError(
+                    f"Adam: parameter {i} ({p.name or '?'}) has data of dtype {p.data.dtype} and "
+                    f"grad of dtype {p.grad.dtype}; both must be float32 or both float64"
+                )
+            if p.grad.shape != p.data.shape:
+                raise ValueError(
+                    f"Adam: parameter {i} ({p.name or '?'}) has grad of shape {p.grad.shape}, "
+                    f"expected its data's shape {p.data.shape}"
+                )
         if len({id(p) for p in plist}) != len(plist):
             raise ValueError("some parameters appear more than once in the parameter list")
         self.params: list[Parameter] = plist
@@ -448,32 +458,51 @@ class Adam:
                 f"amsgrad={self.amsgrad}; create the optimizer with the same setting"
             )
         state = state_dict["state"]
+        if not isinstance(state, dict):
+            raise ValueError(f"loaded 'state' must be a dict, got {type(state).__name__}")
         buffers = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.amsgrad else [])
         step = 0
+        loaded: dict[tuple[int, str], np.ndarray] = {}  # converted copies, written only at the end
         if state:
-            keys = sorted(int(k) for k in state)
-            if keys != list(range(n_params)):
+            try:
+                state = {int(k): v for k, v in state.items()}
+            except (TypeError, ValueError):
                 raise ValueError(
-                    f"loaded state has entries for parameters {keys}, expected 0..{n_params - 1}"
+                    f"loaded state keys must be parameter indices, got {sorted(map(str, state))}"
+                ) from None
+            if sorted(state) != list(range(n_params)):
+                raise ValueError(
+                    f"loaded state has entries for parameters {sorted(state)}, "
+                    f"expected 0..{n_params - 1}"
                 )
-            state = {int(k): v for k, v in state.items()}
-            steps = {float(entry["step"]) for entry in state.values()}
+            steps = set()
+            for i, entry in state.items():
+                if not isinstance(entry, dict) or "step" not in entry:
+                    raise ValueError(f"loaded state for parameter {i} lacks 'step'")
+                value = entry["step"]
+                value = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
+                if not _is_real_number(value) or not (
+                    math.isfinite(value) and value >= 0 and float(value) == math.floor(value)
+                ):
+                    raise ValueError(
+                        f"loaded step count for parameter {i} must be a non-negative integer, "
+                        f"got {value!r}"
+                    )
+                steps.add(int(value))
             if len(steps) != 1:
                 raise ValueError(f"loaded state has different step counts: {sorted(steps)}")
-            step_f = steps.pop()
-            if not (step_f >= 0 and step_f == math.floor(step_f)):
-                raise ValueError(f"loaded step count must be a non-negative integer, got {step_f}")
-            step = int(step_f)
+            step = steps.pop()
             for i, p in enumerate(self.params):
                 for name in buffers:
                     if name not in state[i]:
                         raise ValueError(f"loaded state for parameter {i} lacks '{name}'")
-                    shape = np.shape(state[i][name])
-                    if shape != p.data.shape:
-                        raise ValueError(
-                            f"loaded state '{name}' for parameter {i} ({p.name or '?'}) has "
-                            f"shape {shape}, expected {p.data.shape}"
-                        )
+                    arr = np.asarray(state[i][name])
+                    where = f"loaded state '{name}' for parameter {i} ({p.name or '?'})"
+                    if arr.dtype.kind not in "fiu":
+                        raise ValueError(f"{where} has dtype {arr.dtype}, expected real numbers")
+                    if arr.shape != p.data.shape:
+                        raise ValueError(f"{where} has shape {arr.shape}, expected {p.data.shape}")
+                    loaded[i, name] = arr.astype(p.data.dtype)
         # Every check passed: write.
         self.lr, self.betas, self.eps = hp["lr"], hp["betas"], hp["eps"]
         self.weight_decay = hp["weight_decay"]
@@ -484,7 +513,7 @@ class Adam:
         for group_buffers in self._groups:
             for name in buffers:
                 for p, view in zip(group_buffers.params, group_buffers.slices(name)):
-                    view[...] = state[index[id(p)]][name] if step else 0
+                    view[...] = loaded[index[id(p)], name] if step else 0
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v}" for k, v in self._hyperparameters().items())

@@ -604,10 +604,6 @@ def _adam_pair() -> tuple[Adam, Adam]:
     return source, target
 
 
-@pytest.mark.xfail(
-    reason="optim.py gap: Adam.load_state_dict checks buffer shapes but not "
-    "dtypes, and a missing or non-numeric 'step' escapes as KeyError/TypeError"
-)
 @pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning")
 @pytest.mark.parametrize(
     "entry, value",
@@ -628,7 +624,6 @@ def test_adam_load_state_dict_checks_types_before_writing(entry: str, value: Any
     assert_identical(before, target.state_dict())
 
 
-@pytest.mark.xfail(reason="optim.py gap: a state entry without 'step' raises KeyError")
 def test_adam_load_state_dict_missing_step_is_a_value_error() -> None:
     source, target = _adam_pair()
     sd = source.state_dict()
