@@ -217,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from minnet.lab.runner import grid, sweep
     from minnet.lab.scenarios import Scenario
-    from minnet.lab.sweep import grid, sweep
 
     if args.scheduler is not None:
         if "://" not in args.scheduler:
@@ -283,7 +283,7 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from minnet.lab.plots import plot_all
-    from minnet.lab.sweep import SweepResult
+    from minnet.lab.runner import SweepResult
 
     if not (args.dir / "runs.csv").is_file():
         parser.error(f"{args.dir / 'runs.csv'} not found: DIR must hold a 'minnet sweep' output")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minnet.cli import main
-from minnet.lab.sweep import SweepResult
+from minnet.lab.runner import SweepResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

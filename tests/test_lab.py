@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minnet.lab import RunSpec, Scenario, SweepResult, grid, make_problem, run, sweep
-from minnet.lab.sweep import MULTIPLIER_COLUMNS, RUN_COLUMNS, Table, step_multiplier
+from minnet.lab.runner import MULTIPLIER_COLUMNS, RUN_COLUMNS, Table, step_multiplier
 from minnet.optim import Adam
 
 # -- scenarios ------------------------------------------------------------------------------------
@@ -259,13 +259,19 @@ def test_csv_round_trip_is_exact(small_sweep: tuple, tmp_path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_results_do_not_depend_on_the_executor(small_sweep: tuple) -> None:
-    distributed = pytest.importorskip("distributed")
+def test_local_processes_give_the_same_rows_as_one_process(small_sweep: tuple) -> None:
     specs, serial = small_sweep
     local = sweep(specs, workers=2, chunksize=3, progress=False)
     _assert_tables_equal(local.runs, serial.runs)
+    _assert_tables_equal(local.multipliers, serial.multipliers)
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_dask_gives_the_same_rows_as_local_runs(small_sweep: tuple, processes: bool) -> None:
+    distributed = pytest.importorskip("distributed")
+    specs, serial = small_sweep
     with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        n_workers=1, threads_per_worker=2, processes=processes, dashboard_address=None
     ) as cluster:
         dask = sweep(specs, scheduler=cluster.scheduler_address, chunksize=2, progress=False)
     _assert_tables_equal(dask.runs, serial.runs)

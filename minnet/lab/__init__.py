@@ -2,15 +2,15 @@
 
 * :mod:`minnet.lab.scenarios` builds the training problems (the seed problem, and variants with
   input features that are always zero or hidden units that start dead);
-* :mod:`minnet.lab.sweep` trains one run per (eps, variant, seed, scenario) on local processes or a
-  Dask cluster and returns a tidy :class:`~minnet.lab.sweep.Table` (one row per run and step);
+* :mod:`minnet.lab.runner` trains one run per (eps, variant, seed, scenario) on local processes or a
+  Dask cluster and returns a tidy :class:`~minnet.lab.runner.Table` (one row per run and step);
 * :mod:`minnet.lab.plots` draws the figures from that table (also from its CSV).
 
 The command line front end is ``minnet sweep`` / ``minnet plot`` (:mod:`minnet.cli`).
 """
 
+from minnet.lab.runner import RunSpec, SweepResult, Table, grid, run, sweep
 from minnet.lab.scenarios import Problem, Scenario, make_problem
-from minnet.lab.sweep import RunSpec, SweepResult, Table, grid, run, sweep
 
 __all__ = [
     "Problem",

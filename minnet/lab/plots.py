@@ -1,6 +1,6 @@
 """Figures of a sweep, drawn from its tidy table (so ``minnet plot DIR`` can redraw them from CSV).
 
-Each ``plot_*`` function takes a :class:`~minnet.lab.sweep.SweepResult` and an output path, draws
+Each ``plot_*`` function takes a :class:`~minnet.lab.runner.SweepResult` and an output path, draws
 with Matplotlib's Agg canvas (no display needed) and returns the path, or ``None`` when the sweep
 holds nothing that figure could show (e.g. no AMSGrad runs, a single eps_mode). :func:`plot_all`
 draws every figure that applies.
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from minnet.lab.sweep import MULTIPLIER_EDGES, SweepResult, Table
+from minnet.lab.runner import MULTIPLIER_EDGES, SweepResult, Table
 
 __all__ = [
     "PLOT_FILES",

@@ -33,6 +33,7 @@ import csv
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -268,9 +269,37 @@ def _histogram(k: np.ndarray) -> np.ndarray:
     return counts
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter: threadpool_limits | None = None
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Limit BLAS to one thread while any run is training in this process.
+
+    BLAS thread limits are process-wide, so concurrent runs (Dask worker threads) share one
+    limiter: the first run in sets it, the last run out restores the original limits. One thread
+    makes every run's matrix products, hence its results, the same on every executor.
+    """
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = threadpool_limits(limits=1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
 def run(spec: RunSpec) -> RunResult:
     """Train one run (BLAS limited to one thread; NaN/inf arithmetic is silent) and record it."""
-    with threadpool_limits(limits=1), np.errstate(all="ignore"):
+    with _one_blas_thread(), np.errstate(all="ignore"):
         problem = make_problem(spec.scenario, seed=spec.seed, dtype=spec.dtype)
         model, x, y, loss_fn = problem.model, problem.x, problem.y, problem.loss_fn
         optimizer = Adam(model.parameters(), **spec.optimizer_kwargs())
@@ -615,7 +644,13 @@ def sweep(
     disable = (len(specs) < 2) if progress is None else not progress
     if progress is None and not disable:
         disable = None  # tqdm: off when not writing to a terminal
-    with tqdm(total=len(specs), unit="run", desc="sweep", disable=disable) as bar:
+    # Held for the whole sweep from this thread: OpenBLAS's thread count is process-wide, and
+    # setting it from a Dask worker thread of this process (processes=False) does not always
+    # take; held here, in-process runs on any thread see one BLAS thread.
+    with (
+        _one_blas_thread(),
+        tqdm(total=len(specs), unit="run", desc="sweep", disable=disable) as bar,
+    ):
 
         def collect(pairs: list[tuple[int, RunResult]]) -> None:
             for i, r in pairs:
