@@ -75,6 +75,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` only where there is a value worth showing (not None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``minnet`` command (``sweep`` and ``plot`` subcommands)."""
     parser = argparse.ArgumentParser(
@@ -94,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             "step), DIR/multipliers.csv and the plots (PNG) into DIR. Runs that diverge "
             "(NaN/inf) are kept in the CSV. The defaults give 78 runs of 500 steps."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     sw.add_argument(
         "--eps",
@@ -202,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plot",
         help="redraw the plots of a sweep from DIR/runs.csv",
         description="Read DIR/runs.csv (and DIR/multipliers.csv) and draw the plots as PNG.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     pl.add_argument("dir", type=Path, metavar="DIR", help="directory of a 'minnet sweep'")
     pl.add_argument(
