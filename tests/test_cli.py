@@ -111,3 +111,11 @@ def test_sweep_writes_csv_and_plots_and_plot_redraws_them(tmp_path: Path, capsys
     assert sorted(p.name for p in redraw.glob("*.png")) == pngs
     for png in redraw.glob("*.png"):
         assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_of_a_damaged_csv_exits_2_naming_the_file(tmp_path: Path, capsys) -> None:
+    (tmp_path / "runs.csv").write_text("run,step\n0,1\n")
+    assert _exit_code(["plot", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'runs.csv'}: missing column(s) scenario, eps, eps_mode" in err
+    assert "Traceback" not in err and not list(tmp_path.glob("*.png"))

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minnet.lab import RunSpec, Scenario, SweepResult, grid, make_problem, run, sweep
 from minnet.lab.runner import MULTIPLIER_COLUMNS, RUN_COLUMNS, Table, step_multiplier
@@ -285,3 +287,52 @@ def test_sweep_rejects_bad_arguments() -> None:
         sweep([{"eps": 1.0}])
     with pytest.raises(ValueError, match="sweep: workers must be an int >= 1, got 0"):
         sweep([RunSpec(eps=1.0, steps=1)], workers=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.booleans(),
+            st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=8),
+        ),
+        max_size=6,
+    )
+)
+def test_table_csv_round_trip_any_values(data: list, tmp_path_factory) -> None:
+    schema = {"x": float, "n": int, "flag": bool, "name": str}
+    cols = list(zip(*data)) if data else [(), (), (), ()]
+    table = Table(
+        {
+            "x": np.array(cols[0], dtype=np.float64),
+            "n": np.array(cols[1], dtype=np.int64),
+            "flag": np.array(cols[2], dtype=bool),
+            "name": np.array(cols[3], dtype=str),
+        },
+        schema,
+    )
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    table.to_csv(path)
+    back = Table.read_csv(path, schema)
+    _assert_tables_equal(back, table)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "{path}: empty file, expected a CSV header"),
+        ("x,n\n", "{path}: missing column(s) flag"),
+        ("x,n,flag\n1.0,2\n", "{path}, line 2: 2 fields, expected 3 (x, n, flag)"),
+        ("x,n,flag\n1.0,2.5,True\n",
+         "{path}: column 'n': invalid literal for int() with base 10: '2.5'"),
+        ("x,n,flag\n1.0,2,yes\n", "{path}: column 'flag': expected True or False, got 'yes'"),
+    ],
+)  # fmt: skip
+def test_read_csv_names_the_file_and_the_problem(text: str, message: str, tmp_path) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        Table.read_csv(path, {"x": float, "n": int, "flag": bool})
+    assert str(info.value) == message.format(path=path)

@@ -461,18 +461,31 @@ class Table:
             missing = [n for n in schema if n not in header]
             if missing:
                 raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-            raw = list(zip(*reader)) or [()] * len(header)
+            rows = list(reader)
+        for line, row in enumerate(rows, start=2):
+            if len(row) != len(header):
+                raise ValueError(
+                    f"{path}, line {line}: {len(row)} fields, expected {len(header)} "
+                    f"({', '.join(header)})"
+                )
+        raw = list(zip(*rows)) if rows else [()] * len(header)
         columns = {}
         for name, values in zip(header, raw):
             kind = schema.get(name, str)
-            if kind is bool:
-                columns[name] = np.array([v == "True" for v in values], dtype=bool)
-            elif kind is int:
-                columns[name] = np.array([int(v) for v in values], dtype=np.int64)
-            elif kind is float:
-                columns[name] = np.array([float(v) for v in values], dtype=np.float64)
-            else:
-                columns[name] = np.array(values, dtype=object).astype(str)
+            try:
+                if kind is bool:
+                    bad = [v for v in values if v not in ("True", "False")]
+                    if bad:
+                        raise ValueError(f"expected True or False, got {bad[0]!r}")
+                    columns[name] = np.array([v == "True" for v in values], dtype=bool)
+                elif kind is int:
+                    columns[name] = np.array([int(v) for v in values], dtype=np.int64)
+                elif kind is float:
+                    columns[name] = np.array([float(v) for v in values], dtype=np.float64)
+                else:
+                    columns[name] = np.array(values, dtype=object).astype(str)
+            except ValueError as exc:
+                raise ValueError(f"{path}: column {name!r}: {exc}") from None
         return cls(columns, schema)
 
 
@@ -670,17 +683,19 @@ def sweep(
                 pool = ProcessPoolExecutor(
                     max_workers=min(workers, len(chunks)), mp_context=get_context("spawn")
                 )
-                with pool:
+                try:
                     futures = [pool.submit(_run_chunk, c) for c in chunks]
-                    try:
-                        for fut in as_completed(futures):
-                            collect(fut.result())
-                    except BrokenProcessPool as exc:
-                        raise RuntimeError(
-                            "sweep: a worker process died. If sweep() runs from a script, call "
-                            "it under 'if __name__ == \"__main__\":' (worker processes are "
-                            "spawned and import the script), or pass workers=1"
-                        ) from exc
+                    for fut in as_completed(futures):
+                        collect(fut.result())
+                except BrokenProcessPool as exc:
+                    raise RuntimeError(
+                        "sweep: a worker process died. If sweep() runs from a script, call "
+                        "it under 'if __name__ == \"__main__\":' (worker processes are "
+                        "spawned and import the script), or pass workers=1"
+                    ) from exc
+                finally:
+                    # On an error or Ctrl-C, drop the chunks not started instead of running them.
+                    pool.shutdown(wait=True, cancel_futures=True)
     runs_table, mult_table = _build_tables(results)  # type: ignore[arg-type]
     return SweepResult(runs_table, mult_table)
 
