@@ -274,6 +274,9 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except OSError as exc:  # e.g. the scheduler cannot be reached
         print(f"minnet sweep: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("minnet sweep: interrupted; nothing written", file=sys.stderr)
+        return 130
     trained = time.perf_counter() - start
     result.write(out)
     info = result.run_table()
