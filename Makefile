@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo plots test lint clean
+.PHONY: demo plots test lint clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ plots: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# Speed against PyTorch and JAX (README "Performance"): minutes, in its own venv so that torch and
+# jax never enter $(VENV); writes plots/bench_step.png and plots/bench_optimizer.png.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m benchmarks
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
