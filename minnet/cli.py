@@ -16,7 +16,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from minnet.optim import AMSGRAD_MAX_MODES, EPS_MODES
@@ -50,7 +50,9 @@ def _eps_value(text: str) -> float:
     return value
 
 
-def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202 - argparse type factory
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=`` that parses an int in ``[low, high]`` (no upper bound if None)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)

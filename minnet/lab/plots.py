@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
 from minnet.lab.runner import MULTIPLIER_EDGES, SweepResult, Table
@@ -118,14 +119,17 @@ def _describe(ref: dict[str, object], dtype: str, seed: int | None = None) -> st
     return ", ".join(parts)
 
 
-def _loss_panel(ax: Axes, runs: _Runs, sub: Table, colors: dict[float, tuple]) -> None:
-    """Loss curves, one per eps (first seed); a NaN/inf end is marked with an x."""
+def _loss_panel(ax: Axes, runs: _Runs, sub: Table, colors: dict[float, tuple]) -> bool:
+    """Loss curves, one per eps (first seed); a NaN/inf end is marked with an X. Returns whether
+    any curve has one."""
+    any_bad = False
     for row in sorted(sub.rows(), key=lambda r: r["eps"]):
         steps, loss = runs.steps(row["run"], "loss")
         color = colors[row["eps"]]
         ax.plot(steps, loss, color=color, lw=1.4, label=f"eps={_eps_label(row['eps'])}")
         bad = np.flatnonzero(~np.isfinite(loss))
         if len(bad):
+            any_bad = True
             k = bad[0]
             y = loss[k - 1] if k > 0 else loss[np.isfinite(loss)].max(initial=1.0)
             ax.plot(steps[k - 1 if k else 0], y, "X", color=color, ms=9, mec="black", mew=0.6)
@@ -133,6 +137,7 @@ def _loss_panel(ax: Axes, runs: _Runs, sub: Table, colors: dict[float, tuple]) -
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (MSE, sum over batch)")
     ax.grid(True, which="major", alpha=0.3)
+    return any_bad
 
 
 _NAN_HANDLE = Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=9,
@@ -154,14 +159,16 @@ def plot_loss_curves(result: SweepResult, path: str | Path) -> Path | None:
     fig = Figure(figsize=(6.2 * len(panels) + 1.6, 4.8), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     seed = None
+    any_bad = False
     for ax, (ams, amax, title) in zip(axes, panels):
         sub = runs.first_seed(base.where(amsgrad=ams, amsgrad_max=amax))
         seed = sub.unique("seed")[0]
-        _loss_panel(ax, runs, sub, colors)
+        any_bad = _loss_panel(ax, runs, sub, colors) or any_bad
         ax.set_title(title)
     handles, labels = axes[0].get_legend_handles_labels()
-    handles.append(_NAN_HANDLE)
-    labels.append(_NAN_HANDLE.get_label())
+    if any_bad:
+        handles.append(_NAN_HANDLE)
+        labels.append(_NAN_HANDLE.get_label())
     fig.legend(handles, labels, loc="outside right center", fontsize=8, title="Adam eps")
     fig.suptitle(
         f"Training loss for each eps (eps {ref['eps_mode']}; "
@@ -264,7 +271,7 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
     axes[0].set_ylabel(f"loss after the last step ({int(runs.info['steps'][0])} steps)")
     handles, labels = axes[0].get_legend_handles_labels()
     if many_seeds:
-        handles.append(plt_patch("0.6", "min to max over seeds"))
+        handles.append(_band_patch("0.6", "min to max over seeds"))
         labels.append("min to max over seeds")
     if any_diverged:
         handles.append(Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=9))
@@ -277,9 +284,7 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
     return _finish(fig, Path(path))
 
 
-def plt_patch(color: str, label: str):  # noqa: ANN201 - tiny helper
-    from matplotlib.patches import Patch
-
+def _band_patch(color: str, label: str) -> Patch:
     return Patch(color=color, alpha=0.4, label=label)
 
 
@@ -344,6 +349,7 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
         "inside": "m_hat / sqrt(v_hat + eps)",
         "atan2": "1.27 atan2(m_hat, sqrt(v_hat))",
     }
+    any_bad = False
     for r, panels in enumerate(rows):
         for c in range(ncols):
             ax = axes[r][c]
@@ -352,7 +358,7 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
                 continue
             mode, ams, amax = panels[c]
             sub = runs.first_seed(base.where(eps_mode=mode, amsgrad=ams, amsgrad_max=amax))
-            _loss_panel(ax, runs, sub, colors)
+            any_bad = _loss_panel(ax, runs, sub, colors) or any_bad
             if panels is mode_panels:
                 ax.set_title(f"eps {mode}: {formulas[mode]}", fontsize=9)
             else:
@@ -360,8 +366,9 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
             if c:
                 ax.set_ylabel("")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    handles.append(_NAN_HANDLE)
-    labels.append(_NAN_HANDLE.get_label())
+    if any_bad:
+        handles.append(_NAN_HANDLE)
+        labels.append(_NAN_HANDLE.get_label())
     fig.legend(handles, labels, loc="outside right center", fontsize=8, title="eps")
     fig.suptitle(
         f"Where eps goes, and which max AMSGrad keeps ({_describe(ref, base['dtype'][0])}, "
