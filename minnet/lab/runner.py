@@ -4,7 +4,7 @@
 >>> result = sweep(grid(eps=[0, 1e-8, 1.0], seeds=[0], steps=50), workers=2)  # doctest: +SKIP
 >>> result.runs.rows()[0]                                                       # doctest: +SKIP
 {'run': 0, 'scenario': 'seed', 'eps': 0.0, 'eps_mode': 'outside', 'amsgrad': False, ...}
->>> result.write("runs/demo")          # runs/demo/runs.csv and runs/demo/multipliers.csv
+>>> result.write("runs/demo")  # runs.csv, multipliers.csv                   # doctest: +SKIP
 
 Each run trains :func:`minnet.lab.scenarios.make_problem` with
 ``Adam(lr, betas, eps, amsgrad=..., eps_mode=..., amsgrad_max=..., track_stats=True)`` and records,
@@ -622,7 +622,6 @@ def sweep(
     scheduler: str | None = None,
     chunksize: int | None = None,
     progress: bool | None = None,
-    on_result: Callable[[int], None] | None = None,
 ) -> SweepResult:
     """Train every run of ``specs`` and return the tidy result (runs in ``specs`` order).
 
@@ -635,7 +634,6 @@ def sweep(
         chunksize: runs per task (default: enough for about four tasks per worker).
         progress: show a tqdm progress bar (default: only on a terminal, for sweeps of more than
             one run).
-        on_result: called with the number of runs each time a chunk finishes.
     """
     from tqdm.auto import tqdm
 
@@ -669,8 +667,6 @@ def sweep(
             for i, r in pairs:
                 results[i] = r
             bar.update(len(pairs))
-            if on_result is not None:
-                on_result(len(pairs))
 
         if scheduler is not None:
             _sweep_dask(chunks, scheduler, collect)
