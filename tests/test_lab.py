@@ -336,3 +336,20 @@ def test_read_csv_names_the_file_and_the_problem(text: str, message: str, tmp_pa
     with pytest.raises(ValueError) as info:
         Table.read_csv(path, {"x": float, "n": int, "flag": bool})
     assert str(info.value) == message.format(path=path)
+
+
+def test_with_eps_1e_8_zero_gradient_weights_never_move() -> None:
+    p = make_problem("zero_features=20,dead_units=5", seed=2)
+    w1, b1, w2 = p.model[0].weight, p.model[0].bias, p.model[2].weight
+    before = (w1.data[:, :20].copy(), w1.data[:5].copy(), b1.data[:5].copy(), w2.data[:, :5].copy())
+    moving = w1.data[5:, 20:].copy()
+    opt = Adam(p.model.parameters(), lr=1e-4, eps=1e-8)
+    for _ in range(5):
+        p.loss_fn(p.model(p.x), p.y)
+        opt.zero_grad()
+        p.model.backward(p.loss_fn.backward())
+        opt.step()
+    after = (w1.data[:, :20], w1.data[:5], b1.data[:5], w2.data[:, :5])
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(moving, w1.data[5:, 20:])
