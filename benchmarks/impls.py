@@ -261,11 +261,22 @@ def torch_fused_optimizer(shapes: list[tuple[int, ...]]) -> Step:
 
 
 def streaming_copy(n_params: int) -> Step:
-    """``np.copyto`` of 2.5 * n float32 values: the same working set as AMSGrad's five arrays."""
+    """STREAM's "Copy" as a serial Numba loop (``dst[i] = src[i]``, compiled like minnet's
+    kernel) over 2.5 * n float32 values: the same working set as AMSGrad's five arrays.
+
+    The ceiling for a one-thread kernel such as minnet's AMSGrad loop.
+    """
+    import numba
+
+    @numba.njit(nogil=True)
+    def copy(dst: np.ndarray, src: np.ndarray) -> None:  # pragma: no cover - compiled
+        for i in range(src.shape[0]):
+            dst[i] = src[i]
+
     k = (5 * n_params) // 2
     src = np.ones(k, np.float32)
-    dst = np.empty_like(src)
-    return lambda: np.copyto(dst, src)
+    dst = np.zeros_like(src)
+    return lambda: copy(dst, src)
 
 
 OPT_IMPLS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {

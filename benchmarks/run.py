@@ -330,9 +330,12 @@ def plot_step(rows: list[dict], path: Path, title: str) -> None:
     colors = ["tab:blue" if r["name"].startswith("minnet") else "tab:gray" for r in rows]
     ax.barh([r["name"] for r in rows], med, xerr=err, color=colors, capsize=3)
     for i, (m, r) in enumerate(zip(med, rows)):
-        ax.text(m * 1.02 + 5, i, f"{m:.0f} us  ({r['ratio']:.2f}x minnet)", va="center", fontsize=8)
+        ax.text(
+            m * 1.02 + 5, i + 0.28, f"{m:.0f} us ({r['ratio']:.2f}x minnet's time)", fontsize=8,
+            va="center", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+        )  # fmt: skip
     ax.set_xlabel("time per training step, microseconds (median; bars: interquartile range)")
-    ax.set_xlim(0, max(med) * 1.45)
+    ax.set_xlim(0, max(med) * 1.6)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -353,7 +356,7 @@ def plot_optimizer(sweep: list[dict], opt_rows: list[dict], path: Path, title: s
         [r["copy_gbs"] for r in sweep],
         "k--",
         marker=".",
-        label="streaming copy (np.copyto), same working set",
+        label="streaming copy (STREAM Copy loop, one thread), same working set",
     )
     ax.plot(
         n,
@@ -369,6 +372,7 @@ def plot_optimizer(sweep: list[dict], opt_rows: list[dict], path: Path, title: s
                 [impls.SEED_PARAMS],
                 [gbs],
                 marker="s" if "fused" in r["name"] else "^",
+                color="tab:orange" if "fused" in r["name"] else "tab:red",
                 linestyle="none",
                 label=f"{r['name']} (seed model, 101,110 params)",
             )
@@ -417,7 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     print("## Machine")
     for line in machine():
         print("- " + line)
-    print(f"- method: {rounds} rounds, implementations alternated, each in its own process\n")
+    print(f"- method: {rounds} rounds, implementations alternated, each in its own process")
+    if os.getloadavg()[0] > 0.5:
+        print("- WARNING: the machine is busy (load above 0.5); timings will be noisy")
+    print()
     step_rows = opt_rows = sweep = None
     if "step" not in args.skip:
         print(f"## Seed training step ({k} steps per block; ratio = implementation / minnet)")
@@ -461,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(f"- {note}")
         print()
+    print(f"load average after the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if not args.no_plots:
         args.plots.mkdir(parents=True, exist_ok=True)
         cpu = machine()[0].removeprefix("CPU: ")
