@@ -356,7 +356,7 @@ def plot_optimizer(sweep: list[dict], opt_rows: list[dict], path: Path, title: s
         [r["copy_gbs"] for r in sweep],
         "k--",
         marker=".",
-        label="streaming copy (STREAM Copy loop, one thread), same working set",
+        label="memory ceiling: AMSGrad's 5 reads + 4 writes, no math (one thread)",
     )
     ax.plot(
         n,

@@ -111,6 +111,13 @@ def _add_bias_rows(out_t: np.ndarray, bias: np.ndarray) -> None:  # pragma: no c
             out_t[i, j] += b
 
 
+@numba.njit(cache=True, nogil=True)
+def _relu_grad(out: np.ndarray, grad_out: np.ndarray, grad: np.ndarray) -> None:  # pragma: no cover
+    """``grad = where(out > 0, grad_out, 0)`` over flat arrays in one pass (NumPy needs three)."""
+    for i in range(out.shape[0]):
+        grad[i] = grad_out[i] if out[i] > 0 else 0
+
+
 class Module:
     """Base class: parameters, gradients, and ``state_dict`` with PyTorch's key names."""
 
@@ -396,9 +403,12 @@ class ReLU(Module):
             # over rows in this order, as PyTorch does (pairwise sums round differently).
             grad = self._grad = np.empty(out.shape, out.dtype)
             mask = self._mask = np.empty(out.shape, np.bool_)
-        np.greater(out, 0, out=mask)
-        grad.fill(0)
-        np.copyto(grad, grad_out, where=mask)  # as np.where: NaN/inf in grad_out masked to 0
+        if out.flags.c_contiguous and grad_out.flags.c_contiguous:
+            _relu_grad(out.reshape(-1), grad_out.reshape(-1), grad.reshape(-1))
+        else:
+            np.greater(out, 0, out=mask)
+            grad.fill(0)
+            np.copyto(grad, grad_out, where=mask)  # as np.where: NaN/inf in grad_out masked to 0
         return grad
 
     def __repr__(self) -> str:
