@@ -20,96 +20,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# (name, dtype, shape, training setup, steps). Shapes are (N, D_in, H, D_out).
+# One training set-up per fixture. Shapes are (N, D_in, H, D_out); bias per Linear layer.
+# fmt: off
+_SEED = dict(shape=(64, 1000, 100, 10), bias=(True, True), reduction="sum", lr=1e-4,
+             betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=True, seed=0)
+_ADAM_WD = dict(shape=(16, 20, 32, 5), bias=(True, True), reduction="mean", lr=1e-2,
+                betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2, amsgrad=False, seed=1)
+_LOWBETA = dict(shape=(32, 8, 16, 3), bias=(True, False), reduction="sum", lr=3e-3,
+                betas=(0.3, 0.95), eps=1e-3, weight_decay=1e-3, amsgrad=True, seed=2)
 CONFIGS: list[dict] = [
     # The classic example, exactly.
-    dict(
-        name="seed_f64",
-        dtype="float64",
-        shape=(64, 1000, 100, 10),
-        bias=(True, True),
-        reduction="sum",
-        lr=1e-4,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        amsgrad=True,
-        steps=250,
-        seed=0,
-    ),
-    dict(
-        name="seed_f32",
-        dtype="float32",
-        shape=(64, 1000, 100, 10),
-        bias=(True, True),
-        reduction="sum",
-        lr=1e-4,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        amsgrad=True,
-        steps=100,
-        seed=0,
-    ),
+    dict(name="seed_f64", dtype="float64", steps=250, **_SEED),
+    dict(name="seed_f32", dtype="float32", steps=100, **_SEED),
     # Plain Adam, mean reduction, L2 weight decay, other betas and eps.
-    dict(
-        name="adam_wd_f64",
-        dtype="float64",
-        shape=(16, 20, 32, 5),
-        bias=(True, True),
-        reduction="mean",
-        lr=1e-2,
-        betas=(0.8, 0.99),
-        eps=1e-6,
-        weight_decay=1e-2,
-        amsgrad=False,
-        steps=300,
-        seed=1,
-    ),
-    dict(
-        name="adam_wd_f32",
-        dtype="float32",
-        shape=(16, 20, 32, 5),
-        bias=(True, True),
-        reduction="mean",
-        lr=1e-2,
-        betas=(0.8, 0.99),
-        eps=1e-6,
-        weight_decay=1e-2,
-        amsgrad=False,
-        steps=100,
-        seed=1,
-    ),
+    dict(name="adam_wd_f64", dtype="float64", steps=300, **_ADAM_WD),
+    dict(name="adam_wd_f32", dtype="float32", steps=100, **_ADAM_WD),
     # AMSGrad with beta1 < 0.5 (PyTorch's other lerp branch), a large eps, a bias-free layer.
-    dict(
-        name="amsgrad_lowbeta_f64",
-        dtype="float64",
-        shape=(32, 8, 16, 3),
-        bias=(True, False),
-        reduction="sum",
-        lr=3e-3,
-        betas=(0.3, 0.95),
-        eps=1e-3,
-        weight_decay=1e-3,
-        amsgrad=True,
-        steps=300,
-        seed=2,
-    ),
-    dict(
-        name="amsgrad_lowbeta_f32",
-        dtype="float32",
-        shape=(32, 8, 16, 3),
-        bias=(True, False),
-        reduction="sum",
-        lr=3e-3,
-        betas=(0.3, 0.95),
-        eps=1e-3,
-        weight_decay=1e-3,
-        amsgrad=True,
-        steps=100,
-        seed=2,
-    ),
+    dict(name="amsgrad_lowbeta_f64", dtype="float64", steps=300, **_LOWBETA),
+    dict(name="amsgrad_lowbeta_f32", dtype="float32", steps=100, **_LOWBETA),
 ]
+# fmt: on
 
 
 def record(cfg: dict) -> dict[str, np.ndarray]:
