@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -218,11 +219,13 @@ def kernel_vectorization() -> str:
 # -- sections ----------------------------------------------------------------------------------
 
 
-def bench_step(rounds: int, k: int) -> tuple[list[dict], list[str]]:
-    """Seed training step, every implementation."""
+def _bench_workers(
+    kind: str, names: Iterable[str], extra: tuple[str, ...], rounds: int, k: int
+) -> tuple[list[dict], list[str]]:
+    """Start one worker per implementation, alternate them, summarize against minnet."""
     workers, notes = {}, []
-    for name in impls.STEP_IMPLS:
-        w = Worker("step", name)
+    for name in names:
+        w = Worker(kind, name, *extra)
         if w.skip:
             notes.append(f"{name}: skipped ({w.skip})")
         else:
@@ -233,23 +236,16 @@ def bench_step(rounds: int, k: int) -> tuple[list[dict], list[str]]:
         for w in workers.values():
             w.close()
     return summarize(res, "minnet"), notes
+
+
+def bench_step(rounds: int, k: int) -> tuple[list[dict], list[str]]:
+    """Seed training step, every implementation."""
+    return _bench_workers("step", impls.STEP_IMPLS, (), rounds, k)
 
 
 def bench_optimizer(rounds: int, k: int) -> tuple[list[dict], list[str]]:
     """AMSGrad step alone on the seed model's 101,110 float32 parameters."""
-    workers, notes = {}, []
-    for name in impls.OPT_IMPLS:
-        w = Worker("opt", name, "seed")
-        if w.skip:
-            notes.append(f"{name}: skipped ({w.skip})")
-        else:
-            workers[name] = w
-    try:
-        res = alternate(workers, rounds, k)
-    finally:
-        for w in workers.values():
-            w.close()
-    return summarize(res, "minnet"), notes
+    return _bench_workers("opt", impls.OPT_IMPLS, ("seed",), rounds, k)
 
 
 def bench_sweep(rounds: int, sizes: list[int]) -> list[dict]:
