@@ -83,6 +83,24 @@ def validate_adam_hyperparameters(
     }
 
 
+_GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "eps_mode", "amsgrad_max")
+
+
+class _GroupOption:
+    """An ``Adam`` hyperparameter kept in ``param_groups[0]``, validated on assignment."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.param_groups[0][self.name]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj._set_hyperparameter(self.name, value)
+
+
 class AdamStats(NamedTuple):
     """What ``Adam(track_stats=True)`` measured during its latest step, in the same kernel pass.
 
@@ -195,6 +213,11 @@ class Adam:
     whole model. Keep using ``p.data`` (write values in place with ``p.data[...] = x``); an array
     you fetched before creating the optimizer is no longer the parameter.
 
+    Hyperparameters live in ``param_groups[0]`` as in PyTorch, so a schedule written
+    ``for g in optimizer.param_groups: g["lr"] = x`` works; so does ``optimizer.lr = x``. Either
+    way the value is validated (on assignment, or at the next :meth:`step`). One group only:
+    ``params`` may be PyTorch's ``[{"params": ..., "lr": ...}]`` with a single dict.
+
     Difference from PyTorch: gradients are arrays that :meth:`zero_grad` fills with zeros (never
     ``None``), so a parameter that got no gradient in a step still takes that step with ``g = 0``.
 
@@ -231,16 +254,10 @@ class Adam:
         track_stats: bool = False,
         check_finite: bool = False,
     ) -> None:
-        hp = validate_adam_hyperparameters(
-            lr, betas, eps, weight_decay, amsgrad, eps_mode, amsgrad_max
-        )
-        self.lr: float = hp["lr"]
-        self.betas: tuple[float, float] = hp["betas"]
-        self.eps: float = hp["eps"]
-        self.weight_decay: float = hp["weight_decay"]
-        self.amsgrad: bool = hp["amsgrad"]
-        self.eps_mode: str = hp["eps_mode"]
-        self.amsgrad_max: str = hp["amsgrad_max"]
+        given = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                 "amsgrad": amsgrad, "eps_mode": eps_mode, "amsgrad_max": amsgrad_max}  # fmt: skip
+        params = self._one_group(params, given)
+        hp = validate_adam_hyperparameters(*(given[k] for k in _GROUP_KEYS))
         for name, flag in (("track_stats", track_stats), ("check_finite", check_finite)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}: {flag!r}")
@@ -274,6 +291,10 @@ class Adam:
         if len({id(p) for p in plist}) != len(plist):
             raise ValueError("some parameters appear more than once in the parameter list")
         self.params: list[Parameter] = plist
+        #: PyTorch's layout, one group: ``optimizer.param_groups[0]["lr"] = x`` works as there
+        #: (the next ``step()`` validates any change).
+        self.param_groups: list[dict[str, Any]] = [{"params": plist, **hp}]
+        self._checked = self._hyperparameter_key()
         self.step_count = 0
         by_dtype: dict[np.dtype, list[Parameter]] = {}
         for p in plist:
@@ -281,6 +302,58 @@ class Adam:
         self._groups = [_FlatGroup(ps, dt, self.amsgrad) for dt, ps in by_dtype.items()]
         # Holds each coordinate's update while stats are summed (tracked or checked steps only).
         self._scratch = [np.empty(0, g.dtype) for g in self._groups]
+
+    @staticmethod
+    def _one_group(params: Any, given: dict[str, Any]) -> Any:
+        """Accept PyTorch's ``[{"params": ..., "lr": ...}]`` form for a single group: its options
+        override ``given`` (the constructor's arguments); return the parameters."""
+        if isinstance(params, dict):
+            params = [params]
+        if isinstance(params, (list, tuple)) and params and isinstance(params[0], dict):
+            if len(params) != 1:
+                raise ValueError(
+                    f"minnet's Adam takes one parameter group, got {len(params)}; create one "
+                    "optimizer per group"
+                )
+            group = dict(params[0])
+            if "params" not in group:
+                raise ValueError("a parameter group needs a 'params' entry")
+            unknown = set(group) - {"params", *_GROUP_KEYS}
+            if unknown:
+                raise ValueError(f"unknown parameter group option(s): {sorted(unknown)}")
+            for key in _GROUP_KEYS:
+                if key in group:
+                    given[key] = group[key]
+            return group["params"]
+        return params
+
+    def _hyperparameter_key(self) -> tuple[Any, ...]:
+        group = self.param_groups[0]
+        return tuple(group[k] for k in _GROUP_KEYS)
+
+    def _set_hyperparameter(self, name: str, value: Any) -> None:
+        group = dict(self.param_groups[0])
+        group[name] = value
+        self._validate_group(group)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        """Check a (possibly user-edited) group and store it normalized; amsgrad is fixed."""
+        hp = validate_adam_hyperparameters(*(group[k] for k in _GROUP_KEYS))
+        if hp["amsgrad"] != self._checked[_GROUP_KEYS.index("amsgrad")]:
+            raise ValueError(
+                "amsgrad cannot change after the optimizer is created (it decides which state "
+                "buffers exist); create a new optimizer"
+            )
+        self.param_groups[0].update(hp)
+        self._checked = self._hyperparameter_key()
+
+    lr = _GroupOption()
+    betas = _GroupOption()
+    eps = _GroupOption()
+    weight_decay = _GroupOption()
+    amsgrad = _GroupOption()
+    eps_mode = _GroupOption()
+    amsgrad_max = _GroupOption()
 
     def zero_grad(self) -> None:
         """Set every gradient to zero (one fill per flat buffer)."""
@@ -308,6 +381,8 @@ class Adam:
         gradients) and its value is returned.
         """
         loss = closure() if closure is not None else None
+        if self._hyperparameter_key() != self._checked:
+            self._validate_group(self.param_groups[0])
         for group in self._groups:
             group.check_bound()
         step = self.step_count + 1
@@ -504,9 +579,8 @@ class Adam:
                         raise ValueError(f"{where} has shape {arr.shape}, expected {p.data.shape}")
                     loaded[i, name] = arr.astype(p.data.dtype)
         # Every check passed: write.
-        self.lr, self.betas, self.eps = hp["lr"], hp["betas"], hp["eps"]
-        self.weight_decay = hp["weight_decay"]
-        self.eps_mode, self.amsgrad_max = hp["eps_mode"], hp["amsgrad_max"]
+        self.param_groups[0].update(hp)
+        self._checked = self._hyperparameter_key()
         self.step_count = step
         self.stats = None
         index = {id(p): i for i, p in enumerate(self.params)}

@@ -244,3 +244,54 @@ def test_without_check_finite_eps_zero_gives_nan_like_pytorch() -> None:
     w.grad[...] = [0.0, 1.0]
     opt.step()
     assert np.isnan(w.data[0]) and np.isfinite(w.data[1])
+
+
+def test_param_groups_lr_edit_takes_effect_like_pytorch() -> None:
+    def run(change_lr: bool) -> np.ndarray:
+        w = Parameter(np.array([1.0, -2.0, 3.0]))
+        opt = Adam([w], lr=0.5 if not change_lr else 0.01)
+        for t in range(6):
+            if change_lr and t == 0:
+                for group in opt.param_groups:  # the PyTorch idiom for a schedule
+                    group["lr"] = 0.5
+            w.grad[...] = 2 * w.data
+            opt.step()
+        assert opt.lr == 0.5
+        return w.data.copy()
+
+    np.testing.assert_array_equal(run(True), run(False))
+
+
+def test_bad_param_group_edit_is_refused_at_step_and_changes_nothing() -> None:
+    w = Parameter(np.ones(3))
+    opt = Adam([w], amsgrad=True)
+    opt.param_groups[0]["eps"] = float("nan")
+    w.grad[...] = 1.0
+    with pytest.raises(ValueError, match="Invalid epsilon value: nan"):
+        opt.step()
+    assert opt.step_count == 0 and np.all(w.data == 1.0)
+    opt.param_groups[0]["eps"] = 1e-8
+    opt.param_groups[0]["amsgrad"] = False
+    with pytest.raises(ValueError, match="amsgrad cannot change"):
+        opt.step()
+
+
+def test_hyperparameter_assignment_is_validated() -> None:
+    opt = Adam(one_param(), lr=0.1)
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        opt.lr = -1
+    assert opt.lr == 0.1
+    opt.eps_mode = "atan2"
+    assert opt.param_groups[0]["eps_mode"] == "atan2"
+    with pytest.raises(ValueError, match="amsgrad cannot change"):
+        opt.amsgrad = True
+
+
+def test_one_parameter_group_dict_is_accepted() -> None:
+    ps = one_param()
+    opt = Adam([{"params": ps, "lr": 0.25, "amsgrad": True}], lr=0.1)
+    assert opt.lr == 0.25 and opt.amsgrad and opt.params == ps
+    with pytest.raises(ValueError, match="takes one parameter group, got 2"):
+        Adam([{"params": one_param()}, {"params": one_param()}])
+    with pytest.raises(ValueError, match=r"unknown parameter group option\(s\): \['momentum'\]"):
+        Adam([{"params": one_param(), "momentum": 0.9}])
