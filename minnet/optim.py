@@ -462,15 +462,12 @@ class Adam:
     # -- state ------------------------------------------------------------------------------
 
     def _hyperparameters(self) -> dict[str, Any]:
-        return {
-            "lr": self.lr,
-            "betas": self.betas,
-            "eps": self.eps,
-            "weight_decay": self.weight_decay,
-            "amsgrad": self.amsgrad,
-            "eps_mode": self.eps_mode,
-            "amsgrad_max": self.amsgrad_max,
-        }
+        group = self.param_groups[0]
+        return {k: group[k] for k in _GROUP_KEYS}
+
+    def _moment_names(self) -> list[str]:
+        """The per-parameter state buffers, in ``state_dict`` order."""
+        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.amsgrad else [])
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state in PyTorch's layout, as copies.
@@ -485,7 +482,7 @@ class Adam:
         if self.step_count > 0:
             index = {id(p): i for i, p in enumerate(self.params)}
             for group in self._groups:
-                names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.amsgrad else [])
+                names = self._moment_names()
                 per_buffer = {name: group.slices(name) for name in names}
                 for j, p in enumerate(group.params):
                     entry: dict[str, Any] = {"step": float(self.step_count)}
@@ -535,7 +532,7 @@ class Adam:
         state = state_dict["state"]
         if not isinstance(state, dict):
             raise ValueError(f"loaded 'state' must be a dict, got {type(state).__name__}")
-        buffers = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.amsgrad else [])
+        buffers = self._moment_names()
         step = 0
         loaded: dict[tuple[int, str], np.ndarray] = {}  # converted copies, written only at the end
         if state:

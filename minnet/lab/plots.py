@@ -165,16 +165,21 @@ def plot_loss_curves(result: SweepResult, path: str | Path) -> Path | None:
         seed = sub.unique("seed")[0]
         any_bad = _loss_panel(ax, runs, sub, colors) or any_bad
         ax.set_title(title)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if any_bad:
-        handles.append(_NAN_HANDLE)
-        labels.append(_NAN_HANDLE.get_label())
-    fig.legend(handles, labels, loc="outside right center", fontsize=8, title="Adam eps")
+    _eps_legend(fig, axes[0], any_bad, "Adam eps")
     fig.suptitle(
         f"Training loss for each eps (eps {ref['eps_mode']}; "
         f"{_describe(ref, base['dtype'][0], seed)})"
     )
     return _finish(fig, Path(path))
+
+
+def _eps_legend(fig: Figure, ax: Axes, any_bad: bool, title: str) -> None:
+    """A legend right of the figure from ``ax``'s curves, plus the NaN marker if a run has it."""
+    handles, labels = ax.get_legend_handles_labels()
+    if any_bad:
+        handles.append(_NAN_HANDLE)
+        labels.append(_NAN_HANDLE.get_label())
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, title=title)
 
 
 def _eps_axis(ax: Axes, eps_values: Sequence[float]) -> dict[float, float]:
@@ -365,11 +370,7 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
                 ax.set_title(f"AMSGrad, max {amax} (eps {mode})", fontsize=9)
             if c:
                 ax.set_ylabel("")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if any_bad:
-        handles.append(_NAN_HANDLE)
-        labels.append(_NAN_HANDLE.get_label())
-    fig.legend(handles, labels, loc="outside right center", fontsize=8, title="eps")
+    _eps_legend(fig, axes[0][0], any_bad, "eps")
     fig.suptitle(
         f"Where eps goes, and which max AMSGrad keeps ({_describe(ref, base['dtype'][0])}, "
         "first seed)"

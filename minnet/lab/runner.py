@@ -47,7 +47,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from minnet.lab.scenarios import Scenario, make_problem
-from minnet.optim import AMSGRAD_MAX_MODES, EPS_MODES, Adam
+from minnet.optim import Adam, validate_adam_hyperparameters
 
 __all__ = [
     "DEFAULT_EPS",
@@ -151,17 +151,10 @@ class RunSpec:
         if not (math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps must be finite and >= 0, got {eps}")
         object.__setattr__(self, "eps", float(eps))
-        if self.eps_mode not in EPS_MODES:
-            raise ValueError(
-                f"eps_mode must be one of {', '.join(EPS_MODES)}; got {self.eps_mode!r}"
-            )
-        if self.amsgrad_max not in AMSGRAD_MAX_MODES:
-            raise ValueError(
-                f"amsgrad_max must be one of {', '.join(AMSGRAD_MAX_MODES)}; "
-                f"got {self.amsgrad_max!r}"
-            )
-        if not self.amsgrad and self.amsgrad_max != "raw":
-            raise ValueError(f"amsgrad_max={self.amsgrad_max!r} needs amsgrad=True")
+        # The optimizer's own checks (lr, betas, modes and their combination), before any run.
+        validate_adam_hyperparameters(
+            self.lr, self.betas, self.eps, 0.0, self.amsgrad, self.eps_mode, self.amsgrad_max
+        )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if self.seed < 0:
