@@ -8,6 +8,7 @@
 
 from minnet import nn, optim
 from minnet.checkpoint import CheckpointError, load, save
+from minnet.nn.grad_mode import no_grad
 
-__all__ = ["nn", "optim", "save", "load", "CheckpointError"]
+__all__ = ["nn", "optim", "save", "load", "CheckpointError", "no_grad"]
 __version__ = "0.1.0"

@@ -13,9 +13,19 @@ another precision is cast to the layer's dtype (so float64 data can feed a float
 
 from minnet.nn.activation import ReLU
 from minnet.nn.container import Sequential
+from minnet.nn.grad_mode import is_grad_enabled, no_grad
 from minnet.nn.linear import Linear
 from minnet.nn.loss import MSELoss
 from minnet.nn.module import Module
 from minnet.nn.parameter import Parameter
 
-__all__ = ["Parameter", "Module", "Linear", "ReLU", "Sequential", "MSELoss"]
+__all__ = [
+    "Parameter",
+    "Module",
+    "Linear",
+    "ReLU",
+    "Sequential",
+    "MSELoss",
+    "no_grad",
+    "is_grad_enabled",
+]

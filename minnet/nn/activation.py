@@ -22,6 +22,7 @@ class ReLU(Module):
     """``max(x, 0)`` elementwise; NaN stays NaN. Backward passes the gradient where ``x > 0``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._out: np.ndarray | None = None
         self._buf: np.ndarray | None = None  # output buffer, reused inside a Sequential
         self._mask: np.ndarray | None = None  # out > 0, for backward
@@ -41,7 +42,8 @@ class ReLU(Module):
         )
         if x.size == 0:
             raise ValueError(f"{self._label()}: got an empty input of shape {x.shape}")
-        if internal:
+        keep = self._keep()
+        if internal and keep:
             out = self._buf
             if out is None or out.shape != x.shape or out.dtype != x.dtype:
                 # C order: the next Linear's products then round exactly as on a fresh array.
@@ -52,7 +54,8 @@ class ReLU(Module):
             np.maximum(out, 0, out=out)
         else:
             out = np.maximum(x, 0)
-        self._out = out
+        if keep:
+            self._out = out
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -62,13 +65,15 @@ class ReLU(Module):
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         out = self._out
         if out is None:
-            raise ValueError(f"{self._label()}: backward called before forward")
+            raise self._nothing_saved()
         grad_out = _as_float_array(grad_out, self._label(), "grad_out", out.dtype)
         if grad_out.shape != out.shape:
             raise ValueError(
                 f"{self._label()}: grad_out must have the output's shape {out.shape}, "
                 f"got {grad_out.shape}"
             )
+        self._out = None
+        self._freed = True
         if not internal:
             return np.where(out > 0, grad_out, out.dtype.type(0))
         grad, mask = self._grad, self._mask

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from minnet.nn.grad_mode import is_grad_enabled
 from minnet.nn.module import Module
-from minnet.nn.parameter import Parameter
 
 
 class Sequential(Module):
@@ -21,16 +21,11 @@ class Sequential(Module):
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
                 raise TypeError(f"Sequential: argument {i} is {type(m).__name__}, not a Module")
-        self.modules: list[Module] = list(modules)
-        for i, m in enumerate(self.modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            self.add_module(str(i), m)
             m._where = f"layer {i} of Sequential"
-        for name, p in self.named_parameters():
-            p.name = name
-
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Yield every child's parameters, prefixed with the child's index."""
-        for i, m in enumerate(self.modules):
-            yield from m.named_parameters(f"{prefix}{i}.")
+        self._layers: list[Module] = list(modules)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Apply each module in turn; the result is a new array.
@@ -39,8 +34,10 @@ class Sequential(Module):
         call to call (no allocation in a steady training loop); only the last module's output,
         which the caller keeps, is freshly allocated.
         """
-        last = len(self.modules) - 1
-        for i, m in enumerate(self.modules):
+        # Under no_grad every module returns a fresh array, so the buffers that a pending
+        # backward reads are left as they are.
+        last = len(self._layers) - 1 if is_grad_enabled() else 0
+        for i, m in enumerate(self._layers):
             x = m._forward(x, i < last)
         return x
 
@@ -51,7 +48,7 @@ class Sequential(Module):
         first ``Linear`` that saves one ``(N, out) x (out, in)`` matrix product, which PyTorch
         also skips when the input does not require grad. Parameter gradients are the same.
         """
-        modules = self.modules
+        modules = self._layers
         for i in range(len(modules) - 1, -1, -1):
             grad_out = modules[i]._backward(grad_out, i > 0, i > 0 or input_grad)
         return grad_out if input_grad else None
@@ -63,14 +60,14 @@ class Sequential(Module):
         return self.backward(grad_out, input_grad=input_grad)
 
     def __getitem__(self, index: int) -> Module:
-        return self.modules[index]
+        return self._layers[index]
 
     def __len__(self) -> int:
-        return len(self.modules)
+        return len(self._layers)
 
     def __iter__(self) -> Iterator[Module]:
-        return iter(self.modules)
+        return iter(self._layers)
 
     def __repr__(self) -> str:
-        inner = "\n".join(f"  ({i}): {m!r}" for i, m in enumerate(self.modules))
+        inner = "\n".join(f"  ({i}): {m!r}" for i, m in enumerate(self._layers))
         return f"Sequential(\n{inner}\n)"

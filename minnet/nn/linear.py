@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numba
@@ -11,7 +10,7 @@ import numpy as np
 
 from minnet.nn._util import _as_float_array, _float_dtype
 from minnet.nn.module import Module
-from minnet.nn.parameter import Parameter
+from minnet.nn.parameter import Parameter, _accumulate_grad
 
 
 @numba.njit(cache=True, nogil=True)
@@ -56,6 +55,7 @@ class Linear(Module):
                 raise ValueError(f"Linear: {arg} must be a positive int, got {value!r}")
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"Linear: bias must be a bool, got {bias!r}")
+        super().__init__()
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.dtype = _float_dtype(dtype, "Linear")
@@ -81,14 +81,15 @@ class Linear(Module):
         self._dw: np.ndarray | None = None
         self._dx: np.ndarray | None = None
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Yield ``("weight", W)`` and, with a bias, ``("bias", b)``."""
-        yield prefix + "weight", self.weight
-        if self.bias is not None:
-            yield prefix + "bias", self.bias
+    def _reset(self) -> None:
+        self._x = self._out_t = self._dw = self._dx = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``; a new array."""
+        """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``; a new array.
+
+        Only 2-D input: PyTorch also maps ``(*, in_features)`` over leading dimensions, minnet
+        asks for ``Flatten()`` first (images) or a reshape to ``(N, in_features)``.
+        """
         return self._forward(x, False)
 
     def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
@@ -98,7 +99,11 @@ class Linear(Module):
                 f"{self._label()}: expected input of shape (N, {self.in_features}) with N >= 1 "
                 f"(in_features={self.in_features}), got shape {x.shape}"
             )
-        self._x = x
+        keep = self._keep()
+        if keep:
+            self._x = x
+        else:
+            internal = False  # under no_grad: touch no buffer a pending backward reads
         # Computed as (W @ x.T).T: one BLAS call on transposed views (no copies); OpenBLAS runs
         # this orientation faster than x @ W.T when in_features is the long dimension.
         n = x.shape[0]
@@ -122,7 +127,7 @@ class Linear(Module):
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         x = self._x
         if x is None:
-            raise ValueError(f"{self._label()}: backward called before forward")
+            raise self._nothing_saved()
         grad_out = _as_float_array(grad_out, self._label(), "grad_out", self.dtype)
         expected = (x.shape[0], self.out_features)
         if grad_out.shape != expected:
@@ -130,14 +135,18 @@ class Linear(Module):
                 f"{self._label()}: grad_out must have the output's shape {expected}, "
                 f"got {grad_out.shape}"
             )
+        self._x = None
+        self._freed = True
         weight = self.weight
-        dw = self._dw
-        if dw is None or dw.shape != weight.grad.shape:
-            dw = self._dw = np.empty(weight.grad.shape, self.dtype)
-        np.matmul(grad_out.T, x, out=dw)
-        np.add(weight.grad, dw, out=weight.grad)
-        if self.bias is not None:
-            np.add(self.bias.grad, grad_out.sum(axis=0), out=self.bias.grad)
+        label = self._label()
+        if weight.requires_grad:
+            dw = self._dw
+            if dw is None or dw.shape != weight.data.shape:
+                dw = self._dw = np.empty(weight.data.shape, self.dtype)
+            np.matmul(grad_out.T, x, out=dw)
+            _accumulate_grad(weight, dw, label)
+        if self.bias is not None and self.bias.requires_grad:
+            _accumulate_grad(self.bias, grad_out.sum(axis=0), label)
         if not input_grad:
             return None
         if not internal:
