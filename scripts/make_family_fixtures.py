@@ -1,0 +1,832 @@
+"""Record reference trajectories of the whole optimizer family from the library each formula names.
+
+Every fixture is 300 float64 steps (float32 for the ``*_f32`` ones) of one optimizer on the
+least-squares problem of scripts/make_variant_fixtures.py (imported from there, not copied):
+``0.5/n * ||A w - b||^2`` with gradient ``g = A.T @ (A @ w - b) / n`` computed in NumPy from the
+current parameters, ``A`` with all-zero columns and columns scaled from 2**0 down to 2**-36, so
+that eps dominates the denominator for some coordinates and not for others.
+tests/test_family_parity.py replays the files with ``minnet.optim`` (no reference library needed).
+
+Run by hand in a separate environment with the reference libraries (never in the project venv):
+
+    python3 -m venv /work/refenv
+    /work/refenv/bin/pip install torch==2.13.0 numpy "jax[cpu]" optax keras
+    /work/refenv/bin/python scripts/make_family_fixtures.py   # writes tests/fixtures/family_*
+
+PyTorch runs with ``torch.set_default_dtype(torch.float64)`` (NAdam keeps ``mu_product`` in the
+default dtype; in float32 it drifts ~1e-7 from float64 over 300 steps) and ``foreach=False``.
+Keras 3 runs on its JAX backend with ``jax_enable_x64`` and floatx float64; optax with x64.
+
+Before a fixture is written, the library's trajectory is checked against a plain-NumPy
+transcription of the formula below (the ``np_*`` functions, written with minnet's = PyTorch's
+argument names and each ``eps_mode``) run with the fixture's ``minnet_kwargs``: relative gap
+<= 1e-9 (float64) or 1e-4 (float32), else the script stops. For every non-default ``eps_mode``
+it also checks that the default placement misses the library by more than 1e-2 at the last step.
+
+Formulas (``t`` = step count from 1; moments start at 0 unless said; ``wd`` = weight_decay;
+"L2" means ``g <- g + wd*w`` before everything else, "decoupled" means ``w <- w*(1 - lr*wd)``)
+
+SGD [torch.optim.SGD; defaults lr=1e-3, momentum=0, dampening=0, wd=0, nesterov=False]
+    d = -g if maximize else g;  d += wd*w (L2);
+    momentum: buf = d at t=1, else buf = momentum*buf + (1-dampening)*d;
+              d = d + momentum*buf if nesterov else buf
+    w -= lr*d                                                                       (no eps)
+
+Adam / AdamW [torch.optim.Adam(decoupled_weight_decay=...), torch.optim.AdamW (wd default 1e-2)]
+    wd: L2, or decoupled if decoupled_weight_decay (AdamW always);
+    m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
+    w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)        eps outside the root, after the
+                                                                 bias correction of v
+
+RMSprop [defaults lr=1e-2, alpha=0.99, eps=1e-8]; wd is L2
+    v = alpha*v + (1-alpha)*g^2;  centered: a = alpha*a + (1-alpha)*g, var = v - a^2, else var = v
+    "outside" (torch.optim.RMSprop):  D = sqrt(var) + eps
+    "inside"  (Keras 3 RMSprop, rho=0.9 eps=1e-7 defaults; optax.rmsprop, eps_in_sqrt=True
+               default, decay=0.9 eps=1e-8 defaults):  D = sqrt(var + eps)
+    momentum > 0 (torch): buf = momentum*buf + g/D;  w -= lr*buf
+    momentum = 0:         w -= lr*g/D
+    Keras and optax keep lr INSIDE the momentum buffer: buf = momentum*buf + lr*g/D; w -= buf.
+    Equal to torch's only at constant lr (lr*buf_torch == buf_keras); the optax momentum fixture
+    uses a constant lr and says so; the Keras ones use momentum=0.
+
+Adagrad [defaults lr=1e-2, lr_decay=0, wd=0, initial_accumulator_value=0, eps=1e-10]; wd is L2
+    clr = lr / (1 + (t-1)*lr_decay);  S = S + g^2  (S starts at initial_accumulator_value)
+    "outside"        (torch.optim.Adagrad):  w -= clr * g / (sqrt(S) + eps)
+    "inside"         (Keras 3 Adagrad, initial 0.1 and eps 1e-7 defaults):
+                                             w -= clr * g / sqrt(S + eps)
+    "inside_guarded" (optax.adagrad, initial 0.1 and eps 1e-7 defaults):
+                                             w -= clr * g * where(S > 0, 1/sqrt(S + eps), 0)
+    The guard equals "inside" whenever eps > 0 or S > 0; it matters only at eps=0 on a coordinate
+    whose accumulator is still 0 (an all-zero gradient column with initial 0): 0 instead of NaN.
+
+Adadelta [torch.optim.Adadelta; defaults lr=1.0, rho=0.9, eps=1e-6]; wd is L2; eps in BOTH roots
+    Eg2 = rho*Eg2 + (1-rho)*g^2;  delta = sqrt(Edx2 + eps) / sqrt(Eg2 + eps) * g
+    Edx2 = rho*Edx2 + (1-rho)*delta^2;  w -= lr*delta
+    Keras 3 Adadelta (lr=1e-3, rho=0.95, eps=1e-7 defaults) is the same formula (recorded).
+
+Adamax [defaults lr=2e-3, betas=(0.9, 0.999), eps=1e-8]; wd is L2
+    m = b1*m + (1-b1)*g
+    "max"     (torch.optim.Adamax, optax.adamax): u = max(b2*u, |g| + eps);  w -= lr/(1-b1^t)*m/u
+    "outside" (Keras 3 Adamax, eps 1e-7 default): u = max(b2*u, |g|);  w -= lr/(1-b1^t)*m/(u+eps)
+    The two differ only while b2*u wins the max: then "max" carries eps*b2^k, "outside" eps.
+    On this problem they differ by 1.6% (eps=1e-8) and 3.7% (eps=1e-2) at b2=0.999 already (the
+    tiny and all-zero columns, where eps is the whole of u); small b2 (0.5, 0.9) with large eps
+    gives a smaller gap (< 1e-2) and, at lr >= 1e-2, a chaotic trajectory, so it is not used.
+
+NAdam [torch.optim.NAdam; defaults lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3]
+    wd: L2, or decoupled if decoupled_weight_decay
+    mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay));  mu_{t+1} likewise;  P_t = prod_{i<=t} mu_i
+    m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  D = sqrt(v/(1-b2^t)) + eps
+    w -= lr*(1-mu_t)/(1-P_t) * g/D + lr*mu_{t+1}/(1-P_t*mu_{t+1}) * m/D
+
+RAdam [torch.optim.RAdam; defaults lr=1e-3, betas=(0.9, 0.999), eps=1e-8]
+    wd: L2, or decoupled if decoupled_weight_decay;  m, v as Adam;  m_hat = m/(1-b1^t)
+    rho_inf = 2/(1-b2) - 1;  rho_t = rho_inf - 2*t*b2^t/(1-b2^t)
+    rho_t > 5:  r = sqrt((rho_t-4)(rho_t-2)rho_inf / ((rho_inf-4)(rho_inf-2)rho_t))
+                w -= lr * m_hat * r * sqrt(1-b2^t) / (sqrt(v) + eps)   (eps next to the RAW
+                sqrt(v), unlike Adam's, which sits next to sqrt(v_hat))
+    else:       w -= lr * m_hat                       (no eps)
+    rho_t = 4.996 at t=5 and 5.994 at t=6 for b2=0.999 (4.96, 5.94 for b2=0.99): steps 1..5 are
+    unrectified, step 6 is the first rectified one (a checkpoint).
+
+AdaBelief [optax.adabelief; defaults lr=1e-3, betas=(0.9, 0.999), eps=1e-16, eps_root=1e-16]
+    m = b1*m + (1-b1)*g;  e = g - m   (this step's m, as in the paper)
+    s = b2*s + (1-b2)*e^2 + eps_root   (eps_root STORED in s every step, so it is also
+    multiplied by b2 and accumulates: s carries eps_root*(1-b2^t)/(1-b2), eps_root/(1-b2) in s_hat)
+    w -= lr * (m/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps)
+
+Lion [optax.lion (weight_decay 1e-3 default there), Keras 3 Lion; defaults lr=1e-4,
+      betas=(0.9, 0.99), weight_decay=0]
+    c = sign(b1*m + (1-b1)*g)   (sign(0) = 0: an all-zero column never moves)
+    m = b2*m + (1-b2)*g;  w -= lr*(c + wd*w)   (decoupled, scaled by lr)          (no eps)
+
+Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
+    StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
+    CosineAnnealingLR: PyTorch's recursive form of eta_min + (lr0-eta_min)(1+cos(pi*k/T_max))/2
+    (k = number of scheduler steps taken before optimizer step k+1). The lr of every step is
+    stored in the fixture as ``lrs``.
+
+Trajectories must not be chaotic for a 1e-9 replay: RMSprop at alpha=0.9 or lr=1e-2, and
+Adadelta at many (lr, rho, eps), take sign-like steps near the minimum on this problem and amplify
+a 1e-13 change of w0 past 1e-3 within 300 steps. The script checks every fixture with the
+transcription (w0 nudged by 1e-13, relative: the gap must stay below 1e-9) and the settings
+below were chosen to pass it.
+
+Keys of each ``family_<optimizer>_<placement>_<lib>_<detail>.npz``: ``config`` (JSON text:
+name, optimizer (minnet.optim class name), minnet_kwargs, groups (optional: list of
+{"slice": [start, stop], **kwargs overriding minnet_kwargs}, one minnet Parameter per slice),
+scheduler (optional: {"name", "kwargs"}), grad_scale (the gradient fed to the optimizer is
+grad_scale * g), library, library_version, reference (the call as text), note, dtype, steps,
+checkpoints, problem (file name), problem_sha256), ``checkpoints`` (parameters after the steps in
+config["checkpoints"], one row each), ``norms`` (``||w||_2`` after every step) and, with a
+scheduler, ``lrs`` (the lr used at every step). The problem arrays (``a_int8``, ``a_col_exp``,
+``b``, ``w0``, as in the variant fixtures) are stored once in ``tests/fixtures/lsq_problem.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from make_variant_fixtures import gradient, make_problem, matrix  # noqa: E402
+
+STEPS = 300
+CHECKPOINTS = (1, 2, 5, 6, 20, 100, 300)  # RAdam: step 6 is the first rectified step
+PROBLEM_FILE = "lsq_problem.npz"
+N_PARAMS = 192
+SPLIT = 80  # parameter groups: w[:80] and w[80:]
+
+
+def problem_sha256(problem: dict[str, np.ndarray]) -> str:
+    """Checksum of the problem arrays (the test recomputes it from lsq_problem.npz)."""
+    h = hashlib.sha256()
+    for key in ("a_int8", "a_col_exp", "b", "w0"):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(problem[key]).tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy transcriptions of each formula (the docstring's table), in minnet's = PyTorch's names.
+# Each step function takes (state dict, w, g, lr, **kwargs) and returns the new w.
+# ---------------------------------------------------------------------------------------------
+
+
+def _count(s: dict) -> int:
+    s["t"] = s.get("t", 0) + 1
+    return s["t"]
+
+
+def _zeros(s: dict, key: str, w: np.ndarray, value: float = 0.0) -> np.ndarray:
+    if key not in s:
+        s[key] = np.full_like(w, value)
+    return s[key]
+
+
+def np_sgd(s, w, g, lr, *, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+           maximize=False):  # fmt: skip
+    """NumPy transcription of torch.optim.SGD (single-tensor path)."""
+    d = -g if maximize else g
+    if weight_decay:
+        d = d + weight_decay * w
+    if momentum:
+        if "buf" not in s:
+            s["buf"] = d.copy()
+        else:
+            s["buf"] = momentum * s["buf"] + (1 - dampening) * d
+        d = d + momentum * s["buf"] if nesterov else s["buf"]
+    return w - lr * d
+
+
+def np_adam(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+            decoupled_weight_decay=False, eps_mode="outside", decoupled=None):  # fmt: skip
+    """NumPy transcription of torch.optim.Adam / AdamW (no amsgrad)."""
+    assert not amsgrad and eps_mode == "outside"
+    b1, b2 = betas
+    t = _count(s)
+    if decoupled is None:
+        decoupled = decoupled_weight_decay
+    if weight_decay:
+        if decoupled:
+            w = w * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * w
+    m = s["m"] = b1 * _zeros(s, "m", w) + (1 - b1) * g
+    v = s["v"] = b2 * _zeros(s, "v", w) + (1 - b2) * g * g
+    return w - lr / (1 - b1**t) * m / (np.sqrt(v) / math.sqrt(1 - b2**t) + eps)
+
+
+def np_adamw(s, w, g, lr, *, weight_decay=1e-2, **kw):
+    """NumPy transcription of torch.optim.AdamW (Adam with decoupled weight decay)."""
+    return np_adam(s, w, g, lr, weight_decay=weight_decay, decoupled=True, **kw)
+
+
+def np_rmsprop(s, w, g, lr, *, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+               centered=False, eps_mode="outside", lr_in_buffer=False):  # fmt: skip
+    """NumPy transcription of RMSprop: torch ("outside"), Keras 3 / optax ("inside").
+
+    ``lr_in_buffer`` is Keras's and optax's momentum (buf = momentum*buf + lr*g/D, w -= buf);
+    it is here only to show that it equals torch's at constant lr.
+    """
+    if weight_decay:
+        g = g + weight_decay * w
+    v = s["v"] = alpha * _zeros(s, "v", w) + (1 - alpha) * g * g
+    if centered:
+        a = s["a"] = alpha * _zeros(s, "a", w) + (1 - alpha) * g
+        var = v - a * a
+    else:
+        var = v
+    if eps_mode == "outside":
+        denom = np.sqrt(var) + eps
+    elif eps_mode == "inside":
+        denom = np.sqrt(var + eps)
+    else:
+        raise ValueError(eps_mode)
+    if momentum > 0:
+        if lr_in_buffer:
+            buf = s["buf"] = momentum * _zeros(s, "buf", w) + lr * g / denom
+            return w - buf
+        buf = s["buf"] = momentum * _zeros(s, "buf", w) + g / denom
+        return w - lr * buf
+    return w - lr * g / denom
+
+
+def np_adagrad(s, w, g, lr, *, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+               eps=1e-10, eps_mode="outside"):  # fmt: skip
+    """NumPy transcription of Adagrad: torch ("outside"), Keras 3 ("inside"), optax (guarded)."""
+    t = _count(s)
+    if weight_decay:
+        g = g + weight_decay * w
+    clr = lr / (1 + (t - 1) * lr_decay)
+    acc = s["acc"] = _zeros(s, "acc", w, initial_accumulator_value) + g * g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if eps_mode == "outside":
+            return w - clr * g / (np.sqrt(acc) + eps)
+        if eps_mode == "inside":
+            return w - clr * g / np.sqrt(acc + eps)
+        if eps_mode == "inside_guarded":
+            scale = np.where(acc > 0, 1 / np.sqrt(acc + eps), 0.0)
+            return w - clr * g * scale
+    raise ValueError(eps_mode)
+
+
+def np_adadelta(s, w, g, lr, *, rho=0.9, eps=1e-6, weight_decay=0.0):
+    """NumPy transcription of torch.optim.Adadelta (and Keras 3 Adadelta)."""
+    if weight_decay:
+        g = g + weight_decay * w
+    eg2 = s["eg2"] = rho * _zeros(s, "eg2", w) + (1 - rho) * g * g
+    delta = np.sqrt(_zeros(s, "edx2", w) + eps) / np.sqrt(eg2 + eps) * g
+    s["edx2"] = rho * s["edx2"] + (1 - rho) * delta * delta
+    return w - lr * delta
+
+
+def np_adamax(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, eps_mode="max"):
+    """NumPy transcription of Adamax: torch / optax ("max"), Keras 3 ("outside")."""
+    b1, b2 = betas
+    t = _count(s)
+    if weight_decay:
+        g = g + weight_decay * w
+    m = s["m"] = b1 * _zeros(s, "m", w) + (1 - b1) * g
+    if eps_mode == "max":
+        u = s["u"] = np.maximum(b2 * _zeros(s, "u", w), np.abs(g) + eps)
+        return w - lr / (1 - b1**t) * m / u
+    if eps_mode == "outside":
+        u = s["u"] = np.maximum(b2 * _zeros(s, "u", w), np.abs(g))
+        return w - lr / (1 - b1**t) * m / (u + eps)
+    raise ValueError(eps_mode)
+
+
+def np_nadam(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+             momentum_decay=4e-3, decoupled_weight_decay=False):  # fmt: skip
+    """NumPy transcription of torch.optim.NAdam."""
+    b1, b2 = betas
+    t = _count(s)
+    if weight_decay:
+        if decoupled_weight_decay:
+            w = w * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * w
+    mu = b1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+    s["mu_product"] = s.get("mu_product", 1.0) * mu
+    m = s["m"] = b1 * _zeros(s, "m", w) + (1 - b1) * g
+    v = s["v"] = b2 * _zeros(s, "v", w) + (1 - b2) * g * g
+    denom = np.sqrt(v / (1 - b2**t)) + eps
+    w = w - lr * (1 - mu) / (1 - s["mu_product"]) * g / denom
+    return w - lr * mu_next / (1 - s["mu_product"] * mu_next) * m / denom
+
+
+def radam_rho(t: int, beta2: float) -> tuple[float, float]:
+    """(rho_inf, rho_t) of RAdam at step t."""
+    rho_inf = 2 / (1 - beta2) - 1
+    return rho_inf, rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+
+
+def np_radam(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+             decoupled_weight_decay=False):  # fmt: skip
+    """NumPy transcription of torch.optim.RAdam."""
+    b1, b2 = betas
+    t = _count(s)
+    if weight_decay:
+        if decoupled_weight_decay:
+            w = w * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * w
+    m = s["m"] = b1 * _zeros(s, "m", w) + (1 - b1) * g
+    v = s["v"] = b2 * _zeros(s, "v", w) + (1 - b2) * g * g
+    m_hat = m / (1 - b1**t)
+    rho_inf, rho_t = radam_rho(t, b2)
+    if rho_t > 5:
+        r = math.sqrt(
+            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+        )
+        return w - lr * m_hat * r * math.sqrt(1 - b2**t) / (np.sqrt(v) + eps)
+    return w - lr * m_hat
+
+
+def np_adabelief(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-16, eps_root=1e-16):
+    """NumPy transcription of optax.adabelief (scale_by_belief)."""
+    b1, b2 = betas
+    t = _count(s)
+    m = s["m"] = b1 * _zeros(s, "m", w) + (1 - b1) * g
+    e = g - m
+    sv = s["s"] = b2 * _zeros(s, "s", w) + (1 - b2) * e * e + eps_root
+    return w - lr * (m / (1 - b1**t)) / (np.sqrt(sv / (1 - b2**t)) + eps)
+
+
+def np_lion(s, w, g, lr, *, betas=(0.9, 0.99), weight_decay=0.0):
+    """NumPy transcription of optax.lion / Keras 3 Lion."""
+    b1, b2 = betas
+    c = np.sign(b1 * _zeros(s, "m", w) + (1 - b1) * g)
+    s["m"] = b2 * s["m"] + (1 - b2) * g
+    return w - lr * (c + weight_decay * w)
+
+
+TRANSCRIPTIONS: dict[str, Callable] = {
+    "SGD": np_sgd, "Adam": np_adam, "AdamW": np_adamw, "RMSprop": np_rmsprop,
+    "Adagrad": np_adagrad, "Adadelta": np_adadelta, "Adamax": np_adamax, "NAdam": np_nadam,
+    "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion,
+}  # fmt: skip
+DEFAULT_EPS_MODE = {
+    "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
+    "Adamax": "max",
+}  # fmt: skip
+
+
+def torch_lrs(scheduler: dict | None, lr0: float) -> list[float]:
+    """The lr of every step under a torch scheduler (recorded from torch itself)."""
+    if scheduler is None:
+        return [lr0] * STEPS
+    import torch
+
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=lr0)
+    sched = getattr(torch.optim.lr_scheduler, scheduler["name"])(opt, **scheduler["kwargs"])
+    out = []
+    for _ in range(STEPS):
+        out.append(opt.param_groups[0]["lr"])
+        p.grad = torch.zeros(1)
+        opt.step()
+        sched.step()
+    return out
+
+
+def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list[float],
+               extra: dict | None = None) -> np.ndarray:  # fmt: skip
+    """Run the NumPy transcription of fx's optimizer with ``kwargs``; parameters after each step."""
+    dtype = np.dtype(fx["dtype"])
+    a, b = matrix(problem), problem["b"]
+    w = problem["w0"].astype(dtype)
+    fn = TRANSCRIPTIONS[fx["optimizer"]]
+    groups = fx.get("groups") or [{"slice": [0, N_PARAMS]}]
+    states: list[dict] = [{} for _ in groups]
+    out = np.empty((STEPS, N_PARAMS), dtype)
+    for k in range(STEPS):
+        g = (fx.get("grad_scale", 1.0) * gradient(a, b, w.astype(np.float64))).astype(dtype)
+        new = w.copy()
+        for grp, st in zip(groups, states, strict=True):
+            lo, hi = grp["slice"]
+            kw = {**kwargs, **{key: v for key, v in grp.items() if key != "slice"}, **(extra or {})}
+            lr = kw.pop("lr")
+            lr = lrs[k] * lr / kwargs["lr"] if fx.get("scheduler") else lr
+            new[lo:hi] = fn(st, w[lo:hi], g[lo:hi], lr, **kw)
+        w = new
+        out[k] = w
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Library recorders. Each returns the parameters after every step, shape (STEPS, N_PARAMS).
+# ---------------------------------------------------------------------------------------------
+
+
+def record_torch(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    torch.set_default_dtype(torch.float64)
+    dtype = getattr(torch, fx["dtype"])
+    a, b = matrix(problem), problem["b"]
+    groups = fx.get("groups") or [{"slice": [0, N_PARAMS]}]
+    tensors = [
+        torch.tensor(problem["w0"][g["slice"][0] : g["slice"][1]], dtype=dtype, requires_grad=True)
+        for g in groups
+    ]
+    kw = dict(fx["torch_kwargs"])
+    if fx.get("groups"):
+        params = [
+            {"params": [p], **{k: v for k, v in g.items() if k != "slice"}}
+            for p, g in zip(tensors, groups, strict=True)
+        ]
+    else:
+        params = tensors
+    opt = getattr(torch.optim, fx["torch_class"])(params, foreach=False, **kw)
+    sched = None
+    if fx.get("scheduler"):
+        s = fx["scheduler"]
+        sched = getattr(torch.optim.lr_scheduler, s["name"])(opt, **s["kwargs"])
+    out = []
+    for _ in range(STEPS):
+        w = torch.cat([p.detach() for p in tensors]).numpy().astype(np.float64)
+        g = fx.get("grad_scale", 1.0) * gradient(a, b, w)
+        for p, grp in zip(tensors, groups, strict=True):
+            lo, hi = grp["slice"]
+            p.grad = torch.from_numpy(g[lo:hi].copy()).to(dtype)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        out.append(torch.cat([p.detach() for p in tensors]).numpy().copy())
+    return np.array(out)
+
+
+def _jax64():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_platforms", "cpu")
+    return jax
+
+
+def record_optax(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
+    jax = _jax64()
+    import jax.numpy as jnp
+    import optax
+
+    a, b = matrix(problem), problem["b"]
+    tx = eval(fx["reference"], {"optax": optax})  # the reference text is the call itself
+    params = jnp.asarray(problem["w0"], dtype=jnp.float64)
+    state = tx.init(params)
+
+    @jax.jit
+    def apply(grads, state, params):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    out = []
+    for _ in range(STEPS):
+        g = jnp.asarray(gradient(a, b, np.asarray(params)))
+        params, state = apply(g, state, params)
+        assert params.dtype == jnp.float64
+        out.append(np.asarray(params).copy())
+    return np.array(out)
+
+
+def record_keras(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
+    _jax64()
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # read when keras is first imported
+    import keras
+
+    assert keras.backend.backend() == "jax", "run with KERAS_BACKEND=jax (the default here)"
+    keras.config.set_floatx("float64")
+    a, b = matrix(problem), problem["b"]
+    w = keras.Variable(problem["w0"], dtype="float64")
+    opt = eval(fx["reference"], {"keras": keras})  # the reference text is the call itself
+    out = []
+    for _ in range(STEPS):
+        g = gradient(a, b, np.asarray(w.value))
+        opt.apply_gradients([(keras.ops.convert_to_tensor(g, dtype="float64"), w)])
+        assert w.dtype == "float64"
+        out.append(np.asarray(w.value).copy())
+    return np.array(out)
+
+
+RECORDERS = {"torch": record_torch, "optax": record_optax, "keras": record_keras}
+LIBRARIES = {"torch": ("PyTorch", "torch"), "optax": ("optax", "optax"),
+             "keras": ("Keras 3", "keras")}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# The fixtures.
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt(v: object) -> str:
+    return repr(tuple(v)) if isinstance(v, list | tuple) else repr(v)
+
+
+def torch_fx(optimizer: str, detail: str, kwargs: dict, *, torch_class: str | None = None,
+             minnet_extra: dict | None = None, **more) -> dict:  # fmt: skip
+    """A torch fixture; ``kwargs`` are passed to torch and (with minnet_extra) to minnet."""
+    torch_class = torch_class or optimizer
+    call = ", ".join(f"{k}={_fmt(v)}" for k, v in kwargs.items())
+    ref = f"torch.optim.{torch_class}(params, {call}, foreach=False)"
+    if more.get("groups"):
+        ref = f"torch.optim.{torch_class}([{{'params': [w[a:b]], **group}}...], {call}, ...)"
+    if more.get("scheduler"):
+        s = more["scheduler"]
+        skw = ", ".join(f"{k}={_fmt(v)}" for k, v in s["kwargs"].items())
+        ref += f"; torch.optim.lr_scheduler.{s['name']}(opt, {skw}).step() after each step"
+    return dict(optimizer=optimizer, lib="torch", detail=detail, torch_class=torch_class,
+                torch_kwargs=dict(kwargs), minnet_kwargs={**kwargs, **(minnet_extra or {})},
+                reference=ref, **more)  # fmt: skip
+
+
+def build_fixtures() -> list[dict]:
+    """Every fixture to record (name, library, call, minnet kwargs, options)."""
+    fx: list[dict] = []
+    b_small = (0.9, 0.999)
+    b_short = (0.8, 0.99)
+    # SGD: no eps. Maximize is recorded on the negated gradient (grad_scale=-1), so it converges.
+    fx += [
+        torch_fx("SGD", "plain", dict(lr=0.02)),
+        torch_fx("SGD", "momentum_dampening", dict(lr=0.01, momentum=0.9, dampening=0.3)),
+        torch_fx("SGD", "nesterov_wd", dict(lr=0.01, momentum=0.8, nesterov=True,
+                                            weight_decay=0.05)),
+        torch_fx("SGD", "maximize_momentum_wd", dict(lr=0.01, momentum=0.5, weight_decay=0.02,
+                                                     maximize=True), grad_scale=-1.0),
+    ]  # fmt: skip
+    for eps, betas, lr in ((1e-8, b_small, 1e-2), (1e-3, b_short, 3e-3)):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        fx += [
+            torch_fx("Adam", f"decoupled_wd_{tag}", dict(lr=lr, betas=betas, eps=eps,
+                     weight_decay=0.1, decoupled_weight_decay=True),
+                     minnet_extra=dict(eps_mode="outside")),
+            torch_fx("Adam", f"plain_{tag}", dict(lr=lr, betas=betas, eps=eps),
+                     minnet_extra=dict(eps_mode="outside")),
+            torch_fx("AdamW", f"wd_{tag}", dict(lr=lr, betas=betas, eps=eps, weight_decay=0.1),
+                     minnet_extra=dict(eps_mode="outside")),
+        ]  # fmt: skip
+    # RMSprop: alpha=0.99 and lr=1e-3 (at alpha=0.9 or lr=1e-2 the steps are sign-like near the
+    # minimum and the trajectory is chaotic: a 1e-13 change of w0 grows past 1e-3).
+    for eps in (1e-8, 1e-3):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        out = dict(eps_mode="outside")
+        fx += [
+            torch_fx("RMSprop", f"plain_{tag}", dict(lr=1e-3, alpha=0.99, eps=eps),
+                     minnet_extra=out),
+            torch_fx("RMSprop", f"centered_{tag}", dict(lr=1e-3, alpha=0.99, eps=eps,
+                     centered=True), minnet_extra=out),
+            torch_fx("RMSprop", f"momentum_{tag}", dict(lr=1e-3, alpha=0.99, eps=eps,
+                     momentum=0.8), minnet_extra=out),
+        ]  # fmt: skip
+        fx += [
+            dict(optimizer="RMSprop", lib="keras", detail=f"plain_{tag}",
+                 reference=f"keras.optimizers.RMSprop(learning_rate=0.001, rho=0.99, "
+                           f"momentum=0.0, epsilon={eps!r}, centered=False)",
+                 minnet_kwargs=dict(lr=0.001, alpha=0.99, eps=eps, eps_mode="inside")),
+            dict(optimizer="RMSprop", lib="keras", detail=f"centered_{tag}",
+                 reference=f"keras.optimizers.RMSprop(learning_rate=0.001, rho=0.99, "
+                           f"momentum=0.0, epsilon={eps!r}, centered=True)",
+                 minnet_kwargs=dict(lr=0.001, alpha=0.99, eps=eps, centered=True,
+                                    eps_mode="inside")),
+            dict(optimizer="RMSprop", lib="optax", detail=f"plain_{tag}",
+                 reference=f"optax.rmsprop(0.001, decay=0.99, eps={eps!r}, eps_in_sqrt=True)",
+                 minnet_kwargs=dict(lr=0.001, alpha=0.99, eps=eps, eps_mode="inside")),
+            dict(optimizer="RMSprop", lib="optax", detail=f"momentum_constlr_{tag}",
+                 reference=f"optax.rmsprop(0.001, decay=0.99, eps={eps!r}, eps_in_sqrt=True, "
+                           f"momentum=0.8)",
+                 note="optax keeps lr inside the momentum buffer (buf = m*buf + lr*g/D, "
+                      "w -= buf); equal to PyTorch's (w -= lr*buf) only because lr is constant",
+                 minnet_kwargs=dict(lr=0.001, alpha=0.99, eps=eps, momentum=0.8,
+                                    eps_mode="inside")),
+        ]  # fmt: skip
+    fx.append(torch_fx("RMSprop", "wd_eps1e-3", dict(lr=1e-3, alpha=0.99, eps=1e-3,
+                                                     weight_decay=0.05),
+                       minnet_extra=dict(eps_mode="outside")))  # fmt: skip
+    # Adagrad
+    for eps in (1e-10, 1e-3):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        out = dict(eps_mode="outside")
+        fx += [
+            torch_fx("Adagrad", f"plain_{tag}", dict(lr=0.1, eps=eps), minnet_extra=out),
+            torch_fx("Adagrad", f"decay_init_wd_{tag}", dict(lr=0.1, lr_decay=0.01,
+                     initial_accumulator_value=0.1, weight_decay=0.05, eps=eps),
+                     minnet_extra=out),
+        ]  # fmt: skip
+    for eps in (1e-7, 1e-3):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        # Keras's default initial 0.1 hides eps (the default placement then misses by < 1e-3).
+        fx += [
+            dict(optimizer="Adagrad", lib="keras", detail=f"init0_{tag}",
+                 reference=f"keras.optimizers.Adagrad(learning_rate=0.1, "
+                           f"initial_accumulator_value=0.0, epsilon={eps!r})",
+                 minnet_kwargs=dict(lr=0.1, initial_accumulator_value=0.0, eps=eps,
+                                    eps_mode="inside")),
+            dict(optimizer="Adagrad", lib="optax", detail=f"init0_{tag}",
+                 reference=f"optax.adagrad(0.1, initial_accumulator_value=0.0, eps={eps!r})",
+                 minnet_kwargs=dict(lr=0.1, initial_accumulator_value=0.0, eps=eps,
+                                    eps_mode="inside_guarded")),
+        ]  # fmt: skip
+    fx.append(
+        dict(optimizer="Adagrad", lib="optax", detail="init0_eps0",
+             reference="optax.adagrad(0.1, initial_accumulator_value=0.0, eps=0.0)",
+             note="eps=0 with a zero initial accumulator: the all-zero gradient columns get 0 "
+                  "from optax's guard, where 0/sqrt(0) would be NaN",
+             minnet_kwargs=dict(lr=0.1, initial_accumulator_value=0.0, eps=0.0,
+                                eps_mode="inside_guarded"))
+    )  # fmt: skip
+    # Adadelta (many (lr, rho, eps) are chaotic on this problem; these are not).
+    fx += [
+        torch_fx("Adadelta", "lr1_rho0.9_eps1e-3", dict(lr=1.0, rho=0.9, eps=1e-3)),
+        torch_fx("Adadelta", "lr0.3_rho0.95_eps1e-6", dict(lr=0.3, rho=0.95, eps=1e-6)),
+        torch_fx("Adadelta", "wd_eps1e-6", dict(lr=0.3, rho=0.95, eps=1e-6, weight_decay=0.05)),
+        torch_fx("Adadelta", "wd_eps1e-3", dict(lr=1.0, rho=0.95, eps=1e-3, weight_decay=0.05)),
+    ]
+    for eps in (1e-7, 1e-3):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        fx.append(
+            dict(optimizer="Adadelta", lib="keras", detail=f"rho0.95_{tag}",
+                 reference=f"keras.optimizers.Adadelta(learning_rate=1.0, rho=0.95, "
+                           f"epsilon={eps!r})",
+                 minnet_kwargs=dict(lr=1.0, rho=0.95, eps=eps))
+        )  # fmt: skip
+    # Adamax: "max" and "outside" differ where b2*u wins the max (tiny and decaying columns).
+    for eps, betas, lr in ((1e-8, b_small, 1e-2), (1e-2, b_small, 3e-2)):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        fx += [
+            torch_fx("Adamax", tag, dict(lr=lr, betas=betas, eps=eps),
+                     minnet_extra=dict(eps_mode="max")),
+            dict(optimizer="Adamax", lib="optax", detail=tag,
+                 reference=f"optax.adamax({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, eps={eps!r})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, eps_mode="max")),
+            dict(optimizer="Adamax", lib="keras", detail=tag,
+                 reference=f"keras.optimizers.Adamax(learning_rate={lr!r}, beta_1={betas[0]!r}, "
+                           f"beta_2={betas[1]!r}, epsilon={eps!r})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, eps_mode="outside")),
+        ]  # fmt: skip
+    fx.append(torch_fx("Adamax", "wd_eps1e-3", dict(lr=2e-3, betas=b_short, eps=1e-3,
+                                                    weight_decay=0.05),
+                       minnet_extra=dict(eps_mode="max")))  # fmt: skip
+    # NAdam, RAdam
+    for eps, betas, lr in ((1e-8, b_small, 2e-3), (1e-3, b_short, 5e-3)):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        fx += [
+            torch_fx("NAdam", f"momentum_decay_{tag}", dict(lr=lr, betas=betas, eps=eps,
+                     momentum_decay=0.01)),
+            torch_fx("NAdam", f"decoupled_wd_{tag}", dict(lr=lr, betas=betas, eps=eps,
+                     weight_decay=0.1, decoupled_weight_decay=True)),
+            torch_fx("RAdam", f"plain_{tag}", dict(lr=lr, betas=betas, eps=eps)),
+            torch_fx("RAdam", f"decoupled_wd_{tag}", dict(lr=lr, betas=betas, eps=eps,
+                     weight_decay=0.1, decoupled_weight_decay=True)),
+        ]  # fmt: skip
+    fx += [
+        torch_fx("NAdam", "l2_wd_eps1e-3", dict(lr=5e-3, betas=b_short, eps=1e-3,
+                                                weight_decay=0.05)),
+        torch_fx("RAdam", "l2_wd_eps1e-3", dict(lr=5e-3, betas=b_short, eps=1e-3,
+                                                weight_decay=0.05)),
+    ]  # fmt: skip
+    # AdaBelief (optax): eps outside the root, eps_root stored in s every step.
+    for eps, eps_root, betas, lr in ((1e-16, 1e-16, b_small, 1e-2), (1e-8, 1e-8, b_small, 1e-2),
+                                     (1e-3, 0.0, b_short, 3e-3), (0.0, 1e-4, b_short, 3e-3)):
+        tag = f"eps{eps:.0e}_root{eps_root:.0e}".replace("e-0", "e-").replace("0e+00", "0")
+        fx.append(
+            dict(optimizer="AdaBelief", lib="optax", detail=tag,
+                 reference=f"optax.adabelief({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, "
+                           f"eps={eps!r}, eps_root={eps_root!r})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, eps_root=eps_root))
+        )  # fmt: skip
+    # Lion: no eps.
+    fx += [
+        dict(optimizer="Lion", lib="optax", detail="wd0",
+             reference="optax.lion(1e-3, b1=0.9, b2=0.99, weight_decay=0.0)",
+             minnet_kwargs=dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0)),
+        dict(optimizer="Lion", lib="optax", detail="wd0.1",
+             reference="optax.lion(3e-4, b1=0.8, b2=0.95, weight_decay=0.1)",
+             minnet_kwargs=dict(lr=3e-4, betas=(0.8, 0.95), weight_decay=0.1)),
+        dict(optimizer="Lion", lib="keras", detail="wd0",
+             reference="keras.optimizers.Lion(learning_rate=1e-3, beta_1=0.9, beta_2=0.99)",
+             minnet_kwargs=dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0)),
+        dict(optimizer="Lion", lib="keras", detail="wd0.1",
+             reference="keras.optimizers.Lion(learning_rate=3e-4, beta_1=0.8, beta_2=0.95, "
+                       "weight_decay=0.1)",
+             minnet_kwargs=dict(lr=3e-4, betas=(0.8, 0.95), weight_decay=0.1)),
+    ]  # fmt: skip
+    # Parameter groups: the second group overrides lr and eps.
+    groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
+    fx += [
+        torch_fx("Adam", "groups", dict(lr=1e-2, betas=b_small, eps=1e-8),
+                 minnet_extra=dict(eps_mode="outside"), groups=groups),
+        torch_fx("RMSprop", "groups", dict(lr=1e-3, alpha=0.99, eps=1e-8),
+                 minnet_extra=dict(eps_mode="outside"),
+                 groups=[groups[0], {"slice": [SPLIT, N_PARAMS], "lr": 3e-4, "eps": 1e-3}]),
+    ]  # fmt: skip
+    # Schedules.
+    fx += [
+        torch_fx("Adam", "steplr", dict(lr=2e-2, betas=b_small, eps=1e-8),
+                 minnet_extra=dict(eps_mode="outside"),
+                 scheduler={"name": "StepLR", "kwargs": {"step_size": 50, "gamma": 0.5}}),
+        torch_fx("Adam", "cosine", dict(lr=2e-2, betas=b_small, eps=1e-8),
+                 minnet_extra=dict(eps_mode="outside"),
+                 scheduler={"name": "CosineAnnealingLR",
+                            "kwargs": {"T_max": 120, "eta_min": 1e-4}}),
+    ]  # fmt: skip
+    # float32 recordings.
+    f32 = [
+        torch_fx("Adam", "f32", dict(lr=1e-2, betas=b_small, eps=1e-8),
+                 minnet_extra=dict(eps_mode="outside")),
+        torch_fx("RMSprop", "f32", dict(lr=1e-3, alpha=0.99, eps=1e-8, centered=True),
+                 minnet_extra=dict(eps_mode="outside")),
+        torch_fx("Adagrad", "f32", dict(lr=0.1, eps=1e-10, initial_accumulator_value=0.1),
+                 minnet_extra=dict(eps_mode="outside")),
+        torch_fx("SGD", "f32", dict(lr=0.01, momentum=0.9, nesterov=True)),
+    ]  # fmt: skip
+    for f in f32:
+        f["dtype"] = "float32"
+    fx += f32
+    for f in fx:
+        f.setdefault("dtype", "float64")
+        placement = f["minnet_kwargs"].get("eps_mode", "none")
+        f["name"] = f"family_{f['optimizer'].lower()}_{placement}_{f['lib']}_{f['detail']}"
+    names = [f["name"] for f in fx]
+    assert len(set(names)) == len(names), "duplicate fixture names"
+    return fx
+
+
+def rel_gap(ours: np.ndarray, ref: np.ndarray) -> float:
+    """max |ours - ref| / max |ref| (NaN counts as an infinite gap)."""
+    diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max()
+    return float("inf") if not np.isfinite(diff) else float(diff / np.abs(ref).max())
+
+
+def jsonable(kwargs: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
+def main() -> None:
+    """Record, verify and write every fixture."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent.parent / "tests" / "fixtures"
+    )
+    parser.add_argument("-k", default="", help="only fixtures whose name contains this")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    problem = make_problem()
+    np.savez_compressed(args.out / PROBLEM_FILE, **problem)
+    sha = problem_sha256(problem)
+    for fx in build_fixtures():
+        if args.k not in fx["name"]:
+            continue
+        traj = RECORDERS[fx["lib"]](fx, problem)
+        dtype = np.dtype(fx["dtype"])
+        assert traj.shape == (STEPS, N_PARAMS) and traj.dtype == dtype, (traj.shape, traj.dtype)
+        assert np.isfinite(traj).all(), f"{fx['name']}: non-finite parameters"
+        lr0 = fx["minnet_kwargs"]["lr"]
+        lrs = torch_lrs(fx.get("scheduler"), lr0) if fx["lib"] == "torch" else [lr0] * STEPS
+        tol = 1e-9 if dtype == np.float64 else 1e-4
+        ours = transcribe(fx, problem, fx["minnet_kwargs"], lrs)
+        gaps = [rel_gap(ours[k], traj[k]) for k in range(STEPS)]
+        assert max(gaps) <= tol, (
+            f"{fx['name']}: library differs from the NumPy transcription by {max(gaps):.3g} "
+            f"(first above tol at step {1 + next(i for i, x in enumerate(gaps) if x > tol)})"
+        )
+        line = f"{fx['name']}: transcription gap {max(gaps):.2g}"
+        # Not chaotic: a relative change of 1e-13 in w0 must stay below 1e-9 after 300 steps.
+        nudged = dict(problem, w0=problem["w0"] * (1 + 1e-13))
+        fx64 = dict(fx, dtype="float64")
+        base = transcribe(fx64, problem, fx["minnet_kwargs"], lrs)
+        amp = max(map(rel_gap, transcribe(fx64, nudged, fx["minnet_kwargs"], lrs), base)) / 1e-13
+        assert amp < 1e4, f"{fx['name']}: chaotic, a 1e-13 nudge of w0 grows {amp:.3g}x"
+        line += f"; sensitivity {amp:.2g}x"
+        if fx.get("note", "").startswith("optax keeps lr inside"):
+            alt = transcribe(fx, problem, fx["minnet_kwargs"], lrs, {"lr_in_buffer": True})
+            line += f"; lr-in-buffer form gap {rel_gap(alt[-1], traj[-1]):.2g}"
+        mode = fx["minnet_kwargs"].get("eps_mode")
+        default = DEFAULT_EPS_MODE.get(fx["optimizer"])
+        if mode is not None and mode != default:
+            kw = dict(fx["minnet_kwargs"], eps_mode=default)
+            with np.errstate(all="ignore"):
+                miss = rel_gap(transcribe(fx, problem, kw, lrs)[-1], traj[-1])
+            assert miss > 1e-2, f"{fx['name']}: default eps_mode only {miss:.3g} away"
+            line += f"; default placement misses by {miss:.3g}"
+        label, dist = LIBRARIES[fx["lib"]]
+        config = {
+            "name": fx["name"],
+            "optimizer": fx["optimizer"],
+            "minnet_kwargs": jsonable(fx["minnet_kwargs"]),
+            "library": label,
+            "library_version": importlib.metadata.version(dist),
+            "reference": fx["reference"],
+            "dtype": fx["dtype"],
+            "steps": STEPS,
+            "checkpoints": list(CHECKPOINTS),
+            "grad_scale": fx.get("grad_scale", 1.0),
+            "problem": PROBLEM_FILE,
+            "problem_sha256": sha,
+        }
+        for key in ("groups", "scheduler", "note"):
+            if fx.get(key):
+                config[key] = fx[key]
+        arrays = {
+            "config": np.array(json.dumps(config)),
+            "checkpoints": traj[[c - 1 for c in CHECKPOINTS]],
+            "norms": np.linalg.norm(traj.astype(np.float64), axis=1),
+        }
+        if fx.get("scheduler"):
+            arrays["lrs"] = np.array(lrs)
+        np.savez_compressed(args.out / f"{fx['name']}.npz", **arrays)
+        moved = np.abs(traj[-1] - problem["w0"]).max()
+        print(f"{line}; max |w - w0| = {moved:.3g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
