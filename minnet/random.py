@@ -16,16 +16,38 @@ generator (at the moment of drawing).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
-__all__ = ["default_generator", "manual_seed", "resolve_rng"]
+__all__ = ["default_generator", "manual_seed", "resolve_rng", "seeded_default_generator"]
 
 _default: np.random.Generator = np.random.default_rng()
+_local = threading.local()  # a per-thread override, set only by seeded_default_generator
 
 
 def default_generator() -> np.random.Generator:
     """The process-wide generator used when no ``rng`` is given (see :func:`manual_seed`)."""
-    return _default
+    override = getattr(_local, "generator", None)
+    return _default if override is None else override
+
+
+@contextmanager
+def seeded_default_generator(seed: int) -> Iterator[np.random.Generator]:
+    """Within the block, in this thread only, the default generator is
+    ``np.random.default_rng(seed)``; the one before comes back after it.
+
+    The epsilon lab trains each run under this, so that runs sharing a process on several
+    threads (a Dask worker) each draw from their own generator, seeded by their spec alone.
+    """
+    saved = getattr(_local, "generator", None)
+    _local.generator = np.random.default_rng(seed)
+    try:
+        yield _local.generator
+    finally:
+        _local.generator = saved
 
 
 def manual_seed(seed: int) -> np.random.Generator:
@@ -42,8 +64,12 @@ def manual_seed(seed: int) -> np.random.Generator:
         raise TypeError(f"manual_seed expected an int seed, got {seed!r}")
     if seed < 0:
         raise ValueError(f"manual_seed expected a seed >= 0, got {seed}")
-    _default = np.random.default_rng(int(seed))
-    return _default
+    gen = np.random.default_rng(int(seed))
+    if getattr(_local, "generator", None) is not None:
+        _local.generator = gen  # inside seeded_default_generator: this thread's generator
+    else:
+        _default = gen
+    return gen
 
 
 def resolve_rng(rng: np.random.Generator | int | None, where: str = "rng") -> np.random.Generator:
@@ -54,7 +80,7 @@ def resolve_rng(rng: np.random.Generator | int | None, where: str = "rng") -> np
     ``"DataLoader"``).
     """
     if rng is None:
-        return _default
+        return default_generator()
     if isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, bool) or not isinstance(rng, (int, np.integer)):
