@@ -10,7 +10,8 @@ generator (``minnet.random``).
 
 from minnet import data, nn, optim
 from minnet.checkpoint import CheckpointError, load, save
+from minnet.nn.grad_mode import no_grad
 from minnet.random import manual_seed
 
-__all__ = ["nn", "optim", "data", "manual_seed", "save", "load", "CheckpointError"]
+__all__ = ["nn", "optim", "data", "manual_seed", "save", "load", "CheckpointError", "no_grad"]
 __version__ = "0.1.0"

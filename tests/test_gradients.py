@@ -93,6 +93,7 @@ def test_backward_accumulates_parameter_grads() -> None:
     layer(x)
     layer.backward(g)
     once = layer.weight.grad.copy(), layer.bias.grad.copy()
+    layer(x)  # a second backward needs its own forward (the first backward freed the input)
     layer.backward(g)
     np.testing.assert_allclose(layer.weight.grad, 2 * once[0], rtol=1e-15)
     np.testing.assert_allclose(layer.bias.grad, 2 * once[1], rtol=1e-15)

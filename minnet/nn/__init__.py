@@ -1,0 +1,31 @@
+"""Layers and losses with hand-written forward and backward passes on NumPy arrays.
+
+Every module follows one contract (as micrograd's ``_backward`` closures, made explicit):
+
+* ``forward(x)`` (or ``module(x)``) returns a new ``np.ndarray`` and keeps what ``backward`` needs;
+* ``backward(grad_out)`` takes dLoss/d(output) and returns dLoss/d(input), and *adds* the
+  parameter gradients into each ``Parameter.grad`` (call ``zero_grad()`` between steps).
+
+Shapes follow PyTorch: ``Linear`` maps ``(N, in_features) -> (N, out_features)`` with a weight of
+shape ``(out_features, in_features)``. Inputs must be real floating-point arrays; a float array of
+another precision is cast to the layer's dtype (so float64 data can feed a float32 model).
+"""
+
+from minnet.nn.activation import ReLU
+from minnet.nn.container import Sequential
+from minnet.nn.grad_mode import is_grad_enabled, no_grad
+from minnet.nn.linear import Linear
+from minnet.nn.loss import MSELoss
+from minnet.nn.module import Module
+from minnet.nn.parameter import Parameter
+
+__all__ = [
+    "Parameter",
+    "Module",
+    "Linear",
+    "ReLU",
+    "Sequential",
+    "MSELoss",
+    "no_grad",
+    "is_grad_enabled",
+]

@@ -1,0 +1,73 @@
+"""``Sequential``: modules applied in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from minnet.nn.grad_mode import is_grad_enabled
+from minnet.nn.module import Module
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    Parameter names are ``"<index>.<name>"`` (``"0.weight"``), as in PyTorch.
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: argument {i} is {type(m).__name__}, not a Module")
+        super().__init__()
+        for i, m in enumerate(modules):
+            self.add_module(str(i), m)
+            m._where = f"layer {i} of Sequential"
+        self._layers: list[Module] = list(modules)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Apply each module in turn; the result is a new array.
+
+        Activations passed between the modules live in buffers that each module reuses from
+        call to call (no allocation in a steady training loop); only the last module's output,
+        which the caller keeps, is freshly allocated.
+        """
+        # Under no_grad every module returns a fresh array, so the buffers that a pending
+        # backward reads are left as they are.
+        last = len(self._layers) - 1 if is_grad_enabled() else 0
+        for i, m in enumerate(self._layers):
+            x = m._forward(x, i < last)
+        return x
+
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate through the modules in reverse; return dLoss/d(input).
+
+        ``input_grad=False`` skips the first module's input gradient and returns ``None``: for a
+        first ``Linear`` that saves one ``(N, out) x (out, in)`` matrix product, which PyTorch
+        also skips when the input does not require grad. Parameter gradients are the same.
+        """
+        modules = self._layers
+        for i in range(len(modules) - 1, -1, -1):
+            grad_out = modules[i]._backward(grad_out, i > 0, i > 0 or input_grad)
+        return grad_out if input_grad else None
+
+    def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
+        return self.forward(x)
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
+        return self.backward(grad_out, input_grad=input_grad)
+
+    def __getitem__(self, index: int) -> Module:
+        return self._layers[index]
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._layers)
+
+    def __repr__(self) -> str:
+        inner = "\n".join(f"  ({i}): {m!r}" for i, m in enumerate(self._layers))
+        return f"Sequential(\n{inner}\n)"

@@ -1,0 +1,164 @@
+"""``Linear``: the affine layer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+
+from minnet.nn._util import _as_float_array, _float_dtype
+from minnet.nn.module import Module
+from minnet.nn.parameter import Parameter, _accumulate_grad
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_bias_rows(out_t: np.ndarray, bias: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out_t[i, :] += bias[i]`` in place. NumPy's broadcast add stages the operands through a
+    fresh 8192-element buffer on every call; this loop allocates nothing and is faster."""
+    for i in range(out_t.shape[0]):
+        b = bias[i]
+        for j in range(out_t.shape[1]):
+            out_t[i, j] += b
+
+
+class Linear(Module):
+    """Affine layer ``y = x @ W.T + b``.
+
+    Args:
+        in_features: size of each input row.
+        out_features: size of each output row.
+        bias: learn an additive bias. Default ``True``.
+        dtype: ``np.float32`` (default) or ``np.float64``.
+        rng: ``np.random.Generator`` or int seed for the initial values; ``None`` draws fresh
+            entropy.
+
+    Weight ``(out_features, in_features)`` and bias ``(out_features,)`` both start
+    ``U(-1/sqrt(in_features), 1/sqrt(in_features))``, PyTorch's distribution.
+
+    Backward, for ``G = dLoss/dy`` of shape ``(N, out)``: ``dW += G.T @ x``, ``db += G.sum(0)``,
+    ``dx = G @ W``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float32,
+        rng: np.random.Generator | int | None = None,
+    ) -> None:
+        for arg, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Linear: {arg} must be a positive int, got {value!r}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"Linear: bias must be a bool, got {bias!r}")
+        super().__init__()
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.dtype = _float_dtype(dtype, "Linear")
+        if not (rng is None or isinstance(rng, np.random.Generator)) and (
+            isinstance(rng, bool) or not isinstance(rng, (int, np.integer))
+        ):
+            raise TypeError(
+                f"Linear: rng must be a numpy Generator, an int seed or None, got {rng!r}"
+            )
+        gen = np.random.default_rng(rng)
+        bound = 1.0 / math.sqrt(self.in_features)
+        shape = (self.out_features, self.in_features)
+        self.weight = Parameter(gen.uniform(-bound, bound, shape).astype(self.dtype), "weight")
+        self.bias = (
+            Parameter(gen.uniform(-bound, bound, self.out_features).astype(self.dtype), "bias")
+            if bias
+            else None
+        )
+        self._x: np.ndarray | None = None
+        # Buffers reused from step to step (see "Performance" in the README): the output kept as
+        # (out_features, N), the weight-gradient product, and the input gradient.
+        self._out_t: np.ndarray | None = None
+        self._dw: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+
+    def _reset(self) -> None:
+        self._x = self._out_t = self._dw = self._dx = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``; a new array.
+
+        Only 2-D input: PyTorch also maps ``(*, in_features)`` over leading dimensions, minnet
+        asks for ``Flatten()`` first (images) or a reshape to ``(N, in_features)``.
+        """
+        return self._forward(x, False)
+
+    def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
+        x = _as_float_array(x, self._label(), "input", self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.in_features or x.shape[0] == 0:
+            raise ValueError(
+                f"{self._label()}: expected input of shape (N, {self.in_features}) with N >= 1 "
+                f"(in_features={self.in_features}), got shape {x.shape}"
+            )
+        keep = self._keep()
+        if keep:
+            self._x = x
+        else:
+            internal = False  # under no_grad: touch no buffer a pending backward reads
+        # Computed as (W @ x.T).T: one BLAS call on transposed views (no copies); OpenBLAS runs
+        # this orientation faster than x @ W.T when in_features is the long dimension.
+        n = x.shape[0]
+        if internal:
+            out_t = self._out_t
+            if out_t is None or out_t.shape[1] != n:
+                out_t = self._out_t = np.empty((self.out_features, n), self.dtype)
+        else:
+            out_t = np.empty((self.out_features, n), self.dtype)
+        np.matmul(self.weight.data, x.T, out=out_t)
+        if self.bias is not None:
+            _add_bias_rows(out_t, self.bias.data)
+        # Inside a Sequential the (N, out) view goes to the next module; a caller gets its own
+        # C-contiguous array, so a kept y_pred is never overwritten by the next forward.
+        return out_t.T if internal else np.ascontiguousarray(out_t.T)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Add ``G.T @ x`` to ``weight.grad``, ``G.sum(0)`` to ``bias.grad``; return ``G @ W``."""
+        return self._backward(grad_out, False, True)
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
+        x = self._x
+        if x is None:
+            raise self._nothing_saved()
+        grad_out = _as_float_array(grad_out, self._label(), "grad_out", self.dtype)
+        expected = (x.shape[0], self.out_features)
+        if grad_out.shape != expected:
+            raise ValueError(
+                f"{self._label()}: grad_out must have the output's shape {expected}, "
+                f"got {grad_out.shape}"
+            )
+        self._x = None
+        self._freed = True
+        weight = self.weight
+        label = self._label()
+        if weight.requires_grad:
+            dw = self._dw
+            if dw is None or dw.shape != weight.data.shape:
+                dw = self._dw = np.empty(weight.data.shape, self.dtype)
+            np.matmul(grad_out.T, x, out=dw)
+            _accumulate_grad(weight, dw, label)
+        if self.bias is not None and self.bias.requires_grad:
+            _accumulate_grad(self.bias, grad_out.sum(axis=0), label)
+        if not input_grad:
+            return None
+        if not internal:
+            return grad_out @ weight.data
+        dx = self._dx
+        if dx is None or dx.shape[0] != grad_out.shape[0]:
+            dx = self._dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
+        np.matmul(grad_out, weight.data, out=dx)
+        return dx
+
+    def __repr__(self) -> str:
+        return (
+            f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, dtype={self.dtype})"
+        )

@@ -1,0 +1,369 @@
+"""``Module``: the base class of every layer, with PyTorch's attribute registration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from minnet.nn._util import _asarray, _float_dtype
+from minnet.nn.grad_mode import is_grad_enabled
+from minnet.nn.parameter import Parameter
+
+
+class _IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` returns, as PyTorch's ``_IncompatibleKeys``."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _registry(module: Module, kind: str) -> dict[str, Any]:
+    """``module._parameters`` or ``module._modules``, created if ``__init__`` never ran."""
+    d = module.__dict__.get(kind)
+    if d is None:
+        d = {}
+        object.__setattr__(module, kind, d)
+    return d
+
+
+class Module:
+    """Base class of layers and models, as ``torch.nn.Module`` without autograd.
+
+    A subclass defines ``forward(x)`` (keeping what its backward needs) and ``backward(grad_out)``
+    (returning dLoss/d(input) and *adding* into its parameters' ``.grad``). Assigning a
+    :class:`Parameter` or a ``Module`` to an attribute registers it, as in PyTorch::
+
+        class Net(minnet.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = minnet.nn.Linear(64, 128)
+                self.act = minnet.nn.Tanh()
+                self.fc2 = minnet.nn.Linear(128, 10)
+
+            def forward(self, x):
+                return self.fc2(self.act(self.fc1(x)))
+
+            def backward(self, grad):
+                return self.fc1.backward(self.act.backward(self.fc2.backward(grad)))
+
+    so ``parameters()``, ``named_parameters()`` (``"fc1.weight"``, ...), ``modules()``,
+    ``children()``, ``state_dict()``, ``load_state_dict()``, ``train()``/``eval()``,
+    ``requires_grad_()``, ``float()``/``double()`` and ``zero_grad()`` see them. Each registered
+    parameter's ``name`` is kept equal to its dotted ``state_dict`` key.
+
+    Saved state, for every built-in layer: ``forward`` outside :class:`~minnet.no_grad` replaces
+    what the previous forward kept, so ``backward`` always differentiates the *latest* forward
+    pass (run evaluation forwards under ``no_grad`` so they keep nothing); ``backward`` frees it,
+    so a second ``backward`` for the same forward raises ``RuntimeError`` ("Trying to backward
+    through the graph a second time").
+    """
+
+    #: Where this module sits, for error messages ("layer 0 of Sequential", "fc1 of Net").
+    _where: str = ""
+    #: Training mode (``True``) or evaluation mode; :meth:`train` / :meth:`eval` set it.
+    training: bool = True
+    #: Set by a backward that used (and freed) the values a forward kept.
+    _freed: bool = False
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, (Parameter, Module)):
+            self._register(name, value)
+        elif name[0] != "_":
+            params = self.__dict__.get("_parameters")
+            modules = self.__dict__.get("_modules")
+            if params and name in params:
+                if value is not None:
+                    raise TypeError(
+                        f"cannot assign '{type(value).__name__}' as parameter '{name}' "
+                        "(minnet.nn.Parameter or None expected)"
+                    )
+                params[name] = None
+            elif modules and name in modules:
+                if value is not None:
+                    raise TypeError(
+                        f"cannot assign '{type(value).__name__}' as child module '{name}' "
+                        "(minnet.nn.Module or None expected)"
+                    )
+                modules[name] = None
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        for kind in ("_parameters", "_modules"):
+            d = self.__dict__.get(kind)
+            if d and name in d:
+                del d[name]
+        object.__delattr__(self, name)
+
+    def _register(self, name: str, value: Parameter | Module) -> None:
+        params = _registry(self, "_parameters")
+        modules = _registry(self, "_modules")
+        params.pop(name, None)
+        modules.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        else:
+            modules[name] = value
+            value._where = f"{name} of {type(self).__name__}"
+        for full, p in self.named_parameters():
+            p.name = full
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Register ``param`` (or ``None``) under ``name``, as ``setattr`` does."""
+        if param is None:
+            _registry(self, "_parameters")[name] = None
+            object.__setattr__(self, name, None)
+        else:
+            self._register(name, param)
+            object.__setattr__(self, name, param)
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Register the child ``module`` (or ``None``) under ``name``, as ``setattr`` does."""
+        if module is None:
+            _registry(self, "_modules")[name] = None
+            object.__setattr__(self, name, None)
+        else:
+            self._register(name, module)
+            object.__setattr__(self, name, module)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Compute the output for input ``x``, keeping what :meth:`backward` needs."""
+        raise NotImplementedError(f"{type(self).__name__} defines no forward()")
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Return dLoss/d(input) for dLoss/d(output) ``grad_out``; add into parameter grads."""
+        raise NotImplementedError(f"{type(self).__name__} defines no backward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # Sequential calls these two. ``internal=True`` means the result goes only to the neighbouring
+    # module of the same Sequential, so it may live in a buffer that the next call overwrites;
+    # ``input_grad=False`` means dLoss/d(input) is not wanted. Subclasses may ignore both.
+    def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
+        return self.forward(x)
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
+        return self.backward(grad_out)
+
+    def _label(self) -> str:
+        name = type(self).__name__
+        return f"{name} ({self._where})" if self._where else name
+
+    def _keep(self) -> bool:
+        """Whether this forward keeps values for backward (outside ``no_grad``)."""
+        if is_grad_enabled():
+            self._freed = False
+            return True
+        return False
+
+    def _nothing_saved(self) -> Exception:
+        """The error for a backward with no kept forward values: a second backward, or none."""
+        if self._freed:
+            return RuntimeError(
+                f"{self._label()}: Trying to backward through the graph a second time: the "
+                "values kept by its forward were freed by the previous backward; run forward "
+                "again before calling backward again"
+            )
+        return ValueError(
+            f"{self._label()}: backward called before forward (or its forward ran under "
+            "no_grad(), which keeps nothing for backward)"
+        )
+
+    def _reset(self) -> None:
+        """Drop kept forward values and reusable buffers (after a dtype change)."""
+
+    # ----------------------------------------------------------------------------- traversal
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, child)`` for the directly registered sub-modules."""
+        for name, m in _registry(self, "_modules").items():
+            if m is not None:
+                yield name, m
+
+    def children(self) -> Iterator[Module]:
+        """Yield the directly registered sub-modules."""
+        for _, m in self.named_children():
+            yield m
+
+    def named_modules(
+        self, memo: set[int] | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
+        """Yield ``(dotted name, module)`` for this module (name ``prefix``) and every
+        descendant, depth first in registration order; a module reachable twice comes once."""
+        if memo is None:
+            memo = set()
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
+        yield prefix, self
+        for name, m in self.named_children():
+            child_prefix = f"{prefix}.{name}" if prefix else name
+            yield from m.named_modules(memo, child_prefix, remove_duplicate)
+
+    def modules(self) -> Iterator[Module]:
+        """Yield this module and every descendant (see :meth:`named_modules`)."""
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
+        """Yield ``(name, parameter)``, names as in :meth:`state_dict` (``"fc1.weight"``): each
+        module's own parameters in registration order, then its children's; a shared parameter
+        comes once."""
+        seen: set[int] = set()
+        mods = self.named_modules(prefix=prefix) if recurse else iter([(prefix, self)])
+        for mod_prefix, m in mods:
+            for name, p in _registry(m, "_parameters").items():
+                if p is None or (remove_duplicate and id(p) in seen):
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
+
+    def parameters(self, recurse: bool = True) -> list[Parameter]:
+        """All parameters, in ``state_dict`` order (a list; PyTorch returns an iterator).
+
+        Frozen parameters (``requires_grad=False``) are included, as in PyTorch.
+        """
+        return [p for _, p in self.named_parameters(recurse=recurse)]
+
+    def zero_grad(self) -> None:
+        """Fill every parameter gradient with zeros (in place, so an optimizer's flat buffers
+        stay shared; PyTorch's default sets them to ``None`` instead)."""
+        for p in self.parameters():
+            if p.grad is not None:
+                p.grad.fill(0)
+
+    # ---------------------------------------------------------------------------- modes
+
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode (``mode=True``) or evaluation mode on this module and every
+        descendant; returns ``self``. Only ``Dropout`` behaves differently in the two modes."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError("training mode is expected to be boolean")
+        for m in self.modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self) -> Module:
+        """``train(False)``: evaluation mode (``Dropout`` passes its input through)."""
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Set ``requires_grad`` on every parameter; returns ``self``.
+
+        Frozen parameters (``False``) receive no gradient in backward (their ``.grad`` is left
+        as it is) and the optimizer skips them; ``parameters()`` still lists them.
+        """
+        if not isinstance(requires_grad, (bool, np.bool_)):
+            raise TypeError(f"requires_grad_ expects a bool, got {requires_grad!r}")
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
+
+    def _cast(self, dtype: Any) -> Module:
+        dt = _float_dtype(dtype, type(self).__name__)
+        for m in self.modules():
+            changed = False
+            for p in _registry(m, "_parameters").values():
+                if p is not None and p.data.dtype != dt:
+                    p.data = p.data.astype(dt)
+                    p.grad = None if p.grad is None else p.grad.astype(dt)
+                    changed = True
+            if "dtype" in m.__dict__ and m.__dict__["dtype"] != dt:
+                m.dtype = dt
+                changed = True
+            if changed:
+                m._reset()
+        return self
+
+    def float(self) -> Module:
+        """Cast every parameter (and gradient) to float32; returns ``self``.
+
+        A parameter that changes dtype gets a new array, so an optimizer built before holds the
+        old ones: create the optimizer after ``float()``/``double()``. Already-float32 modules
+        are left untouched.
+        """
+        return self._cast(np.float32)
+
+    def double(self) -> Module:
+        """Cast every parameter (and gradient) to float64; returns ``self`` (see :meth:`float`)."""
+        return self._cast(np.float64)
+
+    # ------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``{name: copy of values}``, names as PyTorch's: ``"0.weight"``, ``"fc1.bias"``, ..."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def extra_repr(self) -> str:
+        """The text inside this module's parentheses in ``repr`` (empty by default)."""
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  {extra}"] if (extra := self.extra_repr()) else []
+        lines += [f"  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in children]
+        body = "\n".join(lines)
+        return f"{type(self).__name__}(\n{body}\n)"
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> _IncompatibleKeys:
+        """Copy values in, cast to each parameter's dtype; return ``(missing_keys,
+        unexpected_keys)`` as a named tuple, as PyTorch does.
+
+        Every key and shape is checked first; on any wrong shape or value, and with
+        ``strict=True`` (the default) on any missing or unexpected key, a ``ValueError`` lists
+        them all and no parameter is changed. With ``strict=False`` missing and unexpected keys
+        are only reported in the returned tuple; the matching parameters are loaded.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"load_state_dict expects a dict, got {type(state_dict).__name__}")
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in params]
+        errors = []
+        if strict and missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing))
+        if strict and unexpected:
+            errors.append(
+                "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected)
+            )
+        arrays = {}
+        for name, p in params.items():
+            if name not in state_dict:
+                continue
+            value = state_dict[name]
+            try:
+                arr = _asarray(value, name, "value")
+            except (ValueError, TypeError) as exc:
+                errors.append(str(exc))
+                continue
+            if arr.dtype.kind not in "fiu":
+                errors.append(
+                    f"{name}: dtype {arr.dtype} cannot be loaded into a {p.dtype} parameter"
+                )
+            elif arr.shape != p.data.shape:
+                errors.append(
+                    f"size mismatch for {name}: copying a param with shape {arr.shape} from "
+                    f"checkpoint, the shape in current model is {p.data.shape}"
+                )
+            else:
+                arrays[name] = arr
+        if errors:
+            raise ValueError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                + "\n\t".join(errors)
+            )
+        for name, arr in arrays.items():
+            params[name].data[...] = arr
+        return _IncompatibleKeys(missing, unexpected)

@@ -1,0 +1,72 @@
+"""``Parameter``: a trainable array and its gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minnet.nn._util import _FLOAT_DTYPES, _asarray
+
+
+class Parameter:
+    """A trainable array: ``.data`` (the values) and ``.grad`` (same shape and dtype).
+
+    ``name`` is the parameter's key in its model's ``state_dict()`` (``"0.weight"``,
+    ``"fc1.bias"``), set when a module registers it; error messages use it. ``data`` must be a
+    float32 or float64 array (``TypeError`` otherwise).
+
+    ``requires_grad`` (default ``True``, as PyTorch's): when ``False`` (``module.requires_grad_(
+    False)``), backward adds nothing into ``grad`` and the optimizer leaves the parameter alone.
+    """
+
+    __slots__ = ("data", "grad", "name", "requires_grad")
+
+    def __init__(self, data: np.ndarray, name: str = "") -> None:
+        where = f"Parameter {name!r}" if name else "Parameter"
+        arr = _asarray(data, where, "data")
+        if arr.dtype not in _FLOAT_DTYPES:
+            raise TypeError(
+                f"{where}: data has dtype {arr.dtype}; parameters must be float32 or float64 "
+                "arrays (cast with .astype)"
+            )
+        self.data: np.ndarray = np.ascontiguousarray(arr)
+        self.grad: np.ndarray = np.zeros_like(self.data)
+        self.name = name
+        self.requires_grad: bool = True
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of ``data``."""
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype of ``data``."""
+        return self.data.dtype
+
+    def __repr__(self) -> str:
+        return f"Parameter(name={self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _accumulate_grad(p: Parameter, g: np.ndarray, where: str) -> None:
+    """``p.grad += g`` in place, unless ``p.requires_grad`` is ``False``.
+
+    A ``grad`` set to ``None`` (PyTorch's cleared state) starts from ``g``; a ``grad`` that is no
+    longer an array of ``data``'s shape and dtype raises ``ValueError`` naming the parameter.
+    """
+    if not p.requires_grad:
+        return
+    grad = p.grad
+    if grad is None:
+        p.grad = np.array(g, dtype=p.data.dtype, order="C")
+        return
+    if not isinstance(grad, np.ndarray) or grad.shape != p.data.shape or grad.dtype != p.data.dtype:
+        got = (
+            f"shape {grad.shape}, dtype {grad.dtype}"
+            if isinstance(grad, np.ndarray)
+            else type(grad).__name__
+        )
+        raise ValueError(
+            f"{where}: parameter {p.name!r} has a .grad that was replaced by {got}; it must be "
+            f"an array of the parameter's shape {p.data.shape} and dtype {p.data.dtype} (or None)"
+        )
+    np.add(grad, g, out=grad)
