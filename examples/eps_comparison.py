@@ -9,7 +9,9 @@ Four sweeps of the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, lr 1e-4,
    (raw, corrected, paper; eps outside), 1 seed, 500 steps (63 runs): the variants figure;
 3. the zero-features scenario (100 features zero) and
 4. the dead-units scenario (10 hidden units dead) with eps = 0 and 1e-8 (outside) and atan2,
-   300 steps: the NaN-at-step-1 figures.
+   300 steps: the NaN-at-step-1 figures;
+5. the digits classifier (``minnet.lab.digits``; needs scikit-learn) with eps = 0 and 1e-8,
+   Adam, 10 epochs: loss, NaN parameters and test accuracy (``scenario_digits.png``).
 
 The PNG files go to ``--out`` (default ``plots/``); the sweeps' CSV files go to ``--data`` (default
 ``runs/eps_comparison/``), where ``minnet plot DIR`` can redraw them. Every sweep runs on
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
         result = run_sweep(scenario.replace("=", ""), specs)
         png = "scenario_" + scenario.replace("=", "") + ".png"
         written.append(plot_scenario(result, args.out / png, scenario))
+
+    specs = grid([0.0, 1e-8], amsgrad=[False], seeds=[0], scenarios=["digits"])
+    result = run_sweep("digits", specs)
+    written.append(plot_scenario(result, args.out / "scenario_digits.png", "digits"))
 
     paths = [p for p in written if p is not None]
     for p in paths:

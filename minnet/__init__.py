@@ -3,12 +3,15 @@
 ``minnet.nn`` has the layers and losses (hand-written forward and backward passes), and
 ``minnet.optim`` the Adam/AMSGrad optimizer built on one fused Numba kernel; ``minnet.save`` and
 ``minnet.load`` write and read checkpoints atomically and safely (``minnet.checkpoint``).
+``minnet.data`` has ``TensorDataset`` and ``DataLoader``; ``minnet.manual_seed`` seeds the default
+generator (``minnet.random``).
 ``minnet.lab`` is the epsilon lab (scenarios, sweeps, plots), also run as ``minnet sweep``.
 """
 
-from minnet import nn, optim
+from minnet import data, nn, optim
 from minnet.checkpoint import CheckpointError, load, save
 from minnet.nn.grad_mode import no_grad
+from minnet.random import manual_seed
 
-__all__ = ["nn", "optim", "save", "load", "CheckpointError", "no_grad"]
+__all__ = ["nn", "optim", "data", "manual_seed", "save", "load", "CheckpointError", "no_grad"]
 __version__ = "0.1.0"

@@ -2,6 +2,9 @@
 
 * :mod:`minnet.lab.scenarios` builds the training problems (the seed problem, and variants with
   input features that are always zero or hidden units that start dead);
+* :mod:`minnet.lab.problem` wraps a problem of your own (a model factory, data, a loss and a
+  metric) as a :class:`Problem` that sweeps like a scenario; :mod:`minnet.lab.digits` is the
+  built-in ``digits`` classifier;
 * :mod:`minnet.lab.runner` trains one run per (eps, variant, seed, scenario) on local processes or a
   Dask cluster and returns a tidy :class:`~minnet.lab.runner.Table` (one row per run and step);
 * :mod:`minnet.lab.plots` draws the figures from that table (also from its CSV).
@@ -9,11 +12,14 @@
 The command line front end is ``minnet sweep`` / ``minnet plot`` (:mod:`minnet.cli`).
 """
 
+from minnet.lab.problem import Problem, accuracy
 from minnet.lab.runner import RunSpec, SweepResult, Table, grid, run, sweep
-from minnet.lab.scenarios import Problem, Scenario, make_problem
+from minnet.lab.scenarios import Scenario, SeedProblem, make_problem
 
 __all__ = [
     "Problem",
+    "SeedProblem",
+    "accuracy",
     "RunSpec",
     "Scenario",
     "SweepResult",

@@ -380,7 +380,8 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
 
 def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path | None:
     """Figure 5: one scenario's loss and count of NaN/inf parameters for eps = 0 and the smallest
-    eps > 0 (eps placement ``outside``), plus ``atan2`` if swept."""
+    eps > 0 (eps placement ``outside``), plus ``atan2`` if swept; with a third panel for the
+    metric when the scenario is a Problem that records one (e.g. digits' test accuracy)."""
     runs = _Runs(result)
     sub = runs.select(scenario=scenario)
     if not len(sub):
@@ -399,8 +400,10 @@ def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path 
         picks.append(atan.rows()[0])
     if not picks:
         return None
-    fig = Figure(figsize=(12.0, 4.8), layout="constrained")
-    ax_loss, ax_bad = fig.subplots(1, 2)
+    has_metric = any(np.isfinite(runs.steps(r["run"], "metric")[1]).any() for r in picks)
+    fig = Figure(figsize=(18.0 if has_metric else 12.0, 4.8), layout="constrained")
+    axes = fig.subplots(1, 3 if has_metric else 2)
+    ax_loss, ax_bad = axes[0], axes[1]
     styles = ["-", "--", ":"]
     colors = ["#d62728", "#1f77b4", "#2ca02c"]
     n_params = 0
@@ -431,9 +434,22 @@ def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path 
                             xytext=(12, -14), textcoords="offset points", fontsize=8,
                             color=color)  # fmt: skip
         n_params = max(n_params, int(bad.max()))
+        if has_metric:
+            _, metric = runs.steps(row["run"], "metric")
+            seen = ~np.isnan(metric)
+            axes[2].plot(steps[seen], metric[seen], ls, marker="o", ms=4, color=color, lw=1.8,
+                         label=label.split(":")[0])  # fmt: skip
+    if has_metric:
+        axes[2].set_xlabel("optimizer step")
+        axes[2].set_ylabel("metric on the evaluation data (end of each epoch)")
+        axes[2].set_ylim(-0.03, 1.03)
+        axes[2].set_title("Metric (accuracy: chance is about 0.1 for 10 classes)")
+        axes[2].legend(fontsize=8)
+        axes[2].grid(True, alpha=0.3)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("optimizer step")
-    ax_loss.set_ylabel("training loss (MSE, sum over batch)")
+    builtin = scenario == "seed" or scenario.startswith(("zero_features", "dead_units"))
+    ax_loss.set_ylabel("training loss (MSE, sum over batch)" if builtin else "training loss")
     ax_loss.set_title("Loss (a NaN loss cannot be drawn: the curve stops, X = last value)")
     ax_loss.legend(fontsize=8)
     ax_loss.grid(True, alpha=0.3)

@@ -15,6 +15,12 @@ for every optimizer step ``t = 1..steps``, one row of :data:`RUN_COLUMNS`:
 * ``eps_dominated``, ``nonfinite``, ``update_rms``: ``optimizer.stats`` right after step ``t``
   (fraction of coordinates whose eps term is at least the second-moment term it is added to,
   number of parameters that are NaN/inf, RMS of the applied update).
+* ``metric``: a :class:`~minnet.lab.problem.Problem`'s metric on its evaluation data after step
+  ``t``, where it was evaluated (the end of every epoch); NaN elsewhere and for the built-in
+  scenarios.
+
+Problems of your own (:class:`~minnet.lab.problem.Problem`: a model factory, data, a loss and a
+metric) go into :func:`grid` as scenarios and are swept the same way.
 
 At the end of each run the per-parameter step multiplier (see :func:`step_multiplier`) is
 histogrammed into :data:`MULTIPLIER_COLUMNS` rows. Runs that diverge (NaN or inf) are recorded
@@ -46,6 +52,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from minnet.lab.problem import Problem, train_problem
 from minnet.lab.scenarios import Scenario, make_problem
 from minnet.optim import Adam, validate_adam_hyperparameters
 
@@ -85,6 +92,7 @@ RUN_COLUMNS: dict[str, type] = {
     "eps_dominated": float,
     "nonfinite": int,
     "update_rms": float,
+    "metric": float,
 }
 #: Columns of ``multipliers.csv``: per run, how many parameters have
 #: ``log10(multiplier)`` in ``[log10_lo, log10_hi)``. Infinite multipliers are counted in a row
@@ -101,7 +109,7 @@ _N_BINS = len(MULTIPLIER_EDGES) - 1  # finite-value bins; then one for +inf and 
 
 # Columns that describe the run (the same on each of its rows), in RUN_COLUMNS order.
 _RUN_KEYS = ("run", "scenario", "eps", "eps_mode", "amsgrad", "amsgrad_max", "seed", "dtype", "lr")
-_STEP_KEYS = ("step", "loss", "eps_dominated", "nonfinite", "update_rms")
+_STEP_KEYS = ("step", "loss", "eps_dominated", "nonfinite", "update_rms", "metric")
 _NUMPY_TYPES: dict[type, Any] = {int: np.int64, float: np.float64, bool: np.bool_, str: np.str_}
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -120,10 +128,14 @@ class RunSpec:
         amsgrad_max: which max (``minnet.optim.AMSGRAD_MAX_MODES``); not ``"raw"`` only with
             ``amsgrad=True``.
         seed: seed of the data and the initial weights.
-        scenario: a :class:`~minnet.lab.scenarios.Scenario` or its name (``"zero_features=100"``).
-        dtype: ``"float32"`` or ``"float64"``.
-        steps: optimizer steps, ``>= 1``.
-        lr: learning rate (the seed problem's ``1e-4`` by default).
+        scenario: a :class:`~minnet.lab.scenarios.Scenario` or its name (``"zero_features=100"``),
+            a :class:`~minnet.lab.problem.Problem` of your own, or a built-in problem's name
+            (``"digits"``, :data:`minnet.lab.digits.PROBLEMS`).
+        dtype: ``"float32"`` or ``"float64"`` (the seed problem's; a Problem's model decides its
+            own).
+        steps: optimizer steps, ``>= 1``. Default (``None``): 500 for a Scenario; a Problem's
+            ``epochs`` full passes over its data.
+        lr: learning rate. Default (``None``): the seed problem's ``1e-4``, a Problem's ``lr``.
         betas: Adam's ``(beta1, beta2)``.
     """
 
@@ -132,19 +144,25 @@ class RunSpec:
     amsgrad: bool = False
     amsgrad_max: str = "raw"
     seed: int = 0
-    scenario: Scenario | str = "seed"
+    scenario: Scenario | Problem | str = "seed"
     dtype: str = "float32"
-    steps: int = 500
-    lr: float = 1e-4
+    steps: int | None = None
+    lr: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
 
     def __post_init__(self) -> None:
         scenario = self.scenario
         if isinstance(scenario, str):
-            scenario = Scenario.parse(scenario)
-        elif not isinstance(scenario, Scenario):
-            raise TypeError(f"scenario must be a Scenario or its name, got {scenario!r}")
+            from minnet.lab.digits import PROBLEMS
+
+            scenario = PROBLEMS[scenario]() if scenario in PROBLEMS else Scenario.parse(scenario)
+        elif not isinstance(scenario, (Scenario, Problem)):
+            raise TypeError(f"scenario must be a Scenario, a Problem or a name, got {scenario!r}")
         object.__setattr__(self, "scenario", scenario)
+        if self.lr is None:
+            object.__setattr__(self, "lr", scenario.lr if isinstance(scenario, Problem) else 1e-4)
+        if self.steps is None and isinstance(scenario, Scenario):
+            object.__setattr__(self, "steps", 500)
         eps = self.eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
             raise TypeError(f"eps must be a real number, got {eps!r}")
@@ -159,9 +177,11 @@ class RunSpec:
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)):
+        if self.steps is None:
+            pass  # a Problem's epochs
+        elif isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)):
             raise TypeError(f"steps must be an int, got {self.steps!r}")
-        if self.steps < 1:
+        elif self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
@@ -186,7 +206,8 @@ class RunSpec:
 
 @dataclass
 class RunResult:
-    """What one run recorded: per-step arrays of length ``spec.steps`` and the final histogram."""
+    """What one run recorded: per-step arrays (one entry per optimizer step) and the final
+    histogram. ``metric`` is NaN except where a Problem's metric was evaluated."""
 
     spec: RunSpec
     loss: np.ndarray
@@ -194,6 +215,7 @@ class RunResult:
     nonfinite: np.ndarray
     update_rms: np.ndarray
     multiplier_counts: np.ndarray  # _N_BINS finite bins, then +inf, then NaN
+    metric: np.ndarray | None = None  # None: NaN at every step
 
 
 def step_multiplier(optimizer: Adam) -> np.ndarray:
@@ -292,6 +314,8 @@ def _one_blas_thread() -> Iterator[None]:
 
 def run(spec: RunSpec) -> RunResult:
     """Train one run (BLAS limited to one thread; NaN/inf arithmetic is silent) and record it."""
+    if isinstance(spec.scenario, Problem):
+        return _run_problem(spec)
     with _one_blas_thread(), np.errstate(all="ignore"):
         problem = make_problem(spec.scenario, seed=spec.seed, dtype=spec.dtype)
         model, x, y, loss_fn = problem.model, problem.x, problem.y, problem.loss_fn
@@ -314,6 +338,21 @@ def run(spec: RunSpec) -> RunResult:
     return RunResult(spec, loss, dominated, nonfinite, rms, counts)
 
 
+def _run_problem(spec: RunSpec) -> RunResult:
+    knobs = {"betas": spec.betas, "amsgrad": spec.amsgrad, "eps_mode": spec.eps_mode,
+             "amsgrad_max": spec.amsgrad_max}  # fmt: skip
+    with _one_blas_thread(), np.errstate(all="ignore"):
+        rec = train_problem(spec.scenario, seed=spec.seed, lr=spec.lr, eps=spec.eps,
+                            knobs=knobs, steps=spec.steps)  # fmt: skip
+        optimizer = rec["optimizer"]
+        if isinstance(optimizer, Adam):
+            counts = _histogram(step_multiplier(optimizer))
+        else:  # the multiplier is Adam's: other optimizers record no histogram
+            counts = np.zeros(_N_BINS + 2, dtype=np.int64)
+    return RunResult(spec, rec["loss"], rec["eps_dominated"], rec["nonfinite"],
+                     rec["update_rms"], counts, rec["metric"])  # fmt: skip
+
+
 def _run_chunk(chunk: list[tuple[int, RunSpec]]) -> list[tuple[int, RunResult]]:
     return [(i, run(spec)) for i, spec in chunk]
 
@@ -325,12 +364,16 @@ def grid(
     amsgrad: Iterable[bool] = (False, True),
     amsgrad_max: Iterable[str] = ("raw",),
     seeds: Iterable[int] = (0, 1, 2),
-    scenarios: Iterable[Scenario | str] = ("seed",),
+    scenarios: Iterable[Scenario | Problem | str] = ("seed",),
     dtype: str = "float32",
-    steps: int = 500,
-    lr: float = 1e-4,
+    steps: int | None = None,
+    lr: float | None = None,
 ) -> list[RunSpec]:
     """Every combination of the arguments, as :class:`RunSpec` objects in a fixed order.
+
+    ``scenarios`` takes built-in scenarios (by name or :class:`Scenario`) and problems of your
+    own (:class:`~minnet.lab.problem.Problem`). ``steps`` and ``lr`` default to each scenario's
+    own (500 steps at lr 1e-4 for the seed problem; a Problem's ``epochs`` and ``lr``).
 
     Order (outermost first): scenario, eps_mode, amsgrad, amsgrad_max, eps, seed. ``amsgrad_max``
     only applies with ``amsgrad=True``; runs without AMSGrad get ``"raw"`` once. The defaults are
@@ -491,7 +534,7 @@ def _build_tables(results: list[RunResult]) -> tuple[Table, Table]:
                   s.dtype, s.lr)  # fmt: skip
         for key, value in zip(_RUN_KEYS, values):
             per_run[key].append(value)
-        steps.append(s.steps)
+        steps.append(len(r.loss))
     reps = np.array(steps, dtype=np.int64)
     cols: dict[str, np.ndarray] = {}
     for key in _RUN_KEYS:
@@ -506,6 +549,10 @@ def _build_tables(results: list[RunResult]) -> tuple[Table, Table]:
     cols["eps_dominated"] = cat([r.eps_dominated for r in results], np.float64)
     cols["nonfinite"] = cat([r.nonfinite for r in results], np.int64)
     cols["update_rms"] = cat([r.update_rms for r in results], np.float64)
+    cols["metric"] = cat(
+        [np.full(len(r.loss), np.nan) if r.metric is None else r.metric for r in results],
+        np.float64,
+    )
     runs_table = Table(cols, RUN_COLUMNS)
 
     lo = np.concatenate((MULTIPLIER_EDGES[:-1], [np.inf, np.nan]))
@@ -539,6 +586,7 @@ class SweepResult:
 
     def run_table(self) -> Table:
         """One row per run: the run columns plus ``final_loss`` (loss at the last step),
+        ``final_metric`` (the last metric evaluated, NaN if none),
         ``diverged`` (a non-finite loss or parameter at any step) and ``first_nonfinite_step``
         (first step after which a parameter was NaN/inf, 0 if none)."""
         t = self.runs
@@ -548,6 +596,12 @@ class SweepResult:
         cols = {k: t[k][starts] for k in _RUN_KEYS}
         cols["steps"] = t["step"][ends]
         cols["final_loss"] = t["loss"][ends]
+        final_metric = np.full(len(starts), np.nan)
+        for j, (a, b) in enumerate(zip(starts, ends)):
+            seen = np.flatnonzero(~np.isnan(t["metric"][a : b + 1]))
+            if len(seen):
+                final_metric[j] = t["metric"][a + seen[-1]]
+        cols["final_metric"] = final_metric
         bad = ~np.isfinite(t["loss"]) | (t["nonfinite"] > 0)
         cols["diverged"] = np.logical_or.reduceat(bad, starts) if len(t) else bad
         first = np.zeros(len(starts), dtype=np.int64)
@@ -569,7 +623,15 @@ class SweepResult:
     def read(cls, out_dir: str | os.PathLike) -> SweepResult:
         """Read what :meth:`write` wrote (``multipliers.csv`` may be absent: empty table)."""
         out = Path(out_dir)
-        runs = Table.read_csv(out / "runs.csv", RUN_COLUMNS)
+        with open(out / "runs.csv", newline="") as f:
+            header = next(csv.reader(f), [])
+        if "metric" in header or not header:
+            runs = Table.read_csv(out / "runs.csv", RUN_COLUMNS)
+        else:  # written before the metric column existed
+            schema = {k: v for k, v in RUN_COLUMNS.items() if k != "metric"}
+            runs = Table.read_csv(out / "runs.csv", schema)
+            runs.columns["metric"] = np.full(len(runs), np.nan)
+            runs.schema = RUN_COLUMNS
         mpath = out / "multipliers.csv"
         if mpath.exists():
             mult = Table.read_csv(mpath, MULTIPLIER_COLUMNS)

@@ -27,7 +27,7 @@ import numpy as np
 
 import minnet
 
-__all__ = ["DEAD_BIAS", "SEED_SHAPE", "Problem", "Scenario", "make_problem"]
+__all__ = ["DEAD_BIAS", "SEED_SHAPE", "Scenario", "SeedProblem", "make_problem"]
 
 #: (N, D_in, H, D_out) of the seed problem.
 SEED_SHAPE = (64, 1000, 100, 10)
@@ -94,8 +94,8 @@ class Scenario:
 
 
 @dataclass
-class Problem:
-    """A model, its data and its loss, ready to train."""
+class SeedProblem:
+    """The seed problem of a scenario, built: a model, its data and its loss, ready to train."""
 
     model: minnet.nn.Sequential
     x: np.ndarray
@@ -105,7 +105,7 @@ class Problem:
 
 def make_problem(
     scenario: Scenario | str = "seed", *, seed: int = 0, dtype: str | np.dtype = "float32"
-) -> Problem:
+) -> SeedProblem:
     """Build the seed problem for ``seed`` and apply ``scenario`` (see the module docstring).
 
     Data and initial weights come from ``np.random.default_rng(seed)`` in the order of
@@ -128,4 +128,4 @@ def make_problem(
         x[:, : scenario.zero_features] = 0
     if scenario.dead_units:
         model[0].bias.data[: scenario.dead_units] = DEAD_BIAS
-    return Problem(model=model, x=x, y=y, loss_fn=minnet.nn.MSELoss(reduction="sum"))
+    return SeedProblem(model=model, x=x, y=y, loss_fn=minnet.nn.MSELoss(reduction="sum"))
