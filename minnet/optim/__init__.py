@@ -13,6 +13,7 @@ from minnet.optim.adam import (
     validate_adam_hyperparameters,
 )
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
+from minnet.optim.sgd import SGD
 
 __all__ = [
     "Optimizer",
@@ -20,6 +21,7 @@ __all__ = [
     "AdamStats",
     "Adam",
     "AdamW",
+    "SGD",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",

@@ -12,11 +12,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 
 from minnet.nn import Parameter
 
-__all__ = ["FlatBuffers"]
+__all__ = ["FlatBuffers", "sum_squares"]
+
+
+@numba.njit(error_model="numpy", fastmath={"reassoc"})
+def sum_squares(x, n):  # pragma: no cover - compiled
+    """``sum(float64(x[:n])**2)``, for the kernels' ``update_rms``. ``reassoc`` lets this
+    reduction alone use SIMD lanes; it is a separate function so that the flag never touches
+    an update's arithmetic."""
+    total = 0.0
+    for i in range(n):
+        d = np.float64(x[i])
+        total += d * d
+    return total
 
 
 class FlatBuffers:

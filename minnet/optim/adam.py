@@ -48,6 +48,7 @@ import numba
 import numpy as np
 
 from minnet.nn import Parameter
+from minnet.optim._flat import sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -204,17 +205,6 @@ def _element(p, g, m, v, vmax, s, mode, ams):  # pragma: no cover - compiled
     return p + delta, m, v, vmax, delta, dominated
 
 
-@numba.njit(error_model="numpy", fastmath={"reassoc"})
-def _sum_squares(x, n):  # pragma: no cover - compiled
-    """``sum(float64(x[:n])**2)``. ``reassoc`` lets this reduction alone use SIMD lanes; it is a
-    separate function so that the flag never touches the update arithmetic."""
-    total = 0.0
-    for i in range(n):
-        d = np.float64(x[i])
-        total += d * d
-    return total
-
-
 @numba.njit(inline="always", error_model="numpy")
 def _loop(
     param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
@@ -247,7 +237,7 @@ def _loop(
                 max_exp_avg_sq[i] = vmax
     if not track:
         return 0, 0, 0.0
-    return n_dominated, n_nonfinite, _sum_squares(scratch, param.shape[0])
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
 
 
 def kernel_for(
