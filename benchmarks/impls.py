@@ -97,7 +97,7 @@ def minnet_1thread_step() -> Step:
 
 def numpy_reference_step() -> Step:
     """Plain NumPy: textbook forward/backward with temporaries, and ``adam_step_reference``."""
-    from minnet._kernels import adam_scalars, adam_step_reference, ams_kind
+    from minnet.optim.adam import adam_scalars, adam_step_reference, ams_kind
 
     d = seed_data()
     x, y = d["x"], d["y"]

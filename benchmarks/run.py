@@ -189,7 +189,7 @@ def kernel_vectorization() -> str:
     """Count vector registers in the float32 AMSGrad kernel's machine code."""
     import numba
 
-    from minnet._kernels import adam_scalars, ams_kind, kernel_for
+    from minnet.optim.adam import adam_scalars, ams_kind, kernel_for
 
     a = np.ones(64, np.float32)
     s = adam_scalars(

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minnet._kernels import (
+from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
     EPS_MODES,
     MAX_RAW,
@@ -133,7 +133,7 @@ def test_kernel_is_cached_on_disk(tmp_path) -> None:
     script = textwrap.dedent(
         """
         import numpy as np
-        from minnet._kernels import adam_scalars, adam_step_numba, kernel_for
+        from minnet.optim.adam import adam_scalars, adam_step_numba, kernel_for
         a = np.ones(4, np.float32)
         s = adam_scalars(np.dtype(np.float32), lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                          weight_decay=0.0, step=1, amsgrad=True)

@@ -54,7 +54,12 @@ def test_invalid_hyperparameters(kwargs: dict, exc: type, message: str) -> None:
     "params, exc, message",
     [
         ([], ValueError, "optimizer got an empty parameter list"),
-        (Parameter(np.zeros(2)), TypeError, "wrap it in a list"),
+        (
+            Parameter(np.zeros(2)),
+            TypeError,
+            "params argument given to the optimizer should be an iterable of Parameters or "
+            "dicts, but got Parameter",
+        ),
         ([np.zeros(2)], TypeError, "element 0 is ndarray"),
     ],
 )
@@ -180,6 +185,7 @@ def test_state_dict_before_first_step_is_empty_like_pytorch() -> None:
         "eps": 1e-8,
         "weight_decay": 0.0,
         "amsgrad": False,
+        "decoupled_weight_decay": False,
         "eps_mode": "outside",
         "amsgrad_max": "raw",
         "params": [0],
@@ -291,7 +297,7 @@ def test_one_parameter_group_dict_is_accepted() -> None:
     ps = one_param()
     opt = Adam([{"params": ps, "lr": 0.25, "amsgrad": True}], lr=0.1)
     assert opt.lr == 0.25 and opt.amsgrad and opt.params == ps
-    with pytest.raises(ValueError, match="takes one parameter group, got 2"):
-        Adam([{"params": one_param()}, {"params": one_param()}])
-    with pytest.raises(ValueError, match=r"unknown parameter group option\(s\): \['momentum'\]"):
-        Adam([{"params": one_param(), "momentum": 0.9}])
+    # Unknown group keys are kept, as PyTorch keeps them (schedulers store "initial_lr").
+    opt = Adam([{"params": one_param(), "initial_lr": 0.5}])
+    assert opt.param_groups[0]["initial_lr"] == 0.5
+    assert opt.state_dict()["param_groups"][0]["initial_lr"] == 0.5

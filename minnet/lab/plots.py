@@ -24,6 +24,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
 from minnet.lab.runner import MULTIPLIER_EDGES, SweepResult, Table
+from minnet.optim import Adam
 
 __all__ = [
     "PLOT_FILES",
@@ -310,8 +311,9 @@ def plot_eps_dominated(result: SweepResult, path: str | Path) -> Path | None:
                 label=f"eps={_eps_label(row['eps'])}")  # fmt: skip
     ax.set_ylim(-3, 103)
     ax.set_xlabel("optimizer step")
-    test = {"outside": "eps >= sqrt(v_hat)", "hat": "eps >= sqrt(v)", "inside": "eps >= v_hat"}
-    ax.set_ylabel(f"coordinates with {test.get(ref['eps_mode'], 'eps dominant')} (%)")
+    compared = Adam.eps_compared_with_options({"eps_mode": ref["eps_mode"]})
+    test = f"eps >= {compared}" if compared else "eps dominant"
+    ax.set_ylabel(f"coordinates with {test} (%)")
     ax.grid(True, alpha=0.3)
     fig.legend(fontsize=8, loc="outside right center", title="Adam eps")
     name = "AMSGrad" if ref["amsgrad"] else "Adam"

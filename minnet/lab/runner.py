@@ -219,55 +219,20 @@ class RunResult:
 
 
 def step_multiplier(optimizer: Adam) -> np.ndarray:
-    """The per-parameter step multiplier after the latest step, from ``optimizer.state_dict()``.
+    """The per-parameter step multiplier after the latest step: ``optimizer.multipliers()``.
 
     The multiplier ``k`` is what the update applies to the bias-corrected first moment:
-    ``param -= lr * k * m_hat``. With ``v_hat`` the second-moment estimate of that step (see
-    :class:`minnet.optim.Adam` for each ``amsgrad_max``) and ``bc2 = 1 - beta2**t``:
-
-    .. code-block:: text
-
-        outside  k = 1 / (sqrt(v_hat) + eps)
-        hat      k = sqrt(bc2) / (sqrt(v_hat * bc2) + eps)        (1 with amsgrad_max="paper")
-        inside   k = 1 / sqrt(v_hat + eps)
-        atan2    k = 1.27 * atan2(m_hat, sqrt(v_hat)) / m_hat  (1.27 / sqrt(v_hat) at m_hat = 0)
-
-    Returns a float64 array over all parameters, in parameter order; ``inf`` where the
-    denominator is 0 (``eps=0`` and a coordinate that never saw a gradient).
+    ``param -= lr * k * m_hat``; the formula for each ``eps_mode`` is the optimizer's own
+    (:meth:`minnet.optim.Adam._multipliers`), e.g. ``k = 1 / (sqrt(v_hat) + eps)`` for
+    "outside". Returns a float64 array over all parameters, in parameter order; ``inf`` where
+    the denominator is 0 (``eps=0`` and a coordinate that never saw a gradient).
     """
-    sd = optimizer.state_dict()
-    group = sd["param_groups"][0]
-    state = sd["state"]
-    if not state:
+    if optimizer.step_count == 0:
         raise ValueError("step_multiplier needs at least one optimizer step")
-    beta1, beta2 = group["betas"]
-    eps, mode, ams = group["eps"], group.get("eps_mode", "outside"), group["amsgrad"]
-    ams_max = group.get("amsgrad_max", "raw")
-    t = float(state[0]["step"])
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([np.ravel(state[i][name]) for i in range(len(state))]).astype(
-            np.float64
-        )
-
-    m = cat("exp_avg")
-    v = cat("max_exp_avg_sq") if ams else cat("exp_avg_sq")
-    if ams and ams_max == "paper":
-        bc1 = bc2 = 1.0
-    else:
-        bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
-    v_hat = v if (ams and ams_max in ("corrected", "paper")) else v / bc2
-    m_hat = m / bc1
-    with np.errstate(all="ignore"):
-        if mode == "outside":
-            return 1.0 / (np.sqrt(v_hat) + eps)
-        if mode == "hat":
-            return math.sqrt(bc2) / (np.sqrt(v_hat * bc2) + eps)
-        if mode == "inside":
-            return 1.0 / np.sqrt(v_hat + eps)
-        root = np.sqrt(v_hat)
-        k = 1.27 * np.arctan2(m_hat, root) / m_hat
-        return np.where(m_hat == 0, 1.27 / root, k)
+    k = optimizer.multipliers()
+    if k is None:
+        raise ValueError(f"{type(optimizer).__name__} has no eps, so no step multiplier")
+    return k
 
 
 def _histogram(k: np.ndarray) -> np.ndarray:

@@ -1,0 +1,28 @@
+"""Optimizers with PyTorch's names, defaults, formulas and messages, each one fused Numba kernel.
+
+:class:`Optimizer` (in :mod:`minnet.optim.optimizer`) owns parameter groups, flat buffers,
+``state_dict``, validation, ``track_stats`` and ``check_finite``; each optimizer is one file with
+its class, kernel and NumPy reference: :mod:`~minnet.optim.sgd`, :mod:`~minnet.optim.adam`.
+"""
+
+from minnet.optim.adam import (
+    AMSGRAD_MAX_MODES,
+    EPS_MODES,
+    Adam,
+    AdamW,
+    validate_adam_hyperparameters,
+)
+from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
+from minnet.optim.sgd import SGD
+
+__all__ = [
+    "Optimizer",
+    "OptimizerStats",
+    "AdamStats",
+    "Adam",
+    "AdamW",
+    "SGD",
+    "EPS_MODES",
+    "AMSGRAD_MAX_MODES",
+    "validate_adam_hyperparameters",
+]

@@ -1,0 +1,125 @@
+"""Flat buffers by name: every parameter of one (parameter group, dtype) in contiguous arrays.
+
+:class:`FlatBuffers` packs the parameters it is given into 1-D ``data`` and ``grad`` arrays and
+one 1-D array per *named* optimizer state (``"exp_avg"``, ``"momentum_buffer"``, ...), each
+filled with its initial value. Parameter ``i`` occupies ``[offsets[i], offsets[i] + sizes[i])``
+of every buffer, and its ``.data`` / ``.grad`` become reshaped views of those slices, so one
+kernel call over the flat arrays updates every parameter of the group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numba
+import numpy as np
+
+from minnet.nn import Parameter
+
+__all__ = ["FlatBuffers", "sum_squares"]
+
+
+@numba.njit(error_model="numpy", fastmath={"reassoc"})
+def sum_squares(x, n):  # pragma: no cover - compiled
+    """``sum(float64(x[:n])**2)``, for the kernels' ``update_rms``. ``reassoc`` lets this
+    reduction alone use SIMD lanes; it is a separate function so that the flag never touches
+    an update's arithmetic."""
+    total = 0.0
+    for i in range(n):
+        d = np.float64(x[i])
+        total += d * d
+    return total
+
+
+class FlatBuffers:
+    """Parameters of one dtype packed into contiguous buffers, with named state arrays.
+
+    Args:
+        params: the parameters, all of dtype ``dtype`` (their values are copied in, then
+            ``p.data`` and ``p.grad`` are replaced by views of the flat buffers).
+        dtype: float32 or float64.
+        spec: ``{state name: initial value}`` in kernel order, e.g.
+            ``{"exp_avg": 0.0, "exp_avg_sq": 0.0}``.
+        owner: the optimizer's class name, for error messages.
+    """
+
+    def __init__(
+        self, params: Sequence[Parameter], dtype: np.dtype, spec: Mapping[str, float], owner: str
+    ) -> None:
+        self.params = list(params)
+        self.dtype = np.dtype(dtype)
+        self.owner = owner
+        self.sizes = [p.data.size for p in self.params]
+        self.offsets = [0]
+        for size in self.sizes[:-1]:
+            self.offsets.append(self.offsets[-1] + size)
+        total = sum(self.sizes)
+        self.size = total
+        self.data = np.empty(total, dtype=self.dtype)
+        self.grad = np.empty(total, dtype=self.dtype)
+        self.spec = dict(spec)
+        #: ``{name: flat array}``, in ``spec`` order.
+        self.state: dict[str, np.ndarray] = {
+            name: np.full(total, init, dtype=self.dtype) for name, init in self.spec.items()
+        }
+        #: The state arrays in ``spec`` order, as the kernel takes them.
+        self.arrays: tuple[np.ndarray, ...] = tuple(self.state.values())
+        #: ``(data, grad, *arrays)``: a kernel's leading arguments.
+        self.args: tuple[np.ndarray, ...] = (self.data, self.grad, *self.arrays)
+        #: Holds each coordinate's update while stats are summed (allocated on first use).
+        self.scratch = np.empty(0, dtype=self.dtype)
+        for p, off, size in zip(self.params, self.offsets, self.sizes):
+            data_view = self.data[off : off + size].reshape(p.data.shape)
+            grad_view = self.grad[off : off + size].reshape(p.data.shape)
+            data_view[...] = p.data
+            grad_view[...] = p.grad
+            p.data = data_view
+            p.grad = grad_view
+        self._data_views = [p.data for p in self.params]
+        self._grad_views = [p.grad for p in self.params]
+
+    def __getattr__(self, name: str) -> Any:
+        # ``flat.exp_avg`` reads a state array (only reached when normal lookup fails).
+        state = self.__dict__.get("state")
+        if state is not None and name in state:
+            return state[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or state {name!r}")
+
+    def ensure_scratch(self) -> np.ndarray:
+        """The scratch array (one value per coordinate), allocated once on first use."""
+        if self.scratch.size != self.size:
+            self.scratch = np.empty(self.size, dtype=self.dtype)
+        return self.scratch
+
+    def check_bound(self) -> None:
+        """Raise ``RuntimeError`` if a parameter's ``.data`` or ``.grad`` no longer views the
+        flat buffers (the optimizer would silently stop updating it)."""
+        for p, d, g in zip(self.params, self._data_views, self._grad_views):
+            if p.data is not d or p.grad is not g:
+                which = ".data" if p.data is not d else ".grad"
+                raise RuntimeError(
+                    f"{self.owner}: parameter {p.name or '?'} {which} was replaced by another "
+                    "array, so the optimizer no longer sees it. Write values in place "
+                    "(p.data[...] = x), or create the optimizer after the replacement; a "
+                    "parameter can belong to only one optimizer."
+                )
+
+    def views(self, name: str) -> list[np.ndarray]:
+        """Per-parameter views (shaped like each parameter) of the flat buffer ``name``
+        (``"data"``, ``"grad"`` or a state name)."""
+        buf = self.state[name] if name in self.state else getattr(self, name)
+        return [
+            buf[off : off + size].reshape(p.data.shape)
+            for p, off, size in zip(self.params, self.offsets, self.sizes)
+        ]
+
+    def param_slices(self, j: int) -> tuple[np.ndarray, ...]:
+        """``(data, grad, *arrays)`` restricted to parameter ``j`` (flat, contiguous views)."""
+        lo, hi = self.offsets[j], self.offsets[j] + self.sizes[j]
+        return tuple(a[lo:hi] for a in self.args)
+
+    def reset_state(self) -> None:
+        """Refill every state array with its initial value."""
+        for name, init in self.spec.items():
+            self.state[name].fill(init)

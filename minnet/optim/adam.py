@@ -1,0 +1,646 @@
+r"""Adam, AMSGrad and AdamW: the class, its fused Numba kernel and a plain-NumPy reference.
+
+The kernel and the reference work in place on flat 1-D arrays that hold every parameter of one
+(parameter group, dtype) (see :mod:`minnet.optim.optimizer`). Notation, tutorial name first and
+PyTorch's second:
+
+    V_dw = exp_avg        first moment, EMA of gradients
+    S_dw = exp_avg_sq     second moment, EMA of squared gradients
+    S_max = max_exp_avg_sq  AMSGrad's running maximum
+
+One step ``t`` (counting from 1), in PyTorch's order of operations so that float64 results agree
+with ``torch.optim.Adam`` to round-off (``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``):
+
+    param  = param * (1 - lr * weight_decay)          (decoupled_weight_decay=True only: AdamW)
+    g      = grad + weight_decay * param              (only if weight_decay != 0 and not decoupled)
+    V_dw   = lerp(V_dw, g, 1 - beta1)                 = V_dw + (1 - beta1) * (g - V_dw)
+    S_dw   = S_dw * beta2 + (1 - beta2) * g * g
+
+The AMSGrad max (``amsgrad_max``) and the second-moment estimate ``S_hat`` it feeds:
+
+    no AMSGrad                           S_hat = S_dw / bc2
+    "raw"       S_max = max(S_max, S_dw)         S_hat = S_max / bc2     (PyTorch, Keras)
+    "corrected" S_max = max(S_max, S_dw / bc2)   S_hat = S_max           (optax)
+    "paper"     S_max = max(S_max, S_dw)         S_hat = S_max, and no bias correction of
+                                                 V_dw either (Reddi et al. 2018)
+
+and where epsilon goes (``eps_mode``), with ``V_hat = V_dw / bc1`` (``V_dw`` for "paper"):
+
+    "outside"  param += -lr/bc1 * (V_dw / (sqrt(S_hat) + eps))   PyTorch's order: the root is
+               computed as sqrt(S_max or S_dw) / sqrt(bc2)           (PyTorch, optax eps, tinygrad)
+    "hat"      param += (V_dw * -lr*sqrt(bc2)/bc1) / (sqrt(S_hat*bc2) + eps)
+               eps is added to the uncorrected root                  (TensorFlow/Keras epsilon-hat)
+    "inside"   param += -lr/bc1 * (V_dw / sqrt(S_hat + eps))         (optax eps_root with eps=0)
+    "atan2"    param += -1.27*lr * atan2(V_hat, sqrt(S_hat))         (Adam-atan2; no epsilon)
+
+NaN propagates through the max as in ``torch.maximum``. The per-step constants are computed once
+in float64 by :func:`adam_scalars` and cast to the arrays' dtype, so all per-element arithmetic
+stays in one dtype (the loop vectorizes) and float32 follows PyTorch's float32 arithmetic.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from minnet.nn import Parameter
+from minnet.optim._flat import sum_squares
+from minnet.optim.optimizer import (
+    Optimizer,
+    check_betas,
+    check_bool,
+    check_choice,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+)
+
+__all__ = [
+    "Adam",
+    "AdamW",
+    "EPS_MODES",
+    "AMSGRAD_MAX_MODES",
+    "AdamScalars",
+    "adam_scalars",
+    "adam_step_numba",
+    "adam_step_reference",
+    "ams_kind",
+    "kernel_for",
+    "validate_adam_hyperparameters",
+]
+
+EPS_MODES = ("outside", "hat", "inside", "atan2")
+AMSGRAD_MAX_MODES = ("raw", "corrected", "paper")
+ATAN2_SCALE = 1.27  # Adam-atan2's "a": makes its updates about Adam's size (Everett et al. 2024)
+
+#: What eps is added to (or compared with) under each ``eps_mode``; ``stats.eps_dominated``
+#: counts coordinates where eps is at least this. "atan2" has no eps.
+_EPS_COMPARED_WITH = {"outside": "sqrt(v_hat)", "hat": "sqrt(v)", "inside": "v_hat"}
+
+
+# -- the kernel -----------------------------------------------------------------------------
+
+
+class AdamScalars(NamedTuple):
+    """Per-step constants of the update, already in the arrays' dtype (see :func:`adam_scalars`)."""
+
+    lerp_w: np.floating  # 1 - beta1
+    one_minus_lerp_w: np.floating  # 1 - lerp_w, for PyTorch's lerp when lerp_w >= 0.5
+    beta2: np.floating
+    one_minus_beta2: np.floating
+    neg_step: np.floating  # -lr/bc1; "hat": -lr*sqrt(bc2)/bc1; "atan2": -1.27*lr
+    max_div: np.floating  # S_max candidate = S_dw / max_div: bc2 for "corrected", else 1
+    root_div: np.floating  # root = sqrt(S) / root_div ("outside", "hat")
+    v_div: np.floating  # S_hat = S / v_div ("inside", "atan2")
+    m_div: np.floating  # V_hat = V_dw / m_div ("atan2")
+    eps: np.floating
+    weight_decay: np.floating  # the L2 term folded into g (0 when decoupled)
+    decay: np.floating  # param *= decay before the update: 1 - lr*weight_decay when decoupled
+
+
+def adam_scalars(
+    dtype: np.dtype,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    step: int,
+    eps_mode: str = "outside",
+    amsgrad: bool = False,
+    amsgrad_max: str = "raw",
+    decoupled_weight_decay: bool = False,
+) -> AdamScalars:
+    """Compute step ``step``'s constants in float64 (as PyTorch does in Python) and cast them.
+
+    The table of formulas is in the module docstring; this folds every bias correction into a
+    handful of scalars so that the kernel's loop is the same for every variant.
+    """
+    paper = amsgrad and amsgrad_max == "paper"
+    corrected = amsgrad and amsgrad_max == "corrected"
+    bc1 = 1.0 if paper else 1.0 - beta1**step
+    bc2 = 1.0 if paper else 1.0 - beta2**step
+    bc2_sqrt = bc2**0.5
+    if eps_mode == "hat":
+        neg_step = -(lr * bc2_sqrt / bc1)
+    elif eps_mode == "atan2":
+        neg_step = -ATAN2_SCALE * lr
+    else:
+        neg_step = -(lr / bc1)
+    # S_max already holds corrected values under "corrected": dividing again would double-correct.
+    root_div = 1.0 / bc2_sqrt if (corrected and eps_mode == "hat") else 1.0
+    if eps_mode == "outside" and not corrected:
+        root_div = bc2_sqrt
+    v_div = 1.0 if corrected else bc2
+    l2 = 0.0 if decoupled_weight_decay else weight_decay
+    decay = 1.0 - lr * weight_decay if decoupled_weight_decay else 1.0
+    # One cast of all the constants (a step's Python overhead matters at ~30 us per step). An lr
+    # too large for float32 becomes inf, as it would in PyTorch's float32 arithmetic.
+    with np.errstate(over="ignore"):
+        c = np.array(
+            [1.0 - beta1, beta2, 1.0 - beta2, neg_step, bc2 if corrected else 1.0, root_div,
+             v_div, bc1, eps, l2, decay],
+            dtype,
+        ).tolist()  # fmt: skip
+    t = dtype.type
+    lerp_w = t(c[0])
+    return AdamScalars(
+        lerp_w, t(1) - lerp_w, t(c[1]), t(c[2]), t(c[3]), t(c[4]), t(c[5]), t(c[6]), t(c[7]),
+        t(c[8]), t(c[9]), t(c[10]),
+    )  # fmt: skip
+
+
+OUTSIDE, HAT, INSIDE, ATAN2 = 0, 1, 2, 3  # indices into EPS_MODES
+NO_MAX, MAX_RAW, MAX_CORRECTED = 0, 1, 2  # the kernel's ``ams``: "paper" is MAX_RAW (see scalars)
+
+
+def ams_kind(amsgrad: bool, amsgrad_max: str) -> int:
+    """The kernel's ``ams`` argument for an ``amsgrad`` flag and an ``amsgrad_max`` mode."""
+    if not amsgrad:
+        return NO_MAX
+    return MAX_CORRECTED if amsgrad_max == "corrected" else MAX_RAW
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _element(p, g, m, v, vmax, s, mode, ams):  # pragma: no cover - compiled
+    """One coordinate's update; returns (new param, V_dw, S_dw, S_max, delta, eps-dominated)."""
+    if s.weight_decay != 0:
+        g = g + s.weight_decay * p
+    # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
+    if s.lerp_w < 0.5:
+        m = m + s.lerp_w * (g - m)
+    else:
+        m = g - (g - m) * s.one_minus_lerp_w
+    v = v * s.beta2
+    v = v + s.one_minus_beta2 * g * g
+    src = v
+    if ams != NO_MAX:
+        cand = v / s.max_div if ams == MAX_CORRECTED else v
+        # maximum() with NaN propagation, like torch.maximum / np.maximum
+        if not (vmax >= cand):
+            if vmax == vmax:
+                vmax = cand
+        src = vmax
+    eps = s.eps
+    if mode == OUTSIDE:
+        root = np.sqrt(src) / s.root_div
+        delta = s.neg_step * (m / (root + eps))
+        dominated = eps >= root
+    elif mode == HAT:
+        root = np.sqrt(src) / s.root_div
+        delta = (m * s.neg_step) / (root + eps)
+        dominated = eps >= root
+    elif mode == INSIDE:
+        v_hat = src / s.v_div
+        delta = s.neg_step * (m / np.sqrt(v_hat + eps))
+        dominated = eps >= v_hat
+    else:
+        delta = s.neg_step * np.arctan2(m / s.m_div, np.sqrt(src / s.v_div))
+        dominated = False
+    return p + delta, m, v, vmax, delta, dominated
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop(
+    param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
+    decoupled,
+):  # pragma: no cover - compiled  # fmt: skip
+    """The pass over all coordinates; every flag is a compile-time constant where it is inlined.
+
+    Tracked, the loop also counts (integer reductions vectorize) and keeps each update ``delta``
+    (with the decoupled decay, the whole change of the parameter) in ``scratch``; a second,
+    short pass sums their squares.
+    """
+    n_dominated = 0
+    n_nonfinite = 0
+    for i in range(param.shape[0]):
+        vmax_i = max_exp_avg_sq[i] if ams != NO_MAX else exp_avg_sq[i]
+        p0 = param[i]
+        p_in = p0 * s.decay if decoupled else p0
+        p, m, v, vmax, delta, dominated = _element(
+            p_in, grad[i], exp_avg[i], exp_avg_sq[i], vmax_i, s, mode, ams
+        )
+        if track:
+            n_dominated += dominated
+            n_nonfinite += not np.isfinite(p)
+            scratch[i] = p - p0 if decoupled else delta
+        if write:
+            param[i] = p
+            exp_avg[i] = m
+            exp_avg_sq[i] = v
+            if ams != NO_MAX:
+                max_exp_avg_sq[i] = vmax
+    if not track:
+        return 0, 0, 0.0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+
+
+def kernel_for(
+    mode: int, ams: int, track: bool, write: bool, decoupled: bool = False
+) -> Callable[..., tuple]:
+    """The compiled kernel specialised to one variant (built on first use, cached on disk).
+
+    ``kernel(param, grad, exp_avg, exp_avg_sq[, max_exp_avg_sq], scratch, scalars)``: the
+    AMSGrad max is an argument only when ``ams`` is not ``NO_MAX`` (the state arrays of
+    :meth:`Adam._state_spec`, in order). The flags are closure constants, so each variant's
+    loop is branch-free and the plain update (``track=False, write=True``) vectorizes; Numba's
+    disk cache keys on the closure values.
+    """
+    return _kernel_for(int(mode), int(ams), bool(track), bool(write), bool(decoupled))
+
+
+@functools.cache
+def _kernel_for(mode: int, ams: int, track: bool, write: bool, decoupled: bool) -> Callable:
+    if ams == NO_MAX:
+
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel(param, grad, exp_avg, exp_avg_sq, scratch, s):  # pragma: no cover
+            return _loop(
+                param, grad, exp_avg, exp_avg_sq, exp_avg_sq, scratch, s, mode, ams, track,
+                write, decoupled,
+            )  # fmt: skip
+
+        return kernel
+
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel_max(  # pragma: no cover
+        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s
+    ):
+        return _loop(
+            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
+            decoupled,
+        )  # fmt: skip
+
+    return kernel_max
+
+
+def adam_step_numba(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    max_exp_avg_sq: np.ndarray,
+    scratch: np.ndarray,
+    scalars: AdamScalars,
+    mode: int,
+    ams: int,
+    track: bool,
+    write: bool,
+    decoupled: bool = False,
+) -> tuple[int, int, float]:
+    """One fused in-place pass over flat arrays (formulas in the module docstring).
+
+    ``scalars`` comes from :func:`adam_scalars`; ``mode`` indexes :data:`EPS_MODES`; ``ams`` is
+    :func:`ams_kind` (0 no max, 1 max of raw ``S_dw``, 2 max of corrected ``S_dw / bc2``).
+    ``max_exp_avg_sq`` is only touched when ``ams`` is not 0 (pass an empty array otherwise).
+    ``decoupled`` applies ``scalars.decay`` to the parameter first (AdamW). ``track`` counts, in
+    the same pass, the coordinates whose eps term dominates, the parameters that end
+    non-finite, and the sum of squared updates (accumulated in float64; ``scratch``, an array
+    like ``param``, holds the updates for that sum); without it the counts are 0 and
+    ``scratch`` may be empty. ``write=False`` computes the counts without storing anything (a
+    dry run, used by ``check_finite``). The kernel uses ``error_model='numpy'``: 0/0 gives NaN
+    as in PyTorch, never an exception. Returns ``(n_dominated, n_nonfinite, sum of squared
+    updates)``. The loop is serial (one thread, SIMD): a ``parallel=True`` variant cut the
+    update alone by a third on 2 cores but made a training step ~15x slower (its threads fight
+    OpenBLAS's).
+    """
+    kernel = kernel_for(mode, ams, track, write, decoupled)
+    if ams == NO_MAX:
+        return kernel(param, grad, exp_avg, exp_avg_sq, scratch, scalars)
+    return kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, scalars)
+
+
+def adam_step_reference(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    max_exp_avg_sq: np.ndarray,
+    scalars: AdamScalars,
+    mode: int,
+    ams: int,
+    decoupled: bool = False,
+) -> None:
+    """The same update as :func:`adam_step_numba`, written with whole-array NumPy operations.
+
+    Slower (it allocates temporaries) but easy to read; tests hold the kernel to it.
+    """
+    s = scalars
+    with np.errstate(all="ignore"):
+        if decoupled:
+            param *= s.decay
+        g = grad
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * param
+        if s.lerp_w < 0.5:
+            exp_avg += s.lerp_w * (g - exp_avg)
+        else:
+            exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
+        exp_avg_sq *= s.beta2
+        exp_avg_sq += s.one_minus_beta2 * g * g
+        src = exp_avg_sq
+        if ams != NO_MAX:
+            cand = exp_avg_sq / s.max_div if ams == MAX_CORRECTED else exp_avg_sq
+            np.maximum(max_exp_avg_sq, cand, out=max_exp_avg_sq)
+            src = max_exp_avg_sq
+        if mode == OUTSIDE:
+            delta = s.neg_step * (exp_avg / (np.sqrt(src) / s.root_div + s.eps))
+        elif mode == HAT:
+            delta = (exp_avg * s.neg_step) / (np.sqrt(src) / s.root_div + s.eps)
+        elif mode == INSIDE:
+            delta = s.neg_step * (exp_avg / np.sqrt(src / s.v_div + s.eps))
+        else:
+            delta = s.neg_step * np.arctan2(exp_avg / s.m_div, np.sqrt(src / s.v_div))
+        param += delta
+
+
+# -- the class ------------------------------------------------------------------------------
+
+
+def validate_adam_hyperparameters(
+    lr: object,
+    betas: object,
+    eps: object,
+    weight_decay: object,
+    amsgrad: object,
+    eps_mode: object = "outside",
+    amsgrad_max: object = "raw",
+    decoupled_weight_decay: object = False,
+) -> dict[str, Any]:
+    """Check Adam's hyperparameters as PyTorch does (same messages) and return them normalized.
+
+    Comparisons are written ``not 0.0 <= x`` so that NaN fails them. Wrong types raise
+    ``TypeError``; out-of-range values raise ``ValueError``.
+    """
+    lr_f = check_lr(lr)
+    eps_f = check_eps(eps)
+    b = check_betas(betas)
+    wd_f = check_weight_decay(weight_decay)
+    ams = check_bool("amsgrad", amsgrad)
+    mode = check_choice("eps_mode", eps_mode, EPS_MODES)
+    amax = check_choice("amsgrad_max", amsgrad_max, AMSGRAD_MAX_MODES)
+    if amax != "raw" and not ams:
+        raise ValueError(f"amsgrad_max={amax!r} needs amsgrad=True")
+    decoupled = check_bool("decoupled_weight_decay", decoupled_weight_decay)
+    return {
+        "lr": lr_f,
+        "betas": b,
+        "eps": eps_f,
+        "weight_decay": wd_f,
+        "amsgrad": ams,
+        "decoupled_weight_decay": decoupled,
+        "eps_mode": mode,
+        "amsgrad_max": amax,
+    }
+
+
+class Adam(Optimizer):
+    r"""Adam and AMSGrad with PyTorch's exact semantics, as one fused Numba kernel.
+
+    With ``t`` the step count (1 on the first call of :meth:`step`), ``g`` the gradient,
+    ``V_dw``/``exp_avg`` and ``S_dw``/``exp_avg_sq`` the moments (both start at zero), the
+    default (``eps_mode="outside"``, ``amsgrad_max="raw"``) is PyTorch's ``torch.optim.Adam``:
+
+    .. code-block:: text
+
+        g      = g + weight_decay * param            (L2 penalty folded into the gradient)
+        V_dw   = beta1 * V_dw + (1 - beta1) * g      (computed as PyTorch's lerp)
+        S_dw   = beta2 * S_dw + (1 - beta2) * g**2
+        V_hat  = V_dw / (1 - beta1**t)
+        S_hat  = S_dw / (1 - beta2**t)                              (Adam)
+        S_hat  = max(S_dw over steps 1..t) / (1 - beta2**t)         (amsgrad=True: the running
+                                                                     max of the *raw* S_dw,
+                                                                     corrected by step t's
+                                                                     bias correction)
+        param  = param - lr * V_hat / (sqrt(S_hat) + eps)
+
+    ``eps`` sits *outside* the square root and is added *after* bias correction. With ``eps=0``
+    a coordinate whose gradient has always been zero gets 0/0 = NaN, exactly as in PyTorch.
+
+    ``decoupled_weight_decay=True`` (PyTorch 2.x; :class:`AdamW`) replaces the L2 term by
+    ``param = param * (1 - lr * weight_decay)`` before the update above (Loshchilov & Hutter).
+
+    The epsilon lab's variants change only where eps goes and how the AMSGrad max is kept:
+
+    .. code-block:: text
+
+        eps_mode="hat"      param -= lr*sqrt(1-beta2**t)/(1-beta1**t) * V_dw / (sqrt(S_dw) + eps)
+                            (TensorFlow/Keras "epsilon hat": eps added before bias correction)
+        eps_mode="inside"   param -= lr * V_hat / sqrt(S_hat + eps)     (optax eps_root, eps=0)
+        eps_mode="atan2"    param -= 1.27 * lr * atan2(V_hat, sqrt(S_hat))   (Adam-atan2; eps
+                            unused. The adam-atan2-pytorch package defaults to betas=(0.9, 0.99)
+                            and decays weights decoupled (AdamW-style); pass betas explicitly
+                            to compare)
+        amsgrad_max="corrected"  S_max = max(S_max, S_hat_t); S_hat = S_max       (optax)
+        amsgrad_max="paper"      S_max = max(S_max, S_dw); S_hat = S_max, V_hat = V_dw: no bias
+                                 correction at all (Reddi et al. 2018, Algorithm 2; optax's
+                                 amsgrad with bias_correction_mu=bias_correction_nu=False)
+
+    Parameter groups, ``param_groups`` editing (``group["lr"] = x``, validated at the next
+    step; ``optimizer.lr = x`` sets every group), flat buffers, ``state_dict``,
+    ``track_stats`` and ``check_finite`` are :class:`~minnet.optim.optimizer.Optimizer`'s.
+
+    Args:
+        params: iterable of :class:`minnet.nn.Parameter` (e.g. ``model.parameters()``), or of
+            dicts defining parameter groups.
+        lr: learning rate, ``>= 0``. Default ``1e-3``.
+        betas: ``(beta1, beta2)``, each in ``[0, 1)``. Default ``(0.9, 0.999)``.
+        eps: added to the denominator, ``>= 0``. Default ``1e-8``.
+        weight_decay: L2 penalty (decay factor when decoupled), ``>= 0``. Default ``0``.
+        amsgrad: use AMSGrad's running max of the second moment. Default ``False``.
+        decoupled_weight_decay: decay the parameter instead of adding the L2 term to ``g``
+            (AdamW). Default ``False``.
+        eps_mode: ``"outside"`` (default), ``"hat"``, ``"inside"`` or ``"atan2"``.
+        amsgrad_max: ``"raw"`` (default), ``"corrected"`` or ``"paper"``; needs ``amsgrad``.
+        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step
+            (read ``optimizer.stats``).
+        check_finite: refuse a step that would make a parameter NaN or infinite: raise
+            ``FloatingPointError`` and leave parameters and state as they were. Costs one extra
+            read-only pass over the buffers; off by default (PyTorch lets NaN through).
+
+    Raises:
+        ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
+        TypeError: on a hyperparameter of the wrong type.
+    """
+
+    # PyTorch's state dicts have no eps_mode / amsgrad_max (older ones no decoupled flag).
+    _load_optional = ("eps_mode", "amsgrad_max", "decoupled_weight_decay")
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        decoupled_weight_decay: bool = False,
+        eps_mode: str = "outside",
+        amsgrad_max: str = "raw",
+        track_stats: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "eps_mode": eps_mode,
+            "amsgrad_max": amsgrad_max,
+        }
+        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+
+    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return validate_adam_hyperparameters(
+            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["amsgrad"],
+            group["eps_mode"], group["amsgrad_max"], group["decoupled_weight_decay"],
+        )  # fmt: skip
+
+    def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        spec = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+        if group["amsgrad"]:
+            spec["max_exp_avg_sq"] = 0.0
+        return spec
+
+    def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdamScalars:
+        beta1, beta2 = group["betas"]
+        return adam_scalars(
+            dtype,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            step=step,
+            eps_mode=group["eps_mode"],
+            amsgrad=group["amsgrad"],
+            amsgrad_max=group["amsgrad_max"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+        )
+
+    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
+        return kernel_for(
+            EPS_MODES.index(group["eps_mode"]),
+            ams_kind(group["amsgrad"], group["amsgrad_max"]),
+            track,
+            write,
+            group["decoupled_weight_decay"],
+        )
+
+    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        mode = EPS_MODES.index(group["eps_mode"])
+        ams = ams_kind(group["amsgrad"], group["amsgrad_max"])
+        decoupled = group["decoupled_weight_decay"]
+        empty = np.empty(0)
+
+        def reference(param, grad, exp_avg, exp_avg_sq, *rest):  # type: ignore[no-untyped-def]
+            vmax, scalars = (rest[0], rest[1]) if len(rest) == 2 else (empty, rest[0])
+            adam_step_reference(
+                param, grad, exp_avg, exp_avg_sq, vmax, scalars, mode, ams, decoupled
+            )
+
+        return reference
+
+    @staticmethod
+    def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
+        """``"sqrt(v_hat)"`` (outside), ``"sqrt(v)"`` (hat: the uncorrected root), ``"v_hat"``
+        (inside), ``None`` (atan2 has no eps); ``v`` is the AMSGrad max when ``amsgrad``."""
+        return _EPS_COMPARED_WITH.get(options.get("eps_mode", "outside"))
+
+    def _multipliers(
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
+    ) -> np.ndarray:
+        """The multiplier ``k`` the update applies to the bias-corrected first moment,
+        ``param -= lr * k * m_hat``, from the state after step ``step`` (in float64), with
+        ``v_hat`` the second-moment estimate of that step and ``bc2 = 1 - beta2**t``:
+
+        .. code-block:: text
+
+            outside  k = 1 / (sqrt(v_hat) + eps)
+            hat      k = sqrt(bc2) / (sqrt(v_hat * bc2) + eps)        (1 with amsgrad_max="paper")
+            inside   k = 1 / sqrt(v_hat + eps)
+            atan2    k = 1.27 * atan2(m_hat, sqrt(v_hat)) / m_hat  (1.27 / sqrt(v_hat) at m_hat = 0)
+
+        ``inf`` where the denominator is 0 (``eps=0`` and a coordinate that never saw a
+        gradient).
+        """
+        beta1, beta2 = group["betas"]
+        eps, mode, ams = group["eps"], group["eps_mode"], group["amsgrad"]
+        ams_max = group["amsgrad_max"]
+        t = float(step)
+        m = state["exp_avg"].astype(np.float64)
+        v = (state["max_exp_avg_sq"] if ams else state["exp_avg_sq"]).astype(np.float64)
+        if ams and ams_max == "paper":
+            bc1 = bc2 = 1.0
+        else:
+            bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
+        v_hat = v if (ams and ams_max in ("corrected", "paper")) else v / bc2
+        m_hat = m / bc1
+        with np.errstate(all="ignore"):
+            if mode == "outside":
+                return 1.0 / (np.sqrt(v_hat) + eps)
+            if mode == "hat":
+                return bc2**0.5 / (np.sqrt(v_hat * bc2) + eps)
+            if mode == "inside":
+                return 1.0 / np.sqrt(v_hat + eps)
+            root = np.sqrt(v_hat)
+            k = ATAN2_SCALE * np.arctan2(m_hat, root) / m_hat
+            return np.where(m_hat == 0, ATAN2_SCALE / root, k)
+
+    def _nonfinite_cause(
+        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
+    ) -> str | None:
+        if (
+            group["eps"] == 0
+            and group["eps_mode"] != "atan2"
+            and ((state["exp_avg_sq"] == 0) & (grad == 0)).any()
+        ):
+            return (
+                f"eps=0 and some coordinates of {name} have only ever had zero gradient "
+                "(S_dw = 0), so their update is 0/0 = NaN; use eps > 0 or eps_mode='atan2'"
+            )
+        return None
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay: PyTorch's ``torch.optim.AdamW``.
+
+    Exactly :class:`Adam` with ``decoupled_weight_decay=True`` and ``weight_decay=1e-2`` by
+    default; with ``t``, ``V_hat``, ``S_hat`` as in :class:`Adam`:
+
+    .. code-block:: text
+
+        param = param * (1 - lr * weight_decay)          (before the moments are updated)
+        param = param - lr * V_hat / (sqrt(S_hat) + eps)  (eps outside the root, after bias
+                                                            correction; eps_mode moves it)
+
+    Args are :class:`Adam`'s; ``eps_mode`` and ``amsgrad_max`` work as there.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        eps_mode: str = "outside",
+        amsgrad_max: str = "raw",
+        track_stats: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
+            eps_mode=eps_mode, amsgrad_max=amsgrad_max, track_stats=track_stats,
+            check_finite=check_finite,
+        )  # fmt: skip

@@ -1,0 +1,820 @@
+r"""The base class of every minnet optimizer: parameter groups, flat buffers, state, checks.
+
+:class:`Optimizer` owns everything generic, as ``torch.optim.Optimizer`` does: PyTorch's
+``params`` argument (Parameters, or dicts that form parameter groups), ``defaults``,
+``param_groups``, :meth:`~Optimizer.add_param_group`, :meth:`~Optimizer.zero_grad`,
+:meth:`~Optimizer.step`, :meth:`~Optimizer.state_dict` / :meth:`~Optimizer.load_state_dict` in
+PyTorch's layout, the validation helpers with PyTorch's messages, ``track_stats`` and
+``check_finite``. A subclass holds one update rule and nothing else.
+
+Writing an optimizer: the subclass contract
+===========================================
+
+One file per optimizer (``minnet/optim/<name>.py``) holds the class, its Numba kernel and a
+plain-NumPy reference of the same update, side by side. The class implements:
+
+``__init__(self, params, <hyperparameters with PyTorch's names and defaults>, *,
+track_stats=False, check_finite=False)``
+    Calls ``super().__init__(params, defaults, track_stats=..., check_finite=...)`` with
+    ``defaults`` the dict of its hyperparameters (every group option, in signature order).
+
+``_validate(self, group: Mapping[str, Any]) -> dict[str, Any]``
+    Checks one group's options (a mapping holding at least every key of ``defaults``) with
+    the helpers below, raising PyTorch's messages, and returns them normalized (floats as
+    ``float``, pairs as tuples, ...), one entry per ``defaults`` key. Called for each group at
+    construction, by :meth:`~Optimizer.add_param_group`, by :meth:`~Optimizer.load_state_dict`,
+    and at the next :meth:`~Optimizer.step` after a user edited ``param_groups[i]``.
+
+``_state_spec(self, group: Mapping[str, Any]) -> dict[str, float]``
+    The per-parameter state arrays, ``{name: initial value}``, in the order the kernel takes
+    them (PyTorch's names: ``"exp_avg"``, ``"momentum_buffer"``, ...). May depend on options
+    (``amsgrad`` adds ``"max_exp_avg_sq"``); an option that changes this dict cannot change
+    after the group is created.
+
+``_scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> NamedTuple``
+    The per-step constants of the update for step ``step`` (1 on the first call of ``step()``),
+    computed in float64 and cast to ``dtype``, as a NamedTuple with named fields.
+
+``_kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable``
+    A compiled function ``kernel(param, grad, *state, scratch, scalars) -> (n_eps_dominated,
+    n_nonfinite, sum_sq_update)`` over flat 1-D arrays of one dtype (``state`` in
+    ``_state_spec`` order). ``track`` counts, in the same pass, the coordinates where eps
+    dominates what it is added to, the parameters that end NaN or infinite, and (in float64)
+    the sum of squared updates, keeping each update in ``scratch``; without it the kernel
+    returns ``(0, 0, 0.0)`` and ``scratch`` may be empty. ``write=False`` is a dry run: compute
+    the counts, store nothing (``check_finite`` uses it).
+
+``_reference(self, group: Mapping[str, Any]) -> Callable``
+    The same update written with whole-array NumPy: ``ref(param, grad, *state, scalars) ->
+    None``, in place. Tests hold the kernel to it (float64, 1e-12 relative).
+
+Optional:
+
+``eps_compared_with_options(options) -> str | None`` (static or class method)
+    What eps is added to or compared with, as short text (``"sqrt(v_hat)"``); ``None`` when
+    the update has no eps. :meth:`Optimizer.eps_compared_with` asks it for a group.
+``_multipliers(self, group, state: dict[str, np.ndarray], step: int) -> np.ndarray | None``
+    The per-coordinate step multiplier ``1 / (denominator including eps)`` in float64 over one
+    flat buffer; ``None`` (the default) when the update has no eps.
+``_nonfinite_cause(self, group, name, grad, state) -> str | None``
+    Why a parameter with a finite value and a finite gradient would end non-finite, for
+    ``check_finite``'s message (e.g. "eps=0 and ... 0/0"); ``None`` falls back to overflow.
+``_load_optional: tuple[str, ...]``
+    Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
+    do not have); they take their defaults.
+
+A worked example (plain gradient descent with a decoupled shrink, "SD"):
+
+.. code-block:: python
+
+    class SDScalars(NamedTuple):
+        neg_lr: np.floating
+        decay: np.floating
+
+    @numba.njit(cache=True, error_model="numpy")
+    def _sd_kernel(param, grad, scratch, s):   # one variant; flags would be closure constants
+        n_bad = 0
+        for i in range(param.shape[0]):
+            p = param[i] * s.decay + s.neg_lr * grad[i]
+            n_bad += not np.isfinite(p)
+            scratch[i] = p - param[i]
+            param[i] = p
+        return 0, n_bad, float((scratch.astype(np.float64) ** 2).sum())
+
+    def sd_reference(param, grad, s):
+        param[...] = param * s.decay + s.neg_lr * grad
+
+    class SD(Optimizer):
+        def __init__(self, params, lr=1e-3, decay=0.0, *, track_stats=False,
+                     check_finite=False):
+            super().__init__(params, {"lr": lr, "decay": decay},
+                             track_stats=track_stats, check_finite=check_finite)
+
+        def _validate(self, group):
+            return {"lr": check_lr(group["lr"]),
+                    "decay": check_nonnegative("decay", group["decay"])}
+
+        def _state_spec(self, group):
+            return {}                                      # no state arrays
+
+        def _scalars(self, group, dtype, step):
+            t = dtype.type
+            return SDScalars(t(-group["lr"]), t(1.0 - group["lr"] * group["decay"]))
+
+        def _kernel(self, group, track, write):
+            return _sd_kernel          # a real kernel honours track and write
+
+        def _reference(self, group):
+            return sd_reference
+
+:mod:`minnet.optim.sgd` is the smallest real one; :mod:`minnet.optim.adam` the largest.
+
+Differences from PyTorch, for every optimizer: gradients are arrays that :meth:`zero_grad`
+fills with zeros (never ``None``), so a parameter that got no gradient still takes a step with
+``g = 0``; all parameters of a group step together, so the per-parameter ``"step"`` in the
+state dict is the group's step count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from minnet.nn import Parameter
+from minnet.optim._flat import FlatBuffers
+
+__all__ = [
+    "Optimizer",
+    "OptimizerStats",
+    "AdamStats",
+    "required",
+    "check_real",
+    "check_bool",
+    "check_choice",
+    "check_lr",
+    "check_eps",
+    "check_betas",
+    "check_weight_decay",
+    "check_momentum",
+    "check_nonnegative",
+]
+
+
+# -- validation helpers (PyTorch's messages; ``not 0.0 <= x`` so that NaN fails) ----------------
+
+
+class _Required:
+    """The ``required`` sentinel of PyTorch: a default every parameter group must set."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+#: A default that every parameter group must give (PyTorch's ``torch.optim.optimizer.required``).
+required = _Required()
+
+
+def _is_real_number(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def check_real(name: str, value: object) -> float:
+    """``float(value)``; ``TypeError`` naming ``name`` unless ``value`` is a real number."""
+    if not _is_real_number(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``bool(value)``; ``TypeError`` unless ``value`` is a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}: {value!r}")
+    return bool(value)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else ``ValueError("Invalid {name}: ...")``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"Invalid {name}: {value!r}; expected one of {choices}")
+    return value
+
+
+def check_nonnegative(name: str, value: object, label: str | None = None) -> float:
+    """A real number ``>= 0``: PyTorch's ``ValueError(f"Invalid {label} value: {value}")``
+    (``label`` defaults to ``name``), NaN included."""
+    v = check_real(name, value)
+    if not 0.0 <= v:
+        raise ValueError(f"Invalid {label or name} value: {value}")
+    return v
+
+
+def check_lr(lr: object) -> float:
+    """PyTorch's ``Invalid learning rate: {lr}`` check (``lr >= 0``)."""
+    v = check_real("lr", lr)
+    if not 0.0 <= v:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    return v
+
+
+def check_eps(eps: object, name: str = "eps") -> float:
+    """PyTorch's ``Invalid epsilon value: {eps}`` check (``eps >= 0``)."""
+    v = check_real(name, eps)
+    if not 0.0 <= v:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    return v
+
+
+def check_weight_decay(weight_decay: object) -> float:
+    """PyTorch's ``Invalid weight_decay value: {weight_decay}`` check (``>= 0``)."""
+    return check_nonnegative("weight_decay", weight_decay)
+
+
+def check_momentum(momentum: object) -> float:
+    """PyTorch's ``Invalid momentum value: {momentum}`` check (``>= 0``)."""
+    return check_nonnegative("momentum", momentum)
+
+
+def check_betas(betas: object) -> tuple[float, float]:
+    """A pair ``(beta1, beta2)``, each in ``[0, 1)``: PyTorch's ``Invalid beta parameter at
+    index {i}: {beta}``; ``TypeError`` for anything but a pair of real numbers."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2) of floats, got {betas!r}")
+    b = (check_real("betas[0]", betas[0]), check_real("betas[1]", betas[1]))
+    for i in (0, 1):
+        if not 0.0 <= b[i] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+    return b
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+class OptimizerStats(NamedTuple):
+    """What an optimizer with ``track_stats=True`` measured during its latest step, in the
+    same kernel pass as the update.
+
+    ``eps_dominated`` is the fraction of coordinates whose eps term is at least what it is
+    added to or compared with (see :meth:`Optimizer.eps_compared_with`; always 0 without eps);
+    ``nonfinite`` counts parameters that are NaN or infinite after the step; ``update_rms`` is
+    ``sqrt(mean(delta**2))`` of the applied update over all ``n_params`` coordinates.
+    """
+
+    step: int
+    eps_dominated: float
+    nonfinite: int
+    update_rms: float
+    n_params: int
+
+
+#: The name ``Adam(track_stats=True)`` used before the family; the same class.
+AdamStats = OptimizerStats
+
+_MISSING = object()
+
+
+# -- the base class ---------------------------------------------------------------------------
+
+
+class Optimizer:
+    """Base class of minnet's optimizers (PyTorch's ``torch.optim.Optimizer`` layout).
+
+    Args:
+        params: an iterable of :class:`minnet.nn.Parameter`, or of dicts that define parameter
+            groups: ``{"params": [...], "lr": 0.1, ...}``; a group's options override
+            ``defaults``, and keys the optimizer does not know are kept (schedulers store
+            ``"initial_lr"`` there). A single dict is one group.
+        defaults: every hyperparameter and its default.
+        track_stats: record :class:`OptimizerStats` in every step (read ``optimizer.stats``).
+        check_finite: refuse a step that would make a parameter NaN or infinite: raise
+            ``FloatingPointError`` naming the parameters and the likely cause, and leave
+            parameters and state as they were. Costs one extra read-only pass over the
+            buffers; off by default (PyTorch lets NaN through).
+
+    Attributes:
+        defaults: the hyperparameters given to the constructor.
+        param_groups: a list of dicts, PyTorch's layout (``"params"`` and every option). Edit
+            options in place (``group["lr"] = x``); the edit is validated at the next step.
+        stats: the latest :class:`OptimizerStats` (``track_stats``), else ``None``.
+
+    On construction every parameter is copied into one contiguous buffer per (group, dtype),
+    and its ``.data`` and ``.grad`` become views into it. Write values in place
+    (``p.data[...] = x``); an array fetched before creating the optimizer is no longer the
+    parameter. See the module docstring for the subclass contract.
+    """
+
+    #: Options a loaded state dict may lack (they take their defaults).
+    _load_optional: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        params: Any,
+        defaults: Mapping[str, Any],
+        *,
+        track_stats: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        object.__setattr__(self, "defaults", dict(defaults))
+        self.track_stats = check_bool("track_stats", track_stats)
+        self.check_finite = check_bool("check_finite", check_finite)
+        self.stats: OptimizerStats | None = None
+        self.param_groups: list[dict[str, Any]] = []
+        self._keys = tuple(self.defaults)
+        self._checked: list[tuple[Any, ...]] = []  # each group's options as last validated
+        self._valid: list[dict[str, Any]] = []  # ... and as a dict (normalized)
+        self._steps: list[int] = []  # each group's step count
+        self._flats: list[list[FlatBuffers]] = []  # each group's buffers, one per dtype
+        self._groups: list[FlatBuffers] = []  # every group's buffers, in order
+        self._index: dict[int, int] = {}  # id(parameter) -> position across all groups
+        self._all_params: list[Parameter] = []
+        if isinstance(params, Parameter):
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Parameters "
+                "or dicts, but got Parameter"
+            )
+        if isinstance(params, dict):
+            params = [params]
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but the "
+                "ordering of parameters in sets will change between runs. Please use a list "
+                "instead."
+            )
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        # Check every group before any parameter is rebound to a flat buffer.
+        prepared = []
+        seen: set[int] = set()
+        for group in groups:
+            new = self._prepare_group(group, seen)
+            seen.update(id(p) for p in new["params"])
+            prepared.append(new)
+        for new in prepared:
+            self._install_group(new)
+
+    # -- hyperparameters as attributes (``optimizer.lr``) ----------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: an option reads from param_groups.
+        defaults = self.__dict__.get("defaults")
+        groups = self.__dict__.get("param_groups")
+        if defaults is not None and groups and name in defaults:
+            values = [g.get(name, _MISSING) for g in groups]
+            if all(v == values[0] for v in values[1:]):
+                return values[0]
+            raise AttributeError(
+                f"{type(self).__name__} has {len(groups)} parameter groups with different "
+                f"{name}; read optimizer.param_groups[i][{name!r}]"
+            )
+        raise AttributeError(f"{type(self).__name__} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        defaults = self.__dict__.get("defaults")
+        if defaults is not None and name in defaults and self.__dict__.get("param_groups"):
+            # ``optimizer.lr = x``: validated now, applied to every group.
+            for i in range(len(self.param_groups)):
+                candidate = dict(self.param_groups[i])
+                candidate[name] = value
+                self._check_options(i, candidate)
+            for i, group in enumerate(self.param_groups):
+                group[name] = value
+                self._revalidate(i)
+            return
+        object.__setattr__(self, name, value)
+
+    # -- groups -------------------------------------------------------------------------------
+
+    @property
+    def params(self) -> list[Parameter]:
+        """Every parameter, in state-dict index order (groups in order)."""
+        return list(self._all_params)
+
+    @property
+    def step_count(self) -> int:
+        """The largest step count of any group (every group steps together, so all groups
+        created at construction share it)."""
+        return max(self._steps, default=0)
+
+    def _prepare_group(self, param_group: Any, seen: set[int]) -> dict[str, Any]:
+        """Check one group (PyTorch's ``add_param_group`` checks) and return it completed with
+        the defaults and normalized; nothing is modified."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError("a parameter group needs a 'params' entry")
+        group = dict(param_group)
+        params = group["params"]
+        if isinstance(params, Parameter):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but the "
+                "ordering of parameters in sets will change between runs. Please use a list "
+                "instead."
+            )
+        else:
+            params = list(params)
+        owner = type(self).__name__
+        for i, p in enumerate(params):
+            if not isinstance(p, Parameter):
+                raise TypeError(
+                    f"optimizer can only optimize minnet.nn.Parameter objects, but element {i} "
+                    f"is {type(p).__name__}"
+                )
+            if p.data.dtype not in (np.float32, np.float64) or p.grad.dtype != p.data.dtype:
+                raise TypeError(
+                    f"{owner}: parameter {i} ({p.name or '?'}) has data of dtype "
+                    f"{p.data.dtype} and grad of dtype {p.grad.dtype}; both must be float32 "
+                    "or both float64"
+                )
+            if p.grad.shape != p.data.shape:
+                raise ValueError(
+                    f"{owner}: parameter {i} ({p.name or '?'}) has grad of shape "
+                    f"{p.grad.shape}, expected its data's shape {p.data.shape}"
+                )
+        ids = [id(p) for p in params]
+        if len(set(ids)) != len(ids):
+            raise ValueError("some parameters appear more than once in the parameter list")
+        if not seen.isdisjoint(ids) or not set(self._index).isdisjoint(ids):
+            raise ValueError("some parameters appear in more than one parameter group")
+        group["params"] = params
+        for name, default in self.defaults.items():
+            if name not in group:
+                if default is required:
+                    raise ValueError(
+                        "parameter group didn't specify a value of required optimization "
+                        f"parameter {name}"
+                    )
+                group[name] = default
+        group.update(self._validate(group))
+        return group
+
+    def _install_group(self, group: dict[str, Any]) -> None:
+        """Append a prepared group: rebind its parameters to new flat buffers."""
+        spec = self._state_spec(group)
+        by_dtype: dict[np.dtype, list[Parameter]] = {}
+        for p in group["params"]:
+            by_dtype.setdefault(p.data.dtype, []).append(p)
+        owner = type(self).__name__
+        flats = [FlatBuffers(ps, dt, spec, owner) for dt, ps in by_dtype.items()]
+        for p in group["params"]:
+            self._index[id(p)] = len(self._all_params)
+            self._all_params.append(p)
+        self.param_groups.append(group)
+        self._checked.append(self._snapshot(group))
+        self._valid.append({k: group[k] for k in self._keys})
+        self._steps.append(0)
+        self._flats.append(flats)
+        self._groups.extend(flats)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group (PyTorch's ``add_param_group``): ``{"params": [...], ...}``
+        with options overriding ``defaults``. Its step count starts at 0."""
+        self._install_group(self._prepare_group(param_group, set()))
+
+    def _snapshot(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(group.get(k, _MISSING) for k in self._keys)
+
+    def _spec_changers(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+        """Options whose change from ``old`` to ``new`` alone changes the state arrays."""
+        names = list(self._state_spec(old))
+        out = []
+        for k in self._keys:
+            if old[k] != new[k]:
+                trial = dict(old)
+                trial[k] = new[k]
+                if list(self._state_spec(trial)) != names:
+                    out.append(k)
+        return out or [k for k in self._keys if old[k] != new[k]]
+
+    def _check_options(self, i: int, group: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate a candidate for group ``i``; the state arrays it implies must not change."""
+        missing = [k for k in self._keys if k not in group]
+        if missing:
+            raise ValueError(f"parameter group {i} lacks option(s) {missing}")
+        hp = self._validate(group)
+        current = self._valid[i]
+        if list(self._state_spec(hp)) != list(self._state_spec(current)):
+            keys = self._spec_changers(current, hp)
+            raise ValueError(
+                f"{', '.join(keys)} cannot change after the optimizer is created (it decides "
+                f"which state buffers exist: {list(self._state_spec(current))} -> "
+                f"{list(self._state_spec(hp))}); create a new optimizer"
+            )
+        return hp
+
+    def _revalidate(self, i: int) -> None:
+        """Check a (possibly user-edited) group and store its options normalized."""
+        group = self.param_groups[i]
+        hp = self._check_options(i, group)
+        group.update(hp)
+        self._checked[i] = self._snapshot(group)
+        self._valid[i] = hp
+
+    # -- stepping -----------------------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Set every gradient to zero (one fill per flat buffer).
+
+        ``set_to_none`` is accepted for PyTorch compatibility and ignored: gradients are views
+        of the flat buffer, so minnet always fills zeros (a parameter without a gradient in a
+        step then takes that step with ``g = 0``).
+        """
+        for flat in self._groups:
+            flat.grad.fill(0)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Apply one update to every parameter, in place (every group, every dtype).
+
+        ``closure``, as in PyTorch, is called first (it should recompute the loss and the
+        gradients) and its value is returned. Options edited in ``param_groups`` are validated
+        first; an invalid edit raises and changes nothing.
+        """
+        loss = closure() if closure is not None else None
+        groups = self.param_groups
+        checked = self._checked
+        for i, group in enumerate(groups):
+            if self._snapshot(group) != checked[i]:
+                self._revalidate(i)
+        for flat in self._groups:
+            flat.check_bound()
+        track = self.track_stats
+        plans = []
+        for i, group in enumerate(groups):
+            step = self._steps[i] + 1
+            kernel = self._kernel(group, track, True)
+            for flat in self._flats[i]:
+                plans.append((i, flat, kernel, self._scalars(group, flat.dtype, step)))
+        if self.check_finite:
+            self._refuse_nonfinite(plans)
+        n_dominated = n_nonfinite = 0
+        sum_sq = 0.0
+        for _, flat, kernel, scalars in plans:
+            scratch = flat.ensure_scratch() if track else flat.scratch
+            counts = kernel(*flat.args, scratch, scalars)
+            n_dominated += counts[0]
+            n_nonfinite += counts[1]
+            sum_sq += counts[2]
+        for i in range(len(groups)):
+            self._steps[i] += 1
+        if track:
+            n = sum(flat.size for flat in self._groups)
+            self.stats = OptimizerStats(
+                self.step_count,
+                n_dominated / n if n else 0.0,
+                n_nonfinite,
+                math.sqrt(sum_sq / n) if n else 0.0,
+                n,
+            )
+        return loss
+
+    def _refuse_nonfinite(self, plans: list[tuple[int, FlatBuffers, Any, Any]]) -> None:
+        """Dry-run the step; if a parameter would end non-finite, raise and change nothing."""
+        bad = []
+        for i, flat, _, scalars in plans:
+            group = self.param_groups[i]
+            dry = self._kernel(group, True, False)
+            scratch = flat.ensure_scratch()
+            if dry(*flat.args, scratch, scalars)[1] == 0:
+                continue
+            # Rare path: find which parameters, and why, one slice at a time.
+            for j, p in enumerate(flat.params):
+                args = flat.param_slices(j)
+                n_bad = dry(*args, scratch[: flat.sizes[j]], scalars)[1]
+                if n_bad:
+                    bad.append((i, p, n_bad, args))
+        if not bad:
+            return
+        parts = []
+        causes = set()
+        for i, p, n_bad, (data, grad, *arrays) in bad:
+            name = p.name or "?"
+            parts.append(f"{name} ({n_bad} of {p.data.size} elements)")
+            if not np.isfinite(grad).all():
+                causes.add(f"{name} has a NaN or infinite gradient")
+            elif not np.isfinite(data).all():
+                causes.add(f"{name} was already NaN or infinite before this step")
+            else:
+                group = self.param_groups[i]
+                state = dict(zip(self._state_spec(group), arrays))
+                cause = self._nonfinite_cause(group, name, grad, state)
+                causes.add(cause or f"the update of {name} overflows; lower the learning rate")
+        step = max(self._steps[i] + 1 for i, *_ in bad)
+        raise FloatingPointError(
+            f"{type(self).__name__} (check_finite=True): step {step} would make parameters "
+            "non-finite: " + ", ".join(parts) + ". Likely cause: " + "; ".join(sorted(causes))
+            + ". Parameters and optimizer state are unchanged."
+        )  # fmt: skip
+
+    # -- what eps does (for the lab) ----------------------------------------------------------
+
+    @staticmethod
+    def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
+        """What eps is added to or compared with for these group options, as short text
+        (``"sqrt(v_hat)"``); ``None`` when the update has no eps (this default)."""
+        return None
+
+    def eps_compared_with(self, group: int = 0) -> str | None:
+        """What eps is added to or compared with in group ``group``'s update (the quantity
+        behind ``stats.eps_dominated``), as short text; ``None`` without eps."""
+        return self.eps_compared_with_options(self.param_groups[group])
+
+    def _multipliers(
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
+    ) -> np.ndarray | None:
+        return None
+
+    def multipliers(self) -> np.ndarray | None:
+        """The per-coordinate step multiplier ``1 / (denominator including eps)`` after the
+        latest step, as a float64 array over every parameter in state-dict index order;
+        ``None`` when the update has no eps. Raises ``ValueError`` before the first step."""
+        if self.step_count == 0:
+            raise ValueError("multipliers() needs at least one optimizer step")
+        per_param: dict[int, np.ndarray] = {}
+        for i, group in enumerate(self.param_groups):
+            for flat in self._flats[i]:
+                k = self._multipliers(group, flat.state, self._steps[i])
+                if k is None:
+                    return None
+                for p, off, size in zip(flat.params, flat.offsets, flat.sizes):
+                    per_param[self._index[id(p)]] = k[off : off + size]
+        return np.concatenate([per_param[j] for j in range(len(self._all_params))])
+
+    def _nonfinite_cause(
+        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
+    ) -> str | None:
+        return None
+
+    # -- the subclass contract (see the module docstring) ----------------------------------
+
+    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> Any:
+        raise NotImplementedError
+
+    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        raise NotImplementedError
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer state in PyTorch's layout, as copies.
+
+        ``{"state": {i: {"step": float, <state name>: array, ...}}, "param_groups": [{<every
+        option>, "params": [i, ...]}]}`` where ``i`` numbers the parameters across all groups
+        in order. A group that has not stepped yet has no entries in ``"state"`` (PyTorch's
+        state is empty before the first step).
+        """
+        state: dict[int, dict[str, Any]] = {}
+        groups = []
+        for i, group in enumerate(self.param_groups):
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = [self._index[id(p)] for p in group["params"]]
+            groups.append(packed)
+            if self._steps[i] == 0:
+                continue
+            for flat in self._flats[i]:
+                views = {name: flat.views(name) for name in flat.state}
+                for j, p in enumerate(flat.params):
+                    entry: dict[str, Any] = {"step": float(self._steps[i])}
+                    for name in flat.state:
+                        entry[name] = views[name][j].copy()
+                    state[self._index[id(p)]] = entry
+        return {"state": dict(sorted(state.items())), "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict`: options, step counts and state arrays.
+
+        Saved parameters map to this optimizer's by position, group by group (as PyTorch).
+        Everything is checked before anything is written, so a bad dict leaves the optimizer
+        as it was. Raises ``ValueError`` naming what does not fit.
+        """
+        owner = type(self).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(
+                f"{owner}.load_state_dict expects keys ['param_groups', 'state'], got {got}"
+            )
+        saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)) or not all(
+            isinstance(g, dict) for g in saved_groups
+        ):
+            raise ValueError("loaded 'param_groups' must be a list of dicts")
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"loaded state dict has {len(saved_groups)} parameter groups, this optimizer "
+                f"has {len(self.param_groups)}"
+            )
+        state = state_dict["state"]
+        if not isinstance(state, dict):
+            raise ValueError(f"loaded 'state' must be a dict, got {type(state).__name__}")
+        try:
+            state = {int(k): v for k, v in state.items()}
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"loaded state keys must be parameter indices, got {sorted(map(str, state))}"
+            ) from None
+        new_groups: list[dict[str, Any]] = []
+        new_steps: list[int] = []
+        loaded: dict[int, dict[str, np.ndarray]] = {}  # converted copies, written at the end
+        used_ids: set[int] = set()
+        for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            params = group["params"]
+            ids = saved.get("params")
+            if not isinstance(ids, (list, tuple)):
+                raise ValueError(f"loaded param group {i} lacks a 'params' list")
+            if len(ids) != len(params):
+                raise ValueError(
+                    f"loaded state dict has {len(ids)} parameters in group {i}, this "
+                    f"optimizer has {len(params)}"
+                )
+            if not all(_is_real_number(k) and int(k) == k for k in ids) or len(
+                set(map(int, ids))
+            ) != len(ids):
+                raise ValueError(f"loaded param group {i} has bad parameter indices {ids}")
+            ids = [int(k) for k in ids]
+            if not used_ids.isdisjoint(ids):
+                raise ValueError("loaded param groups share parameter indices")
+            used_ids.update(ids)
+            missing = [k for k in self._keys if k not in saved and k not in self._load_optional]
+            if missing:
+                raise ValueError(f"loaded param group lacks {missing}")
+            candidate = {k: v for k, v in saved.items() if k != "params"}
+            for k in self._keys:
+                candidate.setdefault(k, self.defaults[k])
+            hp = self._validate(candidate)
+            candidate.update(hp)
+            current = self._valid[i]
+            if list(self._state_spec(hp)) != list(self._state_spec(current)):
+                keys = self._spec_changers(current, hp)
+                have = ", ".join(f"{k}={current[k]}" for k in keys)
+                got = ", ".join(f"{k}={hp[k]}" for k in keys)
+                raise ValueError(
+                    f"loaded state has {got} but this optimizer has {have}; create the "
+                    "optimizer with the same setting"
+                )
+            candidate["params"] = params
+            new_groups.append(candidate)
+            present = [k for k in ids if k in state]
+            if not present:
+                new_steps.append(0)
+                continue
+            if len(present) != len(ids):
+                raise ValueError(
+                    f"loaded state has entries for parameters {sorted(present)} of group {i}, "
+                    f"expected all of {ids}"
+                )
+            steps = set()
+            for k in ids:
+                entry = state[k]
+                if not isinstance(entry, dict) or "step" not in entry:
+                    raise ValueError(f"loaded state for parameter {k} lacks 'step'")
+                value = entry["step"]
+                value = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
+                if not _is_real_number(value) or not (
+                    math.isfinite(value) and value >= 0 and float(value) == math.floor(value)
+                ):
+                    raise ValueError(
+                        f"loaded step count for parameter {k} must be a non-negative integer, "
+                        f"got {value!r}"
+                    )
+                steps.add(int(value))
+            if len(steps) != 1:
+                raise ValueError(f"loaded state has different step counts: {sorted(steps)}")
+            step = steps.pop()
+            new_steps.append(step)
+            if step == 0:
+                continue
+            names = list(self._state_spec(current))
+            for k, p in zip(ids, params):
+                arrays = {}
+                for name in names:
+                    if name not in state[k]:
+                        raise ValueError(f"loaded state for parameter {k} lacks '{name}'")
+                    arr = np.asarray(state[k][name])
+                    where = f"loaded state '{name}' for parameter {k} ({p.name or '?'})"
+                    if arr.dtype.kind not in "fiu":
+                        raise ValueError(f"{where} has dtype {arr.dtype}, expected real numbers")
+                    if arr.shape != p.data.shape:
+                        raise ValueError(f"{where} has shape {arr.shape}, expected {p.data.shape}")
+                    arrays[name] = arr.astype(p.data.dtype)
+                loaded[id(p)] = arrays
+        unknown = sorted(set(state) - used_ids)
+        if unknown:
+            raise ValueError(f"loaded state has entries for unknown parameters {unknown}")
+        # Every check passed: write.
+        for i, (group, new) in enumerate(zip(self.param_groups, new_groups)):
+            group.clear()
+            group.update(new)
+            self._checked[i] = self._snapshot(group)
+            self._valid[i] = {k: group[k] for k in self._keys}
+            self._steps[i] = new_steps[i]
+            for flat in self._flats[i]:
+                if new_steps[i] == 0:
+                    flat.reset_state()
+                    continue
+                for name in flat.state:
+                    for p, view in zip(flat.params, flat.views(name)):
+                        view[...] = loaded[id(p)][name]
+        self.stats = None
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(k for k in group if k != "params"):
+                lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
