@@ -3,7 +3,7 @@
 Run by hand in an environment with PyTorch (the tests only replay the file and need no torch):
 
     python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy
-    /tmp/torchenv/bin/python scripts/make_nn_fixtures.py   # writes tests/fixtures/torch_nn.npz
+    /tmp/torchenv/bin/python scripts/make_nn_fixtures.py   # writes tests/fixtures/nn_torch.npz
 
 Every case is one layer or loss with its PyTorch keyword arguments, run in float64 and float32 on
 inputs drawn here with NumPy (stored in the file, so the replay uses the very same numbers).
@@ -146,7 +146,7 @@ def record() -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("tests/fixtures/torch_nn.npz"))
+    parser.add_argument("--out", type=Path, default=Path("tests/fixtures/nn_torch.npz"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     arrays = record()

@@ -1,4 +1,4 @@
-"""PyTorch parity of the layers and losses, replayed from tests/fixtures/torch_nn.npz.
+"""PyTorch parity of the layers and losses, replayed from tests/fixtures/nn_torch.npz.
 
 The file was recorded by scripts/make_nn_fixtures.py (torch 2.13.0); no torch is needed here.
 Each case's output and input gradient must match PyTorch's to 1e-12 (float64) or 1e-5 (float32),
@@ -16,7 +16,7 @@ import pytest
 
 from minnet import nn
 
-FIXTURE = Path(__file__).parent / "fixtures" / "torch_nn.npz"
+FIXTURE = Path(__file__).parent / "fixtures" / "nn_torch.npz"
 DATA = np.load(FIXTURE)
 CASES = json.loads(str(DATA["cases"]))
 TOL = {"float64": 1e-12, "float32": 1e-5}
