@@ -299,10 +299,11 @@ def test_layer_and_loss_constructors(data: st.DataObject) -> None:
             and (layer.bias is None) != kwargs["bias"]
         )
     reduction = data.draw(st.sampled_from(["mean", "sum", "none", "Mean", 1, None]))
-    if reduction in ("mean", "sum"):
+    if reduction in ("mean", "sum", "none"):
         assert MSELoss(reduction).reduction == reduction
     else:
-        with pytest.raises(ValueError, match="is not a valid value for reduction; use 'mean' or"):
+        match = "is not a valid value for reduction; use 'none', 'mean' or 'sum'"
+        with pytest.raises(ValueError, match=match):
             MSELoss(reduction)
 
 

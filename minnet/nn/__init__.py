@@ -11,11 +11,13 @@ shape ``(out_features, in_features)``. Inputs must be real floating-point arrays
 another precision is cast to the layer's dtype (so float64 data can feed a float32 model).
 """
 
-from minnet.nn.activation import ReLU
+from minnet.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from minnet.nn.container import Sequential
+from minnet.nn.dropout import Dropout
+from minnet.nn.flatten import Flatten
 from minnet.nn.grad_mode import is_grad_enabled, no_grad
 from minnet.nn.linear import Linear
-from minnet.nn.loss import MSELoss
+from minnet.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from minnet.nn.module import Module
 from minnet.nn.parameter import Parameter
 
@@ -24,8 +26,18 @@ __all__ = [
     "Module",
     "Linear",
     "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "GELU",
+    "LeakyReLU",
+    "Softmax",
+    "LogSoftmax",
+    "Dropout",
+    "Flatten",
     "Sequential",
     "MSELoss",
+    "CrossEntropyLoss",
+    "BCEWithLogitsLoss",
     "no_grad",
     "is_grad_enabled",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numba
@@ -92,3 +93,238 @@ class ReLU(Module):
 
     def __repr__(self) -> str:
         return "ReLU()"
+
+
+def _float_input(module: Module, x: Any) -> np.ndarray:
+    """``x`` as a float array of its own precision (ints, bools, complex refused); non-empty."""
+    arr = _asarray(x, module._label(), "input")
+    dtype = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float32)
+    arr = _as_float_array(arr, module._label(), "input", dtype)
+    if arr.size == 0:
+        raise ValueError(f"{module._label()}: got an empty input of shape {arr.shape}")
+    return arr
+
+
+def _check_dim(module: Module, dim: int, ndim: int) -> int:
+    """``dim`` as a non-negative axis of an ``ndim``-D input, or PyTorch's IndexError."""
+    if not -ndim <= dim < ndim:
+        raise IndexError(
+            f"{module._label()}: Dimension out of range (expected to be in range of "
+            f"[{-ndim}, {ndim - 1}], but got {dim})"
+        )
+    return dim % ndim
+
+
+class _Activation(Module):
+    """An activation that keeps one array (its input or its output) for backward.
+
+    Subclasses define ``_compute(x) -> (out, saved)`` and ``_grad(saved, grad_out) -> dx``.
+    The output is always a new array (these layers reuse no buffers).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._saved: np.ndarray | None = None
+
+    def _compute(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _grad(self, saved: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        self._saved = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The activation of ``x`` (any shape, float32 or float64 kept); a new array."""
+        x = _float_input(self, x)
+        out, saved = self._compute(x)
+        if self._keep():
+            self._saved = saved
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """dLoss/d(input) for dLoss/d(output) ``grad_out`` (the output's shape)."""
+        saved = self._saved
+        if saved is None:
+            raise self._nothing_saved()
+        grad_out = _as_float_array(grad_out, self._label(), "grad_out", saved.dtype)
+        if grad_out.shape != saved.shape:
+            raise ValueError(
+                f"{self._label()}: grad_out must have the output's shape {saved.shape}, "
+                f"got {grad_out.shape}"
+            )
+        self._saved = None
+        self._freed = True
+        return self._grad(saved, grad_out)
+
+
+class Tanh(_Activation):
+    """``tanh(x)`` elementwise. Backward: ``dx = g * (1 - y**2)`` with ``y = tanh(x)``."""
+
+    def _compute(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = np.tanh(x)
+        return out, out
+
+    def _grad(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return g * (1 - y * y)
+
+
+class Sigmoid(_Activation):
+    """``1 / (1 + exp(-x))`` elementwise, computed as ``exp(x) / (1 + exp(x))`` for ``x < 0``
+    (no overflow). Backward: ``dx = g * (1 - y) * y``."""
+
+    def _compute(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
+        out = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return out, out
+
+    def _grad(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return g * (1 - y) * y
+
+
+class GELU(_Activation):
+    """Gaussian error linear unit, PyTorch's two forms.
+
+    * ``approximate="none"`` (default): ``y = 0.5 * x * (1 + erf(x / sqrt(2)))``;
+      ``dx = g * (Phi(x) + x * exp(-x**2 / 2) / sqrt(2 * pi))`` with ``Phi(x) = 0.5 * (1 +
+      erf(x / sqrt(2)))``.
+    * ``approximate="tanh"``: ``y = 0.5 * x * (1 + tanh(u))``, ``u = sqrt(2 / pi) * (x +
+      0.044715 * x**3)``; ``dx = g * (0.5 * (1 + tanh(u)) + 0.5 * x * (1 - tanh(u)**2) *
+      sqrt(2 / pi) * (1 + 3 * 0.044715 * x**2))``.
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(
+                f"GELU: approximate argument must be either none or tanh, got {approximate!r}"
+            )
+        self.approximate = approximate
+
+    def _compute(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = np.empty_like(x, order="C")
+        xc = np.ascontiguousarray(x)
+        kernel = _gelu_tanh if self.approximate == "tanh" else _gelu_erf
+        kernel(xc.reshape(-1), out.reshape(-1))
+        return out, xc
+
+    def _grad(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        dx = np.empty_like(x, order="C")
+        kernel = _gelu_tanh_grad if self.approximate == "tanh" else _gelu_erf_grad
+        kernel(x.reshape(-1), np.ascontiguousarray(g).reshape(-1), dx.reshape(-1))
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+# GELU kernels: one loop each, in the array's own dtype (the constants are cast to it).
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_PDF_C = 1.0 / math.sqrt(2.0 * math.pi)  # M_2_SQRTPI * M_SQRT1_2 * 0.5
+_TANH_C = math.sqrt(2.0 / math.pi)  # M_SQRT2 * M_2_SQRTPI * 0.5
+_KAPPA = 0.044715
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gelu_erf(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    t = x.dtype.type
+    half, one, a = t(0.5), t(1.0), t(_SQRT1_2)
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = v * half * (one + math.erf(v * a))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gelu_erf_grad(x: np.ndarray, g: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
+    t = x.dtype.type
+    half, one, a, b, mhalf = t(0.5), t(1.0), t(_SQRT1_2), t(_PDF_C), t(-0.5)
+    for i in range(x.shape[0]):
+        v = x[i]
+        cdf = half * (one + math.erf(v * a))
+        pdf = b * math.exp(v * v * mhalf)
+        dx[i] = g[i] * (cdf + v * pdf)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gelu_tanh(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    t = x.dtype.type
+    half, one, b, k = t(0.5), t(1.0), t(_TANH_C), t(_KAPPA)
+    for i in range(x.shape[0]):
+        v = x[i]
+        inner = b * (v + k * (v * v * v))
+        out[i] = half * v * (one + math.tanh(inner))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gelu_tanh_grad(x: np.ndarray, g: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
+    t = x.dtype.type
+    half, one, three, b, k = t(0.5), t(1.0), t(3.0), t(_TANH_C), t(_KAPPA)
+    for i in range(x.shape[0]):
+        v = x[i]
+        v2 = v * v
+        th = math.tanh(b * (v + k * (v2 * v)))
+        left_d = half * (one + th)
+        right_d = half * v * (one - th * th) * b * (one + three * k * v2)
+        dx[i] = g[i] * (left_d + right_d)
+
+
+class LeakyReLU(_Activation):
+    """``x if x > 0 else negative_slope * x`` elementwise; backward ``g`` where ``x > 0``, else
+    ``negative_slope * g``."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        if isinstance(negative_slope, bool) or not isinstance(
+            negative_slope, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(f"LeakyReLU: negative_slope must be a float, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def _compute(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.where(x > 0, x, x * x.dtype.type(self.negative_slope)), x
+
+    def _grad(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return np.where(x > 0, g, g * g.dtype.type(self.negative_slope))
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Softmax(_Activation):
+    """``exp(x - max) / sum(exp(x - max))`` along ``dim`` (default -1; subtracting the max keeps
+    it finite for any finite logits). Backward: ``dx = y * (g - sum(g * y, dim))``."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"{type(self).__name__}: dim must be an int, got {dim!r}")
+        self.dim = int(dim)
+
+    def _compute(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = _check_dim(self, self.dim, x.ndim)
+        e = np.exp(x - x.max(axis=d, keepdims=True))
+        out = e / e.sum(axis=d, keepdims=True)
+        return out, out
+
+    def _grad(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        d = self.dim % y.ndim
+        return y * (g - (g * y).sum(axis=d, keepdims=True))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """``x - max - log(sum(exp(x - max)))`` along ``dim`` (default -1): stable for any finite
+    logits. Backward: ``dx = g - exp(y) * sum(g, dim)``."""
+
+    def _compute(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = _check_dim(self, self.dim, x.ndim)
+        shifted = x - x.max(axis=d, keepdims=True)
+        out = shifted - np.log(np.exp(shifted).sum(axis=d, keepdims=True))
+        return out, out
+
+    def _grad(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        d = self.dim % y.ndim
+        return g - np.exp(y) * g.sum(axis=d, keepdims=True)

@@ -1,37 +1,94 @@
-"""Losses: ``loss_fn(input, target)`` returns the loss, ``loss_fn.backward()`` dLoss/d(input)."""
+"""Losses: ``loss_fn(input, target)`` returns the loss, ``loss_fn.backward()`` dLoss/d(input).
+
+Every loss is a :class:`~minnet.nn.Module` with PyTorch's arguments and ``reduction`` ("mean",
+"sum" or "none"). ``backward(grad=None)`` returns dLoss/d(input) for the latest call outside
+``no_grad``: for "mean"/"sum" ``grad`` is a scalar factor (default 1), for "none" it is the
+upstream gradient of the per-element loss (default ones). Calls under ``no_grad`` (validation)
+keep nothing, so they never change what a pending ``backward`` returns. ``backward`` may be
+called more than once: it adds into no parameter.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from minnet.nn._util import _as_float_array, _asarray
+from minnet.nn.grad_mode import is_grad_enabled
+from minnet.nn.module import Module
+
+_REDUCTIONS = ("none", "mean", "sum")
 
 
-class MSELoss:
-    """Squared error, PyTorch's definition: ``sum((input - target)**2)`` for ``reduction="sum"``,
-    divided by the number of elements for ``"mean"`` (the default).
+class _Loss(Module):
+    """Base of the losses: ``reduction`` validated with PyTorch's message, ``loss(input,
+    target)`` calls :meth:`forward`."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(
+                f"{reduction!r} is not a valid value for reduction; use 'none', 'mean' or 'sum'"
+            )
+        self.reduction = reduction
+
+    def __call__(self, input: np.ndarray, target: np.ndarray) -> Any:
+        return self.forward(input, target)
+
+    def _input(self, input: Any) -> np.ndarray:
+        name = type(self).__name__
+        arr = _asarray(input, name, "input")
+        dtype = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float64)
+        return _as_float_array(arr, name, "input", dtype)
+
+    def _upstream(self, grad: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        """``grad`` checked: a scalar for "mean"/"sum", an array of the loss's shape for
+        "none"; ``None`` means 1 / ones."""
+        name = type(self).__name__
+        if self.reduction != "none":
+            if grad is None:
+                return None
+            g = np.asarray(grad, dtype=dtype)
+            if g.size != 1:
+                raise ValueError(
+                    f"{name}: backward(grad) takes a scalar for reduction={self.reduction!r}, "
+                    f"got shape {g.shape}"
+                )
+            return g.reshape(())
+        if grad is None:
+            return np.ones(shape, dtype)
+        g = _as_float_array(grad, name, "grad", dtype)
+        if g.shape != shape:
+            raise ValueError(
+                f"{name}: backward(grad) needs the per-element loss's shape {shape} for "
+                f"reduction='none', got {g.shape}"
+            )
+        return g
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class MSELoss(_Loss):
+    """Squared error, PyTorch's definition: ``(input - target)**2`` per element for
+    ``reduction="none"``, their sum for ``"sum"``, divided by the number of elements for
+    ``"mean"`` (the default).
 
     ``loss_fn(y_pred, y)`` returns a NumPy scalar of ``y_pred``'s dtype (``.item()`` gives a
-    Python float); ``loss_fn.backward()`` returns dLoss/d(y_pred) ``= 2 * (input - target)``
-    (divided by the element count for ``"mean"``). Shapes must match exactly (no broadcasting).
+    Python float; an array for ``"none"``); ``loss_fn.backward(grad=None)`` returns
+    dLoss/d(y_pred) ``= 2 * (input - target) * grad`` (divided by the element count for
+    ``"mean"``). Shapes must match exactly (no broadcasting).
     """
 
     def __init__(self, reduction: str = "mean") -> None:
-        if reduction not in ("mean", "sum"):
-            raise ValueError(
-                f"{reduction!r} is not a valid value for reduction; use 'mean' or 'sum'"
-            )
-        self.reduction = reduction
+        super().__init__(reduction)
         self._diff: np.ndarray | None = None  # input - target, reused from call to call
 
-    def __call__(self, input: np.ndarray, target: np.ndarray) -> np.floating:
-        return self.forward(input, target)
-
-    def forward(self, input: np.ndarray, target: np.ndarray) -> np.floating:
+    def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
         """The loss value for predictions ``input`` and targets ``target``."""
-        arr = _asarray(input, "MSELoss", "input")
-        dtype = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float64)
-        input = _as_float_array(arr, "MSELoss", "input", dtype)
+        input = self._input(input)
+        dtype = input.dtype
         target = _as_float_array(target, "MSELoss", "target", dtype)
         if input.shape != target.shape:
             raise ValueError(
@@ -40,23 +97,305 @@ class MSELoss:
             )
         if input.size == 0:
             raise ValueError(f"MSELoss: got empty input of shape {input.shape}")
-        diff = self._diff
-        if diff is None or diff.shape != input.shape or diff.dtype != dtype:
-            diff = self._diff = np.empty(input.shape, dtype)
-        np.subtract(input, target, out=diff)
+        if is_grad_enabled():
+            diff = self._diff
+            if diff is None or diff.shape != input.shape or diff.dtype != dtype:
+                diff = self._diff = np.empty(input.shape, dtype)
+            np.subtract(input, target, out=diff)
+        else:  # keep nothing: a pending backward still sees its own diff
+            diff = input - target
+        if self.reduction == "none":
+            return diff * diff
         flat = diff.reshape(-1)
         total = np.dot(flat, flat)
         if self.reduction == "mean":
             total = total / dtype.type(flat.size)
         return dtype.type(total)
 
-    def backward(self) -> np.ndarray:
-        """dLoss/d(input) for the last call."""
+    def backward(self, grad: Any = None) -> np.ndarray:
+        """dLoss/d(input) for the last call outside ``no_grad``: ``2 * (input - target)``
+        (``/ numel`` for "mean") times ``grad``."""
         diff = self._diff
         if diff is None:
             raise ValueError("MSELoss: backward called before the loss was computed")
+        g = self._upstream(grad, diff.shape, diff.dtype)
         scale = 2.0 / diff.size if self.reduction == "mean" else 2.0
-        return diff * diff.dtype.type(scale)
+        out = diff * diff.dtype.type(scale)
+        if g is not None:
+            out *= g
+        return out
 
-    def __repr__(self) -> str:
-        return f"MSELoss(reduction={self.reduction!r})"
+
+def _log_softmax_rows(x: np.ndarray) -> np.ndarray:
+    """``x - max - log(sum(exp(x - max)))`` per row of a 2-D array (stable for any finite x)."""
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _weight_vector(weight: Any, where: str, what: str) -> np.ndarray | None:
+    if weight is None:
+        return None
+    w = _asarray(weight, where, what)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"{where}: {what} must be a real array, got dtype {w.dtype}")
+    return np.array(w, dtype=np.float64)
+
+
+class CrossEntropyLoss(_Loss):
+    """Cross entropy of logits ``input`` against class indices or class probabilities, as
+    PyTorch's ``CrossEntropyLoss``.
+
+    Shapes: ``input`` ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (classes on dim 1). ``target``
+    is either integer class indices of shape ``(N,)`` / ``()`` / ``(N, d1, ...)``, or class
+    probabilities of ``input``'s shape (float). With ``logp = log_softmax(input)`` along the class
+    dimension, computed as ``x - max - log(sum(exp(x - max)))`` (finite for logits of any size),
+    and ``w`` the class ``weight`` (ones if ``None``), ``eps = label_smoothing``:
+
+    * indices: ``l_n = (1 - eps) * w[y_n] * (-logp[n, y_n]) + eps / C * sum_c w[c] * (-logp[n,
+      c])``; ``l_n = 0`` where ``y_n == ignore_index``. ``"mean"`` divides ``sum_n l_n`` by
+      ``sum_n w[y_n]`` over the non-ignored samples (PyTorch's weighted mean; NaN when all are
+      ignored).
+    * probabilities: ``t' = (1 - eps) * t + eps / C``; ``l_n = -sum_c w[c] * t'[n, c] * logp[n,
+      c]``; ``"mean"`` divides by the number of samples ``N * d1 * ...``.
+
+    Both are ``l_n = -sum_c q[n, c] * logp[n, c]`` for a per-sample ``q``, so backward is
+    ``dl_n/dx[n, c] = softmax(x)[n, c] * sum_c' q[n, c'] - q[n, c]``, scaled by ``1 / divisor``
+    ("mean") or the upstream ``grad``.
+
+    Args:
+        weight: per-class rescaling, shape ``(C,)``. Default ``None``.
+        ignore_index: target value that contributes neither loss nor gradient (indices only).
+            Default -100.
+        reduction: "mean" (default), "sum" or "none" (shape of the target indices).
+        label_smoothing: ``eps`` in [0, 1]. Default 0.0.
+    """
+
+    def __init__(
+        self,
+        weight: np.ndarray | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(reduction)
+        self.weight = _weight_vector(weight, "CrossEntropyLoss", "weight")
+        if self.weight is not None and self.weight.ndim != 1:
+            raise ValueError(
+                f"CrossEntropyLoss: weight must be 1-D (one entry per class), got shape "
+                f"{self.weight.shape}"
+            )
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            raise TypeError(f"CrossEntropyLoss: ignore_index must be an int, got {ignore_index!r}")
+        self.ignore_index = int(ignore_index)
+        if isinstance(label_smoothing, bool) or not isinstance(
+            label_smoothing, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(
+                f"CrossEntropyLoss: label_smoothing must be a float, got {label_smoothing!r}"
+            )
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(
+                f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}"
+            )
+        self.label_smoothing = float(label_smoothing)
+        self._saved: tuple[Any, ...] | None = None
+
+    def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
+        """The loss (a NumPy scalar of ``input``'s dtype, or an array for "none")."""
+        x = self._input(input)
+        dtype = x.dtype
+        if x.ndim == 0 or x.size == 0:
+            raise ValueError(
+                "CrossEntropyLoss: expected input of shape (N, C) or (C,) with at least one "
+                f"element, got {x.shape}"
+            )
+        c = x.shape[0] if x.ndim == 1 else x.shape[1]
+        t = _asarray(target, "CrossEntropyLoss", "target")
+        batch_shape = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
+        # (M, C): one row per sample, classes last.
+        x2 = x.reshape(1, c) if x.ndim == 1 else np.moveaxis(x, 1, -1).reshape(-1, c)
+        logp = _log_softmax_rows(x2)
+        eps = self.label_smoothing
+        w = None
+        if self.weight is not None:
+            if self.weight.shape != (c,):
+                raise RuntimeError(
+                    f"CrossEntropyLoss: weight tensor should be defined either for all {c} "
+                    f"classes or no classes but got weight tensor of shape: "
+                    f"{list(self.weight.shape)}"
+                )
+            w = self.weight.astype(dtype)
+        if t.shape == x.shape:  # class probabilities, as PyTorch decides
+            if t.dtype.kind != "f":
+                raise TypeError(
+                    "CrossEntropyLoss: Expected floating point type for target with class "
+                    f"probabilities, got {t.dtype}"
+                )
+            if self.ignore_index >= 0:
+                raise ValueError(
+                    "CrossEntropyLoss: ignore_index is not supported for floating point target"
+                )
+            tf = t.astype(dtype)
+            t2 = tf.reshape(1, c) if x.ndim == 1 else np.moveaxis(tf, 1, -1).reshape(-1, c)
+            if eps > 0:
+                t2 = t2 * dtype.type(1 - eps) + dtype.type(eps / c)
+            q = t2 * w if w is not None else t2
+            divisor = dtype.type(x2.shape[0])
+        else:
+            if t.dtype.kind not in "iu":
+                raise TypeError(
+                    f"CrossEntropyLoss: target of shape {t.shape} must hold integer class "
+                    f"indices (got dtype {t.dtype}); class probabilities need the input's "
+                    f"shape {x.shape}"
+                )
+            if t.shape != batch_shape:
+                raise ValueError(
+                    f"CrossEntropyLoss: target shape {t.shape} does not match input shape "
+                    f"{x.shape}: expected {batch_shape} (the input's shape without the class "
+                    "dimension 1)"
+                )
+            y = t.reshape(-1).astype(np.int64)
+            ignored = y == self.ignore_index
+            bad = ~ignored & ((y < 0) | (y >= c))
+            if bad.any():
+                raise IndexError(
+                    f"CrossEntropyLoss: Target {int(y[bad][0])} is out of bounds "
+                    f"(classes 0..{c - 1}, ignore_index={self.ignore_index})"
+                )
+            yc = np.where(ignored, 0, y)
+            rows = np.arange(y.shape[0])
+            wy = (w[yc] if w is not None else np.ones(y.shape[0], dtype)).astype(dtype)
+            wy[ignored] = 0
+            q = np.zeros_like(logp)
+            q[rows, yc] = wy * dtype.type(1 - eps)
+            if eps > 0:
+                smooth = (w if w is not None else np.ones(c, dtype)) * dtype.type(eps / c)
+                q += np.where(ignored[:, None], dtype.type(0), smooth[None, :])
+            divisor = wy.sum(dtype=dtype)
+        per = -(q * logp).sum(axis=1)
+        if is_grad_enabled():
+            self._saved = (logp, q, divisor, x.shape, batch_shape, x2.shape)
+        if self.reduction == "none":
+            return per.reshape(batch_shape)
+        total = per.sum()
+        if self.reduction == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = total / divisor
+        return dtype.type(total)
+
+    def backward(self, grad: Any = None) -> np.ndarray:
+        """dLoss/d(input): ``(softmax(x) * sum(q) - q)`` per sample, times ``grad`` and
+        ``1 / divisor`` for "mean" (see the class docstring)."""
+        if self._saved is None:
+            raise ValueError("CrossEntropyLoss: backward called before the loss was computed")
+        logp, q, divisor, in_shape, batch_shape, shape2 = self._saved
+        dtype = logp.dtype
+        g = self._upstream(grad, batch_shape, dtype)
+        dx = np.exp(logp) * q.sum(axis=1, keepdims=True) - q
+        if self.reduction == "none":
+            dx *= g.reshape(-1, 1)
+        else:
+            if self.reduction == "mean":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    dx /= divisor
+            if g is not None:
+                dx *= g
+        if len(in_shape) == 1:
+            return dx.reshape(in_shape)
+        moved = (in_shape[0],) + in_shape[2:] + (in_shape[1],)
+        return np.ascontiguousarray(np.moveaxis(dx.reshape(moved), -1, 1))
+
+    def extra_repr(self) -> str:
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing}"
+        )
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Binary cross entropy on logits, PyTorch's stable form.
+
+    With ``log_sigmoid(x) = min(x, 0) - log1p(exp(-|x|))`` and ``lw = 1 + (pos_weight - 1) *
+    t`` (``lw = 1`` without ``pos_weight``): ``l = weight * ((1 - t) * x - lw *
+    log_sigmoid(x))``, per element; "mean" divides the sum by the number of elements.
+    Backward: ``dl/dx = weight * ((1 - t) - lw * sigmoid(-x))``.
+
+    Args:
+        weight: rescaling broadcast to ``input``'s shape. Default ``None``.
+        reduction: "mean" (default), "sum" or "none".
+        pos_weight: weight of the positive term, broadcast to ``input`` (typically shape
+            ``(C,)`` for ``(N, C)`` inputs). Default ``None``.
+    """
+
+    def __init__(
+        self,
+        weight: np.ndarray | None = None,
+        reduction: str = "mean",
+        pos_weight: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(reduction)
+        self.weight = _weight_vector(weight, "BCEWithLogitsLoss", "weight")
+        self.pos_weight = _weight_vector(pos_weight, "BCEWithLogitsLoss", "pos_weight")
+        self._saved: tuple[Any, ...] | None = None
+
+    def _broadcast(
+        self, arr: np.ndarray | None, what: str, shape: tuple[int, ...], dtype: np.dtype
+    ) -> np.ndarray | None:
+        if arr is None:
+            return None
+        try:
+            return np.broadcast_to(arr.astype(dtype), shape)
+        except ValueError:
+            raise ValueError(
+                f"BCEWithLogitsLoss: {what} of shape {arr.shape} cannot be broadcast to the "
+                f"input's shape {shape}"
+            ) from None
+
+    def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
+        """The loss (a NumPy scalar of ``input``'s dtype, or an array for "none")."""
+        x = self._input(input)
+        dtype = x.dtype
+        t = _as_float_array(target, "BCEWithLogitsLoss", "target", dtype)
+        if t.shape != x.shape:
+            raise ValueError(
+                f"BCEWithLogitsLoss: Target size ({t.shape}) must be the same as input size "
+                f"({x.shape})"
+            )
+        if x.size == 0:
+            raise ValueError(f"BCEWithLogitsLoss: got empty input of shape {x.shape}")
+        w = self._broadcast(self.weight, "weight", x.shape, dtype)
+        pw = self._broadcast(self.pos_weight, "pos_weight", x.shape, dtype)
+        one = dtype.type(1)
+        e = np.exp(-np.abs(x))
+        log_sig = np.minimum(x, 0) - np.log1p(e)
+        lw = None if pw is None else (pw - one) * t + one
+        loss = (one - t) * x - (log_sig if lw is None else lw * log_sig)
+        if w is not None:
+            loss = loss * w
+        if is_grad_enabled():
+            self._saved = (x, t, e, w, lw)
+        if self.reduction == "none":
+            return loss
+        total = loss.sum()
+        if self.reduction == "mean":
+            total = total / dtype.type(loss.size)
+        return dtype.type(total)
+
+    def backward(self, grad: Any = None) -> np.ndarray:
+        """dLoss/d(input) ``= weight * ((1 - t) - lw * sigmoid(-x))``, times ``grad`` and
+        ``1 / numel`` for "mean"."""
+        if self._saved is None:
+            raise ValueError("BCEWithLogitsLoss: backward called before the loss was computed")
+        x, t, e, w, lw = self._saved
+        dtype = x.dtype
+        one = dtype.type(1)
+        g = self._upstream(grad, x.shape, dtype)
+        sig_neg = np.where(x >= 0, e / (one + e), one / (one + e))  # sigmoid(-x)
+        dx = (one - t) - (sig_neg if lw is None else lw * sig_neg)
+        if w is not None:
+            dx = dx * w
+        if self.reduction == "mean":
+            dx /= dtype.type(x.size)
+        if g is not None:
+            dx *= g
+        return dx
