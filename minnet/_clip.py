@@ -55,16 +55,26 @@ def _sum_pow(buf: np.ndarray, p: float) -> float:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _max_abs(buf: np.ndarray) -> float:
-    """``max(|x|)`` over a 1-D buffer; NaN if any element is NaN (as ``torch.max``)."""
-    m = np.float64(0.0)
-    for i in range(buf.shape[0]):
-        a = abs(np.float64(buf[i]))
-        if a > m or a != a:
-            m = a
-            if a != a:
-                return m
+def _max_abs_bits(bits: np.ndarray, mask: Any) -> Any:
+    """``max(bits & mask)`` over the unsigned-integer view of a float buffer.
+
+    With the sign bit masked off, the bit patterns of non-negative floats sort as the floats do,
+    and every NaN sorts above ``inf``: the integer maximum is the bit pattern of ``max(|x|)``,
+    NaN if any element is NaN (as ``torch.max``). Integer max vectorizes; float max with NaN
+    checks does not.
+    """
+    m = mask - mask
+    for i in range(bits.shape[0]):
+        v = bits[i] & mask
+        if v > m:
+            m = v
     return m
+
+
+_ABS_MASK = {
+    np.dtype(np.float32): np.uint32(0x7FFFFFFF),
+    np.dtype(np.float64): np.uint64(0x7FFFFFFFFFFFFFFF),
+}
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -118,6 +128,10 @@ def _root(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
 def _segments(grads: list[np.ndarray]) -> list[np.ndarray]:
     """1-D arrays covering every gradient once per listing, as few as possible.
 
@@ -138,7 +152,7 @@ def _segments(grads: list[np.ndarray]) -> list[np.ndarray]:
         ):
             loose.append(g)
             continue
-        start = (g.ctypes.data - root.ctypes.data) // g.itemsize
+        start = (_address(g) - _address(root)) // g.itemsize
         entry = by_root.setdefault(id(root), (root, []))
         entry[1].append((start, start + g.size, g))
     segments: list[np.ndarray] = []
@@ -177,7 +191,9 @@ def _segment_sum(seg: np.ndarray, p: float) -> float:
 
 def _segment_max(seg: np.ndarray) -> float:
     if seg.ndim == 1 and seg.flags.c_contiguous:
-        return _max_abs(seg)
+        mask = _ABS_MASK[seg.dtype]
+        bits = _max_abs_bits(seg.view(mask.dtype), mask)
+        return float(np.array(bits, dtype=mask.dtype).view(seg.dtype))
     return float(np.max(np.abs(seg))) if seg.size else 0.0
 
 
