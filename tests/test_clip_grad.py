@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from minnet._clip import _segments, clip_grad_norm_, clip_grad_value_
 from minnet.nn import Parameter
+from minnet.nn.utils import _segments, clip_grad_norm_, clip_grad_value_
 from minnet.optim import Adam
 
 FIXTURE = Path(__file__).parent / "fixtures" / "clip_grad.npz"

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from minnet import lr_scheduler as ls
 from minnet.nn import Parameter
 from minnet.optim import Adam
+from minnet.optim import lr_scheduler as ls
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schedulers.npz"
 DATA = np.load(FIXTURE)

@@ -11,6 +11,7 @@ shape ``(out_features, in_features)``. Inputs must be real floating-point arrays
 another precision is cast to the layer's dtype (so float64 data can feed a float32 model).
 """
 
+from minnet.nn import utils  # noqa: F401  clip_grad_norm_, clip_grad_value_ (torch.nn.utils)
 from minnet.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from minnet.nn.container import Sequential
 from minnet.nn.dropout import Dropout

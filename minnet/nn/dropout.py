@@ -8,21 +8,7 @@ import numpy as np
 
 from minnet.nn.activation import _float_input
 from minnet.nn.module import Module
-
-
-def _default_generator() -> np.random.Generator:
-    """The process-wide default generator (``minnet.manual_seed`` seeds it)."""
-    try:
-        from minnet.random import default_generator
-    except ImportError:  # a build without minnet.random: one generator for this module
-        global _fallback
-        if _fallback is None:
-            _fallback = np.random.default_rng()
-        return _fallback
-    return default_generator()
-
-
-_fallback: np.random.Generator | None = None
+from minnet.random import default_generator
 
 
 class Dropout(Module):
@@ -66,7 +52,7 @@ class Dropout(Module):
         self._scale: np.ndarray | None = None  # m / (1 - p), kept for backward
 
     def _generator(self) -> np.random.Generator:
-        return self._rng if self._rng is not None else _default_generator()
+        return self._rng if self._rng is not None else default_generator()
 
     def _reset(self) -> None:
         self._scale = None

@@ -11,6 +11,7 @@ import numpy as np
 from minnet.nn._util import _as_float_array, _float_dtype
 from minnet.nn.module import Module
 from minnet.nn.parameter import Parameter, _accumulate_grad
+from minnet.random import resolve_rng
 
 
 @numba.njit(cache=True, nogil=True)
@@ -59,13 +60,7 @@ class Linear(Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.dtype = _float_dtype(dtype, "Linear")
-        if not (rng is None or isinstance(rng, np.random.Generator)) and (
-            isinstance(rng, bool) or not isinstance(rng, (int, np.integer))
-        ):
-            raise TypeError(
-                f"Linear: rng must be a numpy Generator, an int seed or None, got {rng!r}"
-            )
-        gen = np.random.default_rng(rng)
+        gen = resolve_rng(rng, "Linear")
         bound = 1.0 / math.sqrt(self.in_features)
         shape = (self.out_features, self.in_features)
         self.weight = Parameter(gen.uniform(-bound, bound, shape).astype(self.dtype), "weight")

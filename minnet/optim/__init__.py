@@ -5,6 +5,7 @@
 its class, kernel and NumPy reference: :mod:`~minnet.optim.sgd`, :mod:`~minnet.optim.adam`.
 """
 
+from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
 from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
     EPS_MODES,
@@ -25,4 +26,5 @@ __all__ = [
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
+    "lr_scheduler",
 ]
