@@ -42,7 +42,8 @@ class Parameter:
                 f"{where}: data has dtype {arr.dtype}; parameters must be float32 or float64 "
                 "arrays (cast with .astype)"
             )
-        self.data: np.ndarray = np.ascontiguousarray(arr)
+        # ascontiguousarray returns at least 1-D; reshape keeps a 0-d parameter 0-d, as PyTorch.
+        self.data: np.ndarray = np.ascontiguousarray(arr).reshape(arr.shape)
         self.grad: np.ndarray = np.zeros_like(self.data)
         self.name = name
 
