@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -427,7 +427,10 @@ class Table:
                 formatted.append([repr(v) for v in col.tolist()])
             else:
                 formatted.append([str(v) for v in col.tolist()])
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        # O_EXCL: never follow or clobber an existing file; mode 0o666 lets the umask decide (a
+        # tempfile.mkstemp file is 0o600, which the rename would carry over to ``path``).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "w", newline="") as f:
                 writer = csv.writer(f)
