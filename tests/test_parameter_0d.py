@@ -14,10 +14,14 @@ from minnet.optim import Adam
 
 
 class _Scale(Module):
-    """``y = scale * x`` with a 0-d ``scale``."""
+    """A module whose one parameter, ``"scale"``, is 0-d (declared by ``named_parameters``)."""
 
     def __init__(self, value: float, dtype: type) -> None:
-        self.scale = Parameter(np.array(value, dtype=dtype), name="scale")
+        self._held = [Parameter(np.array(value, dtype=dtype), name="scale")]
+
+    @property
+    def scale(self) -> Parameter:
+        return self._held[0]
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         yield prefix + "scale", self.scale
