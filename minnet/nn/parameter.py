@@ -28,7 +28,7 @@ class Parameter:
                 f"{where}: data has dtype {arr.dtype}; parameters must be float32 or float64 "
                 "arrays (cast with .astype)"
             )
-        self.data: np.ndarray = np.ascontiguousarray(arr)
+        self.data: np.ndarray = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d 0-d
         self.grad: np.ndarray = np.zeros_like(self.data)
         self.name = name
         self.requires_grad: bool = True
