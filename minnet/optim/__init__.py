@@ -13,6 +13,7 @@ from minnet.optim.adam import (
     AdamW,
     validate_adam_hyperparameters,
 )
+from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
 from minnet.optim.sgd import SGD
 
@@ -23,6 +24,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "SGD",
+    "NAdam",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
