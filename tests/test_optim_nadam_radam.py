@@ -38,6 +38,14 @@ OPTIONS: dict[str, dict[str, list[Any]]] = {
         "momentum_decay": [0.0, 4e-3, 0.1],
         "decoupled_weight_decay": [False, True],
     },
+    "RAdam": {
+        "lr": [0.0, 1e-3, 0.1],
+        # beta2 = 0.9 and 0.999 rectify from step 6; beta2 <= 2/3 never does
+        "betas": [(0.0, 0.0), (0.5, 0.9), (0.9, 0.999), (0.99, 0.6)],
+        "eps": [0.0, 1e-16, 1e-8, 1e-3, 1.0],
+        "weight_decay": [0.0, 1e-2],
+        "decoupled_weight_decay": [False, True],
+    },
 }
 NAMES = list(OPTIONS)
 
@@ -317,6 +325,7 @@ def test_250_plus_250_steps_in_a_new_process_equal_500(tmp_path: Path) -> None:
 CONVERGE = {
     # name: (parabola lr, Rosenbrock lr)
     "NAdam": (0.1, 1e-2),
+    "RAdam": (0.1, 1e-2),
 }
 
 

@@ -15,6 +15,7 @@ from minnet.optim.adam import (
 )
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
+from minnet.optim.radam import RAdam
 from minnet.optim.sgd import SGD
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "AdamW",
     "SGD",
     "NAdam",
+    "RAdam",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
