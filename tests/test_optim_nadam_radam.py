@@ -107,6 +107,26 @@ def test_kernel_matches_reference_float64(name, data, n, steps, zero_frac, seed)
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_kernel_matches_reference_float32(name: str) -> None:
+    # float32 buffers through optimizer.step() (the per-step constants cast from float64).
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal(10_001).astype(np.float32)
+    p = Parameter(p0.copy())
+    opt = make(name, [p], lr=1e-2, weight_decay=1e-2, eps=1e-6)
+    group = opt.param_groups[0]
+    ref_p, ref_m, ref_v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    reference = opt._reference(group)
+    for t in range(1, 9):
+        grad = (rng.standard_normal(p0.size) * (rng.random(p0.size) < 0.7)).astype(np.float32)
+        p.grad[...] = grad
+        opt.step()
+        reference(ref_p, grad, ref_m, ref_v, opt._scalars(group, np.dtype(np.float32), t))
+    assert p.data.dtype == np.float32
+    np.testing.assert_allclose(p.data, ref_p, rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(p.data, p0)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_dry_run_writes_nothing_and_counts_like_the_real_step(name: str) -> None:
     rng = np.random.default_rng(3)
     opt = make(name, [Parameter(rng.standard_normal(500))], eps=1e-3)
