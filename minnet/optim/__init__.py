@@ -13,7 +13,9 @@ from minnet.optim.adam import (
     AdamW,
     validate_adam_hyperparameters,
 )
+from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
+from minnet.optim.radam import RAdam
 from minnet.optim.sgd import SGD
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "Adam",
     "AdamW",
     "SGD",
+    "NAdam",
+    "RAdam",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",

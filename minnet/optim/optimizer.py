@@ -59,6 +59,16 @@ Optional:
 ``_nonfinite_cause(self, group, name, grad, state) -> str | None``
     Why a parameter with a finite value and a finite gradient would end non-finite, for
     ``check_finite``'s message (e.g. "eps=0 and ... 0/0"); ``None`` falls back to overflow.
+``_group_state_spec(self, group) -> dict[str, float]`` and
+``_advance_group_state(self, group, state, step) -> dict[str, float]``
+    Scalars that a group carries from step to step (NAdam's running product ``mu_product``),
+    ``{name: initial value}``, and the rule that gives their values after step ``step`` from
+    those before it (computed in float64). With a non-empty spec, :meth:`~Optimizer.step`
+    calls ``_scalars(group, dtype, step, group_state)`` with the advanced values, and keeps
+    them only once the step has been applied (a step that ``check_finite`` refuses leaves them
+    as they were). Every parameter's state-dict entry holds them as floats right after
+    ``"step"`` (PyTorch keeps such scalars per parameter); :meth:`load_state_dict` needs them
+    equal across a group. Default: no group state.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
@@ -305,6 +315,7 @@ class Optimizer:
         self._checked: list[tuple[Any, ...]] = []  # each group's options as last validated
         self._valid: list[dict[str, Any]] = []  # ... and as a dict (normalized)
         self._steps: list[int] = []  # each group's step count
+        self._group_states: list[dict[str, float]] = []  # each group's scalar state
         self._flats: list[list[FlatBuffers]] = []  # each group's buffers, one per dtype
         self._groups: list[FlatBuffers] = []  # every group's buffers, in order
         self._index: dict[int, int] = {}  # id(parameter) -> position across all groups
@@ -449,6 +460,7 @@ class Optimizer:
         self._checked.append(self._snapshot(group))
         self._valid.append({k: group[k] for k in self._keys})
         self._steps.append(0)
+        self._group_states.append(dict(self._group_state_spec(group)))
         self._flats.append(flats)
         self._groups.extend(flats)
 
@@ -525,11 +537,17 @@ class Optimizer:
             flat.check_bound()
         track = self.track_stats
         plans = []
+        advanced: list[tuple[int, dict[str, float]]] = []
         for i, group in enumerate(groups):
             step = self._steps[i] + 1
             kernel = self._kernel(group, track, True)
+            extra: tuple[Any, ...] = ()
+            if self._group_states[i]:
+                new = self._advance_group_state(group, self._group_states[i], step)
+                advanced.append((i, new))
+                extra = (new,)
             for flat in self._flats[i]:
-                plans.append((i, flat, kernel, self._scalars(group, flat.dtype, step)))
+                plans.append((i, flat, kernel, self._scalars(group, flat.dtype, step, *extra)))
         if self.check_finite:
             self._refuse_nonfinite(plans)
         n_dominated = n_nonfinite = 0
@@ -542,6 +560,8 @@ class Optimizer:
             sum_sq += counts[2]
         for i in range(len(groups)):
             self._steps[i] += 1
+        for i, new in advanced:
+            self._group_states[i] = new
         if track:
             n = sum(flat.size for flat in self._groups)
             self.stats = OptimizerStats(
@@ -630,6 +650,14 @@ class Optimizer:
     ) -> str | None:
         return None
 
+    def _group_state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {}
+
+    def _advance_group_state(
+        self, group: Mapping[str, Any], state: Mapping[str, float], step: int
+    ) -> dict[str, float]:
+        return dict(state)
+
     # -- the subclass contract (see the module docstring) ----------------------------------
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
@@ -669,6 +697,7 @@ class Optimizer:
                 views = {name: flat.views(name) for name in flat.state}
                 for j, p in enumerate(flat.params):
                     entry: dict[str, Any] = {"step": float(self._steps[i])}
+                    entry.update(self._group_states[i])
                     for name in flat.state:
                         entry[name] = views[name][j].copy()
                     state[self._index[id(p)]] = entry
@@ -708,6 +737,7 @@ class Optimizer:
             ) from None
         new_groups: list[dict[str, Any]] = []
         new_steps: list[int] = []
+        new_group_states: list[dict[str, float]] = []
         loaded: dict[int, dict[str, np.ndarray]] = {}  # converted copies, written at the end
         used_ids: set[int] = set()
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
@@ -747,6 +777,8 @@ class Optimizer:
                 )
             candidate["params"] = params
             new_groups.append(candidate)
+            group_state = dict(self._group_state_spec(current))
+            new_group_states.append(group_state)
             present = [k for k in ids if k in state]
             if not present:
                 new_steps.append(0)
@@ -777,6 +809,26 @@ class Optimizer:
             new_steps.append(step)
             if step == 0:
                 continue
+            for name in group_state:
+                values = set()
+                for k in ids:
+                    if name not in state[k]:
+                        raise ValueError(f"loaded state for parameter {k} lacks '{name}'")
+                    value = state[k][name]
+                    if isinstance(value, np.ndarray) and value.size == 1:
+                        value = value.item()
+                    if not _is_real_number(value) or not math.isfinite(value):
+                        raise ValueError(
+                            f"loaded '{name}' for parameter {k} must be a finite real number, "
+                            f"got {value!r}"
+                        )
+                    values.add(float(value))
+                if len(values) != 1:
+                    raise ValueError(
+                        f"loaded state has different '{name}' values in group {i}: "
+                        f"{sorted(values)}"
+                    )
+                group_state[name] = values.pop()
             names = list(self._state_spec(current))
             for k, p in zip(ids, params):
                 arrays = {}
@@ -801,6 +853,7 @@ class Optimizer:
             self._checked[i] = self._snapshot(group)
             self._valid[i] = {k: group[k] for k in self._keys}
             self._steps[i] = new_steps[i]
+            self._group_states[i] = new_group_states[i]
             for flat in self._flats[i]:
                 if new_steps[i] == 0:
                     flat.reset_state()
