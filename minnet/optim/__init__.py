@@ -6,6 +6,7 @@ its class, kernel and NumPy reference: :mod:`~minnet.optim.sgd`, :mod:`~minnet.o
 """
 
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
+from minnet.optim.adabelief import AdaBelief
 from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
     EPS_MODES,
@@ -23,6 +24,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "SGD",
+    "AdaBelief",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
