@@ -14,6 +14,7 @@ from minnet.optim.adam import (
     AdamW,
     validate_adam_hyperparameters,
 )
+from minnet.optim.lion import Lion
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
 from minnet.optim.sgd import SGD
 
@@ -25,6 +26,7 @@ __all__ = [
     "AdamW",
     "SGD",
     "AdaBelief",
+    "Lion",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
