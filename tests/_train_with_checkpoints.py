@@ -30,7 +30,7 @@ OTHERS: dict[str, dict[str, Any]] = {
     "sgd": {"optimizer": "SGD", "lr": 1e-2},
     "sgd-momentum": {"optimizer": "SGD", "lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-3},
     "sgd-nesterov": {"optimizer": "SGD", "lr": 1e-2, "momentum": 0.9, "nesterov": True},
-    "sgd-dampening-maximize": {"optimizer": "SGD", "lr": 1e-2, "momentum": 0.5,
+    "sgd-dampening-maximize": {"optimizer": "SGD", "lr": 1e-4, "momentum": 0.5,
                                "dampening": 0.3, "maximize": True},
     "adamw": {"optimizer": "AdamW", "lr": 3e-2},
     "adamw-amsgrad": {"optimizer": "AdamW", "lr": 3e-2, "amsgrad": True, "weight_decay": 0.1},
