@@ -305,6 +305,7 @@ class Optimizer:
         self._checked: list[tuple[Any, ...]] = []  # each group's options as last validated
         self._valid: list[dict[str, Any]] = []  # ... and as a dict (normalized)
         self._steps: list[int] = []  # each group's step count
+        self._kernels: list[dict[tuple[bool, bool], Any]] = []  # each group's kernels, by flags
         self._flats: list[list[FlatBuffers]] = []  # each group's buffers, one per dtype
         self._groups: list[FlatBuffers] = []  # every group's buffers, in order
         self._index: dict[int, int] = {}  # id(parameter) -> position across all groups
@@ -449,6 +450,7 @@ class Optimizer:
         self._checked.append(self._snapshot(group))
         self._valid.append({k: group[k] for k in self._keys})
         self._steps.append(0)
+        self._kernels.append({})
         self._flats.append(flats)
         self._groups.extend(flats)
 
@@ -495,6 +497,7 @@ class Optimizer:
         group.update(hp)
         self._checked[i] = self._snapshot(group)
         self._valid[i] = hp
+        self._kernels[i].clear()
 
     # -- stepping -----------------------------------------------------------------------------
 
@@ -527,7 +530,7 @@ class Optimizer:
         plans = []
         for i, group in enumerate(groups):
             step = self._steps[i] + 1
-            kernel = self._kernel(group, track, True)
+            kernel = self._kernel_of(i, track, True)
             for flat in self._flats[i]:
                 plans.append((i, flat, kernel, self._scalars(group, flat.dtype, step)))
         if self.check_finite:
@@ -553,12 +556,19 @@ class Optimizer:
             )
         return loss
 
+    def _kernel_of(self, i: int, track: bool, write: bool) -> Callable[..., Any]:
+        """Group ``i``'s kernel for these flags (looked up once per validated options)."""
+        kernels = self._kernels[i]
+        kernel = kernels.get((track, write))
+        if kernel is None:
+            kernel = kernels[track, write] = self._kernel(self.param_groups[i], track, write)
+        return kernel
+
     def _refuse_nonfinite(self, plans: list[tuple[int, FlatBuffers, Any, Any]]) -> None:
         """Dry-run the step; if a parameter would end non-finite, raise and change nothing."""
         bad = []
         for i, flat, _, scalars in plans:
-            group = self.param_groups[i]
-            dry = self._kernel(group, True, False)
+            dry = self._kernel_of(i, True, False)
             scratch = flat.ensure_scratch()
             if dry(*flat.args, scratch, scalars)[1] == 0:
                 continue
@@ -800,6 +810,7 @@ class Optimizer:
             group.update(new)
             self._checked[i] = self._snapshot(group)
             self._valid[i] = {k: group[k] for k in self._keys}
+            self._kernels[i].clear()
             self._steps[i] = new_steps[i]
             for flat in self._flats[i]:
                 if new_steps[i] == 0:
