@@ -502,3 +502,36 @@ def test_converges_on_optax_test_problems(cls: type, kwargs: dict, problem: str)
         w.grad[...] = grad_fn(w.data)
         opt.step()
     np.testing.assert_allclose(w.data, target, atol=1e-2)
+
+
+# -- the documented subclass contract -----------------------------------------------------------
+
+
+def test_the_contracts_worked_example_runs(tmp_path, monkeypatch) -> None:
+    """The example in minnet/optim/optimizer.py's docstring is a working optimizer."""
+    import importlib
+    import textwrap
+
+    import minnet.optim.optimizer as base
+
+    doc = base.__doc__
+    start = doc.index(".. code-block:: python", doc.index("A worked example"))
+    block = doc[start:].split("\n", 2)[2]
+    code = textwrap.dedent(block[: block.index("\n:mod:")])
+    (tmp_path / "sd_example.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sd = importlib.import_module("sd_example")
+    w = Parameter(np.array([1.0, -2.0, 3.0]), "w")
+    opt = sd.SD([w], lr=0.1, decay=0.5, track_stats=True, check_finite=True)
+    w.grad[...] = [1.0, 0.0, -1.0]
+    opt.step()
+    np.testing.assert_allclose(w.data, np.array([1.0, -2.0, 3.0]) * 0.95 - 0.1 * w.grad)
+    assert opt.stats.nonfinite == 0 and opt.multipliers() is None
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        sd.SD([Parameter(np.ones(2))], lr=-1)
+    w.grad[0] = np.inf
+    with pytest.raises(FloatingPointError, match="w has a NaN or infinite gradient"):
+        opt.step()
+    ours, ref = run_kernel_and_reference(sd.SD, {"decay": 0.3}, 0.1, None, 50, 3, 0.5, 0)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -63,28 +63,53 @@ Optional:
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
 
-A worked example (plain gradient descent with a decoupled shrink, "SD"):
+A worked example, complete (``tests/test_optim_family.py`` runs it): gradient descent with a
+decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no eps.
 
 .. code-block:: python
 
-    class SDScalars(NamedTuple):
-        neg_lr: np.floating
-        decay: np.floating
+    import functools
+    from typing import NamedTuple
 
-    @numba.njit(cache=True, error_model="numpy")
-    def _sd_kernel(param, grad, scratch, s):   # one variant; flags would be closure constants
-        n_bad = 0
-        for i in range(param.shape[0]):
-            p = param[i] * s.decay + s.neg_lr * grad[i]
-            n_bad += not np.isfinite(p)
-            scratch[i] = p - param[i]
-            param[i] = p
-        return 0, n_bad, float((scratch.astype(np.float64) ** 2).sum())
+    import numba
+    import numpy as np
+
+    from minnet.optim._flat import sum_squares
+    from minnet.optim.optimizer import Optimizer, check_lr, check_nonnegative
+
+
+    class SDScalars(NamedTuple):
+        neg_lr: np.floating  # -lr
+        decay: np.floating  # 1 - lr * decay
+
+
+    @functools.cache
+    def sd_kernel_for(track: bool, write: bool):
+        # The flags are closure constants: each variant compiles to a branch-free loop.
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel(param, grad, scratch, s):
+            n_nonfinite = 0
+            for i in range(param.shape[0]):
+                new = param[i] * s.decay + s.neg_lr * grad[i]
+                if track:
+                    n_nonfinite += not np.isfinite(new)
+                    scratch[i] = new - param[i]
+                if write:
+                    param[i] = new
+            if not track:
+                return 0, 0, 0.0
+            return 0, n_nonfinite, sum_squares(scratch, param.shape[0])  # 0: no eps
+
+        return kernel
+
 
     def sd_reference(param, grad, s):
         param[...] = param * s.decay + s.neg_lr * grad
 
+
     class SD(Optimizer):
+        # param = param * (1 - lr * decay) - lr * grad
+
         def __init__(self, params, lr=1e-3, decay=0.0, *, track_stats=False,
                      check_finite=False):
             super().__init__(params, {"lr": lr, "decay": decay},
@@ -95,14 +120,15 @@ A worked example (plain gradient descent with a decoupled shrink, "SD"):
                     "decay": check_nonnegative("decay", group["decay"])}
 
         def _state_spec(self, group):
-            return {}                                      # no state arrays
+            return {}  # e.g. {"momentum_buffer": 0.0}
 
         def _scalars(self, group, dtype, step):
+            c = np.array([-group["lr"], 1.0 - group["lr"] * group["decay"]], dtype).tolist()
             t = dtype.type
-            return SDScalars(t(-group["lr"]), t(1.0 - group["lr"] * group["decay"]))
+            return SDScalars(t(c[0]), t(c[1]))
 
         def _kernel(self, group, track, write):
-            return _sd_kernel          # a real kernel honours track and write
+            return sd_kernel_for(track, write)
 
         def _reference(self, group):
             return sd_reference
