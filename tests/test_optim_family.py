@@ -328,6 +328,22 @@ def test_eps_descriptions_and_multipliers() -> None:
         assert Adam.eps_compared_with_options({"eps_mode": mode}) == text
 
 
+def test_multipliers_follow_state_dict_order_across_groups_and_dtypes() -> None:
+    ps = [Parameter(np.ones(2, np.float32), "a"), Parameter(np.ones(3), "b"),
+          Parameter(np.ones(2, np.float32), "c")]  # fmt: skip
+    opt = Adam([{"params": ps[:2]}, {"params": ps[2:], "eps": 1e-2}], eps=1e-4)
+    for p, g in zip(ps, ([1.0, 0.0], [2.0, 0.0, 4.0], [0.0, 8.0])):
+        p.grad[...] = g
+    opt.step()
+    sd = opt.state_dict()
+    eps = [1e-4, 1e-4, 1e-2]
+    expected = np.concatenate([
+        1 / (np.sqrt(sd["state"][i]["exp_avg_sq"].astype(np.float64) / (1 - 0.999)) + eps[i])
+        for i in range(3)
+    ])  # fmt: skip
+    np.testing.assert_allclose(opt.multipliers(), expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("cls, kwargs", FAMILY, ids=FAMILY_IDS)
 def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwargs: dict) -> None:
     ps = two_params()
