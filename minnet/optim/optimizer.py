@@ -73,28 +73,53 @@ Optional:
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
 
-A worked example (plain gradient descent with a decoupled shrink, "SD"):
+A worked example, complete (``tests/test_optim_family.py`` runs it): gradient descent with a
+decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no eps.
 
 .. code-block:: python
 
-    class SDScalars(NamedTuple):
-        neg_lr: np.floating
-        decay: np.floating
+    import functools
+    from typing import NamedTuple
 
-    @numba.njit(cache=True, error_model="numpy")
-    def _sd_kernel(param, grad, scratch, s):   # one variant; flags would be closure constants
-        n_bad = 0
-        for i in range(param.shape[0]):
-            p = param[i] * s.decay + s.neg_lr * grad[i]
-            n_bad += not np.isfinite(p)
-            scratch[i] = p - param[i]
-            param[i] = p
-        return 0, n_bad, float((scratch.astype(np.float64) ** 2).sum())
+    import numba
+    import numpy as np
+
+    from minnet.optim._flat import sum_squares
+    from minnet.optim.optimizer import Optimizer, check_lr, check_nonnegative
+
+
+    class SDScalars(NamedTuple):
+        neg_lr: np.floating  # -lr
+        decay: np.floating  # 1 - lr * decay
+
+
+    @functools.cache
+    def sd_kernel_for(track: bool, write: bool):
+        # The flags are closure constants: each variant compiles to a branch-free loop.
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel(param, grad, scratch, s):
+            n_nonfinite = 0
+            for i in range(param.shape[0]):
+                new = param[i] * s.decay + s.neg_lr * grad[i]
+                if track:
+                    n_nonfinite += not np.isfinite(new)
+                    scratch[i] = new - param[i]
+                if write:
+                    param[i] = new
+            if not track:
+                return 0, 0, 0.0
+            return 0, n_nonfinite, sum_squares(scratch, param.shape[0])  # 0: no eps
+
+        return kernel
+
 
     def sd_reference(param, grad, s):
         param[...] = param * s.decay + s.neg_lr * grad
 
+
     class SD(Optimizer):
+        # param = param * (1 - lr * decay) - lr * grad
+
         def __init__(self, params, lr=1e-3, decay=0.0, *, track_stats=False,
                      check_finite=False):
             super().__init__(params, {"lr": lr, "decay": decay},
@@ -105,14 +130,15 @@ A worked example (plain gradient descent with a decoupled shrink, "SD"):
                     "decay": check_nonnegative("decay", group["decay"])}
 
         def _state_spec(self, group):
-            return {}                                      # no state arrays
+            return {}  # e.g. {"momentum_buffer": 0.0}
 
         def _scalars(self, group, dtype, step):
+            c = np.array([-group["lr"], 1.0 - group["lr"] * group["decay"]], dtype).tolist()
             t = dtype.type
-            return SDScalars(t(-group["lr"]), t(1.0 - group["lr"] * group["decay"]))
+            return SDScalars(t(c[0]), t(c[1]))
 
         def _kernel(self, group, track, write):
-            return _sd_kernel          # a real kernel honours track and write
+            return sd_kernel_for(track, write)
 
         def _reference(self, group):
             return sd_reference
@@ -316,6 +342,7 @@ class Optimizer:
         self._valid: list[dict[str, Any]] = []  # ... and as a dict (normalized)
         self._steps: list[int] = []  # each group's step count
         self._group_states: list[dict[str, float]] = []  # each group's scalar state
+        self._kernels: list[dict[tuple[bool, bool], Any]] = []  # each group's kernels, by flags
         self._flats: list[list[FlatBuffers]] = []  # each group's buffers, one per dtype
         self._groups: list[FlatBuffers] = []  # every group's buffers, in order
         self._index: dict[int, int] = {}  # id(parameter) -> position across all groups
@@ -461,6 +488,7 @@ class Optimizer:
         self._valid.append({k: group[k] for k in self._keys})
         self._steps.append(0)
         self._group_states.append(dict(self._group_state_spec(group)))
+        self._kernels.append({})
         self._flats.append(flats)
         self._groups.extend(flats)
 
@@ -507,6 +535,7 @@ class Optimizer:
         group.update(hp)
         self._checked[i] = self._snapshot(group)
         self._valid[i] = hp
+        self._kernels[i].clear()
 
     # -- stepping -----------------------------------------------------------------------------
 
@@ -540,7 +569,7 @@ class Optimizer:
         advanced: list[tuple[int, dict[str, float]]] = []
         for i, group in enumerate(groups):
             step = self._steps[i] + 1
-            kernel = self._kernel(group, track, True)
+            kernel = self._kernel_of(i, track, True)
             extra: tuple[Any, ...] = ()
             if self._group_states[i]:
                 new = self._advance_group_state(group, self._group_states[i], step)
@@ -573,12 +602,19 @@ class Optimizer:
             )
         return loss
 
+    def _kernel_of(self, i: int, track: bool, write: bool) -> Callable[..., Any]:
+        """Group ``i``'s kernel for these flags (looked up once per validated options)."""
+        kernels = self._kernels[i]
+        kernel = kernels.get((track, write))
+        if kernel is None:
+            kernel = kernels[track, write] = self._kernel(self.param_groups[i], track, write)
+        return kernel
+
     def _refuse_nonfinite(self, plans: list[tuple[int, FlatBuffers, Any, Any]]) -> None:
         """Dry-run the step; if a parameter would end non-finite, raise and change nothing."""
         bad = []
         for i, flat, _, scalars in plans:
-            group = self.param_groups[i]
-            dry = self._kernel(group, True, False)
+            dry = self._kernel_of(i, True, False)
             scratch = flat.ensure_scratch()
             if dry(*flat.args, scratch, scalars)[1] == 0:
                 continue
@@ -852,6 +888,7 @@ class Optimizer:
             group.update(new)
             self._checked[i] = self._snapshot(group)
             self._valid[i] = {k: group[k] for k in self._keys}
+            self._kernels[i].clear()
             self._steps[i] = new_steps[i]
             self._group_states[i] = new_group_states[i]
             for flat in self._flats[i]:
