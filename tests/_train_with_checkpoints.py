@@ -53,6 +53,15 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((N_DATA, D_IN)), rng.standard_normal((N_DATA, D_OUT))
 
 
+def make_optimizer(params: Any, variant: dict[str, Any]) -> Any:
+    """Adam with ``HYPER`` and the variant's options; a variant with an ``"optimizer"`` key
+    names another class of ``minnet.optim``, given only the variant's other options."""
+    if "optimizer" not in variant:
+        return Adam(params, **HYPER, **variant)
+    options = {k: v for k, v in variant.items() if k != "optimizer"}
+    return getattr(minnet.optim, variant["optimizer"])(params, **options)
+
+
 def fresh(variant: dict[str, Any]) -> dict[str, Any]:
     """Everything a run needs at step 0."""
     model = Sequential(
@@ -60,7 +69,7 @@ def fresh(variant: dict[str, Any]) -> dict[str, Any]:
     )
     return {
         "model": model,
-        "optimizer": Adam(model.parameters(), **HYPER, **variant),
+        "optimizer": make_optimizer(model.parameters(), variant),
         "variant": variant,
         "step": 0,
         "rng": np.random.default_rng(7),

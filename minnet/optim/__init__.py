@@ -14,6 +14,7 @@ from minnet.optim.adam import (
     validate_adam_hyperparameters,
 )
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
+from minnet.optim.rmsprop import RMSprop
 from minnet.optim.sgd import SGD
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "SGD",
+    "RMSprop",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
