@@ -22,7 +22,8 @@ from test_checkpoint import assert_identical
 
 import minnet
 from minnet.nn import Parameter
-from minnet.optim import RMSprop
+from minnet.optim import Adagrad, RMSprop
+from minnet.optim.adagrad import ADAGRAD_EPS_MODES
 from minnet.optim.rmsprop import RMSPROP_EPS_MODES
 
 HELPER = str(Path(__file__).with_name("_train_with_checkpoints.py"))
@@ -36,7 +37,9 @@ RMSPROP_VARIANTS = [
     for momentum in (0.0, 0.9)
 ]
 
-VARIANTS: list[tuple[type, dict[str, Any]]] = [(RMSprop, v) for v in RMSPROP_VARIANTS]
+VARIANTS: list[tuple[type, dict[str, Any]]] = [(RMSprop, v) for v in RMSPROP_VARIANTS] + [
+    (Adagrad, {"eps_mode": mode}) for mode in ADAGRAD_EPS_MODES
+]
 
 HYPER: dict[type, Any] = {
     RMSprop: st.fixed_dictionaries(
@@ -45,6 +48,16 @@ HYPER: dict[type, Any] = {
             "alpha": st.sampled_from([0.0, 0.3, 0.5, 0.9, 0.99]),
             "eps": st.sampled_from([0.0, 1e-16, 1e-8, 1e-3, 1.0]),
             "weight_decay": st.sampled_from([0.0, 1e-2]),
+            "maximize": st.booleans(),
+        }
+    ),
+    Adagrad: st.fixed_dictionaries(
+        {
+            "lr": st.sampled_from([0.0, 1e-3, 0.1]),
+            "lr_decay": st.sampled_from([0.0, 0.1]),
+            "eps": st.sampled_from([0.0, 1e-16, 1e-10, 1e-3, 1.0]),
+            "weight_decay": st.sampled_from([0.0, 1e-2]),
+            "initial_accumulator_value": st.sampled_from([0.0, 0.1]),
             "maximize": st.booleans(),
         }
     ),
@@ -147,7 +160,7 @@ def test_track_and_write_variants_agree(cls: type, options: dict[str, Any]) -> N
     ref = [finite.copy(), *(a.copy() for a in state)]
     opt._reference(group)(ref[0], grad, *ref[1:], s)
     assert sum_sq == pytest.approx(np.sum((ref[0] - finite) ** 2), rel=1e-9)
-    assert k.shape == (n,) and np.all(k > 0)
+    assert k.shape == (n,) and np.all(k >= 0) and np.isfinite(k).all()  # guarded: 0 at S = 0
 
 
 def plausible_state(spec: dict[str, float], n: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -199,6 +212,20 @@ BAD = [
     (RMSprop, {"lr": "0.1"}, TypeError, "lr must be a real number"),
     (RMSprop, {"centered": 1}, TypeError, "centered must be a bool"),
     (RMSprop, {"eps_mode": "hat"}, ValueError, "Invalid eps_mode: 'hat'"),
+    (Adagrad, {"lr": -0.5}, ValueError, "Invalid learning rate: -0.5"),
+    (Adagrad, {"lr_decay": -1e-3}, ValueError, "Invalid lr_decay value: -0.001"),
+    (Adagrad, {"lr_decay": float("nan")}, ValueError, "Invalid lr_decay value: nan"),
+    (Adagrad, {"weight_decay": -0.1}, ValueError, "Invalid weight_decay value: -0.1"),
+    (
+        Adagrad,
+        {"initial_accumulator_value": -0.1},
+        ValueError,
+        "Invalid initial_accumulator_value value: -0.1",
+    ),
+    (Adagrad, {"eps": -1e-10}, ValueError, "Invalid epsilon value: -1e-10"),
+    (Adagrad, {"eps": float("nan")}, ValueError, "Invalid epsilon value: nan"),
+    (Adagrad, {"maximize": "no"}, TypeError, "maximize must be a bool"),
+    (Adagrad, {"eps_mode": "guarded"}, ValueError, "Invalid eps_mode: 'guarded'"),
 ]
 
 
@@ -224,6 +251,11 @@ def test_signature_and_defaults_are_pytorchs() -> None:
         "lr": 1e-2, "momentum": 0.0, "alpha": 0.99, "eps": 1e-8, "centered": False,
         "weight_decay": 0.0, "maximize": False, "eps_mode": "outside",
     }  # fmt: skip
+    opt = Adagrad([Parameter(np.zeros(2))])
+    assert opt.defaults == {
+        "lr": 1e-2, "lr_decay": 0.0, "eps": 1e-10, "weight_decay": 0.0,
+        "initial_accumulator_value": 0.0, "maximize": False, "eps_mode": "outside",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -231,6 +263,7 @@ def test_signature_and_defaults_are_pytorchs() -> None:
     [
         (RMSprop, {}, {"centered": True}),
         (RMSprop, {}, {"momentum": 0.9}),
+        (RMSprop, {"momentum": 0.5}, {"momentum": 0.0}),
     ],
 )
 def test_options_that_add_state_cannot_change(
@@ -247,6 +280,8 @@ def test_options_that_add_state_cannot_change(
 STATE_NAMES = [
     (RMSprop, {}, ["square_avg"]),
     (RMSprop, {"momentum": 0.9, "centered": True}, ["square_avg", "momentum_buffer", "grad_avg"]),
+    (Adagrad, {"lr_decay": 0.1, "initial_accumulator_value": 0.1}, ["sum"]),
+    (Adagrad, {"eps_mode": "inside_guarded", "eps": 0.0}, ["sum"]),
 ]
 
 
@@ -285,6 +320,13 @@ RESUME_VARIANTS = {
     "rmsprop-inside-centered-momentum": {
         "optimizer": "RMSprop", "lr": 1e-3, "eps": 1e-6, "momentum": 0.9, "centered": True,
         "eps_mode": "inside",
+    },
+    "adagrad-outside": {
+        "optimizer": "Adagrad", "lr": 3e-2, "lr_decay": 1e-2, "initial_accumulator_value": 0.1,
+        "weight_decay": 1e-3,
+    },
+    "adagrad-inside_guarded-eps0": {
+        "optimizer": "Adagrad", "lr": 3e-2, "eps": 0.0, "eps_mode": "inside_guarded",
     },
 }  # fmt: skip
 
@@ -331,6 +373,9 @@ CONVERGENCE = [
     (RMSprop, {"lr": 5e-3}, "outside"),
     (RMSprop, {"lr": 5e-3}, "inside"),
     (RMSprop, {"lr": 1e-3, "momentum": 0.9, "centered": True}, "outside"),
+    (Adagrad, {"lr": 1.0}, "outside"),
+    (Adagrad, {"lr": 1.0, "initial_accumulator_value": 0.1, "eps": 1e-7}, "inside"),
+    (Adagrad, {"lr": 1.0, "initial_accumulator_value": 0.1, "eps": 1e-7}, "inside_guarded"),
 ]
 
 
@@ -359,6 +404,8 @@ def test_converges_on_optax_problems(
 REFUSED = [
     (RMSprop, {"eps": 0.0}),
     (RMSprop, {"eps": 0.0, "eps_mode": "inside"}),
+    (Adagrad, {"eps": 0.0}),
+    (Adagrad, {"eps": 0.0, "eps_mode": "inside"}),
 ]
 
 
@@ -378,6 +425,27 @@ def test_check_finite_refuses_eps_zero_on_a_coordinate_without_gradient(
     opt.check_finite = False
     opt.step()
     assert np.isnan(p.data[1]) and np.isfinite(p.data[[0, 2]]).all()
+
+
+def test_guarded_adagrad_takes_a_zero_step_at_eps_zero() -> None:
+    """optax's guard: a coordinate whose accumulator is 0 does not move (no 0/0), and the
+    check passes; with eps > 0 the guarded and plain "inside" placements agree to rounding."""
+    p = Parameter(np.array([1.0, 2.0, 3.0]), name="w")
+    opt = Adagrad([p], lr=0.1, eps=0.0, eps_mode="inside_guarded", check_finite=True)
+    p.grad[...] = [0.5, 0.0, -0.5]
+    opt.step()
+    np.testing.assert_array_equal(p.data, [0.9, 2.0, 3.1])
+    np.testing.assert_array_equal(opt.multipliers(), [2.0, 0.0, 2.0])
+    runs = {}
+    for mode in ("inside", "inside_guarded"):
+        q = Parameter(np.array([1.0, 2.0, 3.0]))
+        o = Adagrad([q], lr=0.1, eps=1e-3, eps_mode=mode)
+        for g in ([0.5, 0.0, -0.5], [0.1, 0.0, 0.2]):
+            q.grad[...] = g
+            o.step()
+        runs[mode] = q.data.copy()
+    np.testing.assert_allclose(runs["inside"], runs["inside_guarded"], rtol=1e-15)
+    assert runs["inside"][1] == 2.0
 
 
 def test_stats_and_multipliers_name_what_eps_is_compared_with() -> None:
@@ -404,8 +472,8 @@ def test_stats_and_multipliers_name_what_eps_is_compared_with() -> None:
 
 @pytest.mark.parametrize(
     ("cls", "options"),
-    [(RMSprop, {})],
-    ids=["RMSprop"],
+    [(RMSprop, {}), (Adagrad, {})],
+    ids=["RMSprop", "Adagrad"],
 )
 def test_default_kernel_is_vectorized(cls: type, options: dict[str, Any]) -> None:
     """The plain float32 kernel of the default variant uses packed SIMD registers (ymm/zmm)."""

@@ -6,6 +6,7 @@ its class, kernel and NumPy reference: :mod:`~minnet.optim.sgd`, :mod:`~minnet.o
 """
 
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
+from minnet.optim.adagrad import Adagrad
 from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
     EPS_MODES,
@@ -25,6 +26,7 @@ __all__ = [
     "AdamW",
     "SGD",
     "RMSprop",
+    "Adagrad",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
