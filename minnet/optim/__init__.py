@@ -9,6 +9,7 @@ learning-rate schedules.
 
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
 from minnet.optim.adabelief import AdaBelief
+from minnet.optim.adagrad import Adagrad
 from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
     EPS_MODES,
@@ -20,6 +21,7 @@ from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
 from minnet.optim.radam import RAdam
+from minnet.optim.rmsprop import RMSprop
 from minnet.optim.sgd import SGD
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "Adam",
     "AdamW",
     "SGD",
+    "RMSprop",
+    "Adagrad",
     "NAdam",
     "RAdam",
     "AdaBelief",
