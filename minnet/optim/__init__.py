@@ -6,6 +6,7 @@ its class, kernel and NumPy reference: :mod:`~minnet.optim.sgd`, :mod:`~minnet.o
 """
 
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
+from minnet.optim.adadelta import Adadelta
 from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
     EPS_MODES,
@@ -13,6 +14,7 @@ from minnet.optim.adam import (
     AdamW,
     validate_adam_hyperparameters,
 )
+from minnet.optim.adamax import Adamax
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
 from minnet.optim.sgd import SGD
 
@@ -23,6 +25,8 @@ __all__ = [
     "Adam",
     "AdamW",
     "SGD",
+    "Adamax",
+    "Adadelta",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
