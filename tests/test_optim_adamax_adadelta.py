@@ -172,6 +172,51 @@ def test_eps_zero_and_zero_gradient_is_nan_in_both(name: str, mode: str | None) 
     assert np.isnan(p.data[0])
 
 
+@pytest.mark.parametrize(("name", "mode"), VARIANTS, ids=VARIANT_IDS)
+def test_kernel_matches_reference_float32(name: str, mode: str | None) -> None:
+    """float32 stays float32 and agrees with the reference to float32 round-off."""
+    opt = make(name, [Parameter(np.zeros(1, np.float32))], mode, weight_decay=1e-2)
+    group = opt.param_groups[0]
+    rng = np.random.default_rng(5)
+    n = 10_001
+    runs = [[rng.standard_normal(n).astype(np.float32)] for _ in range(1)]
+    runs[0] += [np.zeros(n, np.float32) for _ in OPTIMIZERS[name][1]]
+    runs.append([a.copy() for a in runs[0]])
+    for t in range(1, 6):
+        grad = (rng.standard_normal(n) * (rng.random(n) > 0.3)).astype(np.float32)
+        s = opt._scalars(group, np.dtype(np.float32), t)
+        assert all(np.asarray(v).dtype == np.float32 for v in s)
+        opt._kernel(group, False, True)(runs[0][0], grad, *runs[0][1:], np.empty(0, np.float32), s)
+        opt._reference(group)(runs[1][0], grad, *runs[1][1:], s)
+    for a, b in zip(*runs):
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_adamax_placements_differ_only_while_the_decayed_max_wins() -> None:
+    """One gradient, then zeros: "max" keeps u = (|g| + eps) * beta2**k, "outside" divides by
+    |g| * beta2**k + eps; the same while |g| + eps wins (step 1)."""
+    b2, eps, g0 = 0.5, 0.01, 0.3  # beta2**3 * (g0 + eps) > eps: the decayed max wins
+    out = {}
+    for mode in ("max", "outside"):
+        p = Parameter(np.zeros(1))
+        opt = Adamax([p], lr=1.0, betas=(0.0, b2), eps=eps, eps_mode=mode)
+        us = []
+        for t in range(4):
+            p.grad[...] = g0 if t == 0 else 0.0
+            opt.step()
+            us.append(opt.state_dict()["state"][0]["exp_inf"][0])
+            if t == 0:
+                np.testing.assert_allclose(p.data, [-g0 / (g0 + eps)], rtol=1e-15)
+        out[mode] = np.array(us)
+    k = np.arange(4)
+    np.testing.assert_allclose(out["max"], (g0 + eps) * b2**k, rtol=1e-15)
+    np.testing.assert_allclose(out["outside"], g0 * b2**k, rtol=1e-15)
+    np.testing.assert_allclose(
+        (out["max"] - (out["outside"] + eps))[1:], -eps * (1 - b2 ** k[1:]), rtol=1e-12
+    )
+
+
 # -- validation (PyTorch's messages) ----------------------------------------------------------
 
 BAD = [
