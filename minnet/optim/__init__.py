@@ -9,6 +9,7 @@ learning-rate schedules.
 
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
 from minnet.optim.adabelief import AdaBelief
+from minnet.optim.adadelta import Adadelta
 from minnet.optim.adagrad import Adagrad
 from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
@@ -17,6 +18,7 @@ from minnet.optim.adam import (
     AdamW,
     validate_adam_hyperparameters,
 )
+from minnet.optim.adamax import Adamax
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
@@ -37,6 +39,8 @@ __all__ = [
     "RAdam",
     "AdaBelief",
     "Lion",
+    "Adamax",
+    "Adadelta",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",
