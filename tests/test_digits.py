@@ -33,7 +33,13 @@ def test_digits_scenario_eps_zero_ends_nan_at_chance_while_1e_8_trains() -> None
     results = {e: run(RunSpec(eps=e, scenario="digits", steps=epochs * 23)) for e in (0.0, 1e-8)}
     _, _, _, y_test = load_digits_split()
     nan_run, good = results[0.0], results[1e-8]
+    n_params = 64 * 128 + 128 + 128 * 10 + 10
     assert np.isnan(nan_run.loss[1:]).all() and nan_run.nonfinite[0] > 0
+    # Step 1: exactly the coordinates with v = 0 (a zero gradient) end NaN; step 2: all of them.
+    assert nan_run.nonfinite[0] == round(nan_run.eps_dominated[0] * n_params)
+    assert (nan_run.nonfinite[1:] == n_params).all()
+    x_train = load_digits_split()[0]
+    assert nan_run.nonfinite[0] >= 128 * int((x_train.max(axis=0) == 0).sum()) > 0
     final_nan = nan_run.metric[~np.isnan(nan_run.metric)][-1]
     assert final_nan == pytest.approx(float(np.mean(y_test == 0)))  # chance: argmax(NaN) = 0
     assert np.isfinite(good.loss).all() and (good.nonfinite == 0).all()
