@@ -46,3 +46,55 @@ def test_digits_scenario_eps_zero_ends_nan_at_chance_while_1e_8_trains() -> None
     assert good.loss[-1] < 0.5 * good.loss[0]
     assert good.metric[~np.isnan(good.metric)][-1] > 0.8  # after 3 epochs; chance is 0.1
     assert math.isclose(nan_run.loss[0], good.loss[0])  # same seed, same first batch and model
+
+
+def test_minnet_sweep_scenarios_digits(tmp_path: Path, capsys) -> None:
+    from minnet.cli import main
+    from minnet.lab.runner import SweepResult
+
+    out = tmp_path / "digits"
+    argv = ["sweep", "--scenarios", "digits", "--eps", "0", "1e-8", "--amsgrad", "off",
+            "--seeds", "1", "--steps", "30", "--workers", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert "2 runs of 30 steps" in capsys.readouterr().out
+    info = SweepResult.read(out).run_table()
+    assert info["scenario"].tolist() == ["digits", "digits"]
+    assert info["lr"].tolist() == [1e-3, 1e-3]  # the problem's own lr
+    assert info["diverged"].tolist() == [True, False]  # eps 0, eps 1e-8
+    assert np.isfinite(info["final_metric"]).all()  # test accuracy, after the last step
+    assert (out / "scenario_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_minnet_sweep_scenarios_adds_to_the_seed_scenarios(tmp_path: Path, capsys) -> None:
+    from minnet.cli import main
+    from minnet.lab.runner import SweepResult
+
+    out = tmp_path / "mixed"
+    argv = ["sweep", "--scenarios", "digits", "--zero-features", "0", "100", "--eps", "1e-8",
+            "--amsgrad", "off", "--seeds", "1", "--steps", "2", "--workers", "1",
+            "--no-progress", "--no-plots", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    info = SweepResult.read(out).run_table()
+    assert info["scenario"].tolist() == ["seed", "zero_features=100", "digits"]
+    assert info["lr"].tolist() == [1e-4, 1e-4, 1e-3]  # each scenario's own lr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sweep", "--scenarios", "mnist"], "argument --scenarios: unknown scenario 'mnist': "
+                                            "expected digits, seed, zero_features=K"),
+        (["sweep", "--scenarios", "zero_features=x"], "unknown scenario 'zero_features=x'"),
+    ],
+)  # fmt: skip
+def test_minnet_sweep_rejects_unknown_scenarios(argv: list[str], message: str, capsys) -> None:
+    from minnet.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    assert "--scenarios" in capsys.readouterr().out
