@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +102,51 @@ def test_minnet_sweep_rejects_unknown_scenarios(argv: list[str], message: str, c
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     assert "--scenarios" in capsys.readouterr().out
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_python_block(after: str) -> str:
+    """The first ```python block of the README after the text ``after``."""
+    text = README.read_text()
+    start = text.index("```python\n", text.index(after)) + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def _run_script(code: str, tmp_path: Path) -> str:
+    script = tmp_path / "snippet.py"
+    script.write_text(code)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_readme_lab_on_your_own_problem_snippet_runs(tmp_path: Path) -> None:
+    code = _readme_python_block("### The lab on your own problem")
+    assert "Problem(" in code and "sweep(" in code
+    assert len([line for line in code.splitlines() if line.strip()]) < 15
+    rows = eval(_run_script(code, tmp_path), {"__builtins__": {}}, {"nan": math.nan})
+    from minnet.lab.digits import load_digits_split
+
+    _, _, _, y_test = load_digits_split()
+    assert [(r["eps"], r["seed"]) for r in rows] == [(0.0, 0), (0.0, 1), (1e-8, 0), (1e-8, 1)]
+    for r in rows:
+        assert r["scenario"] == "digits" and r["steps"] == 10 * 23
+        if r["eps"] == 0:
+            assert r["diverged"] and r["first_nonfinite_step"] == 1
+            assert r["final_metric"] == pytest.approx(float(np.mean(y_test == 0)))
+        else:
+            assert not r["diverged"] and r["final_metric"] > 0.9
+
+
+def test_readme_classification_snippet_runs(tmp_path: Path) -> None:
+    code = _readme_python_block("Classification reads the same way")
+    assert "CrossEntropyLoss" in code and "DataLoader" in code and "no_grad" in code
+    out = _run_script(code, tmp_path)
+    match = re.fullmatch(r"loss (\S+), test accuracy (\S+)\n", out)
+    assert match is not None, out
+    assert float(match.group(1)) < 0.2 and float(match.group(2)) > 0.88
+    assert f"test accuracy {match.group(2)}`" in README.read_text()  # what the README quotes
