@@ -74,3 +74,24 @@ def test_frozen_from_the_start_with_eps_zero_stays_finite() -> None:
     model.backward(loss_fn.backward())
     opt.step()
     np.testing.assert_array_equal(model[0].bias.data, bias)
+
+
+def test_optimizer_given_only_the_trainable_parameters_leaves_frozen_ones_alone() -> None:
+    """The README's way until the optimizers skip frozen parameters themselves."""
+    model = nn.Sequential(nn.Linear(4, 8, dtype=np.float64, rng=0), nn.Tanh(),
+                          nn.Linear(8, 3, dtype=np.float64, rng=1))  # fmt: skip
+    model[0].requires_grad_(False)
+    frozen = [p.data.copy() for p in model[0].parameters()]
+    head = [p.data.copy() for p in model[2].parameters()]
+    opt = minnet.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1, eps=0.0,
+                            weight_decay=0.1)  # fmt: skip
+    loss_fn = nn.MSELoss()
+    for _ in range(3):
+        loss_fn(model(np.ones((2, 4))), np.zeros((2, 3)))
+        opt.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+    for p, b in zip(model[0].parameters(), frozen):
+        np.testing.assert_array_equal(p.data, b)
+    assert all(np.isfinite(p.data).all() for p in model.parameters())
+    assert not any(np.array_equal(p.data, h) for p, h in zip(model[2].parameters(), head))
