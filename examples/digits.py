@@ -12,7 +12,7 @@ the epochs) and returns the final test accuracy. ``python examples/digits.py --e
 Over seeds 0-9 the final test accuracy is 96.9% to 98.1% (mean 97.5%; 8 of the 10 seeds reach
 97%, seed 0 gives 97.5%): 360 test images, so one image is 0.28%. The matrix products run on one
 BLAS thread (``torch.set_num_threads(1)``): they are small, and on a busy machine a second BLAS
-thread spin-waits for a core and makes training 10 to 50 times slower.
+thread spin-waits for a core and made training 3 to 50 times slower here.
 
 What differs from PyTorch: the backward pass is ``model.backward(loss_fn.backward())`` instead of
 ``loss.backward()`` (minnet has no autograd graph), and batches are NumPy arrays.
