@@ -77,7 +77,7 @@ def test_frozen_from_the_start_with_eps_zero_stays_finite() -> None:
 
 
 def test_optimizer_given_only_the_trainable_parameters_leaves_frozen_ones_alone() -> None:
-    """The README's way until the optimizers skip frozen parameters themselves."""
+    """PyTorch's other way: give the optimizer only the trainable parameters."""
     model = nn.Sequential(nn.Linear(4, 8, dtype=np.float64, rng=0), nn.Tanh(),
                           nn.Linear(8, 3, dtype=np.float64, rng=1))  # fmt: skip
     model[0].requires_grad_(False)
