@@ -38,11 +38,6 @@ def _frozen_after_training(optimizer: str, **kwargs: float) -> tuple[nn.Module, 
     return model, frozen, [p.data for p in model[0].parameters()]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="minnet.optim.Optimizer steps every parameter of a group: a frozen parameter gets "
-    "g = 0 (plus weight decay), so its momentum and weight decay still move it",
-)
 @pytest.mark.parametrize(
     "optimizer, kwargs",
     [
@@ -58,11 +53,6 @@ def test_optimizer_skips_frozen_parameters(optimizer: str, kwargs: dict) -> None
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="minnet.optim.Optimizer steps every parameter of a group: with eps=0 a parameter "
-    "frozen from the start has m = v = 0 and gets 0/0 = NaN",
-)
 def test_frozen_from_the_start_with_eps_zero_stays_finite() -> None:
     model = nn.Sequential(nn.Linear(4, 3, dtype=np.float64, rng=0))
     model[0].bias.requires_grad = False
