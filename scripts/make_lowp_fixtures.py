@@ -189,8 +189,10 @@ def make_inputs() -> dict[str, np.ndarray]:
     p_zero = np.repeat([z for _, z in GROUPS], 8)
     sign = np.where(rng.random(N) < 0.5, -1.0, 1.0)
     # a steady part (sign per coordinate) plus noise, so that Adam's moments build up
-    g = scale * (sign * 0.7 + 0.5 * rng.standard_normal((STEPS, N))) * np.exp(
-        0.2 * rng.standard_normal((STEPS, N))
+    g = (
+        scale
+        * (sign * 0.7 + 0.5 * rng.standard_normal((STEPS, N)))
+        * np.exp(0.2 * rng.standard_normal((STEPS, N)))
     )
     zero = rng.random((STEPS, N)) < p_zero
     g[zero] = 0.0
@@ -468,8 +470,16 @@ def build_fixtures() -> list[dict[str, Any]]:
             minnet_kwargs["state_dtype"] = state_dtype = "float32"
         name = f"lowp_{opt.lower()}_{dtype}_{rounding}" + (f"_{detail}" if detail else "")
         fixtures.append(
-            dict(name=name, optimizer=opt, dtype=dtype, mode=mode, torch_kwargs=kw,
-                 minnet_kwargs=minnet_kwargs, state_dtype=state_dtype, **extra)  # fmt: skip
+            dict(
+                name=name,
+                optimizer=opt,
+                dtype=dtype,
+                mode=mode,
+                torch_kwargs=kw,
+                minnet_kwargs=minnet_kwargs,
+                state_dtype=state_dtype,
+                **extra,
+            )  # fmt: skip
         )
 
     for dtype in NP_DTYPES:

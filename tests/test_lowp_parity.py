@@ -266,8 +266,12 @@ def test_fixture_set_is_complete() -> None:
     expected = {}
     for dt in ("float16", "bfloat16"):
         for rounding in ("per_op", "fused"):
-            expected |= {("Adam", dt, rounding, dt): three, ("AdamW", dt, rounding, dt): two,
-                         ("Adagrad", dt, rounding, dt): three, ("SGD", dt, rounding, dt): {None}}
+            expected |= {
+                ("Adam", dt, rounding, dt): three,
+                ("AdamW", dt, rounding, dt): two,
+                ("Adagrad", dt, rounding, dt): three,
+                ("SGD", dt, rounding, dt): {None},
+            }
         expected[("RMSprop", dt, "per_op", dt)] = three  # PyTorch has no fused RMSprop
     expected[("Adam", "float16", "fused", "float32")] = {1e-8}
     assert seen == expected
