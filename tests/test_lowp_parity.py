@@ -178,8 +178,7 @@ def storage_dtype(name: str) -> np.dtype:
 def _unsupported(e: Exception, cfg: dict[str, Any]) -> bool:
     """Whether a construction error says a 16-bit dtype or a new keyword is not supported."""
     text = str(e)
-    words = [cfg["dtype"], "dtype", *cfg["minnet_kwargs"]]
-    return any(w in text for w in words)
+    return any(w in text for w in (cfg["dtype"], "dtype", "rounding", "state_dtype"))
 
 
 def replay(cfg: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
