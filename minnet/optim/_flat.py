@@ -80,6 +80,7 @@ class FlatBuffers:
         self._grad_views = [p.grad for p in self.params]
         self._runs_key: tuple[bool, ...] | None = None
         self._runs: list[tuple[np.ndarray, ...]] = []
+        self._all_runs = [self.args]
         self._n_trainable = total
 
     def __getattr__(self, name: str) -> Any:
@@ -127,6 +128,12 @@ class FlatBuffers:
         ``requires_grad`` is true: ``[self.args]`` when none is frozen (the usual case), so a
         frozen parameter (``module.requires_grad_(False)``) is neither read nor written, as in
         PyTorch, where it has no gradient. Recomputed only when the frozen set changes."""
+        for p in self.params:  # the usual case, without allocating anything
+            if getattr(p, "requires_grad", True) is False:
+                break
+        else:
+            self._n_trainable = self.size
+            return self._all_runs
         key = tuple(getattr(p, "requires_grad", True) is not False for p in self.params)
         if key == self._runs_key:
             return self._runs
