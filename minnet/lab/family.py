@@ -82,7 +82,7 @@ FAMILY: tuple[Member, ...] = (
     Member("NAdam", (), True, 1e-4, "Adam's lr"),
     Member("RAdam", (), True, 1e-4, "Adam's lr"),
     Member("AdaBelief", (), True, 1e-4, "Adam's lr"),
-    Member("Lion", (), False, 1e-5, "sign steps of size lr: 1e-5"),
+    Member("Lion", (), False, 1e-4, "its default lr (sign steps of size lr)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}
