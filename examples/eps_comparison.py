@@ -11,7 +11,11 @@ Four sweeps of the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, lr 1e-4,
 4. the dead-units scenario (10 hidden units dead) with eps = 0 and 1e-8 (outside) and atan2,
    300 steps: the NaN-at-step-1 figures;
 5. the digits classifier (``minnet.lab.digits``; needs scikit-learn) with eps = 0 and 1e-8,
-   Adam, 10 epochs: loss, NaN parameters and test accuracy (``scenario_digits.png``).
+   Adam, 10 epochs: loss, NaN parameters and test accuracy (``scenario_digits.png``);
+6. the eps atlas (``eps_atlas.png``): every optimizer of ``minnet.optim`` in the lab's family
+   (:mod:`minnet.lab.family`) and every eps placement it has (AdamW: its default placement; its
+   others are Adam's), at the 9 eps values of sweep 2, on the seed problem and with 100 input
+   features zero, 1 seed, 500 steps, each optimizer at its own lr (``Member.lr``).
 
 The PNG files go to ``--out`` (default ``plots/``); the sweeps' CSV files go to ``--data`` (default
 ``runs/eps_comparison/``), where ``minnet plot DIR`` can redraw them. Every sweep runs on
@@ -26,8 +30,10 @@ import warnings
 from pathlib import Path
 
 from minnet.lab import grid, sweep
+from minnet.lab.family import available
 from minnet.lab.plots import (
     PLOT_FILES,
+    plot_eps_atlas,
     plot_eps_dominated,
     plot_final_loss,
     plot_loss_curves,
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--data", type=Path, default=Path("runs/eps_comparison"),
                         help="CSV directory (one sub-directory per sweep)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="local worker processes")
+    parser.add_argument("--only-atlas", action="store_true", help="run the atlas sweep only")
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
@@ -59,6 +66,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
         print(f"{name}: {len(specs)} runs in {time.perf_counter() - t:.1f} s")
         return result
 
+    written.append(atlas(run_sweep, args.out))
+    if args.only_atlas:
+        print(f"wrote {written[0]}\ntotal {time.perf_counter() - start:.1f} s")
+        return written
     main_sweep = run_sweep("eps_sweep", grid(scenarios=["seed", "zero_features=100"]))
     written += [
         plot_loss_curves(main_sweep, args.out / PLOT_FILES["loss_curves"]),
@@ -94,6 +105,19 @@ def main(argv: list[str] | None = None) -> list[Path]:
         print(f"wrote {p}")
     print(f"total {time.perf_counter() - start:.1f} s")
     return paths
+
+
+def atlas(run_sweep, out: Path) -> Path | None:  # type: ignore[no-untyped-def]
+    """Sweep 6, the eps atlas: every optimizer available and its placements; draw the figure."""
+    names = [m.name for m in available()]
+    common = {"amsgrad": [False], "seeds": [0], "scenarios": ["seed", "zero_features=100"]}
+    with warnings.catch_warnings():  # atan2 drawn against every eps on purpose: one flat line
+        warnings.filterwarnings("ignore", message="eps_mode 'atan2' has no eps")
+        specs = grid(VARIANT_EPS, optimizers=[n for n in names if n != "AdamW"],
+                     eps_modes=["all"], **common)  # fmt: skip
+    if "AdamW" in names:
+        specs += grid(VARIANT_EPS, optimizers=["AdamW"], **common)
+    return plot_eps_atlas(run_sweep("atlas", specs), out / PLOT_FILES["eps_atlas"])
 
 
 if __name__ == "__main__":
