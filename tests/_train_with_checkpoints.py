@@ -64,18 +64,24 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((N_DATA, D_IN)), rng.standard_normal((N_DATA, D_OUT))
 
 
+def make_optimizer(params: Any, variant: dict[str, Any]) -> Any:
+    """Adam with ``HYPER`` and the variant's options; a variant with an ``"optimizer"`` key
+    names another class of ``minnet.optim``, given only the variant's other options."""
+    options = dict(variant)
+    name = options.pop("optimizer", "Adam")
+    if name == "Adam":
+        return minnet.optim.Adam(params, **{**HYPER, **options})
+    return getattr(minnet.optim, name)(params, **options)
+
+
 def fresh(variant: dict[str, Any]) -> dict[str, Any]:
     """Everything a run needs at step 0."""
     model = Sequential(
         Linear(D_IN, HIDDEN, rng=1), ReLU(), Linear(HIDDEN, D_OUT, dtype=np.float64, rng=2)
     )
-    kwargs = dict(variant)
-    name = kwargs.pop("optimizer", "Adam")
-    if name == "Adam":
-        kwargs = {**HYPER, **kwargs}
     return {
         "model": model,
-        "optimizer": getattr(minnet.optim, name)(model.parameters(), **kwargs),
+        "optimizer": make_optimizer(model.parameters(), variant),
         "variant": variant,
         "step": 0,
         "rng": np.random.default_rng(7),
