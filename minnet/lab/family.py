@@ -67,18 +67,19 @@ class Member:
 _ADAM_MODES = ("outside", "hat", "inside", "atan2")
 
 #: Every optimizer of the family, in order of increasing complexity. The learning rates were
-#: chosen on the seed problem (500 steps, float32): about the largest that trains every seed
-#: without diverging at the optimizer's default eps.
+#: checked on the seed problem (500 steps, float32, seeds 0 and 1, default eps): each trains it
+#: from a loss of about 630 to below 3 (Adam's lr 1e-4 where that works, else the optimizer's
+#: own default).
 FAMILY: tuple[Member, ...] = (
     Member("SGD", (), False, 1e-4, "Adam's lr (trains the sum-MSE seed problem; 3e-4 too)"),
     Member("Adam", _ADAM_MODES, True, 1e-4, "the seed problem's lr"),
     Member("AdamW", _ADAM_MODES, True, 1e-4, "Adam's lr (weight_decay 1e-2)"),
-    Member("RMSprop", ("outside", "inside"), True, 1e-5,
-           "no bias correction: first steps 10x Adam's, so lr 1e-5"),  # fmt: skip
+    Member("RMSprop", ("outside", "inside"), True, 1e-4, "Adam's lr"),
     Member("Adagrad", ("outside", "inside", "inside_guarded"), True, 1e-2,
-           "steps shrink as 1/sqrt(t): PyTorch's default lr 1e-2"),  # fmt: skip
-    Member("Adadelta", (), True, 1.0, "PyTorch's default lr 1.0 (eps sets the step size)"),
-    Member("Adamax", ("max", "outside"), True, 1e-4, "Adam's lr"),
+           "its default lr (steps shrink as 1/sqrt(t))"),  # fmt: skip
+    Member("Adadelta", (), True, 1.0, "its default lr (eps sets the step size)"),
+    Member("Adamax", ("max", "outside"), True, 1e-3,
+           "max |g| exceeds Adam's RMS, so 10x Adam's lr (its default is 2e-3)"),  # fmt: skip
     Member("NAdam", (), True, 1e-4, "Adam's lr"),
     Member("RAdam", (), True, 1e-4, "Adam's lr"),
     Member("AdaBelief", (), True, 1e-4, "Adam's lr"),
