@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--amsgrad",
         choices=("off", "on", "both"),
         default="both",
-        help="train plain Adam (off), AMSGrad (on) or both",
+        help="train plain Adam (off), AMSGrad (on) or both (Adam and AdamW; the other "
+        "optimizers have no AMSGrad and train once)",
     )
     sw.add_argument(
         "--amsgrad-max",
