@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import minnet
 import minnet.optim
 from minnet.cli import main
 from minnet.lab import RunSpec, grid, run, sweep
@@ -314,3 +315,32 @@ def test_readme_family_table_names_fixtures_that_exist() -> None:
                 assert (fixtures / f"{name}.npz").is_file(), name
                 named += 1
     assert named >= 20
+
+
+def _tiny_model() -> minnet.nn.Module:
+    from minnet.random import default_generator
+
+    rng = default_generator()
+    return minnet.nn.Sequential(minnet.nn.Linear(6, 4, rng=rng), minnet.nn.ReLU(),
+                                minnet.nn.Linear(4, 2, rng=rng))  # fmt: skip
+
+
+def test_a_problem_of_your_own_sweeps_any_optimizer() -> None:
+    from minnet.lab import Problem
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 6)).astype(np.float32)
+    x[:, 0] = 0  # a zero input feature: eps=0 makes its weights 0/0 for optimizers with eps
+    y = rng.standard_normal((16, 2)).astype(np.float32)
+    problem = Problem("tiny", model=_tiny_model, data=(x, y), loss_fn=minnet.nn.MSELoss(),
+                      batch_size=None, epochs=3, lr=1e-2)  # fmt: skip
+    names = ["Adam", "SGD", *[n for n in ("RMSprop", "Adagrad") if n in WITH_EPS]]
+    specs = grid([0.0, 1e-8], optimizers=names, amsgrad=[False], seeds=[0],
+                 scenarios=[problem], optimizer_kwargs={"sgd": {"momentum": 0.5}})  # fmt: skip
+    info = sweep(specs, workers=1, progress=False).run_table()
+    assert info["optimizer"].tolist() == [s.optimizer for s in specs]
+    for row in info.rows():
+        if lookup(row["optimizer"]).has_eps:
+            assert row["diverged"] == (row["eps"] == 0.0 and row["eps_mode"] != "inside_guarded")
+        else:
+            assert not row["diverged"] and np.isnan(row["eps"])

@@ -6,15 +6,20 @@
 {'run': 0, 'scenario': 'seed', 'eps': 0.0, 'eps_mode': 'outside', 'amsgrad': False, ...}
 >>> result.write("runs/demo")  # runs.csv, multipliers.csv                   # doctest: +SKIP
 
-Each run trains :func:`minnet.lab.scenarios.make_problem` with
-``Adam(lr, betas, eps, amsgrad=..., eps_mode=..., amsgrad_max=..., track_stats=True)`` and records,
-for every optimizer step ``t = 1..steps``, one row of :data:`RUN_COLUMNS`:
+Each run trains :func:`minnet.lab.scenarios.make_problem` with its optimizer, by default
+``Adam(lr, betas, eps, amsgrad=..., eps_mode=..., amsgrad_max=..., track_stats=True)``, or any
+optimizer of :mod:`minnet.optim` (``RunSpec(optimizer="rmsprop", hyperparameters={...})``;
+:mod:`minnet.lab.family` lists their placements and learning rates), and records, for every
+optimizer step ``t = 1..steps``, one row of :data:`RUN_COLUMNS`:
 
 * ``loss``: the loss of the forward pass whose gradient step ``t`` applies (so step 1 holds the
   initial loss, and a NaN made by step ``t`` shows in the loss of step ``t + 1``);
 * ``eps_dominated``, ``nonfinite``, ``update_rms``: ``optimizer.stats`` right after step ``t``
   (fraction of coordinates whose eps term is at least the second-moment term it is added to,
   number of parameters that are NaN/inf, RMS of the applied update).
+* ``optimizer``, ``hyperparameters`` (JSON), ``eps_compared_with``: the optimizer's class name,
+  its further keyword arguments, and its own answer to what eps is added to or compared with
+  (:meth:`minnet.optim.Optimizer.eps_compared_with`; empty without eps, where ``eps`` is NaN);
 * ``metric``: a :class:`~minnet.lab.problem.Problem`'s metric on its evaluation data after step
   ``t``, where it was evaluated (the end of every epoch); NaN elsewhere and for the built-in
   scenarios.
@@ -23,8 +28,8 @@ Problems of your own (:class:`~minnet.lab.problem.Problem`: a model factory, dat
 metric) go into :func:`grid` as scenarios and are swept the same way.
 
 At the end of each run the per-parameter step multiplier (see :func:`step_multiplier`) is
-histogrammed into :data:`MULTIPLIER_COLUMNS` rows. Runs that diverge (NaN or inf) are recorded
-like any other, never dropped.
+histogrammed into :data:`MULTIPLIER_COLUMNS` rows (none for an optimizer without eps). Runs
+that diverge (NaN or inf) are recorded like any other, never dropped.
 
 Executors: ``workers=1`` trains in this process; ``workers=N`` (default: every core) fans chunks
 of runs out to N local worker processes (spawned, each single-threaded, reused for every chunk);
