@@ -46,6 +46,7 @@ and is seeded by its spec alone, so the rows are identical whichever executor tr
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import os
@@ -262,6 +263,11 @@ class RunSpec:
                 if name not in ("Adam", "AdamW"):
                     raise ValueError(f"{name} has no AMSGrad: amsgrad=False and "
                                      "amsgrad_max='raw' only")  # fmt: skip
+            takes = inspect.signature(member.cls).parameters
+            for key, value in self._precision_kwargs().items():
+                if key not in takes:
+                    raise ValueError(f"{name} takes no {key} argument (it has no float16/"
+                                     f"bfloat16 kernels yet), but the run sets {key}={value!r}")
             if not member.eps_modes and self.eps_mode != NO_PLACEMENT:
                 raise ValueError(f"{name} has one eps placement (no eps_mode keyword): "
                                  f"eps_mode must be {NO_PLACEMENT!r}, got {self.eps_mode!r}")
@@ -285,33 +291,11 @@ class RunSpec:
 
     def _check_dtypes(self) -> None:
         """Normalize ``dtype``, ``state_dtype`` and ``rounding`` (names, ``"same"`` resolved)."""
-        names = "'float32', 'float64', 'float16' or 'bfloat16'"
-        try:
-            dtype = as_dtype(self.dtype).name if isinstance(self.dtype, str) else None
-        except TypeError:
-            dtype = None
-        if dtype is None:
-            raise ValueError(f"dtype must be {names}, got {self.dtype!r}")
-        object.__setattr__(self, "dtype", dtype)
         problem = isinstance(self.scenario, Problem) or (
             isinstance(self.scenario, str) and self.scenario == "digits"
         )
-        if problem and dtype not in ("float32", "float64"):
-            raise ValueError(
-                f"dtype={dtype!r} applies to the seed problem and its scenarios; a Problem's "
-                "model decides its own dtype (build it in that dtype)"
-            )
-        state = self.state_dtype
-        if state is None or state == "same":
-            state = "same" if problem else dtype
-        else:
-            try:
-                state = as_dtype(state).name if isinstance(state, str) else None
-            except TypeError:
-                state = None
-            if state is None:
-                raise ValueError(f"state_dtype must be 'same' or {names}, got "
-                                 f"{self.state_dtype!r}")  # fmt: skip
+        dtype, state = _resolve_precision(self.dtype, self.state_dtype, problem)
+        object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "state_dtype", state)
         if self.rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {self.rounding!r}")
@@ -366,6 +350,32 @@ class RunSpec:
         ``rounding`` when it is not ``"fused"`` and a buffer is 16-bit.
         """
         return {**self._constructor_kwargs(), "track_stats": True}
+
+
+def _resolve_precision(dtype: Any, state_dtype: Any, problem: bool) -> tuple[str, str]:
+    """``(dtype, state_dtype)`` as names, ``state_dtype`` None/"same" resolved to ``dtype``
+    (kept ``"same"`` for a Problem, whose model decides its dtype); ``ValueError`` otherwise."""
+    names = "'float32', 'float64', 'float16' or 'bfloat16'"
+    try:
+        name = as_dtype(dtype).name if isinstance(dtype, str) else None
+    except TypeError:
+        name = None
+    if name is None:
+        raise ValueError(f"dtype must be {names}, got {dtype!r}")
+    if problem and name not in ("float32", "float64"):
+        raise ValueError(
+            f"dtype={name!r} applies to the seed problem and its scenarios; a Problem's "
+            "model decides its own dtype (build it in that dtype)"
+        )
+    if state_dtype is None or state_dtype == "same":
+        return name, "same" if problem else name
+    try:
+        state = as_dtype(state_dtype).name if isinstance(state_dtype, str) else None
+    except TypeError:
+        state = None
+    if state is None:
+        raise ValueError(f"state_dtype must be 'same' or {names}, got {state_dtype!r}")
+    return name, state
 
 
 @dataclass
@@ -663,14 +673,10 @@ def grid(
         problem = isinstance(scenario, Problem) or scenario == "digits"
         for dt in dtype_list:
             for sd in state_list:
-                probe = RunSpec(eps=0.0, scenario="seed", dtype=dt, state_dtype=sd,
-                                optimizer="SGD") if not problem else None  # fmt: skip
-                dt_name = probe.dtype if probe else dt
-                sd_name = probe.state_dtype if probe else sd
+                dt_name, sd_name = _resolve_precision(dt, sd, problem)
+                low = {dt_name, sd_name} & {"float16", "bfloat16"}
                 for r in rounding_list:
-                    if probe is not None and not probe.low_precision:
-                        r = rounding_list[0]
-                    out[(dt_name, sd_name, r)] = None
+                    out[(dt_name, sd_name, r if low or problem else rounding_list[0])] = None
         return list(out)
 
     specs = []
@@ -719,7 +725,7 @@ def _precision_specs(
                         ]  # fmt: skip
     except (ValueError, TypeError) as exc:
         low = any(d in ("float16", "bfloat16") for d in (dt, sd)) or rounding != "fused"
-        if not low:
+        if not (low or sd not in ("same", dt)):
             raise
         who = member.name if member is not None else "the optimizer"
         raise ValueError(
@@ -1019,11 +1025,22 @@ def _single_threaded_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def warm_up(dtypes: Iterable[str] = ("float32",)) -> None:
-    """Compile (or load from Numba's on-disk cache) the kernels for ``dtypes`` in this process,
-    so that worker processes find the cache written instead of compiling it each."""
-    for dt in set(dtypes):
+def warm_up(dtypes: Iterable[str] = ("float32",), specs: Iterable[RunSpec] = ()) -> None:
+    """Compile (or load from Numba's on-disk cache) the kernels for ``dtypes`` (Adam) and for
+    each distinct optimizer variant and precision of ``specs`` (one step of the seed problem)
+    in this process, so that worker processes find the cache written instead of compiling it
+    each."""
+    for dt in dict.fromkeys(dtypes):
         run(RunSpec(eps=1e-8, steps=1, dtype=dt))
+    seen = set()
+    for spec in specs:
+        if isinstance(spec.scenario, Problem):
+            continue
+        key = (spec.optimizer, spec.eps_mode, spec.amsgrad, spec.amsgrad_max, spec.dtype,
+               spec.state_dtype, spec.rounding, spec.hyperparameters_json)  # fmt: skip
+        if key not in seen:
+            seen.add(key)
+            run(replace(spec, steps=1, scenario="seed", seed=0))
 
 
 def _chunks(specs: Sequence[RunSpec], size: int) -> list[list[tuple[int, RunSpec]]]:
@@ -1090,7 +1107,8 @@ def sweep(
             for chunk in chunks:
                 collect(_run_chunk(chunk))
         else:
-            warm_up({s.dtype for s in specs})
+            warm_up({s.dtype for s in specs if not s.low_precision},
+                    [s for s in specs if s.low_precision])  # fmt: skip
             with _single_threaded_env():
                 pool = ProcessPoolExecutor(
                     max_workers=min(workers, len(chunks)), mp_context=get_context("spawn")
