@@ -46,7 +46,7 @@ def test_grid_crosses_dtypes_state_dtypes_and_roundings_once_per_distinct_run() 
     ]  # fmt: skip
     assert len(specs) == 9 * 2
     assert [s.eps for s in specs[:2]] == [1e-8, 1e-4]  # eps inside the precision loops
-    assert not specs[0].low_precision and specs[1].low_precision
+    assert not specs[0].low_precision and specs[2].low_precision
     # the kwargs an optimizer gets: state_dtype only when not the parameters', rounding only
     # for 16-bit buffers
     f16_fused, f16_per_op, f16_master = specs[2], specs[4], specs[6]
@@ -266,7 +266,7 @@ def test_readme_headline_snippet_reproduces_pytorchs_float16_example(tmp_path: P
     section = text.index("## Epsilon in low precision")
     start = text.index("```python\n", section) + len("```python\n")
     code = text[start : text.index("```", start)]
-    assert "rounding=" in code and len(code.splitlines()) < 16
+    assert '"rounding"' in code and len(code.splitlines()) < 16
     script = tmp_path / "snippet.py"
     script.write_text(code)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
@@ -275,10 +275,16 @@ def test_readme_headline_snippet_reproduces_pytorchs_float16_example(tmp_path: P
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     # the README quotes the output it shows
-    quoted = text[text.index("```\n", start + len(code)) + 4 :]
-    quoted = quoted[: quoted.index("```")]
+    close = start + len(code) + len("```\n")  # the python block's closing fence
+    opened = text.index("```\n", close) + len("```\n")  # the output block right after it
+    assert text[close:opened].strip() == "```"
+    quoted = text[opened : text.index("```", opened)]
     assert out == quoted
     assert out.splitlines()[0].endswith("[-inf  nan -inf]")
+    # the first two lines are what PyTorch 2.13 stored (foreach=False, fused=True)
+    for line, rounding in zip(out.splitlines(), ("per_op", "fused")):
+        data = np.load(ROOT / "tests" / "fixtures" / f"lowp_headline_adam_float16_{rounding}.npz")
+        assert line == f"{{'rounding': '{rounding}'}}: {data['params'][-1].view(np.float16)}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = minnet.nn.Parameter(np.zeros(3, dtype=np.float16))
