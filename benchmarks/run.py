@@ -341,9 +341,7 @@ def bench_family(
                     k = {name: _block_size(w.per_call[key], block) for name, w in workers.items()}
                     res = alternate(workers, rounds, k, key)
                     by_name = {r["name"]: r for r in summarize(res, "minnet")}
-                    rows.append(
-                        _family_row(entry, n, n_state, bytes_per_param * n, by_name, res)
-                    )
+                    rows.append(_family_row(entry, n, n_state, bytes_per_param * n, by_name, res))
             finally:
                 for name in ("minnet", "peer"):
                     if name in workers:

@@ -6,8 +6,8 @@ parameter count, ``SIZES`` a comma-separated list of parameter counts (one insta
 prints one JSON line: ``{"ready": true, "per_call": {key: seconds}}`` (one warm call's time per
 instance, to size the blocks) or ``{"skip": reason}``; then, for every ``run K [KEY]`` line on
 stdin, one JSON list of the K call times in seconds (``KEY``: which size; without it, the
-first instance). The parent keeps the process alive across rounds, so imports, compilation and warm-up
-happen once.
+first instance). The parent keeps the process alive across rounds, so imports, compilation and
+warm-up happen once.
 """
 
 from __future__ import annotations
