@@ -41,6 +41,12 @@ $(BENCH_VENV)/.installed: pyproject.toml
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m benchmarks
 
+# Only the optimizer-family table (every optimizer alone against PyTorch / optax, a few minutes);
+# writes plots/bench_family.png.
+.PHONY: bench-optimizers
+bench-optimizers: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m benchmarks --only optimizers
+
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 

@@ -1,5 +1,9 @@
-"""Run the benchmarks, print the tables, write ``plots/bench_step.png`` and
-``plots/bench_optimizer.png``.
+"""Run the benchmarks, print the tables, write ``plots/bench_step.png``,
+``plots/bench_optimizer.png`` and ``plots/bench_family.png``.
+
+Sections (``--only`` / ``--skip``): ``step`` (the seed training step), ``optimizer`` (AMSGrad alone
+on the seed model), ``sweep`` (AMSGrad over sizes against the same-streams loop), ``optimizers``
+(every optimizer of the family alone, :data:`benchmarks.impls.FAMILY`), ``startup``.
 
 Method: every implementation lives in its own worker process (``benchmarks.worker``), built and
 warmed once. In each round the parent asks every worker, in a rotated order, for a block of timed
@@ -572,9 +576,11 @@ def plot_family(rows: list[dict], path: Path, title: str) -> None:
             if k in at and at[k]["peer"] is not None:
                 ratio = at[k]["peer"]["ratio"]
                 ax.text(
-                    0.98, yi, f"{ratio:.2f}x", transform=ax.get_yaxis_transform(),
+                    0.99, yi, f"{ratio:.2f}x", transform=ax.get_yaxis_transform(),
                     ha="right", va="center", fontsize=7,
                 )  # fmt: skip
+        top = np.nanmax([*mine, *peer, *loop])
+        ax.set_xlim(0, top * 1.3 if np.isfinite(top) else 1)
         ax.set_title(f"{n:,} float32 parameters", fontsize=9)
         ax.set_xlabel("effective GB/s (bytes read + written / median time)", fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
@@ -623,7 +629,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         choices=SECTIONS,
-        help="run only these sections (e.g. --only optimizers: the family table, a few minutes)",
+        help="run only these sections: step (seed training step), optimizer (AMSGrad alone, "
+        "seed model), sweep (AMSGrad over sizes), optimizers (every optimizer alone, the "
+        "family table: a few minutes), startup",
     )
     parser.add_argument(
         "--optimizers",
