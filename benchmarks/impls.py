@@ -306,8 +306,10 @@ def _stream_kernels() -> dict[int, Callable]:
 
 
 def streaming_loop(n_params: int, n_state: int = 3) -> Step:
-    """The memory-streaming speed of one thread for an optimizer's access pattern, with no
-    arithmetic to speak of: a serial Numba loop over float32 arrays of ``n_params`` that reads
+    """The no-arithmetic loop: how fast one thread streams an optimizer's arrays when it does no
+    arithmetic to speak of. A reference point, not a memory ceiling (minnet's AMSGrad kernel
+    streams faster than it once the arrays leave the cache, from about 3x10^5 parameters on, on
+    the reference machine). A serial Numba loop over float32 arrays of ``n_params`` that reads
     ``param``, ``grad`` and ``n_state`` state arrays and writes ``param`` and the state arrays
     back (``p[i] = p[i] * s + g[i]``, ``a[i] = a[i] * s``; ``s = 1`` is passed at run time so
     the values stay put and LLVM cannot drop the loop), with plain stores like minnet's kernels.

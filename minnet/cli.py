@@ -16,8 +16,10 @@ import argparse
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from minnet.optim import AMSGRAD_MAX_MODES, EPS_MODES
 
@@ -77,6 +79,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``minnet sweep: error: ...``) and exit
+    with status 2; the full usage stays on ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: ...)`` only where there is a value worth showing (not None or False)."""
 
@@ -88,13 +98,15 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``minnet`` command (``sweep`` and ``plot`` subcommands)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="minnet",
         description="Sweep Adam's eps on the seed problem and plot what it does.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'minnet sweep --help' or 'minnet plot --help' for each command's options.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{sweep,plot}", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{sweep,plot}", required=True, parser_class=_Parser
+    )
 
     sw = sub.add_parser(
         "sweep",
@@ -136,11 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--amsgrad-max",
         nargs="+",
         choices=AMSGRAD_MAX_MODES,
-        default=["raw"],
+        default=None,
         metavar="MAX",
-        help="AMSGrad's running max, for the AMSGrad runs: raw = max of v as "
-        "PyTorch/Keras; corrected = max of bias-corrected v as optax; paper = no bias "
-        f"correction (Reddi et al.). Choose from {', '.join(AMSGRAD_MAX_MODES)}",
+        help="AMSGrad's running max, for the AMSGrad runs (so not with --amsgrad off): raw = "
+        "max of v as PyTorch/Keras (the default); corrected = max of bias-corrected v as "
+        "optax; paper = no bias correction (Reddi et al.). "
+        f"Choose from {', '.join(AMSGRAD_MAX_MODES)}",
     )
     sw.add_argument(
         "--seeds",
@@ -228,8 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from minnet.lab.runner import grid, sweep
+    from minnet.lab.runner import atan2_ignores_eps, grid, sweep
     from minnet.lab.scenarios import Scenario
+
+    if args.amsgrad == "off" and args.amsgrad_max is not None:
+        parser.error(
+            "--amsgrad-max applies only to AMSGrad runs, and --amsgrad off trains none; "
+            "pass --amsgrad on or both, or leave --amsgrad-max out"
+        )
 
     if args.scheduler is not None:
         if "://" not in args.scheduler:
@@ -249,18 +268,26 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for d in dict.fromkeys(args.dead_units)
     ]
     amsgrad = {"off": [False], "on": [True], "both": [False, True]}[args.amsgrad]
+    eps = list(dict.fromkeys(args.eps))
+    eps_modes = list(dict.fromkeys(args.eps_modes))
+    if "atan2" in eps_modes and len(eps) > 1:
+        # Kept rather than collapsed: every eps_mode is then drawn against the same eps values.
+        print(f"minnet sweep: warning: {atan2_ignores_eps(eps)}", file=sys.stderr)
+    amsgrad_max = None if args.amsgrad_max is None else list(dict.fromkeys(args.amsgrad_max))
     try:
-        specs = grid(
-            eps=list(dict.fromkeys(args.eps)),
-            eps_modes=list(dict.fromkeys(args.eps_modes)),
-            amsgrad=amsgrad,
-            amsgrad_max=list(dict.fromkeys(args.amsgrad_max)),
-            seeds=range(args.seeds),
-            scenarios=scenarios,
-            dtype=args.dtype,
-            steps=args.steps,
-            lr=args.lr,
-        )
+        with warnings.catch_warnings():  # said once above, in the command's terms
+            warnings.filterwarnings("ignore", message="eps_mode 'atan2' has no eps")
+            specs = grid(
+                eps=eps,
+                eps_modes=eps_modes,
+                amsgrad=amsgrad,
+                amsgrad_max=amsgrad_max,
+                seeds=range(args.seeds),
+                scenarios=scenarios,
+                dtype=args.dtype,
+                steps=args.steps,
+                lr=args.lr,
+            )
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     where = args.scheduler or f"{args.workers or 'all'} local worker(s)"

@@ -61,14 +61,43 @@ def test_help_explains_every_flag(argv: list[str], flags: list[str], capsys) -> 
         (["plot", "/nonexistent/dir"],
          "/nonexistent/dir/runs.csv not found: DIR must hold a 'minnet sweep' output"),
         ([], "the following arguments are required: {sweep,plot}"),
+        (["sweep", "--amsgrad", "off", "--amsgrad-max", "raw"],
+         "--amsgrad-max applies only to AMSGrad runs, and --amsgrad off trains none"),
+        (["sweep", "--amsgrad", "off", "--amsgrad-max", "corrected", "paper"],
+         "--amsgrad-max applies only to AMSGrad runs, and --amsgrad off trains none"),
     ],
 )  # fmt: skip
-def test_bad_flags_exit_2_with_a_message(argv: list[str], message: str, capsys) -> None:
+def test_bad_flags_exit_2_with_one_line(argv: list[str], message: str, capsys) -> None:
     assert _exit_code(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: minnet")
+    # argparse reports unknown flags from the top-level parser, the rest from the subcommand's.
+    prog = "minnet" if not argv or "unrecognized" in message else f"minnet {argv[0]}"
+    # One line: the error and where the usage is; the usage block itself stays on --help.
+    assert err.count("\n") == 1 and err.endswith(f" (see '{prog} --help')\n"), err
+    assert err.startswith(f"{prog}: error: ")
     assert message in err
-    assert "Traceback" not in err
+    assert "usage:" not in err and "Traceback" not in err
+
+
+def test_atan2_with_several_eps_warns_that_the_runs_are_identical(tmp_path: Path, capsys) -> None:
+    argv = ["sweep", "--eps", "0", "1e-8", "1", "--eps-modes", "atan2", "--amsgrad", "off",
+            "--seeds", "1", "--steps", "3", "--workers", "1", "--no-progress", "--no-plots",
+            "--out", str(tmp_path / "a")]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "minnet sweep: warning: eps_mode 'atan2' has no eps: its runs for eps 0, 1e-08, 1 are "
+        "identical (same seed and scenario)\n"
+    )
+    info = SweepResult.read(tmp_path / "a").run_table()
+    assert len(info) == 3 and len(set(info["final_loss"].tolist())) == 1  # what the warning says
+    # One eps, or atan2 not swept: no warning.
+    for extra in (["--eps", "1e-8", "--eps-modes", "atan2"], ["--eps", "0", "1"]):
+        argv = ["sweep", *extra, "--amsgrad", "on", "--amsgrad-max", "paper", "--seeds", "1",
+                "--steps", "2", "--workers", "1", "--no-progress", "--no-plots",
+                "--out", str(tmp_path / extra[-1])]  # fmt: skip
+        assert main(argv) == 0
+        assert capsys.readouterr().err == ""
 
 
 def test_bad_flag_from_the_real_command_has_no_traceback() -> None:

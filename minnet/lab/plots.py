@@ -228,10 +228,8 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
     fig = Figure(figsize=(5.6 * len(scenarios) + 3.4, 5.0), layout="constrained")
     axes = fig.subplots(1, len(scenarios), squeeze=False, sharey=True)[0]
     palette = colormaps["tab10"]
-    mode_rows = runs.select(eps_mode=ref["eps_mode"])
-    finite_all = mode_rows["final_loss"][np.isfinite(mode_rows["final_loss"])]
-    top = finite_all.max() if len(finite_all) else 1.0
     any_diverged = many_seeds = False
+    drawn: list[float] = []  # every finite value drawn (medians and band edges), for the y range
     for ax, scenario in zip(axes, scenarios):
         sub = runs.select(scenario=scenario, eps_mode=ref["eps_mode"])
         if not len(sub):
@@ -259,6 +257,7 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
                     med.append(np.median(good))
                     lo.append(good.min())
                     hi.append(good.max())
+            drawn += lo + hi
             n_seeds = len({r["seed"] for r in rows})
             many_seeds = many_seeds or n_seeds > 1
             label = _variant_name(*variant)
@@ -267,13 +266,22 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
             marker, ls = "os^D"[k % 4], ("-", "--", "-.", ":")[k % 4]
             ax.plot(xs, med, marker=marker, ls=ls, color=color, ms=5, lw=1.8, label=label,
                     mfc="none" if k % 2 else color)  # fmt: skip
-            if n_seeds > 1:
+            if n_seeds > 1 and len(xs) > 1:
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
+            elif n_seeds > 1:  # one eps: the band is a bar
+                ax.vlines(xs, lo, hi, color=color, alpha=0.35, lw=8)
         ax.set_yscale("log")
-        ax.set_ylim(top=top * 300)
-        ax.set_xlabel("eps (log scale; 0 at the left, past the break)")
+        xs_all = sorted(where.values())
+        ax.set_xlim(xs_all[0] / 10**0.6, xs_all[-1] * 10**0.6)  # no point on the frame
+        where_zero = "; 0 at the left, past the break" if 0 in where else ""
+        ax.set_xlabel(f"eps (log scale{where_zero})")
         ax.grid(True, alpha=0.3)
         ax.set_title(f"scenario {scenario}")
+    # y: from half a decade below the lowest value drawn to half a decade above the highest (more
+    # when NaN/inf markers sit at the top); the axes share y.
+    positive = [v for v in drawn if v > 0]  # a log axis cannot show a loss of exactly 0
+    low, high = (min(positive), max(positive)) if positive else (1.0, 1.0)
+    axes[0].set_ylim(low / 10**0.5, high * (10**2.5 if any_diverged else 10**0.5))
     axes[0].set_ylabel(f"loss after the last step ({int(runs.info['steps'][0])} steps)")
     handles, labels = axes[0].get_legend_handles_labels()
     if many_seeds:

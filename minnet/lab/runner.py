@@ -38,8 +38,9 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
+import secrets
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -327,7 +328,7 @@ def grid(
     *,
     eps_modes: Iterable[str] = ("outside",),
     amsgrad: Iterable[bool] = (False, True),
-    amsgrad_max: Iterable[str] = ("raw",),
+    amsgrad_max: Iterable[str] | None = None,
     seeds: Iterable[int] = (0, 1, 2),
     scenarios: Iterable[Scenario | Problem | str] = ("seed",),
     dtype: str = "float32",
@@ -343,9 +344,15 @@ def grid(
     Order (outermost first): scenario, eps_mode, amsgrad, amsgrad_max, eps, seed. ``amsgrad_max``
     only applies with ``amsgrad=True``; runs without AMSGrad get ``"raw"`` once. The defaults are
     ``minnet sweep``'s: 13 eps values x AMSGrad off/on x 3 seeds = 78 runs of 500 steps.
+
+    Raises ``ValueError`` if ``amsgrad_max`` is given but ``amsgrad`` holds no ``True`` (it would
+    select nothing). Warns (``UserWarning``) if ``eps_modes`` holds ``"atan2"`` with more than one
+    eps: atan2 has no eps, so those runs are identical (they are kept, so that every eps_mode is
+    drawn against the same eps values).
     """
     eps_list, modes = list(eps), list(eps_modes)
-    ams_list, max_list = list(amsgrad), list(amsgrad_max)
+    ams_list = list(amsgrad)
+    max_list = ["raw"] if amsgrad_max is None else list(amsgrad_max)
     seed_list, scen_list = list(seeds), list(scenarios)
     for name, values in (
         ("eps", eps_list),
@@ -357,6 +364,13 @@ def grid(
     ):
         if not values:
             raise ValueError(f"grid: {name} is empty")
+    if amsgrad_max is not None and not any(bool(a) for a in ams_list):
+        raise ValueError(
+            f"grid: amsgrad_max={max_list} applies only to AMSGrad runs, and amsgrad="
+            f"{[bool(a) for a in ams_list]} has none; pass amsgrad=[True] or leave amsgrad_max out"
+        )
+    if "atan2" in modes and len(set(map(float, eps_list))) > 1:
+        warnings.warn(atan2_ignores_eps(eps_list), UserWarning, stacklevel=2)
     specs = []
     for scenario in scen_list:
         for mode in modes:
@@ -378,6 +392,15 @@ def grid(
                                 )
                             )
     return specs
+
+
+def atan2_ignores_eps(eps: Iterable[float]) -> str:
+    """The warning for a sweep of ``eps_mode="atan2"`` over several eps values."""
+    values = ", ".join(f"{e:g}" for e in dict.fromkeys(map(float, eps)))
+    return (
+        f"eps_mode 'atan2' has no eps: its runs for eps {values} are identical "
+        "(same seed and scenario)"
+    )
 
 
 # -- the table ------------------------------------------------------------------------------------
@@ -435,7 +458,10 @@ class Table:
                 formatted.append([repr(v) for v in col.tolist()])
             else:
                 formatted.append([str(v) for v in col.tolist()])
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        # O_EXCL: never follow or clobber an existing file; mode 0o666 lets the umask decide (a
+        # tempfile.mkstemp file is 0o600, which the rename would carry over to ``path``).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "w", newline="") as f:
                 writer = csv.writer(f)

@@ -133,15 +133,14 @@ class Linear(Module):
         self._x = None
         self._freed = True
         weight = self.weight
-        label = self._label()
         if weight.requires_grad:
             dw = self._dw
             if dw is None or dw.shape != weight.data.shape:
                 dw = self._dw = np.empty(weight.data.shape, self.dtype)
             np.matmul(grad_out.T, x, out=dw)
-            _accumulate_grad(weight, dw, label)
+            _accumulate_grad(weight, dw, self)
         if self.bias is not None and self.bias.requires_grad:
-            _accumulate_grad(self.bias, grad_out.sum(axis=0), label)
+            _accumulate_grad(self.bias, grad_out.sum(axis=0), self)
         if not input_grad:
             return None
         if not internal:

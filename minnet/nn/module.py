@@ -11,6 +11,8 @@ from minnet.nn._util import _asarray, _float_dtype
 from minnet.nn.grad_mode import is_grad_enabled
 from minnet.nn.parameter import Parameter
 
+_PLAIN = (bool, np.ndarray)
+
 
 class _IncompatibleKeys(NamedTuple):
     """What :meth:`Module.load_state_dict` returns, as PyTorch's ``_IncompatibleKeys``."""
@@ -73,6 +75,9 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name[0] == "_" and (value is None or type(value) in _PLAIN):
+            object.__setattr__(self, name, value)  # fast path: a layer's own saved state
+            return
         if isinstance(value, (Parameter, Module)):
             self._register(name, value)
         elif name[0] != "_":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from minnet.nn._util import _FLOAT_DTYPES, _asarray
@@ -28,7 +30,7 @@ class Parameter:
                 f"{where}: data has dtype {arr.dtype}; parameters must be float32 or float64 "
                 "arrays (cast with .astype)"
             )
-        self.data: np.ndarray = np.ascontiguousarray(arr)
+        self.data: np.ndarray = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d 0-d
         self.grad: np.ndarray = np.zeros_like(self.data)
         self.name = name
         self.requires_grad: bool = True
@@ -47,11 +49,12 @@ class Parameter:
         return f"Parameter(name={self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
 
 
-def _accumulate_grad(p: Parameter, g: np.ndarray, where: str) -> None:
+def _accumulate_grad(p: Parameter, g: np.ndarray, where: Any) -> None:
     """``p.grad += g`` in place, unless ``p.requires_grad`` is ``False``.
 
     A ``grad`` set to ``None`` (PyTorch's cleared state) starts from ``g``; a ``grad`` that is no
-    longer an array of ``data``'s shape and dtype raises ``ValueError`` naming the parameter.
+    longer an array of ``data``'s shape and dtype raises ``ValueError`` naming the parameter and
+    ``where`` (the layer, or an object whose ``_label()`` names it).
     """
     if not p.requires_grad:
         return
@@ -65,6 +68,8 @@ def _accumulate_grad(p: Parameter, g: np.ndarray, where: str) -> None:
             if isinstance(grad, np.ndarray)
             else type(grad).__name__
         )
+        if hasattr(where, "_label"):
+            where = where._label()
         raise ValueError(
             f"{where}: parameter {p.name!r} has a .grad that was replaced by {got}; it must be "
             f"an array of the parameter's shape {p.data.shape} and dtype {p.data.dtype} (or None)"
