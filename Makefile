@@ -33,7 +33,7 @@ test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
 
 # Speed against PyTorch and JAX (README "Performance"): minutes, in its own venv so that torch and
-# jax never enter $(VENV); writes plots/bench_step.png and plots/bench_optimizer.png.
+# jax never enter $(VENV); writes plots/bench_step.png, bench_optimizer.png and bench_family.png.
 BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)

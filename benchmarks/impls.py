@@ -10,6 +10,7 @@ weights.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -403,6 +404,10 @@ FAMILY: tuple[FamilyEntry, ...] = (
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}
 
 
+#: Environment variable that sets PyTorch's intra-op threads in the family table's workers.
+TORCH_THREADS_ENV = "MINNET_BENCH_TORCH_THREADS"
+
+
 class Unavailable(ImportError):
     """An implementation that cannot be built here (library or optimizer missing)."""
 
@@ -442,11 +447,18 @@ def family_minnet(name: str, n: int) -> Step:
 
 def family_peer(name: str, n: int) -> Step:
     """The counterpart of :func:`family_minnet`: PyTorch's optimizer (its ``step()``) or optax's
-    jitted update with donated buffers (one call, waited for with ``block_until_ready``)."""
+    jitted update with donated buffers (one call, waited for with ``block_until_ready``).
+
+    PyTorch keeps its default intra-op thread count unless the environment variable
+    :data:`TORCH_THREADS_ENV` sets one (``python -m benchmarks --torch-threads N``).
+    """
     entry = FAMILY_BY_NAME[name]
     g = _grads([(n,)])[0]
     if entry.peer == "torch":
         import torch
+
+        if os.environ.get(TORCH_THREADS_ENV):
+            torch.set_num_threads(int(os.environ[TORCH_THREADS_ENV]))
 
         cls = getattr(torch.optim, entry.peer_name, None)
         if cls is None:

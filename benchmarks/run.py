@@ -193,6 +193,11 @@ def machine() -> list[str]:
         import torch
 
         lines.append(f"PyTorch intra-op threads: {torch.get_num_threads()}")
+        if os.environ.get(impls.TORCH_THREADS_ENV):
+            lines.append(
+                "PyTorch intra-op threads in the optimizer-family table: "
+                f"{os.environ[impls.TORCH_THREADS_ENV]} (--torch-threads)"
+            )
     lines.append(kernel_vectorization())
     return lines
 
@@ -647,6 +652,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[10**5, 10**6, 10**7],
         help="family table: parameter counts (default 100000 1000000 10000000)",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="family table: PyTorch's intra-op threads (default: PyTorch's own, one per core)",
+    )
     parser.add_argument("--plots", type=Path, default=ROOT / "plots", help="where the PNGs go")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNGs")
     args = parser.parse_args(argv)
@@ -654,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown optimizers {unknown}; the table has {list(impls.FAMILY_BY_NAME)}")
     run = [s for s in (args.only or SECTIONS) if s not in args.skip]
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            parser.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
+        os.environ[impls.TORCH_THREADS_ENV] = str(args.torch_threads)  # read by the workers
     rounds, k = (3, 50) if args.quick else (args.rounds, args.steps)
     sizes = (
         [10**4, 10**5, 10**6, 10**7]
