@@ -1,10 +1,11 @@
 """minnet: a small, fast, from-scratch neural-network framework that shows what Adam's eps does.
 
 ``minnet.nn`` has the layers and losses (hand-written forward and backward passes), and
-``minnet.optim`` the Adam/AMSGrad optimizer built on one fused Numba kernel; ``minnet.save`` and
-``minnet.load`` write and read checkpoints atomically and safely (``minnet.checkpoint``).
-``minnet.data`` has ``TensorDataset`` and ``DataLoader``; ``minnet.manual_seed`` seeds the default
-generator (``minnet.random``).
+``minnet.optim`` the optimizers (SGD, Adam/AMSGrad, AdamW, RMSprop, Adagrad, ... each one fused
+Numba kernel) and ``minnet.optim.lr_scheduler``; ``minnet.save`` and ``minnet.load`` write and
+read checkpoints atomically and safely (``minnet.checkpoint``). ``minnet.data`` has
+``TensorDataset`` and ``DataLoader``; ``minnet.manual_seed`` seeds the default generator
+(``minnet.random``).
 ``minnet.lab`` is the epsilon lab (scenarios, sweeps, plots), also run as ``minnet sweep``.
 """
 

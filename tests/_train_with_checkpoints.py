@@ -21,14 +21,25 @@ import numpy as np
 
 import minnet
 from minnet.nn import Linear, MSELoss, ReLU, Sequential
-from minnet.optim import Adam
 
 D_IN, HIDDEN, D_OUT, N_DATA, BATCH = 12, 24, 3, 64, 16
 HYPER = dict(lr=3e-2, betas=(0.9, 0.99), weight_decay=1e-3)
+#: Other optimizers of the family, by name: (class name, hyperparameters); the variant's
+#: "optimizer" key selects one (Adam with HYPER when absent).
+OTHERS: dict[str, dict[str, Any]] = {
+    "sgd": {"optimizer": "SGD", "lr": 1e-2},
+    "sgd-momentum": {"optimizer": "SGD", "lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-3},
+    "sgd-nesterov": {"optimizer": "SGD", "lr": 1e-2, "momentum": 0.9, "nesterov": True},
+    "sgd-dampening-maximize": {"optimizer": "SGD", "lr": 1e-4, "momentum": 0.5,
+                               "dampening": 0.3, "maximize": True},
+    "adamw": {"optimizer": "AdamW", "lr": 3e-2},
+    "adamw-amsgrad": {"optimizer": "AdamW", "lr": 3e-2, "amsgrad": True, "weight_decay": 0.1},
+}  # fmt: skip
 
 
 def variants() -> dict[str, dict[str, Any]]:
-    """Every Adam variant: EPS_MODES x AMSGRAD_MAX_MODES (plus plain Adam for each eps mode).
+    """Every Adam variant: EPS_MODES x AMSGRAD_MAX_MODES (plus plain Adam for each eps mode),
+    and the other optimizers of :data:`OTHERS`.
 
     Falls back to plain Adam and AMSGrad on an optimizer without those constants.
     """
@@ -36,7 +47,7 @@ def variants() -> dict[str, dict[str, Any]]:
     max_modes = getattr(minnet.optim, "AMSGRAD_MAX_MODES", None)
     if eps_modes is None or max_modes is None:
         return {"adam": {"amsgrad": False}, "amsgrad": {"amsgrad": True}}
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = dict(OTHERS)
     for eps_mode in eps_modes:
         out[f"{eps_mode}-adam"] = {"eps_mode": eps_mode, "amsgrad": False}
         for max_mode in max_modes:
@@ -53,6 +64,16 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((N_DATA, D_IN)), rng.standard_normal((N_DATA, D_OUT))
 
 
+def make_optimizer(params: Any, variant: dict[str, Any]) -> Any:
+    """Adam with ``HYPER`` and the variant's options; a variant with an ``"optimizer"`` key
+    names another class of ``minnet.optim``, given only the variant's other options."""
+    options = dict(variant)
+    name = options.pop("optimizer", "Adam")
+    if name == "Adam":
+        return minnet.optim.Adam(params, **{**HYPER, **options})
+    return getattr(minnet.optim, name)(params, **options)
+
+
 def fresh(variant: dict[str, Any]) -> dict[str, Any]:
     """Everything a run needs at step 0."""
     model = Sequential(
@@ -60,7 +81,7 @@ def fresh(variant: dict[str, Any]) -> dict[str, Any]:
     )
     return {
         "model": model,
-        "optimizer": Adam(model.parameters(), **HYPER, **variant),
+        "optimizer": make_optimizer(model.parameters(), variant),
         "variant": variant,
         "step": 0,
         "rng": np.random.default_rng(7),

@@ -38,7 +38,7 @@ MISS = 1e-3  # the default placement must be at least this far from a non-defaul
 # Optimizers, options or schedulers not yet in minnet.optim are skipped with "not implemented
 # yet: X" while this is True; set it to False once the whole family has landed, so that anything
 # missing fails.
-ALLOW_PENDING = True
+ALLOW_PENDING = False
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
     "Adamax": "max",

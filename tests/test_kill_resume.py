@@ -1,4 +1,5 @@
-"""Exact resume in a new process for every Adam variant, and checkpoints that survive SIGKILL."""
+"""Exact resume in a new process for every Adam variant, SGD and AdamW, and checkpoints that
+survive SIGKILL."""
 
 from __future__ import annotations
 

@@ -377,7 +377,8 @@ def test_adam_hyperparameters(data: st.DataObject) -> None:
     assert opt.lr == float(kwargs["lr"]) and type(opt.lr) is float
     assert opt.betas == tuple(float(b) for b in kwargs["betas"]) and type(opt.betas) is tuple
     assert opt.eps == float(kwargs["eps"]) and opt.weight_decay == float(kwargs["weight_decay"])
-    p.grad[...] = [1.0, -2.0, 0.5]  # no zero: eps=0 with a zero gradient is 0/0 = NaN
+    # Positive, so that g + weight_decay * p (p = 1) is never 0: eps=0 would make it 0/0 = NaN.
+    p.grad[...] = [1.0, 2.0, 0.5]
     opt.step()
     again = Adam([Parameter(np.ones(3))], **kwargs)
     again.load_state_dict(opt.state_dict())

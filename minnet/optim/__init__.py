@@ -2,10 +2,15 @@
 
 :class:`Optimizer` (in :mod:`minnet.optim.optimizer`) owns parameter groups, flat buffers,
 ``state_dict``, validation, ``track_stats`` and ``check_finite``; each optimizer is one file with
-its class, kernel and NumPy reference: :mod:`~minnet.optim.sgd`, :mod:`~minnet.optim.adam`.
+its class, kernel and NumPy reference (:mod:`~minnet.optim.sgd` is the smallest,
+:mod:`~minnet.optim.adam` the largest). :mod:`~minnet.optim.lr_scheduler` has PyTorch's
+learning-rate schedules.
 """
 
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
+from minnet.optim.adabelief import AdaBelief
+from minnet.optim.adadelta import Adadelta
+from minnet.optim.adagrad import Adagrad
 from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
     EPS_MODES,
@@ -13,7 +18,12 @@ from minnet.optim.adam import (
     AdamW,
     validate_adam_hyperparameters,
 )
+from minnet.optim.adamax import Adamax
+from minnet.optim.lion import Lion
+from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
+from minnet.optim.radam import RAdam
+from minnet.optim.rmsprop import RMSprop
 from minnet.optim.sgd import SGD
 
 __all__ = [
@@ -23,6 +33,14 @@ __all__ = [
     "Adam",
     "AdamW",
     "SGD",
+    "RMSprop",
+    "Adagrad",
+    "NAdam",
+    "RAdam",
+    "AdaBelief",
+    "Lion",
+    "Adamax",
+    "Adadelta",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "validate_adam_hyperparameters",

@@ -59,32 +59,67 @@ Optional:
 ``_nonfinite_cause(self, group, name, grad, state) -> str | None``
     Why a parameter with a finite value and a finite gradient would end non-finite, for
     ``check_finite``'s message (e.g. "eps=0 and ... 0/0"); ``None`` falls back to overflow.
+``_group_state_spec(self, group) -> dict[str, float]`` and
+``_advance_group_state(self, group, state, step) -> dict[str, float]``
+    Scalars that a group carries from step to step (NAdam's running product ``mu_product``),
+    ``{name: initial value}``, and the rule that gives their values after step ``step`` from
+    those before it (computed in float64). With a non-empty spec, :meth:`~Optimizer.step`
+    calls ``_scalars(group, dtype, step, group_state)`` with the advanced values, and keeps
+    them only once the step has been applied (a step that ``check_finite`` refuses leaves them
+    as they were). Every parameter's state-dict entry holds them as floats right after
+    ``"step"`` (PyTorch keeps such scalars per parameter); :meth:`load_state_dict` needs them
+    equal across a group. Default: no group state.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
 
-A worked example (plain gradient descent with a decoupled shrink, "SD"):
+A worked example, complete (``tests/test_optim_family.py`` runs it): gradient descent with a
+decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no eps.
 
 .. code-block:: python
 
-    class SDScalars(NamedTuple):
-        neg_lr: np.floating
-        decay: np.floating
+    import functools
+    from typing import NamedTuple
 
-    @numba.njit(cache=True, error_model="numpy")
-    def _sd_kernel(param, grad, scratch, s):   # one variant; flags would be closure constants
-        n_bad = 0
-        for i in range(param.shape[0]):
-            p = param[i] * s.decay + s.neg_lr * grad[i]
-            n_bad += not np.isfinite(p)
-            scratch[i] = p - param[i]
-            param[i] = p
-        return 0, n_bad, float((scratch.astype(np.float64) ** 2).sum())
+    import numba
+    import numpy as np
+
+    from minnet.optim._flat import sum_squares
+    from minnet.optim.optimizer import Optimizer, check_lr, check_nonnegative
+
+
+    class SDScalars(NamedTuple):
+        neg_lr: np.floating  # -lr
+        decay: np.floating  # 1 - lr * decay
+
+
+    @functools.cache
+    def sd_kernel_for(track: bool, write: bool):
+        # The flags are closure constants: each variant compiles to a branch-free loop.
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel(param, grad, scratch, s):
+            n_nonfinite = 0
+            for i in range(param.shape[0]):
+                new = param[i] * s.decay + s.neg_lr * grad[i]
+                if track:
+                    n_nonfinite += not np.isfinite(new)
+                    scratch[i] = new - param[i]
+                if write:
+                    param[i] = new
+            if not track:
+                return 0, 0, 0.0
+            return 0, n_nonfinite, sum_squares(scratch, param.shape[0])  # 0: no eps
+
+        return kernel
+
 
     def sd_reference(param, grad, s):
         param[...] = param * s.decay + s.neg_lr * grad
 
+
     class SD(Optimizer):
+        # param = param * (1 - lr * decay) - lr * grad
+
         def __init__(self, params, lr=1e-3, decay=0.0, *, track_stats=False,
                      check_finite=False):
             super().__init__(params, {"lr": lr, "decay": decay},
@@ -95,14 +130,15 @@ A worked example (plain gradient descent with a decoupled shrink, "SD"):
                     "decay": check_nonnegative("decay", group["decay"])}
 
         def _state_spec(self, group):
-            return {}                                      # no state arrays
+            return {}  # e.g. {"momentum_buffer": 0.0}
 
         def _scalars(self, group, dtype, step):
+            c = np.array([-group["lr"], 1.0 - group["lr"] * group["decay"]], dtype).tolist()
             t = dtype.type
-            return SDScalars(t(-group["lr"]), t(1.0 - group["lr"] * group["decay"]))
+            return SDScalars(t(c[0]), t(c[1]))
 
         def _kernel(self, group, track, write):
-            return _sd_kernel          # a real kernel honours track and write
+            return sd_kernel_for(track, write)
 
         def _reference(self, group):
             return sd_reference
@@ -305,6 +341,8 @@ class Optimizer:
         self._checked: list[tuple[Any, ...]] = []  # each group's options as last validated
         self._valid: list[dict[str, Any]] = []  # ... and as a dict (normalized)
         self._steps: list[int] = []  # each group's step count
+        self._group_states: list[dict[str, float]] = []  # each group's scalar state
+        self._kernels: list[dict[tuple[bool, bool], Any]] = []  # each group's kernels, by flags
         self._flats: list[list[FlatBuffers]] = []  # each group's buffers, one per dtype
         self._groups: list[FlatBuffers] = []  # every group's buffers, in order
         self._index: dict[int, int] = {}  # id(parameter) -> position across all groups
@@ -449,6 +487,8 @@ class Optimizer:
         self._checked.append(self._snapshot(group))
         self._valid.append({k: group[k] for k in self._keys})
         self._steps.append(0)
+        self._group_states.append(dict(self._group_state_spec(group)))
+        self._kernels.append({})
         self._flats.append(flats)
         self._groups.extend(flats)
 
@@ -495,6 +535,7 @@ class Optimizer:
         group.update(hp)
         self._checked[i] = self._snapshot(group)
         self._valid[i] = hp
+        self._kernels[i].clear()
 
     # -- stepping -----------------------------------------------------------------------------
 
@@ -525,11 +566,17 @@ class Optimizer:
             flat.check_bound()
         track = self.track_stats
         plans = []
+        advanced: list[tuple[int, dict[str, float]]] = []
         for i, group in enumerate(groups):
             step = self._steps[i] + 1
-            kernel = self._kernel(group, track, True)
+            kernel = self._kernel_of(i, track, True)
+            extra: tuple[Any, ...] = ()
+            if self._group_states[i]:
+                new = self._advance_group_state(group, self._group_states[i], step)
+                advanced.append((i, new))
+                extra = (new,)
             for flat in self._flats[i]:
-                plans.append((i, flat, kernel, self._scalars(group, flat.dtype, step)))
+                plans.append((i, flat, kernel, self._scalars(group, flat.dtype, step, *extra)))
         if self.check_finite:
             self._refuse_nonfinite(plans)
         n_dominated = n_nonfinite = 0
@@ -542,6 +589,8 @@ class Optimizer:
             sum_sq += counts[2]
         for i in range(len(groups)):
             self._steps[i] += 1
+        for i, new in advanced:
+            self._group_states[i] = new
         if track:
             n = sum(flat.size for flat in self._groups)
             self.stats = OptimizerStats(
@@ -553,12 +602,19 @@ class Optimizer:
             )
         return loss
 
+    def _kernel_of(self, i: int, track: bool, write: bool) -> Callable[..., Any]:
+        """Group ``i``'s kernel for these flags (looked up once per validated options)."""
+        kernels = self._kernels[i]
+        kernel = kernels.get((track, write))
+        if kernel is None:
+            kernel = kernels[track, write] = self._kernel(self.param_groups[i], track, write)
+        return kernel
+
     def _refuse_nonfinite(self, plans: list[tuple[int, FlatBuffers, Any, Any]]) -> None:
         """Dry-run the step; if a parameter would end non-finite, raise and change nothing."""
         bad = []
         for i, flat, _, scalars in plans:
-            group = self.param_groups[i]
-            dry = self._kernel(group, True, False)
+            dry = self._kernel_of(i, True, False)
             scratch = flat.ensure_scratch()
             if dry(*flat.args, scratch, scalars)[1] == 0:
                 continue
@@ -630,6 +686,14 @@ class Optimizer:
     ) -> str | None:
         return None
 
+    def _group_state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {}
+
+    def _advance_group_state(
+        self, group: Mapping[str, Any], state: Mapping[str, float], step: int
+    ) -> dict[str, float]:
+        return dict(state)
+
     # -- the subclass contract (see the module docstring) ----------------------------------
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
@@ -669,6 +733,7 @@ class Optimizer:
                 views = {name: flat.views(name) for name in flat.state}
                 for j, p in enumerate(flat.params):
                     entry: dict[str, Any] = {"step": float(self._steps[i])}
+                    entry.update(self._group_states[i])
                     for name in flat.state:
                         entry[name] = views[name][j].copy()
                     state[self._index[id(p)]] = entry
@@ -708,6 +773,7 @@ class Optimizer:
             ) from None
         new_groups: list[dict[str, Any]] = []
         new_steps: list[int] = []
+        new_group_states: list[dict[str, float]] = []
         loaded: dict[int, dict[str, np.ndarray]] = {}  # converted copies, written at the end
         used_ids: set[int] = set()
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
@@ -747,6 +813,8 @@ class Optimizer:
                 )
             candidate["params"] = params
             new_groups.append(candidate)
+            group_state = dict(self._group_state_spec(current))
+            new_group_states.append(group_state)
             present = [k for k in ids if k in state]
             if not present:
                 new_steps.append(0)
@@ -777,6 +845,26 @@ class Optimizer:
             new_steps.append(step)
             if step == 0:
                 continue
+            for name in group_state:
+                values = set()
+                for k in ids:
+                    if name not in state[k]:
+                        raise ValueError(f"loaded state for parameter {k} lacks '{name}'")
+                    value = state[k][name]
+                    if isinstance(value, np.ndarray) and value.size == 1:
+                        value = value.item()
+                    if not _is_real_number(value) or not math.isfinite(value):
+                        raise ValueError(
+                            f"loaded '{name}' for parameter {k} must be a finite real number, "
+                            f"got {value!r}"
+                        )
+                    values.add(float(value))
+                if len(values) != 1:
+                    raise ValueError(
+                        f"loaded state has different '{name}' values in group {i}: "
+                        f"{sorted(values)}"
+                    )
+                group_state[name] = values.pop()
             names = list(self._state_spec(current))
             for k, p in zip(ids, params):
                 arrays = {}
@@ -800,7 +888,9 @@ class Optimizer:
             group.update(new)
             self._checked[i] = self._snapshot(group)
             self._valid[i] = {k: group[k] for k in self._keys}
+            self._kernels[i].clear()
             self._steps[i] = new_steps[i]
+            self._group_states[i] = new_group_states[i]
             for flat in self._flats[i]:
                 if new_steps[i] == 0:
                     flat.reset_state()

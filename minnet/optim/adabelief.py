@@ -1,0 +1,273 @@
+r"""AdaBelief: the class, its fused Numba kernel and a plain-NumPy reference, side by side.
+
+AdaBelief (Zhuang et al. 2020) is Adam with the second moment of the *prediction error*
+``g - m`` in place of the second moment of ``g``: the step is large where the gradient is what
+the running mean predicted ("belief"), small where it is not. This is ``optax.adabelief``
+(optax 0.2.8, ``scale_by_belief``) exactly. PyTorch has no AdaBelief; the state names follow
+PyTorch's style and optax's meaning:
+
+    exp_avg      = optax's ``mu``: EMA of gradients
+    exp_avg_var  = optax's ``nu``: EMA of squared prediction errors, plus the stored eps_root
+
+One step ``t`` (counting from 1), in optax's order of operations so that float64 results agree
+with optax to round-off (``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``):
+
+    m     = (1 - beta1) * g + beta1 * m
+    e     = g - m                                   (this step's m, as in optax and the paper)
+    s     = (1 - beta2) * (e * e) + beta2 * s
+    s     = s + eps_root                            (STORED in the state, every step)
+    param = param + (m / bc1) / (sqrt(s / bc2) + eps) * (-lr)
+
+Epsilon twice: ``eps_root`` is added to ``s`` inside the state at every step, so it is decayed
+by ``beta2`` and accumulates, ``s`` carries ``eps_root * (1 - beta2**t) / (1 - beta2)`` and
+the bias-corrected ``s_hat = s / bc2`` carries ``eps_root / (1 - beta2)`` (1e-13 for the
+defaults, so ``sqrt(s_hat) >= 3.2e-7``); ``eps`` is added outside the root, after bias
+correction (as Adam's). With ``eps = eps_root = 0`` a coordinate whose prediction error has
+always been zero (a zero gradient, or ``beta1 = 0``) divides by zero: 0/0 = NaN or m/0 = inf.
+
+Defaults are optax's (``lr=1e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-16``, ``eps_root=1e-16``).
+The authors' ``adabelief-pytorch`` package differs (eps added to ``s`` as ``+ eps`` inside
+and decoupled weight decay by default); minnet follows optax, the library recorded in the
+fixtures.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from minnet.nn import Parameter
+from minnet.optim._flat import sum_squares
+from minnet.optim.optimizer import (
+    Optimizer,
+    check_betas,
+    check_eps,
+    check_lr,
+    check_nonnegative,
+)
+
+__all__ = [
+    "AdaBelief",
+    "AdaBeliefScalars",
+    "adabelief_scalars",
+    "adabelief_kernel_for",
+    "adabelief_step_reference",
+]
+
+
+class AdaBeliefScalars(NamedTuple):
+    """Per-step constants of the AdaBelief update, already in the arrays' dtype."""
+
+    one_minus_beta1: np.floating  # 1 - beta1: the gradient's weight in m
+    beta1: np.floating
+    one_minus_beta2: np.floating  # 1 - beta2: the squared error's weight in s
+    beta2: np.floating
+    eps_root: np.floating  # added to s (stored) every step
+    bc1: np.floating  # 1 - beta1**t
+    bc2: np.floating  # 1 - beta2**t
+    eps: np.floating  # added to sqrt(s / bc2)
+    neg_lr: np.floating  # -lr
+
+
+def adabelief_scalars(
+    dtype: np.dtype,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    eps_root: float,
+    step: int,
+) -> AdaBeliefScalars:
+    """Step ``step``'s constants, computed in float64 and cast to ``dtype``."""
+    with np.errstate(over="ignore"):
+        c = np.array(
+            [1.0 - beta1, beta1, 1.0 - beta2, beta2, eps_root, 1.0 - beta1**step,
+             1.0 - beta2**step, eps, -lr],
+            dtype,
+        ).tolist()  # fmt: skip
+    t = dtype.type
+    return AdaBeliefScalars(*(t(x) for x in c))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop(param, grad, exp_avg, exp_avg_var, scratch, s, track, write):  # pragma: no cover
+    """The pass over all coordinates; ``track`` and ``write`` are compile-time constants."""
+    n_dominated = 0
+    n_nonfinite = 0
+    for i in range(param.shape[0]):
+        g = grad[i]
+        m = s.one_minus_beta1 * g + s.beta1 * exp_avg[i]
+        e = g - m
+        v = s.one_minus_beta2 * (e * e) + s.beta2 * exp_avg_var[i]
+        v = v + s.eps_root
+        root = np.sqrt(v / s.bc2)
+        delta = (m / s.bc1) / (root + s.eps) * s.neg_lr
+        p = param[i] + delta
+        if track:
+            n_dominated += s.eps >= root
+            n_nonfinite += not np.isfinite(p)
+            scratch[i] = delta
+        if write:
+            param[i] = p
+            exp_avg[i] = m
+            exp_avg_var[i] = v
+    if not track:
+        return 0, 0, 0.0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+
+
+def adabelief_kernel_for(track: bool, write: bool) -> Callable[..., tuple]:
+    """The compiled kernel for one variant: ``kernel(param, grad, exp_avg, exp_avg_var,
+    scratch, scalars) -> (n_eps_dominated, n_nonfinite, sum_sq_update)``. The flags are
+    closure constants, so the plain update (``track=False, write=True``) is branch-free and
+    vectorizes; Numba's disk cache keys on the closure values."""
+    return _adabelief_kernel_for(bool(track), bool(write))
+
+
+@functools.cache
+def _adabelief_kernel_for(track: bool, write: bool) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, exp_avg, exp_avg_var, scratch, s):  # pragma: no cover
+        return _loop(param, grad, exp_avg, exp_avg_var, scratch, s, track, write)
+
+    return kernel
+
+
+def adabelief_step_reference(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_var: np.ndarray,
+    scalars: AdaBeliefScalars,
+) -> None:
+    """The same update with whole-array NumPy, in place (tests hold the kernel to it)."""
+    s = scalars
+    with np.errstate(all="ignore"):
+        exp_avg[...] = s.one_minus_beta1 * grad + s.beta1 * exp_avg
+        e = grad - exp_avg
+        exp_avg_var[...] = s.one_minus_beta2 * (e * e) + s.beta2 * exp_avg_var
+        exp_avg_var += s.eps_root
+        param += (exp_avg / s.bc1) / (np.sqrt(exp_avg_var / s.bc2) + s.eps) * s.neg_lr
+
+
+class AdaBelief(Optimizer):
+    r"""AdaBelief with optax's exact semantics (``optax.adabelief``), as one fused Numba kernel.
+
+    With ``t`` the step count (1 on the first call of :meth:`step`), ``g`` the gradient,
+    ``m``/``exp_avg`` and ``s``/``exp_avg_var`` the moments (both start at zero):
+
+    .. code-block:: text
+
+        m      = (1 - beta1) * g + beta1 * m
+        s      = (1 - beta2) * (g - m)**2 + beta2 * s + eps_root   (this step's m; eps_root is
+                                                                    stored in s every step)
+        m_hat  = m / (1 - beta1**t)
+        s_hat  = s / (1 - beta2**t)
+        param  = param - lr * m_hat / (sqrt(s_hat) + eps)
+
+    Epsilon sits twice: ``eps_root`` *inside* the root and inside the state (it accumulates:
+    ``s_hat`` holds ``eps_root / (1 - beta2)`` on top of the belief term), ``eps`` *outside*
+    the root after bias correction. ``stats.eps_dominated`` counts coordinates where
+    ``eps >= sqrt(s_hat)`` (``s_hat`` including the stored eps_root);
+    :meth:`~minnet.optim.optimizer.Optimizer.multipliers` gives ``1 / (sqrt(s_hat) + eps)``,
+    which shows both terms. With ``eps = eps_root = 0`` a coordinate whose gradient has always
+    been zero gets 0/0 = NaN, as in optax.
+
+    PyTorch has no AdaBelief: the state dict uses PyTorch's layout with the names
+    ``"exp_avg"`` (optax's ``mu``) and ``"exp_avg_var"`` (optax's ``nu``). There is no weight
+    decay (optax's ``adabelief`` has none). Parameter groups, ``state_dict``, ``track_stats``
+    and ``check_finite`` are :class:`~minnet.optim.optimizer.Optimizer`'s.
+
+    Args:
+        params: iterable of :class:`minnet.nn.Parameter`, or of dicts defining parameter groups.
+        lr: learning rate, ``>= 0``. Default ``1e-3`` (optax has no default; its examples
+            use 1e-3).
+        betas: ``(beta1, beta2)``, each in ``[0, 1)``. Default ``(0.9, 0.999)`` (optax's).
+        eps: added to ``sqrt(s_hat)``, ``>= 0``. Default ``1e-16`` (optax's).
+        eps_root: added to ``s`` and stored, every step, ``>= 0``. Default ``1e-16`` (optax's).
+        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
+        check_finite: refuse a step that would make a parameter NaN or infinite.
+
+    Raises:
+        ValueError: on an invalid hyperparameter, with PyTorch's message style (NaN is
+            rejected): ``Invalid learning rate: ...``, ``Invalid beta parameter at index i:
+            ...``, ``Invalid epsilon value: ...``, ``Invalid eps_root value: ...``.
+        TypeError: on a hyperparameter of the wrong type.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-16,
+        eps_root: float = 1e-16,
+        *,
+        track_stats: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "eps_root": eps_root}
+        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+
+    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "lr": check_lr(group["lr"]),
+            "betas": check_betas(group["betas"]),
+            "eps": check_eps(group["eps"]),
+            "eps_root": check_nonnegative("eps_root", group["eps_root"]),
+        }
+
+    def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {"exp_avg": 0.0, "exp_avg_var": 0.0}
+
+    def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdaBeliefScalars:
+        beta1, beta2 = group["betas"]
+        return adabelief_scalars(
+            dtype, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            eps_root=group["eps_root"], step=step,
+        )  # fmt: skip
+
+    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
+        return adabelief_kernel_for(track, write)
+
+    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        return adabelief_step_reference
+
+    @staticmethod
+    def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
+        """``"sqrt(s_hat)"``: eps is added to the root of the bias-corrected ``s`` (which
+        itself holds the accumulated eps_root)."""
+        return "sqrt(s_hat)"
+
+    def _multipliers(
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
+    ) -> np.ndarray:
+        """``k = 1 / (sqrt(s_hat) + eps)`` in float64, ``s_hat = exp_avg_var / (1 -
+        beta2**t)`` after step ``t``, so that the update is ``param -= lr * k * m_hat``;
+        ``inf`` where the denominator is 0 (``eps = eps_root = 0`` and no prediction error)."""
+        beta2 = group["betas"][1]
+        s_hat = state["exp_avg_var"].astype(np.float64) / (1.0 - beta2 ** float(step))
+        with np.errstate(divide="ignore"):
+            return 1.0 / (np.sqrt(s_hat) + group["eps"])
+
+    def _nonfinite_cause(
+        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
+    ) -> str | None:
+        if group["eps"] != 0 or group["eps_root"] != 0:
+            return None
+        beta1, beta2 = group["betas"]
+        with np.errstate(all="ignore"):
+            m = (1.0 - beta1) * grad + beta1 * state["exp_avg"]
+            s = (1.0 - beta2) * (grad - m) ** 2 + beta2 * state["exp_avg_var"]
+        if (s == 0).any():
+            return (
+                f"eps=0 and eps_root=0 and some coordinates of {name} have no prediction error "
+                "so far (s = 0: a gradient that was always zero, or beta1=0), so their update "
+                "is m/0 (0/0 = NaN); use eps > 0 or eps_root > 0"
+            )
+        return None

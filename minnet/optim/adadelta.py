@@ -1,0 +1,259 @@
+r"""Adadelta: the class, its fused Numba kernel and a plain-NumPy reference, side by side.
+
+Notation: ``Eg2`` = ``square_avg`` (running average of squared gradients) and ``Edx2`` =
+``acc_delta`` (running average of squared updates), both starting at zero. One step, in
+PyTorch's order of operations (``torch.optim.Adadelta``, single-tensor path):
+
+    g     = grad + weight_decay * param                    (only if weight_decay != 0: L2)
+    Eg2   = Eg2 * rho + (1 - rho) * g * g
+    delta = sqrt(Edx2 + eps) / sqrt(Eg2 + eps) * g         (Edx2 of the previous step)
+    Edx2  = Edx2 * rho + (1 - rho) * delta * delta
+    param = param + (-lr) * delta
+
+eps sits INSIDE BOTH square roots (Zeiler 2012): in the denominator it floors the gradient's
+RMS, as in every adaptive optimizer; in the numerator it is the step size itself while ``Edx2``
+is small: the first step of every coordinate is ``lr * sqrt(eps) / sqrt((1 - rho) * g**2 + eps)
+* g``, so eps sets the scale at which Adadelta starts moving. With ``eps = 0`` Adadelta never
+moves (``Edx2`` stays 0), and a coordinate with ``Eg2 = 0`` gets 0/0 = NaN, as in PyTorch.
+
+Keras 3 Adadelta is the same formula (the fixtures check it) with different defaults:
+``learning_rate=1e-3, rho=0.95, epsilon=1e-7`` (PyTorch: ``lr=1.0, rho=0.9, eps=1e-6``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from minnet.nn import Parameter
+from minnet.optim._flat import sum_squares
+from minnet.optim.optimizer import (
+    Optimizer,
+    check_eps,
+    check_lr,
+    check_real,
+    check_weight_decay,
+)
+
+__all__ = [
+    "Adadelta",
+    "AdadeltaScalars",
+    "adadelta_scalars",
+    "adadelta_kernel_for",
+    "adadelta_step_reference",
+]
+
+
+class AdadeltaScalars(NamedTuple):
+    """Per-step constants of the Adadelta update, already in the arrays' dtype."""
+
+    rho: np.floating
+    one_minus_rho: np.floating
+    eps: np.floating
+    neg_lr: np.floating  # -lr
+    weight_decay: np.floating  # the L2 term folded into g
+
+
+def adadelta_scalars(
+    dtype: np.dtype, *, lr: float, rho: float, eps: float, weight_decay: float
+) -> AdadeltaScalars:
+    """The constants (the same at every step), computed in float64 and cast to ``dtype``."""
+    with np.errstate(over="ignore"):
+        c = np.array([rho, 1.0 - rho, eps, -lr, weight_decay], dtype).tolist()
+    t = dtype.type
+    return AdadeltaScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]), t(c[4]))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop(param, grad, square_avg, acc_delta, scratch, s, track, write):  # pragma: no cover
+    """The pass over all coordinates; ``track`` and ``write`` are compile-time constants where
+    this is inlined."""
+    n_dominated = 0
+    n_nonfinite = 0
+    for i in range(param.shape[0]):
+        p = param[i]
+        g = grad[i]
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * p
+        sq = square_avg[i] * s.rho
+        sq = sq + s.one_minus_rho * g * g
+        std = np.sqrt(sq + s.eps)
+        d = np.sqrt(acc_delta[i] + s.eps)
+        d = d / std
+        d = d * g
+        acc = acc_delta[i] * s.rho
+        acc = acc + s.one_minus_rho * d * d
+        delta = s.neg_lr * d
+        new = p + delta
+        if track:
+            n_dominated += s.eps >= sq
+            n_nonfinite += not np.isfinite(new)
+            scratch[i] = delta
+        if write:
+            param[i] = new
+            square_avg[i] = sq
+            acc_delta[i] = acc
+    if not track:
+        return 0, 0, 0.0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+
+
+def adadelta_kernel_for(track: bool, write: bool) -> Callable[..., tuple]:
+    """The compiled kernel for one variant: ``kernel(param, grad, square_avg, acc_delta,
+    scratch, scalars) -> (n_eps_dominated, n_nonfinite, sum_sq_update)``. The flags are closure
+    constants (Numba's disk cache keys on them), so the plain update (``track=False,
+    write=True``) is branch-free and vectorizes. ``track`` counts, in the same pass, the
+    coordinates where eps is at least ``square_avg`` (the denominator's ``Eg2``), the
+    parameters that end non-finite and the sum of squared updates (kept in ``scratch``);
+    ``write=False`` is a dry run."""
+    return _adadelta_kernel_for(bool(track), bool(write))
+
+
+@functools.cache
+def _adadelta_kernel_for(track: bool, write: bool) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, square_avg, acc_delta, scratch, s):  # pragma: no cover
+        return _loop(param, grad, square_avg, acc_delta, scratch, s, track, write)
+
+    return kernel
+
+
+def adadelta_step_reference(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    acc_delta: np.ndarray,
+    scalars: AdadeltaScalars,
+) -> None:
+    """The same update as the kernel, with whole-array NumPy operations, in place."""
+    s = scalars
+    with np.errstate(all="ignore"):
+        g = grad
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * param
+        square_avg *= s.rho
+        square_avg += s.one_minus_rho * g * g
+        delta = np.sqrt(acc_delta + s.eps) / np.sqrt(square_avg + s.eps) * g
+        acc_delta *= s.rho
+        acc_delta += s.one_minus_rho * delta * delta
+        param += s.neg_lr * delta
+
+
+class Adadelta(Optimizer):
+    r"""Adadelta with PyTorch's exact semantics (``torch.optim.Adadelta``).
+
+    With ``Eg2`` = ``square_avg`` and ``Edx2`` = ``acc_delta`` (both start at zero):
+
+    .. code-block:: text
+
+        g     = g + weight_decay * param                      (L2 penalty in the gradient)
+        Eg2   = rho * Eg2 + (1 - rho) * g**2
+        delta = sqrt(Edx2 + eps) / sqrt(Eg2 + eps) * g        eps inside BOTH roots
+        Edx2  = rho * Edx2 + (1 - rho) * delta**2
+        param = param - lr * delta
+
+    eps has two jobs. In the denominator it floors the gradient's RMS, as in Adam or RMSprop:
+    ``stats.eps_dominated`` counts the coordinates where ``eps >= Eg2`` (what
+    :meth:`eps_compared_with` names), and :meth:`multipliers` gives ``1 / sqrt(Eg2 + eps)``, the
+    denominator's factor. In the numerator it is the step size while ``Edx2`` is small: every
+    coordinate starts moving at about ``lr * sqrt(eps)`` per step, whatever the gradient's
+    scale, so eps dominates the numerator of every coordinate on the first step by
+    construction; that part is a per-coordinate learning rate (``sqrt(Edx2 + eps)``, read it
+    from ``state_dict``) and is not counted. With ``eps = 0`` Adadelta never moves, and a
+    coordinate with ``Eg2 = 0`` gets 0/0 = NaN, as in PyTorch.
+
+    Keras 3 Adadelta computes the same formula with defaults ``learning_rate=1e-3, rho=0.95,
+    epsilon=1e-7`` (PyTorch: ``lr=1.0, rho=0.9, eps=1e-6``); pass them explicitly to match
+    Keras. Parameter groups, ``state_dict`` (state ``"square_avg"`` and ``"acc_delta"``,
+    PyTorch's names), ``track_stats`` and ``check_finite`` are
+    :class:`~minnet.optim.optimizer.Optimizer`'s.
+
+    Args:
+        params: iterable of :class:`minnet.nn.Parameter`, or of dicts defining parameter groups.
+        lr: learning rate (a factor on ``delta``), ``>= 0``. Default ``1.0``.
+        rho: decay of both running averages, in ``[0, 1]``. Default ``0.9``.
+        eps: added inside both square roots, ``>= 0``. Default ``1e-6``.
+        weight_decay: L2 penalty, ``>= 0``. Default ``0``.
+        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
+        check_finite: refuse a step that would make a parameter NaN or infinite.
+
+    Raises:
+        ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
+        TypeError: on a hyperparameter of the wrong type.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        *,
+        track_stats: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+
+    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        # PyTorch's order: lr, rho, eps, weight_decay.
+        lr = check_lr(group["lr"])
+        rho = check_real("rho", group["rho"])
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"Invalid rho value: {group['rho']}")
+        eps = check_eps(group["eps"])
+        weight_decay = check_weight_decay(group["weight_decay"])
+        return {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay}
+
+    def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {"square_avg": 0.0, "acc_delta": 0.0}
+
+    def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdadeltaScalars:
+        return adadelta_scalars(
+            dtype,
+            lr=group["lr"],
+            rho=group["rho"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+        )
+
+    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
+        return adadelta_kernel_for(track, write)
+
+    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        return adadelta_step_reference
+
+    @staticmethod
+    def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
+        """``"square_avg"``: the denominator's running average of squared gradients (eps is
+        also in the numerator's root, where it is a per-coordinate step size; not counted)."""
+        return "square_avg"
+
+    def _multipliers(
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
+    ) -> np.ndarray:
+        """``1 / sqrt(Eg2 + eps)`` after the latest step (float64): the denominator's factor in
+        ``delta = sqrt(Edx2 + eps) * (1 / sqrt(Eg2 + eps)) * g``; ``inf`` where ``Eg2 + eps``
+        is 0."""
+        with np.errstate(divide="ignore"):
+            return 1.0 / np.sqrt(state["square_avg"].astype(np.float64) + group["eps"])
+
+    def _nonfinite_cause(
+        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
+    ) -> str | None:
+        rho = group["rho"]
+        if group["eps"] == 0:
+            with np.errstate(all="ignore"):
+                sq = state["square_avg"] * rho + (1.0 - rho) * grad * grad
+            if (sq == 0).any():
+                return (
+                    f"eps=0 and some coordinates of {name} have a zero running average of "
+                    "squared gradients (square_avg = 0), so their update is 0/0 = NaN; "
+                    "use eps > 0"
+                )
+        return None

@@ -1,0 +1,334 @@
+r"""Adamax (Adam with the infinity norm): the class, its fused Numba kernel and a NumPy reference.
+
+Notation: ``m`` = ``exp_avg`` (first moment), ``u`` = ``exp_inf`` (the exponentially weighted
+infinity norm), both starting at zero; ``bc1 = 1 - beta1**t`` with ``t`` the step count from 1.
+One step, in PyTorch's order of operations (``torch.optim.Adamax``, single-tensor path):
+
+    g = grad + weight_decay * param                       (only if weight_decay != 0: L2)
+    m = lerp(m, g, 1 - beta1)                             = m + (1 - beta1) * (g - m)
+
+and where eps goes (``eps_mode``):
+
+    "max"      u = max(beta2 * u, |g| + eps)          param += (-lr/bc1) * (m / u)
+               (PyTorch, optax.adamax): eps is added to |g| INSIDE the running max, so it is
+               stored in u and decays with it (u carries eps * beta2**k while beta2 * u wins)
+    "outside"  u = max(beta2 * u, |g|)                param += (-lr/bc1) * (m / (u + eps))
+               (Keras 3 Adamax): eps is added to the max afterwards, always whole
+
+The two agree wherever ``|g| + eps`` wins the max on every step; they differ where ``beta2 * u``
+wins (decaying and all-zero gradient columns): there "max" divides by ``u`` that holds a
+decayed ``eps * beta2**k``, "outside" by ``u + eps``. ``max`` propagates NaN as
+``torch.maximum`` does (PyTorch's differentiable path takes ``amax`` over the two stacked
+tensors, which gives the same values). With ``eps = 0`` a coordinate whose gradient has always
+been zero has ``m = u = 0``: its update is 0/0 = NaN under both placements, as in PyTorch.
+
+Defaults: PyTorch and optax ``lr=2e-3, betas=(0.9, 0.999), eps=1e-8``; Keras 3 Adamax
+``learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7``. Keras's code computes
+``lr * m / ((1 - beta1**t) * (u + eps))``, the same value up to round-off.
+
+The per-step constants are computed once in float64 (as PyTorch does in Python) and cast to the
+arrays' dtype, so every per-element operation runs in one dtype and the loop vectorizes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from minnet.nn import Parameter
+from minnet.optim._flat import sum_squares
+from minnet.optim.optimizer import (
+    Optimizer,
+    check_betas,
+    check_choice,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+)
+
+__all__ = [
+    "Adamax",
+    "ADAMAX_EPS_MODES",
+    "AdamaxScalars",
+    "adamax_scalars",
+    "adamax_kernel_for",
+    "adamax_step_reference",
+]
+
+#: The placements of eps, in the kernel's ``mode`` order: "max" (PyTorch, optax), "outside"
+#: (Keras 3).
+ADAMAX_EPS_MODES = ("max", "outside")
+MAX, OUTSIDE = 0, 1
+
+#: What eps is added to under each ``eps_mode`` (``stats.eps_dominated`` counts coordinates
+#: where eps is at least this).
+_EPS_COMPARED_WITH = {"max": "|g|", "outside": "u"}
+
+
+class AdamaxScalars(NamedTuple):
+    """Per-step constants of the Adamax update, already in the arrays' dtype."""
+
+    lerp_w: np.floating  # 1 - beta1
+    one_minus_lerp_w: np.floating  # 1 - lerp_w, for PyTorch's lerp when lerp_w >= 0.5
+    beta2: np.floating
+    eps: np.floating
+    neg_clr: np.floating  # -lr / (1 - beta1**t)
+    weight_decay: np.floating  # the L2 term folded into g
+
+
+def adamax_scalars(
+    dtype: np.dtype,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    step: int,
+) -> AdamaxScalars:
+    """Step ``step``'s constants, computed in float64 and cast to ``dtype`` (``neg_clr`` is
+    PyTorch's ``-(lr / (1 - beta1**step))``)."""
+    bc1 = 1.0 - beta1**step
+    with np.errstate(over="ignore"):
+        c = np.array(
+            [1.0 - beta1, beta2, eps, -(lr / bc1), weight_decay], dtype
+        ).tolist()  # fmt: skip
+    t = dtype.type
+    lerp_w = t(c[0])
+    return AdamaxScalars(lerp_w, t(1) - lerp_w, t(c[1]), t(c[2]), t(c[3]), t(c[4]))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop(param, grad, exp_avg, exp_inf, scratch, s, mode, track, write):  # pragma: no cover
+    """The pass over all coordinates; ``mode``, ``track`` and ``write`` are compile-time
+    constants where this is inlined."""
+    n_dominated = 0
+    n_nonfinite = 0
+    for i in range(param.shape[0]):
+        p = param[i]
+        g = grad[i]
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * p
+        m = exp_avg[i]
+        # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
+        if s.lerp_w < 0.5:
+            m = m + s.lerp_w * (g - m)
+        else:
+            m = g - (g - m) * s.one_minus_lerp_w
+        u = exp_inf[i] * s.beta2
+        a = np.abs(g)
+        if mode == MAX:
+            a = a + s.eps
+        # maximum() with NaN propagation from either side, like torch.maximum
+        if not (u >= a):
+            if u == u:
+                u = a
+        if mode == MAX:
+            delta = s.neg_clr * (m / u)
+            dominated = s.eps >= np.abs(g)
+        else:
+            delta = s.neg_clr * (m / (u + s.eps))
+            dominated = s.eps >= u
+        new = p + delta
+        if track:
+            n_dominated += dominated
+            n_nonfinite += not np.isfinite(new)
+            scratch[i] = delta
+        if write:
+            param[i] = new
+            exp_avg[i] = m
+            exp_inf[i] = u
+    if not track:
+        return 0, 0, 0.0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+
+
+def adamax_kernel_for(mode: int, track: bool, write: bool) -> Callable[..., tuple]:
+    """The compiled kernel for one variant: ``kernel(param, grad, exp_avg, exp_inf, scratch,
+    scalars) -> (n_eps_dominated, n_nonfinite, sum_sq_update)``; ``mode`` indexes
+    :data:`ADAMAX_EPS_MODES`. The flags are closure constants (Numba's disk cache keys on
+    them), so the plain update (``track=False, write=True``) is branch-free and vectorizes.
+    ``track`` counts, in the same pass, the coordinates where eps is at least what it is added
+    to (``|g|`` for "max", ``u`` for "outside"), the parameters that end non-finite, and the sum
+    of squared updates (each kept in ``scratch``); ``write=False`` is a dry run."""
+    return _adamax_kernel_for(int(mode), bool(track), bool(write))
+
+
+@functools.cache
+def _adamax_kernel_for(mode: int, track: bool, write: bool) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, exp_avg, exp_inf, scratch, s):  # pragma: no cover
+        return _loop(param, grad, exp_avg, exp_inf, scratch, s, mode, track, write)
+
+    return kernel
+
+
+def adamax_step_reference(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_inf: np.ndarray,
+    scalars: AdamaxScalars,
+    mode: int,
+) -> None:
+    """The same update as the kernel, with whole-array NumPy operations, in place."""
+    s = scalars
+    with np.errstate(all="ignore"):
+        g = grad
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * param
+        if s.lerp_w < 0.5:
+            exp_avg += s.lerp_w * (g - exp_avg)
+        else:
+            exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
+        exp_inf *= s.beta2
+        if mode == MAX:
+            np.maximum(exp_inf, np.abs(g) + s.eps, out=exp_inf)
+            param += s.neg_clr * (exp_avg / exp_inf)
+        else:
+            np.maximum(exp_inf, np.abs(g), out=exp_inf)
+            param += s.neg_clr * (exp_avg / (exp_inf + s.eps))
+
+
+class Adamax(Optimizer):
+    r"""Adamax: Adam's update with the infinity norm (PyTorch's ``torch.optim.Adamax``).
+
+    With ``t`` the step count (1 on the first call of :meth:`step`), ``m`` = ``exp_avg`` and
+    ``u`` = ``exp_inf`` (both start at zero):
+
+    .. code-block:: text
+
+        g = g + weight_decay * param                         (L2 penalty in the gradient)
+        m = beta1 * m + (1 - beta1) * g                      (computed as PyTorch's lerp)
+        eps_mode="max" (default; PyTorch, optax.adamax):
+            u = max(beta2 * u, |g| + eps)                    eps inside the running max
+            param = param - lr / (1 - beta1**t) * m / u
+        eps_mode="outside" (Keras 3 Adamax):
+            u = max(beta2 * u, |g|)
+            param = param - lr / (1 - beta1**t) * m / (u + eps)   eps added to the max
+
+    The placements differ only where ``beta2 * u`` wins the max (a decaying or all-zero
+    gradient): "max" then divides by a ``u`` that holds ``eps * beta2**k``, "outside" by
+    ``u + eps``; the gap is about ``eps * (1 - beta2**k)`` in the denominator. Defaults differ
+    between libraries: Keras 3 uses ``learning_rate=1e-3`` and ``epsilon=1e-7`` (PyTorch and
+    optax ``lr=2e-3``, ``eps=1e-8``); pass them explicitly to match Keras.
+
+    ``stats.eps_dominated`` counts the coordinates where eps is at least what it is added to:
+    ``|g|`` under "max", ``u`` under "outside" (:meth:`eps_compared_with`).
+    :meth:`multipliers` gives ``k`` in ``param -= lr * k * m_hat``: ``1 / u`` ("max") or
+    ``1 / (u + eps)`` ("outside"). Parameter groups, ``state_dict`` (state ``"exp_avg"`` and
+    ``"exp_inf"``, PyTorch's names), ``track_stats`` and ``check_finite`` are
+    :class:`~minnet.optim.optimizer.Optimizer`'s.
+
+    Args:
+        params: iterable of :class:`minnet.nn.Parameter`, or of dicts defining parameter groups.
+        lr: learning rate, ``>= 0``. Default ``2e-3``.
+        betas: ``(beta1, beta2)``, each in ``[0, 1)``. Default ``(0.9, 0.999)``.
+        eps: ``>= 0``, placed as ``eps_mode`` says. Default ``1e-8``.
+        weight_decay: L2 penalty, ``>= 0``. Default ``0``.
+        eps_mode: ``"max"`` (default) or ``"outside"``.
+        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
+        check_finite: refuse a step that would make a parameter NaN or infinite.
+
+    Raises:
+        ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
+        TypeError: on a hyperparameter of the wrong type.
+    """
+
+    # PyTorch's state dicts have no eps_mode.
+    _load_optional = ("eps_mode",)
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict[str, Any]],
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        eps_mode: str = "max",
+        track_stats: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "eps_mode": eps_mode,
+        }
+        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+
+    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        # PyTorch's order: lr, eps, betas, weight_decay.
+        lr = check_lr(group["lr"])
+        eps = check_eps(group["eps"])
+        betas = check_betas(group["betas"])
+        weight_decay = check_weight_decay(group["weight_decay"])
+        eps_mode = check_choice("eps_mode", group["eps_mode"], ADAMAX_EPS_MODES)
+        return {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "eps_mode": eps_mode,
+        }
+
+    def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {"exp_avg": 0.0, "exp_inf": 0.0}
+
+    def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdamaxScalars:
+        beta1, beta2 = group["betas"]
+        return adamax_scalars(
+            dtype,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            step=step,
+        )
+
+    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
+        return adamax_kernel_for(ADAMAX_EPS_MODES.index(group["eps_mode"]), track, write)
+
+    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        mode = ADAMAX_EPS_MODES.index(group["eps_mode"])
+
+        def reference(param, grad, exp_avg, exp_inf, scalars):  # type: ignore[no-untyped-def]
+            adamax_step_reference(param, grad, exp_avg, exp_inf, scalars, mode)
+
+        return reference
+
+    @staticmethod
+    def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
+        """``"|g|"`` under "max" (eps is added to the gradient's magnitude inside the max),
+        ``"u"`` under "outside" (eps is added to the running max)."""
+        return _EPS_COMPARED_WITH[options.get("eps_mode", "max")]
+
+    def _multipliers(
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
+    ) -> np.ndarray:
+        """``k`` in ``param -= lr * k * m_hat`` after the latest step (float64): ``1 / u``
+        ("max", whose ``u`` already holds eps) or ``1 / (u + eps)`` ("outside"); ``inf`` where
+        the denominator is 0 (``eps=0`` and a coordinate that never saw a gradient)."""
+        u = state["exp_inf"].astype(np.float64)
+        with np.errstate(divide="ignore"):
+            if group["eps_mode"] == "max":
+                return 1.0 / u
+            return 1.0 / (u + group["eps"])
+
+    def _nonfinite_cause(
+        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
+    ) -> str | None:
+        beta2 = group["betas"][1]
+        if group["eps"] == 0 and ((state["exp_inf"] * beta2 == 0) & (grad == 0)).any():
+            return (
+                f"eps=0 and some coordinates of {name} have only ever had zero gradient "
+                "(m = u = 0), so their update is 0/0 = NaN; use eps > 0"
+            )
+        return None

@@ -1,0 +1,381 @@
+r"""NAdam (Adam with Nesterov momentum, Dozat 2016): the class, its Numba kernel and a
+plain-NumPy reference, side by side. PyTorch's ``torch.optim.NAdam``.
+
+One step ``t`` (counting from 1), in PyTorch's order of operations (its single-tensor path), with
+``m = exp_avg``, ``v = exp_avg_sq`` (both start at 0) and ``P = mu_product`` (starts at 1):
+
+    param = param * (1 - lr * weight_decay)         (decoupled_weight_decay=True, weight_decay != 0)
+    g     = grad + weight_decay * param             (L2: weight_decay != 0 and not decoupled)
+    mu_t      = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_{t+1}  = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+    P     = P * mu_t                                (the running product, kept across steps)
+    m     = lerp(m, g, 1 - beta1)                   = m + (1 - beta1) * (g - m)
+    v     = v * beta2 + (1 - beta2) * g * g
+    D     = sqrt(v / (1 - beta2**t)) + eps          eps OUTSIDE the root, after bias correction
+    param = param + (c_g * g) / D                   c_g = -lr * (1 - mu_t) / (1 - P)
+    param = param + (c_m * m) / D                   c_m = -lr * mu_{t+1} / (1 - P * mu_{t+1})
+
+``mu_t``, ``mu_{t+1}``, ``P`` and the two coefficients are computed once per step in float64
+(:func:`nadam_scalars`; PyTorch keeps ``P`` as a tensor of the default dtype, float64 in its
+recorded fixtures) and cast to the arrays' dtype, so the loop stays in one dtype. ``P`` is the
+group's scalar state ``"mu_product"``: it is kept across steps (not recomputed from ``t``, so a
+change of ``betas`` or ``momentum_decay`` mid-run acts as in PyTorch) and appears in every
+parameter's state-dict entry, PyTorch's layout: ``"step"``, ``"mu_product"``, ``"exp_avg"``,
+``"exp_avg_sq"``.
+
+Where eps sits is the same as Adam's: outside the square root of the bias-corrected second
+moment. With ``eps=0``, a coordinate whose gradient has always been zero gets ``0/0 = NaN``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from minnet.nn import Parameter
+from minnet.optim._flat import sum_squares
+from minnet.optim.optimizer import (
+    Optimizer,
+    check_betas,
+    check_bool,
+    check_eps,
+    check_lr,
+    check_nonnegative,
+    check_weight_decay,
+)
+
+__all__ = [
+    "NAdam",
+    "NAdamScalars",
+    "nadam_mu",
+    "nadam_scalars",
+    "nadam_kernel_for",
+    "nadam_step_reference",
+]
+
+
+class NAdamScalars(NamedTuple):
+    """Per-step constants of the NAdam update, already in the arrays' dtype."""
+
+    lerp_w: np.floating  # 1 - beta1
+    one_minus_lerp_w: np.floating  # beta1, for PyTorch's lerp when lerp_w >= 0.5
+    beta2: np.floating
+    one_minus_beta2: np.floating
+    bc2: np.floating  # 1 - beta2**t: v_hat = v / bc2
+    eps: np.floating
+    coef_grad: np.floating  # c_g = -lr * (1 - mu_t) / (1 - P_t)
+    coef_avg: np.floating  # c_m = -lr * mu_{t+1} / (1 - P_t * mu_{t+1})
+    weight_decay: np.floating  # the L2 term folded into g (0 when decoupled)
+    decay: np.floating  # param *= decay first: 1 - lr*weight_decay when decoupled, else 1
+
+
+def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
+    """The momentum coefficient ``mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))``
+    of step ``t = step``, in float64 (PyTorch's expression)."""
+    return beta1 * (1.0 - 0.5 * (0.96 ** (float(step) * momentum_decay)))
+
+
+def nadam_scalars(
+    dtype: np.dtype,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    momentum_decay: float,
+    mu_product: float,
+    step: int,
+    decoupled_weight_decay: bool = False,
+) -> NAdamScalars:
+    """Step ``step``'s constants, computed in float64 and cast to ``dtype``.
+
+    ``mu_product`` is ``P_t``, the product ``mu_1 * ... * mu_t`` *including* this step's
+    ``mu_t`` (what :meth:`NAdam._advance_group_state` returns for this step).
+    """
+    t = float(step)
+    mu = nadam_mu(beta1, momentum_decay, step)
+    mu_next = nadam_mu(beta1, momentum_decay, step + 1)
+    mu_product_next = mu_product * mu_next
+    coef_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
+    coef_avg = (-lr * mu_next) / (1.0 - mu_product_next)
+    decoupled = decoupled_weight_decay and weight_decay != 0
+    l2 = 0.0 if decoupled_weight_decay else weight_decay
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    with np.errstate(over="ignore"):
+        c = np.array(
+            [1.0 - beta1, beta2, 1.0 - beta2, 1.0 - beta2**t, eps, coef_grad, coef_avg, l2,
+             decay],
+            dtype,
+        ).tolist()  # fmt: skip
+    f = dtype.type
+    lerp_w = f(c[0])
+    return NAdamScalars(
+        lerp_w, f(1) - lerp_w, f(c[1]), f(c[2]), f(c[3]), f(c[4]), f(c[5]), f(c[6]), f(c[7]),
+        f(c[8]),
+    )  # fmt: skip
+
+
+# -- the kernel -----------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop(param, grad, exp_avg, exp_avg_sq, scratch, s, decoupled, track, write):  # noqa: E501  # pragma: no cover
+    """The pass over all coordinates; ``decoupled``, ``track`` and ``write`` are compile-time
+    constants. Tracked, ``scratch`` keeps each coordinate's whole change of the parameter."""
+    n_dominated = 0
+    n_nonfinite = 0
+    for i in range(param.shape[0]):
+        p0 = param[i]
+        p = p0 * s.decay if decoupled else p0
+        g = grad[i]
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * p
+        m = exp_avg[i]
+        # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
+        if s.lerp_w < 0.5:
+            m = m + s.lerp_w * (g - m)
+        else:
+            m = g - (g - m) * s.one_minus_lerp_w
+        v = exp_avg_sq[i] * s.beta2
+        v = v + s.one_minus_beta2 * g * g
+        root = np.sqrt(v / s.bc2)
+        denom = root + s.eps
+        p = p + (s.coef_grad * g) / denom
+        p = p + (s.coef_avg * m) / denom
+        if track:
+            n_dominated += s.eps >= root
+            n_nonfinite += not np.isfinite(p)
+            scratch[i] = p - p0
+        if write:
+            param[i] = p
+            exp_avg[i] = m
+            exp_avg_sq[i] = v
+    if not track:
+        return 0, 0, 0.0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+
+
+def nadam_kernel_for(decoupled: bool, track: bool, write: bool) -> Callable[..., tuple]:
+    """The compiled kernel for one variant: ``kernel(param, grad, exp_avg, exp_avg_sq, scratch,
+    scalars) -> (n_eps_dominated, n_nonfinite, sum_sq_update)``. The flags are closure
+    constants (one branch-free, vectorizable loop per variant; Numba's disk cache keys on them).
+    ``decoupled`` multiplies the parameter by ``scalars.decay`` first; ``track`` counts the
+    coordinates where ``eps >= sqrt(v_hat)``, the parameters that end non-finite and the sum of
+    squared changes; ``write=False`` is a dry run that stores nothing."""
+    return _nadam_kernel_for(bool(decoupled), bool(track), bool(write))
+
+
+@functools.cache
+def _nadam_kernel_for(decoupled: bool, track: bool, write: bool) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, exp_avg, exp_avg_sq, scratch, s):  # pragma: no cover
+        return _loop(param, grad, exp_avg, exp_avg_sq, scratch, s, decoupled, track, write)
+
+    return kernel
+
+
+def nadam_step_reference(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    scalars: NAdamScalars,
+    decoupled: bool,
+) -> None:
+    """The same update as the kernel, written with whole-array NumPy operations, in place."""
+    s = scalars
+    with np.errstate(all="ignore"):
+        if decoupled:
+            param *= s.decay
+        g = grad
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * param
+        if s.lerp_w < 0.5:
+            exp_avg += s.lerp_w * (g - exp_avg)
+        else:
+            exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
+        exp_avg_sq *= s.beta2
+        exp_avg_sq += s.one_minus_beta2 * g * g
+        denom = np.sqrt(exp_avg_sq / s.bc2) + s.eps
+        param += (s.coef_grad * g) / denom
+        param += (s.coef_avg * exp_avg) / denom
+
+
+# -- the class ------------------------------------------------------------------------------
+
+
+class NAdam(Optimizer):
+    r"""NAdam with PyTorch's exact semantics (``torch.optim.NAdam``), as one fused Numba kernel.
+
+    With ``t`` the step count (1 on the first call of :meth:`step`), ``m``/``exp_avg`` and
+    ``v``/``exp_avg_sq`` the moments (both start at 0) and ``P``/``mu_product`` the running
+    product of the momentum coefficients (starts at 1):
+
+    .. code-block:: text
+
+        param = param * (1 - lr * weight_decay)       (decoupled_weight_decay=True)
+        g     = g + weight_decay * param              (otherwise: L2 penalty in the gradient)
+        mu_t  = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay));  mu_{t+1} likewise
+        P     = P * mu_t
+        m     = beta1 * m + (1 - beta1) * g           (computed as PyTorch's lerp)
+        v     = beta2 * v + (1 - beta2) * g**2
+        D     = sqrt(v / (1 - beta2**t)) + eps
+        param = param - lr * (1 - mu_t) / (1 - P) * g / D
+                      - lr * mu_{t+1} / (1 - P * mu_{t+1}) * m / D
+
+    ``eps`` sits *outside* the square root and is added *after* the bias correction of ``v``,
+    as in Adam (PyTorch; optax's ``nadam`` and Keras's ``Nadam`` use other momentum schedules
+    and are not this formula). With ``eps=0`` a coordinate whose gradient has always been zero
+    gets 0/0 = NaN, exactly as in PyTorch. The scalars ``mu_t``, ``mu_{t+1}`` and ``P`` are
+    computed in float64 every step; ``P`` is kept across steps and saved in the state dict as
+    each parameter's ``"mu_product"`` (PyTorch's keys: ``"step"``, ``"mu_product"``,
+    ``"exp_avg"``, ``"exp_avg_sq"``).
+
+    Not implemented: PyTorch's ``maximize``, ``foreach``, ``capturable`` and ``differentiable``.
+    Parameter groups, ``state_dict``, ``track_stats`` and ``check_finite`` are
+    :class:`~minnet.optim.optimizer.Optimizer`'s; ``stats.eps_dominated`` counts coordinates
+    where ``eps >= sqrt(v_hat)``.
+
+    Args:
+        params: iterable of :class:`minnet.nn.Parameter`, or of dicts defining parameter groups.
+        lr: learning rate, ``>= 0``. Default ``2e-3``.
+        betas: ``(beta1, beta2)``, each in ``[0, 1)``. Default ``(0.9, 0.999)``.
+        eps: added to the denominator, ``>= 0``. Default ``1e-8``.
+        weight_decay: L2 penalty (decay factor when decoupled), ``>= 0``. Default ``0``.
+        momentum_decay: the ``psi`` of the momentum schedule, ``>= 0``. Default ``4e-3``.
+        decoupled_weight_decay: decay the parameter instead of adding the L2 term to ``g``
+            (NAdamW). Default ``False``.
+        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
+        check_finite: refuse a step that would make a parameter NaN or infinite.
+
+    Raises:
+        ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
+        TypeError: on a hyperparameter of the wrong type.
+    """
+
+    # PyTorch state dicts from before decoupled_weight_decay existed lack it.
+    _load_optional = ("decoupled_weight_decay",)
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict[str, Any]],
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        track_stats: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum_decay": momentum_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+
+    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        # PyTorch's order of checks: lr, eps, betas, weight_decay, momentum_decay.
+        lr = check_lr(group["lr"])
+        eps = check_eps(group["eps"])
+        betas = check_betas(group["betas"])
+        weight_decay = check_weight_decay(group["weight_decay"])
+        momentum_decay = check_nonnegative("momentum_decay", group["momentum_decay"])
+        decoupled = check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
+        return {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum_decay": momentum_decay,
+            "decoupled_weight_decay": decoupled,
+        }
+
+    def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+
+    def _group_state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {"mu_product": 1.0}
+
+    def _advance_group_state(
+        self, group: Mapping[str, Any], state: Mapping[str, float], step: int
+    ) -> dict[str, float]:
+        """``mu_product *= mu_t`` (float64)."""
+        mu = nadam_mu(group["betas"][0], group["momentum_decay"], step)
+        return {"mu_product": state["mu_product"] * mu}
+
+    def _scalars(
+        self,
+        group: Mapping[str, Any],
+        dtype: np.dtype,
+        step: int,
+        group_state: Mapping[str, float] | None = None,
+    ) -> NAdamScalars:
+        if group_state is None:  # P_t recomputed from t (only for callers outside step())
+            prod = 1.0
+            for k in range(1, step + 1):
+                prod *= nadam_mu(group["betas"][0], group["momentum_decay"], k)
+            group_state = {"mu_product": prod}
+        beta1, beta2 = group["betas"]
+        return nadam_scalars(
+            dtype,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            momentum_decay=group["momentum_decay"],
+            mu_product=group_state["mu_product"],
+            step=step,
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+        )
+
+    def _decoupled(self, group: Mapping[str, Any]) -> bool:
+        return bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0)
+
+    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
+        return nadam_kernel_for(self._decoupled(group), track, write)
+
+    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        decoupled = self._decoupled(group)
+
+        def reference(param, grad, exp_avg, exp_avg_sq, scalars):  # type: ignore[no-untyped-def]
+            nadam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
+
+        return reference
+
+    @staticmethod
+    def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
+        """``"sqrt(v_hat)"``: eps is added to the root of the bias-corrected second moment."""
+        return "sqrt(v_hat)"
+
+    def _multipliers(
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
+    ) -> np.ndarray:
+        """``1 / (sqrt(v_hat) + eps)`` (float64), the factor that both of the step's terms
+        (the gradient's and the momentum's) are divided by; ``inf`` where ``eps=0`` and a
+        coordinate never saw a gradient."""
+        beta2 = group["betas"][1]
+        v_hat = state["exp_avg_sq"].astype(np.float64) / (1.0 - beta2 ** float(step))
+        with np.errstate(divide="ignore"):
+            return 1.0 / (np.sqrt(v_hat) + group["eps"])
+
+    def _nonfinite_cause(
+        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
+    ) -> str | None:
+        if group["eps"] == 0 and ((state["exp_avg_sq"] == 0) & (grad == 0)).any():
+            return (
+                f"eps=0 and some coordinates of {name} have only ever had zero gradient "
+                "(v = 0), so their update is 0/0 = NaN; use eps > 0"
+            )
+        return None
