@@ -59,7 +59,6 @@ def test_every_optimizer_is_found() -> None:
     assert {"SGD", "Adam", "AdamW"} <= set(OPTIMIZERS)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not _has_avx2(), reason="needs an AVX2 CPU (ymm registers)")
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_default_kernel_is_vectorized(name: str) -> None:
