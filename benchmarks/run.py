@@ -437,6 +437,44 @@ def print_family(rows: list[dict]) -> None:
     print(f"- targets met: {met} of {total}" + (f"; missed: {', '.join(missed)}" if missed else ""))
 
 
+def print_family_compact(rows: list[dict]) -> None:
+    """One line per optimizer: minnet's and the counterpart's median us and their per-round
+    ratio at every size, and the bandwidths at the largest size (the README's table)."""
+    sizes = sorted({r["n"] for r in rows})
+    big = sizes[-1]
+
+    def size_name(n: int) -> str:
+        return f"10^{round(math.log10(n))}" if _is_power_of_ten(n) else f"{n:,}"
+
+    print(
+        "| optimizer | counterpart | "
+        + " | ".join(f"{size_name(n)}: minnet / counterpart us (ratio)" for n in sizes)
+        + f" | {size_name(big)}: GB/s minnet / counterpart / loop |"
+    )
+    print("| --- | --- | " + " | ".join("---:" for _ in sizes) + " | ---: |")
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        at = {r["n"]: r for r in rows if r["optimizer"] == name}
+        cells = [name, next(iter(at.values()))["peer_label"]]
+        for n in sizes:
+            r = at.get(n)
+            if r is None:
+                cells.append("")
+            elif r["peer"] is None:
+                cells.append(f"{r['minnet']['median'] * 1e6:.0f} / -")
+            else:
+                cells.append(
+                    f"{r['minnet']['median'] * 1e6:.0f} / {r['peer']['median'] * 1e6:.0f} "
+                    f"({r['peer']['ratio']:.2f}x)"
+                )
+        r = at.get(big)
+        if r is None:
+            cells.append("")
+        else:
+            peer = f"{r['peer_gbs']:.0f}" if r["peer"] is not None else "-"
+            cells.append(f"{r['minnet_gbs']:.0f} / {peer} / {r['stream_gbs']:.0f}")
+        print("| " + " | ".join(cells) + " |")
+
+
 def _is_power_of_ten(n: int) -> bool:
     return n > 0 and 10 ** round(math.log10(n)) == n
 
@@ -732,6 +770,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         family, notes = bench_family(rounds, args.sizes, block, args.optimizers)
         print_family(family)
+        print()
+        print("Summary (ratio: counterpart's time / minnet's, per-round median):")
+        print()
+        print_family_compact(family)
         for note in notes:
             print(f"- {note}")
         print()
