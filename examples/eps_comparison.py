@@ -15,7 +15,8 @@ Four sweeps of the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, lr 1e-4,
 
 The PNG files go to ``--out`` (default ``plots/``); the sweeps' CSV files go to ``--data`` (default
 ``runs/eps_comparison/``), where ``minnet plot DIR`` can redraw them. Every sweep runs on
-``--workers`` local processes (default: one per core).
+``--workers`` local processes (default: one per core). ``--only digits`` (or any of
+:data:`SWEEPS`) runs only the named sweeps and redraws only their figures.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from minnet.lab.plots import (
 )
 
 VARIANT_EPS = (0.0, 1e-16, 1e-12, 1e-8, 1e-6, 1e-4, 1e-2, 1.0, 10.0)
+#: The sweeps in run order, by the name of their CSV sub-directory.
+SWEEPS = ("eps_sweep", "variants", "zero_features100", "dead_units10", "digits")
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--data", type=Path, default=Path("runs/eps_comparison"),
                         help="CSV directory (one sub-directory per sweep)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="local worker processes")
+    parser.add_argument("--only", nargs="+", choices=SWEEPS, default=list(SWEEPS),
+                        metavar="SWEEP", help=f"run only these sweeps, of {', '.join(SWEEPS)}")
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
@@ -59,25 +64,22 @@ def main(argv: list[str] | None = None) -> list[Path]:
         print(f"{name}: {len(specs)} runs in {time.perf_counter() - t:.1f} s")
         return result
 
-    main_sweep = run_sweep("eps_sweep", grid(scenarios=["seed", "zero_features=100"]))
-    written += [
-        plot_loss_curves(main_sweep, args.out / PLOT_FILES["loss_curves"]),
-        plot_final_loss(main_sweep, args.out / PLOT_FILES["final_loss"]),
-        plot_eps_dominated(main_sweep, args.out / PLOT_FILES["eps_dominated"]),
-        plot_multipliers(main_sweep, args.out / PLOT_FILES["multipliers"]),
-    ]
+    if "eps_sweep" in args.only:
+        main_sweep = run_sweep("eps_sweep", grid(scenarios=["seed", "zero_features=100"]))
+        written += [
+            plot_loss_curves(main_sweep, args.out / PLOT_FILES["loss_curves"]),
+            plot_final_loss(main_sweep, args.out / PLOT_FILES["final_loss"]),
+            plot_eps_dominated(main_sweep, args.out / PLOT_FILES["eps_dominated"]),
+            plot_multipliers(main_sweep, args.out / PLOT_FILES["multipliers"]),
+        ]
 
-    with warnings.catch_warnings():  # atan2 drawn against every eps on purpose: one curve
-        warnings.filterwarnings("ignore", message="eps_mode 'atan2' has no eps")
-        variants = grid(VARIANT_EPS, eps_modes=["outside", "hat", "inside", "atan2"],
-                        amsgrad=[False], seeds=[0])  # fmt: skip
-    variants += grid(VARIANT_EPS, amsgrad=[True], amsgrad_max=["raw", "corrected", "paper"],
-                     seeds=[0])  # fmt: skip
-    written.append(
-        plot_variants(run_sweep("variants", variants), args.out / PLOT_FILES["variants"])
-    )
+    if "variants" in args.only:
+        written.append(plot_variants(run_sweep("variants", _variant_specs()),
+                                     args.out / PLOT_FILES["variants"]))  # fmt: skip
 
     for scenario in ("zero_features=100", "dead_units=10"):
+        if scenario.replace("=", "") not in args.only:
+            continue
         specs = grid([0.0, 1e-8], amsgrad=[False], seeds=[0], steps=300, scenarios=[scenario])
         specs += grid([0.0], eps_modes=["atan2"], amsgrad=[False], seeds=[0], steps=300,
                       scenarios=[scenario])  # fmt: skip
@@ -85,15 +87,27 @@ def main(argv: list[str] | None = None) -> list[Path]:
         png = "scenario_" + scenario.replace("=", "") + ".png"
         written.append(plot_scenario(result, args.out / png, scenario))
 
-    specs = grid([0.0, 1e-8], amsgrad=[False], seeds=[0], scenarios=["digits"])
-    result = run_sweep("digits", specs)
-    written.append(plot_scenario(result, args.out / "scenario_digits.png", "digits"))
+    if "digits" in args.only:
+        specs = grid([0.0, 1e-8], amsgrad=[False], seeds=[0], scenarios=["digits"])
+        result = run_sweep("digits", specs)
+        written.append(plot_scenario(result, args.out / "scenario_digits.png", "digits"))
 
     paths = [p for p in written if p is not None]
     for p in paths:
         print(f"wrote {p}")
     print(f"total {time.perf_counter() - start:.1f} s")
     return paths
+
+
+def _variant_specs() -> list:
+    """Every eps placement (Adam) and every AMSGrad max, over VARIANT_EPS, one seed."""
+    with warnings.catch_warnings():  # atan2 drawn against every eps on purpose: one curve
+        warnings.filterwarnings("ignore", message="eps_mode 'atan2' has no eps")
+        variants = grid(VARIANT_EPS, eps_modes=["outside", "hat", "inside", "atan2"],
+                        amsgrad=[False], seeds=[0])  # fmt: skip
+    variants += grid(VARIANT_EPS, amsgrad=[True], amsgrad_max=["raw", "corrected", "paper"],
+                     seeds=[0])  # fmt: skip
+    return variants
 
 
 if __name__ == "__main__":

@@ -7,12 +7,16 @@ pixels scaled to [0, 1], a fixed stratified 80/20 train/test split, and the clas
     Linear(64, 128) -> Tanh -> Dropout(0.2) -> Linear(128, 10),  CrossEntropyLoss,
     Adam(lr=1e-3), mini-batches of 64, 10 epochs, metric: test accuracy
 
-Some pixels (on the image border) are 0 in every image. The first layer's weight columns that
-read them get an exactly zero gradient at every step, so their Adam moments stay 0 and their update
-is ``0 / (sqrt(0) + eps)``: 0 for any ``eps > 0``, but ``0/0 = NaN`` for ``eps = 0``. The NaN
-weight then meets its zero pixel (``NaN * 0 = NaN``) in every hidden unit: the logits, the loss
-and every parameter are NaN from the second step on, and the accuracy falls to chance (a NaN row's
-argmax is class 0). With ``eps = 1e-8`` the same model trains to about 97% test accuracy.
+Some pixels (on the image border) are 0 in every image (4 of the 64 in every training image).
+The first layer's weight columns that read them get an exactly zero gradient at every step, so
+their Adam moments stay 0 and their update is ``0 / (sqrt(0) + eps)``: 0 for any ``eps > 0``, but
+``0/0 = NaN`` for ``eps = 0``. (At step 1 more weights are hit: those of every pixel that is 0 in
+all 64 images of the first batch, and those whose pixel is nonzero only in images where dropout
+zeroed their hidden unit.) The NaN weight then meets its zero pixel (``NaN * 0 = NaN``) in every
+hidden unit: the logits, the loss and every parameter are NaN from the second step on, and the
+accuracy falls to chance (a NaN row's argmax is class 0). With ``eps = 1e-8`` the same model
+reaches about 94% test accuracy after the 10 epochs (``examples/digits.py``, with standardized
+pixels and a larger lr, reaches 97%).
 """
 
 from __future__ import annotations

@@ -136,9 +136,15 @@ def _loss_panel(ax: Axes, runs: _Runs, sub: Table, colors: dict[float, tuple]) -
             ax.plot(steps[k - 1 if k else 0], y, "X", color=color, ms=9, mec="black", mew=0.6)
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (MSE, sum over batch)")
+    ax.set_ylabel(_loss_label(str(sub["scenario"][0])) if len(sub) else "training loss")
     ax.grid(True, which="major", alpha=0.3)
     return any_bad
+
+
+def _loss_label(scenario: str) -> str:
+    """The loss axis label: the seed problem's MSE for its scenarios, plain for a Problem."""
+    builtin = scenario == "seed" or scenario.startswith(("zero_features", "dead_units"))
+    return "training loss (MSE, sum over batch)" if builtin else "training loss"
 
 
 _NAN_HANDLE = Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=9,
@@ -458,8 +464,7 @@ def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path 
         axes[2].grid(True, alpha=0.3)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("optimizer step")
-    builtin = scenario == "seed" or scenario.startswith(("zero_features", "dead_units"))
-    ax_loss.set_ylabel("training loss (MSE, sum over batch)" if builtin else "training loss")
+    ax_loss.set_ylabel(_loss_label(scenario))
     ax_loss.set_title("Loss (a NaN loss cannot be drawn: the curve stops, X = last value)")
     ax_loss.legend(fontsize=8)
     ax_loss.grid(True, alpha=0.3)

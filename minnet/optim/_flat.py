@@ -78,6 +78,9 @@ class FlatBuffers:
             p.grad = grad_view
         self._data_views = [p.data for p in self.params]
         self._grad_views = [p.grad for p in self.params]
+        self._runs_key: tuple[bool, ...] | None = None
+        self._runs: list[tuple[np.ndarray, ...]] = []
+        self._n_trainable = total
 
     def __getattr__(self, name: str) -> Any:
         # ``flat.exp_avg`` reads a state array (only reached when normal lookup fails).
@@ -118,6 +121,36 @@ class FlatBuffers:
         """``(data, grad, *arrays)`` restricted to parameter ``j`` (flat, contiguous views)."""
         lo, hi = self.offsets[j], self.offsets[j] + self.sizes[j]
         return tuple(a[lo:hi] for a in self.args)
+
+    def trainable_runs(self) -> list[tuple[np.ndarray, ...]]:
+        """``(data, grad, *arrays)`` over each contiguous run of parameters whose
+        ``requires_grad`` is true: ``[self.args]`` when none is frozen (the usual case), so a
+        frozen parameter (``module.requires_grad_(False)``) is neither read nor written, as in
+        PyTorch, where it has no gradient. Recomputed only when the frozen set changes."""
+        key = tuple(getattr(p, "requires_grad", True) is not False for p in self.params)
+        if key == self._runs_key:
+            return self._runs
+        runs: list[tuple[np.ndarray, ...]] = []
+        j = 0
+        while j < len(key):
+            if not key[j]:
+                j += 1
+                continue
+            lo = self.offsets[j]
+            while j < len(key) and key[j]:
+                j += 1
+            hi = self.offsets[j - 1] + self.sizes[j - 1]
+            runs.append(
+                self.args if (lo, hi) == (0, self.size) else tuple(a[lo:hi] for a in self.args)
+            )
+        self._runs_key, self._runs = key, runs
+        self._n_trainable = sum(r[0].size for r in runs)
+        return runs
+
+    @property
+    def n_trainable(self) -> int:
+        """Coordinates updated by a step (as of the latest :meth:`trainable_runs`)."""
+        return self._n_trainable
 
     def reset_state(self) -> None:
         """Refill every state array with its initial value."""

@@ -148,7 +148,9 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
 Differences from PyTorch, for every optimizer: gradients are arrays that :meth:`zero_grad`
 fills with zeros (never ``None``), so a parameter that got no gradient still takes a step with
 ``g = 0``; all parameters of a group step together, so the per-parameter ``"step"`` in the
-state dict is the group's step count.
+state dict is the group's step count. A parameter whose ``requires_grad`` is false (frozen with
+``module.requires_grad_(False)``) is skipped as in PyTorch: neither it nor its state changes
+(the kernel runs over the contiguous runs of trainable parameters).
 """
 
 from __future__ import annotations
@@ -583,16 +585,18 @@ class Optimizer:
         sum_sq = 0.0
         for _, flat, kernel, scalars in plans:
             scratch = flat.ensure_scratch() if track else flat.scratch
-            counts = kernel(*flat.args, scratch, scalars)
-            n_dominated += counts[0]
-            n_nonfinite += counts[1]
-            sum_sq += counts[2]
+            for args in flat.trainable_runs():
+                run_scratch = scratch[: args[0].size] if track else scratch
+                counts = kernel(*args, run_scratch, scalars)
+                n_dominated += counts[0]
+                n_nonfinite += counts[1]
+                sum_sq += counts[2]
         for i in range(len(groups)):
             self._steps[i] += 1
         for i, new in advanced:
             self._group_states[i] = new
         if track:
-            n = sum(flat.size for flat in self._groups)
+            n = sum(flat.n_trainable for flat in self._groups)
             self.stats = OptimizerStats(
                 self.step_count,
                 n_dominated / n if n else 0.0,
@@ -616,10 +620,12 @@ class Optimizer:
         for i, flat, _, scalars in plans:
             dry = self._kernel_of(i, True, False)
             scratch = flat.ensure_scratch()
-            if dry(*flat.args, scratch, scalars)[1] == 0:
+            if all(dry(*a, scratch[: a[0].size], scalars)[1] == 0 for a in flat.trainable_runs()):
                 continue
             # Rare path: find which parameters, and why, one slice at a time.
             for j, p in enumerate(flat.params):
+                if getattr(p, "requires_grad", True) is False:
+                    continue
                 args = flat.param_slices(j)
                 n_bad = dry(*args, scratch[: flat.sizes[j]], scalars)[1]
                 if n_bad:
