@@ -11,7 +11,11 @@ Four sweeps of the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, lr 1e-4,
 4. the dead-units scenario (10 hidden units dead) with eps = 0 and 1e-8 (outside) and atan2,
    300 steps: the NaN-at-step-1 figures;
 5. the digits classifier (``minnet.lab.digits``; needs scikit-learn) with eps = 0 and 1e-8,
-   Adam, 10 epochs: loss, NaN parameters and test accuracy (``scenario_digits.png``).
+   Adam, 10 epochs: loss, NaN parameters and test accuracy (``scenario_digits.png``);
+6. the eps atlas (``eps_atlas.png``): every optimizer of ``minnet.optim`` in the lab's family
+   (:mod:`minnet.lab.family`) and every eps placement it has (AdamW: its default placement; its
+   others are Adam's), at the 9 eps values of sweep 2, on the seed problem and with 100 input
+   features zero, 1 seed, 500 steps, each optimizer at its own lr (``Member.lr``).
 
 The PNG files go to ``--out`` (default ``plots/``); the sweeps' CSV files go to ``--data`` (default
 ``runs/eps_comparison/``), where ``minnet plot DIR`` can redraw them. Every sweep runs on
@@ -27,8 +31,10 @@ import warnings
 from pathlib import Path
 
 from minnet.lab import grid, sweep
+from minnet.lab.family import available
 from minnet.lab.plots import (
     PLOT_FILES,
+    plot_eps_atlas,
     plot_eps_dominated,
     plot_final_loss,
     plot_loss_curves,
@@ -39,7 +45,7 @@ from minnet.lab.plots import (
 
 VARIANT_EPS = (0.0, 1e-16, 1e-12, 1e-8, 1e-6, 1e-4, 1e-2, 1.0, 10.0)
 #: The sweeps in run order, by the name of their CSV sub-directory.
-SWEEPS = ("eps_sweep", "variants", "zero_features100", "dead_units10", "digits")
+SWEEPS = ("eps_sweep", "variants", "zero_features100", "dead_units10", "digits", "atlas")
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -92,6 +98,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
         result = run_sweep("digits", specs)
         written.append(plot_scenario(result, args.out / "scenario_digits.png", "digits"))
 
+    if "atlas" in args.only:
+        written.append(plot_eps_atlas(run_sweep("atlas", _atlas_specs()),
+                                      args.out / PLOT_FILES["eps_atlas"]))  # fmt: skip
+
     paths = [p for p in written if p is not None]
     for p in paths:
         print(f"wrote {p}")
@@ -108,6 +118,20 @@ def _variant_specs() -> list:
     variants += grid(VARIANT_EPS, amsgrad=[True], amsgrad_max=["raw", "corrected", "paper"],
                      seeds=[0])  # fmt: skip
     return variants
+
+
+def _atlas_specs() -> list:
+    """Every optimizer available and each of its placements (AdamW: its default), over
+    VARIANT_EPS, on the seed problem and with 100 zero features, one seed."""
+    names = [m.name for m in available()]
+    common = {"amsgrad": [False], "seeds": [0], "scenarios": ["seed", "zero_features=100"]}
+    with warnings.catch_warnings():  # atan2 drawn against every eps on purpose: one flat line
+        warnings.filterwarnings("ignore", message="eps_mode 'atan2' has no eps")
+        specs = grid(VARIANT_EPS, optimizers=[n for n in names if n != "AdamW"],
+                     eps_modes=["all"], **common)  # fmt: skip
+    if "AdamW" in names:
+        specs += grid(VARIANT_EPS, optimizers=["AdamW"], **common)
+    return specs
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Examples::
     minnet sweep --eps 0 1e-8 1 --eps-modes outside hat inside atan2 --amsgrad both \\
                  --seeds 3 --steps 500 --zero-features 0 100 --workers 2 --out runs/modes
     minnet sweep --scheduler tcp://10.0.0.5:8786   # the same runs on a Dask cluster
+    minnet sweep --optimizer adam rmsprop adagrad --eps-modes all --seeds 1 --out runs/family
     minnet sweep --scenarios digits --eps 0 1e-8 --amsgrad off --seeds 2   # the classifier
     minnet plot runs/modes
 """
@@ -22,7 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from minnet.optim import AMSGRAD_MAX_MODES, EPS_MODES
+from minnet.lab.family import available, lookup, resolve_name
+from minnet.optim import AMSGRAD_MAX_MODES
 
 __all__ = ["build_parser", "main"]
 
@@ -68,6 +70,44 @@ def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def _optimizer_name(text: str) -> str:
+    """An argparse ``type=`` for ``--optimizer``: a name in minnet.optim, any case, or ``all``."""
+    if text.lower() == "all":
+        return "all"
+    try:
+        return resolve_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _optimizer_kwarg(text: str) -> tuple[str, str, object]:
+    """An argparse ``type=`` for ``--optimizer-kwargs``: ``NAME:KEY=VALUE`` (VALUE a Python
+    literal: ``rmsprop:momentum=0.9``, ``adam:betas=(0.8,0.99)``)."""
+    import ast
+
+    name, sep, rest = text.partition(":")
+    key, eq, value = rest.partition("=")
+    if not (sep and eq and key.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME:KEY=VALUE, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        raise argparse.ArgumentTypeError(f"VALUE must be a Python literal, got {value!r}") from None
+    try:
+        resolved = resolve_name(name.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return resolved, key.strip(), parsed
+
+
+def _placement_help() -> str:
+    return "; ".join(f"{m.name}: {', '.join(m.placements)}" for m in available())
+
+
+def _lr_help() -> str:
+    return ", ".join(f"{m.name} {m.lr:g}" for m in available())
 
 
 def _scenario_name(text: str) -> str:
@@ -119,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``minnet`` command (``sweep`` and ``plot`` subcommands)."""
     parser = _Parser(
         prog="minnet",
-        description="Sweep Adam's eps on the seed problem and plot what it does.",
+        description="Sweep an optimizer's eps on the seed problem and plot what it does.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'minnet sweep --help' or 'minnet plot --help' for each command's options.",
     )
@@ -131,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         help="train one run per eps x variant x seed x scenario; write runs.csv and the plots",
         description=(
-            "Train the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, Adam lr 1e-4) once "
+            "Train the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum; Adam lr 1e-4) once "
             "per combination of the options below, write DIR/runs.csv (one row per run and "
             "step), DIR/multipliers.csv and the plots (PNG) into DIR. Runs that diverge "
             "(NaN/inf) are kept in the CSV. The defaults give 78 runs of 500 steps. "
@@ -150,21 +190,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="eps values (finite, >= 0; 0 is allowed and shows the 0/0 NaN)",
     )
     sw.add_argument(
+        "--optimizer",
+        nargs="+",
+        type=_optimizer_name,
+        default=["Adam"],
+        metavar="NAME",
+        help="optimizers to train, by minnet.optim name in any case (adam, RMSprop), or 'all'; "
+        f"available: {', '.join(m.name for m in available())}. An optimizer without eps "
+        "(SGD, Lion) trains once per seed and scenario (eps recorded as NaN)",
+    )
+    modes = sorted({p for m in available() for p in m.eps_modes})
+    sw.add_argument(
         "--eps-modes",
         nargs="+",
-        choices=EPS_MODES,
-        default=["outside"],
+        choices=[*modes, "all"],
+        default=None,
         metavar="MODE",
-        help="where eps goes: outside = m/(sqrt(v)+eps) as PyTorch; hat = added "
-        "before bias correction as TensorFlow/Keras; inside = m/sqrt(v+eps) as "
-        "optax eps_root; atan2 = Adam-atan2, no eps. "
-        f"Choose from {', '.join(EPS_MODES)}",
+        help="where eps goes, per optimizer: each optimizer trains the modes it has ('all': "
+        "every one), an optimizer without an eps_mode keyword its one placement ('none'). "
+        "Adam: outside = m/(sqrt(v)+eps) as PyTorch; hat = added before bias correction as "
+        "TensorFlow/Keras; inside = m/sqrt(v+eps) as optax eps_root; atan2 = Adam-atan2, no "
+        f"eps. Placements: {_placement_help()}. Default: each optimizer's first",
+    )
+    sw.add_argument(
+        "--optimizer-kwargs",
+        nargs="+",
+        type=_optimizer_kwarg,
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="further hyperparameters of one optimizer, e.g. rmsprop:momentum=0.9 "
+        "sgd:weight_decay=1e-4",
     )
     sw.add_argument(
         "--amsgrad",
         choices=("off", "on", "both"),
         default="both",
-        help="train plain Adam (off), AMSGrad (on) or both",
+        help="train plain Adam (off), AMSGrad (on) or both (Adam and AdamW; the other "
+        "optimizers have no AMSGrad and train once)",
     )
     sw.add_argument(
         "--amsgrad-max",
@@ -196,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=_positive_float,
         default=None,
-        help="learning rate (default: 1e-4 for the seed problem; a built-in problem's own, "
-        "1e-3 for digits)",
+        help="learning rate for every optimizer (default: each optimizer's for the seed "
+        f"problem: {_lr_help()}; a built-in problem's own, 1e-3 for digits)",
     )
     sw.add_argument(
         "--zero-features",
@@ -325,10 +387,25 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error("--scenarios digits needs scikit-learn: pip install 'minnet[data]'")
     amsgrad = {"off": [False], "on": [True], "both": [False, True]}[args.amsgrad]
     eps = list(dict.fromkeys(args.eps))
-    eps_modes = list(dict.fromkeys(args.eps_modes))
-    if "atan2" in eps_modes and len(eps) > 1:
+    optimizers = list(dict.fromkeys(args.optimizer))
+    if "all" in optimizers:
+        optimizers = [m.name for m in available()]
+    eps_modes = None if args.eps_modes is None else list(dict.fromkeys(args.eps_modes))
+    adam_modes = ["outside"] if eps_modes is None else eps_modes
+    if "all" in adam_modes:
+        adam_modes = list(lookup("Adam").eps_modes)
+    if "Adam" in optimizers and "atan2" in adam_modes and len(eps) > 1:
         # Kept rather than collapsed: every eps_mode is then drawn against the same eps values.
         print(f"minnet sweep: warning: {atan2_ignores_eps(eps)}", file=sys.stderr)
+    no_eps = [o for o in optimizers if not lookup(o).has_eps]
+    if no_eps and len(eps) > 1:
+        print(f"minnet sweep: note: {', '.join(no_eps)} ha{'s' if len(no_eps) == 1 else 've'} "
+              "no eps: one run per seed and scenario (eps recorded as NaN)")  # fmt: skip
+    kwargs: dict[str, dict[str, object]] = {}
+    for name, key, value in args.optimizer_kwargs:
+        if name not in optimizers:
+            parser.error(f"--optimizer-kwargs {name}:{key}: {name} is not in --optimizer")
+        kwargs.setdefault(name, {})[key] = value
     amsgrad_max = None if args.amsgrad_max is None else list(dict.fromkeys(args.amsgrad_max))
     try:
         with warnings.catch_warnings():  # said once above, in the command's terms
@@ -343,9 +420,13 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 dtype=args.dtype,
                 steps=args.steps,
                 lr=args.lr,
+                optimizers=optimizers,
+                optimizer_kwargs=kwargs,
             )
     except (ValueError, TypeError) as exc:
-        parser.error(str(exc))
+        message = str(exc).removeprefix("grid: ")
+        parser.error(message.replace("eps_mode ", "--eps-modes ", 1).replace(
+            "the eps_modes", "the --eps-modes", 1))
     where = args.scheduler or f"{args.workers or 'all'} local worker(s)"
     steps = sorted({spec.steps for spec in specs}, key=lambda n: (n is None, n))
     length = " or ".join("each problem's epochs" if n is None else f"{n} steps" for n in steps)

@@ -126,7 +126,7 @@ def test_sweep_writes_csv_and_plots_and_plot_redraws_them(tmp_path: Path, capsys
     assert set(info.where(diverged=True)["eps"]) == {0.0}
     pngs = sorted(p.name for p in out.glob("*.png"))
     expected = ["loss_curves.png", "final_loss_vs_eps.png", "eps_dominated.png", "variants.png",
-                "multipliers.png", "scenario_zero_features20.png"]  # fmt: skip
+                "multipliers.png", "scenario_zero_features20.png", "eps_atlas.png"]  # fmt: skip
     assert pngs == sorted(expected)
     out_text = capsys.readouterr().out
     assert "24 runs of 4 steps" in out_text and "2 diverged (NaN/inf, kept)" in out_text

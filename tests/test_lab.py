@@ -227,7 +227,8 @@ def test_sweep_table_has_one_row_per_run_and_step(small_sweep: tuple) -> None:
     rows = [{k: v for k, v in row.items() if k != "metric"} for row in t.rows()]
     assert rows[0] == {
         "run": 0, "scenario": "seed", "eps": 0.0, "eps_mode": "outside", "amsgrad": False,
-        "amsgrad_max": "raw", "seed": 0, "dtype": "float32", "lr": 1e-4, "step": 1,
+        "amsgrad_max": "raw", "seed": 0, "dtype": "float32", "lr": 1e-4, "optimizer": "Adam",
+        "hyperparameters": "{}", "eps_compared_with": "sqrt(v_hat)", "step": 1,
         "loss": rows[0]["loss"], "eps_dominated": 0.0, "nonfinite": 0,
         "update_rms": rows[0]["update_rms"],
     }  # fmt: skip

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -214,7 +215,9 @@ def test_mse_loss(reduction: str, data: st.DataObject) -> None:
     if a.dtype.kind != "f":
         expected = TypeError, [f"MSELoss: input has dtype {a.dtype}"]
     elif b.dtype.kind != "f":
-        expected = TypeError, [f"MSELoss: target has dtype {b.dtype}", f"(expected {a.dtype})"]
+        # float16 input: computed in float32 (the target cast to float32 directly)
+        compute = np.dtype(np.float32) if a.dtype == np.float16 else a.dtype
+        expected = TypeError, [f"MSELoss: target has dtype {b.dtype}", f"(expected {compute})"]
     elif a.shape != b.shape:
         expected = ValueError, [f"MSELoss: input shape {a.shape} and target shape {b.shape}"]
     elif a.size == 0:
@@ -225,8 +228,10 @@ def test_mse_loss(reduction: str, data: st.DataObject) -> None:
         check_error(exc, expected)
         return
     loss = loss_fn(a, b)
-    assert type(loss) is a.dtype.type
-    diff = (a - b.astype(a.dtype)).astype(np.float64)
+    # float16 input: computed in float32 (the target cast to float32 directly), float32 value
+    compute = np.dtype(np.float32) if a.dtype == np.float16 else a.dtype
+    assert type(loss) is compute.type
+    diff = (a.astype(compute) - b.astype(compute)).astype(np.float64)
     ref = (diff * diff).sum() / (diff.size if reduction == "mean" else 1)
     tol = TOL[a.dtype.type]
     np.testing.assert_allclose(np.float64(loss), ref, rtol=tol, atol=tol)
@@ -257,7 +262,7 @@ def test_parameter_and_load_state_dict_reject_bad_values(data: st.DataObject) ->
         assert key in str(exc.value) and "Sequential" in str(exc.value)
         for k, v in model.state_dict().items():
             np.testing.assert_array_equal(v, before[k])  # nothing written
-    if arr is not None and arr.dtype not in (np.float32, np.float64):
+    if arr is not None and arr.dtype not in (np.float16, np.float32, np.float64):
         with pytest.raises(TypeError, match=f"Parameter 'w': data has dtype {arr.dtype}"):
             Parameter(value, "w")
 
@@ -270,9 +275,10 @@ LAYER_ARGS = {
     "out_features": (SIZE, [(BAD_SIZE, ValueError, "Linear: out_features must be a positive int")]),
     "bias": (st.booleans(), [(st.sampled_from([1, "x", None]), TypeError, "bias must be a bool")]),
     "dtype": (
-        st.sampled_from([np.float32, np.float64, "float32", np.dtype("f8")]),
-        [(st.sampled_from([np.float16, np.int32, complex, "x", object]), TypeError,
-          "Linear: dtype must be float32 or float64")],
+        st.sampled_from([np.float32, np.float64, "float32", np.dtype("f8"), np.float16,
+                         "bfloat16", ml_dtypes.bfloat16]),
+        [(st.sampled_from([np.int32, complex, "x", object, ml_dtypes.float8_e4m3fn]), TypeError,
+          "Linear: dtype must be float16, bfloat16, float32 or float64")],
     ),
     "rng": (
         st.one_of(st.none(), st.integers(0, 2**70), st.just(np.random.default_rng(1))),

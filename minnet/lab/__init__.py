@@ -1,4 +1,4 @@
-"""The epsilon lab: scenarios, sweeps over Adam's ``eps`` and its variants, and plots.
+"""The epsilon lab: scenarios, sweeps over an optimizer's ``eps`` and its placements, and plots.
 
 * :mod:`minnet.lab.scenarios` builds the training problems (the seed problem, and variants with
   input features that are always zero or hidden units that start dead);
@@ -7,6 +7,7 @@
   built-in ``digits`` classifier;
 * :mod:`minnet.lab.runner` trains one run per (eps, variant, seed, scenario) on local processes or a
   Dask cluster and returns a tidy :class:`~minnet.lab.runner.Table` (one row per run and step);
+* :mod:`minnet.lab.family` lists the optimizers it knows (placements, learning rates);
 * :mod:`minnet.lab.plots` draws the figures from that table (also from its CSV).
 
 The command line front end is ``minnet sweep`` / ``minnet plot`` (:mod:`minnet.cli`).

@@ -23,12 +23,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
+from minnet.lab.family import FAMILY, NO_PLACEMENT
 from minnet.lab.runner import MULTIPLIER_EDGES, SweepResult, Table
-from minnet.optim import Adam
 
 __all__ = [
     "PLOT_FILES",
+    "atlas_coverage",
+    "draw_eps_atlas",
     "plot_all",
+    "plot_eps_atlas",
     "plot_eps_dominated",
     "plot_final_loss",
     "plot_loss_curves",
@@ -44,6 +47,7 @@ PLOT_FILES = {
     "eps_dominated": "eps_dominated.png",
     "variants": "variants.png",
     "multipliers": "multipliers.png",
+    "eps_atlas": "eps_atlas.png",
 }
 _DPI = 110
 
@@ -65,18 +69,37 @@ def _eps_colors(eps_values: Sequence[float]) -> dict[float, tuple]:
     return {e: cmap(0.92 * i / n) for i, e in enumerate(sorted(eps_values))}
 
 
-def _variant_name(eps_mode: str, amsgrad: bool, amsgrad_max: str) -> str:
+def _variant_name(eps_mode: str, amsgrad: bool, amsgrad_max: str, optimizer: str = "Adam") -> str:
     if not amsgrad:
-        return f"Adam, eps {eps_mode}"
+        return f"{optimizer}, eps {eps_mode}" if eps_mode != NO_PLACEMENT else optimizer
     return f"AMSGrad ({amsgrad_max}), eps {eps_mode}"
 
 
-class _Runs:
-    """Per-run view of a sweep: metadata table plus each run's step columns."""
+def _reference_optimizer(info: Table) -> str:
+    """Adam if the sweep has it, else the first optimizer (family order) whose runs have eps."""
+    names = info.unique("optimizer") if len(info) else ["Adam"]
+    if "Adam" in names:
+        return "Adam"
+    order = {m.name: i for i, m in enumerate(FAMILY)}
+    names = sorted(names, key=lambda n: (order.get(n, len(order)), n))
+    with_eps = [n for n in names if np.isfinite(info.where(optimizer=n)["eps"]).any()]
+    return (with_eps or names)[0]
 
-    def __init__(self, result: SweepResult) -> None:
+
+class _Runs:
+    """Per-run view of a sweep: metadata table plus each run's step columns.
+
+    ``info`` holds the runs of one optimizer (``optimizer``, default: the reference one, Adam if
+    present): the figures other than the atlas each show one optimizer; ``all_info`` every run.
+    """
+
+    def __init__(self, result: SweepResult, optimizer: str | None = None) -> None:
         self.result = result
-        self.info: Table = result.run_table()
+        self.all_info: Table = result.run_table()
+        self.optimizer = optimizer or _reference_optimizer(self.all_info)
+        self.info: Table = self.all_info.where(optimizer=self.optimizer)
+        #: Whether the optimizer has an eps (its runs record one); the eps figures need it.
+        self.has_eps = bool(len(self.info)) and bool(np.isfinite(self.info["eps"]).all())
         t = result.runs
         ids = t["run"]
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(t) else np.array([])
@@ -152,11 +175,14 @@ _NAN_HANDLE = Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=9,
 
 
 def plot_loss_curves(result: SweepResult, path: str | Path) -> Path | None:
-    """Figure 1: loss against step for every eps, one panel for Adam and one for AMSGrad."""
+    """Figure 1: loss against step for every eps, one panel for Adam and one for AMSGrad
+    (the reference optimizer: Adam if swept; ``None`` if it has no eps)."""
     runs = _Runs(result)
+    if not runs.has_eps:
+        return None
     ref = runs.reference()
     base = runs.select(scenario=ref["scenario"], eps_mode=ref["eps_mode"])
-    panels = [(False, "raw", "Adam")]
+    panels = [(False, "raw", runs.optimizer)]
     if True in base.unique("amsgrad"):
         amax = "raw" if "raw" in base.where(amsgrad=True).unique("amsgrad_max") else None
         amax = amax or base.where(amsgrad=True).unique("amsgrad_max")[0]
@@ -172,9 +198,9 @@ def plot_loss_curves(result: SweepResult, path: str | Path) -> Path | None:
         seed = sub.unique("seed")[0]
         any_bad = _loss_panel(ax, runs, sub, colors) or any_bad
         ax.set_title(title)
-    _eps_legend(fig, axes[0], any_bad, "Adam eps")
+    _eps_legend(fig, axes[0], any_bad, f"{runs.optimizer} eps")
     fig.suptitle(
-        f"Training loss for each eps (eps {ref['eps_mode']}; "
+        f"Training loss for each eps ({runs.optimizer}, eps {ref['eps_mode']}; "
         f"{_describe(ref, base['dtype'][0], seed)})"
     )
     return _finish(fig, Path(path))
@@ -228,6 +254,8 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
     from matplotlib import colormaps
 
     runs = _Runs(result)
+    if not runs.has_eps:
+        return None
     ref = runs.reference()
     scenarios = runs.info.unique("scenario")
     scenarios = sorted(scenarios, key=lambda s: (s != "seed", s))[:max_panels]
@@ -266,7 +294,7 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
             drawn += lo + hi
             n_seeds = len({r["seed"] for r in rows})
             many_seeds = many_seeds or n_seeds > 1
-            label = _variant_name(*variant)
+            label = _variant_name(*variant, runs.optimizer)
             if n_seeds > 1:
                 label += f" (median of {n_seeds} seeds)"
             marker, ls = "os^D"[k % 4], ("-", "--", "-.", ":")[k % 4]
@@ -298,7 +326,8 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
         labels.append("runs that ended NaN/inf (at the top)")
     fig.legend(handles, labels, fontsize=8, loc="outside right center")
     fig.suptitle(
-        f"Final loss against eps (eps {ref['eps_mode']}; {runs.info['dtype'][0]}, "
+        f"Final loss against eps ({runs.optimizer}, eps {ref['eps_mode']}; "
+        f"{runs.info['dtype'][0]}, "
         f"lr {runs.info['lr'][0]:g})"
     )
     return _finish(fig, Path(path))
@@ -311,9 +340,12 @@ def _band_patch(color: str, label: str) -> Patch:
 def plot_eps_dominated(result: SweepResult, path: str | Path) -> Path | None:
     """Figure 3: fraction of coordinates whose eps term dominates, against step, per eps."""
     runs = _Runs(result)
+    if not runs.has_eps:
+        return None
     ref = runs.reference()
     sub = runs.first_seed(runs.select(**ref))
-    eps_values = [e for e in sub.unique("eps") if e > 0] if ref["eps_mode"] != "atan2" else []
+    compared = sub["eps_compared_with"][0] if len(sub) else ""
+    eps_values = [e for e in sub.unique("eps") if e > 0] if compared else []
     if not eps_values:
         return None
     colors = _eps_colors(sub.unique("eps"))
@@ -325,12 +357,10 @@ def plot_eps_dominated(result: SweepResult, path: str | Path) -> Path | None:
                 label=f"eps={_eps_label(row['eps'])}")  # fmt: skip
     ax.set_ylim(-3, 103)
     ax.set_xlabel("optimizer step")
-    compared = Adam.eps_compared_with_options({"eps_mode": ref["eps_mode"]})
-    test = f"eps >= {compared}" if compared else "eps dominant"
-    ax.set_ylabel(f"coordinates with {test} (%)")
+    ax.set_ylabel(f"coordinates with eps >= {compared} (%)")
     ax.grid(True, alpha=0.3)
-    fig.legend(fontsize=8, loc="outside right center", title="Adam eps")
-    name = "AMSGrad" if ref["amsgrad"] else "Adam"
+    fig.legend(fontsize=8, loc="outside right center", title=f"{runs.optimizer} eps")
+    name = "AMSGrad" if ref["amsgrad"] else runs.optimizer
     ax.set_title(
         f"Where eps dominates the denominator ({name}, eps {ref['eps_mode']}; "
         f"{_describe(ref, sub['dtype'][0], sub['seed'][0])})"
@@ -342,15 +372,18 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
     """Figure 4: loss curves per eps for each eps placement (top row) and each AMSGrad max
     (bottom row), side by side; rows with a single variant are left out."""
     runs = _Runs(result)
+    if not runs.has_eps:
+        return None
     ref = runs.reference()
     base = runs.select(scenario=ref["scenario"])
     modes = base.unique("eps_mode")
     mode_ams = False if False in base.unique("amsgrad") else True
     mode_panels = [
         (m, mode_ams, "raw" if not mode_ams else base.where(eps_mode=m).unique("amsgrad_max")[0])
-        for m in ("outside", "hat", "inside", "atan2")
+        for m in (*("outside", "hat", "inside", "atan2"), *sorted(modes))
         if m in modes
     ]
+    mode_panels = list(dict.fromkeys(mode_panels))
     ams_base = base.where(eps_mode=ref["eps_mode"], amsgrad=True)
     max_panels = [
         (ref["eps_mode"], True, a)
@@ -381,7 +414,10 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
             sub = runs.first_seed(base.where(eps_mode=mode, amsgrad=ams, amsgrad_max=amax))
             any_bad = _loss_panel(ax, runs, sub, colors) or any_bad
             if panels is mode_panels:
-                ax.set_title(f"eps {mode}: {formulas[mode]}", fontsize=9)
+                compared = sub["eps_compared_with"][0] if len(sub) else ""
+                formula = formulas[mode] if runs.optimizer in ("Adam", "AdamW") and (
+                    mode in formulas) else f"eps compared with {compared or 'nothing'}"
+                ax.set_title(f"eps {mode}: {formula}", fontsize=9)
             else:
                 ax.set_title(f"AMSGrad, max {amax} (eps {mode})", fontsize=9)
             if c:
@@ -400,7 +436,7 @@ def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path 
     metric when the scenario is a Problem that records one (e.g. digits' test accuracy)."""
     runs = _Runs(result)
     sub = runs.select(scenario=scenario)
-    if not len(sub):
+    if not len(sub) or not runs.has_eps:
         return None
     sub = runs.first_seed(sub.where(amsgrad=False) if False in sub.unique("amsgrad") else sub)
     picks = []
@@ -499,12 +535,29 @@ def _multiplier_counts(mult: Table, run_id: int) -> tuple[np.ndarray, int, int]:
 
 
 def plot_multipliers(
-    result: SweepResult, path: str | Path, max_eps: int = 5, max_panels: int = 2
+    result: SweepResult,
+    path: str | Path,
+    max_eps: int = 5,
+    max_panels: int = 2,
+    optimizer: str | None = None,
 ) -> Path | None:
-    """Figure 6: histogram over parameters of the end-of-training step multiplier
-    ``1/(sqrt(v_hat)+eps)`` for up to ``max_eps`` eps values (reference variant, first seed), one
-    panel per scenario (up to ``max_panels``, ``seed`` first)."""
-    runs = _Runs(result)
+    """Figure 6: histogram over parameters of the end-of-training step multiplier (the
+    optimizer's own ``multipliers()``: ``1/(sqrt(v_hat)+eps)`` for Adam) for up to ``max_eps``
+    eps values (reference variant, first seed), one panel per scenario (up to ``max_panels``,
+    ``seed`` first). ``optimizer``: whose runs (default: the reference optimizer, Adam if
+    swept). An optimizer without eps has no multiplier: the figure says so."""
+    runs = _Runs(result, optimizer)
+    if not len(runs.info):
+        return None
+    if not runs.has_eps:
+        fig = Figure(figsize=(7.0, 2.6), layout="constrained")
+        ax = fig.subplots()
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"{runs.optimizer} has no eps, so no step multiplier:\n"
+                f"its {len(runs.info)} run(s) have no rows in multipliers.csv",
+                ha="center", va="center", fontsize=11, transform=ax.transAxes)  # fmt: skip
+        fig.suptitle(f"Per-parameter step multiplier ({runs.optimizer})")
+        return _finish(fig, Path(path))
     ref = runs.reference()
     mult = result.multipliers
     if not len(mult):
@@ -512,6 +565,9 @@ def plot_multipliers(
     scenarios = sorted(runs.info.unique("scenario"), key=lambda s: (s != "seed", s))
     scenarios = scenarios[:max_panels]
     variant = {k: v for k, v in ref.items() if k != "scenario"}
+    compared = runs.select(**ref)["eps_compared_with"][0]
+    # eps added to a root-mean-square (not to a squared quantity) caps the multiplier at 1/eps.
+    cap_line = compared.startswith("sqrt") or compared in ("|g|", "u")
     finite_edges = MULTIPLIER_EDGES[1:-1]
     inf_x = finite_edges[-1] + 1.0
     fig = Figure(figsize=(7.0 * len(scenarios) + 2.4, 5.0), layout="constrained")
@@ -546,16 +602,17 @@ def plot_multipliers(
             if n_inf:
                 any_inf = True
                 ax.bar(inf_x, n_inf, width=0.5, color=colors[e], alpha=0.8)
-            if e > 0:
+            if e > 0 and cap_line:
                 hi_edge = max(hi_edge, -math.log10(e))
                 ax.axvline(-math.log10(e), color=colors[e], ls=":", lw=1)
         ax.set_title(f"scenario {scenario}")
-        ax.set_xlabel("log10 of the multiplier 1/(sqrt(v_hat) + eps)  (1 / gradient units)")
+        ax.set_xlabel(f"log10 of the step multiplier (1 / denominator; eps vs {compared})")
         ax.grid(True, alpha=0.3)
         h, lab = ax.get_legend_handles_labels()
-        h.append(Line2D([], [], color="grey", ls=":"))
-        lab.append("1/eps (the largest multiplier)")
-        ax.legend(h, lab, fontsize=8, title="Adam eps", loc="upper right")
+        if cap_line:
+            h.append(Line2D([], [], color="grey", ls=":"))
+            lab.append("1/eps (the largest multiplier)")
+        ax.legend(h, lab, fontsize=8, title=f"{runs.optimizer} eps", loc="upper right")
     left = (lo_edge - 0.5) if np.isfinite(lo_edge) else -1
     right = inf_x + 0.7 if any_inf else hi_edge + 0.7
     ticks = list(range(math.ceil(left), math.floor(min(right, hi_edge + 0.5)) + 1))
@@ -570,7 +627,7 @@ def plot_multipliers(
         else:
             ax.set_xticks(ticks, [str(t) for t in ticks])
     axes[0].set_ylabel("parameters (count, log scale)")
-    name = "AMSGrad" if ref["amsgrad"] else "Adam"
+    name = "AMSGrad" if ref["amsgrad"] else runs.optimizer
     fig.suptitle(
         f"Per-parameter step multiplier after the last step ({name}, eps {ref['eps_mode']}; "
         f"{runs.info['dtype'][0]}, first seed)"
@@ -588,8 +645,211 @@ def plot_all(result: SweepResult, out_dir: str | Path) -> list[Path]:
         plot_variants(result, out / PLOT_FILES["variants"]),
         plot_multipliers(result, out / PLOT_FILES["multipliers"]),
     ]
+    # The atlas draws every run (or says which it left out): no run is silently unplotted.
+    paths.append(plot_eps_atlas(result, out / PLOT_FILES["eps_atlas"]))
+    optimizers = result.runs.unique("optimizer") if len(result.runs) else []
+    if len(optimizers) > 1:
+        reference = _reference_optimizer(result.run_table())
+        for name in _optimizer_order(optimizers):
+            if name != reference:
+                png = f"multipliers_{name.lower()}.png"
+                paths.append(plot_multipliers(result, out / png, optimizer=name))
     for scenario in result.runs.unique("scenario"):
         if scenario != "seed":
             name = "scenario_" + scenario.replace("=", "").replace(",", "_") + ".png"
             paths.append(plot_scenario(result, out / name, scenario))
     return [p for p in paths if p is not None]
+
+
+# -- the eps atlas: every optimizer and placement ----------------------------------------------
+
+_SCENARIO_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+
+
+def _optimizer_order(names: Sequence[str]) -> list[str]:
+    order = {m.name: i for i, m in enumerate(FAMILY)}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+
+def atlas_coverage(
+    result: SweepResult, max_panels: int = 16, max_scenarios: int = len(_SCENARIO_STYLES)
+) -> tuple[list[int], dict[str, list[int]]]:
+    """Which runs :func:`draw_eps_atlas` draws, and which it leaves out and why.
+
+    Returns ``(drawn, left_out)``: the run ids drawn, and ``{reason: run ids}`` for the rest
+    (optimizers beyond ``max_panels`` panels, scenarios beyond ``max_scenarios`` line styles, a
+    final loss that is finite but ``<= 0``, which a log axis cannot show). Every run of the
+    sweep is in exactly one of them; the figure states each reason with its count.
+    """
+    info = result.run_table()
+    optimizers = _optimizer_order(info.unique("optimizer")) if len(info) else []
+    scenarios = sorted(info.unique("scenario"), key=lambda s: (s != "seed", s)) if len(info) else []
+    shown_opt = set(optimizers[:max_panels])
+    shown_scen = set(scenarios[:max_scenarios])
+    drawn: list[int] = []
+    left_out: dict[str, list[int]] = {}
+    for row in info.rows():
+        if row["optimizer"] not in shown_opt:
+            reason = f"optimizers beyond {max_panels} panels ({', '.join(optimizers[max_panels:])})"
+        elif row["scenario"] not in shown_scen:
+            reason = (f"scenarios beyond {max_scenarios} line styles "
+                      f"({', '.join(scenarios[max_scenarios:])})")  # fmt: skip
+        elif np.isfinite(row["final_loss"]) and row["final_loss"] <= 0:
+            reason = "final loss <= 0 (a log axis cannot show it)"
+        else:
+            drawn.append(int(row["run"]))
+            continue
+        left_out.setdefault(reason, []).append(int(row["run"]))
+    return drawn, left_out
+
+
+def _variant_key(row: dict) -> tuple:
+    return (row["eps_mode"], row["amsgrad"], row["amsgrad_max"], row["lr"], row["dtype"],
+            row["hyperparameters"], row["steps"])  # fmt: skip
+
+
+def _variant_label(key: tuple, vary: set[int]) -> str:
+    mode, ams, amax, lr, dtype, hyper, steps = key
+    parts = [] if mode == NO_PLACEMENT else [f"eps {mode}"]
+    if ams:
+        parts.append(f"AMSGrad {amax}")
+    for i, text in ((3, f"lr {lr:g}"), (4, str(dtype)), (5, hyper), (6, f"{steps} steps")):
+        if i in vary:
+            parts.append(text)
+    return ", ".join(parts) or "its one placement"
+
+
+def draw_eps_atlas(
+    result: SweepResult, max_panels: int = 16, max_scenarios: int = len(_SCENARIO_STYLES)
+) -> Figure:
+    """The eps atlas as a Figure: final loss against eps, one panel per optimizer, one color per
+    placement (and per other setting that varies: lr, dtype, hyperparameters), one line style
+    per scenario; the median over seeds. A run that ended NaN/inf is an X at the top of its
+    panel at its eps (eps=0 left of the break); an optimizer without eps is a horizontal line.
+    The footer counts the runs drawn and names, with counts, any left out
+    (:func:`atlas_coverage`)."""
+    from matplotlib import colormaps
+
+    info = result.run_table()
+    drawn, left_out = atlas_coverage(result, max_panels, max_scenarios)
+    keep = np.isin(info["run"], drawn)
+    shown = info.where(keep)
+    optimizers = _optimizer_order(shown.unique("optimizer")) if len(shown) else []
+    scenarios = sorted(shown.unique("scenario"), key=lambda s: (s != "seed", s)) if len(
+        shown) else []  # fmt: skip
+    eps_all = [e for e in (shown.unique("eps") if len(shown) else []) if np.isfinite(e)]
+    ncols = min(4, max(len(optimizers), 1))
+    nrows = max(math.ceil(len(optimizers) / ncols), 1)
+    fig = Figure(figsize=(4.1 * ncols + 0.4, 3.3 * nrows + 1.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    palette = colormaps["tab10"]
+    finite = shown["final_loss"][np.isfinite(shown["final_loss"])] if len(shown) else []
+    positive = [v for v in finite if v > 0]
+    low, high = (min(positive), max(positive)) if positive else (1.0, 1.0)
+    lrs = {}
+    for ax, name in zip(axes, optimizers):
+        sub = shown.where(optimizer=name)
+        rows = sub.rows()
+        keys = sorted({_variant_key(r) for r in rows}, key=str)
+        vary = {i for i in range(7) if len({k[i] for k in keys}) > 1}
+        lr_values = sorted({r["lr"] for r in rows})
+        lrs[name] = lr_values
+        has_eps = bool(np.isfinite(sub["eps"]).all())
+        where = _eps_axis(ax, eps_all) if eps_all else {}
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        n_nan_marks = 0
+        for k, key in enumerate(keys):
+            color = palette(k % 10)
+            label = _variant_label(key, vary)
+            for j, scenario in enumerate(scenarios):
+                ls, marker = _SCENARIO_STYLES[j]
+                mine = [r for r in rows if _variant_key(r) == key and r["scenario"] == scenario]
+                if not mine:
+                    continue
+                if not has_eps:
+                    finals = np.array([r["final_loss"] for r in mine])
+                    good = finals[np.isfinite(finals)]
+                    if len(good):
+                        ax.axhline(np.median(good), color=color, ls=ls, lw=1.8,
+                                   label=label if j == 0 else None)  # fmt: skip
+                    if len(good) < len(finals):
+                        ax.text(0.5, 0.9 - 0.08 * j, f"{scenario}: {len(finals) - len(good)}/"
+                                f"{len(finals)} NaN", transform=ax.transAxes, ha="center",
+                                color=color, fontsize=7)  # fmt: skip
+                    continue
+                xs, ys = [], []
+                for e in sorted({r["eps"] for r in mine}):
+                    finals = np.array([r["final_loss"] for r in mine if r["eps"] == e])
+                    good = finals[np.isfinite(finals)]
+                    if len(good):
+                        xs.append(where[e])
+                        ys.append(np.median(good))
+                    if len(good) < len(finals):
+                        y_mark = 0.96 - 0.045 * (n_nan_marks % 6)
+                        ax.plot(where[e], y_mark, marker="X", ms=8, color=color, mec="black",
+                                mew=0.6, transform=trans, clip_on=False, ls="")  # fmt: skip
+                        if e == 0:
+                            ax.annotate("NaN" if scenario == scenarios[0] else f"NaN ({j + 1})",
+                                        (where[e], y_mark), xycoords=trans, xytext=(6, 0),
+                                        textcoords="offset points", fontsize=6, color=color,
+                                        va="center")  # fmt: skip
+                if any(r["eps"] in (0.0,) and not np.isfinite(r["final_loss"]) for r in mine):
+                    n_nan_marks += 1
+                ax.plot(xs, ys, ls=ls, marker=marker, ms=3.5, lw=1.5, color=color,
+                        label=label if j == 0 else None)  # fmt: skip
+        title = name + (f" (lr {lr_values[0]:g})" if len(lr_values) == 1 else "")
+        if not has_eps:
+            title += ": no eps"
+            ax.text(0.5, 0.05, "no eps: one run per seed,\nno eps_dominated, no multiplier",
+                    transform=ax.transAxes, ha="center", fontsize=7, color="0.3")  # fmt: skip
+        ax.set_title(title, fontsize=10)
+        ax.set_yscale("log")
+        if where:
+            xs_all = sorted(where.values())
+            ax.set_xlim(xs_all[0] / 10**0.6, xs_all[-1] * 10**0.6)
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=7)
+        if len(keys) > 1 or (keys and keys[0][0] != NO_PLACEMENT):
+            ax.legend(fontsize=6.5, loc="lower left" if has_eps else "upper right")
+    for ax in axes[len(optimizers):]:
+        ax.set_visible(False)
+    axes[0].set_ylim(low / 10**0.5, high * 10**1.5)
+    for r in range(nrows):
+        axes[r * ncols].set_ylabel("final loss (median over seeds)", fontsize=8)
+    style_handles = [Line2D([], [], color="0.3", ls=_SCENARIO_STYLES[j][0],
+                            marker=_SCENARIO_STYLES[j][1], ms=4, label=f"({j + 1}) scenario {s}")
+                     for j, s in enumerate(scenarios)]  # fmt: skip
+    style_handles.append(Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=8,
+                                label="ended NaN/inf (at the top, at its eps; "
+                                "'NaN (2)': in scenario 2)"))  # fmt: skip
+    fig.legend(handles=style_handles, loc="outside lower center", ncols=len(style_handles),
+               fontsize=8)  # fmt: skip
+    n_seeds = len(shown.unique("seed")) if len(shown) else 0
+    steps = shown.unique("steps") if len(shown) else []
+    dtypes = shown.unique("dtype") if len(shown) else []
+    fig.suptitle(
+        "eps atlas: final loss against eps for every optimizer and placement "
+        f"({'/'.join(map(str, steps))} steps, {'/'.join(dtypes)}, {n_seeds} seed(s); "
+        "lr per optimizer in each title; eps=0 left of the break)",
+        fontsize=10,
+    )
+    note = f"{len(drawn)} of {len(info)} runs drawn."
+    if left_out:
+        note += " Left out: " + "; ".join(f"{len(ids)} run(s): {reason}"
+                                          for reason, ids in left_out.items()) + "."  # fmt: skip
+    fig.text(0.01, 0.0, note, fontsize=8, ha="left", va="bottom",
+             color="firebrick" if left_out else "0.25")  # fmt: skip
+    return fig
+
+
+def plot_eps_atlas(
+    result: SweepResult,
+    path: str | Path,
+    max_panels: int = 16,
+    max_scenarios: int = len(_SCENARIO_STYLES),
+) -> Path | None:
+    """Figure 7, the eps atlas (see :func:`draw_eps_atlas`), written to ``path``; ``None`` for
+    an empty sweep."""
+    if not len(result.runs):
+        return None
+    return _finish(draw_eps_atlas(result, max_panels, max_scenarios), Path(path))

@@ -174,7 +174,7 @@ def make_optimizer(
     ``knobs`` (``betas``, ``amsgrad``, ``eps_mode``, ``amsgrad_max``) and ``track_stats=True`` are
     passed only where the optimizer's signature takes them; a knob it does not take must be at
     its default (else ``ValueError`` naming it). ``eps`` is required of the optimizer, since the
-    lab sweeps it.
+    lab sweeps it, unless it is NaN (the lab's eps for an optimizer without one: SGD, Lion).
     """
     cls = getattr(minnet.optim, optimizer) if isinstance(optimizer, str) else optimizer
     name = getattr(cls, "__name__", repr(cls))
@@ -188,9 +188,11 @@ def make_optimizer(
     def takes(key: str) -> bool:
         return takes_any or key in accepted
 
-    if not takes("eps"):
+    kwargs: dict[str, Any] = {"lr": lr}
+    if takes("eps"):
+        kwargs["eps"] = eps
+    elif not math.isnan(eps):  # NaN: the lab's record of "this optimizer has no eps"
         raise ValueError(f"the lab sweeps eps, but optimizer {name} takes no eps argument")
-    kwargs: dict[str, Any] = {"lr": lr, "eps": eps}
     for key, value in (knobs or {}).items():
         if takes(key):
             kwargs[key] = value

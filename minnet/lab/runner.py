@@ -6,15 +6,20 @@
 {'run': 0, 'scenario': 'seed', 'eps': 0.0, 'eps_mode': 'outside', 'amsgrad': False, ...}
 >>> result.write("runs/demo")  # runs.csv, multipliers.csv                   # doctest: +SKIP
 
-Each run trains :func:`minnet.lab.scenarios.make_problem` with
-``Adam(lr, betas, eps, amsgrad=..., eps_mode=..., amsgrad_max=..., track_stats=True)`` and records,
-for every optimizer step ``t = 1..steps``, one row of :data:`RUN_COLUMNS`:
+Each run trains :func:`minnet.lab.scenarios.make_problem` with its optimizer, by default
+``Adam(lr, betas, eps, amsgrad=..., eps_mode=..., amsgrad_max=..., track_stats=True)``, or any
+optimizer of :mod:`minnet.optim` (``RunSpec(optimizer="rmsprop", hyperparameters={...})``;
+:mod:`minnet.lab.family` lists their placements and learning rates), and records, for every
+optimizer step ``t = 1..steps``, one row of :data:`RUN_COLUMNS`:
 
 * ``loss``: the loss of the forward pass whose gradient step ``t`` applies (so step 1 holds the
   initial loss, and a NaN made by step ``t`` shows in the loss of step ``t + 1``);
 * ``eps_dominated``, ``nonfinite``, ``update_rms``: ``optimizer.stats`` right after step ``t``
   (fraction of coordinates whose eps term is at least the second-moment term it is added to,
   number of parameters that are NaN/inf, RMS of the applied update).
+* ``optimizer``, ``hyperparameters`` (JSON), ``eps_compared_with``: the optimizer's class name,
+  its further keyword arguments, and its own answer to what eps is added to or compared with
+  (:meth:`minnet.optim.Optimizer.eps_compared_with`; empty without eps, where ``eps`` is NaN);
 * ``metric``: a :class:`~minnet.lab.problem.Problem`'s metric on its evaluation data after step
   ``t``, where it was evaluated (the end of every epoch); NaN elsewhere and for the built-in
   scenarios.
@@ -23,8 +28,8 @@ Problems of your own (:class:`~minnet.lab.problem.Problem`: a model factory, dat
 metric) go into :func:`grid` as scenarios and are swept the same way.
 
 At the end of each run the per-parameter step multiplier (see :func:`step_multiplier`) is
-histogrammed into :data:`MULTIPLIER_COLUMNS` rows. Runs that diverge (NaN or inf) are recorded
-like any other, never dropped.
+histogrammed into :data:`MULTIPLIER_COLUMNS` rows (none for an optimizer without eps). Runs
+that diverge (NaN or inf) are recorded like any other, never dropped.
 
 Executors: ``workers=1`` trains in this process; ``workers=N`` (default: every core) fans chunks
 of runs out to N local worker processes (spawned, each single-threaded, reused for every chunk);
@@ -36,16 +41,17 @@ and is seeded by its spec alone, so the rows are identical whichever executor tr
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import secrets
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -53,9 +59,11 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from minnet.lab.family import NO_PLACEMENT, lookup
 from minnet.lab.problem import Problem, train_problem
 from minnet.lab.scenarios import Scenario, make_problem
-from minnet.optim import Adam, validate_adam_hyperparameters
+from minnet.nn import Parameter
+from minnet.optim import Adam, Optimizer, validate_adam_hyperparameters
 
 __all__ = [
     "DEFAULT_EPS",
@@ -88,6 +96,9 @@ RUN_COLUMNS: dict[str, type] = {
     "seed": int,
     "dtype": str,
     "lr": float,
+    "optimizer": str,
+    "hyperparameters": str,
+    "eps_compared_with": str,
     "step": int,
     "loss": float,
     "eps_dominated": float,
@@ -109,7 +120,10 @@ MULTIPLIER_EDGES = np.concatenate(([-np.inf], np.arange(-4.0, 16.0 + 1e-9, 0.25)
 _N_BINS = len(MULTIPLIER_EDGES) - 1  # finite-value bins; then one for +inf and one for NaN
 
 # Columns that describe the run (the same on each of its rows), in RUN_COLUMNS order.
-_RUN_KEYS = ("run", "scenario", "eps", "eps_mode", "amsgrad", "amsgrad_max", "seed", "dtype", "lr")
+_RUN_KEYS = ("run", "scenario", "eps", "eps_mode", "amsgrad", "amsgrad_max", "seed", "dtype", "lr",
+             "optimizer", "hyperparameters", "eps_compared_with")
+#: Run columns added with the optimizer family, and what a ``runs.csv`` written before them holds.
+_FAMILY_KEYS = ("optimizer", "hyperparameters", "eps_compared_with")
 _STEP_KEYS = ("step", "loss", "eps_dominated", "nonfinite", "update_rms", "metric")
 _NUMPY_TYPES: dict[type, Any] = {int: np.int64, float: np.float64, bool: np.bool_, str: np.str_}
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -123,9 +137,13 @@ class RunSpec:
     """Everything that defines one training run (the run is a pure function of it).
 
     Attributes:
-        eps: Adam's epsilon, finite and ``>= 0``.
-        eps_mode: where eps goes: one of ``minnet.optim.EPS_MODES``.
-        amsgrad: AMSGrad's running max of the second moment.
+        eps: the optimizer's epsilon, finite and ``>= 0``. For an optimizer without eps (SGD,
+            Lion) it is ignored and recorded as NaN.
+        eps_mode: where eps goes: one of the optimizer's placements
+            (:attr:`minnet.lab.family.Member.eps_modes`, e.g. ``minnet.optim.EPS_MODES`` for
+            Adam); ``"none"`` for an optimizer without an ``eps_mode`` keyword. Default: the
+            optimizer's default placement.
+        amsgrad: AMSGrad's running max of the second moment (Adam and AdamW only).
         amsgrad_max: which max (``minnet.optim.AMSGRAD_MAX_MODES``); not ``"raw"`` only with
             ``amsgrad=True``.
         seed: seed of the data and the initial weights.
@@ -136,12 +154,20 @@ class RunSpec:
             own).
         steps: optimizer steps, ``>= 1``. Default (``None``): 500 for a Scenario; a Problem's
             ``epochs`` full passes over its data.
-        lr: learning rate. Default (``None``): the seed problem's ``1e-4``, a Problem's ``lr``.
-        betas: Adam's ``(beta1, beta2)``.
+        lr: learning rate. Default (``None``): for a Scenario the optimizer's
+            :attr:`~minnet.lab.family.Member.lr` (Adam: the seed problem's ``1e-4``), a
+            Problem's ``lr``.
+        betas: ``(beta1, beta2)`` for optimizers that take them. Default (``None``): Adam's
+            ``(0.9, 0.999)`` for Adam and AdamW, the optimizer's own default otherwise.
+        optimizer: a name of :mod:`minnet.optim`, any case (``"rmsprop"`` -> ``"RMSprop"``).
+            Default (``None``): ``"Adam"``, or a Problem's own optimizer.
+        hyperparameters: further keyword arguments of the optimizer (``{"momentum": 0.9}``);
+            not ``lr``, ``eps``, ``eps_mode``, ``betas``, ``amsgrad``, ``amsgrad_max`` (fields
+            above) or ``params``/``track_stats``.
     """
 
     eps: float
-    eps_mode: str = "outside"
+    eps_mode: str | None = None
     amsgrad: bool = False
     amsgrad_max: str = "raw"
     seed: int = 0
@@ -149,7 +175,9 @@ class RunSpec:
     dtype: str = "float32"
     steps: int | None = None
     lr: float | None = None
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] | None = None
+    optimizer: str | None = None
+    hyperparameters: Any = ()
 
     def __post_init__(self) -> None:
         scenario = self.scenario
@@ -160,20 +188,60 @@ class RunSpec:
         elif not isinstance(scenario, (Scenario, Problem)):
             raise TypeError(f"scenario must be a Scenario, a Problem or a name, got {scenario!r}")
         object.__setattr__(self, "scenario", scenario)
+        name = self.optimizer
+        if name is None:
+            if isinstance(scenario, Problem) and not isinstance(scenario.optimizer, str):
+                name = getattr(scenario.optimizer, "__name__", "Adam")
+            else:
+                name = scenario.optimizer if isinstance(scenario, Problem) else "Adam"
+        if isinstance(scenario, Problem) and not isinstance(scenario.optimizer, str) and (
+            self.optimizer is None
+        ):
+            member = None  # a Problem's own optimizer class: the Problem validates it
+        else:
+            member = lookup(name)
+            name = member.name
+        object.__setattr__(self, "optimizer", name)
+        hyper = dict(self.hyperparameters)
+        clash = sorted(set(hyper) & {"lr", "eps", "eps_mode", "betas", "amsgrad", "amsgrad_max",
+                                     "params", "track_stats"})  # fmt: skip
+        if clash:
+            raise ValueError(f"hyperparameters must not set {', '.join(clash)} (RunSpec fields "
+                             "or set by the lab)")  # fmt: skip
+        object.__setattr__(self, "hyperparameters", tuple(sorted(hyper.items())))
+        if self.eps_mode is None:
+            object.__setattr__(self, "eps_mode", member.default_mode if member else NO_PLACEMENT)
         if self.lr is None:
-            object.__setattr__(self, "lr", scenario.lr if isinstance(scenario, Problem) else 1e-4)
+            lr = scenario.lr if isinstance(scenario, Problem) else (member.lr if member else 1e-4)
+            object.__setattr__(self, "lr", lr)
+        if self.betas is None and name in ("Adam", "AdamW"):
+            object.__setattr__(self, "betas", (0.9, 0.999))
         if self.steps is None and isinstance(scenario, Scenario):
             object.__setattr__(self, "steps", 500)
         eps = self.eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
             raise TypeError(f"eps must be a real number, got {eps!r}")
-        if not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps must be finite and >= 0, got {eps}")
-        object.__setattr__(self, "eps", float(eps))
+        if member is not None and not member.has_eps:
+            object.__setattr__(self, "eps", math.nan)
+        else:
+            if not (math.isfinite(eps) and eps >= 0):
+                raise ValueError(f"eps must be finite and >= 0, got {eps}")
+            object.__setattr__(self, "eps", float(eps))
         # The optimizer's own checks (lr, betas, modes and their combination), before any run.
-        validate_adam_hyperparameters(
-            self.lr, self.betas, self.eps, 0.0, self.amsgrad, self.eps_mode, self.amsgrad_max
-        )
+        if name in ("Adam", "AdamW"):
+            validate_adam_hyperparameters(
+                self.lr, self.betas, self.eps, 0.0, self.amsgrad, self.eps_mode, self.amsgrad_max
+            )
+        if member is not None:
+            if self.amsgrad or self.amsgrad_max != "raw":
+                if name not in ("Adam", "AdamW"):
+                    raise ValueError(f"{name} has no AMSGrad: amsgrad=False and "
+                                     "amsgrad_max='raw' only")  # fmt: skip
+            if not member.eps_modes and self.eps_mode != NO_PLACEMENT:
+                raise ValueError(f"{name} has one eps placement (no eps_mode keyword): "
+                                 f"eps_mode must be {NO_PLACEMENT!r}, got {self.eps_mode!r}")
+            # Build it once on a 1-element parameter: its own checks, with its own messages.
+            member.cls([Parameter(np.zeros(1))], **self._constructor_kwargs())
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if self.seed < 0:
@@ -192,17 +260,34 @@ class RunSpec:
         """The scenario's name, as in the ``scenario`` column."""
         return str(self.scenario)
 
+    @property
+    def hyperparameters_json(self) -> str:
+        """:attr:`hyperparameters` as JSON with sorted keys (the ``hyperparameters`` column)."""
+        return json.dumps(dict(self.hyperparameters), sort_keys=True)
+
+    def _constructor_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"lr": self.lr}
+        member = lookup(self.optimizer)  # type: ignore[arg-type]
+        if member.has_eps:
+            kwargs["eps"] = self.eps
+        if member.eps_modes:
+            kwargs["eps_mode"] = self.eps_mode
+        if self.betas is not None:
+            kwargs["betas"] = self.betas
+        if self.optimizer in ("Adam", "AdamW"):
+            kwargs["amsgrad"] = self.amsgrad
+            kwargs["amsgrad_max"] = self.amsgrad_max
+        kwargs.update(dict(self.hyperparameters))
+        return kwargs
+
     def optimizer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`minnet.optim.Adam` for this run (``track_stats`` on)."""
-        return {
-            "lr": self.lr,
-            "betas": self.betas,
-            "eps": self.eps,
-            "amsgrad": self.amsgrad,
-            "eps_mode": self.eps_mode,
-            "amsgrad_max": self.amsgrad_max,
-            "track_stats": True,
-        }
+        """Keyword arguments of ``minnet.optim.<optimizer>`` for this run (``track_stats`` on).
+
+        For Adam: ``lr, betas, eps, amsgrad, eps_mode, amsgrad_max``; for any optimizer only
+        the arguments it takes (no ``eps`` without eps, no ``eps_mode`` without placements),
+        plus :attr:`hyperparameters`.
+        """
+        return {**self._constructor_kwargs(), "track_stats": True}
 
 
 @dataclass
@@ -217,16 +302,17 @@ class RunResult:
     update_rms: np.ndarray
     multiplier_counts: np.ndarray  # _N_BINS finite bins, then +inf, then NaN
     metric: np.ndarray | None = None  # None: NaN at every step
+    eps_compared_with: str = ""  # the optimizer's answer; "" without eps
 
 
-def step_multiplier(optimizer: Adam) -> np.ndarray:
+def step_multiplier(optimizer: Optimizer) -> np.ndarray:
     """The per-parameter step multiplier after the latest step: ``optimizer.multipliers()``.
 
-    The multiplier ``k`` is what the update applies to the bias-corrected first moment:
-    ``param -= lr * k * m_hat``; the formula for each ``eps_mode`` is the optimizer's own
-    (:meth:`minnet.optim.Adam._multipliers`), e.g. ``k = 1 / (sqrt(v_hat) + eps)`` for
-    "outside". Returns a float64 array over all parameters, in parameter order; ``inf`` where
-    the denominator is 0 (``eps=0`` and a coordinate that never saw a gradient).
+    The multiplier ``k`` is the optimizer's own (:meth:`minnet.optim.Optimizer.multipliers`):
+    ``1 / (the denominator that includes eps)``, e.g. for Adam ``param -= lr * k * m_hat`` with
+    ``k = 1 / (sqrt(v_hat) + eps)`` for "outside". Returns a float64 array over all parameters,
+    in parameter order; ``inf`` where the denominator is 0 (``eps=0`` and a coordinate that never
+    saw a gradient). Raises ``ValueError`` for an optimizer without eps (no multiplier).
     """
     if optimizer.step_count == 0:
         raise ValueError("step_multiplier needs at least one optimizer step")
@@ -234,6 +320,16 @@ def step_multiplier(optimizer: Adam) -> np.ndarray:
     if k is None:
         raise ValueError(f"{type(optimizer).__name__} has no eps, so no step multiplier")
     return k
+
+
+def _multiplier_histogram(optimizer: Any) -> np.ndarray:
+    """The histogram of :func:`step_multiplier`; all zeros (no rows in ``multipliers.csv``)
+    for an optimizer that has no eps or no ``multipliers()``."""
+    ask = getattr(optimizer, "multipliers", None)
+    k = ask() if ask is not None and getattr(optimizer, "step_count", 0) > 0 else None
+    if k is None:
+        return np.zeros(_N_BINS + 2, dtype=np.int64)
+    return _histogram(k)
 
 
 def _histogram(k: np.ndarray) -> np.ndarray:
@@ -285,7 +381,7 @@ def run(spec: RunSpec) -> RunResult:
     with _one_blas_thread(), np.errstate(all="ignore"):
         problem = make_problem(spec.scenario, seed=spec.seed, dtype=spec.dtype)
         model, x, y, loss_fn = problem.model, problem.x, problem.y, problem.loss_fn
-        optimizer = Adam(model.parameters(), **spec.optimizer_kwargs())
+        optimizer = lookup(spec.optimizer).cls(model.parameters(), **spec.optimizer_kwargs())
         n = spec.steps
         loss = np.empty(n)
         dominated = np.empty(n)
@@ -300,23 +396,31 @@ def run(spec: RunSpec) -> RunResult:
             dominated[t] = stats.eps_dominated
             nonfinite[t] = stats.nonfinite
             rms[t] = stats.update_rms
-        counts = _histogram(step_multiplier(optimizer))
-    return RunResult(spec, loss, dominated, nonfinite, rms, counts)
+        counts = _multiplier_histogram(optimizer)
+        compared = optimizer.eps_compared_with() or ""
+    return RunResult(spec, loss, dominated, nonfinite, rms, counts, None, compared)
 
 
 def _run_problem(spec: RunSpec) -> RunResult:
+    problem = spec.scenario
+    assert isinstance(problem, Problem)
+    own = problem.optimizer if isinstance(problem.optimizer, str) else None
+    if spec.hyperparameters or (own is not None and lookup(own).name != spec.optimizer):
+        problem = replace(problem, optimizer=spec.optimizer,
+                          optimizer_kwargs={**problem.optimizer_kwargs,
+                                            **dict(spec.hyperparameters)})  # fmt: skip
     knobs = {"betas": spec.betas, "amsgrad": spec.amsgrad, "eps_mode": spec.eps_mode,
              "amsgrad_max": spec.amsgrad_max}  # fmt: skip
+    knobs = {k: v for k, v in knobs.items() if v is not None and v != NO_PLACEMENT}
     with _one_blas_thread(), np.errstate(all="ignore"):
-        rec = train_problem(spec.scenario, seed=spec.seed, lr=spec.lr, eps=spec.eps,
+        rec = train_problem(problem, seed=spec.seed, lr=spec.lr, eps=spec.eps,
                             knobs=knobs, steps=spec.steps)  # fmt: skip
         optimizer = rec["optimizer"]
-        if isinstance(optimizer, Adam):
-            counts = _histogram(step_multiplier(optimizer))
-        else:  # the multiplier is Adam's: other optimizers record no histogram
-            counts = np.zeros(_N_BINS + 2, dtype=np.int64)
+        counts = _multiplier_histogram(optimizer)
+        ask = getattr(optimizer, "eps_compared_with", None)
+        compared = (ask() if ask is not None else None) or ""
     return RunResult(spec, rec["loss"], rec["eps_dominated"], rec["nonfinite"],
-                     rec["update_rms"], counts, rec["metric"])  # fmt: skip
+                     rec["update_rms"], counts, rec["metric"], compared)  # fmt: skip
 
 
 def _run_chunk(chunk: list[tuple[int, RunSpec]]) -> list[tuple[int, RunResult]]:
@@ -326,71 +430,150 @@ def _run_chunk(chunk: list[tuple[int, RunSpec]]) -> list[tuple[int, RunResult]]:
 def grid(
     eps: Iterable[float] = DEFAULT_EPS,
     *,
-    eps_modes: Iterable[str] = ("outside",),
+    eps_modes: Iterable[str] | None = None,
     amsgrad: Iterable[bool] = (False, True),
     amsgrad_max: Iterable[str] | None = None,
     seeds: Iterable[int] = (0, 1, 2),
     scenarios: Iterable[Scenario | Problem | str] = ("seed",),
     dtype: str = "float32",
     steps: int | None = None,
-    lr: float | None = None,
+    lr: float | Mapping[str, float] | None = None,
+    optimizers: Iterable[str] | None = None,
+    optimizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[RunSpec]:
     """Every combination of the arguments, as :class:`RunSpec` objects in a fixed order.
 
     ``scenarios`` takes built-in scenarios (by name or :class:`Scenario`) and problems of your
     own (:class:`~minnet.lab.problem.Problem`). ``steps`` and ``lr`` default to each scenario's
-    own (500 steps at lr 1e-4 for the seed problem; a Problem's ``epochs`` and ``lr``).
+    own (500 steps for the seed problem, at each optimizer's lr,
+    :attr:`minnet.lab.family.Member.lr`: Adam's is 1e-4; a Problem's ``epochs`` and ``lr``);
+    ``lr`` may also map optimizer names to learning rates (``{"sgd": 1e-6}``).
 
-    Order (outermost first): scenario, eps_mode, amsgrad, amsgrad_max, eps, seed. ``amsgrad_max``
-    only applies with ``amsgrad=True``; runs without AMSGrad get ``"raw"`` once. The defaults are
-    ``minnet sweep``'s: 13 eps values x AMSGrad off/on x 3 seeds = 78 runs of 500 steps.
+    ``optimizers``: names in :mod:`minnet.optim`, any case (``["adam", "rmsprop"]``); default:
+    Adam (a Problem's own optimizer for a Problem). ``optimizer_kwargs`` maps an optimizer name
+    to its further hyperparameters (``{"rmsprop": {"momentum": 0.9}}``). Per optimizer:
+
+    * ``eps_modes`` keeps the placements that optimizer has (``"all"``: every one); default: its
+      default placement. An optimizer without placements runs once (``eps_mode="none"``).
+    * ``amsgrad`` and ``amsgrad_max`` apply to Adam and AdamW; other optimizers run without.
+    * an optimizer without eps (SGD, Lion) runs once per scenario and seed, with ``eps`` NaN.
+
+    Order (outermost first): scenario, optimizer, eps_mode, amsgrad, amsgrad_max, eps, seed.
+    ``amsgrad_max`` only applies with ``amsgrad=True``; runs without AMSGrad get ``"raw"`` once.
+    The defaults are ``minnet sweep``'s: 13 eps values x AMSGrad off/on x 3 seeds = 78 runs of
+    500 steps.
 
     Raises ``ValueError`` if ``amsgrad_max`` is given but ``amsgrad`` holds no ``True`` (it would
-    select nothing). Warns (``UserWarning``) if ``eps_modes`` holds ``"atan2"`` with more than one
-    eps: atan2 has no eps, so those runs are identical (they are kept, so that every eps_mode is
-    drawn against the same eps values).
+    select nothing), if an eps_mode is a placement of none of the optimizers, or if an optimizer
+    with placements has none of ``eps_modes``. Warns (``UserWarning``) if Adam's ``eps_modes``
+    hold ``"atan2"`` with more than one eps: atan2 has no eps, so those runs are identical (they
+    are kept, so that every eps_mode is drawn against the same eps values).
     """
-    eps_list, modes = list(eps), list(eps_modes)
+    eps_list = list(eps)
+    modes = None if eps_modes is None else list(eps_modes)
     ams_list = list(amsgrad)
     max_list = ["raw"] if amsgrad_max is None else list(amsgrad_max)
     seed_list, scen_list = list(seeds), list(scenarios)
+    opt_list: list[str | None] = [None] if optimizers is None else list(optimizers)
     for name, values in (
         ("eps", eps_list),
-        ("eps_modes", modes),
+        ("eps_modes", [] if modes is None else modes),
         ("amsgrad", ams_list),
         ("amsgrad_max", max_list),
         ("seeds", seed_list),
         ("scenarios", scen_list),
+        ("optimizers", opt_list),
     ):
-        if not values:
+        if not values and not (name == "eps_modes" and modes is None):
             raise ValueError(f"grid: {name} is empty")
     if amsgrad_max is not None and not any(bool(a) for a in ams_list):
         raise ValueError(
             f"grid: amsgrad_max={max_list} applies only to AMSGrad runs, and amsgrad="
             f"{[bool(a) for a in ams_list]} has none; pass amsgrad=[True] or leave amsgrad_max out"
         )
-    if "atan2" in modes and len(set(map(float, eps_list))) > 1:
+    chosen: dict[str, Any] = {}
+    for o in opt_list:
+        if o is not None:
+            chosen.setdefault(lookup(o).name, lookup(o))
+    if optimizers is not None:
+        opt_list = list(chosen)  # resolved and without repeats ("adam", "Adam")
+    per_opt_kwargs: dict[str, dict[str, Any]] = {}
+    for key, value in (optimizer_kwargs or {}).items():
+        member = lookup(key)
+        if member.name not in [m.name for m in chosen.values()] and not (
+            optimizers is None and member.name == "Adam"
+        ):
+            raise ValueError(f"grid: optimizer_kwargs names {member.name}, which is not among "
+                             "the optimizers swept")  # fmt: skip
+        per_opt_kwargs[member.name] = dict(value)
+    lr_of: Callable[[str], float | None]
+    if isinstance(lr, Mapping):
+        lr_map = {lookup(k).name: v for k, v in lr.items()}
+        lr_of = lr_map.get
+    else:
+        lr_of = lambda name: lr  # noqa: E731
+    members_with_modes = [m for m in chosen.values() if m.eps_modes] or (
+        [lookup("Adam")] if optimizers is None else []
+    )
+    if modes is not None and "all" not in modes:
+        for mode in dict.fromkeys(modes):
+            if not any(mode in m.eps_modes for m in members_with_modes):
+                have = "; ".join(f"{m.name}: {', '.join(m.placements)}"
+                                 for m in (members_with_modes or chosen.values()))  # fmt: skip
+                raise ValueError(f"grid: eps_mode {mode!r} is a placement of none of the "
+                                 f"optimizers swept ({have})")  # fmt: skip
+
+    def placements(member: Any) -> list[str]:
+        if member is None or not member.eps_modes:
+            return [NO_PLACEMENT]
+        if modes is None:
+            return [member.default_mode]
+        if "all" in modes:
+            return list(member.eps_modes)
+        mine = [m for m in dict.fromkeys(modes) if m in member.eps_modes]
+        if not mine:
+            raise ValueError(f"grid: {member.name} has none of the eps_modes "
+                             f"{', '.join(modes)} (its placements: "
+                             f"{', '.join(member.eps_modes)})")  # fmt: skip
+        return mine
+
+    adam_modes = placements(lookup("Adam")) if (
+        optimizers is None or "Adam" in [m.name for m in chosen.values()]
+    ) else []  # fmt: skip
+    if "atan2" in adam_modes and len(set(map(float, eps_list))) > 1:
         warnings.warn(atan2_ignores_eps(eps_list), UserWarning, stacklevel=2)
     specs = []
     for scenario in scen_list:
-        for mode in modes:
-            for ams in ams_list:
-                for amax in max_list if ams else ["raw"]:
-                    for e in eps_list:
-                        for seed in seed_list:
-                            specs.append(
-                                RunSpec(
-                                    eps=e,
-                                    eps_mode=mode,
-                                    amsgrad=bool(ams),
-                                    amsgrad_max=amax,
-                                    seed=seed,
-                                    scenario=scenario,
-                                    dtype=dtype,
-                                    steps=steps,
-                                    lr=lr,
+        for opt in opt_list:
+            if opt is None:  # Adam, or the Problem's own optimizer
+                own = scenario.optimizer if isinstance(scenario, Problem) else "Adam"
+                member = lookup(own) if isinstance(own, str) else None
+            else:
+                member = chosen[opt]
+            name = None if opt is None else member.name
+            has_ams = member is None or member.name in ("Adam", "AdamW")
+            has_eps = member is None or member.has_eps
+            hyper = per_opt_kwargs.get(member.name, {}) if member is not None else {}
+            for mode in placements(member):
+                for ams in [bool(a) for a in ams_list] if has_ams else [False]:
+                    for amax in max_list if ams else ["raw"]:
+                        for e in eps_list if has_eps else eps_list[:1]:
+                            for seed in seed_list:
+                                specs.append(
+                                    RunSpec(
+                                        eps=e,
+                                        eps_mode=None if mode == NO_PLACEMENT else mode,
+                                        amsgrad=ams,
+                                        amsgrad_max=amax,
+                                        seed=seed,
+                                        scenario=scenario,
+                                        dtype=dtype,
+                                        steps=steps,
+                                        lr=lr_of(member.name) if member else lr_of(""),
+                                        optimizer=name,
+                                        hyperparameters=hyper,
+                                    )
                                 )
-                            )
     return specs
 
 
@@ -522,7 +705,7 @@ def _build_tables(results: list[RunResult]) -> tuple[Table, Table]:
     for i, r in enumerate(results):
         s = r.spec
         values = (i, s.scenario_name, s.eps, s.eps_mode, s.amsgrad, s.amsgrad_max, s.seed,
-                  s.dtype, s.lr)  # fmt: skip
+                  s.dtype, s.lr, s.optimizer, s.hyperparameters_json, r.eps_compared_with)
         for key, value in zip(_RUN_KEYS, values):
             per_run[key].append(value)
         steps.append(len(r.loss))
@@ -616,13 +799,26 @@ class SweepResult:
         out = Path(out_dir)
         with open(out / "runs.csv", newline="") as f:
             header = next(csv.reader(f), [])
-        if "metric" in header or not header:
-            runs = Table.read_csv(out / "runs.csv", RUN_COLUMNS)
-        else:  # written before the metric column existed
-            schema = {k: v for k, v in RUN_COLUMNS.items() if k != "metric"}
-            runs = Table.read_csv(out / "runs.csv", schema)
-            runs.columns["metric"] = np.full(len(runs), np.nan)
-            runs.schema = RUN_COLUMNS
+        # Columns added over time; a runs.csv written before them still reads: no metric
+        # (NaN), and before the optimizer family every run was Adam's.
+        later = [k for k in ("metric", *_FAMILY_KEYS) if header and k not in header]
+        schema = {k: v for k, v in RUN_COLUMNS.items() if k not in later}
+        runs = Table.read_csv(out / "runs.csv", schema)
+        if later:
+            n = len(runs)
+            fill: dict[str, np.ndarray] = {
+                "metric": np.full(n, np.nan),
+                "optimizer": np.full(n, "Adam"),
+                "hyperparameters": np.full(n, "{}"),
+            }
+            if "eps_compared_with" in later:
+                modes = runs["eps_mode"] if "eps_mode" in runs.columns else np.full(n, "outside")
+                fill["eps_compared_with"] = np.array(
+                    [Adam.eps_compared_with_options({"eps_mode": m}) or "" for m in modes],
+                    dtype=str,
+                ) if n else np.empty(0, dtype=str)  # fmt: skip
+            cols = {k: (runs[k] if k in runs.columns else fill[k]) for k in RUN_COLUMNS}
+            runs = Table(cols, RUN_COLUMNS)
         mpath = out / "multipliers.csv"
         if mpath.exists():
             mult = Table.read_csv(mpath, MULTIPLIER_COLUMNS)

@@ -1,22 +1,59 @@
-"""Input checks shared by the layers and losses."""
+"""Input checks and dtype rules shared by the layers and losses.
+
+Storage dtypes: float16, bfloat16 (``ml_dtypes.bfloat16``, the NumPy dtype JAX uses; the string
+``"bfloat16"`` is accepted wherever a dtype is), float32 and float64. A 16-bit model stores its
+parameters, activations and gradients in 16 bits and computes in float32 (see :func:`_compute`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+FLOAT32 = np.dtype(np.float32)
+_FLOAT_DTYPES = (FLOAT32, np.dtype(np.float64))
+#: The 16-bit storage dtypes: computed in float32, stored in 16 bits.
+_LOW_DTYPES = (np.dtype(np.float16), BFLOAT16)
+#: Every dtype a model (its parameters and layers) may have.
+_MODEL_DTYPES = _LOW_DTYPES + _FLOAT_DTYPES
+_MODEL_NAMES = "float16, bfloat16, float32 or float64"
+
+
+def _to_dtype(dtype: Any) -> np.dtype:
+    """``np.dtype(dtype)``, with ``"bfloat16"`` (and ``ml_dtypes.bfloat16``) understood."""
+    if isinstance(dtype, str) and dtype.strip().lower() in ("bfloat16", "bf16"):
+        return BFLOAT16
+    return np.dtype(dtype)
 
 
 def _float_dtype(dtype: Any, where: str) -> np.dtype:
+    """``dtype`` as one of the model dtypes, or ``TypeError`` naming ``where``."""
     try:
-        dt = np.dtype(dtype)
+        dt = _to_dtype(dtype)
     except TypeError as exc:
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from exc
-    if dt not in _FLOAT_DTYPES:
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
+        raise TypeError(f"{where}: dtype must be {_MODEL_NAMES}, got {dtype!r}") from exc
+    if dt not in _MODEL_DTYPES:
+        raise TypeError(f"{where}: dtype must be {_MODEL_NAMES}, got {dt}")
     return dt
+
+
+def _is_low(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is a 16-bit storage dtype (float16 or bfloat16)."""
+    return dtype.itemsize == 2 and dtype in _LOW_DTYPES
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    """Real floating point as minnet understands it: NumPy's floats and bfloat16."""
+    return dtype.kind == "f" or dtype == BFLOAT16
+
+
+def _compute(dtype: np.dtype) -> np.dtype:
+    """The dtype arithmetic runs in for data stored in ``dtype``: float32 for the 16-bit
+    dtypes (as PyTorch's CPU kernels for half and bfloat16 tensors), ``dtype`` otherwise."""
+    return FLOAT32 if _is_low(dtype) else dtype
 
 
 def _asarray(x: Any, where: str, what: str) -> np.ndarray:
@@ -35,16 +72,24 @@ def _asarray(x: Any, where: str, what: str) -> np.ndarray:
 def _as_float_array(x: Any, where: str, what: str, dtype: np.dtype) -> np.ndarray:
     """``x`` as an array of ``dtype``; real floats of another precision are cast, others refused."""
     arr = _asarray(x, where, what)
-    kind = arr.dtype.kind
-    if kind != "f":
-        hint = {
-            "c": "complex arrays are not supported",
-            "O": "object arrays are not supported",
-            "b": "booleans are not floats; cast with .astype",
-            "i": "integers are not floats; cast with .astype",
-            "u": "integers are not floats; cast with .astype",
-        }.get(kind, "expected a real floating-point array")
-        raise TypeError(f"{where}: {what} has dtype {arr.dtype}: {hint} (expected {dtype})")
     if arr.dtype != dtype:
+        if not _is_float(arr.dtype):
+            kind = arr.dtype.kind
+            hint = {
+                "c": "complex arrays are not supported",
+                "O": "object arrays are not supported",
+                "b": "booleans are not floats; cast with .astype",
+                "i": "integers are not floats; cast with .astype",
+                "u": "integers are not floats; cast with .astype",
+                "V": f"unsupported dtype (minnet computes on {_MODEL_NAMES})",
+            }.get(kind, "expected a real floating-point array")
+            raise TypeError(f"{where}: {what} has dtype {arr.dtype}: {hint} (expected {dtype})")
         arr = arr.astype(dtype)
     return arr
+
+
+def _own_float_dtype(arr: np.ndarray) -> np.dtype:
+    """``arr``'s dtype if it is a float minnet computes on (float16, bfloat16, float32,
+    float64; also longer NumPy floats), else float32 (so the caller's cast refuses non-floats
+    with a clear message)."""
+    return arr.dtype if _is_float(arr.dtype) else FLOAT32

@@ -1,4 +1,11 @@
-"""Elementwise activations."""
+"""Elementwise activations.
+
+Every activation keeps its input's dtype. float16 and bfloat16 inputs are computed in float32 (the
+16-bit values widened exactly) and the result is rounded once to the input's dtype; backward
+widens the kept 16-bit value and ``grad_out`` (cast to that dtype) the same way, so every result
+is the float32 computation on the stored 16-bit values, rounded (as PyTorch's CPU kernels for
+half and bfloat16 tensors).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from minnet.nn._util import _as_float_array, _asarray
+from minnet.nn._util import FLOAT32, _as_float_array, _asarray, _is_low, _own_float_dtype
 from minnet.nn.module import Module
 
 
@@ -35,16 +42,13 @@ class ReLU(Module):
 
     def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
         arr = _asarray(x, self._label(), "input")
-        x = _as_float_array(
-            arr,
-            self._label(),
-            "input",
-            arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float32),
-        )
+        x = _as_float_array(arr, self._label(), "input", _own_float_dtype(arr))
         if x.size == 0:
             raise ValueError(f"{self._label()}: got an empty input of shape {x.shape}")
         keep = self._keep()
-        if internal and keep:
+        if _is_low(x.dtype):
+            out = np.maximum(x.astype(FLOAT32), 0).astype(x.dtype)
+        elif internal and keep:
             out = self._buf
             if out is None or out.shape != x.shape or out.dtype != x.dtype:
                 # C order: the next Linear's products then round exactly as on a fresh array.
@@ -75,6 +79,9 @@ class ReLU(Module):
             )
         self._out = None
         self._freed = True
+        if _is_low(out.dtype):
+            g = np.where(out.astype(FLOAT32) > 0, grad_out.astype(FLOAT32), FLOAT32.type(0))
+            return g.astype(out.dtype)
         if not internal:
             return np.where(out > 0, grad_out, out.dtype.type(0))
         grad, mask = self._grad, self._mask
@@ -98,8 +105,7 @@ class ReLU(Module):
 def _float_input(module: Module, x: Any) -> np.ndarray:
     """``x`` as a float array of its own precision (ints, bools, complex refused); non-empty."""
     arr = _asarray(x, module._label(), "input")
-    dtype = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float32)
-    arr = _as_float_array(arr, module._label(), "input", dtype)
+    arr = _as_float_array(arr, module._label(), "input", _own_float_dtype(arr))
     if arr.size == 0:
         raise ValueError(f"{module._label()}: got an empty input of shape {arr.shape}")
     return arr
@@ -118,9 +124,13 @@ def _check_dim(module: Module, dim: int, ndim: int) -> int:
 class _Activation(Module):
     """An activation that keeps one array (its input or its output) for backward.
 
-    Subclasses define ``_compute(x) -> (out, saved)`` and ``_grad(saved, grad_out) -> dx``.
-    The output is always a new array (these layers reuse no buffers).
+    Subclasses define ``_compute(x) -> (out, saved)`` and ``_grad(saved, grad_out) -> dx``,
+    and say in ``_saves_output`` whether ``saved`` is the output (else it is the input).
+    The output is always a new array (these layers reuse no buffers). A 16-bit input runs both
+    on float32 copies and keeps the rounded 16-bit output (or the 16-bit input) for backward.
     """
+
+    _saves_output: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -136,9 +146,14 @@ class _Activation(Module):
         self._saved = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """The activation of ``x`` (any shape, float32 or float64 kept); a new array."""
+        """The activation of ``x`` (any shape, its float dtype kept); a new array."""
         x = _float_input(self, x)
-        out, saved = self._compute(x)
+        if _is_low(x.dtype):
+            out32, _ = self._compute(x.astype(FLOAT32))
+            out = out32.astype(x.dtype)
+            saved = out if self._saves_output else np.ascontiguousarray(x)
+        else:
+            out, saved = self._compute(x)
         if self._keep():
             self._saved = saved
         return out
@@ -156,6 +171,8 @@ class _Activation(Module):
             )
         self._saved = None
         self._freed = True
+        if _is_low(saved.dtype):
+            return self._grad(saved.astype(FLOAT32), grad_out.astype(FLOAT32)).astype(saved.dtype)
         return self._grad(saved, grad_out)
 
 
@@ -193,6 +210,8 @@ class GELU(_Activation):
       0.044715 * x**3)``; ``dx = g * (0.5 * (1 + tanh(u)) + 0.5 * x * (1 - tanh(u)**2) *
       sqrt(2 / pi) * (1 + 3 * 0.044715 * x**2))``.
     """
+
+    _saves_output = False
 
     def __init__(self, approximate: str = "none") -> None:
         super().__init__()
@@ -272,6 +291,8 @@ def _gelu_tanh_grad(x: np.ndarray, g: np.ndarray, dx: np.ndarray) -> None:  # pr
 class LeakyReLU(_Activation):
     """``x if x > 0 else negative_slope * x`` elementwise; backward ``g`` where ``x > 0``, else
     ``negative_slope * g``."""
+
+    _saves_output = False
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from minnet.nn._util import FLOAT32, _is_low
 from minnet.nn.activation import _float_input
 from minnet.nn.module import Module
 from minnet.random import default_generator
@@ -19,7 +20,10 @@ class Dropout(Module):
     Training mode: ``y = x * m / (1 - p)`` with ``m`` Bernoulli(``1 - p``) drawn per element
     (``m`` is ``u >= p`` for ``u`` uniform in [0, 1)); ``dx = g * m / (1 - p)``. ``p = 1`` gives
     ``y = x * 0``. The mask is drawn in training mode whether or not ``no_grad`` is active (as in
-    PyTorch); backward uses the mask of the latest forward outside ``no_grad``.
+    PyTorch); backward uses the mask of the latest forward outside ``no_grad``. A float16 or
+    bfloat16 input is multiplied in float32 (``m / (1 - p)`` is a float32 value) and the
+    product rounded once to the input's dtype; backward likewise. The mask does not depend on
+    the dtype: the same seed drops the same elements in every precision.
 
     Args:
         p: probability of an element being zeroed, in [0, 1]. Default 0.5.
@@ -57,6 +61,13 @@ class Dropout(Module):
     def _reset(self) -> None:
         self._scale = None
 
+    def _draw_scale(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """``m / (1 - p)`` of ``shape`` in ``dtype`` (zeros, drawing nothing, for ``p = 1``)."""
+        if self.p == 1.0:
+            return np.zeros(shape, dtype)
+        keep = self._generator().random(shape) >= self.p
+        return keep.astype(dtype) / dtype.type(1.0 - self.p)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x * m / (1 - p)`` in training mode, a copy of ``x`` in evaluation mode."""
         return self._forward(x, False)
@@ -66,17 +77,17 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             scale = None
             out = x if internal else np.array(x, order="C")
+        elif _is_low(x.dtype):
+            scale = self._draw_scale(x.shape, FLOAT32)
+            out = (x.astype(FLOAT32) * scale).astype(x.dtype)
         else:
-            if self.p == 1.0:
-                scale = np.zeros(x.shape, x.dtype)
-            else:
-                keep = self._generator().random(x.shape) >= self.p
-                scale = keep.astype(x.dtype) / x.dtype.type(1.0 - self.p)
+            scale = self._draw_scale(x.shape, x.dtype)
             out = x * scale
         if self._keep():
             # Evaluation mode keeps a marker (an empty scale) so backward knows forward ran.
             self._scale = scale if scale is not None else np.empty((0,) + x.shape[1:], x.dtype)
             self._shape = x.shape
+            self._dtype = x.dtype
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -98,6 +109,9 @@ class Dropout(Module):
         self._freed = True
         if scale.shape != shape:  # evaluation-mode forward: identity
             return grad_out if internal else np.array(grad_out, dtype=scale.dtype, order="C")
+        if self._dtype != scale.dtype:  # 16-bit: float32 product, rounded once
+            g = grad_out.astype(self._dtype).astype(FLOAT32)
+            return (g * scale).astype(self._dtype)
         return grad_out * scale
 
     def extra_repr(self) -> str:

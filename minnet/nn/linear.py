@@ -8,7 +8,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from minnet.nn._util import _as_float_array, _float_dtype
+from minnet.nn._util import FLOAT32, _as_float_array, _float_dtype, _is_low
 from minnet.nn.module import Module
 from minnet.nn.parameter import Parameter, _accumulate_grad
 from minnet.random import resolve_rng
@@ -31,7 +31,8 @@ class Linear(Module):
         in_features: size of each input row.
         out_features: size of each output row.
         bias: learn an additive bias. Default ``True``.
-        dtype: ``np.float32`` (default) or ``np.float64``.
+        dtype: ``np.float32`` (default), ``np.float64``, ``np.float16`` or bfloat16
+            (``ml_dtypes.bfloat16`` or the string ``"bfloat16"``).
         rng: ``np.random.Generator`` or int seed for the initial values; ``None`` draws fresh
             entropy.
 
@@ -40,6 +41,16 @@ class Linear(Module):
 
     Backward, for ``G = dLoss/dy`` of shape ``(N, out)``: ``dW += G.T @ x``, ``db += G.sum(0)``,
     ``dx = G @ W``.
+
+    16-bit layers (float16, bfloat16): the input (cast to the layer's dtype if it is another
+    float), the weight, the bias and ``G`` are widened to float32; every product (``x @ W.T``,
+    ``G.T @ x``, ``G @ W``) is a float32 NumPy matmul, so it accumulates in float32 as PyTorch's
+    CPU half/bfloat16 matmul does, and the bias is added in float32 before the single rounding
+    of the output to the layer's dtype (round to nearest even). ``dW`` and ``db`` (summed in
+    float32) are rounded to the parameter dtype, then added into ``.grad`` in that dtype, as
+    PyTorch accumulates gradients of half parameters. The results are bit for bit the float32
+    layer's on the widened values, rounded. These layers reuse no buffers (float32 and float64
+    layers inside a ``Sequential`` do).
     """
 
     def __init__(
@@ -99,6 +110,8 @@ class Linear(Module):
             self._x = x
         else:
             internal = False  # under no_grad: touch no buffer a pending backward reads
+        if _is_low(self.dtype):
+            return self._forward_low(x)
         # Computed as (W @ x.T).T: one BLAS call on transposed views (no copies); OpenBLAS runs
         # this orientation faster than x @ W.T when in_features is the long dimension.
         n = x.shape[0]
@@ -114,6 +127,14 @@ class Linear(Module):
         # Inside a Sequential the (N, out) view goes to the next module; a caller gets its own
         # C-contiguous array, so a kept y_pred is never overwritten by the next forward.
         return out_t.T if internal else np.ascontiguousarray(out_t.T)
+
+    def _forward_low(self, x: np.ndarray) -> np.ndarray:
+        """The 16-bit forward: float32 products and bias, one rounding to ``self.dtype``."""
+        out_t = np.empty((self.out_features, x.shape[0]), FLOAT32)
+        np.matmul(self.weight.data.astype(FLOAT32), x.astype(FLOAT32).T, out=out_t)
+        if self.bias is not None:
+            _add_bias_rows(out_t, self.bias.data.astype(FLOAT32))
+        return out_t.T.astype(self.dtype, order="C")
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """Add ``G.T @ x`` to ``weight.grad``, ``G.sum(0)`` to ``bias.grad``; return ``G @ W``."""
@@ -132,6 +153,8 @@ class Linear(Module):
             )
         self._x = None
         self._freed = True
+        if _is_low(self.dtype):
+            return self._backward_low(x, grad_out, input_grad)
         weight = self.weight
         if weight.requires_grad:
             dw = self._dw
@@ -150,6 +173,21 @@ class Linear(Module):
             dx = self._dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
         np.matmul(grad_out, weight.data, out=dx)
         return dx
+
+    def _backward_low(self, x: np.ndarray, grad_out: np.ndarray, input_grad: bool) -> Any:
+        """The 16-bit backward: float32 products and bias sum, each rounded to ``self.dtype``
+        once, then added into ``.grad`` in the parameter's dtype."""
+        g = grad_out.astype(FLOAT32)
+        weight = self.weight
+        if weight.requires_grad:
+            dw = np.empty(weight.data.shape, FLOAT32)
+            np.matmul(g.T, x.astype(FLOAT32), out=dw)
+            _accumulate_grad(weight, dw.astype(self.dtype), self)
+        if self.bias is not None and self.bias.requires_grad:
+            _accumulate_grad(self.bias, g.sum(axis=0).astype(self.dtype), self)
+        if not input_grad:
+            return None
+        return (g @ weight.data.astype(FLOAT32)).astype(self.dtype)
 
     def __repr__(self) -> str:
         return (

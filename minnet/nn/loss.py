@@ -6,6 +6,12 @@ Every loss is a :class:`~minnet.nn.Module` with PyTorch's arguments and ``reduct
 upstream gradient of the per-element loss (default ones). Calls under ``no_grad`` (validation)
 keep nothing, so they never change what a pending ``backward`` returns. ``backward`` may be
 called more than once: it adds into no parameter.
+
+Precision: a float32 or float64 input is computed in its own dtype. A float16 or bfloat16 input
+is widened to float32 and the whole loss is computed in float32 (targets and weights are cast to
+float32 directly, not through the 16-bit dtype); the loss value is a float32 scalar (or array),
+and ``backward`` returns the float32 gradient rounded once to the input's dtype, as a 16-bit
+model's last layer expects.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from minnet.nn._util import _as_float_array, _asarray
+from minnet.nn._util import _as_float_array, _asarray, _compute, _is_float
 from minnet.nn.grad_mode import is_grad_enabled
 from minnet.nn.module import Module
 
@@ -36,11 +42,14 @@ class _Loss(Module):
     def __call__(self, input: np.ndarray, target: np.ndarray) -> Any:
         return self.forward(input, target)
 
-    def _input(self, input: Any) -> np.ndarray:
+    def _input(self, input: Any) -> tuple[np.ndarray, np.dtype]:
+        """``(input in its compute dtype, input's own float dtype)``: 16-bit inputs are widened
+        to float32; non-float inputs raise ``TypeError`` naming the loss."""
         name = type(self).__name__
         arr = _asarray(input, name, "input")
-        dtype = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float64)
-        return _as_float_array(arr, name, "input", dtype)
+        dtype = arr.dtype if _is_float(arr.dtype) else np.dtype(np.float64)
+        arr = _as_float_array(arr, name, "input", dtype)
+        return arr.astype(_compute(dtype), copy=False), dtype
 
     def _upstream(self, grad: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
         """``grad`` checked: a scalar for "mean"/"sum", an array of the loss's shape for
@@ -75,19 +84,20 @@ class MSELoss(_Loss):
     ``reduction="none"``, their sum for ``"sum"``, divided by the number of elements for
     ``"mean"`` (the default).
 
-    ``loss_fn(y_pred, y)`` returns a NumPy scalar of ``y_pred``'s dtype (``.item()`` gives a
-    Python float; an array for ``"none"``); ``loss_fn.backward(grad=None)`` returns
-    dLoss/d(y_pred) ``= 2 * (input - target) * grad`` (divided by the element count for
-    ``"mean"``). Shapes must match exactly (no broadcasting).
+    ``loss_fn(y_pred, y)`` returns a NumPy scalar of ``y_pred``'s dtype (float32 for 16-bit
+    ``y_pred``; ``.item()`` gives a Python float; an array for ``"none"``);
+    ``loss_fn.backward(grad=None)`` returns dLoss/d(y_pred) ``= 2 * (input - target) * grad``
+    (divided by the element count for ``"mean"``). Shapes must match exactly (no broadcasting).
     """
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self._diff: np.ndarray | None = None  # input - target, reused from call to call
+        self._grad_dtype: np.dtype | None = None  # the input's dtype: backward's result dtype
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
         """The loss value for predictions ``input`` and targets ``target``."""
-        input = self._input(input)
+        input, in_dtype = self._input(input)
         dtype = input.dtype
         target = _as_float_array(target, "MSELoss", "target", dtype)
         if input.shape != target.shape:
@@ -102,6 +112,7 @@ class MSELoss(_Loss):
             if diff is None or diff.shape != input.shape or diff.dtype != dtype:
                 diff = self._diff = np.empty(input.shape, dtype)
             np.subtract(input, target, out=diff)
+            self._grad_dtype = in_dtype
         else:  # keep nothing: a pending backward still sees its own diff
             diff = input - target
         if self.reduction == "none":
@@ -123,7 +134,7 @@ class MSELoss(_Loss):
         out = diff * diff.dtype.type(scale)
         if g is not None:
             out *= g
-        return out
+        return out if self._grad_dtype == out.dtype else out.astype(self._grad_dtype)
 
 
 def _log_softmax_rows(x: np.ndarray) -> np.ndarray:
@@ -201,8 +212,9 @@ class CrossEntropyLoss(_Loss):
         self._saved: tuple[Any, ...] | None = None
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
-        """The loss (a NumPy scalar of ``input``'s dtype, or an array for "none")."""
-        x = self._input(input)
+        """The loss (a NumPy scalar of ``input``'s dtype, float32 for 16-bit input; an array
+        for "none")."""
+        x, in_dtype = self._input(input)
         dtype = x.dtype
         if x.ndim == 0 or x.size == 0:
             raise ValueError(
@@ -226,7 +238,7 @@ class CrossEntropyLoss(_Loss):
                 )
             w = self.weight.astype(dtype)
         if t.shape == x.shape:  # class probabilities, as PyTorch decides
-            if t.dtype.kind != "f":
+            if not _is_float(t.dtype):
                 raise TypeError(
                     "CrossEntropyLoss: Expected floating point type for target with class "
                     f"probabilities, got {t.dtype}"
@@ -274,7 +286,7 @@ class CrossEntropyLoss(_Loss):
             divisor = wy.sum(dtype=dtype)
         per = -(q * logp).sum(axis=1)
         if is_grad_enabled():
-            self._saved = (logp, q, divisor, x.shape, batch_shape, x2.shape)
+            self._saved = (logp, q, divisor, x.shape, batch_shape, in_dtype)
         if self.reduction == "none":
             return per.reshape(batch_shape)
         total = per.sum()
@@ -288,7 +300,7 @@ class CrossEntropyLoss(_Loss):
         ``1 / divisor`` for "mean" (see the class docstring)."""
         if self._saved is None:
             raise ValueError("CrossEntropyLoss: backward called before the loss was computed")
-        logp, q, divisor, in_shape, batch_shape, shape2 = self._saved
+        logp, q, divisor, in_shape, batch_shape, in_dtype = self._saved
         dtype = logp.dtype
         g = self._upstream(grad, batch_shape, dtype)
         dx = np.exp(logp) * q.sum(axis=1, keepdims=True) - q
@@ -300,6 +312,8 @@ class CrossEntropyLoss(_Loss):
                     dx /= divisor
             if g is not None:
                 dx *= g
+        if dx.dtype != in_dtype:
+            dx = dx.astype(in_dtype)
         if len(in_shape) == 1:
             return dx.reshape(in_shape)
         moved = (in_shape[0],) + in_shape[2:] + (in_shape[1],)
@@ -352,8 +366,9 @@ class BCEWithLogitsLoss(_Loss):
             ) from None
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
-        """The loss (a NumPy scalar of ``input``'s dtype, or an array for "none")."""
-        x = self._input(input)
+        """The loss (a NumPy scalar of ``input``'s dtype, float32 for 16-bit input; an array
+        for "none")."""
+        x, in_dtype = self._input(input)
         dtype = x.dtype
         t = _as_float_array(target, "BCEWithLogitsLoss", "target", dtype)
         if t.shape != x.shape:
@@ -373,7 +388,7 @@ class BCEWithLogitsLoss(_Loss):
         if w is not None:
             loss = loss * w
         if is_grad_enabled():
-            self._saved = (x, t, e, w, lw)
+            self._saved = (x, t, e, w, lw, in_dtype)
         if self.reduction == "none":
             return loss
         total = loss.sum()
@@ -386,7 +401,7 @@ class BCEWithLogitsLoss(_Loss):
         ``1 / numel`` for "mean"."""
         if self._saved is None:
             raise ValueError("BCEWithLogitsLoss: backward called before the loss was computed")
-        x, t, e, w, lw = self._saved
+        x, t, e, w, lw, in_dtype = self._saved
         dtype = x.dtype
         one = dtype.type(1)
         g = self._upstream(grad, x.shape, dtype)
@@ -398,4 +413,4 @@ class BCEWithLogitsLoss(_Loss):
             dx /= dtype.type(x.size)
         if g is not None:
             dx *= g
-        return dx
+        return dx if dx.dtype == in_dtype else dx.astype(in_dtype)

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from minnet.nn._util import _asarray, _float_dtype
+from minnet.nn._util import BFLOAT16, _asarray, _float_dtype, _is_float
 from minnet.nn.grad_mode import is_grad_enabled
 from minnet.nn.parameter import Parameter
 
@@ -52,7 +52,8 @@ class Module:
 
     so ``parameters()``, ``named_parameters()`` (``"fc1.weight"``, ...), ``modules()``,
     ``children()``, ``state_dict()``, ``load_state_dict()``, ``train()``/``eval()``,
-    ``requires_grad_()``, ``float()``/``double()`` and ``zero_grad()`` see them. Each registered
+    ``requires_grad_()``, ``float()``/``double()``/``half()``/``bfloat16()``/``to(dtype)`` and
+    ``zero_grad()`` see them. Each registered
     parameter's ``name`` is kept equal to its dotted ``state_dict`` key.
 
     Saved state, for every built-in layer: ``forward`` outside :class:`~minnet.no_grad` replaces
@@ -294,14 +295,35 @@ class Module:
         """Cast every parameter (and gradient) to float32; returns ``self``.
 
         A parameter that changes dtype gets a new array, so an optimizer built before holds the
-        old ones: create the optimizer after ``float()``/``double()``. Already-float32 modules
-        are left untouched.
+        old ones: create the optimizer after ``float()``/``double()``/``half()``/
+        ``bfloat16()``. Modules already of the dtype are left untouched. Casts round to nearest
+        even (NumPy's and ml_dtypes' casts).
         """
         return self._cast(np.float32)
 
     def double(self) -> Module:
         """Cast every parameter (and gradient) to float64; returns ``self`` (see :meth:`float`)."""
         return self._cast(np.float64)
+
+    def half(self) -> Module:
+        """Cast every parameter (and gradient) to float16; returns ``self`` (see :meth:`float`).
+
+        A 16-bit model stores parameters, gradients and activations in 16 bits and computes in
+        float32: each layer widens its 16-bit operands to float32, computes (matrix products
+        accumulate in float32), and rounds the result once to the model's dtype.
+        """
+        return self._cast(np.float16)
+
+    def bfloat16(self) -> Module:
+        """Cast every parameter (and gradient) to bfloat16 (``ml_dtypes.bfloat16``); returns
+        ``self`` (see :meth:`half` for how 16-bit models compute)."""
+        return self._cast(BFLOAT16)
+
+    def to(self, dtype: Any) -> Module:
+        """Cast every parameter (and gradient) to ``dtype``: float16, bfloat16 (or the string
+        ``"bfloat16"``), float32 or float64; returns ``self``. minnet has no devices, so only
+        PyTorch's ``module.to(dtype)`` form exists."""
+        return self._cast(dtype)
 
     # ------------------------------------------------------------------------- state
 
@@ -353,7 +375,7 @@ class Module:
             except (ValueError, TypeError) as exc:
                 errors.append(str(exc))
                 continue
-            if arr.dtype.kind not in "fiu":
+            if arr.dtype.kind not in "iu" and not _is_float(arr.dtype):
                 errors.append(
                     f"{name}: dtype {arr.dtype} cannot be loaded into a {p.dtype} parameter"
                 )

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from minnet.nn._util import _FLOAT_DTYPES, _asarray
+from minnet.nn._util import _MODEL_DTYPES, _MODEL_NAMES, _asarray
 
 
 class Parameter:
@@ -14,7 +14,10 @@ class Parameter:
 
     ``name`` is the parameter's key in its model's ``state_dict()`` (``"0.weight"``,
     ``"fc1.bias"``), set when a module registers it; error messages use it. ``data`` must be a
-    float32 or float64 array (``TypeError`` otherwise).
+    float16, bfloat16 (``ml_dtypes.bfloat16``), float32 or float64 array (``TypeError``
+    otherwise); ``grad`` has the same dtype, so a 16-bit parameter accumulates its gradient in
+    16 bits (each backward's contribution is rounded, then added and rounded again, as PyTorch
+    does for half and bfloat16 parameters).
 
     ``requires_grad`` (default ``True``, as PyTorch's): when ``False`` (``module.requires_grad_(
     False)``), backward adds nothing into ``grad`` and the optimizer leaves the parameter alone.
@@ -25,9 +28,9 @@ class Parameter:
     def __init__(self, data: np.ndarray, name: str = "") -> None:
         where = f"Parameter {name!r}" if name else "Parameter"
         arr = _asarray(data, where, "data")
-        if arr.dtype not in _FLOAT_DTYPES:
+        if arr.dtype not in _MODEL_DTYPES:
             raise TypeError(
-                f"{where}: data has dtype {arr.dtype}; parameters must be float32 or float64 "
+                f"{where}: data has dtype {arr.dtype}; parameters must be {_MODEL_NAMES} "
                 "arrays (cast with .astype)"
             )
         self.data: np.ndarray = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d 0-d

@@ -5,19 +5,41 @@ one 1-D array per *named* optimizer state (``"exp_avg"``, ``"momentum_buffer"``,
 filled with its initial value. Parameter ``i`` occupies ``[offsets[i], offsets[i] + sizes[i])``
 of every buffer, and its ``.data`` / ``.grad`` become reshaped views of those slices, so one
 kernel call over the flat arrays updates every parameter of the group.
+
+Parameters may be float16, bfloat16, float32 or float64, and the state may have its own dtype
+(``state_dtype``). Buffers hold their real dtype (users see float16 / bfloat16 ``.data`` and
+``.grad``), while the kernel's arguments (:attr:`FlatBuffers.args`) are ``uint16`` views of the
+16-bit ones: kernels read and write the bit patterns with :mod:`minnet._lowp` and compute in
+:attr:`FlatBuffers.compute_dtype`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 
+from minnet import _lowp
+from minnet.dtypes import float32, is_16bit
 from minnet.nn import Parameter
 
-__all__ = ["FlatBuffers", "sum_squares"]
+__all__ = ["FlatBuffers", "StorageFormats", "sum_squares"]
+
+
+class StorageFormats(NamedTuple):
+    """How a kernel reads and writes its buffers, fixed when it is compiled: ``param`` is the
+    format of ``param`` and ``grad``, ``state`` that of every state array (``_lowp.NATIVE``,
+    ``_lowp.F16`` or ``_lowp.BF16``), ``rounding`` is ``"fused"`` or ``"per_op"``."""
+
+    param: int
+    state: int
+    rounding: str
+
+
+def _kernel_view(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint16) if is_16bit(a.dtype) else a
 
 
 @numba.njit(error_model="numpy", fastmath={"reassoc"})
@@ -38,17 +60,41 @@ class FlatBuffers:
     Args:
         params: the parameters, all of dtype ``dtype`` (their values are copied in, then
             ``p.data`` and ``p.grad`` are replaced by views of the flat buffers).
-        dtype: float32 or float64.
+        dtype: float16, bfloat16, float32 or float64.
         spec: ``{state name: initial value}`` in kernel order, e.g.
             ``{"exp_avg": 0.0, "exp_avg_sq": 0.0}``.
         owner: the optimizer's class name, for error messages.
+        state_dtype: the state arrays' dtype (``None``: ``dtype``).
+        rounding: ``"fused"`` or ``"per_op"`` (see :attr:`formats`).
+
+    Attributes:
+        compute_dtype: the one dtype of a kernel's arithmetic: float32 when the parameters or
+            the state are 16-bit, else ``dtype``.
+        formats: ``None`` when no buffer is 16-bit (the kernel is the plain float32/float64
+            one), else the :class:`StorageFormats` a kernel needs.
+        args: ``(data, grad, *state arrays)`` as the kernel takes them (``uint16`` views of
+            16-bit buffers).
     """
 
     def __init__(
-        self, params: Sequence[Parameter], dtype: np.dtype, spec: Mapping[str, float], owner: str
+        self,
+        params: Sequence[Parameter],
+        dtype: np.dtype,
+        spec: Mapping[str, float],
+        owner: str,
+        state_dtype: np.dtype | None = None,
+        rounding: str = "fused",
     ) -> None:
         self.params = list(params)
         self.dtype = np.dtype(dtype)
+        self.state_dtype = self.dtype if state_dtype is None else np.dtype(state_dtype)
+        lowp = is_16bit(self.dtype) or is_16bit(self.state_dtype)
+        self.compute_dtype = float32 if lowp else self.dtype
+        self.formats: StorageFormats | None = None
+        if lowp:
+            self.formats = StorageFormats(
+                _lowp.storage_format(self.dtype), _lowp.storage_format(self.state_dtype), rounding
+            )
         self.owner = owner
         self.sizes = [p.data.size for p in self.params]
         self.offsets = [0]
@@ -61,14 +107,16 @@ class FlatBuffers:
         self.spec = dict(spec)
         #: ``{name: flat array}``, in ``spec`` order.
         self.state: dict[str, np.ndarray] = {
-            name: np.full(total, init, dtype=self.dtype) for name, init in self.spec.items()
+            name: np.full(total, init, dtype=self.state_dtype) for name, init in self.spec.items()
         }
         #: The state arrays in ``spec`` order, as the kernel takes them.
         self.arrays: tuple[np.ndarray, ...] = tuple(self.state.values())
-        #: ``(data, grad, *arrays)``: a kernel's leading arguments.
-        self.args: tuple[np.ndarray, ...] = (self.data, self.grad, *self.arrays)
+        #: ``(data, grad, *arrays)``: a kernel's leading arguments (16-bit ones as uint16).
+        self.args: tuple[np.ndarray, ...] = tuple(
+            _kernel_view(a) for a in (self.data, self.grad, *self.arrays)
+        )
         #: Holds each coordinate's update while stats are summed (allocated on first use).
-        self.scratch = np.empty(0, dtype=self.dtype)
+        self.scratch = np.empty(0, dtype=self.compute_dtype)
         for p, off, size in zip(self.params, self.offsets, self.sizes):
             data_view = self.data[off : off + size].reshape(p.data.shape)
             grad_view = self.grad[off : off + size].reshape(p.data.shape)
@@ -80,6 +128,7 @@ class FlatBuffers:
         self._grad_views = [p.grad for p in self.params]
         self._runs_key: tuple[bool, ...] | None = None
         self._runs: list[tuple[np.ndarray, ...]] = []
+        self._all_runs = [self.args]
         self._n_trainable = total
 
     def __getattr__(self, name: str) -> Any:
@@ -92,7 +141,7 @@ class FlatBuffers:
     def ensure_scratch(self) -> np.ndarray:
         """The scratch array (one value per coordinate), allocated once on first use."""
         if self.scratch.size != self.size:
-            self.scratch = np.empty(self.size, dtype=self.dtype)
+            self.scratch = np.empty(self.size, dtype=self.compute_dtype)
         return self.scratch
 
     def check_bound(self) -> None:
@@ -117,16 +166,24 @@ class FlatBuffers:
             for p, off, size in zip(self.params, self.offsets, self.sizes)
         ]
 
-    def param_slices(self, j: int) -> tuple[np.ndarray, ...]:
-        """``(data, grad, *arrays)`` restricted to parameter ``j`` (flat, contiguous views)."""
+    def param_slices(self, j: int, typed: bool = False) -> tuple[np.ndarray, ...]:
+        """``(data, grad, *arrays)`` restricted to parameter ``j`` (flat, contiguous views), as
+        the kernel takes them, or in their real dtypes with ``typed``."""
         lo, hi = self.offsets[j], self.offsets[j] + self.sizes[j]
-        return tuple(a[lo:hi] for a in self.args)
+        full = (self.data, self.grad, *self.arrays) if typed else self.args
+        return tuple(a[lo:hi] for a in full)
 
     def trainable_runs(self) -> list[tuple[np.ndarray, ...]]:
         """``(data, grad, *arrays)`` over each contiguous run of parameters whose
         ``requires_grad`` is true: ``[self.args]`` when none is frozen (the usual case), so a
         frozen parameter (``module.requires_grad_(False)``) is neither read nor written, as in
         PyTorch, where it has no gradient. Recomputed only when the frozen set changes."""
+        for p in self.params:  # the usual case, without allocating anything
+            if getattr(p, "requires_grad", True) is False:
+                break
+        else:
+            self._n_trainable = self.size
+            return self._all_runs
         key = tuple(getattr(p, "requires_grad", True) is not False for p in self.params)
         if key == self._runs_key:
             return self._runs

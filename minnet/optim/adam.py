@@ -47,8 +47,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -68,6 +69,8 @@ __all__ = [
     "adam_scalars",
     "adam_step_numba",
     "adam_step_reference",
+    "adam_step_reference_lowp",
+    "lowp_kernel_for",
     "ams_kind",
     "kernel_for",
     "validate_adam_hyperparameters",
@@ -279,6 +282,134 @@ def _kernel_for(mode: int, ams: int, track: bool, write: bool, decoupled: bool) 
     return kernel_max
 
 
+# -- 16-bit storage ---------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _element_per_op(p, g, m, v, vmax, s, ams, fp, fs):  # pragma: no cover - compiled
+    """One coordinate of PyTorch's for-loop Adam (eps "outside", AMSGrad max "raw") where every
+    op computes in float32 and rounds its result to the dtype it writes (``fp`` for the
+    parameter and the gradient, ``fs`` for the state and the denominator, which PyTorch
+    computes from the state). Returns (new param unrounded, V_dw, S_dw, S_max, delta,
+    eps-dominated); the caller rounds the new param when it stores it."""
+    if s.weight_decay != 0:
+        g = round_to(g + s.weight_decay * p, fp)  # grad.add(param, alpha=weight_decay)
+    if s.lerp_w < 0.5:  # exp_avg.lerp_(grad, 1 - beta1)
+        m = round_to(m + s.lerp_w * (g - m), fs)
+    else:
+        m = round_to(g - (g - m) * s.one_minus_lerp_w, fs)
+    v = round_to(v * s.beta2, fs)  # exp_avg_sq.mul_(beta2)
+    v = round_to(v + s.one_minus_beta2 * g * g, fs)  # .addcmul_(grad, grad, value=1 - beta2)
+    src = v
+    if ams != NO_MAX:  # torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        if not (vmax >= v):
+            if vmax == vmax:
+                vmax = v
+        src = vmax
+    root = round_to(round_to(np.sqrt(src), fs) / s.root_div, fs)  # sqrt() / bc2_sqrt
+    denom = round_to(root + s.eps, fs)  # .add_(eps)
+    delta = (s.neg_step * m) / denom  # param.addcdiv_(exp_avg, denom, value=-step_size)
+    return p + delta, m, v, vmax, delta, s.eps >= root
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(
+    param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
+    decoupled, fp, fs, per_op,
+):  # pragma: no cover - compiled  # fmt: skip
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
+    is loaded to float32, updated in float32 (``per_op`` rounds after each op) and rounded
+    once more when stored. Tracked, it also counts second moments stored as 0 with a nonzero
+    gradient, and coordinates whose stored parameter did not move although ``delta != 0``."""
+    n_dominated = 0
+    n_nonfinite = 0
+    n_underflow = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        p0 = load(param[i], fp)
+        g = load(grad[i], fp)
+        m = load(exp_avg[i], fs)
+        v = load(exp_avg_sq[i], fs)
+        vmax_i = load(max_exp_avg_sq[i], fs) if ams != NO_MAX else v
+        if decoupled:  # param.mul_(1 - lr * weight_decay)
+            p_in = round_to(p0 * s.decay, fp) if per_op else p0 * s.decay
+        else:
+            p_in = p0
+        if per_op:
+            p, m, v, vmax, delta, dominated = _element_per_op(
+                p_in, g, m, v, vmax_i, s, ams, fp, fs
+            )
+        else:
+            p, m, v, vmax, delta, dominated = _element(p_in, g, m, v, vmax_i, s, mode, ams)
+        p_bits = store(p, fp)
+        v_bits = store(v, fs)
+        if track:
+            p_new = load(p_bits, fp)
+            if s.weight_decay != 0:
+                g = g + s.weight_decay * p_in
+            n_dominated += dominated
+            n_nonfinite += not np.isfinite(p_new)
+            n_underflow += (load(v_bits, fs) == 0) & (g != 0)
+            n_lost += (p_new == p_in) & (delta != 0)
+            scratch[i] = p - p0 if decoupled else delta
+        if write:
+            param[i] = p_bits
+            exp_avg[i] = store(m, fs)
+            exp_avg_sq[i] = v_bits
+            if ams != NO_MAX:
+                max_exp_avg_sq[i] = store(vmax, fs)
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
+
+
+def lowp_kernel_for(
+    mode: int, ams: int, track: bool, write: bool, decoupled: bool, formats: StorageFormats
+) -> Callable[..., tuple]:
+    """:func:`kernel_for` for buffers with a 16-bit parameter or state format: the same
+    arguments (16-bit buffers as ``uint16`` views, scalars in float32), returning
+    ``(n_dominated, n_nonfinite, sum_sq_update, n_underflow, n_lost_updates)``. The formats and
+    the rounding model are closure constants like the flags. ``"per_op"`` exists for
+    ``mode=OUTSIDE`` with ``ams`` ``NO_MAX`` or ``MAX_RAW`` (PyTorch's for-loop Adam)."""
+    per_op = formats.rounding == "per_op"
+    if per_op and (mode != OUTSIDE or ams == MAX_CORRECTED):
+        raise ValueError(
+            "rounding='per_op' follows PyTorch's for-loop Adam: it needs eps_mode='outside' "
+            "and amsgrad_max='raw'; use rounding='fused' for the other variants"
+        )
+    return _lowp_kernel_for(
+        int(mode), int(ams), bool(track), bool(write), bool(decoupled), int(formats.param),
+        int(formats.state), per_op,
+    )  # fmt: skip
+
+
+@functools.cache
+def _lowp_kernel_for(
+    mode: int, ams: int, track: bool, write: bool, decoupled: bool, fp: int, fs: int, per_op: bool
+) -> Callable:
+    if ams == NO_MAX:
+
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel(param, grad, exp_avg, exp_avg_sq, scratch, s):  # pragma: no cover
+            return _loop_lowp(
+                param, grad, exp_avg, exp_avg_sq, exp_avg_sq, scratch, s, mode, ams, track,
+                write, decoupled, fp, fs, per_op,
+            )  # fmt: skip
+
+        return kernel
+
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel_max(  # pragma: no cover
+        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s
+    ):
+        return _loop_lowp(
+            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
+            decoupled, fp, fs, per_op,
+        )  # fmt: skip
+
+    return kernel_max
+
+
 def adam_step_numba(
     param: np.ndarray,
     grad: np.ndarray,
@@ -357,6 +488,63 @@ def adam_step_reference(
         else:
             delta = s.neg_step * np.arctan2(exp_avg / s.m_div, np.sqrt(src / s.v_div))
         param += delta
+
+
+def adam_step_reference_lowp(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    max_exp_avg_sq: np.ndarray,
+    scalars: AdamScalars,
+    mode: int,
+    ams: int,
+    decoupled: bool,
+    rounding: str,
+) -> None:
+    """:func:`adam_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
+    place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
+    result once with NumPy's / ml_dtypes' casts; ``"per_op"`` rounds every op's float32 result
+    to the dtype of the array it belongs to, in PyTorch's order (see :func:`_element_per_op`).
+    """
+    f32 = np.float32
+    if rounding == "fused":
+        arrays = [a.astype(f32) for a in (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)]
+        adam_step_reference(*arrays, scalars, mode, ams, decoupled)
+        for out, a in zip((param, exp_avg, exp_avg_sq, max_exp_avg_sq), arrays[:1] + arrays[2:]):
+            out[...] = a.astype(out.dtype)
+        return
+    s = scalars
+
+    def rp(x: np.ndarray) -> np.ndarray:  # round to the parameter dtype
+        return np.asarray(x, f32).astype(param.dtype).astype(f32)
+
+    def rs(x: np.ndarray) -> np.ndarray:  # round to the state dtype
+        return np.asarray(x, f32).astype(exp_avg.dtype).astype(f32)
+
+    with np.errstate(all="ignore"):
+        p = param.astype(f32)
+        g = grad.astype(f32)
+        m = exp_avg.astype(f32)
+        v = exp_avg_sq.astype(f32)
+        if decoupled:
+            p = rp(p * s.decay)
+        if s.weight_decay != 0:
+            g = rp(g + s.weight_decay * p)
+        if s.lerp_w < 0.5:
+            m = rs(m + s.lerp_w * (g - m))
+        else:
+            m = rs(g - (g - m) * s.one_minus_lerp_w)
+        v = rs(v * s.beta2)
+        v = rs(v + s.one_minus_beta2 * g * g)
+        src = v
+        if ams != NO_MAX:
+            src = np.maximum(max_exp_avg_sq.astype(f32), v)
+            max_exp_avg_sq[...] = src.astype(max_exp_avg_sq.dtype)
+        denom = rs(rs(rs(np.sqrt(src)) / s.root_div) + s.eps)
+        param[...] = (p + (s.neg_step * m) / denom).astype(param.dtype)
+        exp_avg[...] = m.astype(exp_avg.dtype)
+        exp_avg_sq[...] = v.astype(exp_avg_sq.dtype)
 
 
 # -- the class ------------------------------------------------------------------------------
@@ -485,6 +673,8 @@ class Adam(Optimizer):
         amsgrad_max: str = "raw",
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -496,7 +686,16 @@ class Adam(Optimizer):
             "eps_mode": eps_mode,
             "amsgrad_max": amsgrad_max,
         }
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+        for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
+            for flat in self._flats[i]:
+                if flat.formats is not None:
+                    self._kernel(group, False, True, flat.formats)
+
+    _supports_lowp = True
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return validate_adam_hyperparameters(
@@ -526,16 +725,33 @@ class Adam(Optimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return kernel_for(
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        args = (
             EPS_MODES.index(group["eps_mode"]),
             ams_kind(group["amsgrad"], group["amsgrad_max"]),
             track,
             write,
             group["decoupled_weight_decay"],
         )
+        if formats is None:
+            return kernel_for(*args)
+        if formats.rounding == "per_op" and group["amsgrad"] and group["amsgrad_max"] != "raw":
+            raise ValueError(
+                "rounding='per_op' follows PyTorch's for-loop Adam: it needs eps_mode='outside' "
+                f"and amsgrad_max='raw', got amsgrad_max={group['amsgrad_max']!r}; use "
+                "rounding='fused'"
+            )
+        return lowp_kernel_for(*args, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
         mode = EPS_MODES.index(group["eps_mode"])
         ams = ams_kind(group["amsgrad"], group["amsgrad_max"])
         decoupled = group["decoupled_weight_decay"]
@@ -543,9 +759,15 @@ class Adam(Optimizer):
 
         def reference(param, grad, exp_avg, exp_avg_sq, *rest):  # type: ignore[no-untyped-def]
             vmax, scalars = (rest[0], rest[1]) if len(rest) == 2 else (empty, rest[0])
-            adam_step_reference(
-                param, grad, exp_avg, exp_avg_sq, vmax, scalars, mode, ams, decoupled
-            )
+            if formats is None:
+                adam_step_reference(
+                    param, grad, exp_avg, exp_avg_sq, vmax, scalars, mode, ams, decoupled
+                )
+            else:
+                adam_step_reference_lowp(
+                    param, grad, exp_avg, exp_avg_sq, vmax, scalars, mode, ams, decoupled,
+                    formats.rounding,
+                )  # fmt: skip
 
         return reference
 
@@ -638,9 +860,11 @@ class AdamW(Adam):
         amsgrad_max: str = "raw",
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
             eps_mode=eps_mode, amsgrad_max=amsgrad_max, track_stats=track_stats,
-            check_finite=check_finite,
+            check_finite=check_finite, state_dtype=state_dtype, rounding=rounding,
         )  # fmt: skip

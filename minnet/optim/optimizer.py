@@ -156,18 +156,23 @@ state dict is the group's step count. A parameter whose ``requires_grad`` is fal
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from minnet.dtypes import FLOAT_DTYPES, as_dtype, bfloat16, float64, is_16bit
 from minnet.nn import Parameter
-from minnet.optim._flat import FlatBuffers
+from minnet.optim._flat import FlatBuffers, StorageFormats
 
 __all__ = [
     "Optimizer",
     "OptimizerStats",
     "AdamStats",
+    "LowPrecisionWarning",
+    "ROUNDING_MODES",
+    "StorageFormats",
     "required",
     "check_real",
     "check_bool",
@@ -278,6 +283,10 @@ class OptimizerStats(NamedTuple):
     added to or compared with (see :meth:`Optimizer.eps_compared_with`; always 0 without eps);
     ``nonfinite`` counts parameters that are NaN or infinite after the step; ``update_rms`` is
     ``sqrt(mean(delta**2))`` of the applied update over all ``n_params`` coordinates.
+    ``underflow`` counts coordinates whose stored second moment is 0 although their gradient
+    is not (it underflowed in the state dtype); ``lost_updates`` counts coordinates whose
+    update was lost to rounding (``p + delta == p`` in the parameter dtype with ``delta != 0``).
+    Both are measured by kernels over 16-bit buffers and are 0 for float32/float64 ones.
     """
 
     step: int
@@ -285,6 +294,17 @@ class OptimizerStats(NamedTuple):
     nonfinite: int
     update_rms: float
     n_params: int
+    underflow: int = 0
+    lost_updates: int = 0
+
+
+#: The ``rounding`` models of 16-bit kernels (see the module docstring).
+ROUNDING_MODES = ("fused", "per_op")
+
+
+class LowPrecisionWarning(UserWarning):
+    """A hyperparameter that the state dtype cannot hold (``eps`` rounds to 0 or to a
+    subnormal): warned once when the optimizer is created."""
 
 
 #: The name ``Adam(track_stats=True)`` used before the family; the same class.
@@ -309,7 +329,18 @@ class Optimizer:
         check_finite: refuse a step that would make a parameter NaN or infinite: raise
             ``FloatingPointError`` naming the parameters and the likely cause, and leave
             parameters and state as they were. Costs one extra read-only pass over the
-            buffers; off by default (PyTorch lets NaN through).
+            buffers; off by default (PyTorch lets NaN through). Also turns the warning about
+            an eps that the state dtype cannot hold into a ``ValueError`` at construction.
+        state_dtype: the dtype of the optimizer state (``"float16"``, ``"bfloat16"``,
+            ``"float32"``, ``"float64"`` or a NumPy dtype); ``None`` (default): each
+            parameter's dtype. float64 only goes with float64.
+        rounding: how kernels over 16-bit buffers round. ``"fused"`` (default): load every
+            value to float32, compute the whole update in float32 and round once when storing
+            (PyTorch's ``fused=True``, optax with float32 promotion, mixed-precision
+            recipes); the default because it is the accurate one and the one that trains.
+            ``"per_op"``: round every intermediate result to its storage dtype in PyTorch's
+            order of operations (PyTorch's default for-loop implementation on half tensors,
+            where ``eps=1e-8`` becomes 0 in float16). Both are the same for float32/float64.
 
     Attributes:
         defaults: the hyperparameters given to the constructor.
@@ -333,10 +364,15 @@ class Optimizer:
         *,
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         object.__setattr__(self, "defaults", dict(defaults))
         self.track_stats = check_bool("track_stats", track_stats)
         self.check_finite = check_bool("check_finite", check_finite)
+        self.state_dtype = None if state_dtype is None else as_dtype(state_dtype, "state_dtype")
+        self.rounding = check_choice("rounding", rounding, ROUNDING_MODES)
+        self._warned_lowp = False
         self.stats: OptimizerStats | None = None
         self.param_groups: list[dict[str, Any]] = []
         self._keys = tuple(self.defaults)
@@ -344,7 +380,7 @@ class Optimizer:
         self._valid: list[dict[str, Any]] = []  # ... and as a dict (normalized)
         self._steps: list[int] = []  # each group's step count
         self._group_states: list[dict[str, float]] = []  # each group's scalar state
-        self._kernels: list[dict[tuple[bool, bool], Any]] = []  # each group's kernels, by flags
+        self._kernels: list[dict[tuple[Any, ...], Any]] = []  # each group's kernels, by flags
         self._flats: list[list[FlatBuffers]] = []  # each group's buffers, one per dtype
         self._groups: list[FlatBuffers] = []  # every group's buffers, in order
         self._index: dict[int, int] = {}  # id(parameter) -> position across all groups
@@ -446,12 +482,13 @@ class Optimizer:
                     f"optimizer can only optimize minnet.nn.Parameter objects, but element {i} "
                     f"is {type(p).__name__}"
                 )
-            if p.data.dtype not in (np.float32, np.float64) or p.grad.dtype != p.data.dtype:
+            if p.data.dtype not in FLOAT_DTYPES or p.grad.dtype != p.data.dtype:
                 raise TypeError(
                     f"{owner}: parameter {i} ({p.name or '?'}) has data of dtype "
-                    f"{p.data.dtype} and grad of dtype {p.grad.dtype}; both must be float32 "
-                    "or both float64"
+                    f"{p.data.dtype} and grad of dtype {p.grad.dtype}; both must be the same "
+                    "of float16, bfloat16, float32 or float64"
                 )
+            self._state_dtype_for(p.data.dtype, f"parameter {i} ({p.name or '?'})")
             if p.grad.shape != p.data.shape:
                 raise ValueError(
                     f"{owner}: parameter {i} ({p.name or '?'}) has grad of shape "
@@ -472,7 +509,59 @@ class Optimizer:
                     )
                 group[name] = default
         group.update(self._validate(group))
+        self._check_eps_representable(group, params)
         return group
+
+    #: Whether the kernels read and write 16-bit buffers (``_kernel`` takes ``formats``).
+    _supports_lowp: bool = False
+
+    def _state_dtype_for(self, dtype: np.dtype, where: str = "") -> np.dtype:
+        """The state dtype of parameters of dtype ``dtype``; ``TypeError`` for a combination
+        no kernel has (float64 with anything else, 16-bit without kernel support)."""
+        owner = type(self).__name__
+        state = np.dtype(dtype) if self.state_dtype is None else self.state_dtype
+        if (state == float64) != (dtype == float64):
+            raise TypeError(
+                f"{owner}: state_dtype={state} with {where} of dtype {dtype}: float64 "
+                "parameters need float64 state and float64 state needs float64 parameters"
+            )
+        if (is_16bit(dtype) or is_16bit(state)) and not self._supports_lowp:
+            raise TypeError(
+                f"{owner} does not support float16/bfloat16 parameters or state yet "
+                f"({where}: dtype {dtype}, state_dtype {state})"
+            )
+        return state
+
+    def _check_eps_representable(self, group: Mapping[str, Any], params: list[Any]) -> None:
+        """Warn once (``check_finite``: raise ``ValueError``) if the group's ``eps`` is 0 or
+        subnormal in the state dtype of one of its parameters."""
+        eps = group.get("eps")
+        if not isinstance(eps, float) or not eps > 0:
+            return
+        for dt in dict.fromkeys(self._state_dtype_for(p.data.dtype) for p in params):
+            if not is_16bit(dt):
+                continue
+            tiny = float(np.finfo(np.float16).tiny) if dt == np.float16 else float(
+                np.finfo(np.float32).tiny
+            )
+            with np.errstate(under="ignore"):
+                stored = float(np.float32(eps).astype(dt))
+            if stored >= tiny:
+                continue
+            what = "0" if stored == 0 else f"the subnormal {stored:.6g}"
+            name = "bfloat16" if dt == bfloat16 else str(dt)
+            message = (
+                f"{type(self).__name__}: eps={eps} is {what} in {name} (the state dtype), so "
+                f"it cannot keep the denominator away from 0; the smallest safe eps in {name} "
+                f"is {tiny:.6g} (its smallest normal number). Use a larger eps or "
+                "state_dtype='float32'"
+            )
+            if self.check_finite:
+                raise ValueError(message + " (check_finite=True)")
+            if not self._warned_lowp:
+                self._warned_lowp = True
+                warnings.warn(message, LowPrecisionWarning, stacklevel=4)
+            return
 
     def _install_group(self, group: dict[str, Any]) -> None:
         """Append a prepared group: rebind its parameters to new flat buffers."""
@@ -481,7 +570,10 @@ class Optimizer:
         for p in group["params"]:
             by_dtype.setdefault(p.data.dtype, []).append(p)
         owner = type(self).__name__
-        flats = [FlatBuffers(ps, dt, spec, owner) for dt, ps in by_dtype.items()]
+        flats = [
+            FlatBuffers(ps, dt, spec, owner, self._state_dtype_for(dt), self.rounding)
+            for dt, ps in by_dtype.items()
+        ]
         for p in group["params"]:
             self._index[id(p)] = len(self._all_params)
             self._all_params.append(p)
@@ -571,17 +663,18 @@ class Optimizer:
         advanced: list[tuple[int, dict[str, float]]] = []
         for i, group in enumerate(groups):
             step = self._steps[i] + 1
-            kernel = self._kernel_of(i, track, True)
             extra: tuple[Any, ...] = ()
             if self._group_states[i]:
                 new = self._advance_group_state(group, self._group_states[i], step)
                 advanced.append((i, new))
                 extra = (new,)
             for flat in self._flats[i]:
-                plans.append((i, flat, kernel, self._scalars(group, flat.dtype, step, *extra)))
+                kernel = self._kernel_of(i, track, True, flat.formats)
+                scalars = self._scalars(group, flat.compute_dtype, step, *extra)
+                plans.append((i, flat, kernel, scalars))
         if self.check_finite:
             self._refuse_nonfinite(plans)
-        n_dominated = n_nonfinite = 0
+        n_dominated = n_nonfinite = n_underflow = n_lost = 0
         sum_sq = 0.0
         for _, flat, kernel, scalars in plans:
             scratch = flat.ensure_scratch() if track else flat.scratch
@@ -591,6 +684,9 @@ class Optimizer:
                 n_dominated += counts[0]
                 n_nonfinite += counts[1]
                 sum_sq += counts[2]
+                if len(counts) > 3:
+                    n_underflow += counts[3]
+                    n_lost += counts[4]
         for i in range(len(groups)):
             self._steps[i] += 1
         for i, new in advanced:
@@ -603,22 +699,32 @@ class Optimizer:
                 n_nonfinite,
                 math.sqrt(sum_sq / n) if n else 0.0,
                 n,
+                n_underflow,
+                n_lost,
             )
         return loss
 
-    def _kernel_of(self, i: int, track: bool, write: bool) -> Callable[..., Any]:
-        """Group ``i``'s kernel for these flags (looked up once per validated options)."""
+    def _kernel_of(
+        self, i: int, track: bool, write: bool, formats: StorageFormats | None = None
+    ) -> Callable[..., Any]:
+        """Group ``i``'s kernel for these flags and storage formats (looked up once per
+        validated options); ``formats`` is ``None`` for float32/float64 buffers."""
         kernels = self._kernels[i]
-        kernel = kernels.get((track, write))
+        kernel = kernels.get((track, write, formats))
         if kernel is None:
-            kernel = kernels[track, write] = self._kernel(self.param_groups[i], track, write)
+            group = self.param_groups[i]
+            if formats is None:
+                kernel = self._kernel(group, track, write)
+            else:
+                kernel = self._kernel(group, track, write, formats)  # type: ignore[call-arg]
+            kernels[track, write, formats] = kernel
         return kernel
 
     def _refuse_nonfinite(self, plans: list[tuple[int, FlatBuffers, Any, Any]]) -> None:
         """Dry-run the step; if a parameter would end non-finite, raise and change nothing."""
         bad = []
         for i, flat, _, scalars in plans:
-            dry = self._kernel_of(i, True, False)
+            dry = self._kernel_of(i, True, False, flat.formats)
             scratch = flat.ensure_scratch()
             if all(dry(*a, scratch[: a[0].size], scalars)[1] == 0 for a in flat.trainable_runs()):
                 continue
@@ -629,7 +735,7 @@ class Optimizer:
                 args = flat.param_slices(j)
                 n_bad = dry(*args, scratch[: flat.sizes[j]], scalars)[1]
                 if n_bad:
-                    bad.append((i, p, n_bad, args))
+                    bad.append((i, p, n_bad, flat.param_slices(j, typed=True)))
         if not bad:
             return
         parts = []
@@ -879,11 +985,11 @@ class Optimizer:
                         raise ValueError(f"loaded state for parameter {k} lacks '{name}'")
                     arr = np.asarray(state[k][name])
                     where = f"loaded state '{name}' for parameter {k} ({p.name or '?'})"
-                    if arr.dtype.kind not in "fiu":
+                    if arr.dtype.kind not in "fiu" and arr.dtype != bfloat16:
                         raise ValueError(f"{where} has dtype {arr.dtype}, expected real numbers")
                     if arr.shape != p.data.shape:
                         raise ValueError(f"{where} has shape {arr.shape}, expected {p.data.shape}")
-                    arrays[name] = arr.astype(p.data.dtype)
+                    arrays[name] = arr.astype(self._state_dtype_for(p.data.dtype))
                 loaded[id(p)] = arrays
         unknown = sorted(set(state) - used_ids)
         if unknown:
