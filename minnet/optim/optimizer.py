@@ -344,6 +344,16 @@ AdamStats = OptimizerStats
 _MISSING = object()
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside ``minnet.optim``."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("minnet.optim"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 # -- the base class ---------------------------------------------------------------------------
 
 
@@ -591,7 +601,7 @@ class Optimizer:
                 raise ValueError(message + " (check_finite=True)")
             if not self._warned_lowp:
                 self._warned_lowp = True
-                warnings.warn(message, LowPrecisionWarning, stacklevel=4)
+                warnings.warn(message, LowPrecisionWarning, stacklevel=_caller_level())
             return
 
     def _install_group(self, group: dict[str, Any]) -> None:
