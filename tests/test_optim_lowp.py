@@ -221,7 +221,10 @@ def test_bad_dtype_combinations() -> None:
         SGD([param16(np.ones(2), np.float16)], lr=0.1)
 
 
-@pytest.mark.parametrize(("dtype", "state_dtype"), list(itertools.product(DTYPES, [None, "float32"])))
+RECIPES = list(itertools.product(DTYPES, [None, "float32"]))
+
+
+@pytest.mark.parametrize(("dtype", "state_dtype"), RECIPES)
 def test_state_dict_round_trip_16bit(dtype, state_dtype, tmp_path) -> None:
     rng = np.random.default_rng(5)
     values = rng.standard_normal(6)
