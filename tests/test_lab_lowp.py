@@ -293,3 +293,11 @@ def test_readme_headline_snippet_reproduces_pytorchs_float16_example(tmp_path: P
         p.grad[...] = np.array([1e-3, 0.0, 3e-5], dtype=np.float16)
         opt.step()
     assert np.isneginf(p.data[0]) and np.isnan(p.data[1]) and np.isneginf(p.data[2])
+    # eps=1e-7, a float16 subnormal: finite, but the steps are huge (the README quotes -25.2)
+    p = minnet.nn.Parameter(np.zeros(3, dtype=np.float16))
+    opt = Adam([p], lr=1e-3, eps=1e-7, rounding="per_op")
+    for _ in range(3):
+        p.grad[...] = np.array([1e-3, 0.0, 3e-5], dtype=np.float16)
+        opt.step()
+    assert np.isfinite(p.data).all() and f"{float(p.data[0]):.1f}" == "-25.2"
+    assert "gradient is\n-25.2 after three steps" in text
