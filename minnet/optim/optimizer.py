@@ -573,12 +573,31 @@ class Optimizer:
             )
         return state
 
+    #: The options that must be representable in the state dtype (checked by
+    #: :meth:`_check_eps_representable`): ``("eps",)``; AdaBelief adds ``"eps_root"``.
+    _eps_options: tuple[str, ...] = ("eps",)
+
     def _check_eps_representable(self, group: Mapping[str, Any], params: list[Any]) -> None:
-        """Warn once (``check_finite``: raise ``ValueError``) if the group's ``eps`` is 0 or
-        subnormal in the state dtype of one of its parameters."""
-        eps = group.get("eps")
-        if not isinstance(eps, float) or not eps > 0:
+        """Warn once (``check_finite``: raise ``ValueError``) if one of the group's
+        :attr:`_eps_options` is 0 or subnormal in the state dtype of one of its parameters."""
+        messages = []
+        for option in self._eps_options:
+            message = self._eps_problem(option, group.get(option), params)
+            if message is not None:
+                messages.append(message)
+        if not messages:
             return
+        message = "; ".join(messages)
+        if self.check_finite:
+            raise ValueError(message + " (check_finite=True)")
+        if not self._warned_lowp:
+            self._warned_lowp = True
+            warnings.warn(message, LowPrecisionWarning, stacklevel=_caller_level())
+
+    def _eps_problem(self, option: str, eps: Any, params: list[Any]) -> str | None:
+        """Why ``option=eps`` cannot be held by the state dtype of ``params``, or ``None``."""
+        if not isinstance(eps, float) or not eps > 0:
+            return None
         for dt in dict.fromkeys(self._state_dtype_for(p.data.dtype) for p in params):
             if not is_16bit(dt):
                 continue
@@ -591,18 +610,13 @@ class Optimizer:
                 continue
             what = "0" if stored == 0 else f"the subnormal {stored:.6g}"
             name = "bfloat16" if dt == bfloat16 else str(dt)
-            message = (
-                f"{type(self).__name__}: eps={eps} is {what} in {name} (the state dtype), so "
-                f"it cannot keep the denominator away from 0; the smallest safe eps in {name} "
-                f"is {tiny:.6g} (its smallest normal number). Use a larger eps or "
+            return (
+                f"{type(self).__name__}: {option}={eps} is {what} in {name} (the state dtype), "
+                f"so it cannot keep the denominator away from 0; the smallest safe {option} in "
+                f"{name} is {tiny:.6g} (its smallest normal number). Use a larger {option} or "
                 "state_dtype='float32'"
             )
-            if self.check_finite:
-                raise ValueError(message + " (check_finite=True)")
-            if not self._warned_lowp:
-                self._warned_lowp = True
-                warnings.warn(message, LowPrecisionWarning, stacklevel=_caller_level())
-            return
+        return None
 
     def _install_group(self, group: dict[str, Any]) -> None:
         """Append a prepared group: rebind its parameters to new flat buffers."""
