@@ -326,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
         "without a 16-bit buffer train once (rounding changes nothing there)",
     )
     sw.add_argument(
+        "--skip-refused",
+        action="store_true",
+        help="leave out the (optimizer, --dtype, --state-dtype, --rounding) combinations an "
+        "optimizer refuses (e.g. per_op for an optimizer or placement without it), listing "
+        "each one and why, instead of stopping with an error",
+    )
+    sw.add_argument(
         "--workers",
         type=_int_at_least(1),
         default=None,
@@ -441,7 +448,8 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         kwargs.setdefault(name, {})[key] = value
     amsgrad_max = None if args.amsgrad_max is None else list(dict.fromkeys(args.amsgrad_max))
     try:
-        with warnings.catch_warnings():  # said once above, in the command's terms
+        with warnings.catch_warnings(record=True) as caught:  # said above, in the command's terms
+            warnings.simplefilter("always")
             warnings.filterwarnings("ignore", message="eps_mode 'atan2' has no eps")
             specs = grid(
                 eps=eps,
@@ -457,7 +465,16 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 lr=args.lr,
                 optimizers=optimizers,
                 optimizer_kwargs=kwargs,
+                refused="skip" if args.skip_refused else "error",
             )
+        for w in caught:
+            text = str(w.message)
+            if text.startswith("grid: skipped"):
+                print(f"minnet sweep: note: {text.removeprefix('grid: ')}")
+            else:
+                print(f"minnet sweep: warning: {text}", file=sys.stderr)
+        if not specs:
+            parser.error("every combination was refused; see the notes above")
     except (ValueError, TypeError) as exc:
         message = str(exc).removeprefix("grid: ")
         parser.error(message.replace("eps_mode ", "--eps-modes ", 1).replace(

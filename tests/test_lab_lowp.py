@@ -20,6 +20,7 @@ from minnet.lab import RunSpec, SweepResult, grid, run
 from minnet.lab.plots import PLOT_FILES, draw_eps_lowp, plot_all, plot_eps_lowp
 from minnet.lab.runner import RUN_COLUMNS
 from minnet.optim import Adam
+from minnet.optim.optimizer import LowPrecisionWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,14 +76,45 @@ def test_a_refused_combination_is_a_one_line_error_naming_it() -> None:
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(
-        "grid: Adam refuses dtype='float16', state_dtype='float16', rounding='per_op': "
-        "rounding='per_op' follows PyTorch's for-loop Adam: it needs eps_mode='outside'"
+        "grid: Adam refuses dtype='float16', state_dtype='float16', rounding='per_op', "
+        "eps_mode='hat': rounding='per_op' follows PyTorch's for-loop Adam: it needs "
+        "eps_mode='outside'"
     )
     with pytest.raises(ValueError, match="grid: Adam refuses dtype='float64', "
                        "state_dtype='float32'.*float64 parameters need float64 state"):
         grid([1e-8], seeds=[0], dtypes=["float64"], state_dtypes=["float32"])
     with pytest.raises(ValueError, match="applies to the seed problem and its scenarios"):
         RunSpec(eps=1e-8, scenario="digits", dtype="float16")
+
+
+def test_refused_combinations_can_be_skipped_with_a_warning_listing_them(
+    capsys, tmp_path: Path
+) -> None:
+    kwargs = {"eps_modes": ["outside", "hat"], "amsgrad": [False], "seeds": [0],
+              "dtypes": ["float32", "float16"], "roundings": ["fused", "per_op"]}  # fmt: skip
+    with pytest.warns(UserWarning) as record:
+        specs = grid([1e-8], refused="skip", **kwargs)
+    messages = [str(w.message) for w in record]
+    assert messages == [
+        "grid: skipped 1 combination(s) refused by the optimizer: Adam refuses "
+        "dtype='float16', state_dtype='float16', rounding='per_op', eps_mode='hat': "
+        + messages[0].split("eps_mode='hat': ", 1)[1]
+    ]
+    assert "eps_mode='outside'" in messages[0]
+    got = {(s.eps_mode, s.dtype, s.rounding) for s in specs}
+    # float32 runs once per placement; float16 per_op only for "outside", the rest kept
+    assert got == {("outside", "float32", "fused"), ("hat", "float32", "fused"),
+                   ("outside", "float16", "fused"), ("hat", "float16", "fused"),
+                   ("outside", "float16", "per_op")}  # fmt: skip
+    with pytest.raises(ValueError, match="refused must be 'error' or 'skip'"):
+        grid([1e-8], refused="drop")
+    assert main(["sweep", "--eps", "1e-8", "--eps-modes", "outside", "hat", "--amsgrad", "off",
+                 "--seeds", "1", "--steps", "1", "--dtype", "float16", "--rounding", "per_op",
+                 "--skip-refused", "--workers", "1", "--no-plots", "--no-progress",
+                 "--out", str(tmp_path / "skip")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "minnet sweep: note: skipped 1 combination(s) refused by the optimizer: Adam " in out
+    assert "minnet sweep: 1 runs of 1 steps" in out  # float16 per_op, eps outside
 
 
 class NoLowp(Adam):
@@ -184,7 +216,7 @@ def test_cli_refusal_is_one_line(tmp_path: Path, capsys) -> None:
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "Adam refuses dtype='float16', state_dtype='float16', rounding='per_op'" in err
+    assert "Adam refuses dtype='float16', state_dtype='float16', rounding='per_op', " in err
 
 
 def test_csv_without_the_precision_columns_still_reads(cli_sweep: Path, tmp_path: Path) -> None:
@@ -295,7 +327,8 @@ def test_readme_headline_snippet_reproduces_pytorchs_float16_example(tmp_path: P
     assert np.isneginf(p.data[0]) and np.isnan(p.data[1]) and np.isneginf(p.data[2])
     # eps=1e-7, a float16 subnormal: finite, but the steps are huge (the README quotes -25.2)
     p = minnet.nn.Parameter(np.zeros(3, dtype=np.float16))
-    opt = Adam([p], lr=1e-3, eps=1e-7, rounding="per_op")
+    with pytest.warns(LowPrecisionWarning, match="eps=1e-07 is the subnormal 1.19209e-07"):
+        opt = Adam([p], lr=1e-3, eps=1e-7, rounding="per_op")
     for _ in range(3):
         p.grad[...] = np.array([1e-3, 0.0, 3e-5], dtype=np.float16)
         opt.step()

@@ -545,6 +545,7 @@ def grid(
     dtypes: Iterable[str] | None = None,
     state_dtypes: Iterable[str | None] = ("same",),
     roundings: Iterable[str] = ("fused",),
+    refused: str = "error",
 ) -> list[RunSpec]:
     """Every combination of the arguments, as :class:`RunSpec` objects in a fixed order.
 
@@ -572,7 +573,9 @@ def grid(
     first of ``roundings`` (rounding changes nothing there). A combination an optimizer refuses
     (16-bit buffers in an optimizer without 16-bit kernels, ``rounding="per_op"`` with a
     variant it does not follow, float64 with another dtype) raises ``ValueError`` naming the
-    optimizer, the combination and the optimizer's reason; nothing is dropped silently.
+    optimizer, the combination and the optimizer's reason; with ``refused="skip"`` those runs
+    are left out instead and one ``UserWarning`` lists every combination skipped and why.
+    Nothing is dropped silently.
 
     Order (outermost first): scenario, optimizer, dtype, state_dtype, rounding, eps_mode,
     amsgrad, amsgrad_max, eps, seed.
@@ -594,6 +597,8 @@ def grid(
     opt_list: list[str | None] = [None] if optimizers is None else list(optimizers)
     if dtypes is not None and dtype != "float32":
         raise ValueError("grid: pass dtype or dtypes, not both")
+    if refused not in ("error", "skip"):
+        raise ValueError(f"grid: refused must be 'error' or 'skip', got {refused!r}")
     dtype_list = [dtype] if dtypes is None else list(dict.fromkeys(dtypes))
     state_list = list(dict.fromkeys("same" if d is None else d for d in state_dtypes))
     rounding_list = list(dict.fromkeys(roundings))
@@ -680,6 +685,7 @@ def grid(
         return list(out)
 
     specs = []
+    skipped: dict[str, None] = {}
     for scenario in scen_list:
         combos = precisions(scenario)
         for opt in opt_list:
@@ -693,10 +699,17 @@ def grid(
             has_eps = member is None or member.has_eps
             hyper = per_opt_kwargs.get(member.name, {}) if member is not None else {}
             for dt, sd, rounding in combos:
-                specs += _precision_specs(
+                more, refusals = _precision_specs(
                     member, dt, sd, rounding, placements(member), ams_list, max_list, has_ams,
                     has_eps, eps_list, seed_list, scenario, steps, lr_of, name, hyper,
                 )
+                if refusals and refused == "error":
+                    raise ValueError(f"grid: {refusals[0]}")
+                specs += more
+                skipped.update(dict.fromkeys(refusals))
+    if skipped:
+        warnings.warn(f"grid: skipped {len(skipped)} combination(s) refused by the optimizer: "
+                      + " | ".join(skipped), UserWarning, stacklevel=2)  # fmt: skip
     return specs
 
 
@@ -705,34 +718,33 @@ def _precision_specs(
     max_list: list[str], has_ams: bool, has_eps: bool, eps_list: list[float],
     seed_list: list[int], scenario: Any, steps: int | None, lr_of: Callable[[str], Any],
     name: str | None, hyper: Mapping[str, Any],
-) -> list[RunSpec]:
-    """The runs of one (scenario, optimizer, dtype, state_dtype, rounding) of :func:`grid`; a
-    combination the optimizer refuses is an error naming it."""
-    specs = []
+) -> tuple[list[RunSpec], list[str]]:
+    """The runs of one (scenario, optimizer, dtype, state_dtype, rounding) of :func:`grid`,
+    and a message for each variant (placement, AMSGrad max) the optimizer refuses in it."""
+    specs: list[RunSpec] = []
+    refusals: list[str] = []
     lr_value = lr_of(member.name) if member else lr_of("")
-    try:
-        for mode in modes:
-            for ams in [bool(a) for a in ams_list] if has_ams else [False]:
-                for amax in max_list if ams else ["raw"]:
-                    for e in eps_list if has_eps else eps_list[:1]:
-                        specs += [
-                            RunSpec(eps=e, eps_mode=None if mode == NO_PLACEMENT else mode,
-                                    amsgrad=ams, amsgrad_max=amax, seed=seed,
-                                    scenario=scenario, dtype=dt, steps=steps, lr=lr_value,
-                                    optimizer=name, hyperparameters=hyper, state_dtype=sd,
-                                    rounding=rounding)
-                            for seed in seed_list
-                        ]  # fmt: skip
-    except (ValueError, TypeError) as exc:
-        low = any(d in ("float16", "bfloat16") for d in (dt, sd)) or rounding != "fused"
-        if not (low or sd not in ("same", dt)):
-            raise
-        who = member.name if member is not None else "the optimizer"
-        raise ValueError(
-            f"grid: {who} refuses dtype={dt!r}, state_dtype={sd!r}, rounding={rounding!r}: "
-            f"{exc}"
-        ) from None
-    return specs
+    low = any(d in ("float16", "bfloat16") for d in (dt, sd)) or rounding != "fused"
+    for mode in modes:
+        for ams in [bool(a) for a in ams_list] if has_ams else [False]:
+            for amax in max_list if ams else ["raw"]:
+                try:
+                    specs += [
+                        RunSpec(eps=e, eps_mode=None if mode == NO_PLACEMENT else mode,
+                                amsgrad=ams, amsgrad_max=amax, seed=seed, scenario=scenario,
+                                dtype=dt, steps=steps, lr=lr_value, optimizer=name,
+                                hyperparameters=hyper, state_dtype=sd, rounding=rounding)
+                        for e in (eps_list if has_eps else eps_list[:1]) for seed in seed_list
+                    ]  # fmt: skip
+                except (ValueError, TypeError) as exc:
+                    if not (low or sd not in ("same", dt)):
+                        raise
+                    who = member.name if member is not None else "the optimizer"
+                    variant = "" if mode == NO_PLACEMENT else f", eps_mode={mode!r}"
+                    variant += f", amsgrad_max={amax!r}" if ams else ""
+                    refusals.append(f"{who} refuses dtype={dt!r}, state_dtype={sd!r}, "
+                                    f"rounding={rounding!r}{variant}: {exc}")  # fmt: skip
+    return specs, refusals
 
 
 def atan2_ignores_eps(eps: Iterable[float]) -> str:
