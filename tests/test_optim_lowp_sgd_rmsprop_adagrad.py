@@ -1,0 +1,340 @@
+"""SGD, RMSprop and Adagrad on float16 / bfloat16 parameters and state.
+
+The 16-bit kernels against their NumPy references bit for bit (both rounding models, every
+option, parameter/state dtype pairs), per_op refused where PyTorch has no such placement, the
+eps-representable warning, the underflow and lost-update counts, state-dict round trips, and
+vectorized float32-only machine code. PyTorch parity itself is tests/test_lowp_parity.py.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import numba
+import numpy as np
+import pytest
+
+from minnet.dtypes import as_dtype
+from minnet.nn import Parameter
+from minnet.optim import SGD, Adagrad, RMSprop
+from minnet.optim.optimizer import LowPrecisionWarning, Optimizer
+
+N = 261  # not a multiple of any vector width: the scalar tail runs too
+STEPS = 4
+# (parameter dtype, state_dtype): all 16-bit, float32 state for 16-bit parameters, 16-bit state
+# for float32 parameters.
+DTYPE_PAIRS = [
+    ("float16", None),
+    ("bfloat16", None),
+    ("float16", "float32"),
+    ("float32", "bfloat16"),
+    ("bfloat16", "float16"),
+]
+
+# (class, options, per_op possible). eps=1e-4 keeps float16 per_op finite where it should be.
+CASES: list[tuple[type[Optimizer], dict[str, Any], bool]] = [
+    (SGD, {"lr": 1e-2}, True),
+    (SGD, {"lr": 1e-2, "momentum": 0.9}, True),
+    (SGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2}, True),
+    (
+        SGD,
+        {"lr": 0.1, "momentum": 0.5, "dampening": 0.3, "weight_decay": 0.1, "maximize": True},
+        True,
+    ),  # fmt: skip
+    (RMSprop, {"lr": 1e-2, "eps": 1e-4}, True),
+    (RMSprop, {"lr": 1e-2, "eps": 1e-8}, True),
+    (RMSprop, {"lr": 1e-2, "centered": True, "eps": 1e-4}, True),
+    (RMSprop, {"lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-2, "eps": 1e-4}, True),
+    (
+        RMSprop,
+        {
+            "lr": 1e-3,
+            "alpha": 0.3,
+            "centered": True,
+            "momentum": 0.5,
+            "maximize": True,
+            "eps": 1e-3,
+        },
+        True,
+    ),  # fmt: skip
+    (RMSprop, {"lr": 1e-2, "eps_mode": "inside", "eps": 1e-6}, False),
+    (RMSprop, {"lr": 1e-2, "eps_mode": "inside", "centered": True, "momentum": 0.9}, False),
+    (Adagrad, {"lr": 1e-2, "eps": 1e-4}, True),
+    (Adagrad, {"lr": 1e-2}, True),  # eps=1e-10: 0 in float16
+    (Adagrad, {"lr": 1e-1, "lr_decay": 0.1, "weight_decay": 1e-2, "eps": 1e-3}, True),
+    (Adagrad, {"lr": 1e-2, "initial_accumulator_value": 0.1, "maximize": True}, True),
+    (Adagrad, {"lr": 1e-2, "eps_mode": "inside", "eps": 1e-7}, False),
+    (Adagrad, {"lr": 1e-2, "eps_mode": "inside_guarded", "eps": 0.0}, False),
+]
+
+
+def _case_id(case: tuple[type[Optimizer], dict[str, Any], bool]) -> str:
+    cls, kw, _ = case
+    return cls.__name__ + "-" + ",".join(f"{k}={v}" for k, v in kw.items())
+
+
+def make_values(rng: np.random.Generator, n: int, scale_lo: float, scale_hi: float) -> np.ndarray:
+    """Signed values over several decades with exact zeros, in float32."""
+    x = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(scale_lo, scale_hi, n)
+    x[rng.random(n) < 0.1] = 0.0
+    return x.astype(np.float32)
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    """Bit patterns of a float16/bfloat16/float32 array; NaNs as one pattern (payloads differ
+    between NumPy's and the kernels' arithmetic and do not matter)."""
+    u = a.view(np.uint16 if a.itemsize == 2 else np.uint32).copy()
+    u[np.isnan(a.astype(np.float32))] = 0
+    return u
+
+
+def assert_same(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
+    assert ours.dtype == ref.dtype, what
+    nan_ours, nan_ref = np.isnan(ours.astype(np.float32)), np.isnan(ref.astype(np.float32))
+    assert (nan_ours == nan_ref).all(), f"{what}: NaN at different coordinates"
+    diff = np.flatnonzero(bits(ours) != bits(ref))
+    assert diff.size == 0, (
+        f"{what}: {diff.size} of {ours.size} elements differ, first at {diff[0]}: "
+        f"{ours[diff[0]]!r} vs reference {ref[diff[0]]!r}"
+    )
+
+
+def build(
+    cls: type[Optimizer], kw: dict[str, Any], dtype: str, state_dtype: str | None, rounding: str,
+    seed: int = 0, **extra: Any,
+) -> tuple[Optimizer, Parameter, np.random.Generator]:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    p = Parameter(make_values(rng, N, -3, 0.3).astype(as_dtype(dtype)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LowPrecisionWarning)
+        opt = cls([p], **kw, state_dtype=state_dtype, rounding=rounding, **extra)
+    return opt, p, rng
+
+
+@pytest.mark.parametrize("rounding", ["fused", "per_op"])
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_kernel_equals_reference_bit_for_bit(case: Any, rounding: str) -> None:
+    """Every step of the 16-bit kernel equals the NumPy reference of the same rounding model
+    bit for bit (NaN coordinates included), for several parameter/state dtype pairs."""
+    cls, kw, per_op_ok = case
+    if rounding == "per_op" and not per_op_ok:
+        pytest.skip("per_op is refused for this placement (test_per_op_refused)")
+    i = CASES.index(case)
+    # The default options of each optimizer on every pair; the others on a rotating pair.
+    pairs = DTYPE_PAIRS if len(kw) <= 1 else [DTYPE_PAIRS[i % len(DTYPE_PAIRS)]]
+    for dtype, state_dtype in pairs:
+        opt, p, rng = build(cls, kw, dtype, state_dtype, rounding, seed=i)
+        group = opt.param_groups[0]
+        flat = opt._flats[0][0]
+        assert flat.formats is not None and flat.formats.rounding == rounding
+        reference = opt._reference(group, flat.formats)
+        ref_p = p.data.copy()
+        ref_state = {k: v.copy() for k, v in flat.state.items()}
+        for step in range(1, STEPS + 1):
+            g = make_values(rng, N, -7, 0).astype(p.grad.dtype)
+            p.grad[...] = g
+            scalars = opt._scalars(group, flat.compute_dtype, step)
+            with np.errstate(all="ignore"):
+                reference(ref_p, g, *ref_state.values(), scalars)
+                opt.step()
+            where = f"{cls.__name__}({kw}) {dtype}/{state_dtype} {rounding} step {step}"
+            assert_same(p.data, ref_p, f"{where}: param")
+            for name, arr in ref_state.items():
+                assert flat.state[name].dtype == as_dtype(state_dtype or dtype)
+                assert_same(flat.state[name], arr, f"{where}: {name}")
+
+
+def test_rounding_models_differ_in_float16() -> None:
+    """The harness can tell the models apart: per_op and fused disagree on float16 RMSprop at
+    eps=1e-8 (per_op adds an eps that is 0 in float16, so underflowed moments give inf/NaN)."""
+    out = {}
+    for rounding in ("fused", "per_op"):
+        opt, p, rng = build(RMSprop, {"lr": 1e-2, "eps": 1e-8}, "float16", None, rounding)
+        p.grad[...] = make_values(rng, N, -7, -5).astype(np.float16)
+        with np.errstate(all="ignore"):
+            opt.step()
+        out[rounding] = p.data.astype(np.float32)
+    assert np.isfinite(out["fused"]).all()
+    assert not np.isfinite(out["per_op"]).all()
+
+
+@pytest.mark.parametrize(
+    "cls, kw",
+    [
+        (RMSprop, {"eps_mode": "inside"}),
+        (Adagrad, {"eps_mode": "inside"}),
+        (Adagrad, {"eps_mode": "inside_guarded"}),
+    ],
+)
+def test_per_op_refused(cls: type[Optimizer], kw: dict[str, Any]) -> None:
+    """per_op exists only for PyTorch's placement: refused at construction and when a group is
+    edited to another placement; float32 parameters (no 16-bit buffer) accept it."""
+    p = Parameter(np.ones(4, np.float16))
+    with pytest.raises(
+        ValueError, match=r"rounding='per_op'.*eps_mode='outside'.*rounding='fused'"
+    ):
+        cls([p], eps=1e-3, rounding="per_op", **kw)
+    cls([Parameter(np.ones(4, np.float32))], rounding="per_op", **kw).step()
+    opt = cls([Parameter(np.ones(4, np.float16))], eps=1e-3, rounding="per_op")
+    opt.param_groups[0]["eps_mode"] = kw["eps_mode"]
+    with pytest.raises(ValueError, match="eps_mode='outside'"):
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    "cls, kw, dtype, stored",
+    [
+        (RMSprop, {}, "float16", "eps=1e-08 is 0"),  # the defaults
+        (RMSprop, {"eps": 1e-7}, "float16", "eps=1e-07 is the subnormal"),
+        (Adagrad, {}, "float16", "eps=1e-10 is 0"),
+        (Adagrad, {}, "bfloat16", None),
+        (RMSprop, {}, "bfloat16", None),
+        (SGD, {"lr": 1e-2}, "float16", None),
+    ],
+)
+def test_eps_warning(cls: type[Optimizer], kw: dict[str, Any], dtype: str, stored: Any) -> None:
+    """An eps that is 0 or subnormal in the state dtype warns once at construction (an error
+    with check_finite); one that fits, float32 state, or SGD (no eps) do not."""
+    p = Parameter(np.ones(4, as_dtype(dtype)))
+    if stored is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cls([p], **kw)
+        return
+    with pytest.warns(LowPrecisionWarning, match=rf"{cls.__name__}: {stored}.* in float16"):
+        cls([p], **kw)
+    with pytest.raises(ValueError, match=r"check_finite=True"):
+        cls([Parameter(np.ones(4, np.float16))], **kw, check_finite=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cls([Parameter(np.ones(4, np.float16))], **kw, state_dtype="float32")
+
+
+@pytest.mark.parametrize("rounding", ["fused", "per_op"])
+@pytest.mark.parametrize(
+    "cls, kw",
+    [
+        (SGD, {"lr": 1e-2}),
+        (RMSprop, {"lr": 1e-2, "eps": 1e-4}),
+        (Adagrad, {"lr": 1e-2, "eps": 1e-4}),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_stats_count_underflow_and_lost_updates(
+    cls: type[Optimizer], kw: dict[str, Any], dtype: str, rounding: str
+) -> None:
+    """track_stats counts, per step, second moments stored as 0 with a nonzero gradient
+    (RMSprop, Adagrad; SGD has none) and coordinates whose update rounded away; tracking
+    changes no bit of the parameters or the state."""
+    plain, p0, rng = build(cls, kw, dtype, None, rounding, seed=3)
+    tracked, p1, _ = build(cls, kw, dtype, None, rounding, seed=3, track_stats=True)
+    for _ in range(3):
+        g = make_values(rng, N, -8, 0).astype(p0.grad.dtype)
+        g[:40] = 1e-6  # float16: (1 - alpha) * g**2 underflows; any dtype: tiny updates
+        p0.grad[...] = g
+        p1.grad[...] = g
+        before = p1.data.copy()
+        with np.errstate(all="ignore"):
+            plain.step()
+            tracked.step()
+        assert_same(p1.data, p0.data, "tracked vs plain param")
+        for name in plain._flats[0][0].state:
+            assert_same(tracked._flats[0][0].state[name], plain._flats[0][0].state[name], name)
+        stats = tracked.stats
+        g32 = g.astype(np.float32)
+        moment = {"RMSprop": "square_avg", "Adagrad": "sum"}.get(cls.__name__)
+        if moment is None:
+            assert stats.underflow == 0
+        else:
+            v = tracked._flats[0][0].state[moment].astype(np.float32)
+            assert stats.underflow == int(((v == 0) & (g32 != 0)).sum())
+        # Every update here is nonzero exactly where g is (lr * g stays normal in float32).
+        lost = int(((p1.data == before) & (g32 != 0)).sum())
+        assert stats.lost_updates == lost
+    assert stats.lost_updates > 0  # the 1e-6 gradients move no 16-bit parameter of size ~1
+    if dtype == "float16" and moment is not None and cls is RMSprop:
+        assert stats.underflow > 0
+
+
+def test_check_finite_names_eps_rounding_to_zero() -> None:
+    """An eps edited down to 0 in float16 under per_op: check_finite refuses the step that would
+    give g/0 and says why; nothing changes."""
+    p = Parameter(np.ones(8, np.float16))
+    opt = RMSprop([p], lr=1e-2, eps=1e-3, rounding="per_op", check_finite=True)
+    opt.param_groups[0]["eps"] = 1e-8
+    p.grad[...] = 1e-6
+    with pytest.raises(FloatingPointError, match=r"eps=1e-08 is 0 in float16.*per_op"):
+        opt.step()
+    assert (p.data == 1).all() and (opt._flats[0][0].state["square_avg"] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "cls, kw",
+    [
+        (SGD, {"lr": 1e-2, "momentum": 0.9}),
+        (RMSprop, {"lr": 1e-2, "eps": 1e-4, "centered": True, "momentum": 0.5}),
+        (Adagrad, {"lr": 1e-2, "eps": 1e-4}),
+    ],
+)
+@pytest.mark.parametrize("dtype, state_dtype", [("bfloat16", None), ("float16", "float32")])
+def test_state_dict_round_trip(
+    cls: type[Optimizer], kw: dict[str, Any], dtype: str, state_dtype: str | None
+) -> None:
+    """3 + 3 steps across state_dict/load_state_dict equal 6 steps bit for bit; the state
+    dict keeps the state dtype."""
+    rng = np.random.default_rng(5)
+    grads = [make_values(rng, N, -6, 0) for _ in range(6)]
+
+    def run(steps: range, opt: Optimizer, p: Parameter) -> None:
+        for t in steps:
+            p.grad[...] = grads[t].astype(p.grad.dtype)
+            opt.step()
+
+    full, pf, _ = build(cls, kw, dtype, state_dtype, "per_op")
+    run(range(6), full, pf)
+    first, p1, _ = build(cls, kw, dtype, state_dtype, "per_op")
+    run(range(3), first, p1)
+    sd = first.state_dict()
+    for name in first._flats[0][0].state:
+        assert sd["state"][0][name].dtype == as_dtype(state_dtype or dtype)
+    second, p2, _ = build(cls, kw, dtype, state_dtype, "per_op")
+    p2.data[...] = p1.data
+    second.load_state_dict(sd)
+    run(range(3, 6), second, p2)
+    assert_same(p2.data, pf.data, "param")
+    for name, arr in full._flats[0][0].state.items():
+        assert_same(second._flats[0][0].state[name], arr, name)
+
+
+_DOUBLE_ARITH = re.compile(r"\bv?(?:add|sub|mul|div|sqrt|fmadd\w*)[ps]d\b|\bv?cvt(?:ss2sd|ps2pd)\b")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "cls, kw",
+    [(SGD, {"lr": 1e-2, "momentum": 0.9}), (RMSprop, {}), (Adagrad, {})],
+)
+# One dtype per model keeps the uncached compiles short; both dtypes use the same conversions.
+@pytest.mark.parametrize("rounding, dtype", [("fused", "bfloat16"), ("per_op", "float16")])
+def test_lowp_kernels_vectorize_in_float32(
+    cls: type[Optimizer], kw: dict[str, Any], rounding: str, dtype: str
+) -> None:
+    """The plain 16-bit kernel (default options) uses packed SIMD registers and no float64
+    arithmetic: one compute dtype, float32, in the loop (the only float64 instructions are the
+    scalars' unboxing, a narrowing convert)."""
+    p = Parameter(np.ones(64, as_dtype(dtype)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LowPrecisionWarning)
+        opt = cls([p], **kw, rounding=rounding)
+    flat = opt._flats[0][0]
+    kernel = opt._kernel_of(0, False, True, flat.formats)
+    # The disk-cached kernel cannot show its assembly: compile the same function again, uncached.
+    uncached = numba.njit(error_model="numpy", nogil=True)(kernel.py_func)
+    uncached(*flat.args, flat.scratch, opt._scalars(opt.param_groups[0], flat.compute_dtype, 1))
+    asm = "\n".join(uncached.inspect_asm().values())
+    wide = len(re.findall(r"\b[yz]mm\d+\b", asm))
+    packed = len(re.findall(r"\bv(?:mul|add|div|sqrt)ps\b", asm))
+    assert wide > 100 and packed > 3, f"{wide} ymm/zmm uses, {packed} packed-single ops"
+    assert not _DOUBLE_ARITH.findall(asm), set(_DOUBLE_ARITH.findall(asm))
