@@ -33,7 +33,7 @@ test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
 
 # Speed against PyTorch and JAX (README "Performance"): minutes, in its own venv so that torch and
-# jax never enter $(VENV); writes plots/bench_step.png and plots/bench_optimizer.png.
+# jax never enter $(VENV); writes plots/bench_step.png, bench_optimizer.png and bench_family.png.
 BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
@@ -43,6 +43,12 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m benchmarks
+
+# Only the optimizer-family table (every optimizer alone against PyTorch / optax, a few minutes);
+# writes plots/bench_family.png.
+.PHONY: bench-optimizers
+bench-optimizers: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m benchmarks --only optimizers
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check $(LINT_PATHS)

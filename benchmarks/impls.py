@@ -10,7 +10,9 @@ weights.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -260,34 +262,77 @@ def torch_fused_optimizer(shapes: list[tuple[int, ...]]) -> Step:
     return _torch_optimizer(shapes, True)
 
 
-def streaming_copy(n_params: int) -> Step:
-    """The no-arithmetic streaming loop: a serial Numba loop with AMSGrad's access pattern and no
-    arithmetic to speak of. A reference point, not a memory ceiling: minnet's kernel streams faster
-    than it once the arrays leave the cache (from about 3x10^5 parameters on, reference machine).
-
-    It reads five float32 arrays of ``n_params`` (param, grad and three moments) and
-    writes four back, ``a[i] = a[i] * s`` (``grad`` is added into ``param``; ``s = 1`` is passed at
-    run time so the values stay put and LLVM cannot drop the loop), with plain stores like minnet's
-    kernel.
-
-    A plain two-array copy is no ceiling for a kernel that streams nine arrays: on the reference
-    machine one core copied ~30 GB/s at 10^7 values while the nine-stream AMSGrad loop reached
-    ~50 GB/s (more streams in flight).
-    """
+def _stream_kernels() -> dict[int, Callable]:
+    """One compiled no-arithmetic loop per number of state arrays (0 to 4)."""
     import numba
 
-    @numba.njit(nogil=True)
-    def stream(p, g, m, v, vmax, s):  # pragma: no cover - compiled
+    jit = numba.njit(nogil=True, error_model="numpy")
+
+    @jit
+    def s0(p, g, s):  # pragma: no cover - compiled
         for i in range(p.shape[0]):
             p[i] = p[i] * s + g[i]
-            m[i] = m[i] * s
-            v[i] = v[i] * s
-            vmax[i] = vmax[i] * s
 
-    arrays = [np.ones(n_params, np.float32) for _ in range(5)]
+    @jit
+    def s1(p, g, a, s):  # pragma: no cover - compiled
+        for i in range(p.shape[0]):
+            p[i] = p[i] * s + g[i]
+            a[i] = a[i] * s
+
+    @jit
+    def s2(p, g, a, b, s):  # pragma: no cover - compiled
+        for i in range(p.shape[0]):
+            p[i] = p[i] * s + g[i]
+            a[i] = a[i] * s
+            b[i] = b[i] * s
+
+    @jit
+    def s3(p, g, a, b, c, s):  # pragma: no cover - compiled
+        for i in range(p.shape[0]):
+            p[i] = p[i] * s + g[i]
+            a[i] = a[i] * s
+            b[i] = b[i] * s
+            c[i] = c[i] * s
+
+    @jit
+    def s4(p, g, a, b, c, d, s):  # pragma: no cover - compiled
+        for i in range(p.shape[0]):
+            p[i] = p[i] * s + g[i]
+            a[i] = a[i] * s
+            b[i] = b[i] * s
+            c[i] = c[i] * s
+            d[i] = d[i] * s
+
+    return {0: s0, 1: s1, 2: s2, 3: s3, 4: s4}
+
+
+def streaming_loop(n_params: int, n_state: int = 3) -> Step:
+    """The no-arithmetic loop: how fast one thread streams an optimizer's arrays when it does no
+    arithmetic to speak of. A reference point, not a memory ceiling (minnet's AMSGrad kernel
+    streams faster than it once the arrays leave the cache, from about 3x10^5 parameters on, on
+    the reference machine). A serial Numba loop over float32 arrays of ``n_params`` that reads
+    ``param``, ``grad`` and ``n_state`` state arrays and writes ``param`` and the state arrays
+    back (``p[i] = p[i] * s + g[i]``, ``a[i] = a[i] * s``; ``s = 1`` is passed at run time so
+    the values stay put and LLVM cannot drop the loop), with plain stores like minnet's kernels.
+    That is ``3 + 2 * n_state`` streams (:func:`stream_bytes_per_param`).
+
+    A plain two-array copy is no reference for a kernel that streams nine arrays: on the
+    reference machine one core copied ~30 GB/s at 10^7 values while the nine-stream AMSGrad loop
+    reached ~50 GB/s (more streams in flight). So each optimizer is compared with the loop that
+    has its own number of streams.
+    """
+    kernel = _stream_kernels()[n_state]
+    arrays = [np.ones(n_params, np.float32) for _ in range(2 + n_state)]
     arrays[1][:] = 0  # grad
     one = np.float32(1)
-    return lambda: stream(*arrays, one)
+    return lambda: kernel(*arrays, one)
+
+
+def stream_bytes_per_param(n_state: int, itemsize: int = 4) -> int:
+    """Bytes one step must move per parameter when it reads ``param``, ``grad`` and ``n_state``
+    state arrays and writes ``param`` and the state arrays back: ``(3 + 2 * n_state) *
+    itemsize``."""
+    return (3 + 2 * n_state) * itemsize
 
 
 OPT_IMPLS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
@@ -299,5 +344,146 @@ OPT_IMPLS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
 #: Bytes one AMSGrad step moves per float32 parameter: reads param, grad, exp_avg, exp_avg_sq,
 #: max_exp_avg_sq and writes all but grad back.
 AMSGRAD_BYTES_PER_PARAM = 9 * 4
-#: Bytes :func:`streaming_copy` moves per parameter: the same nine float32 accesses.
-COPY_BYTES_PER_PARAM = 9 * 4
+#: Bytes :func:`streaming_loop` with three state arrays moves per parameter: the same nine
+#: float32 accesses.
+STREAM_BYTES_PER_PARAM = stream_bytes_per_param(3)
+
+
+# -- the optimizer family, each optimizer alone -------------------------------------------------
+
+
+class FamilyEntry(NamedTuple):
+    """One optimizer of the family table: minnet's class and its fastest CPU counterpart.
+
+    ``name`` is the class in :mod:`minnet.optim` (an optimizer that is not there is skipped with
+    a note and appears once it is); ``peer`` is ``"torch"`` (``torch.optim.<peer_name>``) or
+    ``"optax"`` (``optax.<peer_name>``, jitted), built with ``peer_kwargs``, which must describe
+    the same update as ``kwargs`` does for minnet.
+    """
+
+    name: str
+    kwargs: dict[str, Any]
+    peer: str
+    peer_name: str
+    peer_kwargs: dict[str, Any]
+
+    @property
+    def peer_label(self) -> str:
+        """How the tables name the counterpart."""
+        if self.peer == "optax":
+            return f"optax.{self.peer_name}, jit"
+        flag = "fused" if self.peer_kwargs.get("fused") else "foreach"
+        return f"PyTorch {self.peer_name}({flag}=True)"
+
+
+def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
+    return "torch", name, kwargs
+
+
+#: Every optimizer of the family with PyTorch's defaults (SGD with momentum 0.9, the usual
+#: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
+#: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief and Lion,
+#: which PyTorch lacks, against optax's jitted update.
+FAMILY: tuple[FamilyEntry, ...] = (
+    FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
+                *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),
+    FamilyEntry("Adam", {"lr": 1e-3}, *_torch_peer("Adam", lr=1e-3, fused=True)),
+    FamilyEntry("AdamW", {"lr": 1e-3}, *_torch_peer("AdamW", lr=1e-3, fused=True)),
+    FamilyEntry("Adagrad", {"lr": 1e-2}, *_torch_peer("Adagrad", lr=1e-2, fused=True)),
+    FamilyEntry("RMSprop", {"lr": 1e-2}, *_torch_peer("RMSprop", lr=1e-2, foreach=True)),
+    FamilyEntry("Adadelta", {"lr": 1.0}, *_torch_peer("Adadelta", lr=1.0, foreach=True)),
+    FamilyEntry("Adamax", {"lr": 2e-3}, *_torch_peer("Adamax", lr=2e-3, foreach=True)),
+    FamilyEntry("NAdam", {"lr": 2e-3}, *_torch_peer("NAdam", lr=2e-3, foreach=True)),
+    FamilyEntry("RAdam", {"lr": 1e-3}, *_torch_peer("RAdam", lr=1e-3, foreach=True)),
+    FamilyEntry("AdaBelief", {"lr": 1e-3}, "optax", "adabelief",
+                {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-16, "eps_root": 1e-16}),
+    FamilyEntry("Lion", {"lr": 1e-4}, "optax", "lion",
+                {"learning_rate": 1e-4, "b1": 0.9, "b2": 0.99, "weight_decay": 0.0}),
+)  # fmt: skip
+
+FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}
+
+
+#: Environment variable that sets PyTorch's intra-op threads in the family table's workers.
+TORCH_THREADS_ENV = "MINNET_BENCH_TORCH_THREADS"
+
+
+class Unavailable(ImportError):
+    """An implementation that cannot be built here (library or optimizer missing)."""
+
+
+def _minnet_class(name: str) -> type:
+    import minnet.optim
+
+    cls = getattr(minnet.optim, name, None)
+    if cls is None:
+        raise Unavailable(f"minnet.optim has no {name}")
+    return cls
+
+
+def family_state_arrays(name: str) -> int:
+    """How many per-parameter state arrays minnet's ``name`` keeps (with the table's kwargs):
+    the arrays of the parameter's size in its state dict after one step."""
+    import minnet
+
+    entry = FAMILY_BY_NAME[name]
+    p = minnet.nn.Parameter(np.ones(16, np.float32))
+    optimizer = _minnet_class(name)([p], **entry.kwargs)
+    optimizer.step()
+    state = optimizer.state_dict()["state"][0]
+    return sum(isinstance(v, np.ndarray) and v.size == 16 for v in state.values())
+
+
+def family_minnet(name: str, n: int) -> Step:
+    """``minnet.optim.<name>(**kwargs).step()`` on one float32 parameter of ``n`` values."""
+    import minnet
+
+    entry = FAMILY_BY_NAME[name]
+    p = minnet.nn.Parameter(np.ones(n, np.float32))
+    optimizer = _minnet_class(name)([p], **entry.kwargs)
+    p.grad[...] = _grads([(n,)])[0]
+    return optimizer.step
+
+
+def family_peer(name: str, n: int) -> Step:
+    """The counterpart of :func:`family_minnet`: PyTorch's optimizer (its ``step()``) or optax's
+    jitted update with donated buffers (one call, waited for with ``block_until_ready``).
+
+    PyTorch keeps its default intra-op thread count unless the environment variable
+    :data:`TORCH_THREADS_ENV` sets one (``python -m benchmarks --torch-threads N``).
+    """
+    entry = FAMILY_BY_NAME[name]
+    g = _grads([(n,)])[0]
+    if entry.peer == "torch":
+        import torch
+
+        if os.environ.get(TORCH_THREADS_ENV):
+            torch.set_num_threads(int(os.environ[TORCH_THREADS_ENV]))
+
+        cls = getattr(torch.optim, entry.peer_name, None)
+        if cls is None:
+            raise Unavailable(f"torch.optim has no {entry.peer_name}")
+        p = torch.nn.Parameter(torch.ones(n))
+        p.grad = torch.from_numpy(g)
+        return cls([p], **entry.peer_kwargs).step
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    tx = getattr(optax, entry.peer_name)(**entry.peer_kwargs)
+    grads = jnp.asarray(g)
+
+    def update(p: jax.Array, s: Any, g: jax.Array) -> tuple:
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    jitted = jax.jit(update, donate_argnums=(0, 1))
+    params = jnp.ones(n, jnp.float32)
+    state = [params, tx.init(params)]
+
+    def step() -> None:
+        p, s = jitted(state[0], state[1], grads)
+        state[0], state[1] = p, s
+        p.block_until_ready()
+
+    return step

@@ -1,5 +1,9 @@
-"""Run the benchmarks, print the tables, write ``plots/bench_step.png`` and
-``plots/bench_optimizer.png``.
+"""Run the benchmarks, print the tables, write ``plots/bench_step.png``,
+``plots/bench_optimizer.png`` and ``plots/bench_family.png``.
+
+Sections (``--only`` / ``--skip``): ``step`` (the seed training step), ``optimizer`` (AMSGrad alone
+on the seed model), ``sweep`` (AMSGrad over sizes against the same-streams loop), ``optimizers``
+(every optimizer of the family alone, :data:`benchmarks.impls.FAMILY`), ``startup``.
 
 Method: every implementation lives in its own worker process (``benchmarks.worker``), built and
 warmed once. In each round the parent asks every worker, in a rotated order, for a block of timed
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -27,6 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmarks import impls
 
@@ -52,12 +58,15 @@ class Worker:
         hello = self.proc.stdout.readline()
         msg = json.loads(hello) if hello else {"skip": "worker failed to start (see stderr)"}
         self.skip: str | None = msg.get("skip")
+        #: One warm call's time per instance (``{key: seconds}``), as the worker measured it.
+        self.per_call: dict[str, float] = msg.get("per_call", {})
         if self.skip:
             self.close()
 
-    def run(self, k: int) -> list[float]:
-        """Time ``k`` calls; return their durations in seconds."""
-        self.proc.stdin.write(f"run {k}\n")
+    def run(self, k: int, key: str = "") -> list[float]:
+        """Time ``k`` calls of instance ``key`` (default: the first); return their durations in
+        seconds."""
+        self.proc.stdin.write(f"run {k} {key}\n")
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())
 
@@ -68,8 +77,11 @@ class Worker:
             self.proc.wait(timeout=60)
 
 
-def alternate(workers: dict[str, Worker], rounds: int, k: int | dict[str, int]) -> dict:
-    """Run ``rounds`` rounds of ``k`` calls per worker, rotating the order every round.
+def alternate(
+    workers: dict[str, Worker], rounds: int, k: int | dict[str, int], key: str = ""
+) -> dict:
+    """Run ``rounds`` rounds of ``k`` calls per worker (of instance ``key``), rotating the order
+    every round.
 
     Returns ``{name: {"all": [...], "rounds": [round medians]}}``.
     """
@@ -78,7 +90,7 @@ def alternate(workers: dict[str, Worker], rounds: int, k: int | dict[str, int]) 
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             time.sleep(PAUSE)
-            times = workers[name].run(k[name] if isinstance(k, dict) else k)
+            times = workers[name].run(k[name] if isinstance(k, dict) else k, key)
             out[name]["all"].extend(times)
             out[name]["rounds"].append(statistics.median(times))
     return out
@@ -181,6 +193,11 @@ def machine() -> list[str]:
         import torch
 
         lines.append(f"PyTorch intra-op threads: {torch.get_num_threads()}")
+        if os.environ.get(impls.TORCH_THREADS_ENV):
+            lines.append(
+                "PyTorch intra-op threads in the optimizer-family table: "
+                f"{os.environ[impls.TORCH_THREADS_ENV]} (--torch-threads)"
+            )
     lines.append(kernel_vectorization())
     return lines
 
@@ -249,29 +266,217 @@ def bench_optimizer(rounds: int, k: int) -> tuple[list[dict], list[str]]:
 
 
 def bench_sweep(rounds: int, sizes: list[int]) -> list[dict]:
-    """minnet's AMSGrad step and a streaming copy over parameter counts: effective GB/s."""
+    """minnet's AMSGrad step and the same-streams no-arithmetic loop over parameter counts:
+    effective GB/s."""
     rows = []
     for n in sizes:
         per_call = n * impls.AMSGRAD_BYTES_PER_PARAM / 2e10  # rough, at 20 GB/s
         k = int(min(2000, max(5, 0.04 / per_call)))
-        workers = {"minnet": Worker("opt", "minnet", str(n)), "copy": Worker("copy", str(n))}
+        workers = {
+            "minnet": Worker("opt", "minnet", str(n)),
+            "stream": Worker("stream", "3", str(n)),
+        }
         try:
             res = alternate(workers, rounds, k)
         finally:
             for w in workers.values():
                 w.close()
         t_adam = statistics.median(res["minnet"]["all"])
-        t_copy = statistics.median(res["copy"]["all"])
+        t_stream = statistics.median(res["stream"]["all"])
         rows.append(
             {
                 "n": n,
                 "adam_us": t_adam * 1e6,
-                "copy_us": t_copy * 1e6,
+                "stream_us": t_stream * 1e6,
                 "adam_gbs": n * impls.AMSGRAD_BYTES_PER_PARAM / t_adam / 1e9,
-                "copy_gbs": n * impls.COPY_BYTES_PER_PARAM / t_copy / 1e9,
+                "stream_gbs": n * impls.STREAM_BYTES_PER_PARAM / t_stream / 1e9,
             }
         )
     return rows
+
+
+#: The family table's targets: PyTorch's time / minnet's at least this, by parameter count ...
+FAMILY_SPEEDUP_TARGETS = {10**5: 1.5, 10**6: 1.0, 10**7: 1.0}
+#: ... and minnet's effective bandwidth at least this fraction of the same-streams loop at 10^7.
+FAMILY_STREAM_TARGET = 0.8
+
+
+def _block_size(seconds_per_call: float, block: float) -> int:
+    """Calls per block so that a block takes about ``block`` seconds (3 to 2000)."""
+    return int(min(2000, max(3, block / max(seconds_per_call, 1e-7))))
+
+
+def bench_family(
+    rounds: int, sizes: list[int], block: float, names: list[str] | None = None
+) -> tuple[list[dict], list[str]]:
+    """Every optimizer of :data:`impls.FAMILY` alone, minnet against its counterpart and the
+    no-arithmetic loop with the same number of streams, at every size.
+
+    For each optimizer one minnet worker and one counterpart worker hold an instance per size;
+    the stream-loop workers (one per number of state arrays) live through the whole section.
+    At every size the three are alternated for ``rounds`` rounds of blocks of about ``block``
+    seconds. Returns one row per (optimizer, size) and notes on what was skipped.
+    """
+    rows: list[dict] = []
+    notes: list[str] = []
+    sizes_arg = ",".join(str(n) for n in sizes)
+    streams: dict[int, Worker] = {}
+    entries = [e for e in impls.FAMILY if not names or e.name in names]
+    try:
+        for entry in tqdm(entries, desc="optimizers", unit="opt", leave=False):
+            try:
+                n_state = impls.family_state_arrays(entry.name)
+            except impls.Unavailable as exc:
+                notes.append(
+                    f"{entry.name}: skipped ({exc}; the row appears once minnet.optim has it)"
+                )
+                continue
+            workers = {"minnet": Worker("family", entry.name, "minnet", sizes_arg)}
+            if workers["minnet"].skip:
+                notes.append(f"{entry.name}: skipped ({workers['minnet'].skip})")
+                continue
+            peer = Worker("family", entry.name, "peer", sizes_arg)
+            if peer.skip:
+                notes.append(f"{entry.name}: {entry.peer_label} skipped ({peer.skip})")
+            else:
+                workers["peer"] = peer
+            if n_state not in streams:
+                streams[n_state] = Worker("stream", str(n_state), sizes_arg)
+            workers["stream"] = streams[n_state]
+            bytes_per_param = impls.stream_bytes_per_param(n_state)
+            try:
+                for n in sizes:
+                    key = str(n)
+                    k = {name: _block_size(w.per_call[key], block) for name, w in workers.items()}
+                    res = alternate(workers, rounds, k, key)
+                    by_name = {r["name"]: r for r in summarize(res, "minnet")}
+                    rows.append(_family_row(entry, n, n_state, bytes_per_param * n, by_name, res))
+            finally:
+                for name in ("minnet", "peer"):
+                    if name in workers:
+                        workers[name].close()
+    finally:
+        for w in streams.values():
+            w.close()
+    return rows, notes
+
+
+def _family_row(
+    entry: impls.FamilyEntry, n: int, n_state: int, nbytes: int, by_name: dict, res: dict
+) -> dict:
+    """One row of the family table from the summaries of one size."""
+    m, st = by_name["minnet"], by_name["stream"]
+    row = {
+        "optimizer": entry.name,
+        "peer_label": entry.peer_label,
+        "n": n,
+        "streams": 3 + 2 * n_state,
+        "minnet": m,
+        "stream": st,
+        "peer": by_name.get("peer"),
+        "minnet_gbs": nbytes / m["median"] / 1e9,
+        "stream_gbs": nbytes / st["median"] / 1e9,
+    }
+    # The stream loop's bandwidth per round against minnet's, medianed like the time ratios.
+    row["of_stream"] = statistics.median(
+        s / t for s, t in zip(res["stream"]["rounds"], res["minnet"]["rounds"])
+    )
+    if row["peer"] is not None:
+        row["peer_gbs"] = nbytes / row["peer"]["median"] / 1e9
+    return row
+
+
+def family_targets(row: dict) -> list[tuple[str, bool]]:
+    """The targets that apply to a family row: ``[(description, met)]``."""
+    out = []
+    target = FAMILY_SPEEDUP_TARGETS.get(row["n"])
+    if target is not None and row["peer"] is not None:
+        what = "as fast" if target == 1 else f"{target:g}x faster"
+        out.append((what, row["peer"]["ratio"] >= target))
+    if row["n"] >= 10**7:
+        out.append(
+            (f">= {FAMILY_STREAM_TARGET:.0%} of loop", row["of_stream"] >= FAMILY_STREAM_TARGET)
+        )
+    return out
+
+
+def print_family(rows: list[dict]) -> None:
+    """Markdown table of :func:`bench_family`'s rows, with the targets and how many are met."""
+    print(
+        "| optimizer | counterpart | params | minnet us (IQR) | counterpart us (IQR) | "
+        "counterpart / minnet time (per-round median, min-max) | minnet GB/s | "
+        "counterpart GB/s | same-streams loop GB/s | minnet / loop | targets |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    met = total = 0
+    missed = []
+    for r in rows:
+        m, p = r["minnet"], r["peer"]
+
+        def us(x: dict) -> str:
+            return f"{x['median'] * 1e6:.0f} ({x['q1'] * 1e6:.0f}-{x['q3'] * 1e6:.0f})"
+
+        targets = family_targets(r)
+        met += sum(ok for _, ok in targets)
+        total += len(targets)
+        missed += [f"{r['optimizer']} at {r['n']:,} ({d})" for d, ok in targets if not ok]
+        cells = [
+            f"{r['optimizer']} ({r['streams']} streams)",
+            r["peer_label"] if p is not None else "(not run)",
+            f"10^{round(math.log10(r['n']))}" if _is_power_of_ten(r["n"]) else f"{r['n']:,}",
+            us(m),
+            us(p) if p is not None else "",
+            f"{p['ratio']:.2f} ({p['ratio_min']:.2f}-{p['ratio_max']:.2f})" if p else "",
+            f"{r['minnet_gbs']:.1f}",
+            f"{r['peer_gbs']:.1f}" if p is not None else "",
+            f"{r['stream_gbs']:.1f}",
+            f"{r['of_stream']:.0%}",
+            "; ".join(f"{d}: {'met' if ok else 'MISSED'}" for d, ok in targets),
+        ]
+        print("| " + " | ".join(cells) + " |")
+    print(f"- targets met: {met} of {total}" + (f"; missed: {', '.join(missed)}" if missed else ""))
+
+
+def print_family_compact(rows: list[dict]) -> None:
+    """One line per optimizer: minnet's and the counterpart's median us and their per-round
+    ratio at every size, and the bandwidths at the largest size (the README's table)."""
+    sizes = sorted({r["n"] for r in rows})
+    big = sizes[-1]
+
+    def size_name(n: int) -> str:
+        return f"10^{round(math.log10(n))}" if _is_power_of_ten(n) else f"{n:,}"
+
+    print(
+        "| optimizer | counterpart | "
+        + " | ".join(f"{size_name(n)}: minnet / counterpart us (ratio)" for n in sizes)
+        + f" | {size_name(big)}: GB/s minnet / counterpart / loop |"
+    )
+    print("| --- | --- | " + " | ".join("---:" for _ in sizes) + " | ---: |")
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        at = {r["n"]: r for r in rows if r["optimizer"] == name}
+        cells = [name, next(iter(at.values()))["peer_label"]]
+        for n in sizes:
+            r = at.get(n)
+            if r is None:
+                cells.append("")
+            elif r["peer"] is None:
+                cells.append(f"{r['minnet']['median'] * 1e6:.0f} / -")
+            else:
+                cells.append(
+                    f"{r['minnet']['median'] * 1e6:.0f} / {r['peer']['median'] * 1e6:.0f} "
+                    f"({r['peer']['ratio']:.2f}x)"
+                )
+        r = at.get(big)
+        if r is None:
+            cells.append("")
+        else:
+            peer = f"{r['peer_gbs']:.0f}" if r["peer"] is not None else "-"
+            cells.append(f"{r['minnet_gbs']:.0f} / {peer} / {r['stream_gbs']:.0f}")
+        print("| " + " | ".join(cells) + " |")
+
+
+def _is_power_of_ten(n: int) -> bool:
+    return n > 0 and 10 ** round(math.log10(n)) == n
 
 
 def _wall(cmd: list[str], env: dict[str, str]) -> float:
@@ -340,7 +545,7 @@ def plot_step(rows: list[dict], path: Path, title: str) -> None:
 
 def plot_optimizer(sweep: list[dict], opt_rows: list[dict], path: Path, title: str) -> None:
     """Effective GB/s of the AMSGrad step against parameter count, with the no-arithmetic
-    streaming loop of the same access pattern beside it (a reference, not a ceiling)."""
+    loop of the same access pattern beside it (a reference, not a ceiling)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,7 +555,7 @@ def plot_optimizer(sweep: list[dict], opt_rows: list[dict], path: Path, title: s
     n = [r["n"] for r in sweep]
     ax.plot(
         n,
-        [r["copy_gbs"] for r in sweep],
+        [r["stream_gbs"] for r in sweep],
         "k--",
         marker=".",
         label="no-arithmetic streaming loop: AMSGrad's 5 reads + 4 writes (one thread)",
@@ -385,7 +590,79 @@ def plot_optimizer(sweep: list[dict], opt_rows: list[dict], path: Path, title: s
     plt.close(fig)
 
 
+def plot_family(rows: list[dict], path: Path, title: str) -> None:
+    """One panel per size: effective GB/s of minnet and its counterpart for every optimizer,
+    with the same-streams no-arithmetic loop as a black tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r["n"] for r in rows})
+    names = list(dict.fromkeys(r["optimizer"] for r in rows))
+    fig, axes = plt.subplots(
+        1, len(sizes), figsize=(4.2 * len(sizes), 0.42 * len(names) + 1.8), sharey=True
+    )
+    axes = np.atleast_1d(axes)
+    y = np.arange(len(names))
+    for ax, n in zip(axes, sizes):
+        at = {r["optimizer"]: r for r in rows if r["n"] == n}
+        mine = [at[k]["minnet_gbs"] if k in at else np.nan for k in names]
+        peer = [at[k].get("peer_gbs", np.nan) if k in at else np.nan for k in names]
+        loop = [at[k]["stream_gbs"] if k in at else np.nan for k in names]
+        colors = [
+            "tab:green" if k in at and at[k]["peer_label"].startswith("optax") else "tab:orange"
+            for k in names
+        ]
+        ax.barh(y - 0.2, mine, height=0.4, color="tab:blue", label="minnet")
+        ax.barh(y + 0.2, peer, height=0.4, color=colors, label="PyTorch fused / foreach")
+        ax.plot(loop, y, "k|", markersize=14, mew=2, label="same-streams loop, no math")
+        for yi, k in zip(y, names):
+            if k in at and at[k]["peer"] is not None:
+                ratio = at[k]["peer"]["ratio"]
+                ax.text(
+                    0.99, yi, f"{ratio:.2f}x", transform=ax.get_yaxis_transform(),
+                    ha="right", va="center", fontsize=7,
+                )  # fmt: skip
+        top = np.nanmax([*mine, *peer, *loop])
+        ax.set_xlim(0, top * 1.3 if np.isfinite(top) else 1)
+        ax.set_title(f"{n:,} float32 parameters", fontsize=9)
+        ax.set_xlabel("effective GB/s (bytes read + written / median time)", fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(names)
+    axes[0].invert_yaxis()
+    handles, labels = axes[0].get_legend_handles_labels()
+    if any(r["peer_label"].startswith("optax") for r in rows):
+        handles.append(matplotlib.patches.Patch(color="tab:green"))
+        labels.append("optax, jit (AdaBelief, Lion)")
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle(
+        title + "\nright-hand numbers: counterpart's time / minnet's (per-round median)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 # -- main --------------------------------------------------------------------------------------
+
+
+def _torch_threads(requested: int | None) -> str:
+    """PyTorch's intra-op thread count in the family table's workers, as text."""
+    if requested is not None:
+        return str(requested)
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        return str(torch.get_num_threads())
+    return "?"
+
+
+#: The sections, in the order they run.
+SECTIONS = ("step", "optimizer", "sweep", "optimizers", "startup")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,12 +679,47 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         nargs="*",
         default=[],
-        choices=["step", "optimizer", "sweep", "startup"],
+        choices=SECTIONS,
         help="sections to leave out",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        help="run only these sections: step (seed training step), optimizer (AMSGrad alone, "
+        "seed model), sweep (AMSGrad over sizes), optimizers (every optimizer alone, the "
+        "family table: a few minutes), startup",
+    )
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        metavar="NAME",
+        help="family table: only these optimizers (default: every one in the table, "
+        f"{', '.join(e.name for e in impls.FAMILY)})",
+    )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=[10**5, 10**6, 10**7],
+        help="family table: parameter counts (default 100000 1000000 10000000)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="family table: PyTorch's intra-op threads (default: PyTorch's own, one per core)",
     )
     parser.add_argument("--plots", type=Path, default=ROOT / "plots", help="where the PNGs go")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNGs")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.optimizers or ()) - set(impls.FAMILY_BY_NAME))
+    if unknown:
+        parser.error(f"unknown optimizers {unknown}; the table has {list(impls.FAMILY_BY_NAME)}")
+    run = [s for s in (args.only or SECTIONS) if s not in args.skip]
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            parser.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
+        os.environ[impls.TORCH_THREADS_ENV] = str(args.torch_threads)  # read by the workers
     rounds, k = (3, 50) if args.quick else (args.rounds, args.steps)
     sizes = (
         [10**4, 10**5, 10**6, 10**7]
@@ -422,24 +734,24 @@ def main(argv: list[str] | None = None) -> int:
     if os.getloadavg()[0] > 0.5:
         print("- WARNING: the machine is busy (load above 0.5); timings will be noisy")
     print()
-    step_rows = opt_rows = sweep = None
-    if "step" not in args.skip:
+    step_rows = opt_rows = sweep = family = None
+    if "step" in run:
         print(f"## Seed training step ({k} steps per block; ratio = implementation / minnet)")
         step_rows, notes = bench_step(rounds, k)
         print_table(step_rows, "minnet")
         for note in notes:
             print(f"- {note}")
         print()
-    if "optimizer" not in args.skip:
+    if "optimizer" in run:
         print("## AMSGrad step alone, seed model's 101,110 float32 parameters")
         opt_rows, notes = bench_optimizer(rounds, 5 * k)
         print_table(opt_rows, "minnet")
         for note in notes:
             print(f"- {note}")
         print()
-    if "sweep" not in args.skip:
+    if "sweep" in run:
         print(
-            "## AMSGrad step vs a no-arithmetic streaming loop "
+            "## AMSGrad step vs a no-arithmetic loop with the same streams "
             "(effective GB/s = bytes read + written / time)"
         )
         sweep = bench_sweep(rounds, sizes)
@@ -448,10 +760,35 @@ def main(argv: list[str] | None = None) -> int:
         for r in sweep:
             print(
                 f"| {r['n']:,} | {r['adam_us']:.1f} | {r['adam_gbs']:.1f} | "
-                f"{r['copy_gbs']:.1f} | {r['adam_gbs'] / r['copy_gbs']:.0%} |"
+                f"{r['stream_gbs']:.1f} | {r['adam_gbs'] / r['stream_gbs']:.0%} |"
             )
         print()
-    if "startup" not in args.skip:
+    if "optimizers" in run:
+        block = 0.03 if args.quick else 0.1
+        print(
+            "## The optimizer family, each step alone (float32, one parameter of n values; "
+            f"{rounds} rounds of ~{block * 1e3:.0f} ms blocks)"
+        )
+        print(
+            "Counterpart: PyTorch's fastest CPU implementation (fused=True for SGD, Adam, AdamW, "
+            "Adagrad; foreach=True otherwise); optax's jitted update for AdaBelief and Lion. "
+            "GB/s: the bytes each step must move (param, grad and every state array read; "
+            "param and state written) / median time; the same-streams loop makes those reads "
+            "and writes on one thread with no arithmetic. Targets: counterpart / minnet time "
+            + ", ".join(f">= {v:g} at {n:,}" for n, v in FAMILY_SPEEDUP_TARGETS.items())
+            + f"; minnet >= {FAMILY_STREAM_TARGET:.0%} of the loop at 10,000,000."
+        )
+        print()
+        family, notes = bench_family(rounds, args.sizes, block, args.optimizers)
+        print_family(family)
+        print()
+        print("Summary (ratio: counterpart's time / minnet's, per-round median):")
+        print()
+        print_family_compact(family)
+        for note in notes:
+            print(f"- {note}")
+        print()
+    if "startup" in run:
         print("## Whole process: seed program, 500 steps, --quiet (wall seconds, median)")
         walls, notes = bench_startup(max(3, rounds // 2))
         for name, t in walls.items():
@@ -484,6 +821,13 @@ def main(argv: list[str] | None = None) -> int:
                 opt_rows,
                 args.plots / "bench_optimizer.png",
                 f"AMSGrad step, float32: effective bandwidth\n{cpu}",
+            )
+        if family:
+            plot_family(
+                family,
+                args.plots / "bench_family.png",
+                "Optimizer step alone, float32: minnet (one thread) vs PyTorch "
+                f"({_torch_threads(args.torch_threads)} threads) / optax\n{cpu}",
             )
         print(f"plots written to {args.plots}")
     return 0

@@ -140,21 +140,54 @@ def f32_to_f16(x):  # pragma: no cover - compiled
     return np.uint16(out | sign)
 
 
-@numba.njit(inline="always", error_model="numpy")
-def bf16_to_f32(b):  # pragma: no cover - compiled
-    """bfloat16 bits -> the float32 of the same value (exact)."""
-    return _bits_f32((np.int64(b) & 0xFFFF) << 16)
+def _i32(builder, v):  # type: ignore[no-untyped-def]
+    """An integer LLVM value truncated or zero-extended to i32."""
+    i32 = ir.IntType(32)
+    if v.type.width > 32:
+        return builder.trunc(v, i32)
+    if v.type.width < 32:
+        return builder.zext(v, i32)
+    return v
 
 
-@numba.njit(inline="always", error_model="numpy")
-def f32_to_bf16(x):  # pragma: no cover - compiled
-    """float32 -> bfloat16 bits (uint16), round to nearest even; NaN -> quiet NaN with sign."""
-    u = _f32_bits(np.float32(x))
-    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    nan = (u >> 16) | 0x7FC0
-    nan = nan & 0xFFC0
-    out = nan if (u & 0x7FFFFFFF) > 0x7F800000 else rounded
-    return np.uint16(out)
+@intrinsic
+def bf16_to_f32(typingctx, b):  # type: ignore[no-untyped-def]
+    """bfloat16 bits -> the float32 of the same value (exact): the 16 bits become the top half.
+    Written in 32-bit LLVM integer ops so loops vectorize 16 lanes wide."""
+    if not isinstance(b, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i32 = ir.IntType(32)
+        v = builder.and_(_i32(builder, args[0]), ir.Constant(i32, 0xFFFF))
+        return builder.bitcast(builder.shl(v, ir.Constant(i32, 16)), ir.FloatType())
+
+    return types.float32(b), codegen
+
+
+@intrinsic
+def f32_to_bf16(typingctx, x):  # type: ignore[no-untyped-def]
+    """float32 -> bfloat16 bits (uint16), round to nearest even; NaN -> quiet NaN with sign
+    (``(u >> 16) | 0x7fc0``, payload dropped). 32-bit LLVM integer ops, branch-free."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i32 = ir.IntType(32)
+
+        def c(k: int) -> ir.Constant:
+            return ir.Constant(i32, k)
+
+        u = builder.bitcast(args[0], i32)
+        hi = builder.lshr(u, c(16))
+        rounded = builder.lshr(builder.add(builder.add(u, c(0x7FFF)), builder.and_(hi, c(1))),
+                               c(16))  # fmt: skip
+        nan = builder.and_(builder.or_(hi, c(0x7FC0)), c(0xFFC0))
+        is_nan = builder.icmp_unsigned(">", builder.and_(u, c(0x7FFFFFFF)), c(0x7F800000))
+        out = builder.select(is_nan, nan, rounded)
+        return builder.trunc(out, ir.IntType(16))
+
+    return types.uint16(x), codegen
 
 
 # -- per-format access, for kernels -------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 ``obj`` is a tree of dicts (keys ``str`` or ``int``), lists, tuples, ``None``, ``bool``, ``int``
 (any size, so NumPy ``bit_generator.state`` fits), ``float`` (bit for bit: NaN payloads, inf, -0.0),
-``str``, NumPy arrays (numeric, bool or string dtypes) and NumPy scalars. ``load`` returns the same
+``str``, NumPy arrays (numeric, bool or string dtypes, and ``ml_dtypes.bfloat16``, stored as its
+``uint16`` bit patterns with a ``bfloat16`` tag) and NumPy scalars. ``load`` returns the same
 tree with the same types: tuples stay tuples, ``int`` keys stay ``int``, arrays keep dtype, shape
 and memory order.
 
@@ -36,6 +37,8 @@ import zipfile
 from typing import IO, Any
 
 import numpy as np
+
+from minnet.dtypes import bfloat16
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
 
@@ -79,6 +82,11 @@ class _Encoder:
     def encode(self, obj: Any, where: str = "obj") -> Any:
         if obj is None or isinstance(obj, (bool, str)):
             return obj
+        if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype == bfloat16:
+            # No .npy dtype for bfloat16: its bit patterns as uint16, tagged.
+            kind = "bfloat16" if isinstance(obj, np.ndarray) else "bfloat16_scalar"
+            bits = np.asarray(obj).view(np.uint16)
+            return {kind: self._add(bits if type(obj) is np.ndarray else np.array(bits), where)}
         if isinstance(obj, np.generic):  # before int/float: np.float64 subclasses float
             return {"scalar": self._add(np.asarray(obj), where)}
         if isinstance(obj, int):
@@ -295,13 +303,18 @@ def _decode(node: Any, arrays: list[np.ndarray], used: list[bool]) -> Any:
         if not (isinstance(value, str) and re.fullmatch("[0-9a-f]{16}", value)):
             raise CheckpointError(f"manifest has a malformed float {value!r}")
         return struct.unpack(">d", bytes.fromhex(value))[0]
-    if kind in ("array", "scalar"):
+    if kind in ("array", "scalar", "bfloat16", "bfloat16_scalar"):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(arrays):
             raise CheckpointError(f"manifest refers to a missing array {value!r}")
         if used[value]:
             raise CheckpointError(f"manifest refers to array {value} twice")
         used[value] = True
         arr = arrays[value]
+        if kind.startswith("bfloat16"):
+            if arr.dtype != np.uint16:
+                raise CheckpointError(f"bfloat16 array {value} is stored as {arr.dtype}")
+            arr = arr.view(bfloat16)
+            kind = "scalar" if kind == "bfloat16_scalar" else "array"
         if kind == "scalar":
             if arr.ndim != 0:
                 raise CheckpointError(f"array {value} should be a scalar, has shape {arr.shape}")

@@ -29,6 +29,15 @@ Defaults are optax's (``lr=1e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-16``, ``eps_
 The authors' ``adabelief-pytorch`` package differs (eps added to ``s`` as ``+ eps`` inside
 and decoupled weight decay by default); minnet follows optax, the library recorded in the
 fixtures.
+
+16-bit parameters and state (``state_dtype``; see :mod:`minnet.optim.optimizer`): the kernel
+reads float16/bfloat16 buffers as ``uint16`` bit patterns, computes the step above in float32
+and rounds each stored value once (``rounding="fused"``, what optax does with float32
+promotion). ``rounding="per_op"`` is refused: it means PyTorch's op-by-op rounding, and PyTorch
+has no AdaBelief (no library fixture exists for AdaBelief in 16-bit either). Both epsilons
+matter in float16: the defaults ``eps = eps_root = 1e-16`` are 0 there, and ``eps_root`` is
+*stored* in ``s`` every step, so a float16 ``s`` cannot hold it at all (the optimizer warns for
+each, naming it); in bfloat16 (float32's range) both survive.
 """
 
 from __future__ import annotations
@@ -40,8 +49,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -56,6 +66,8 @@ __all__ = [
     "adabelief_scalars",
     "adabelief_kernel_for",
     "adabelief_step_reference",
+    "adabelief_lowp_kernel_for",
+    "adabelief_step_reference_lowp",
 ]
 
 
@@ -138,6 +150,80 @@ def _adabelief_kernel_for(track: bool, write: bool) -> Callable:
     return kernel
 
 
+# -- 16-bit storage ---------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(
+    param, grad, exp_avg, exp_avg_var, scratch, s, track, write, fp, fs
+):  # pragma: no cover - compiled
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
+    is loaded to float32, updated in float32 and rounded once when stored. Tracked, it also
+    counts ``exp_avg_var`` stored as 0 although the prediction error ``g - m`` is not 0
+    (underflow) and coordinates whose stored parameter did not move although ``delta != 0``
+    (lost updates)."""
+    n_dominated = 0
+    n_nonfinite = 0
+    n_underflow = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        g = load(grad[i], fp)
+        p0 = load(param[i], fp)
+        m = s.one_minus_beta1 * g + s.beta1 * load(exp_avg[i], fs)
+        e = g - m
+        v = s.one_minus_beta2 * (e * e) + s.beta2 * load(exp_avg_var[i], fs)
+        v = v + s.eps_root
+        root = np.sqrt(v / s.bc2)
+        delta = (m / s.bc1) / (root + s.eps) * s.neg_lr
+        p_bits = store(p0 + delta, fp)
+        v_bits = store(v, fs)
+        if track:
+            p_new = load(p_bits, fp)
+            n_dominated += s.eps >= root
+            n_nonfinite += not np.isfinite(p_new)
+            n_underflow += (load(v_bits, fs) == 0) & (e != 0)
+            n_lost += (p_new == p0) & (delta != 0)
+            scratch[i] = delta
+        if write:
+            param[i] = p_bits
+            exp_avg[i] = store(m, fs)
+            exp_avg_var[i] = v_bits
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
+
+
+def _refuse_per_op(formats: StorageFormats) -> None:
+    if formats.rounding == "per_op":
+        raise ValueError(
+            "AdaBelief: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
+            "implementation, and PyTorch has no AdaBelief; use rounding='fused' (per_op exists "
+            "for Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
+        )
+
+
+def adabelief_lowp_kernel_for(
+    track: bool, write: bool, formats: StorageFormats
+) -> Callable[..., tuple]:
+    """:func:`adabelief_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
+    buffers as ``uint16`` views, scalars in float32), returning ``(n_dominated, n_nonfinite,
+    sum_sq_update, n_underflow, n_lost_updates)``. ``"fused"`` rounding only (``ValueError``
+    for ``"per_op"``)."""
+    _refuse_per_op(formats)
+    return _adabelief_lowp_kernel_for(
+        bool(track), bool(write), int(formats.param), int(formats.state)
+    )
+
+
+@functools.cache
+def _adabelief_lowp_kernel_for(track: bool, write: bool, fp: int, fs: int) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, exp_avg, exp_avg_var, scratch, s):  # pragma: no cover
+        return _loop_lowp(param, grad, exp_avg, exp_avg_var, scratch, s, track, write, fp, fs)
+
+    return kernel
+
+
 def adabelief_step_reference(
     param: np.ndarray,
     grad: np.ndarray,
@@ -153,6 +239,22 @@ def adabelief_step_reference(
         exp_avg_var[...] = s.one_minus_beta2 * (e * e) + s.beta2 * exp_avg_var
         exp_avg_var += s.eps_root
         param += (exp_avg / s.bc1) / (np.sqrt(exp_avg_var / s.bc2) + s.eps) * s.neg_lr
+
+
+def adabelief_step_reference_lowp(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_var: np.ndarray,
+    scalars: AdaBeliefScalars,
+) -> None:
+    """:func:`adabelief_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
+    in place, with float32 ``scalars``: computes on float32 copies and rounds each result once
+    (NumPy's / ml_dtypes' casts), the ``"fused"`` model."""
+    arrays = [a.astype(np.float32) for a in (param, grad, exp_avg, exp_avg_var)]
+    adabelief_step_reference(*arrays, scalars)
+    for out, a in zip((param, exp_avg, exp_avg_var), (arrays[0], arrays[2], arrays[3])):
+        out[...] = a.astype(out.dtype)
 
 
 class AdaBelief(Optimizer):
@@ -191,7 +293,13 @@ class AdaBelief(Optimizer):
         eps: added to ``sqrt(s_hat)``, ``>= 0``. Default ``1e-16`` (optax's).
         eps_root: added to ``s`` and stored, every step, ``>= 0``. Default ``1e-16`` (optax's).
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
-        check_finite: refuse a step that would make a parameter NaN or infinite.
+        check_finite: refuse a step that would make a parameter NaN or infinite (and an
+            ``eps`` or ``eps_root`` that the 16-bit state dtype holds as 0 or a subnormal).
+        state_dtype: dtype of ``exp_avg`` and ``exp_avg_var`` (``None``: the parameter's;
+            float16, bfloat16 or float32 with 16-bit parameters).
+        rounding: ``"fused"`` (default; float32 compute, one rounding per stored value). With
+            16-bit buffers ``"per_op"`` raises ``ValueError``: PyTorch has no AdaBelief whose
+            op-by-op rounding it would follow.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message style (NaN is
@@ -210,9 +318,22 @@ class AdaBelief(Optimizer):
         *,
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {"lr": lr, "betas": betas, "eps": eps, "eps_root": eps_root}
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+        for flats in self._flats:  # refuse per_op now, not at the first step
+            for flat in flats:
+                if flat.formats is not None:
+                    _refuse_per_op(flat.formats)
+
+    _supports_lowp = True
+    # Both are checked against the state dtype: eps_root is stored in s every step.
+    _eps_options = ("eps", "eps_root")
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -232,11 +353,24 @@ class AdaBelief(Optimizer):
             eps_root=group["eps_root"], step=step,
         )  # fmt: skip
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return adabelief_kernel_for(track, write)
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        if formats is None:
+            return adabelief_kernel_for(track, write)
+        return adabelief_lowp_kernel_for(track, write, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        return adabelief_step_reference
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
+        if formats is None:
+            return adabelief_step_reference
+        _refuse_per_op(formats)
+        return adabelief_step_reference_lowp
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

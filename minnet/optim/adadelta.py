@@ -18,6 +18,26 @@ moves (``Edx2`` stays 0), and a coordinate with ``Eg2 = 0`` gets 0/0 = NaN, as i
 
 Keras 3 Adadelta is the same formula (the fixtures check it) with different defaults:
 ``learning_rate=1e-3, rho=0.95, epsilon=1e-7`` (PyTorch: ``lr=1.0, rho=0.9, eps=1e-6``).
+
+16-bit parameters and state (``state_dtype``, ``rounding``; see :mod:`minnet.optim.optimizer`):
+the kernel reads float16/bfloat16 buffers as ``uint16`` bit patterns and computes in float32.
+``rounding="fused"`` computes the step above in float32 and rounds each stored value once.
+``rounding="per_op"`` rounds every intermediate to the dtype of the tensor PyTorch's
+``_single_tensor_adadelta`` writes it to (``rp``: parameter/gradient dtype, ``rs``: state dtype;
+``delta`` is a new tensor of the state dtype), in its order:
+
+    g     = rp(g + weight_decay * param)             grad.add(param, alpha=weight_decay)
+    Eg2   = rs(rs(Eg2 * rho) + (1 - rho) * g * g)    square_avg.mul_(rho).addcmul_(g, g, 1 - rho)
+    std   = rs(sqrt(rs(Eg2 + eps)))                  square_avg.add(eps).sqrt_()
+    delta = rs(sqrt(rs(Edx2 + eps)))                 acc_delta.add(eps).sqrt_()
+    delta = rs(rs(delta / std) * g)                  delta.div_(std).mul_(grad)
+    Edx2  = rs(rs(Edx2 * rho) + (1 - rho) * delta * delta)
+    param = rp(param + (-lr) * delta)                param.add_(delta, alpha=-lr)
+
+In float16, eps=1e-6 (PyTorch's default) is a subnormal (the optimizer warns): ``Eg2 + eps``
+keeps only about 4 significant bits of it. No PyTorch fixture covers Adadelta in 16-bit:
+"per_op" is this transcription of PyTorch's source (its op order and float32 op-math), checked
+against the NumPy reference below, not against recorded PyTorch runs.
 """
 
 from __future__ import annotations
@@ -29,8 +49,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_eps,
@@ -45,6 +66,8 @@ __all__ = [
     "adadelta_scalars",
     "adadelta_kernel_for",
     "adadelta_step_reference",
+    "adadelta_lowp_kernel_for",
+    "adadelta_step_reference_lowp",
 ]
 
 
@@ -122,6 +145,93 @@ def _adadelta_kernel_for(track: bool, write: bool) -> Callable:
     return kernel
 
 
+# -- 16-bit storage ---------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(
+    param, grad, square_avg, acc_delta, scratch, s, track, write, fp, fs, per_op
+):  # pragma: no cover - compiled
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
+    is loaded to float32, updated in float32 (``per_op`` rounds after each op, see the module
+    docstring) and rounded when stored. Tracked, it also counts ``square_avg`` stored as 0 with
+    a nonzero gradient (underflow) and coordinates whose stored parameter did not move although
+    ``delta != 0`` (lost updates)."""
+    n_dominated = 0
+    n_nonfinite = 0
+    n_underflow = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        p = load(param[i], fp)
+        g = load(grad[i], fp)
+        sq = load(square_avg[i], fs)
+        acc0 = load(acc_delta[i], fs)
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * p
+            if per_op:
+                g = round_to(g, fp)
+        if per_op:
+            sq = round_to(sq * s.rho, fs)
+            sq = round_to(sq + s.one_minus_rho * g * g, fs)
+            std = round_to(np.sqrt(round_to(sq + s.eps, fs)), fs)
+            d = round_to(np.sqrt(round_to(acc0 + s.eps, fs)), fs)
+            d = round_to(d / std, fs)
+            d = round_to(d * g, fs)
+            acc = round_to(acc0 * s.rho, fs)
+            acc = round_to(acc + s.one_minus_rho * d * d, fs)
+        else:
+            sq = sq * s.rho
+            sq = sq + s.one_minus_rho * g * g
+            std = np.sqrt(sq + s.eps)
+            d = np.sqrt(acc0 + s.eps)
+            d = d / std
+            d = d * g
+            acc = acc0 * s.rho
+            acc = acc + s.one_minus_rho * d * d
+        delta = s.neg_lr * d
+        new = p + delta
+        p_bits = store(new, fp)
+        sq_bits = store(sq, fs)
+        if track:
+            p_new = load(p_bits, fp)
+            n_dominated += s.eps >= sq
+            n_nonfinite += not np.isfinite(p_new)
+            n_underflow += (load(sq_bits, fs) == 0) & (g != 0)
+            n_lost += (p_new == p) & (delta != 0)
+            scratch[i] = delta
+        if write:
+            param[i] = p_bits
+            square_avg[i] = sq_bits
+            acc_delta[i] = store(acc, fs)
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
+
+
+def adadelta_lowp_kernel_for(
+    track: bool, write: bool, formats: StorageFormats
+) -> Callable[..., tuple]:
+    """:func:`adadelta_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
+    buffers as ``uint16`` views, scalars in float32), returning ``(n_dominated, n_nonfinite,
+    sum_sq_update, n_underflow, n_lost_updates)``; the formats and the rounding model are
+    closure constants like the flags."""
+    return _adadelta_lowp_kernel_for(
+        bool(track), bool(write), int(formats.param), int(formats.state),
+        formats.rounding == "per_op",
+    )  # fmt: skip
+
+
+@functools.cache
+def _adadelta_lowp_kernel_for(track: bool, write: bool, fp: int, fs: int, per_op: bool) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, square_avg, acc_delta, scratch, s):  # pragma: no cover
+        return _loop_lowp(
+            param, grad, square_avg, acc_delta, scratch, s, track, write, fp, fs, per_op
+        )
+
+    return kernel
+
+
 def adadelta_step_reference(
     param: np.ndarray,
     grad: np.ndarray,
@@ -141,6 +251,51 @@ def adadelta_step_reference(
         acc_delta *= s.rho
         acc_delta += s.one_minus_rho * delta * delta
         param += s.neg_lr * delta
+
+
+def adadelta_step_reference_lowp(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    acc_delta: np.ndarray,
+    scalars: AdadeltaScalars,
+    rounding: str,
+) -> None:
+    """:func:`adadelta_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
+    in place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
+    result once (NumPy's / ml_dtypes' casts); ``"per_op"`` rounds every op's float32 result to
+    the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
+    f32 = np.float32
+    if rounding == "fused":
+        arrays = [a.astype(f32) for a in (param, grad, square_avg, acc_delta)]
+        adadelta_step_reference(*arrays, scalars)
+        for out, a in zip((param, square_avg, acc_delta), (arrays[0], arrays[2], arrays[3])):
+            out[...] = a.astype(out.dtype)
+        return
+    s = scalars
+
+    def rp(x: np.ndarray) -> np.ndarray:  # round to the parameter dtype
+        return np.asarray(x, f32).astype(param.dtype).astype(f32)
+
+    def rs(x: np.ndarray) -> np.ndarray:  # round to the state dtype
+        return np.asarray(x, f32).astype(square_avg.dtype).astype(f32)
+
+    with np.errstate(all="ignore"):
+        p = param.astype(f32)
+        g = grad.astype(f32)
+        acc = acc_delta.astype(f32)
+        if s.weight_decay != 0:
+            g = rp(g + s.weight_decay * p)
+        sq = rs(square_avg.astype(f32) * s.rho)
+        sq = rs(sq + s.one_minus_rho * g * g)
+        std = rs(np.sqrt(rs(sq + s.eps)))
+        d = rs(np.sqrt(rs(acc + s.eps)))
+        d = rs(rs(d / std) * g)
+        acc = rs(acc * s.rho)
+        acc = rs(acc + s.one_minus_rho * d * d)
+        param[...] = (p + s.neg_lr * d).astype(param.dtype)
+        square_avg[...] = sq.astype(square_avg.dtype)
+        acc_delta[...] = acc.astype(acc_delta.dtype)
 
 
 class Adadelta(Optimizer):
@@ -180,6 +335,12 @@ class Adadelta(Optimizer):
         weight_decay: L2 penalty, ``>= 0``. Default ``0``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
         check_finite: refuse a step that would make a parameter NaN or infinite.
+        state_dtype: dtype of ``square_avg`` and ``acc_delta`` (``None``: the parameter's;
+            float16, bfloat16 or float32 with 16-bit parameters).
+        rounding: 16-bit buffers only: ``"fused"`` (default; float32 compute, one rounding per
+            stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
+            intermediate rounded; a transcription of PyTorch's source, not checked against
+            recorded PyTorch runs). See the module docstring.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -196,9 +357,16 @@ class Adadelta(Optimizer):
         *,
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay}
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+
+    _supports_lowp = True
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, rho, eps, weight_decay.
@@ -222,11 +390,29 @@ class Adadelta(Optimizer):
             weight_decay=group["weight_decay"],
         )
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return adadelta_kernel_for(track, write)
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        if formats is None:
+            return adadelta_kernel_for(track, write)
+        return adadelta_lowp_kernel_for(track, write, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        return adadelta_step_reference
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
+        if formats is None:
+            return adadelta_step_reference
+
+        def reference(param, grad, square_avg, acc_delta, scalars):  # type: ignore[no-untyped-def]
+            adadelta_step_reference_lowp(
+                param, grad, square_avg, acc_delta, scalars, formats.rounding
+            )
+
+        return reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

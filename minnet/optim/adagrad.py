@@ -22,6 +22,26 @@ when eps > 0 (then ``g * k`` equals "inside"'s ``g / sqrt(S + eps)`` up to the r
 reciprocal, and ``S = 0`` means ``g = 0``, an update of 0 either way). It matters at eps=0 on a
 coordinate whose accumulator is still 0 (a zero initial accumulator and only zero gradients so
 far): there "inside" and "outside" compute 0/0 = NaN and "inside_guarded" gives 0.
+
+16-bit storage (float16 / bfloat16 parameters or state; ``R_p``/``R_s`` round a float32 value to
+the parameter's / the state's dtype, ``lp_p(c)``/``lp_s(c)`` a constant). ``rounding="fused"``
+loads every value to float32, computes in float32 and rounds once per stored array; for
+"outside" in the order of PyTorch's ``fused=True`` kernel (its per-element loop, with float32
+eps and clr: ``S32 = S + g*g``, ``param = R_p(param + (-clr * g) / (sqrt(S32) + eps))``; the
+float32 update of the inside placements is the one above). PyTorch 2.13's vectorised fused loop
+instead rounds eps and clr to the storage dtype first; minnet does not copy that.
+``rounding="per_op"`` is PyTorch's ``_single_tensor_adagrad`` on half tensors, each op rounding
+its result, so it exists for ``eps_mode="outside"`` only:
+
+    g   = -grad if maximize else grad                     (exact)
+    g   = R_p(g + lp_p(weight_decay) * param)             grad.add(param, alpha=wd)
+    S   = R_s(S + g * g)                                  S.addcmul_(g, g, value=1)
+    std = R_s(sqrt(S));  std = R_s(std + lp_s(eps))       S.sqrt().add_(eps): the default
+                                                          eps=1e-10 is 0 in float16
+    param = R_p(param + (-clr * g) / std)                 param.addcdiv_(g, std, value=-clr)
+
+Every op computes in float32; products and sums are separate float32 roundings (PyTorch's
+addcmul is one fma, so a rare last-bit difference before the 16-bit rounding can remain).
 """
 
 from __future__ import annotations
@@ -33,8 +53,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -51,7 +72,9 @@ __all__ = [
     "AdagradScalars",
     "adagrad_scalars",
     "adagrad_kernel_for",
+    "adagrad_lowp_kernel_for",
     "adagrad_step_reference",
+    "adagrad_step_reference_lowp",
 ]
 
 #: The eps placements: "outside" (PyTorch), "inside" (Keras 3), "inside_guarded" (optax).
@@ -89,29 +112,40 @@ def adagrad_scalars(
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _element(p, g, acc, s, mode, torch_fused):  # pragma: no cover - compiled
+    """One coordinate in the arrays' arithmetic; returns (delta, S, g, eps-dominated).
+    ``torch_fused`` ("outside" only) divides ``-clr * g`` as PyTorch's fused kernel does."""
+    one = s.sign * s.sign  # 1 in the arrays' dtype
+    zero = one - one
+    g = g * s.sign
+    if s.weight_decay != 0:
+        g = g + s.weight_decay * p
+    acc = acc + g * g
+    if mode == OUTSIDE:
+        root = np.sqrt(acc)
+        if torch_fused:
+            delta = (s.neg_clr * g) / (root + s.eps)
+        else:
+            delta = s.neg_clr * (g / (root + s.eps))
+        dominated = s.eps >= root
+    elif mode == INSIDE:
+        delta = s.neg_clr * (g / np.sqrt(acc + s.eps))
+        dominated = s.eps >= acc
+    else:
+        k = one / np.sqrt(acc + s.eps) if acc > 0 else zero
+        delta = s.neg_clr * (g * k)
+        dominated = s.eps >= acc
+    return delta, acc, g, dominated
+
+
+@numba.njit(inline="always", error_model="numpy")
 def _loop(param, grad, state_sum, scratch, s, mode, track, write):  # pragma: no cover
     """The pass over all coordinates; every flag is a compile-time constant."""
     n_dominated = 0
     n_nonfinite = 0
-    one = s.sign * s.sign  # 1 in the arrays' dtype
-    zero = one - one
     for i in range(param.shape[0]):
         p = param[i]
-        g = grad[i] * s.sign
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-        acc = state_sum[i] + g * g
-        if mode == OUTSIDE:
-            root = np.sqrt(acc)
-            delta = s.neg_clr * (g / (root + s.eps))
-            dominated = s.eps >= root
-        elif mode == INSIDE:
-            delta = s.neg_clr * (g / np.sqrt(acc + s.eps))
-            dominated = s.eps >= acc
-        else:
-            k = one / np.sqrt(acc + s.eps) if acc > 0 else zero
-            delta = s.neg_clr * (g * k)
-            dominated = s.eps >= acc
+        delta, acc, _, dominated = _element(p, grad[i], state_sum[i], s, mode, False)
         new = p + delta
         if track:
             n_dominated += dominated
@@ -123,6 +157,59 @@ def _loop(param, grad, state_sum, scratch, s, mode, track, write):  # pragma: no
     if not track:
         return 0, 0, 0.0
     return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _element_per_op(p, g, acc, s, fp, fs):  # pragma: no cover - compiled
+    """One coordinate of PyTorch's ``_single_tensor_adagrad`` on 16-bit tensors: every op in
+    float32, its result rounded to the dtype it is stored in (``fp``: parameter and gradient,
+    ``fs``: the sum and the denominator computed from it). Returns (delta, S, g, dominated)."""
+    g = g * s.sign
+    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
+        g = round_to(g + round_to(s.weight_decay, fp) * p, fp)
+    acc = round_to(acc + g * g, fs)  # state_sum.addcmul_(grad, grad, value=1)
+    root = round_to(np.sqrt(acc), fs)  # state_sum.sqrt()
+    eps = round_to(s.eps, fs)
+    std = round_to(root + eps, fs)  # .add_(eps)
+    delta = (s.neg_clr * g) / std  # param.addcdiv_(grad, std, value=-clr)
+    return delta, acc, g, eps >= root
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(
+    param, grad, state_sum, scratch, s, mode, track, write, fp, fs, per_op
+):  # pragma: no cover - compiled
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (sum): loads to
+    float32, computes in float32 (``per_op`` rounds after each op), rounds when storing.
+    Tracked, it also counts sums stored as 0 with a nonzero gradient, and coordinates whose
+    stored parameter did not move although ``delta != 0``."""
+    n_dominated = 0
+    n_nonfinite = 0
+    n_underflow = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        p = load(param[i], fp)
+        g_in = load(grad[i], fp)
+        acc_in = load(state_sum[i], fs)
+        if per_op:
+            delta, acc, g, dominated = _element_per_op(p, g_in, acc_in, s, fp, fs)
+        else:
+            delta, acc, g, dominated = _element(p, g_in, acc_in, s, mode, True)
+        p_bits = store(p + delta, fp)
+        acc_bits = store(acc, fs)
+        if track:
+            p_new = load(p_bits, fp)
+            n_dominated += dominated
+            n_nonfinite += not np.isfinite(p_new)
+            n_underflow += (load(acc_bits, fs) == 0) & (g != 0)
+            n_lost += (p_new == p) & (delta != 0)
+            scratch[i] = delta
+        if write:
+            param[i] = p_bits
+            state_sum[i] = acc_bits
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
 
 
 def adagrad_kernel_for(mode: int, track: bool, write: bool) -> Callable[..., tuple]:
@@ -138,6 +225,40 @@ def _kernel_for(mode: int, track: bool, write: bool) -> Callable:
     @numba.njit(cache=True, error_model="numpy", nogil=True)
     def kernel(param, grad, state_sum, scratch, s):  # pragma: no cover
         return _loop(param, grad, state_sum, scratch, s, mode, track, write)
+
+    return kernel
+
+
+def adagrad_lowp_kernel_for(
+    mode: int, track: bool, write: bool, formats: StorageFormats
+) -> Callable[..., tuple]:
+    """:func:`adagrad_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
+    buffers as ``uint16`` views, float32 scalars), returning ``(n_dominated, n_nonfinite,
+    sum_sq_update, n_underflow, n_lost_updates)``. The formats and the rounding model are
+    closure constants. ``"per_op"`` exists for ``mode=OUTSIDE`` only (PyTorch's placement)."""
+    per_op = formats.rounding == "per_op"
+    if per_op and mode != OUTSIDE:
+        raise ValueError(_per_op_message(mode))
+    return _lowp_kernel_for(
+        int(mode), bool(track), bool(write), int(formats.param), int(formats.state), per_op
+    )
+
+
+def _per_op_message(mode: int) -> str:
+    return (
+        "Adagrad: rounding='per_op' follows PyTorch's single-tensor Adagrad, which has eps "
+        "outside the root only: it needs eps_mode='outside', got "
+        f"eps_mode={ADAGRAD_EPS_MODES[mode]!r}; use rounding='fused'"
+    )
+
+
+@functools.cache
+def _lowp_kernel_for(
+    mode: int, track: bool, write: bool, fp: int, fs: int, per_op: bool
+) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, state_sum, scratch, s):  # pragma: no cover
+        return _loop_lowp(param, grad, state_sum, scratch, s, mode, track, write, fp, fs, per_op)
 
     return kernel
 
@@ -164,6 +285,55 @@ def adagrad_step_reference(
             one = s.eps.dtype.type(1)
             k = np.where(state_sum > 0, one / np.sqrt(state_sum + s.eps), 0).astype(g.dtype)
             param += s.neg_clr * (g * k)
+
+
+def adagrad_step_reference_lowp(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state_sum: np.ndarray,
+    scalars: AdagradScalars,
+    mode: int,
+    rounding: str,
+) -> None:
+    """:func:`adagrad_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
+    in place, with float32 ``scalars``: ``"fused"`` computes on float32 copies ("outside" in
+    PyTorch's fused order, ``(-clr * g) / (sqrt(S) + eps)``) and rounds each stored array
+    once; ``"per_op"`` (``mode=OUTSIDE``) rounds every op's float32 result to the dtype of the
+    array it belongs to, in PyTorch's order (module docstring)."""
+    f32 = np.float32
+    s = scalars
+    if rounding == "fused":
+        p32, acc32 = param.astype(f32), state_sum.astype(f32)
+        if mode == OUTSIDE:
+            with np.errstate(all="ignore"):
+                g = grad.astype(f32) * s.sign
+                if s.weight_decay != 0:
+                    g = g + s.weight_decay * p32
+                acc32 += g * g
+                p32 += (s.neg_clr * g) / (np.sqrt(acc32) + s.eps)
+        else:
+            adagrad_step_reference(p32, grad.astype(f32), acc32, scalars, mode)
+        param[...] = p32.astype(param.dtype)
+        state_sum[...] = acc32.astype(state_sum.dtype)
+        return
+    if mode != OUTSIDE:
+        raise ValueError(_per_op_message(mode))
+
+    def rp(x: Any) -> Any:  # round to the parameter dtype
+        return np.asarray(x, f32).astype(param.dtype).astype(f32)
+
+    def rs(x: Any) -> Any:  # round to the state dtype
+        return np.asarray(x, f32).astype(state_sum.dtype).astype(f32)
+
+    with np.errstate(all="ignore"):
+        p = param.astype(f32)
+        g = grad.astype(f32) * s.sign
+        if s.weight_decay != 0:
+            g = rp(g + rp(s.weight_decay)[()] * p)
+        acc = rs(state_sum.astype(f32) + g * g)
+        std = rs(rs(np.sqrt(acc)) + rs(s.eps)[()])
+        state_sum[...] = acc.astype(state_sum.dtype)
+        param[...] = (p + (s.neg_clr * g) / std).astype(param.dtype)
 
 
 class Adagrad(Optimizer):
@@ -209,8 +379,14 @@ class Adagrad(Optimizer):
             ``"inside_guarded"`` (optax).
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step;
             ``eps_dominated`` counts coordinates with ``eps >= sqrt(S)`` ("outside") or
-            ``eps >= S`` (the inside placements).
+            ``eps >= S`` (the inside placements); over 16-bit buffers also ``underflow``
+            (``sum`` stored as 0 with a nonzero gradient) and ``lost_updates``.
         check_finite: refuse a step that would make a parameter NaN or infinite.
+        state_dtype: the dtype of ``sum`` (``None``: the parameter's); see
+            :class:`~minnet.optim.optimizer.Optimizer`.
+        rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
+            docstring); ``"per_op"`` is PyTorch's default loop on half tensors and needs
+            ``eps_mode="outside"``.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -233,6 +409,8 @@ class Adagrad(Optimizer):
         eps_mode: str = "outside",
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -243,7 +421,16 @@ class Adagrad(Optimizer):
             "maximize": maximize,
             "eps_mode": eps_mode,
         }
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+        for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
+            for flat in self._flats[i]:
+                if flat.formats is not None:
+                    self._kernel(group, False, True, flat.formats)
+
+    _supports_lowp = True
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, lr_decay, weight_decay, initial_accumulator_value, eps.
@@ -276,14 +463,28 @@ class Adagrad(Optimizer):
             maximize=group["maximize"],
         )
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return adagrad_kernel_for(ADAGRAD_EPS_MODES.index(group["eps_mode"]), track, write)
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        mode = ADAGRAD_EPS_MODES.index(group["eps_mode"])
+        if formats is None:
+            return adagrad_kernel_for(mode, track, write)
+        return adagrad_lowp_kernel_for(mode, track, write, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
         mode = ADAGRAD_EPS_MODES.index(group["eps_mode"])
 
         def reference(param, grad, state_sum, scalars):  # type: ignore[no-untyped-def]
-            adagrad_step_reference(param, grad, state_sum, scalars, mode)
+            if formats is None:
+                adagrad_step_reference(param, grad, state_sum, scalars, mode)
+            else:
+                adagrad_step_reference_lowp(param, grad, state_sum, scalars, mode, formats.rounding)
 
         return reference
 

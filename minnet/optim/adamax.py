@@ -28,6 +28,24 @@ Defaults: PyTorch and optax ``lr=2e-3, betas=(0.9, 0.999), eps=1e-8``; Keras 3 A
 
 The per-step constants are computed once in float64 (as PyTorch does in Python) and cast to the
 arrays' dtype, so every per-element operation runs in one dtype and the loop vectorizes.
+
+16-bit parameters and state (``state_dtype``, ``rounding``; see :mod:`minnet.optim.optimizer`):
+the kernel reads float16/bfloat16 buffers as ``uint16`` bit patterns and computes in float32.
+``rounding="fused"`` computes the step above in float32 and rounds each stored value once.
+``rounding="per_op"`` rounds every intermediate to the dtype of the tensor PyTorch's
+single-tensor ``_single_tensor_adamax`` writes it to (``rp``: parameter/gradient dtype, ``rs``:
+state dtype), in its order (eps_mode "max" only):
+
+    g = rp(g + weight_decay * param)                 grad.add(param, alpha=weight_decay)
+    m = rs(lerp(m, g, 1 - beta1))                     exp_avg.lerp_(grad, 1 - beta1)
+    u = rs(u * beta2)                                 exp_inf.mul_(beta2)
+    a = rp(|g| + eps)                                 grad.abs().add_(eps)
+    u = rs(max(u, a))                                 torch.maximum(..., out=exp_inf)
+    param = rp(param + (-clr * m) / u)                param.addcdiv_(exp_avg, exp_inf, value=-clr)
+
+No PyTorch fixture covers Adamax in 16-bit: "per_op" is this transcription of PyTorch's source
+(its op order and float32 op-math), checked against the NumPy reference below, not against
+recorded PyTorch runs.
 """
 
 from __future__ import annotations
@@ -39,8 +57,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -57,6 +76,8 @@ __all__ = [
     "adamax_scalars",
     "adamax_kernel_for",
     "adamax_step_reference",
+    "adamax_lowp_kernel_for",
+    "adamax_step_reference_lowp",
 ]
 
 #: The placements of eps, in the kernel's ``mode`` order: "max" (PyTorch, optax), "outside"
@@ -167,6 +188,103 @@ def _adamax_kernel_for(mode: int, track: bool, write: bool) -> Callable:
     return kernel
 
 
+# -- 16-bit storage ---------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(
+    param, grad, exp_avg, exp_inf, scratch, s, mode, track, write, fp, fs, per_op
+):  # pragma: no cover - compiled
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
+    is loaded to float32, updated in float32 (``per_op`` rounds after each op, see the module
+    docstring) and rounded when stored. Tracked, it also counts ``exp_inf`` stored as 0 with a
+    nonzero gradient (underflow) and coordinates whose stored parameter did not move although
+    ``delta != 0`` (lost updates)."""
+    n_dominated = 0
+    n_nonfinite = 0
+    n_underflow = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        p = load(param[i], fp)
+        g = load(grad[i], fp)
+        m = load(exp_avg[i], fs)
+        u = load(exp_inf[i], fs)
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * p
+            if per_op:
+                g = round_to(g, fp)
+        if s.lerp_w < 0.5:
+            m = m + s.lerp_w * (g - m)
+        else:
+            m = g - (g - m) * s.one_minus_lerp_w
+        u = u * s.beta2
+        a = np.abs(g)
+        if mode == MAX:
+            a = a + s.eps
+        if per_op:
+            m = round_to(m, fs)
+            u = round_to(u, fs)
+            a = round_to(a, fp)
+        if not (u >= a):
+            if u == u:
+                u = a
+        if per_op:
+            u = round_to(u, fs)
+            delta = (s.neg_clr * m) / u
+        elif mode == MAX:
+            delta = s.neg_clr * (m / u)
+        else:
+            delta = s.neg_clr * (m / (u + s.eps))
+        new = p + delta
+        p_bits = store(new, fp)
+        u_bits = store(u, fs)
+        if track:
+            p_new = load(p_bits, fp)
+            n_dominated += (s.eps >= np.abs(g)) if mode == MAX else (s.eps >= u)
+            n_nonfinite += not np.isfinite(p_new)
+            n_underflow += (load(u_bits, fs) == 0) & (g != 0)
+            n_lost += (p_new == p) & (delta != 0)
+            scratch[i] = delta
+        if write:
+            param[i] = p_bits
+            exp_avg[i] = store(m, fs)
+            exp_inf[i] = u_bits
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
+
+
+def adamax_lowp_kernel_for(
+    mode: int, track: bool, write: bool, formats: StorageFormats
+) -> Callable[..., tuple]:
+    """:func:`adamax_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
+    buffers as ``uint16`` views, scalars in float32), returning ``(n_dominated, n_nonfinite,
+    sum_sq_update, n_underflow, n_lost_updates)``. ``"per_op"`` rounding exists for
+    ``mode=MAX`` (PyTorch's placement) only."""
+    per_op = formats.rounding == "per_op"
+    if per_op and mode != MAX:
+        raise ValueError(
+            "Adamax: rounding='per_op' follows PyTorch's for-loop Adamax: it needs "
+            "eps_mode='max'; use rounding='fused' for eps_mode='outside'"
+        )
+    return _adamax_lowp_kernel_for(
+        int(mode), bool(track), bool(write), int(formats.param), int(formats.state), per_op
+    )
+
+
+@functools.cache
+def _adamax_lowp_kernel_for(
+    mode: int, track: bool, write: bool, fp: int, fs: int, per_op: bool
+) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, exp_avg, exp_inf, scratch, s):  # pragma: no cover
+        return _loop_lowp(
+            param, grad, exp_avg, exp_inf, scratch, s, mode, track, write, fp, fs, per_op
+        )
+
+    return kernel
+
+
 def adamax_step_reference(
     param: np.ndarray,
     grad: np.ndarray,
@@ -192,6 +310,51 @@ def adamax_step_reference(
         else:
             np.maximum(exp_inf, np.abs(g), out=exp_inf)
             param += s.neg_clr * (exp_avg / (exp_inf + s.eps))
+
+
+def adamax_step_reference_lowp(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_inf: np.ndarray,
+    scalars: AdamaxScalars,
+    mode: int,
+    rounding: str,
+) -> None:
+    """:func:`adamax_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
+    in place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
+    result once (NumPy's / ml_dtypes' casts); ``"per_op"`` rounds every op's float32 result to
+    the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
+    f32 = np.float32
+    if rounding == "fused":
+        arrays = [a.astype(f32) for a in (param, grad, exp_avg, exp_inf)]
+        adamax_step_reference(*arrays, scalars, mode)
+        for out, a in zip((param, exp_avg, exp_inf), (arrays[0], arrays[2], arrays[3])):
+            out[...] = a.astype(out.dtype)
+        return
+    s = scalars
+
+    def rp(x: np.ndarray) -> np.ndarray:  # round to the parameter dtype
+        return np.asarray(x, f32).astype(param.dtype).astype(f32)
+
+    def rs(x: np.ndarray) -> np.ndarray:  # round to the state dtype
+        return np.asarray(x, f32).astype(exp_avg.dtype).astype(f32)
+
+    with np.errstate(all="ignore"):
+        p = param.astype(f32)
+        g = grad.astype(f32)
+        m = exp_avg.astype(f32)
+        if s.weight_decay != 0:
+            g = rp(g + s.weight_decay * p)
+        if s.lerp_w < 0.5:
+            m = rs(m + s.lerp_w * (g - m))
+        else:
+            m = rs(g - (g - m) * s.one_minus_lerp_w)
+        u = rs(exp_inf.astype(f32) * s.beta2)
+        u = rs(np.maximum(u, rp(np.abs(g) + s.eps)))
+        param[...] = (p + (s.neg_clr * m) / u).astype(param.dtype)
+        exp_avg[...] = m.astype(exp_avg.dtype)
+        exp_inf[...] = u.astype(exp_inf.dtype)
 
 
 class Adamax(Optimizer):
@@ -233,6 +396,12 @@ class Adamax(Optimizer):
         eps_mode: ``"max"`` (default) or ``"outside"``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
         check_finite: refuse a step that would make a parameter NaN or infinite.
+        state_dtype: dtype of ``exp_avg`` and ``exp_inf`` (``None``: the parameter's; float16,
+            bfloat16 or float32 with 16-bit parameters).
+        rounding: 16-bit buffers only: ``"fused"`` (default; float32 compute, one rounding per
+            stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
+            intermediate rounded; ``eps_mode="max"`` only; a transcription of PyTorch's source,
+            not checked against recorded PyTorch runs). See the module docstring.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -253,6 +422,8 @@ class Adamax(Optimizer):
         eps_mode: str = "max",
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -261,7 +432,16 @@ class Adamax(Optimizer):
             "weight_decay": weight_decay,
             "eps_mode": eps_mode,
         }
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+        for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
+            for flat in self._flats[i]:
+                if flat.formats is not None:
+                    self._kernel(group, False, True, flat.formats)
+
+    _supports_lowp = True
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, eps, betas, weight_decay.
@@ -293,14 +473,30 @@ class Adamax(Optimizer):
             step=step,
         )
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return adamax_kernel_for(ADAMAX_EPS_MODES.index(group["eps_mode"]), track, write)
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        mode = ADAMAX_EPS_MODES.index(group["eps_mode"])
+        if formats is None:
+            return adamax_kernel_for(mode, track, write)
+        return adamax_lowp_kernel_for(mode, track, write, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
         mode = ADAMAX_EPS_MODES.index(group["eps_mode"])
 
         def reference(param, grad, exp_avg, exp_inf, scalars):  # type: ignore[no-untyped-def]
-            adamax_step_reference(param, grad, exp_avg, exp_inf, scalars, mode)
+            if formats is None:
+                adamax_step_reference(param, grad, exp_avg, exp_inf, scalars, mode)
+            else:
+                adamax_step_reference_lowp(
+                    param, grad, exp_avg, exp_inf, scalars, mode, formats.rounding
+                )
 
         return reference
 

@@ -22,6 +22,15 @@ Library defaults differ: optax's ``lion`` has ``weight_decay=1e-3`` (and no defa
 ``Lion`` has ``learning_rate=1e-3`` and no weight decay and requires ``0 < beta_1 <= 1``;
 minnet's defaults are ``lr=1e-4``, ``betas=(0.9, 0.99)``, ``weight_decay=0`` (the paper suggests
 an lr 3-10x smaller than AdamW's and a weight decay 3-10x larger).
+
+16-bit parameters and state (``state_dtype``; see :mod:`minnet.optim.optimizer`): the kernel
+reads float16/bfloat16 buffers as ``uint16`` bit patterns, computes the step above in float32
+and rounds each stored value once (``rounding="fused"``, optax with float32 promotion).
+``rounding="per_op"`` is refused: it means PyTorch's op-by-op rounding, and PyTorch has no
+Lion (no library fixture exists for Lion in 16-bit either). Lion has no eps and no second
+moment, so nothing underflows into a denominator; what 16-bit storage does to it is lose
+updates: every step moves a coordinate by ``lr``, and in bfloat16 ``1.0 - 1e-4`` is ``1.0``
+(``stats.lost_updates`` counts them).
 """
 
 from __future__ import annotations
@@ -33,11 +42,20 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import Optimizer, check_betas, check_lr, check_weight_decay
 
-__all__ = ["Lion", "LionScalars", "lion_scalars", "lion_kernel_for", "lion_step_reference"]
+__all__ = [
+    "Lion",
+    "LionScalars",
+    "lion_scalars",
+    "lion_kernel_for",
+    "lion_step_reference",
+    "lion_lowp_kernel_for",
+    "lion_step_reference_lowp",
+]
 
 
 class LionScalars(NamedTuple):
@@ -103,6 +121,67 @@ def _lion_kernel_for(track: bool, write: bool) -> Callable:
     return kernel
 
 
+# -- 16-bit storage ---------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(param, grad, exp_avg, scratch, s, track, write, fp, fs):  # pragma: no cover
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
+    is loaded to float32, updated in float32 and rounded once when stored. Tracked, it also
+    counts coordinates whose stored parameter did not move although ``delta != 0`` (lost
+    updates); there is no second moment, so the underflow count is 0."""
+    n_nonfinite = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        g = load(grad[i], fp)
+        m = load(exp_avg[i], fs)
+        p0 = load(param[i], fp)
+        u = np.sign(s.one_minus_beta1 * g + s.beta1 * m)
+        m = s.one_minus_beta2 * g + s.beta2 * m
+        if s.weight_decay != 0:
+            u = u + s.weight_decay * p0
+        delta = u * s.neg_lr
+        p_bits = store(p0 + delta, fp)
+        if track:
+            p_new = load(p_bits, fp)
+            n_nonfinite += not np.isfinite(p_new)
+            n_lost += (p_new == p0) & (delta != 0)
+            scratch[i] = delta
+        if write:
+            param[i] = p_bits
+            exp_avg[i] = store(m, fs)
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return 0, n_nonfinite, sum_squares(scratch, param.shape[0]), 0, n_lost
+
+
+def _refuse_per_op(formats: StorageFormats) -> None:
+    if formats.rounding == "per_op":
+        raise ValueError(
+            "Lion: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
+            "implementation, and PyTorch has no Lion; use rounding='fused' (per_op exists for "
+            "Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
+        )
+
+
+def lion_lowp_kernel_for(track: bool, write: bool, formats: StorageFormats) -> Callable[..., tuple]:
+    """:func:`lion_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
+    buffers as ``uint16`` views, scalars in float32), returning ``(0, n_nonfinite,
+    sum_sq_update, 0, n_lost_updates)``. ``"fused"`` rounding only (``ValueError`` for
+    ``"per_op"``)."""
+    _refuse_per_op(formats)
+    return _lion_lowp_kernel_for(bool(track), bool(write), int(formats.param), int(formats.state))
+
+
+@functools.cache
+def _lion_lowp_kernel_for(track: bool, write: bool, fp: int, fs: int) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, exp_avg, scratch, s):  # pragma: no cover
+        return _loop_lowp(param, grad, exp_avg, scratch, s, track, write, fp, fs)
+
+    return kernel
+
+
 def lion_step_reference(
     param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, scalars: LionScalars
 ) -> None:
@@ -114,6 +193,18 @@ def lion_step_reference(
         if s.weight_decay != 0:
             u = u + s.weight_decay * param
         param += u * s.neg_lr
+
+
+def lion_step_reference_lowp(
+    param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, scalars: LionScalars
+) -> None:
+    """:func:`lion_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
+    place, with float32 ``scalars``: computes on float32 copies and rounds each result once
+    (NumPy's / ml_dtypes' casts), the ``"fused"`` model."""
+    arrays = [a.astype(np.float32) for a in (param, grad, exp_avg)]
+    lion_step_reference(*arrays, scalars)
+    param[...] = arrays[0].astype(param.dtype)
+    exp_avg[...] = arrays[2].astype(exp_avg.dtype)
 
 
 class Lion(Optimizer):
@@ -145,6 +236,11 @@ class Lion(Optimizer):
         weight_decay: decoupled weight decay, scaled by lr, ``>= 0``. Default ``0``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
         check_finite: refuse a step that would make a parameter NaN or infinite.
+        state_dtype: dtype of ``exp_avg`` (``None``: the parameter's; float16, bfloat16 or
+            float32 with 16-bit parameters).
+        rounding: ``"fused"`` (default; float32 compute, one rounding per stored value). With
+            16-bit buffers ``"per_op"`` raises ``ValueError``: PyTorch has no Lion whose
+            op-by-op rounding it would follow.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message style (NaN is
@@ -161,9 +257,20 @@ class Lion(Optimizer):
         *,
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay}
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+        for flats in self._flats:  # refuse per_op now, not at the first step
+            for flat in flats:
+                if flat.formats is not None:
+                    _refuse_per_op(flat.formats)
+
+    _supports_lowp = True
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -181,8 +288,21 @@ class Lion(Optimizer):
             dtype, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"]
         )
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return lion_kernel_for(track, write)
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        if formats is None:
+            return lion_kernel_for(track, write)
+        return lion_lowp_kernel_for(track, write, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        return lion_step_reference
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
+        if formats is None:
+            return lion_step_reference
+        _refuse_per_op(formats)
+        return lion_step_reference_lowp

@@ -25,6 +25,27 @@ parameter's state-dict entry, PyTorch's layout: ``"step"``, ``"mu_product"``, ``
 
 Where eps sits is the same as Adam's: outside the square root of the bias-corrected second
 moment. With ``eps=0``, a coordinate whose gradient has always been zero gets ``0/0 = NaN``.
+
+16-bit parameters and state (``state_dtype``, ``rounding``; see :mod:`minnet.optim.optimizer`):
+the kernel reads float16/bfloat16 buffers as ``uint16`` bit patterns and computes in float32.
+``rounding="fused"`` computes the step above in float32 and rounds each stored value once.
+``rounding="per_op"`` rounds every intermediate to the dtype of the tensor PyTorch's
+``_single_tensor_nadam`` writes it to (``rp``: parameter/gradient dtype, ``rs``: state dtype;
+``D`` is a new tensor of the state dtype), in its order:
+
+    param = rp(param * (1 - lr * weight_decay))       param.mul_(...)   (decoupled)
+    g     = rp(g + weight_decay * param)              grad.add(param, alpha=weight_decay)  (L2)
+    m     = rs(lerp(m, g, 1 - beta1))                 exp_avg.lerp_(grad, 1 - beta1)
+    v     = rs(rs(v * beta2) + (1 - beta2) * g * g)   exp_avg_sq.mul_(beta2).addcmul_(...)
+    D     = rs(rs(sqrt(rs(v / (1 - beta2**t)))) + eps)   exp_avg_sq.div(bc2).sqrt(); add_(eps)
+    param = rp(param + (c_g * g) / D)                 param.addcdiv_(grad, D, value=c_g)
+    param = rp(param + (c_m * m) / D)                 param.addcdiv_(exp_avg, D, value=c_m)
+
+In float16 the default eps=1e-8 is 0 (the optimizer warns) and ``v`` of a gradient below about
+5e-3 underflows to 0, so "per_op" divides by 0 (inf, or NaN for a zero gradient) where "fused"
+stays finite. No PyTorch fixture covers NAdam in 16-bit: "per_op" is this transcription of
+PyTorch's source (its op order and float32 op-math), checked against the NumPy reference below,
+not against recorded PyTorch runs.
 """
 
 from __future__ import annotations
@@ -36,8 +57,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -55,6 +77,8 @@ __all__ = [
     "nadam_scalars",
     "nadam_kernel_for",
     "nadam_step_reference",
+    "nadam_lowp_kernel_for",
+    "nadam_step_reference_lowp",
 ]
 
 
@@ -179,6 +203,100 @@ def _nadam_kernel_for(decoupled: bool, track: bool, write: bool) -> Callable:
     return kernel
 
 
+# -- 16-bit storage ---------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(
+    param, grad, exp_avg, exp_avg_sq, scratch, s, decoupled, track, write, fp, fs, per_op
+):  # pragma: no cover - compiled
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
+    is loaded to float32, updated in float32 (``per_op`` rounds after each op, see the module
+    docstring) and rounded when stored. Tracked, it also counts ``exp_avg_sq`` stored as 0 with
+    a nonzero gradient (underflow) and coordinates whose stored parameter did not move although
+    the update (after the decoupled decay) is not 0 (lost updates)."""
+    n_dominated = 0
+    n_nonfinite = 0
+    n_underflow = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        p0 = load(param[i], fp)
+        g = load(grad[i], fp)
+        m = load(exp_avg[i], fs)
+        v = load(exp_avg_sq[i], fs)
+        p = p0
+        if decoupled:
+            p = p0 * s.decay
+            if per_op:
+                p = round_to(p, fp)
+        p_in = p
+        if s.weight_decay != 0:
+            g = g + s.weight_decay * p
+            if per_op:
+                g = round_to(g, fp)
+        if s.lerp_w < 0.5:
+            m = m + s.lerp_w * (g - m)
+        else:
+            m = g - (g - m) * s.one_minus_lerp_w
+        if per_op:
+            m = round_to(m, fs)
+            v = round_to(v * s.beta2, fs)
+            v = round_to(v + s.one_minus_beta2 * g * g, fs)
+            root = round_to(np.sqrt(round_to(v / s.bc2, fs)), fs)
+            denom = round_to(root + s.eps, fs)
+            p = round_to(p + (s.coef_grad * g) / denom, fp)
+        else:
+            v = v * s.beta2
+            v = v + s.one_minus_beta2 * g * g
+            root = np.sqrt(v / s.bc2)
+            denom = root + s.eps
+            p = p + (s.coef_grad * g) / denom
+        p = p + (s.coef_avg * m) / denom
+        p_bits = store(p, fp)
+        v_bits = store(v, fs)
+        if track:
+            p_new = load(p_bits, fp)
+            n_dominated += s.eps >= root
+            n_nonfinite += not np.isfinite(p_new)
+            n_underflow += (load(v_bits, fs) == 0) & (g != 0)
+            n_lost += (p_new == p_in) & (p != p_in)
+            scratch[i] = p - p0
+        if write:
+            param[i] = p_bits
+            exp_avg[i] = store(m, fs)
+            exp_avg_sq[i] = v_bits
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
+
+
+def nadam_lowp_kernel_for(
+    decoupled: bool, track: bool, write: bool, formats: StorageFormats
+) -> Callable[..., tuple]:
+    """:func:`nadam_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
+    buffers as ``uint16`` views, scalars in float32), returning ``(n_dominated, n_nonfinite,
+    sum_sq_update, n_underflow, n_lost_updates)``; the formats and the rounding model are
+    closure constants like the flags."""
+    return _nadam_lowp_kernel_for(
+        bool(decoupled), bool(track), bool(write), int(formats.param), int(formats.state),
+        formats.rounding == "per_op",
+    )  # fmt: skip
+
+
+@functools.cache
+def _nadam_lowp_kernel_for(
+    decoupled: bool, track: bool, write: bool, fp: int, fs: int, per_op: bool
+) -> Callable:
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, exp_avg, exp_avg_sq, scratch, s):  # pragma: no cover
+        return _loop_lowp(
+            param, grad, exp_avg, exp_avg_sq, scratch, s, decoupled, track, write, fp, fs,
+            per_op,
+        )  # fmt: skip
+
+    return kernel
+
+
 def nadam_step_reference(
     param: np.ndarray,
     grad: np.ndarray,
@@ -204,6 +322,55 @@ def nadam_step_reference(
         denom = np.sqrt(exp_avg_sq / s.bc2) + s.eps
         param += (s.coef_grad * g) / denom
         param += (s.coef_avg * exp_avg) / denom
+
+
+def nadam_step_reference_lowp(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    scalars: NAdamScalars,
+    decoupled: bool,
+    rounding: str,
+) -> None:
+    """:func:`nadam_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
+    place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
+    result once (NumPy's / ml_dtypes' casts); ``"per_op"`` rounds every op's float32 result to
+    the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
+    f32 = np.float32
+    if rounding == "fused":
+        arrays = [a.astype(f32) for a in (param, grad, exp_avg, exp_avg_sq)]
+        nadam_step_reference(*arrays, scalars, decoupled)
+        for out, a in zip((param, exp_avg, exp_avg_sq), (arrays[0], arrays[2], arrays[3])):
+            out[...] = a.astype(out.dtype)
+        return
+    s = scalars
+
+    def rp(x: np.ndarray) -> np.ndarray:  # round to the parameter dtype
+        return np.asarray(x, f32).astype(param.dtype).astype(f32)
+
+    def rs(x: np.ndarray) -> np.ndarray:  # round to the state dtype
+        return np.asarray(x, f32).astype(exp_avg.dtype).astype(f32)
+
+    with np.errstate(all="ignore"):
+        p = param.astype(f32)
+        g = grad.astype(f32)
+        m = exp_avg.astype(f32)
+        if decoupled:
+            p = rp(p * s.decay)
+        if s.weight_decay != 0:
+            g = rp(g + s.weight_decay * p)
+        if s.lerp_w < 0.5:
+            m = rs(m + s.lerp_w * (g - m))
+        else:
+            m = rs(g - (g - m) * s.one_minus_lerp_w)
+        v = rs(exp_avg_sq.astype(f32) * s.beta2)
+        v = rs(v + s.one_minus_beta2 * g * g)
+        denom = rs(rs(np.sqrt(rs(v / s.bc2))) + s.eps)
+        p = rp(p + (s.coef_grad * g) / denom)
+        param[...] = (p + (s.coef_avg * m) / denom).astype(param.dtype)
+        exp_avg[...] = m.astype(exp_avg.dtype)
+        exp_avg_sq[...] = v.astype(exp_avg_sq.dtype)
 
 
 # -- the class ------------------------------------------------------------------------------
@@ -252,6 +419,12 @@ class NAdam(Optimizer):
             (NAdamW). Default ``False``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
         check_finite: refuse a step that would make a parameter NaN or infinite.
+        state_dtype: dtype of ``exp_avg`` and ``exp_avg_sq`` (``None``: the parameter's;
+            float16, bfloat16 or float32 with 16-bit parameters).
+        rounding: 16-bit buffers only: ``"fused"`` (default; float32 compute, one rounding per
+            stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
+            intermediate rounded; a transcription of PyTorch's source, not checked against
+            recorded PyTorch runs). See the module docstring.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -273,6 +446,8 @@ class NAdam(Optimizer):
         *,
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -282,7 +457,12 @@ class NAdam(Optimizer):
             "momentum_decay": momentum_decay,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+
+    _supports_lowp = True
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order of checks: lr, eps, betas, weight_decay, momentum_decay.
@@ -343,14 +523,29 @@ class NAdam(Optimizer):
     def _decoupled(self, group: Mapping[str, Any]) -> bool:
         return bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0)
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return nadam_kernel_for(self._decoupled(group), track, write)
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        if formats is None:
+            return nadam_kernel_for(self._decoupled(group), track, write)
+        return nadam_lowp_kernel_for(self._decoupled(group), track, write, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
         decoupled = self._decoupled(group)
 
         def reference(param, grad, exp_avg, exp_avg_sq, scalars):  # type: ignore[no-untyped-def]
-            nadam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
+            if formats is None:
+                nadam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
+            else:
+                nadam_step_reference_lowp(
+                    param, grad, exp_avg, exp_avg_sq, scalars, decoupled, formats.rounding
+                )
 
         return reference
 

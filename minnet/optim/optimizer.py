@@ -14,7 +14,7 @@ One file per optimizer (``minnet/optim/<name>.py``) holds the class, its Numba k
 plain-NumPy reference of the same update, side by side. The class implements:
 
 ``__init__(self, params, <hyperparameters with PyTorch's names and defaults>, *,
-track_stats=False, check_finite=False)``
+track_stats=False, check_finite=False[, state_dtype=None, rounding="fused"])``
     Calls ``super().__init__(params, defaults, track_stats=..., check_finite=...)`` with
     ``defaults`` the dict of its hyperparameters (every group option, in signature order).
 
@@ -47,6 +47,37 @@ track_stats=False, check_finite=False)``
 ``_reference(self, group: Mapping[str, Any]) -> Callable``
     The same update written with whole-array NumPy: ``ref(param, grad, *state, scalars) ->
     None``, in place. Tests hold the kernel to it (float64, 1e-12 relative).
+
+16-bit storage (float16 / bfloat16 parameters or ``state_dtype``). Set the class attribute
+``_supports_lowp = True``, accept ``state_dtype=None, rounding="fused"`` keyword-only in
+``__init__`` and pass them to ``super().__init__``; without it the base refuses 16-bit buffers
+with a ``TypeError``. Then:
+
+``_kernel(self, group, track, write, formats=None)``
+    ``formats`` is ``None`` for float32/float64 buffers (return the plain kernel, unchanged)
+    or a :class:`~minnet.optim._flat.StorageFormats` ``(param, state, rounding)``: ``param``
+    and ``state`` are ``minnet._lowp.F16``, ``BF16`` or ``NATIVE`` (a float32 state with
+    16-bit parameters), ``rounding`` is ``"fused"`` or ``"per_op"``. Make them closure
+    constants of the compiled kernel, like ``track``/``write`` (one cached builder,
+    ``functools.cache``). The kernel gets 16-bit buffers as ``uint16`` arrays and the
+    ``_scalars`` in float32 (the base passes ``flat.compute_dtype``); it reads each element
+    with ``x = load(buf[i], fmt)`` (float32), computes in float32 only, and writes
+    ``buf[i] = store(x, fmt)`` (round to nearest even); all three are in ``minnet._lowp``.
+    ``"fused"``: no other rounding. ``"per_op"``: wrap the result of every operation that
+    PyTorch's for-loop implementation performs as one tensor op (``mul_``, ``addcmul_``,
+    ``lerp_``, ``sqrt``, ``div``, ``add_``; scalars are Python floats) in
+    ``round_to(x, fmt)``, with ``fmt`` the format of the tensor the op writes (state ops:
+    ``state``; ops on the parameter or gradient: ``param``); ``addcdiv_``'s result is the
+    stored parameter. Raise ``ValueError`` from ``_kernel`` for variants without a per_op
+    model. A 16-bit kernel returns five values: the three above, then the coordinates whose
+    stored second moment (or the state that plays its part) is 0 while the gradient is not,
+    and those whose stored parameter equals the parameter before the update although
+    ``delta != 0`` (``(0, 0, 0.0, 0, 0)`` untracked). Kernels that return three get zeros.
+``_reference(self, group, formats=None)``
+    With ``formats``: the same update over typed arrays (``np.float16``,
+    ``minnet.dtypes.bfloat16``), float32 scalars; ``"fused"`` computes on float32 copies and
+    casts once (``astype``), ``"per_op"`` casts every op's float32 result to the storage
+    dtype and back. Tests hold the kernel to it bit for bit (``tests/test_optim_lowp.py``).
 
 Optional:
 
@@ -314,6 +345,16 @@ AdamStats = OptimizerStats
 _MISSING = object()
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside ``minnet.optim``."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("minnet.optim"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 # -- the base class ---------------------------------------------------------------------------
 
 
@@ -533,12 +574,31 @@ class Optimizer:
             )
         return state
 
+    #: The options that must be representable in the state dtype (checked by
+    #: :meth:`_check_eps_representable`): ``("eps",)``; AdaBelief adds ``"eps_root"``.
+    _eps_options: tuple[str, ...] = ("eps",)
+
     def _check_eps_representable(self, group: Mapping[str, Any], params: list[Any]) -> None:
-        """Warn once (``check_finite``: raise ``ValueError``) if the group's ``eps`` is 0 or
-        subnormal in the state dtype of one of its parameters."""
-        eps = group.get("eps")
-        if not isinstance(eps, float) or not eps > 0:
+        """Warn once (``check_finite``: raise ``ValueError``) if one of the group's
+        :attr:`_eps_options` is 0 or subnormal in the state dtype of one of its parameters."""
+        messages = []
+        for option in self._eps_options:
+            message = self._eps_problem(option, group.get(option), params)
+            if message is not None:
+                messages.append(message)
+        if not messages:
             return
+        message = "; ".join(messages)
+        if self.check_finite:
+            raise ValueError(message + " (check_finite=True)")
+        if not self._warned_lowp:
+            self._warned_lowp = True
+            warnings.warn(message, LowPrecisionWarning, stacklevel=_caller_level())
+
+    def _eps_problem(self, option: str, eps: Any, params: list[Any]) -> str | None:
+        """Why ``option=eps`` cannot be held by the state dtype of ``params``, or ``None``."""
+        if not isinstance(eps, float) or not eps > 0:
+            return None
         for dt in dict.fromkeys(self._state_dtype_for(p.data.dtype) for p in params):
             if not is_16bit(dt):
                 continue
@@ -551,18 +611,13 @@ class Optimizer:
                 continue
             what = "0" if stored == 0 else f"the subnormal {stored:.6g}"
             name = "bfloat16" if dt == bfloat16 else str(dt)
-            message = (
-                f"{type(self).__name__}: eps={eps} is {what} in {name} (the state dtype), so "
-                f"it cannot keep the denominator away from 0; the smallest safe eps in {name} "
-                f"is {tiny:.6g} (its smallest normal number). Use a larger eps or "
+            return (
+                f"{type(self).__name__}: {option}={eps} is {what} in {name} (the state dtype), "
+                f"so it cannot keep the denominator away from 0; the smallest safe {option} in "
+                f"{name} is {tiny:.6g} (its smallest normal number). Use a larger {option} or "
                 "state_dtype='float32'"
             )
-            if self.check_finite:
-                raise ValueError(message + " (check_finite=True)")
-            if not self._warned_lowp:
-                self._warned_lowp = True
-                warnings.warn(message, LowPrecisionWarning, stacklevel=4)
-            return
+        return None
 
     def _install_group(self, group: dict[str, Any]) -> None:
         """Append a prepared group: rebind its parameters to new flat buffers."""

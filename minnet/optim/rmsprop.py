@@ -25,6 +25,31 @@ and the step:
 Keras and optax keep the learning rate inside the momentum buffer (``b = momentum*b + lr*g/D``,
 ``param -= b``); that equals the above only while lr is constant (a schedule changes the lr of
 past steps still in the buffer in PyTorch's form, not in theirs). minnet follows PyTorch.
+
+16-bit storage (float16 / bfloat16 parameters or state; ``R_p``/``R_s`` round a float32 value to
+the parameter's / the state's dtype, ``lp_p(c)``/``lp_s(c)`` a constant). ``rounding="fused"``
+loads every value to float32, runs the update above in float32 (both eps placements) and rounds
+once per stored array (PyTorch has no fused RMSprop; this is what its fused Adam does).
+``rounding="per_op"`` is PyTorch's ``_single_tensor_rmsprop`` on half tensors, each op rounding
+its result, so it exists for ``eps_mode="outside"`` only (centered and momentum included):
+
+    g   = -grad if maximize else grad                             (exact)
+    g   = R_p(g + lp_p(weight_decay) * param)                     grad.add(param, alpha=wd)
+    v   = R_s(v * alpha);  v = R_s(v + (1 - alpha) * g * g)       v.mul_(alpha).addcmul_(g, g,
+                                                                    value=1 - alpha)
+    a   = R_s(a + (1 - alpha) * (g - a))                          a.lerp_(g, 1 - alpha)
+    avg = R_s(sqrt(R_s(v - a * a)))  if centered  else  R_s(sqrt(v))
+    avg = R_s(avg + lp_s(eps))                                    avg.add_(eps): eps=1e-8 is 0
+                                                                    in float16
+    b   = R_s(b * momentum);  b = R_s(b + g / avg)                buf.mul_(m).addcdiv_(g, avg)
+    param = R_p(param + lp_p(-lr) * b)                            param.add_(buf, alpha=-lr)
+    param = R_p(param + (-lr * g) / avg)                          momentum = 0: param.addcdiv_(
+                                                                    g, avg, value=-lr)
+
+Every op computes in float32; products and sums are separate float32 roundings (PyTorch's
+addcmul fuses one into an fma, so a rare last-bit difference before the 16-bit rounding can
+remain). In float16 with eps=1e-8, a second moment that underflows to 0 gives ``g / 0``: inf,
+or NaN for a zero gradient, from the first step on.
 """
 
 from __future__ import annotations
@@ -36,8 +61,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -55,7 +81,9 @@ __all__ = [
     "RMSpropScalars",
     "rmsprop_scalars",
     "rmsprop_kernel_for",
+    "rmsprop_lowp_kernel_for",
     "rmsprop_step_reference",
+    "rmsprop_step_reference_lowp",
 ]
 
 #: The eps placements: "outside" (PyTorch) and "inside" (Keras 3, optax).
@@ -102,6 +130,38 @@ def rmsprop_scalars(
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _element(p, g, v, a, b, s, mode, centered, has_momentum):  # pragma: no cover - compiled
+    """One coordinate in the arrays' arithmetic; returns (delta, v, a, b, eps-dominated)."""
+    g = g * s.sign
+    if s.weight_decay != 0:
+        g = g + s.weight_decay * p
+    v = v * s.alpha
+    v = v + s.one_minus_alpha * g * g
+    var = v
+    if centered:
+        # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
+        if s.lerp_w < 0.5:
+            a = a + s.lerp_w * (g - a)
+        else:
+            a = g - (g - a) * s.one_minus_lerp_w
+        var = v - a * a
+    if mode == OUTSIDE:
+        root = np.sqrt(var)
+        denom = root + s.eps
+        dominated = s.eps >= root
+    else:
+        denom = np.sqrt(var + s.eps)
+        dominated = s.eps >= var
+    if has_momentum:
+        b = b * s.momentum
+        b = b + g / denom
+        delta = s.neg_lr * b
+    else:
+        delta = s.neg_lr * (g / denom)
+    return delta, v, a, b, dominated
+
+
+@numba.njit(inline="always", error_model="numpy")
 def _loop(
     param, grad, square_avg, buf, grad_avg, scratch, s, mode, centered, has_momentum, track,
     write,
@@ -111,33 +171,11 @@ def _loop(
     n_nonfinite = 0
     for i in range(param.shape[0]):
         p = param[i]
-        g = grad[i] * s.sign
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-        v = square_avg[i] * s.alpha
-        v = v + s.one_minus_alpha * g * g
-        var = v
-        if centered:
-            a = grad_avg[i]
-            # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
-            if s.lerp_w < 0.5:
-                a = a + s.lerp_w * (g - a)
-            else:
-                a = g - (g - a) * s.one_minus_lerp_w
-            var = v - a * a
-        if mode == OUTSIDE:
-            root = np.sqrt(var)
-            denom = root + s.eps
-            dominated = s.eps >= root
-        else:
-            denom = np.sqrt(var + s.eps)
-            dominated = s.eps >= var
-        if has_momentum:
-            b = buf[i] * s.momentum
-            b = b + g / denom
-            delta = s.neg_lr * b
-        else:
-            delta = s.neg_lr * (g / denom)
+        a_in = grad_avg[i] if centered else p
+        b_in = buf[i] if has_momentum else p
+        delta, v, a, b, dominated = _element(
+            p, grad[i], square_avg[i], a_in, b_in, s, mode, centered, has_momentum
+        )
         new = p + delta
         if track:
             n_dominated += dominated
@@ -153,6 +191,88 @@ def _loop(
     if not track:
         return 0, 0, 0.0
     return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _element_per_op(p, g, v, a, b, s, centered, has_momentum, fp, fs):  # pragma: no cover
+    """One coordinate of PyTorch's ``_single_tensor_rmsprop`` (eps outside) on 16-bit tensors:
+    every op in float32, its result rounded to the dtype it is stored in (``fp``: parameter and
+    gradient, ``fs``: state and the denominator computed from it). Returns (delta, v, a, b,
+    eps-dominated, g)."""
+    g = g * s.sign
+    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
+        g = round_to(g + round_to(s.weight_decay, fp) * p, fp)
+    v = round_to(v * s.alpha, fs)  # square_avg.mul_(alpha)
+    v = round_to(v + s.one_minus_alpha * g * g, fs)  # .addcmul_(grad, grad, value=1 - alpha)
+    if centered:
+        if s.lerp_w < 0.5:  # grad_avg.lerp_(grad, 1 - alpha)
+            a = round_to(a + s.lerp_w * (g - a), fs)
+        else:
+            a = round_to(g - (g - a) * s.one_minus_lerp_w, fs)
+        # square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+        root = round_to(np.sqrt(round_to(v - a * a, fs)), fs)
+    else:
+        root = round_to(np.sqrt(v), fs)  # square_avg.sqrt()
+    eps = round_to(s.eps, fs)
+    avg = round_to(root + eps, fs)  # .add_(eps)
+    if has_momentum:
+        b = round_to(b * s.momentum, fs)  # buf.mul_(momentum)
+        b = round_to(b + g / avg, fs)  # .addcdiv_(grad, avg)
+        delta = round_to(s.neg_lr, fp) * b  # param.add_(buf, alpha=-lr)
+    else:
+        delta = (s.neg_lr * g) / avg  # param.addcdiv_(grad, avg, value=-lr)
+    return delta, v, a, b, eps >= root, g
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(
+    param, grad, square_avg, buf, grad_avg, scratch, s, mode, centered, has_momentum, track,
+    write, fp, fs, per_op,
+):  # pragma: no cover - compiled  # fmt: skip
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): loads to
+    float32, computes in float32 (``per_op`` rounds after each op), rounds when storing.
+    Tracked, it also counts second moments stored as 0 with a nonzero gradient, and
+    coordinates whose stored parameter did not move although ``delta != 0``."""
+    n_dominated = 0
+    n_nonfinite = 0
+    n_underflow = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        p = load(param[i], fp)
+        g_in = load(grad[i], fp)
+        v_in = load(square_avg[i], fs)
+        a_in = load(grad_avg[i], fs) if centered else p
+        b_in = load(buf[i], fs) if has_momentum else p
+        if per_op:
+            delta, v, a, b, dominated, g = _element_per_op(
+                p, g_in, v_in, a_in, b_in, s, centered, has_momentum, fp, fs
+            )
+        else:
+            delta, v, a, b, dominated = _element(
+                p, g_in, v_in, a_in, b_in, s, mode, centered, has_momentum
+            )
+            g = g_in * s.sign
+            if s.weight_decay != 0:
+                g = g + s.weight_decay * p
+        p_bits = store(p + delta, fp)
+        v_bits = store(v, fs)
+        if track:
+            p_new = load(p_bits, fp)
+            n_dominated += dominated
+            n_nonfinite += not np.isfinite(p_new)
+            n_underflow += (load(v_bits, fs) == 0) & (g != 0)
+            n_lost += (p_new == p) & (delta != 0)
+            scratch[i] = delta
+        if write:
+            param[i] = p_bits
+            square_avg[i] = v_bits
+            if centered:
+                grad_avg[i] = store(a, fs)
+            if has_momentum:
+                buf[i] = store(b, fs)
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
 
 
 def rmsprop_kernel_for(
@@ -209,6 +329,79 @@ def _kernel_for(mode: int, centered: bool, has_momentum: bool, track: bool, writ
     return kernel
 
 
+def rmsprop_lowp_kernel_for(
+    mode: int,
+    centered: bool,
+    has_momentum: bool,
+    track: bool,
+    write: bool,
+    formats: StorageFormats,
+) -> Callable[..., tuple]:
+    """:func:`rmsprop_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
+    buffers as ``uint16`` views, float32 scalars), returning ``(n_dominated, n_nonfinite,
+    sum_sq_update, n_underflow, n_lost_updates)``. The formats and the rounding model are
+    closure constants. ``"per_op"`` exists for ``mode=OUTSIDE`` only (PyTorch's placement)."""
+    per_op = formats.rounding == "per_op"
+    if per_op and mode != OUTSIDE:
+        raise ValueError(_PER_OP_MESSAGE)
+    return _lowp_kernel_for(
+        int(mode), bool(centered), bool(has_momentum), bool(track), bool(write),
+        int(formats.param), int(formats.state), per_op,
+    )  # fmt: skip
+
+
+_PER_OP_MESSAGE = (
+    "RMSprop: rounding='per_op' follows PyTorch's single-tensor RMSprop, which has eps outside "
+    "the root only: it needs eps_mode='outside', got eps_mode='inside'; use rounding='fused'"
+)
+
+
+@functools.cache
+def _lowp_kernel_for(
+    mode: int, centered: bool, has_momentum: bool, track: bool, write: bool, fp: int, fs: int,
+    per_op: bool,
+) -> Callable:  # fmt: skip
+    if has_momentum and centered:
+
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel_mc(param, grad, square_avg, buf, grad_avg, scratch, s):  # pragma: no cover
+            return _loop_lowp(
+                param, grad, square_avg, buf, grad_avg, scratch, s, mode, True, True, track,
+                write, fp, fs, per_op,
+            )  # fmt: skip
+
+        return kernel_mc
+    if has_momentum:
+
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel_m(param, grad, square_avg, buf, scratch, s):  # pragma: no cover
+            return _loop_lowp(
+                param, grad, square_avg, buf, square_avg, scratch, s, mode, False, True, track,
+                write, fp, fs, per_op,
+            )  # fmt: skip
+
+        return kernel_m
+    if centered:
+
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel_c(param, grad, square_avg, grad_avg, scratch, s):  # pragma: no cover
+            return _loop_lowp(
+                param, grad, square_avg, square_avg, grad_avg, scratch, s, mode, True, False,
+                track, write, fp, fs, per_op,
+            )  # fmt: skip
+
+        return kernel_c
+
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, square_avg, scratch, s):  # pragma: no cover
+        return _loop_lowp(
+            param, grad, square_avg, square_avg, square_avg, scratch, s, mode, False, False,
+            track, write, fp, fs, per_op,
+        )  # fmt: skip
+
+    return kernel
+
+
 def rmsprop_step_reference(
     param: np.ndarray,
     grad: np.ndarray,
@@ -241,6 +434,68 @@ def rmsprop_step_reference(
             param += s.neg_lr * momentum_buffer
         else:
             param += s.neg_lr * (g / denom)
+
+
+def rmsprop_step_reference_lowp(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    momentum_buffer: np.ndarray | None,
+    grad_avg: np.ndarray | None,
+    scalars: RMSpropScalars,
+    mode: int,
+    rounding: str,
+) -> None:
+    """:func:`rmsprop_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
+    in place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
+    stored array once; ``"per_op"`` (``mode=OUTSIDE``) rounds every op's float32 result to the
+    dtype of the array it belongs to, in PyTorch's order (module docstring)."""
+    f32 = np.float32
+    state = [a for a in (square_avg, momentum_buffer, grad_avg)]
+    if rounding == "fused":
+        p32 = param.astype(f32)
+        s32 = [None if a is None else a.astype(f32) for a in state]
+        rmsprop_step_reference(p32, grad.astype(f32), *s32, scalars, mode)
+        for out, a in zip([param, *state], [p32, *s32]):
+            if out is not None:
+                out[...] = a.astype(out.dtype)
+        return
+    if mode != OUTSIDE:
+        raise ValueError(_PER_OP_MESSAGE)
+    s = scalars
+
+    def rp(x: Any) -> Any:  # round to the parameter dtype
+        return np.asarray(x, f32).astype(param.dtype).astype(f32)
+
+    def rs(x: Any) -> Any:  # round to the state dtype
+        return np.asarray(x, f32).astype(square_avg.dtype).astype(f32)
+
+    with np.errstate(all="ignore"):
+        p = param.astype(f32)
+        g = grad.astype(f32) * s.sign
+        if s.weight_decay != 0:
+            g = rp(g + rp(s.weight_decay)[()] * p)
+        v = rs(square_avg.astype(f32) * s.alpha)
+        v = rs(v + s.one_minus_alpha * g * g)
+        square_avg[...] = v.astype(square_avg.dtype)
+        if grad_avg is not None:
+            a = grad_avg.astype(f32)
+            if s.lerp_w < 0.5:
+                a = rs(a + s.lerp_w * (g - a))
+            else:
+                a = rs(g - (g - a) * s.one_minus_lerp_w)
+            grad_avg[...] = a.astype(grad_avg.dtype)
+            avg = rs(np.sqrt(rs(v - a * a)))
+        else:
+            avg = rs(np.sqrt(v))
+        avg = rs(avg + rs(s.eps)[()])
+        if momentum_buffer is not None:
+            b = rs(momentum_buffer.astype(f32) * s.momentum)
+            b = rs(b + g / avg)
+            momentum_buffer[...] = b.astype(momentum_buffer.dtype)
+            param[...] = (p + rp(s.neg_lr)[()] * b).astype(param.dtype)
+        else:
+            param[...] = (p + (s.neg_lr * g) / avg).astype(param.dtype)
 
 
 class RMSprop(Optimizer):
@@ -289,8 +544,14 @@ class RMSprop(Optimizer):
         eps_mode: ``"outside"`` (default, PyTorch) or ``"inside"`` (Keras 3, optax).
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step;
             ``eps_dominated`` counts coordinates with ``eps >= sqrt(var)`` ("outside") or
-            ``eps >= var`` ("inside").
+            ``eps >= var`` ("inside"); over 16-bit buffers also ``underflow`` (``square_avg``
+            stored as 0 with a nonzero gradient) and ``lost_updates``.
         check_finite: refuse a step that would make a parameter NaN or infinite.
+        state_dtype: the state arrays' dtype (``None``: the parameter's); see
+            :class:`~minnet.optim.optimizer.Optimizer`.
+        rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
+            docstring); ``"per_op"`` is PyTorch's default loop on half tensors and needs
+            ``eps_mode="outside"``.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -314,6 +575,8 @@ class RMSprop(Optimizer):
         eps_mode: str = "outside",
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -325,7 +588,16 @@ class RMSprop(Optimizer):
             "maximize": maximize,
             "eps_mode": eps_mode,
         }
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+        for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
+            for flat in self._flats[i]:
+                if flat.formats is not None:
+                    self._kernel(group, False, True, flat.formats)
+
+    _supports_lowp = True
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, eps, momentum, weight_decay, alpha.
@@ -364,16 +636,27 @@ class RMSprop(Optimizer):
             maximize=group["maximize"],
         )
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return rmsprop_kernel_for(
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        args = (
             RMSPROP_EPS_MODES.index(group["eps_mode"]),
             group["centered"],
             group["momentum"] > 0,
             track,
             write,
         )
+        if formats is None:
+            return rmsprop_kernel_for(*args)
+        return rmsprop_lowp_kernel_for(*args, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
         mode = RMSPROP_EPS_MODES.index(group["eps_mode"])
         has_momentum = group["momentum"] > 0
         centered = group["centered"]
@@ -382,7 +665,12 @@ class RMSprop(Optimizer):
             rest = list(rest)
             buf = rest.pop(0) if has_momentum else None
             grad_avg = rest.pop(0) if centered else None
-            rmsprop_step_reference(param, grad, square_avg, buf, grad_avg, rest[0], mode)
+            if formats is None:
+                rmsprop_step_reference(param, grad, square_avg, buf, grad_avg, rest[0], mode)
+            else:
+                rmsprop_step_reference_lowp(
+                    param, grad, square_avg, buf, grad_avg, rest[0], mode, formats.rounding
+                )
 
         return reference
 

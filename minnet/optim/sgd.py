@@ -13,6 +13,26 @@ One step ``t`` (counting from 1), in PyTorch's order of operations (``torch.opti
 The first step's ``b = g`` is computed as ``0 * b + 1 * g`` on a zero buffer, which is exactly
 ``g``; the per-step constants (``SGDScalars``) carry ``momentum = 0`` and ``1 - dampening = 1``
 for that step.
+
+16-bit storage (float16 / bfloat16 parameters or state; ``R_p``/``R_s`` round a float32 value to
+the parameter's / the state's dtype, ``lp_p(c)``/``lp_s(c)`` a constant). ``rounding="fused"``
+loads every value to float32, runs the update above in float32 and rounds once per stored array
+(PyTorch's ``fused=True`` formula: ``b32 = b * momentum + g * (1 - dampening)``, ``param =
+R_p(param - b32 * lr)``). ``rounding="per_op"`` is PyTorch's single-tensor ``_single_tensor_sgd``
+on half tensors, each op rounding its result (scalars given as ``alpha=`` are rounded to the
+storage dtype first, as PyTorch does):
+
+    g = -grad if maximize else grad                          (exact)
+    g = R_p(g + lp_p(weight_decay) * param)                  grad.add(param, alpha=wd)
+    b = R_s(g)                                               t = 1: buf = grad.clone()
+    b = R_s(b * momentum);  b = R_s(b + lp_s(1 - dampening) * g)
+                                                             buf.mul_(m).add_(g, alpha=1-d)
+    g = R_p(g + lp_p(momentum) * b) if nesterov else b       grad.add(buf, alpha=m)
+    param = R_p(param + lp_p(-lr) * g)                       param.add_(g, alpha=-lr)
+
+(``lr=1e-2`` becomes 0.0099945 in float16 there.) Every op computes in float32; products and sums
+are separate float32 roundings (PyTorch fuses some into one fma, so a rare last-bit difference
+before the 16-bit rounding can remain).
 """
 
 from __future__ import annotations
@@ -25,8 +45,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
-from minnet.optim._flat import sum_squares
+from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -36,7 +57,15 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = ["SGD", "SGDScalars", "sgd_scalars", "sgd_kernel_for", "sgd_step_reference"]
+__all__ = [
+    "SGD",
+    "SGDScalars",
+    "sgd_scalars",
+    "sgd_kernel_for",
+    "sgd_lowp_kernel_for",
+    "sgd_step_reference",
+    "sgd_step_reference_lowp",
+]
 
 
 class SGDScalars(NamedTuple):
@@ -73,33 +102,91 @@ def sgd_scalars(
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _element(p, g, b, s, has_momentum, nesterov):  # pragma: no cover - compiled
+    """One coordinate in the arrays' arithmetic; returns (delta, new buffer)."""
+    g = g * s.sign
+    if s.weight_decay != 0:
+        g = g + s.weight_decay * p
+    if has_momentum:
+        b = b * s.momentum
+        b = b + s.one_minus_dampening * g
+        if nesterov:
+            g = g + s.nesterov_momentum * b
+        else:
+            g = b
+    return s.neg_lr * g, b
+
+
+@numba.njit(inline="always", error_model="numpy")
 def _loop(param, grad, buf, scratch, s, has_momentum, nesterov, track, write):  # pragma: no cover
     """The pass over all coordinates; the flags are compile-time constants."""
     n_nonfinite = 0
     for i in range(param.shape[0]):
-        g = grad[i] * s.sign
         p = param[i]
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-        if has_momentum:
-            b = buf[i] * s.momentum
-            b = b + s.one_minus_dampening * g
-            if nesterov:
-                g = g + s.nesterov_momentum * b
-            else:
-                g = b
-            if write:
-                buf[i] = b
-        delta = s.neg_lr * g
+        b_in = buf[i] if has_momentum else p
+        delta, b = _element(p, grad[i], b_in, s, has_momentum, nesterov)
         new = p + delta
         if track:
             n_nonfinite += not np.isfinite(new)
             scratch[i] = delta
         if write:
             param[i] = new
+            if has_momentum:
+                buf[i] = b
     if not track:
         return 0, 0, 0.0
     return 0, n_nonfinite, sum_squares(scratch, param.shape[0])
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _element_per_op(p, g, b, s, has_momentum, nesterov, fp, fs):  # pragma: no cover - compiled
+    """One coordinate of PyTorch's ``_single_tensor_sgd`` on 16-bit tensors: every op in float32,
+    its result rounded to the dtype it is stored in (``fp``: parameter and gradient, ``fs``:
+    the buffer); ``alpha=`` scalars rounded to that dtype first. Returns (delta, new buffer)."""
+    g = g * s.sign
+    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
+        g = round_to(g + round_to(s.weight_decay, fp) * p, fp)
+    if has_momentum:  # buf.mul_(momentum).add_(grad, alpha=1 - dampening); t = 1: buf = grad
+        b = round_to(b * s.momentum, fs)
+        b = round_to(b + round_to(s.one_minus_dampening, fs) * g, fs)
+        if nesterov:  # grad.add(buf, alpha=momentum)
+            g = round_to(g + round_to(s.nesterov_momentum, fp) * b, fp)
+        else:
+            g = b
+    return round_to(s.neg_lr, fp) * g, b  # param.add_(grad, alpha=-lr)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop_lowp(
+    param, grad, buf, scratch, s, has_momentum, nesterov, track, write, fp, fs, per_op
+):  # pragma: no cover - compiled
+    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (buffer): loads to
+    float32, computes in float32 (``per_op`` rounds after each op), rounds when storing.
+    Tracked, it also counts coordinates whose stored parameter did not move although
+    ``delta != 0`` (SGD has no second moment: its underflow count is 0)."""
+    n_nonfinite = 0
+    n_lost = 0
+    for i in range(param.shape[0]):
+        p = load(param[i], fp)
+        g = load(grad[i], fp)
+        b_in = load(buf[i], fs) if has_momentum else p
+        if per_op:
+            delta, b = _element_per_op(p, g, b_in, s, has_momentum, nesterov, fp, fs)
+        else:
+            delta, b = _element(p, g, b_in, s, has_momentum, nesterov)
+        p_bits = store(p + delta, fp)
+        if track:
+            p_new = load(p_bits, fp)
+            n_nonfinite += not np.isfinite(p_new)
+            n_lost += (p_new == p) & (delta != 0)
+            scratch[i] = delta
+        if write:
+            param[i] = p_bits
+            if has_momentum:
+                buf[i] = store(b, fs)
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return 0, n_nonfinite, sum_squares(scratch, param.shape[0]), 0, n_lost
 
 
 def sgd_kernel_for(
@@ -128,6 +215,39 @@ def _sgd_kernel_for(has_momentum: bool, nesterov: bool, track: bool, write: bool
     return kernel
 
 
+def sgd_lowp_kernel_for(
+    has_momentum: bool, nesterov: bool, track: bool, write: bool, formats: StorageFormats
+) -> Callable[..., tuple]:
+    """:func:`sgd_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
+    buffers as ``uint16`` views, float32 scalars), returning ``(0, n_nonfinite, sum_sq_update,
+    0, n_lost_updates)``. The formats and the rounding model are closure constants."""
+    return _sgd_lowp_kernel_for(
+        bool(has_momentum), bool(nesterov), bool(track), bool(write), int(formats.param),
+        int(formats.state), formats.rounding == "per_op",
+    )  # fmt: skip
+
+
+@functools.cache
+def _sgd_lowp_kernel_for(
+    has_momentum: bool, nesterov: bool, track: bool, write: bool, fp: int, fs: int, per_op: bool
+) -> Callable:
+    if has_momentum:
+
+        @numba.njit(cache=True, error_model="numpy", nogil=True)
+        def kernel_momentum(param, grad, buf, scratch, s):  # pragma: no cover
+            return _loop_lowp(
+                param, grad, buf, scratch, s, True, nesterov, track, write, fp, fs, per_op
+            )
+
+        return kernel_momentum
+
+    @numba.njit(cache=True, error_model="numpy", nogil=True)
+    def kernel(param, grad, scratch, s):  # pragma: no cover
+        return _loop_lowp(param, grad, grad, scratch, s, False, False, track, write, fp, fs, per_op)
+
+    return kernel
+
+
 def sgd_step_reference(
     param: np.ndarray,
     grad: np.ndarray,
@@ -147,6 +267,48 @@ def sgd_step_reference(
             momentum_buffer += s.one_minus_dampening * g
             g = g + s.nesterov_momentum * momentum_buffer if nesterov else momentum_buffer
         param += s.neg_lr * g
+
+
+def sgd_step_reference_lowp(
+    param: np.ndarray,
+    grad: np.ndarray,
+    momentum_buffer: np.ndarray | None,
+    scalars: SGDScalars,
+    nesterov: bool,
+    rounding: str,
+) -> None:
+    """:func:`sgd_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
+    place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
+    stored array once; ``"per_op"`` rounds every op's float32 result to the dtype of the array
+    it belongs to, in PyTorch's order (module docstring)."""
+    f32 = np.float32
+    if rounding == "fused":
+        p32 = param.astype(f32)
+        b32 = None if momentum_buffer is None else momentum_buffer.astype(f32)
+        sgd_step_reference(p32, grad.astype(f32), b32, scalars, nesterov)
+        param[...] = p32.astype(param.dtype)
+        if momentum_buffer is not None:
+            momentum_buffer[...] = b32.astype(momentum_buffer.dtype)
+        return
+    s = scalars
+
+    def rp(x: Any) -> Any:  # round to the parameter dtype
+        return np.asarray(x, f32).astype(param.dtype).astype(f32)
+
+    def rs(x: Any) -> Any:  # round to the state dtype
+        return np.asarray(x, f32).astype(momentum_buffer.dtype).astype(f32)
+
+    with np.errstate(all="ignore"):
+        p = param.astype(f32)
+        g = grad.astype(f32) * s.sign
+        if s.weight_decay != 0:
+            g = rp(g + rp(s.weight_decay)[()] * p)
+        if momentum_buffer is not None:
+            b = rs(momentum_buffer.astype(f32) * s.momentum)
+            b = rs(b + rs(s.one_minus_dampening)[()] * g)
+            g = rp(g + rp(s.nesterov_momentum)[()] * b) if nesterov else b
+            momentum_buffer[...] = b.astype(momentum_buffer.dtype)
+        param[...] = (p + rp(s.neg_lr)[()] * g).astype(param.dtype)
 
 
 class SGD(Optimizer):
@@ -176,8 +338,14 @@ class SGD(Optimizer):
         weight_decay: L2 penalty, ``>= 0``. Default ``0``.
         nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
         maximize: maximize the objective (ascend the gradient). Default ``False``.
-        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
+        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step
+            (over 16-bit buffers also ``lost_updates``: coordinates whose update rounded away).
         check_finite: refuse a step that would make a parameter NaN or infinite.
+        state_dtype: the momentum buffer's dtype (``None``: the parameter's); see
+            :class:`~minnet.optim.optimizer.Optimizer`.
+        rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
+            docstring): fused is PyTorch's ``fused=True`` formula, per_op its default
+            single-tensor loop on half tensors.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -196,6 +364,8 @@ class SGD(Optimizer):
         maximize: bool = False,
         track_stats: bool = False,
         check_finite: bool = False,
+        state_dtype: Any = None,
+        rounding: str = "fused",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -205,7 +375,12 @@ class SGD(Optimizer):
             "nesterov": nesterov,
             "maximize": maximize,
         }
-        super().__init__(params, defaults, track_stats=track_stats, check_finite=check_finite)
+        super().__init__(
+            params, defaults, track_stats=track_stats, check_finite=check_finite,
+            state_dtype=state_dtype, rounding=rounding,
+        )  # fmt: skip
+
+    _supports_lowp = True
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         lr = check_lr(group["lr"])
@@ -241,14 +416,28 @@ class SGD(Optimizer):
             step=step,
         )
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
-        return sgd_kernel_for(group["momentum"] != 0, group["nesterov"], track, write)
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        args = (group["momentum"] != 0, group["nesterov"], track, write)
+        if formats is None:
+            return sgd_kernel_for(*args)
+        return sgd_lowp_kernel_for(*args, formats)
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
         nesterov = group["nesterov"]
 
         def reference(param, grad, *rest):  # type: ignore[no-untyped-def]
             buf, scalars = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0])
-            sgd_step_reference(param, grad, buf, scalars, nesterov)
+            if formats is None:
+                sgd_step_reference(param, grad, buf, scalars, nesterov)
+            else:
+                sgd_step_reference_lowp(param, grad, buf, scalars, nesterov, formats.rounding)
 
         return reference
