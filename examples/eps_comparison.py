@@ -15,7 +15,12 @@ Four sweeps of the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, lr 1e-4,
 6. the eps atlas (``eps_atlas.png``): every optimizer of ``minnet.optim`` in the lab's family
    (:mod:`minnet.lab.family`) and every eps placement it has (AdamW: its default placement; its
    others are Adam's), at the 9 eps values of sweep 2, on the seed problem and with 100 input
-   features zero, 1 seed, 500 steps, each optimizer at its own lr (``Member.lr``).
+   features zero, 1 seed, 500 steps, each optimizer at its own lr (``Member.lr``);
+7. eps in low precision (``eps_lowp.png``, ``--only lowp``): Adam at the 10 eps values of
+   :data:`LOWP_EPS` on the seed problem and with 100 input features zero, 1 seed,
+   :data:`LOWP_STEPS` steps, in 7 precisions: float32; float16 and bfloat16 with the state in
+   the parameters' dtype, each with ``rounding="fused"`` and ``"per_op"``; float16 parameters
+   with float32 state (both roundings).
 
 The PNG files go to ``--out`` (default ``plots/``); the sweeps' CSV files go to ``--data`` (default
 ``runs/eps_comparison/``), where ``minnet plot DIR`` can redraw them. Every sweep runs on
@@ -36,6 +41,7 @@ from minnet.lab.plots import (
     PLOT_FILES,
     plot_eps_atlas,
     plot_eps_dominated,
+    plot_eps_lowp,
     plot_final_loss,
     plot_loss_curves,
     plot_multipliers,
@@ -44,8 +50,12 @@ from minnet.lab.plots import (
 )
 
 VARIANT_EPS = (0.0, 1e-16, 1e-12, 1e-8, 1e-6, 1e-4, 1e-2, 1.0, 10.0)
+#: eps values of the low-precision sweep: around float16's smallest subnormal (6e-8) and
+#: smallest normal (6.1e-5) numbers.
+LOWP_EPS = (0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+LOWP_STEPS = 500
 #: The sweeps in run order, by the name of their CSV sub-directory.
-SWEEPS = ("eps_sweep", "variants", "zero_features100", "dead_units10", "digits", "atlas")
+SWEEPS = ("eps_sweep", "variants", "zero_features100", "dead_units10", "digits", "atlas", "lowp")
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -102,6 +112,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
         written.append(plot_eps_atlas(run_sweep("atlas", _atlas_specs()),
                                       args.out / PLOT_FILES["eps_atlas"]))  # fmt: skip
 
+    if "lowp" in args.only:
+        written.append(plot_eps_lowp(run_sweep("lowp", lowp_specs()),
+                                     args.out / PLOT_FILES["eps_lowp"]))  # fmt: skip
+
     paths = [p for p in written if p is not None]
     for p in paths:
         print(f"wrote {p}")
@@ -118,6 +132,15 @@ def _variant_specs() -> list:
     variants += grid(VARIANT_EPS, amsgrad=[True], amsgrad_max=["raw", "corrected", "paper"],
                      seeds=[0])  # fmt: skip
     return variants
+
+
+def lowp_specs(steps: int = LOWP_STEPS, eps: tuple[float, ...] = LOWP_EPS) -> list:
+    """Adam over ``eps`` in every recipe of the low-precision figure, one seed, on the seed
+    problem and with 100 input features zero."""
+    common = {"amsgrad": [False], "seeds": [0], "steps": steps,
+              "scenarios": ["seed", "zero_features=100"], "roundings": ["fused", "per_op"]}
+    specs = grid(eps, dtypes=["float32", "float16", "bfloat16"], **common)
+    return specs + grid(eps, dtypes=["float16"], state_dtypes=["float32"], **common)
 
 
 def _atlas_specs() -> list:

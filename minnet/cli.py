@@ -9,6 +9,8 @@ Examples::
     minnet sweep --scheduler tcp://10.0.0.5:8786   # the same runs on a Dask cluster
     minnet sweep --optimizer adam rmsprop adagrad --eps-modes all --seeds 1 --out runs/family
     minnet sweep --scenarios digits --eps 0 1e-8 --amsgrad off --seeds 2   # the classifier
+    minnet sweep --eps 1e-8 1e-7 1e-4 --amsgrad off --seeds 1 --dtype float32 float16 bfloat16 \
+                 --state-dtype same float32 --rounding fused per_op --out runs/lowp
     minnet plot runs/modes
 """
 
@@ -293,10 +295,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument(
         "--dtype",
-        choices=("float32", "float64"),
-        default="float32",
-        help="floating-point type of the seed problem's data, parameters and optimizer "
-        "state (the digits model is float32)",
+        nargs="+",
+        choices=("float32", "float64", "float16", "bfloat16"),
+        default=["float32"],
+        metavar="DTYPE",
+        help="floating-point types of the seed problem's data, model and parameters (and of "
+        "the optimizer state unless --state-dtype says otherwise); float16/bfloat16 models "
+        "compute in float32 and store 16 bits. The digits model is float32. Choose from "
+        "float32, float64, float16, bfloat16",
+    )
+    sw.add_argument(
+        "--state-dtype",
+        nargs="+",
+        choices=("same", "float32", "float64", "float16", "bfloat16"),
+        default=["same"],
+        metavar="DTYPE",
+        help="the optimizer state's dtype for each --dtype: same = the parameters' (all "
+        "float16, all bfloat16); float32 = float32 master state for 16-bit parameters. "
+        "Choose from same, float32, float64, float16, bfloat16",
+    )
+    sw.add_argument(
+        "--rounding",
+        nargs="+",
+        choices=("fused", "per_op"),
+        default=["fused"],
+        metavar="MODEL",
+        help="how the optimizer rounds in 16-bit runs: fused = compute in float32, round once "
+        "when storing (PyTorch fused=True); per_op = round every op's result to 16 bits in "
+        "PyTorch's order (its default for-loop Adam, where eps=1e-8 is 0 in float16). Runs "
+        "without a 16-bit buffer train once (rounding changes nothing there)",
+    )
+    sw.add_argument(
+        "--skip-refused",
+        action="store_true",
+        help="leave out the (optimizer, --dtype, --state-dtype, --rounding) combinations an "
+        "optimizer refuses (e.g. per_op for an optimizer or placement without it), listing "
+        "each one and why, instead of stopping with an error",
     )
     sw.add_argument(
         "--workers",
@@ -401,6 +435,12 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if no_eps and len(eps) > 1:
         print(f"minnet sweep: note: {', '.join(no_eps)} ha{'s' if len(no_eps) == 1 else 've'} "
               "no eps: one run per seed and scenario (eps recorded as NaN)")  # fmt: skip
+    rounding = list(dict.fromkeys(args.rounding))
+    wide = [d for d in dict.fromkeys(args.dtype) if d in ("float32", "float64") and any(
+        s in ("same", "float32", "float64") for s in args.state_dtype)]  # fmt: skip
+    if len(rounding) > 1 and wide:
+        print(f"minnet sweep: note: {', '.join(wide)} runs without a 16-bit buffer train once "
+              f"(rounding={rounding[0]!r}): rounding changes nothing there")  # fmt: skip
     kwargs: dict[str, dict[str, object]] = {}
     for name, key, value in args.optimizer_kwargs:
         if name not in optimizers:
@@ -408,7 +448,8 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         kwargs.setdefault(name, {})[key] = value
     amsgrad_max = None if args.amsgrad_max is None else list(dict.fromkeys(args.amsgrad_max))
     try:
-        with warnings.catch_warnings():  # said once above, in the command's terms
+        with warnings.catch_warnings(record=True) as caught:  # said above, in the command's terms
+            warnings.simplefilter("always")
             warnings.filterwarnings("ignore", message="eps_mode 'atan2' has no eps")
             specs = grid(
                 eps=eps,
@@ -417,12 +458,23 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 amsgrad_max=amsgrad_max,
                 seeds=range(args.seeds),
                 scenarios=scenarios,
-                dtype=args.dtype,
+                dtypes=args.dtype,
+                state_dtypes=args.state_dtype,
+                roundings=args.rounding,
                 steps=args.steps,
                 lr=args.lr,
                 optimizers=optimizers,
                 optimizer_kwargs=kwargs,
+                refused="skip" if args.skip_refused else "error",
             )
+        for w in caught:
+            text = str(w.message)
+            if text.startswith("grid: skipped"):
+                print(f"minnet sweep: note: {text.removeprefix('grid: ')}")
+            else:
+                print(f"minnet sweep: warning: {text}", file=sys.stderr)
+        if not specs:
+            parser.error("every combination was refused; see the notes above")
     except (ValueError, TypeError) as exc:
         message = str(exc).removeprefix("grid: ")
         parser.error(message.replace("eps_mode ", "--eps-modes ", 1).replace(

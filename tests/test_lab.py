@@ -191,7 +191,13 @@ def test_grid_order_and_amsgrad_max_only_with_amsgrad() -> None:
         ({"eps": 1.0, "betas": (0.9, 1.0)}, "Invalid beta parameter at index 1: 1.0"),
         ({"eps": 1.0, "amsgrad_max": "paper"}, "amsgrad_max='paper' needs amsgrad=True"),
         ({"eps": 1.0, "steps": 0}, "steps must be >= 1, got 0"),
-        ({"eps": 1.0, "dtype": "float16"}, "dtype must be 'float32' or 'float64', got 'float16'"),
+        ({"eps": 1.0, "dtype": "float8"},
+         "dtype must be 'float32', 'float64', 'float16' or 'bfloat16', got 'float8'"),
+        ({"eps": 1.0, "state_dtype": "int8"},
+         "state_dtype must be 'same' or 'float32', 'float64', 'float16' or 'bfloat16', got "
+         "'int8'"),
+        ({"eps": 1.0, "rounding": "stochastic"},
+         "rounding must be one of ('fused', 'per_op'), got 'stochastic'"),
     ],
 )  # fmt: skip
 def test_run_spec_rejects_bad_values(kwargs: dict, message: str) -> None:
@@ -230,7 +236,8 @@ def test_sweep_table_has_one_row_per_run_and_step(small_sweep: tuple) -> None:
         "amsgrad_max": "raw", "seed": 0, "dtype": "float32", "lr": 1e-4, "optimizer": "Adam",
         "hyperparameters": "{}", "eps_compared_with": "sqrt(v_hat)", "step": 1,
         "loss": rows[0]["loss"], "eps_dominated": 0.0, "nonfinite": 0,
-        "update_rms": rows[0]["update_rms"],
+        "update_rms": rows[0]["update_rms"], "state_dtype": "float32", "rounding": "fused",
+        "underflow": 0, "lost_updates": 0,
     }  # fmt: skip
     assert result.multipliers.names == list(MULTIPLIER_COLUMNS)
     per_run = {}

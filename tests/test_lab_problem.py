@@ -126,11 +126,15 @@ def test_csv_round_trip_keeps_the_metric(problem_sweep: tuple, tmp_path) -> None
     np.testing.assert_array_equal(back.runs["metric"], result.runs["metric"])
     # A runs.csv written before the metric column existed still reads, with NaN metrics.
     text = (tmp_path / "runs.csv").read_text().splitlines()
-    old = [",".join(line.split(",")[:-1]) for line in text]
+    header = text[0].split(",")
+    # the metric column and every column added after it (the 16-bit ones)
+    keep = header.index("metric")
+    old = [",".join(line.split(",")[:keep]) for line in text]
     (tmp_path / "runs.csv").write_text("\n".join(old) + "\n")
     legacy = SweepResult.read(tmp_path)
     assert legacy.runs.names == list(RUN_COLUMNS)
     assert np.isnan(legacy.runs["metric"]).all()
+    assert set(legacy.runs["state_dtype"]) == {"same"}  # a Problem's model decides its dtype
     np.testing.assert_array_equal(legacy.runs["loss"], result.runs["loss"])
 
 

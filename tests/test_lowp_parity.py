@@ -39,7 +39,7 @@ SHARE = 0.99  # ... in at least this share of the elements of every array
 # While minnet's 16-bit support is being built, a fixture minnet cannot construct yet (dtype or
 # keyword not supported) is skipped with "not implemented yet: ...". Set to False once it has
 # landed, so that anything missing fails.
-ALLOW_PENDING = True
+ALLOW_PENDING = False
 F32 = np.float32
 
 

@@ -217,8 +217,12 @@ def test_bad_dtype_combinations() -> None:
         Adam([Parameter(np.ones(2, np.float32))], rounding="stochastic")
     with pytest.raises(TypeError, match="float64 parameters need float64 state"):
         Adam([Parameter(np.ones(2))], state_dtype="bfloat16")
-    with pytest.raises(TypeError, match="SGD does not support float16/bfloat16"):
-        SGD([param16(np.ones(2), np.float16)], lr=0.1)
+
+    class SGDWithout16Bit(SGD):  # an optimizer whose kernels have no 16-bit storage
+        _supports_lowp = False
+
+    with pytest.raises(TypeError, match="SGDWithout16Bit does not support float16/bfloat16"):
+        SGDWithout16Bit([param16(np.ones(2), np.float16)], lr=0.1)
 
 
 RECIPES = list(itertools.product(DTYPES, [None, "float32"]))

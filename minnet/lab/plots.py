@@ -30,9 +30,11 @@ __all__ = [
     "PLOT_FILES",
     "atlas_coverage",
     "draw_eps_atlas",
+    "draw_eps_lowp",
     "plot_all",
     "plot_eps_atlas",
     "plot_eps_dominated",
+    "plot_eps_lowp",
     "plot_final_loss",
     "plot_loss_curves",
     "plot_multipliers",
@@ -48,6 +50,7 @@ PLOT_FILES = {
     "variants": "variants.png",
     "multipliers": "multipliers.png",
     "eps_atlas": "eps_atlas.png",
+    "eps_lowp": "eps_lowp.png",
 }
 _DPI = 110
 
@@ -86,18 +89,58 @@ def _reference_optimizer(info: Table) -> str:
     return (with_eps or names)[0]
 
 
+_DTYPE_ORDER = ("float32", "float64", "float16", "bfloat16")
+
+
+def _precision_order(key: tuple[str, str, str]) -> tuple:
+    """Sort key of (dtype, state_dtype, rounding): float32 first, state in the parameters'
+    dtype before other state dtypes, fused before per_op."""
+    dtype, state, rounding = key
+    rank = {d: i for i, d in enumerate(_DTYPE_ORDER)}
+    return (rank.get(dtype, 9), state not in (dtype, "same"), rank.get(state, 9),
+            rounding != "fused", rounding)  # fmt: skip
+
+
+def _precisions(info: Table) -> list[tuple[str, str, str]]:
+    """The distinct (dtype, state_dtype, rounding) of the runs, in :func:`_precision_order`."""
+    keys = set(zip(info["dtype"], info["state_dtype"], info["rounding"])) if len(info) else set()
+    return sorted(((str(a), str(b), str(c)) for a, b, c in keys), key=_precision_order)
+
+
+def _reference_precision(info: Table) -> tuple[str, str, str]:
+    """The precision the one-precision figures show: float32 (fused) if swept, else the first
+    of :func:`_precisions`."""
+    found = _precisions(info)
+    return found[0] if found else ("float32", "float32", "fused")
+
+
+def _precision_label(dtype: str, state: str, rounding: str) -> str:
+    """``"float32"``; ``"float16, per_op"`` (state in the parameters' dtype); ``"float16
+    params + float32 state, fused"``."""
+    if not {dtype, state} & {"float16", "bfloat16"}:
+        return dtype if state in (dtype, "same") else f"{dtype} params + {state} state"
+    if state in (dtype, "same"):
+        return f"{dtype}, {rounding}"
+    return f"{dtype} params + {state} state, {rounding}"
+
+
 class _Runs:
     """Per-run view of a sweep: metadata table plus each run's step columns.
 
     ``info`` holds the runs of one optimizer (``optimizer``, default: the reference one, Adam if
-    present): the figures other than the atlas each show one optimizer; ``all_info`` every run.
+    present) in one precision (:func:`_reference_precision`): the figures other than the atlas
+    and the low-precision figure each show one optimizer in one precision; ``all_info`` holds
+    every run.
     """
 
     def __init__(self, result: SweepResult, optimizer: str | None = None) -> None:
         self.result = result
         self.all_info: Table = result.run_table()
         self.optimizer = optimizer or _reference_optimizer(self.all_info)
-        self.info: Table = self.all_info.where(optimizer=self.optimizer)
+        mine = self.all_info.where(optimizer=self.optimizer)
+        self.precision = _reference_precision(mine)
+        dtype, state, rounding = self.precision
+        self.info: Table = mine.where(dtype=dtype, state_dtype=state, rounding=rounding)
         #: Whether the optimizer has an eps (its runs record one); the eps figures need it.
         self.has_eps = bool(len(self.info)) and bool(np.isfinite(self.info["eps"]).all())
         t = result.runs
@@ -105,6 +148,11 @@ class _Runs:
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(t) else np.array([])
         ends = np.r_[starts[1:], len(t)].astype(int)
         self._slices = {int(ids[a]): slice(int(a), int(b)) for a, b in zip(starts, ends)}
+
+    @property
+    def dtype_label(self) -> str:
+        """The precision of :attr:`info` for a title (``"float32"``, ``"float16, per_op"``)."""
+        return _precision_label(*self.precision)
 
     def steps(self, run: int, column: str) -> tuple[np.ndarray, np.ndarray]:
         sl = self._slices[run]
@@ -201,7 +249,7 @@ def plot_loss_curves(result: SweepResult, path: str | Path) -> Path | None:
     _eps_legend(fig, axes[0], any_bad, f"{runs.optimizer} eps")
     fig.suptitle(
         f"Training loss for each eps ({runs.optimizer}, eps {ref['eps_mode']}; "
-        f"{_describe(ref, base['dtype'][0], seed)})"
+        f"{_describe(ref, runs.dtype_label, seed)})"
     )
     return _finish(fig, Path(path))
 
@@ -327,7 +375,7 @@ def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) 
     fig.legend(handles, labels, fontsize=8, loc="outside right center")
     fig.suptitle(
         f"Final loss against eps ({runs.optimizer}, eps {ref['eps_mode']}; "
-        f"{runs.info['dtype'][0]}, "
+        f"{runs.dtype_label}, "
         f"lr {runs.info['lr'][0]:g})"
     )
     return _finish(fig, Path(path))
@@ -363,7 +411,7 @@ def plot_eps_dominated(result: SweepResult, path: str | Path) -> Path | None:
     name = "AMSGrad" if ref["amsgrad"] else runs.optimizer
     ax.set_title(
         f"Where eps dominates the denominator ({name}, eps {ref['eps_mode']}; "
-        f"{_describe(ref, sub['dtype'][0], sub['seed'][0])})"
+        f"{_describe(ref, runs.dtype_label, sub['seed'][0])})"
     )
     return _finish(fig, Path(path))
 
@@ -424,7 +472,7 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
                 ax.set_ylabel("")
     _eps_legend(fig, axes[0][0], any_bad, "eps")
     fig.suptitle(
-        f"Where eps goes, and which max AMSGrad keeps ({_describe(ref, base['dtype'][0])}, "
+        f"Where eps goes, and which max AMSGrad keeps ({_describe(ref, runs.dtype_label)}, "
         "first seed)"
     )
     return _finish(fig, Path(path))
@@ -512,7 +560,7 @@ def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path 
     ax_bad.grid(True, alpha=0.3)
     fig.suptitle(
         f"Scenario {scenario}: zero-gradient coordinates get 0/(0+eps); "
-        f"with eps=0 that is 0/0 = NaN ({sub['dtype'][0]}, seed {sub['seed'][0]})"
+        f"with eps=0 that is 0/0 = NaN ({runs.dtype_label}, seed {sub['seed'][0]})"
     )
     return _finish(fig, Path(path))
 
@@ -630,7 +678,7 @@ def plot_multipliers(
     name = "AMSGrad" if ref["amsgrad"] else runs.optimizer
     fig.suptitle(
         f"Per-parameter step multiplier after the last step ({name}, eps {ref['eps_mode']}; "
-        f"{runs.info['dtype'][0]}, first seed)"
+        f"{runs.dtype_label}, first seed)"
     )
     return _finish(fig, Path(path))
 
@@ -647,6 +695,7 @@ def plot_all(result: SweepResult, out_dir: str | Path) -> list[Path]:
     ]
     # The atlas draws every run (or says which it left out): no run is silently unplotted.
     paths.append(plot_eps_atlas(result, out / PLOT_FILES["eps_atlas"]))
+    paths.append(plot_eps_lowp(result, out / PLOT_FILES["eps_lowp"]))
     optimizers = result.runs.unique("optimizer") if len(result.runs) else []
     if len(optimizers) > 1:
         reference = _reference_optimizer(result.run_table())
@@ -705,15 +754,16 @@ def atlas_coverage(
 
 def _variant_key(row: dict) -> tuple:
     return (row["eps_mode"], row["amsgrad"], row["amsgrad_max"], row["lr"], row["dtype"],
-            row["hyperparameters"], row["steps"])  # fmt: skip
+            row["hyperparameters"], row["steps"], row["state_dtype"], row["rounding"])
 
 
 def _variant_label(key: tuple, vary: set[int]) -> str:
-    mode, ams, amax, lr, dtype, hyper, steps = key
+    mode, ams, amax, lr, dtype, hyper, steps, state, rounding = key
     parts = [] if mode == NO_PLACEMENT else [f"eps {mode}"]
     if ams:
         parts.append(f"AMSGrad {amax}")
-    for i, text in ((3, f"lr {lr:g}"), (4, str(dtype)), (5, hyper), (6, f"{steps} steps")):
+    for i, text in ((3, f"lr {lr:g}"), (4, str(dtype)), (5, hyper), (6, f"{steps} steps"),
+                    (7, f"{state} state"), (8, str(rounding))):  # fmt: skip
         if i in vary:
             parts.append(text)
     return ", ".join(parts) or "its one placement"
@@ -751,7 +801,7 @@ def draw_eps_atlas(
         sub = shown.where(optimizer=name)
         rows = sub.rows()
         keys = sorted({_variant_key(r) for r in rows}, key=str)
-        vary = {i for i in range(7) if len({k[i] for k in keys}) > 1}
+        vary = {i for i in range(9) if len({k[i] for k in keys}) > 1}
         lr_values = sorted({r["lr"] for r in rows})
         lrs[name] = lr_values
         has_eps = bool(np.isfinite(sub["eps"]).all())
@@ -853,3 +903,202 @@ def plot_eps_atlas(
     if not len(result.runs):
         return None
     return _finish(draw_eps_atlas(result, max_panels, max_scenarios), Path(path))
+
+
+# -- eps in low precision ----------------------------------------------------------------------
+
+#: (color, marker, marker size, line width) per (dtype, state_dtype) of the low-precision
+#: figure: recipes that land on the same values (float16 with float16 or float32 state) differ
+#: in size, so the one drawn first still shows around the other.
+_LOWP_COLORS = {
+    ("float32", "float32"): ("black", "o", 6, 1.6),
+    ("float64", "float64"): ("0.45", "o", 6, 1.6),
+    ("float16", "float16"): ("tab:blue", "o", 10, 3.4),
+    ("float16", "float32"): ("tab:green", "D", 5, 1.4),
+    ("bfloat16", "bfloat16"): ("tab:orange", "^", 7, 1.6),
+    ("bfloat16", "float32"): ("tab:purple", "v", 5, 1.4),
+}
+#: Line style and whether the marker is filled, per rounding model.
+_LOWP_ROUNDING = {"fused": ("-", True), "per_op": ("--", False)}
+
+
+def _lowp_style(key: tuple[str, str, str], k: int) -> dict[str, object]:
+    from matplotlib import colormaps
+
+    dtype, state, rounding = key
+    color, marker, size, lw = _LOWP_COLORS.get(
+        (dtype, dtype if state == "same" else state), (colormaps["tab10"](k % 10), "s", 6, 1.6)
+    )
+    ls, filled = _LOWP_ROUNDING.get(rounding, (":", True))
+    return {"color": color, "ls": ls, "marker": marker, "ms": size, "lw": lw,
+            "mfc": color if filled else "white"}  # fmt: skip
+
+
+def _n_params(result: SweepResult, run: int) -> int | None:
+    """How many parameters run ``run`` has: its multiplier histogram counts every one (None
+    for an optimizer without eps, which has no histogram)."""
+    mult = result.multipliers
+    if not len(mult):
+        return None
+    total = int(mult["count"][mult["run"] == run].sum())
+    return total or None
+
+
+def plot_eps_lowp(
+    result: SweepResult, path: str | Path, eps_steps: float | None = None, max_scenarios: int = 2
+) -> Path | None:
+    """Figure 8, eps in low precision (:func:`draw_eps_lowp`), written to ``path``; ``None``
+    when there is nothing to draw."""
+    fig = draw_eps_lowp(result, eps_steps, max_scenarios)
+    return None if fig is None else _finish(fig, Path(path))
+
+
+def draw_eps_lowp(
+    result: SweepResult, eps_steps: float | None = None, max_scenarios: int = 2
+) -> Figure | None:
+    """Eps in low precision as a Figure: the reference optimizer (Adam if swept) in every
+    precision of the sweep (dtype, state dtype, rounding model).
+
+    Top row, one panel per scenario (``seed`` first, up to ``max_scenarios``): the final loss
+    against eps (median over seeds), one line per precision; a run that ended NaN/inf is an X
+    at the top of the panel at its eps, one row of marks per precision. Bottom row, for the
+    first scenario and one eps (``eps_steps``; default: 1e-8, PyTorch's default, if swept, else
+    the smallest eps > 0): over steps, the share of coordinates whose second moment underflowed
+    (``underflow / n_params``) and whose update was lost to rounding (``lost_updates /
+    n_params``); a curve stops at the step that made the run NaN/inf (X). ``None`` when the
+    sweep has a single precision and it is not 16-bit (the other figures show it) or no eps.
+    Scenarios or placements left out are named in the footer.
+    """
+    runs = _Runs(result)
+    every = runs.all_info.where(optimizer=runs.optimizer)
+    precisions = _precisions(every)
+    low = [p for p in precisions if {p[0], p[1]} & {"float16", "bfloat16"}]
+    if not runs.has_eps or not (low or len(precisions) > 1):
+        return None
+    ref_mode = runs.reference(every)["eps_mode"]
+    shown = every.where(eps_mode=ref_mode, amsgrad=False)
+    if not len(shown):
+        shown = every.where(eps_mode=ref_mode)
+    scenarios = sorted(shown.unique("scenario"), key=lambda s: (s != "seed", s))
+    left_out = {}
+    if len(scenarios) > max_scenarios:
+        left_out["scenarios"] = scenarios[max_scenarios:]
+        scenarios = scenarios[:max_scenarios]
+    n_other = len(every) - len(shown)
+    eps_values = [e for e in shown.unique("eps") if np.isfinite(e)]
+    positive = [e for e in eps_values if e > 0]
+    if eps_steps is None:
+        eps_steps = 1e-8 if 1e-8 in eps_values else (positive[0] if positive else eps_values[0])
+    fig = Figure(figsize=(max(5.4 * len(scenarios), 10.8) + 3.6, 9.4), layout="constrained")
+    grid = fig.add_gridspec(2, max(len(scenarios), 2))
+    top = [fig.add_subplot(grid[0, j]) for j in range(len(scenarios))]
+    for ax in top[1:]:
+        ax.sharey(top[0])
+    bottom = [fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
+    styles = {p: _lowp_style(p, k) for k, p in enumerate(precisions)}
+    drawn: list[float] = []
+    any_nan = False
+    for ax, scenario in zip(top, scenarios):
+        sub = shown.where(scenario=scenario)
+        where = _eps_axis(ax, eps_values)
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        for k, key in enumerate(precisions):
+            mine = sub.where(dtype=key[0], state_dtype=key[1], rounding=key[2])
+            if not len(mine):
+                continue
+            st = styles[key]
+            xs, ys = [], []
+            for e in sorted(mine.unique("eps")):
+                finals = mine.where(eps=e)["final_loss"]
+                good = finals[np.isfinite(finals)]
+                if len(good):
+                    xs.append(where[e])
+                    ys.append(float(np.median(good)))
+                if len(good) < len(finals):
+                    any_nan = True
+                    ax.plot(where[e], 0.975 - 0.04 * k, "X", ms=8, color=st["color"],
+                            mec="black", mew=0.5, transform=trans, clip_on=False)  # fmt: skip
+            drawn += ys
+            ax.plot(xs, ys, label=_precision_label(*key), **st)
+        ax.set_yscale("log")
+        xs_all = sorted(where.values())
+        ax.set_xlim(xs_all[0] / 10**0.6, xs_all[-1] * 10**0.6)
+        ax.grid(True, alpha=0.3)
+        ax.set_xlabel("eps (log scale" + ("; 0 at the left, past the break)" if 0 in where
+                                          else ")"))  # fmt: skip
+        ax.set_title(f"final loss, scenario {scenario}")
+        marks = [(x, text) for x, text in ((2.0**-24, "float16 smallest\nsubnormal 6e-8"),
+                                           (2.0**-14, "float16 smallest\nnormal 6.1e-5"))
+                 if xs_all[0] < x < xs_all[-1]]  # fmt: skip
+        if marks:
+            for x, _ in marks:
+                ax.axvline(x, color="0.5", lw=0.8, ls=":", zorder=0)
+            top_axis = ax.secondary_xaxis("top")
+            top_axis.set_xticks([x for x, _ in marks], [t for _, t in marks], fontsize=7,
+                                color="0.35")  # fmt: skip
+            top_axis.minorticks_off()
+    finite = [v for v in drawn if v > 0]
+    lo, hi = (min(finite), max(finite)) if finite else (1.0, 1.0)
+    top[0].set_ylim(lo / 10**0.5, hi * 10 ** (0.5 + 0.15 * len(precisions) * any_nan + 1.0))
+    top[0].set_ylabel(f"loss after the last step ({int(shown['steps'][0])} steps)")
+
+    # Bottom row: the stats over steps, first scenario, one eps.
+    scenario = scenarios[0]
+    sub = shown.where(scenario=scenario, eps=eps_steps)
+    sub = sub.where(seed=min(sub.unique("seed"))) if len(sub) else sub
+    counts_only = False
+    for ax, column, title in (
+        (bottom[0], "underflow", "second moments that underflowed to 0 (gradient != 0)"),
+        (bottom[1], "lost_updates", "updates lost to rounding (p + delta == p, delta != 0)"),
+    ):
+        peak = 0.0
+        for key in precisions:
+            rows = sub.where(dtype=key[0], state_dtype=key[1], rounding=key[2]).rows()
+            if not rows:
+                continue
+            row = rows[0]
+            st = styles[key]
+            steps, values = runs.steps(row["run"], column)
+            n = _n_params(result, row["run"])
+            counts_only = counts_only or n is None
+            y = values.astype(float) / n * 100 if n else values.astype(float)
+            stop = row["first_nonfinite_step"]
+            if stop:
+                keep = steps <= stop
+                steps, y = steps[keep], y[keep]
+            ax.plot(steps, y, ls=st["ls"], color=st["color"], lw=st["lw"],
+                    drawstyle="steps-post", label=_precision_label(*key))  # fmt: skip
+            if stop:
+                ax.plot(steps[-1], y[-1], "X", ms=9, color=st["color"], mec="black", mew=0.6)
+                ax.annotate(f"NaN/inf after step {stop}", (steps[-1], y[-1]), fontsize=7,
+                            xytext=(8, 4), textcoords="offset points", color=st["color"])
+            peak = max(peak, float(np.nanmax(y, initial=0.0)))
+        ax.set_xscale("log")
+        ax.set_xlabel("optimizer step (log scale)")
+        ax.set_ylabel("count" if counts_only else "% of parameters")
+        ax.set_title(f"{title}\nscenario {scenario}, eps={_eps_label(eps_steps)}", fontsize=10)
+        ax.set_ylim(-0.03 * max(peak, 1e-3), max(peak, 1e-3) * 1.12)
+        ax.grid(True, alpha=0.3)
+    handles, labels = top[0].get_legend_handles_labels()
+    if any_nan:
+        handles.append(Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=8))
+        labels.append("ended NaN/inf (at the top,\nat its eps; one row per recipe)")
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, title_fontsize=8,
+               title="parameters, state, rounding\n(fused: PyTorch fused=True;\nper_op: "
+               "its default for-loop)")  # fmt: skip
+    mode = "" if ref_mode == NO_PLACEMENT else f", eps {ref_mode}"
+    fig.suptitle(
+        f"eps in low precision ({runs.optimizer}{mode}, lr {shown['lr'][0]:g}): final loss "
+        "against eps for each recipe (top), and what 16-bit storage loses over the steps "
+        "(bottom)",
+        fontsize=10,
+    )
+    notes = []
+    if n_other:
+        notes.append(f"{n_other} run(s) of other placements or AMSGrad not drawn (see the other "
+                     "figures)")  # fmt: skip
+    if left_out:
+        notes.append(f"scenarios not drawn: {', '.join(left_out['scenarios'])}")
+    if notes:
+        fig.text(0.01, 0.0, "; ".join(notes) + ".", fontsize=8, color="firebrick", va="bottom")
+    return fig

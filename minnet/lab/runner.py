@@ -1,4 +1,4 @@
-"""Sweeps: train one run per (eps, variant, seed, scenario) and collect a tidy table.
+"""Sweeps: train one run per (eps, variant, dtype, seed, scenario) and collect a tidy table.
 
 >>> from minnet.lab import grid, sweep
 >>> result = sweep(grid(eps=[0, 1e-8, 1.0], seeds=[0], steps=50), workers=2)  # doctest: +SKIP
@@ -23,6 +23,11 @@ optimizer step ``t = 1..steps``, one row of :data:`RUN_COLUMNS`:
 * ``metric``: a :class:`~minnet.lab.problem.Problem`'s metric on its evaluation data after step
   ``t``, where it was evaluated (the end of every epoch); NaN elsewhere and for the built-in
   scenarios.
+* ``state_dtype``, ``rounding`` (the run's optimizer state dtype and rounding model, see
+  :class:`RunSpec`), ``underflow``, ``lost_updates``: ``optimizer.stats`` after step ``t``
+  (coordinates whose stored second moment is 0 although their gradient is not; coordinates
+  whose update was lost to rounding, ``p + delta == p`` with ``delta != 0``). Both counts are
+  measured by the 16-bit kernels and are 0 for float32/float64 runs.
 
 Problems of your own (:class:`~minnet.lab.problem.Problem`: a model factory, data, a loss and a
 metric) go into :func:`grid` as scenarios and are swept the same way.
@@ -41,6 +46,7 @@ and is seeded by its spec alone, so the rows are identical whichever executor tr
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import os
@@ -60,11 +66,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from minnet import threads as _threads
+from minnet.dtypes import as_dtype
 from minnet.lab.family import NO_PLACEMENT, lookup
 from minnet.lab.problem import Problem, train_problem
 from minnet.lab.scenarios import Scenario, make_problem
 from minnet.nn import Parameter
 from minnet.optim import Adam, Optimizer, validate_adam_hyperparameters
+from minnet.optim.optimizer import ROUNDING_MODES, LowPrecisionWarning
 
 __all__ = [
     "DEFAULT_EPS",
@@ -106,6 +114,10 @@ RUN_COLUMNS: dict[str, type] = {
     "nonfinite": int,
     "update_rms": float,
     "metric": float,
+    "state_dtype": str,
+    "rounding": str,
+    "underflow": int,
+    "lost_updates": int,
 }
 #: Columns of ``multipliers.csv``: per run, how many parameters have
 #: ``log10(multiplier)`` in ``[log10_lo, log10_hi)``. Infinite multipliers are counted in a row
@@ -122,10 +134,13 @@ _N_BINS = len(MULTIPLIER_EDGES) - 1  # finite-value bins; then one for +inf and 
 
 # Columns that describe the run (the same on each of its rows), in RUN_COLUMNS order.
 _RUN_KEYS = ("run", "scenario", "eps", "eps_mode", "amsgrad", "amsgrad_max", "seed", "dtype", "lr",
-             "optimizer", "hyperparameters", "eps_compared_with")
+             "optimizer", "hyperparameters", "eps_compared_with", "state_dtype", "rounding")
 #: Run columns added with the optimizer family, and what a ``runs.csv`` written before them holds.
 _FAMILY_KEYS = ("optimizer", "hyperparameters", "eps_compared_with")
-_STEP_KEYS = ("step", "loss", "eps_dominated", "nonfinite", "update_rms", "metric")
+#: Columns added with 16-bit runs (at the end of ``runs.csv``).
+_LOWP_KEYS = ("state_dtype", "rounding", "underflow", "lost_updates")
+_STEP_KEYS = ("step", "loss", "eps_dominated", "nonfinite", "update_rms", "metric", "underflow",
+              "lost_updates")
 _NUMPY_TYPES: dict[type, Any] = {int: np.int64, float: np.float64, bool: np.bool_, str: np.str_}
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -151,8 +166,16 @@ class RunSpec:
         scenario: a :class:`~minnet.lab.scenarios.Scenario` or its name (``"zero_features=100"``),
             a :class:`~minnet.lab.problem.Problem` of your own, or a built-in problem's name
             (``"digits"``, :data:`minnet.lab.digits.PROBLEMS`).
-        dtype: ``"float32"`` or ``"float64"`` (the seed problem's; a Problem's model decides its
-            own).
+        dtype: ``"float32"``, ``"float64"``, ``"float16"`` or ``"bfloat16"``: the seed problem's
+            data, model and parameters (:func:`~minnet.lab.scenarios.make_problem`); a Problem's
+            model decides its own (``"float32"`` or ``"float64"`` only, recorded as given).
+        state_dtype: the optimizer's ``state_dtype`` (its moments' dtype): ``None`` or
+            ``"same"`` (default) for the parameters' dtype, recorded as ``dtype`` (``"same"``
+            for a Problem), or one of the four dtypes (``"float32"``: float32 master state for
+            16-bit parameters).
+        rounding: the optimizer's ``rounding`` model for 16-bit buffers, ``"fused"`` (default)
+            or ``"per_op"`` (:class:`minnet.optim.Optimizer`). It is passed to the optimizer
+            only when a parameter or the state is 16-bit (it changes nothing otherwise).
         steps: optimizer steps, ``>= 1``. Default (``None``): 500 for a Scenario; a Problem's
             ``epochs`` full passes over its data.
         lr: learning rate. Default (``None``): for a Scenario the optimizer's
@@ -179,8 +202,11 @@ class RunSpec:
     betas: tuple[float, float] | None = None
     optimizer: str | None = None
     hyperparameters: Any = ()
+    state_dtype: str | None = None
+    rounding: str = "fused"
 
     def __post_init__(self) -> None:
+        self._check_dtypes()
         scenario = self.scenario
         if isinstance(scenario, str):
             from minnet.lab.digits import PROBLEMS
@@ -205,7 +231,7 @@ class RunSpec:
         object.__setattr__(self, "optimizer", name)
         hyper = dict(self.hyperparameters)
         clash = sorted(set(hyper) & {"lr", "eps", "eps_mode", "betas", "amsgrad", "amsgrad_max",
-                                     "params", "track_stats"})  # fmt: skip
+                                     "params", "track_stats", "state_dtype", "rounding"})
         if clash:
             raise ValueError(f"hyperparameters must not set {', '.join(clash)} (RunSpec fields "
                              "or set by the lab)")  # fmt: skip
@@ -238,11 +264,21 @@ class RunSpec:
                 if name not in ("Adam", "AdamW"):
                     raise ValueError(f"{name} has no AMSGrad: amsgrad=False and "
                                      "amsgrad_max='raw' only")  # fmt: skip
+            takes = inspect.signature(member.cls).parameters
+            for key, value in self._precision_kwargs().items():
+                if key not in takes:
+                    raise ValueError(f"{name} takes no {key} argument (it has no float16/"
+                                     f"bfloat16 kernels yet), but the run sets {key}={value!r}")
             if not member.eps_modes and self.eps_mode != NO_PLACEMENT:
                 raise ValueError(f"{name} has one eps placement (no eps_mode keyword): "
                                  f"eps_mode must be {NO_PLACEMENT!r}, got {self.eps_mode!r}")
-            # Build it once on a 1-element parameter: its own checks, with its own messages.
-            member.cls([Parameter(np.zeros(1))], **self._constructor_kwargs())
+            # Build it once on a 1-element parameter of the run's dtype: its own checks (16-bit
+            # support, rounding models), with its own messages.
+            dt = "float32" if isinstance(scenario, Problem) else self.dtype
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LowPrecisionWarning)  # the point of the sweep
+                member.cls([Parameter(np.zeros(1, dtype=as_dtype(dt)))],
+                           **self._constructor_kwargs())  # fmt: skip
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if self.seed < 0:
@@ -253,8 +289,22 @@ class RunSpec:
             raise TypeError(f"steps must be an int, got {self.steps!r}")
         elif self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    def _check_dtypes(self) -> None:
+        """Normalize ``dtype``, ``state_dtype`` and ``rounding`` (names, ``"same"`` resolved)."""
+        problem = isinstance(self.scenario, Problem) or (
+            isinstance(self.scenario, str) and self.scenario == "digits"
+        )
+        dtype, state = _resolve_precision(self.dtype, self.state_dtype, problem)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "state_dtype", state)
+        if self.rounding not in ROUNDING_MODES:
+            raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {self.rounding!r}")
+
+    @property
+    def low_precision(self) -> bool:
+        """Whether the parameters or the optimizer state are float16/bfloat16."""
+        return any(d in ("float16", "bfloat16") for d in (self.dtype, self.state_dtype))
 
     @property
     def scenario_name(self) -> str:
@@ -265,6 +315,16 @@ class RunSpec:
     def hyperparameters_json(self) -> str:
         """:attr:`hyperparameters` as JSON with sorted keys (the ``hyperparameters`` column)."""
         return json.dumps(dict(self.hyperparameters), sort_keys=True)
+
+    def _precision_kwargs(self) -> dict[str, Any]:
+        """``state_dtype`` and ``rounding`` where they change something (so that an optimizer
+        without 16-bit kernels still trains float32 runs)."""
+        kwargs: dict[str, Any] = {}
+        if self.state_dtype not in ("same", self.dtype):
+            kwargs["state_dtype"] = self.state_dtype
+        if self.low_precision and self.rounding != "fused":
+            kwargs["rounding"] = self.rounding
+        return kwargs
 
     def _constructor_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"lr": self.lr}
@@ -279,6 +339,7 @@ class RunSpec:
             kwargs["amsgrad"] = self.amsgrad
             kwargs["amsgrad_max"] = self.amsgrad_max
         kwargs.update(dict(self.hyperparameters))
+        kwargs.update(self._precision_kwargs())
         return kwargs
 
     def optimizer_kwargs(self) -> dict[str, Any]:
@@ -286,9 +347,36 @@ class RunSpec:
 
         For Adam: ``lr, betas, eps, amsgrad, eps_mode, amsgrad_max``; for any optimizer only
         the arguments it takes (no ``eps`` without eps, no ``eps_mode`` without placements),
-        plus :attr:`hyperparameters`.
+        plus :attr:`hyperparameters`, plus ``state_dtype`` when it is not the parameters' and
+        ``rounding`` when it is not ``"fused"`` and a buffer is 16-bit.
         """
         return {**self._constructor_kwargs(), "track_stats": True}
+
+
+def _resolve_precision(dtype: Any, state_dtype: Any, problem: bool) -> tuple[str, str]:
+    """``(dtype, state_dtype)`` as names, ``state_dtype`` None/"same" resolved to ``dtype``
+    (kept ``"same"`` for a Problem, whose model decides its dtype); ``ValueError`` otherwise."""
+    names = "'float32', 'float64', 'float16' or 'bfloat16'"
+    try:
+        name = as_dtype(dtype).name if isinstance(dtype, str) else None
+    except TypeError:
+        name = None
+    if name is None:
+        raise ValueError(f"dtype must be {names}, got {dtype!r}")
+    if problem and name not in ("float32", "float64"):
+        raise ValueError(
+            f"dtype={name!r} applies to the seed problem and its scenarios; a Problem's "
+            "model decides its own dtype (build it in that dtype)"
+        )
+    if state_dtype is None or state_dtype == "same":
+        return name, "same" if problem else name
+    try:
+        state = as_dtype(state_dtype).name if isinstance(state_dtype, str) else None
+    except TypeError:
+        state = None
+    if state is None:
+        raise ValueError(f"state_dtype must be 'same' or {names}, got {state_dtype!r}")
+    return name, state
 
 
 @dataclass
@@ -304,6 +392,8 @@ class RunResult:
     multiplier_counts: np.ndarray  # _N_BINS finite bins, then +inf, then NaN
     metric: np.ndarray | None = None  # None: NaN at every step
     eps_compared_with: str = ""  # the optimizer's answer; "" without eps
+    underflow: np.ndarray | None = None  # None: 0 at every step
+    lost_updates: np.ndarray | None = None  # None: 0 at every step
 
 
 def step_multiplier(optimizer: Optimizer) -> np.ndarray:
@@ -386,7 +476,8 @@ def run(spec: RunSpec) -> RunResult:
     """Train one run (BLAS limited to one thread; NaN/inf arithmetic is silent) and record it."""
     if isinstance(spec.scenario, Problem):
         return _run_problem(spec)
-    with _one_blas_thread(), np.errstate(all="ignore"):
+    with _one_blas_thread(), np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", LowPrecisionWarning)  # an eps that rounds to 0: swept
         problem = make_problem(spec.scenario, seed=spec.seed, dtype=spec.dtype)
         model, x, y, loss_fn = problem.model, problem.x, problem.y, problem.loss_fn
         optimizer = lookup(spec.optimizer).cls(model.parameters(), **spec.optimizer_kwargs())
@@ -395,6 +486,8 @@ def run(spec: RunSpec) -> RunResult:
         dominated = np.empty(n)
         nonfinite = np.empty(n, dtype=np.int64)
         rms = np.empty(n)
+        underflow = np.zeros(n, dtype=np.int64)
+        lost = np.zeros(n, dtype=np.int64)
         for t in range(n):
             loss[t] = loss_fn(model(x), y)
             optimizer.zero_grad()
@@ -404,9 +497,12 @@ def run(spec: RunSpec) -> RunResult:
             dominated[t] = stats.eps_dominated
             nonfinite[t] = stats.nonfinite
             rms[t] = stats.update_rms
+            underflow[t] = stats.underflow
+            lost[t] = stats.lost_updates
         counts = _multiplier_histogram(optimizer)
         compared = optimizer.eps_compared_with() or ""
-    return RunResult(spec, loss, dominated, nonfinite, rms, counts, None, compared)
+    return RunResult(spec, loss, dominated, nonfinite, rms, counts, None, compared, underflow,
+                     lost)  # fmt: skip
 
 
 def _run_problem(spec: RunSpec) -> RunResult:
@@ -420,7 +516,12 @@ def _run_problem(spec: RunSpec) -> RunResult:
     knobs = {"betas": spec.betas, "amsgrad": spec.amsgrad, "eps_mode": spec.eps_mode,
              "amsgrad_max": spec.amsgrad_max}  # fmt: skip
     knobs = {k: v for k, v in knobs.items() if v is not None and v != NO_PLACEMENT}
-    with _one_blas_thread(), np.errstate(all="ignore"):
+    if spec.state_dtype != "same":
+        knobs["state_dtype"] = spec.state_dtype
+    if spec.rounding != "fused":
+        knobs["rounding"] = spec.rounding
+    with _one_blas_thread(), np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", LowPrecisionWarning)
         rec = train_problem(problem, seed=spec.seed, lr=spec.lr, eps=spec.eps,
                             knobs=knobs, steps=spec.steps)  # fmt: skip
         optimizer = rec["optimizer"]
@@ -428,7 +529,8 @@ def _run_problem(spec: RunSpec) -> RunResult:
         ask = getattr(optimizer, "eps_compared_with", None)
         compared = (ask() if ask is not None else None) or ""
     return RunResult(spec, rec["loss"], rec["eps_dominated"], rec["nonfinite"],
-                     rec["update_rms"], counts, rec["metric"], compared)  # fmt: skip
+                     rec["update_rms"], counts, rec["metric"], compared, rec.get("underflow"),
+                     rec.get("lost_updates"))  # fmt: skip
 
 
 def _run_chunk(chunk: list[tuple[int, RunSpec]]) -> list[tuple[int, RunResult]]:
@@ -448,6 +550,10 @@ def grid(
     lr: float | Mapping[str, float] | None = None,
     optimizers: Iterable[str] | None = None,
     optimizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    dtypes: Iterable[str] | None = None,
+    state_dtypes: Iterable[str | None] = ("same",),
+    roundings: Iterable[str] = ("fused",),
+    refused: str = "error",
 ) -> list[RunSpec]:
     """Every combination of the arguments, as :class:`RunSpec` objects in a fixed order.
 
@@ -466,7 +572,21 @@ def grid(
     * ``amsgrad`` and ``amsgrad_max`` apply to Adam and AdamW; other optimizers run without.
     * an optimizer without eps (SGD, Lion) runs once per scenario and seed, with ``eps`` NaN.
 
-    Order (outermost first): scenario, optimizer, eps_mode, amsgrad, amsgrad_max, eps, seed.
+    Precision: ``dtypes`` (default: ``[dtype]``) are the seed problem's dtypes (``"float32"``,
+    ``"float64"``, ``"float16"``, ``"bfloat16"``), ``state_dtypes`` the optimizer's state dtypes
+    (``"same"``: the parameters'; ``"float32"``: float32 master state for 16-bit parameters)
+    and ``roundings`` its rounding models (``"fused"``, ``"per_op"``), crossed. Combinations
+    that are the same run are trained once: a state dtype equal to the parameters' is
+    ``"same"``, and a run with no 16-bit buffer (float32 parameters and state) gets only the
+    first of ``roundings`` (rounding changes nothing there). A combination an optimizer refuses
+    (16-bit buffers in an optimizer without 16-bit kernels, ``rounding="per_op"`` with a
+    variant it does not follow, float64 with another dtype) raises ``ValueError`` naming the
+    optimizer, the combination and the optimizer's reason; with ``refused="skip"`` those runs
+    are left out instead and one ``UserWarning`` lists every combination skipped and why.
+    Nothing is dropped silently.
+
+    Order (outermost first): scenario, optimizer, dtype, state_dtype, rounding, eps_mode,
+    amsgrad, amsgrad_max, eps, seed.
     ``amsgrad_max`` only applies with ``amsgrad=True``; runs without AMSGrad get ``"raw"`` once.
     The defaults are ``minnet sweep``'s: 13 eps values x AMSGrad off/on x 3 seeds = 78 runs of
     500 steps.
@@ -483,7 +603,17 @@ def grid(
     max_list = ["raw"] if amsgrad_max is None else list(amsgrad_max)
     seed_list, scen_list = list(seeds), list(scenarios)
     opt_list: list[str | None] = [None] if optimizers is None else list(optimizers)
+    if dtypes is not None and dtype != "float32":
+        raise ValueError("grid: pass dtype or dtypes, not both")
+    if refused not in ("error", "skip"):
+        raise ValueError(f"grid: refused must be 'error' or 'skip', got {refused!r}")
+    dtype_list = [dtype] if dtypes is None else list(dict.fromkeys(dtypes))
+    state_list = list(dict.fromkeys("same" if d is None else d for d in state_dtypes))
+    rounding_list = list(dict.fromkeys(roundings))
     for name, values in (
+        ("dtypes", dtype_list),
+        ("state_dtypes", state_list),
+        ("roundings", rounding_list),
         ("eps", eps_list),
         ("eps_modes", [] if modes is None else modes),
         ("amsgrad", ams_list),
@@ -550,8 +680,22 @@ def grid(
     ) else []  # fmt: skip
     if "atan2" in adam_modes and len(set(map(float, eps_list))) > 1:
         warnings.warn(atan2_ignores_eps(eps_list), UserWarning, stacklevel=2)
+    def precisions(scenario: Any) -> list[tuple[str, str, str]]:
+        """The distinct (dtype, state_dtype, rounding) runs (see the docstring)."""
+        out: dict[tuple[str, str, str], None] = {}
+        problem = isinstance(scenario, Problem) or scenario == "digits"
+        for dt in dtype_list:
+            for sd in state_list:
+                dt_name, sd_name = _resolve_precision(dt, sd, problem)
+                low = {dt_name, sd_name} & {"float16", "bfloat16"}
+                for r in rounding_list:
+                    out[(dt_name, sd_name, r if low or problem else rounding_list[0])] = None
+        return list(out)
+
     specs = []
+    skipped: dict[str, None] = {}
     for scenario in scen_list:
+        combos = precisions(scenario)
         for opt in opt_list:
             if opt is None:  # Adam, or the Problem's own optimizer
                 own = scenario.optimizer if isinstance(scenario, Problem) else "Adam"
@@ -562,27 +706,53 @@ def grid(
             has_ams = member is None or member.name in ("Adam", "AdamW")
             has_eps = member is None or member.has_eps
             hyper = per_opt_kwargs.get(member.name, {}) if member is not None else {}
-            for mode in placements(member):
-                for ams in [bool(a) for a in ams_list] if has_ams else [False]:
-                    for amax in max_list if ams else ["raw"]:
-                        for e in eps_list if has_eps else eps_list[:1]:
-                            for seed in seed_list:
-                                specs.append(
-                                    RunSpec(
-                                        eps=e,
-                                        eps_mode=None if mode == NO_PLACEMENT else mode,
-                                        amsgrad=ams,
-                                        amsgrad_max=amax,
-                                        seed=seed,
-                                        scenario=scenario,
-                                        dtype=dtype,
-                                        steps=steps,
-                                        lr=lr_of(member.name) if member else lr_of(""),
-                                        optimizer=name,
-                                        hyperparameters=hyper,
-                                    )
-                                )
+            for dt, sd, rounding in combos:
+                more, refusals = _precision_specs(
+                    member, dt, sd, rounding, placements(member), ams_list, max_list, has_ams,
+                    has_eps, eps_list, seed_list, scenario, steps, lr_of, name, hyper,
+                )
+                if refusals and refused == "error":
+                    raise ValueError(f"grid: {refusals[0]}")
+                specs += more
+                skipped.update(dict.fromkeys(refusals))
+    if skipped:
+        warnings.warn(f"grid: skipped {len(skipped)} combination(s) refused by the optimizer: "
+                      + " | ".join(skipped), UserWarning, stacklevel=2)  # fmt: skip
     return specs
+
+
+def _precision_specs(
+    member: Any, dt: str, sd: str, rounding: str, modes: list[str], ams_list: list,
+    max_list: list[str], has_ams: bool, has_eps: bool, eps_list: list[float],
+    seed_list: list[int], scenario: Any, steps: int | None, lr_of: Callable[[str], Any],
+    name: str | None, hyper: Mapping[str, Any],
+) -> tuple[list[RunSpec], list[str]]:
+    """The runs of one (scenario, optimizer, dtype, state_dtype, rounding) of :func:`grid`,
+    and a message for each variant (placement, AMSGrad max) the optimizer refuses in it."""
+    specs: list[RunSpec] = []
+    refusals: list[str] = []
+    lr_value = lr_of(member.name) if member else lr_of("")
+    low = any(d in ("float16", "bfloat16") for d in (dt, sd)) or rounding != "fused"
+    for mode in modes:
+        for ams in [bool(a) for a in ams_list] if has_ams else [False]:
+            for amax in max_list if ams else ["raw"]:
+                try:
+                    specs += [
+                        RunSpec(eps=e, eps_mode=None if mode == NO_PLACEMENT else mode,
+                                amsgrad=ams, amsgrad_max=amax, seed=seed, scenario=scenario,
+                                dtype=dt, steps=steps, lr=lr_value, optimizer=name,
+                                hyperparameters=hyper, state_dtype=sd, rounding=rounding)
+                        for e in (eps_list if has_eps else eps_list[:1]) for seed in seed_list
+                    ]  # fmt: skip
+                except (ValueError, TypeError) as exc:
+                    if not (low or sd not in ("same", dt)):
+                        raise
+                    who = member.name if member is not None else "the optimizer"
+                    variant = "" if mode == NO_PLACEMENT else f", eps_mode={mode!r}"
+                    variant += f", amsgrad_max={amax!r}" if ams else ""
+                    refusals.append(f"{who} refuses dtype={dt!r}, state_dtype={sd!r}, "
+                                    f"rounding={rounding!r}{variant}: {exc}")  # fmt: skip
+    return specs, refusals
 
 
 def atan2_ignores_eps(eps: Iterable[float]) -> str:
@@ -713,7 +883,8 @@ def _build_tables(results: list[RunResult]) -> tuple[Table, Table]:
     for i, r in enumerate(results):
         s = r.spec
         values = (i, s.scenario_name, s.eps, s.eps_mode, s.amsgrad, s.amsgrad_max, s.seed,
-                  s.dtype, s.lr, s.optimizer, s.hyperparameters_json, r.eps_compared_with)
+                  s.dtype, s.lr, s.optimizer, s.hyperparameters_json, r.eps_compared_with,
+                  s.state_dtype, s.rounding)
         for key, value in zip(_RUN_KEYS, values):
             per_run[key].append(value)
         steps.append(len(r.loss))
@@ -735,7 +906,11 @@ def _build_tables(results: list[RunResult]) -> tuple[Table, Table]:
         [np.full(len(r.loss), np.nan) if r.metric is None else r.metric for r in results],
         np.float64,
     )
-    runs_table = Table(cols, RUN_COLUMNS)
+    for key in ("underflow", "lost_updates"):
+        parts = [getattr(r, key) for r in results]
+        cols[key] = cat([np.zeros(len(r.loss), np.int64) if p is None else p
+                         for r, p in zip(results, parts)], np.int64)  # fmt: skip
+    runs_table = Table({k: cols[k] for k in RUN_COLUMNS}, RUN_COLUMNS)
 
     lo = np.concatenate((MULTIPLIER_EDGES[:-1], [np.inf, np.nan]))
     hi = np.concatenate((MULTIPLIER_EDGES[1:], [np.inf, np.nan]))
@@ -808,8 +983,9 @@ class SweepResult:
         with open(out / "runs.csv", newline="") as f:
             header = next(csv.reader(f), [])
         # Columns added over time; a runs.csv written before them still reads: no metric
-        # (NaN), and before the optimizer family every run was Adam's.
-        later = [k for k in ("metric", *_FAMILY_KEYS) if header and k not in header]
+        # (NaN), before the optimizer family every run was Adam's, and before 16-bit runs the
+        # state had the parameters' dtype, rounding was moot and nothing underflowed.
+        later = [k for k in ("metric", *_FAMILY_KEYS, *_LOWP_KEYS) if header and k not in header]
         schema = {k: v for k, v in RUN_COLUMNS.items() if k not in later}
         runs = Table.read_csv(out / "runs.csv", schema)
         if later:
@@ -818,6 +994,14 @@ class SweepResult:
                 "metric": np.full(n, np.nan),
                 "optimizer": np.full(n, "Adam"),
                 "hyperparameters": np.full(n, "{}"),
+                # before 16-bit runs: state in the parameters' dtype, no 16-bit stats
+                "state_dtype": np.array(
+                    [d if _is_scenario_name(sc) else "same"
+                     for d, sc in zip(runs["dtype"], runs["scenario"])], dtype=str
+                ) if n else np.empty(0, dtype=str),  # fmt: skip
+                "rounding": np.full(n, "fused"),
+                "underflow": np.zeros(n, dtype=np.int64),
+                "lost_updates": np.zeros(n, dtype=np.int64),
             }
             if "eps_compared_with" in later:
                 modes = runs["eps_mode"] if "eps_mode" in runs.columns else np.full(n, "outside")
@@ -833,6 +1017,14 @@ class SweepResult:
         else:
             mult = Table({k: np.empty(0, dtype=v) for k, v in MULTIPLIER_COLUMNS.items()})
         return cls(runs, mult)
+
+
+def _is_scenario_name(name: str) -> bool:
+    try:
+        Scenario.parse(name)
+    except ValueError:
+        return False
+    return True
 
 
 # -- executors ------------------------------------------------------------------------------------
@@ -853,11 +1045,22 @@ def _single_threaded_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def warm_up(dtypes: Iterable[str] = ("float32",)) -> None:
-    """Compile (or load from Numba's on-disk cache) the kernels for ``dtypes`` in this process,
-    so that worker processes find the cache written instead of compiling it each."""
-    for dt in set(dtypes):
+def warm_up(dtypes: Iterable[str] = ("float32",), specs: Iterable[RunSpec] = ()) -> None:
+    """Compile (or load from Numba's on-disk cache) the kernels for ``dtypes`` (Adam) and for
+    each distinct optimizer variant and precision of ``specs`` (one step of the seed problem)
+    in this process, so that worker processes find the cache written instead of compiling it
+    each."""
+    for dt in dict.fromkeys(dtypes):
         run(RunSpec(eps=1e-8, steps=1, dtype=dt))
+    seen = set()
+    for spec in specs:
+        if isinstance(spec.scenario, Problem):
+            continue
+        key = (spec.optimizer, spec.eps_mode, spec.amsgrad, spec.amsgrad_max, spec.dtype,
+               spec.state_dtype, spec.rounding, spec.hyperparameters_json)  # fmt: skip
+        if key not in seen:
+            seen.add(key)
+            run(replace(spec, steps=1, scenario="seed", seed=0))
 
 
 def _chunks(specs: Sequence[RunSpec], size: int) -> list[list[tuple[int, RunSpec]]]:
@@ -924,7 +1127,8 @@ def sweep(
             for chunk in chunks:
                 collect(_run_chunk(chunk))
         else:
-            warm_up({s.dtype for s in specs})
+            warm_up({s.dtype for s in specs if not s.low_precision},
+                    [s for s in specs if s.low_precision])  # fmt: skip
             with _single_threaded_env():
                 pool = ProcessPoolExecutor(
                     max_workers=min(workers, len(chunks)), mp_context=get_context("spawn")

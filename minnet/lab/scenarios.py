@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import minnet
+from minnet.dtypes import as_dtype
 
 __all__ = ["DEAD_BIAS", "SEED_SHAPE", "Scenario", "SeedProblem", "make_problem"]
 
@@ -110,15 +111,18 @@ def make_problem(
 
     Data and initial weights come from ``np.random.default_rng(seed)`` in the order of
     ``examples/seed_example.py`` (x, y, then the two layers), so scenario ``"seed"`` with
-    ``dtype="float32"`` is exactly that example's problem.
+    ``dtype="float32"`` is exactly that example's problem. ``dtype`` may be ``"float16"`` or
+    ``"bfloat16"`` too: the same float32 data and initial weights, rounded to it (round to
+    nearest even), and a model of that dtype (16-bit layers compute in float32).
     """
     if isinstance(scenario, str):
         scenario = Scenario.parse(scenario)
-    dt = np.dtype(dtype)
+    dt = as_dtype(dtype, "dtype")
+    draw = dt if dt in (np.float32, np.float64) else np.dtype(np.float32)
     n, d_in, hidden, d_out = SEED_SHAPE
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, d_in), dtype=dt)
-    y = rng.standard_normal((n, d_out), dtype=dt)
+    x = rng.standard_normal((n, d_in), dtype=draw).astype(dt, copy=False)
+    y = rng.standard_normal((n, d_out), dtype=draw).astype(dt, copy=False)
     model = minnet.nn.Sequential(
         minnet.nn.Linear(d_in, hidden, rng=rng, dtype=dt),
         minnet.nn.ReLU(),

@@ -54,6 +54,7 @@ import numba
 import numpy as np
 
 from minnet._lowp import load, round_to, store
+from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
@@ -512,6 +513,18 @@ class Adagrad(Optimizer):
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
     ) -> str | None:
+        dt = state["sum"].dtype
+        if group["eps"] > 0 and self.rounding == "per_op" and is_16bit(dt):
+            name16 = "bfloat16" if dt == bfloat16 else str(dt)
+            with np.errstate(under="ignore"):
+                stored = float(np.float32(group["eps"]).astype(dt))
+            if stored == 0:
+                return (
+                    f"eps={group['eps']} is 0 in {name16} and rounding='per_op' adds it in the "
+                    f"state dtype, so where sum of {name} is or underflows to 0 the update is "
+                    "g/0 = inf (0/0 = NaN for a zero gradient); use a larger eps, "
+                    "state_dtype='float32' or rounding='fused'"
+                )
         if (
             group["eps"] == 0
             and group["eps_mode"] != "inside_guarded"

@@ -1,0 +1,370 @@
+"""float16/bfloat16 parameters and state for Adamax, Adadelta, NAdam, RAdam, AdaBelief and Lion.
+
+Each optimizer's 16-bit kernel is held to its NumPy reference bit for bit (NaN matching NaN) in
+every rounding model it has, over hypothesis-drawn values that include exact zeros, gradients
+near float16's underflow limit and eps=0; ``rounding="per_op"`` is refused where PyTorch has no
+such optimizer; the eps-representable warning names each option; the underflow and
+lost-update counts equal a recount from the arrays; 16-bit state survives a state-dict round
+trip; the 16-bit kernels vectorize with float32 as their only compute dtype. No PyTorch fixture
+exists for these optimizers in 16-bit, so "per_op" is checked against its NumPy transcription
+of PyTorch's op order only.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minnet.optim as optim
+from minnet import _lowp
+from minnet.dtypes import bfloat16, float16, float32
+from minnet.nn import Parameter
+from minnet.optim._flat import StorageFormats
+from minnet.optim.optimizer import LowPrecisionWarning
+
+F32 = np.dtype(np.float32)
+
+#: name -> the option variants exercised
+FAMILY: dict[str, list[dict[str, Any]]] = {
+    "Adamax": [{}, {"eps_mode": "outside"}, {"weight_decay": 0.1}],
+    "Adadelta": [{}, {"weight_decay": 0.1}],
+    "NAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}],
+    "RAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}],
+    "AdaBelief": [{}],
+    "Lion": [{}, {"weight_decay": 0.1}],
+}
+PER_OP = {"Adamax", "Adadelta", "NAdam", "RAdam"}
+HAS_EPS = {"Adamax", "Adadelta", "NAdam", "RAdam", "AdaBelief"}
+SIGNED_STATE = {"exp_avg"}  # every other state array is nonnegative (a second moment or norm)
+
+#: (parameter dtype, state dtype): all float16, all bfloat16, float32 master state for float16
+#: parameters, bfloat16 state for float32 parameters.
+STORAGE = [(float16, None), (bfloat16, None), (float16, float32), (float32, bfloat16)]
+
+
+def _per_op_allowed(name: str, options: dict[str, Any]) -> bool:
+    return name in PER_OP and options.get("eps_mode", "max") == "max"
+
+
+# Every storage recipe for the default options; the other options with float16 alone (each
+# case compiles two kernels, so the table stays small).
+CASES = [
+    (name, options, fp, fs, rounding)
+    for name, variants in FAMILY.items()
+    for options in variants
+    for fp, fs in (STORAGE if not options else STORAGE[:1])
+    for rounding in ("fused", "per_op")
+    if rounding == "fused" or _per_op_allowed(name, options)
+]
+
+
+def _case_id(case: tuple[Any, ...]) -> str:
+    name, options, fp, fs, rounding = case
+    opts = ",".join(f"{k}={v}" for k, v in options.items())
+    return f"{name}[{opts}]-{np.dtype(fp).name}-{np.dtype(fs or fp).name}-{rounding}"
+
+
+def _make(name: str, params: list[Parameter], **kwargs: Any) -> optim.Optimizer:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LowPrecisionWarning)
+        return getattr(optim, name)(params, **kwargs)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint16) if a.itemsize == 2 else a.view(np.uint32)
+
+
+def _assert_same_bits(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    both_nan = np.isnan(got.astype(F32)) & np.isnan(want.astype(F32))
+    differ = (_bits(got) != _bits(want)) & ~both_nan
+    if differ.any():
+        i = int(np.flatnonzero(differ)[0])
+        pytest.fail(
+            f"{what}: {int(differ.sum())} of {got.size} elements differ, first at {i}: "
+            f"kernel {got[i]!r} reference {want[i]!r}"
+        )
+
+
+# Values that matter in 16-bit: exact zeros, float16's subnormals and smallest normal, the
+# magnitudes whose squares underflow, ordinary ones.
+SPECIAL = [0.0, 6e-8, 1.2e-7, 3e-5, 6.1e-5, 1e-4, 1e-3, 5e-3, 0.1, 1.0, 3.0]
+values = st.one_of(
+    st.sampled_from(SPECIAL),
+    st.sampled_from(SPECIAL).map(lambda x: -x),
+    st.floats(-4.0, 4.0, allow_nan=False, width=32),
+)
+arrays = st.lists(values, min_size=17, max_size=17)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=arrays,
+    grads=st.lists(arrays, min_size=3, max_size=3),
+    state=arrays,
+    eps=st.sampled_from([None, 0.0, 1e-4]),
+    lr=st.sampled_from([1e-3, 0.1]),
+)
+def test_kernel_matches_reference_bitwise(
+    case: tuple[Any, ...],
+    data: list[float],
+    grads: list[list[float]],
+    state: list[float],
+    eps: float | None,
+    lr: float,
+) -> None:
+    """Three steps of ``optimizer.step()`` (plain and tracked kernels) equal the NumPy
+    reference in the same rounding model, bit for bit, every step and every array."""
+    name, options, fp, fs, rounding = case
+    kwargs = dict(options, lr=lr, state_dtype=fs, rounding=rounding)
+    if eps is not None and name in HAS_EPS:
+        kwargs["eps"] = eps
+        if name == "AdaBelief":
+            kwargs["eps_root"] = eps
+    p = Parameter(np.asarray(data, np.float32).astype(fp))
+    q = Parameter(p.data.copy())
+    opt = _make(name, [p], **kwargs)
+    tracked = _make(name, [q], track_stats=True, **kwargs)
+    flat, flat_t = opt._flats[0][0], tracked._flats[0][0]
+    assert flat.formats is not None and flat.formats.rounding == rounding
+    for key, arr in flat.state.items():
+        init = np.asarray(state, np.float32)
+        init = init if key in SIGNED_STATE else np.abs(init)
+        arr[...] = init.astype(arr.dtype)
+        flat_t.state[key][...] = arr
+    group = opt.param_groups[0]
+    reference = opt._reference(group, flat.formats)
+    for t, g in enumerate(grads, start=1):
+        p.grad[...] = np.asarray(g, np.float32).astype(fp)
+        q.grad[...] = p.grad
+        want = [flat.data.copy(), flat.grad.copy(), *(a.copy() for a in flat.arrays)]
+        scalars = opt._scalars(group, F32, t)
+        opt.step()
+        tracked.step()
+        reference(*want, scalars)
+        names = ["param", *flat.state]
+        for label, got, got_t, ref in zip(
+            names, [flat.data, *flat.arrays], [flat_t.data, *flat_t.arrays], [want[0], *want[2:]]
+        ):
+            _assert_same_bits(got, ref, f"{name} step {t} {label}")
+            _assert_same_bits(got_t, got, f"{name} step {t} {label} (tracked kernel)")
+
+
+@pytest.mark.parametrize("name", ["AdaBelief", "Lion"])
+@pytest.mark.parametrize("dtype", [float16, bfloat16])
+def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np.dtype) -> None:
+    p = Parameter(np.ones(4, dtype))
+    with pytest.raises(ValueError, match=rf"^{name}: rounding='per_op' .*PyTorch has no {name}"):
+        _make(name, [p], rounding="per_op")
+    with pytest.raises(ValueError, match="per_op exists for Adam, AdamW, Adamax"):
+        _make(name, [Parameter(np.ones(4, float32))], state_dtype="bfloat16", rounding="per_op")
+    _make(name, [Parameter(np.ones(4, float32))], rounding="per_op")  # no 16-bit buffer: same
+
+
+def test_adamax_per_op_needs_pytorchs_eps_placement() -> None:
+    p = Parameter(np.ones(4, float16))
+    with pytest.raises(ValueError, match="Adamax: rounding='per_op' .*needs eps_mode='max'"):
+        _make("Adamax", [p], eps_mode="outside", rounding="per_op")
+
+
+EPS_WARNINGS = [
+    ("Adamax", {}, float16, ["eps=1e-08 is 0 in float16"]),
+    ("Adadelta", {}, float16, ["eps=1e-06 is the subnormal"]),
+    ("NAdam", {}, float16, ["eps=1e-08 is 0 in float16"]),
+    ("RAdam", {"eps": 1e-7}, float16, ["eps=1e-07 is the subnormal"]),
+    ("AdaBelief", {}, float16, ["eps=1e-16 is 0 in float16", "eps_root=1e-16 is 0 in float16"]),
+    ("AdaBelief", {"eps": 1e-3}, float16, ["eps_root=1e-16 is 0 in float16"]),
+    ("AdaBelief", {"eps_root": 1e-3}, float16, ["eps=1e-16 is 0 in float16"]),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "dtype", "expected"), EPS_WARNINGS)
+def test_eps_that_the_state_dtype_cannot_hold_warns(
+    name: str, kwargs: dict[str, Any], dtype: np.dtype, expected: list[str]
+) -> None:
+    with pytest.warns(LowPrecisionWarning) as record:
+        getattr(optim, name)([Parameter(np.ones(3, dtype))], **kwargs)
+    assert len(record) == 1
+    message = str(record[0].message)
+    for part in expected:
+        assert part in message
+    assert message.startswith(f"{name}: ")
+    if name == "AdaBelief" and len(expected) == 1:
+        other = "eps=" if expected[0].startswith("eps_root") else "eps_root="
+        assert f"; {other}" not in message and not message.startswith(f"{name}: {other}")
+    with pytest.raises(ValueError, match="check_finite=True"):
+        getattr(optim, name)([Parameter(np.ones(3, dtype))], check_finite=True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("Adamax", {}), ("NAdam", {}), ("AdaBelief", {}), ("Lion", {}), ("Adadelta", {}),
+     ("AdaBelief", {"eps": 1e-3, "eps_root": 1e-3})],
+)  # fmt: skip
+def test_no_warning_where_eps_survives(name: str, kwargs: dict[str, Any]) -> None:
+    """bfloat16 has float32's range (the defaults survive); float32 state for float16
+    parameters holds them; Lion has no eps; large eps survives float16."""
+    dtypes = [(bfloat16, None), (float16, float32)]
+    if kwargs:
+        dtypes.append((float16, None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LowPrecisionWarning)
+        for fp, fs in dtypes:
+            getattr(optim, name)([Parameter(np.ones(3, fp))], state_dtype=fs, **kwargs)
+
+
+# name, kwargs, param dtype, state dtype, gradient: every coordinate's second moment underflows
+UNDERFLOW = [
+    ("Adamax", {"eps": 0.0}, float32, float16, 1e-9),
+    ("Adadelta", {}, float16, None, 1e-4),
+    ("NAdam", {}, float16, None, 1e-4),
+    ("RAdam", {}, float16, None, 1e-4),
+    ("AdaBelief", {"eps": 1e-3}, float16, None, 1e-4),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "fp", "fs", "g"), UNDERFLOW)
+@pytest.mark.parametrize("rounding", ["fused", "per_op"])
+def test_underflow_and_lost_update_counts(
+    name: str, kwargs: dict[str, Any], fp: np.dtype, fs: Any, g: float, rounding: str
+) -> None:
+    """``stats.underflow`` counts the coordinates whose stored second moment is 0 with a
+    nonzero gradient (recounted from the arrays); half the gradients are tiny, half normal."""
+    if rounding == "per_op" and name not in PER_OP:
+        pytest.skip("per_op is refused")
+    n = 8
+    p = Parameter(np.linspace(1.0, 2.0, n).astype(fp))
+    opt = _make(name, [p], track_stats=True, state_dtype=fs, rounding=rounding, **kwargs)
+    p.grad[...] = np.where(np.arange(n) < n // 2, g, 0.5).astype(fp)
+    opt.step()
+    second = list(opt._flats[0][0].state.values())[-1 if name != "Adadelta" else 0]
+    recount = int(((second.astype(F32) == 0) & (p.grad.astype(F32) != 0)).sum())
+    assert opt.stats is not None
+    assert recount == n // 2
+    assert opt.stats.underflow == recount
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+@pytest.mark.parametrize("rounding", ["fused", "per_op"])
+def test_lost_updates_in_bfloat16(name: str, rounding: str) -> None:
+    """bfloat16 parameters at 256 with lr=1e-3: every update is far below half an ulp (1.0),
+    so every coordinate's update is lost; the count equals the parameters that did not move."""
+    if rounding == "per_op" and name not in PER_OP:
+        pytest.skip("per_op is refused")
+    n = 6
+    lr = {"Adadelta": 1e-2}.get(name, 1e-3)
+    p = Parameter(np.full(n, 256.0, bfloat16))
+    q = Parameter(np.full(n, 1.0, float32))  # float32 buffers: no 16-bit stats
+    opt = _make(name, [p, q], lr=lr, track_stats=True, rounding=rounding)
+    p.grad[...] = np.linspace(0.5, 1.0, n).astype(bfloat16)
+    q.grad[...] = 0.5
+    before = p.data.copy()
+    opt.step()
+    assert opt.stats is not None
+    unmoved = int((p.data == before).sum())
+    assert unmoved == n
+    assert opt.stats.lost_updates == unmoved
+    assert not np.array_equal(q.data, np.ones(n, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "steps"), [("Adamax", {}, 1), ("NAdam", {}, 1), ("RAdam", {}, 6)]
+)
+def test_per_op_float16_breaks_where_fused_trains(
+    name: str, kwargs: dict[str, Any], steps: int
+) -> None:
+    """The issue's failure in each optimizer: float16 with eps=1e-8 and gradients 1e-3, 0,
+    3e-5; PyTorch's op-by-op rounding makes eps (and the second moment) 0 and divides by it,
+    the fused model computes the same step in float32 and stays finite."""
+    out = {}
+    for rounding in ("fused", "per_op"):
+        p = Parameter(np.ones(3, float16))
+        opt = _make(name, [p], rounding=rounding, **kwargs)
+        for _ in range(steps):
+            p.grad[...] = np.array([1e-3, 0.0, 3e-5], float16)
+            opt.step()
+        out[rounding] = p.data.astype(F32)
+    assert np.isfinite(out["fused"]).all()
+    assert not np.isfinite(out["per_op"]).all(), out["per_op"]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+@pytest.mark.parametrize(("fp", "fs"), [(float16, None), (bfloat16, None), (float16, float32)])
+def test_state_dict_round_trip_with_16bit_state(name: str, fp: np.dtype, fs: Any) -> None:
+    rng = np.random.default_rng(3)
+    init = rng.normal(size=(4, 5)).astype(fp)
+    grads = [rng.normal(size=(4, 5)).astype(fp) for _ in range(8)]
+    p = Parameter(init.copy())
+    opt = _make(name, [p], state_dtype=fs)
+    for g in grads[:4]:
+        p.grad[...] = g
+        opt.step()
+    saved = opt.state_dict()
+    entry = saved["state"][0]
+    for key in opt._flats[0][0].state:
+        assert entry[key].dtype == np.dtype(fs or fp)
+        assert entry[key].shape == (4, 5)
+    q = Parameter(p.data.copy())
+    opt2 = _make(name, [q], state_dtype=fs)
+    opt2.load_state_dict(saved)
+    for key in opt._flats[0][0].state:
+        _assert_same_bits(opt2._flats[0][0].state[key], opt._flats[0][0].state[key], key)
+    for g in grads[4:]:
+        p.grad[...] = g
+        q.grad[...] = g
+        opt.step()
+        opt2.step()
+    _assert_same_bits(q.data.ravel(), p.data.ravel(), f"{name} after resume")
+    for key in opt._flats[0][0].state:
+        _assert_same_bits(opt2._flats[0][0].state[key], opt._flats[0][0].state[key], key)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_bfloat16_trains_on_a_parabola(name: str) -> None:
+    """All-bfloat16 (fused) reaches the minimum of ``sum((x - 3)**2)`` from 0."""
+    kwargs = {"Adadelta": {"lr": 1.0, "eps": 1e-2}, "Lion": {"lr": 0.05}}.get(name, {"lr": 0.1})
+    p = Parameter(np.zeros(16, bfloat16))
+    opt = _make(name, [p], **kwargs)
+    for _ in range(300):
+        p.grad[...] = (2.0 * (p.data.astype(F32) - 3.0)).astype(bfloat16)
+        opt.step()
+    assert np.abs(p.data.astype(F32) - 3.0).max() < 0.2, p.data
+
+
+# -- machine code ------------------------------------------------------------------------------
+
+
+def _lowp_asm(name: str, fmt: int) -> str:
+    """The assembly of the plain (untracked, writing, fused) 16-bit kernel, all-``fmt``."""
+    formats = StorageFormats(fmt, fmt, "fused")
+    dt = float16 if fmt == _lowp.F16 else bfloat16
+    p = Parameter(np.ones(64, dt))
+    opt = _make(name, [p], rounding="fused")
+    kernel = opt._kernel(opt.param_groups[0], False, True, formats)
+    flat = opt._flats[0][0]
+    scalars = opt._scalars(opt.param_groups[0], F32, 7)
+    fresh = numba.njit(error_model="numpy", nogil=True)(kernel.py_func)
+    fresh(*flat.args, flat.scratch, scalars)
+    return "\n".join(fresh.inspect_asm().values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FAMILY))
+@pytest.mark.parametrize("fmt", [_lowp.BF16], ids=["bfloat16"])
+def test_16bit_kernels_vectorize_in_float32(name: str, fmt: int) -> None:
+    """The 16-bit kernel's loop uses packed single-precision SIMD (ymm/zmm registers) and no
+    packed or scalar double-precision arithmetic: float32 is its one compute dtype."""
+    asm = _lowp_asm(name, fmt)
+    wide = len(re.findall(r"%[yz]mm\d+", asm))
+    packed = len(re.findall(r"\bv(?:sqrt|div|fmadd\w*|mul|add|sub|max|min)ps\b", asm))
+    double = re.findall(r"\bv?(?:sqrt|div|mul|add|sub|max|min)[sp]d\b|cvtss2sd|cvtps2pd", asm)
+    assert wide > 20 and packed > 3, f"{name}: {wide} ymm/zmm uses, {packed} packed-single ops"
+    assert not double, f"{name}: double-precision ops in a 16-bit kernel: {sorted(set(double))}"
