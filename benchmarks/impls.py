@@ -42,9 +42,11 @@ def seed_data() -> dict[str, np.ndarray]:
 # -- whole training step ---------------------------------------------------------------------
 
 
-def _minnet_step(input_grad: bool) -> Step:
+def _minnet_step(input_grad: bool, threads: int | None = None) -> Step:
     import minnet
 
+    if threads is not None:
+        minnet.set_num_threads(threads)  # for the whole worker process
     d = seed_data()
     x, y = d["x"], d["y"]
     model = minnet.nn.Sequential(
@@ -54,7 +56,7 @@ def _minnet_step(input_grad: bool) -> Step:
     loss_fn = minnet.nn.MSELoss(reduction="sum")
     optimizer = minnet.optim.Adam(model.parameters(), lr=LR, eps=EPS, amsgrad=True)
 
-    if input_grad:
+    if not input_grad:
 
         def step() -> float:  # the seed example's loop body, line for line
             y_pred = model(x)
@@ -72,7 +74,7 @@ def _minnet_step(input_grad: bool) -> Step:
             loss = loss_fn(y_pred, y)
             value = loss.item()
             optimizer.zero_grad()
-            model.backward(loss_fn.backward(), input_grad=False)
+            model.backward(loss_fn.backward(), input_grad=True)
             optimizer.step()
             return value
 
@@ -80,21 +82,26 @@ def _minnet_step(input_grad: bool) -> Step:
 
 
 def minnet_step() -> Step:
-    """The seed example's loop body: ``model.backward(loss_fn.backward())`` returns dLoss/dx."""
-    return _minnet_step(True)
-
-
-def minnet_no_input_grad_step() -> Step:
-    """As :func:`minnet_step` with ``model.backward(..., input_grad=False)`` (PyTorch's work)."""
+    """The seed example's loop body: ``model.backward(loss_fn.backward())`` (no dLoss/dx), with
+    minnet's default thread policy (``minnet.threads``)."""
     return _minnet_step(False)
 
 
-def minnet_1thread_step() -> Step:
-    """:func:`minnet_step` with BLAS limited to one thread (``threadpoolctl``)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)  # for the whole worker process
+def minnet_input_grad_step() -> Step:
+    """As :func:`minnet_step` with ``model.backward(..., input_grad=True)``, which also computes
+    and returns dLoss/dx (one more 64x100x1000 product)."""
     return _minnet_step(True)
+
+
+def minnet_1thread_step() -> Step:
+    """:func:`minnet_step` with ``minnet.set_num_threads(1)``."""
+    return _minnet_step(False, 1)
+
+
+def minnet_all_threads_step() -> Step:
+    """:func:`minnet_step` with ``minnet.set_num_threads(os.cpu_count())``: BLAS on every core
+    whatever the machine's load (the policy off)."""
+    return _minnet_step(False, os.cpu_count() or 1)
 
 
 def numpy_reference_step() -> Step:
@@ -123,7 +130,6 @@ def numpy_reference_step() -> Step:
         g1 = np.where(h > 0, g2 @ w2, 0)
         gw1[...] += g1.T @ x
         gb1[...] += g1.sum(0)
-        _ = g1 @ w1  # dLoss/dx, as the seed line's backward returns it
         t[0] += 1
         s = adam_scalars(
             flat.dtype, lr=LR, beta1=0.9, beta2=0.999, eps=EPS, weight_decay=0.0, step=t[0],
@@ -209,13 +215,135 @@ def jax_step() -> Step:
 
 STEP_IMPLS: dict[str, Callable[[], Step]] = {
     "minnet": minnet_step,
-    "minnet, input_grad=False": minnet_no_input_grad_step,
+    "minnet, input_grad=True": minnet_input_grad_step,
     "minnet, 1 BLAS thread": minnet_1thread_step,
+    "minnet, BLAS on every core": minnet_all_threads_step,
     "NumPy reference": numpy_reference_step,
     "PyTorch Adam": torch_step,
     "PyTorch Adam fused": torch_fused_step,
     "JAX+optax jit": jax_step,
 }
+
+# -- a larger MLP ----------------------------------------------------------------------------
+
+MLP_SIZES = (784, 1024, 1024, 10)
+MLP_BATCH = 256
+MLP_LR = 1e-3
+
+
+def mlp_data() -> dict[str, np.ndarray]:
+    """Inputs, integer labels and PyTorch-style initial weights of the larger MLP (float32)."""
+    rng = np.random.default_rng(2)
+    d: dict[str, np.ndarray] = {
+        "x": rng.standard_normal((MLP_BATCH, MLP_SIZES[0]), dtype=np.float32),
+        "y": rng.integers(0, MLP_SIZES[-1], MLP_BATCH),
+    }
+    for i, (n_in, n_out) in enumerate(zip(MLP_SIZES, MLP_SIZES[1:])):
+        bound = 1 / math.sqrt(n_in)
+        d[f"{2 * i}.weight"] = rng.uniform(-bound, bound, (n_out, n_in)).astype(np.float32)
+        d[f"{2 * i}.bias"] = rng.uniform(-bound, bound, n_out).astype(np.float32)
+    return d
+
+
+def minnet_mlp_step() -> Step:
+    """784 -> 1024 -> ReLU -> 1024 -> ReLU -> 10, batch 256, ``CrossEntropyLoss``, ``Adam``."""
+    import minnet
+
+    d = mlp_data()
+    a, b, c, e = MLP_SIZES
+    nn = minnet.nn
+    model = nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(b, c), nn.ReLU(), nn.Linear(c, e))
+    model.load_state_dict({k: v for k, v in d.items() if "." in k})
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = minnet.optim.Adam(model.parameters(), lr=MLP_LR)
+    x, y = d["x"], d["y"]
+
+    def step() -> float:
+        loss = loss_fn(model(x), y)
+        value = loss.item()
+        optimizer.zero_grad()
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        return value
+
+    return step
+
+
+def _torch_mlp_step(fused: bool | None) -> Step:
+    import torch
+
+    d = mlp_data()
+    a, b, c, e = MLP_SIZES
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(b, c), nn.ReLU(), nn.Linear(c, e))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(d[name]))
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=MLP_LR, fused=fused)
+    x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+
+    def step() -> float:
+        loss = loss_fn(model(x), y)
+        value = loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return value
+
+    return step
+
+
+def torch_mlp_step() -> Step:
+    """The larger MLP in PyTorch, default Adam."""
+    return _torch_mlp_step(None)
+
+
+def torch_fused_mlp_step() -> Step:
+    """The larger MLP in PyTorch, ``Adam(fused=True)``."""
+    return _torch_mlp_step(True)
+
+
+def jax_mlp_step() -> Step:
+    """The larger MLP in JAX + optax (``optax.adam``), the whole step under one ``jax.jit``."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    d = mlp_data()
+    params = {k: jnp.asarray(v) for k, v in d.items() if "." in k}
+    x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
+    tx = optax.adam(MLP_LR)
+
+    def loss_fn(p: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+        h = jnp.maximum(x @ p["0.weight"].T + p["0.bias"], 0)
+        h = jnp.maximum(h @ p["2.weight"].T + p["2.bias"], 0)
+        logits = h @ p["4.weight"].T + p["4.bias"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    def train_step(p: dict, s: object, x: jax.Array, y: jax.Array) -> tuple:
+        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    train = jax.jit(train_step, donate_argnums=(0, 1))
+    state = [params, tx.init(params)]
+
+    def step() -> float:
+        p, s, loss = train(state[0], state[1], x, y)
+        state[0], state[1] = p, s
+        return float(loss)
+
+    return step
+
+
+MLP_IMPLS: dict[str, Callable[[], Step]] = {
+    "minnet": minnet_mlp_step,
+    "PyTorch Adam": torch_mlp_step,
+    "PyTorch Adam fused": torch_fused_mlp_step,
+    "JAX+optax jit": jax_mlp_step,
+}
+
 
 # -- optimizer step alone --------------------------------------------------------------------
 

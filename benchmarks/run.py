@@ -1,7 +1,9 @@
 """Run the benchmarks, print the tables, write ``plots/bench_step.png``,
 ``plots/bench_optimizer.png`` and ``plots/bench_family.png``.
 
-Sections (``--only`` / ``--skip``): ``step`` (the seed training step), ``optimizer`` (AMSGrad alone
+Sections (``--only`` / ``--skip``): ``step`` (the seed training step, on an idle machine and with
+one core kept busy by a ``while True: pass`` process that the benchmark starts and stops itself),
+``mlp`` (784 -> 1024 -> ReLU -> 1024 -> ReLU -> 10, batch 256, Adam), ``optimizer`` (AMSGrad alone
 on the seed model), ``sweep`` (AMSGrad over sizes against the same-streams loop), ``optimizers``
 (every optimizer of the family alone, :data:`benchmarks.impls.FAMILY`), ``startup``.
 
@@ -28,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -83,17 +86,30 @@ def alternate(
     """Run ``rounds`` rounds of ``k`` calls per worker (of instance ``key``), rotating the order
     every round.
 
-    Returns ``{name: {"all": [...], "rounds": [round medians]}}``.
+    Returns ``{name: {"all": [...], "rounds": [round medians], "round_means": [...]}}``.
     """
     names = list(workers)
-    out = {n: {"all": [], "rounds": []} for n in names}
+    out = {n: {"all": [], "rounds": [], "round_means": []} for n in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             time.sleep(PAUSE)
             times = workers[name].run(k[name] if isinstance(k, dict) else k, key)
             out[name]["all"].extend(times)
             out[name]["rounds"].append(statistics.median(times))
+            out[name]["round_means"].append(statistics.fmean(times))
     return out
+
+
+@contextmanager
+def busy_core() -> Iterator[None]:
+    """Keep one core busy with another process (``python -c 'while True: pass'``) meanwhile."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def summarize(res: dict, base: str) -> list[dict]:
@@ -113,9 +129,36 @@ def summarize(res: dict, base: str) -> list[dict]:
                 "ratio": statistics.median(ratios) if ratios else float("nan"),
                 "ratio_min": min(ratios) if ratios else float("nan"),
                 "ratio_max": max(ratios) if ratios else float("nan"),
+                "mean": statistics.fmean(r["all"]),
+                "p90": float(np.percentile(r["all"], 90)),
+                "mean_ratio": (
+                    statistics.median(
+                        a / b for a, b in zip(r["round_means"], res[base]["round_means"])
+                    )
+                    if base in res
+                    else float("nan")
+                ),
             }
         )
     return rows
+
+
+def print_busy_table(rows: list[dict], idle: list[dict], base: str) -> None:
+    """Markdown table for a run under load: means and 90th percentiles, ratios of round means,
+    and each implementation's mean against its own idle median."""
+    idle_median = {r["name"]: r["median"] for r in idle}
+    print(
+        "| implementation | mean us | median us | p90 us | x minnet mean (per-round median) "
+        "| mean / own idle median |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        own = idle_median.get(r["name"])
+        print(
+            f"| {r['name']} | {r['mean'] * 1e6:.0f} | {r['median'] * 1e6:.0f} | "
+            f"{r['p90'] * 1e6:.0f} | {r['mean_ratio']:.2f} | "
+            f"{r['mean'] / own if own else float('nan'):.2f} |"
+        )
 
 
 def print_table(rows: list[dict], base: str, unit: float = 1e6, label: str = "us") -> None:
@@ -185,9 +228,24 @@ def machine() -> list[str]:
         lines.append("NumPy BLAS (minnet's matrix products): " + "; ".join(pools))
     except ImportError:
         lines.append("BLAS threads: unknown (install threadpoolctl to print them)")
+    import minnet
+
+    fixed = minnet.threads._policy.fixed
     lines.append(
-        "minnet's Adam kernel: serial Numba loop (one thread); "
-        f"numba threading layer not used, NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}"
+        "minnet's thread policy: "
+        + (
+            f"fixed at {fixed} BLAS threads"
+            if fixed is not None
+            else "default (BLAS's own count on an idle machine, one thread less per core that "
+            "other processes keep busy, sampled every 0.1 s from optimizer.step())"
+        )
+        + f"; BLAS threads now {minnet.get_num_threads()}; MINNET_NUM_THREADS="
+        + os.environ.get("MINNET_NUM_THREADS", "unset")
+    )
+    lines.append(
+        "minnet's optimizer kernels: serial Numba loops (one thread, no Numba thread pool); "
+        f"Numba threading layer setting {numba.config.THREADING_LAYER!r} (not started), "
+        f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}"
     )
     if importlib.util.find_spec("torch"):
         import torch
@@ -237,9 +295,17 @@ def kernel_vectorization() -> str:
 
 
 def _bench_workers(
-    kind: str, names: Iterable[str], extra: tuple[str, ...], rounds: int, k: int
+    kind: str,
+    names: Iterable[str],
+    extra: tuple[str, ...],
+    rounds: int,
+    k: int,
+    busy: list[dict] | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Start one worker per implementation, alternate them, summarize against minnet."""
+    """Start one worker per implementation, alternate them, summarize against minnet.
+
+    With ``busy`` (a list), the same workers are then alternated again while :func:`busy_core`
+    keeps a core busy, and that summary is appended to ``busy``."""
     workers, notes = {}, []
     for name in names:
         w = Worker(kind, name, *extra)
@@ -249,15 +315,24 @@ def _bench_workers(
             workers[name] = w
     try:
         res = alternate(workers, rounds, k)
+        if busy is not None:
+            with busy_core():
+                busy.extend(summarize(alternate(workers, rounds, k), "minnet"))
     finally:
         for w in workers.values():
             w.close()
     return summarize(res, "minnet"), notes
 
 
-def bench_step(rounds: int, k: int) -> tuple[list[dict], list[str]]:
-    """Seed training step, every implementation."""
-    return _bench_workers("step", impls.STEP_IMPLS, (), rounds, k)
+def bench_step(rounds: int, k: int, busy: list[dict]) -> tuple[list[dict], list[str]]:
+    """Seed training step, every implementation; then again with one core busy (into
+    ``busy``)."""
+    return _bench_workers("step", impls.STEP_IMPLS, (), rounds, k, busy)
+
+
+def bench_mlp(rounds: int, k: int) -> tuple[list[dict], list[str]]:
+    """The larger MLP's training step, every implementation."""
+    return _bench_workers("mlp", impls.MLP_IMPLS, (), rounds, k)
 
 
 def bench_optimizer(rounds: int, k: int) -> tuple[list[dict], list[str]]:
@@ -662,7 +737,7 @@ def _torch_threads(requested: int | None) -> str:
 
 
 #: The sections, in the order they run.
-SECTIONS = ("step", "optimizer", "sweep", "optimizers", "startup")
+SECTIONS = ("step", "mlp", "optimizer", "sweep", "optimizers", "startup")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -686,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         choices=SECTIONS,
-        help="run only these sections: step (seed training step), optimizer (AMSGrad alone, "
+        help="run only these sections: step (seed training step, idle and one core busy), "
+        "mlp (784-1024-1024-10 MLP, batch 256, Adam), optimizer (AMSGrad alone, "
         "seed model), sweep (AMSGrad over sizes), optimizers (every optimizer alone, the "
         "family table: a few minutes), startup",
     )
@@ -737,8 +813,26 @@ def main(argv: list[str] | None = None) -> int:
     step_rows = opt_rows = sweep = family = None
     if "step" in run:
         print(f"## Seed training step ({k} steps per block; ratio = implementation / minnet)")
-        step_rows, notes = bench_step(rounds, k)
+        busy_rows: list[dict] = []
+        step_rows, notes = bench_step(rounds, k, busy_rows)
         print_table(step_rows, "minnet")
+        for note in notes:
+            print(f"- {note}")
+        print()
+        print(
+            "## Seed training step, one core busy (a `while True: pass` process started before "
+            "and killed after these rounds; the same workers)"
+        )
+        print_busy_table(busy_rows, step_rows, "minnet")
+        print()
+    if "mlp" in run:
+        mk = max(3, k // 20)
+        print(
+            "## Larger MLP: 784 -> 1024 -> ReLU -> 1024 -> ReLU -> 10, batch 256, "
+            f"CrossEntropyLoss, Adam ({mk} steps per block)"
+        )
+        mlp_rows, notes = bench_mlp(rounds, mk)
+        print_table(mlp_rows, "minnet", 1e3, "ms")
         for note in notes:
             print(f"- {note}")
         print()

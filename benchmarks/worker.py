@@ -1,13 +1,13 @@
 """One benchmark worker process: builds one implementation, then times blocks of calls on demand.
 
-``python -m benchmarks.worker step NAME`` | ``opt NAME SHAPES`` | ``stream N_STATE SIZES`` |
-``family OPTIMIZER minnet|peer SIZES``; ``SHAPES`` is ``seed`` (the seed model's four arrays) or a
-parameter count, ``SIZES`` a comma-separated list of parameter counts (one instance per size). It
-prints one JSON line: ``{"ready": true, "per_call": {key: seconds}}`` (one warm call's time per
-instance, to size the blocks) or ``{"skip": reason}``; then, for every ``run K [KEY]`` line on
-stdin, one JSON list of the K call times in seconds (``KEY``: which size; without it, the
-first instance). The parent keeps the process alive across rounds, so imports, compilation and
-warm-up happen once.
+``python -m benchmarks.worker step NAME`` | ``mlp NAME`` | ``opt NAME SHAPES`` |
+``stream N_STATE SIZES`` | ``family OPTIMIZER minnet|peer SIZES``; ``SHAPES`` is ``seed`` (the
+seed model's four arrays) or a parameter count, ``SIZES`` a comma-separated list of parameter
+counts (one instance per size). It prints one JSON line: ``{"ready": true, "per_call": {key:
+seconds}}`` (one warm call's time per instance, to size the blocks) or ``{"skip": reason}``;
+then, for every ``run K [KEY]`` line on stdin, one JSON list of the K call times in seconds
+(``KEY``: which size; without it, the first instance). The parent keeps the process alive across
+rounds, so imports, compilation and warm-up happen once.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ def _build(argv: list[str]) -> dict[str, impls.Step]:
     kind, name = argv[0], argv[1]
     if kind == "step":
         return {"": impls.STEP_IMPLS[name]()}
+    if kind == "mlp":
+        return {"": impls.MLP_IMPLS[name]()}
     if kind == "opt":
         shapes = impls.seed_shapes() if argv[2] == "seed" else [(int(argv[2]),)]
         return {"": impls.OPT_IMPLS[name](shapes)}

@@ -6,13 +6,28 @@ Numba kernel) and ``minnet.optim.lr_scheduler``; ``minnet.save`` and ``minnet.lo
 read checkpoints atomically and safely (``minnet.checkpoint``). ``minnet.data`` has
 ``TensorDataset`` and ``DataLoader``; ``minnet.manual_seed`` seeds the default generator
 (``minnet.random``).
+``minnet.set_num_threads`` / ``minnet.get_num_threads`` fix or read the matrix products' thread
+count (by default read from the machine, see ``minnet.threads``).
 ``minnet.lab`` is the epsilon lab (scenarios, sweeps, plots), also run as ``minnet sweep``.
 """
 
-from minnet import data, nn, optim
+from minnet import data, nn, optim, threads
 from minnet.checkpoint import CheckpointError, load, save
 from minnet.nn.grad_mode import no_grad
 from minnet.random import manual_seed
+from minnet.threads import get_num_threads, set_num_threads
 
-__all__ = ["nn", "optim", "data", "manual_seed", "save", "load", "CheckpointError", "no_grad"]
+__all__ = [
+    "nn",
+    "optim",
+    "data",
+    "manual_seed",
+    "save",
+    "load",
+    "CheckpointError",
+    "no_grad",
+    "threads",
+    "set_num_threads",
+    "get_num_threads",
+]
 __version__ = "0.1.0"

@@ -123,7 +123,7 @@ def test_sequential_of_16_bit_layers_matches_the_layers_one_by_one(dtype: np.dty
     for _ in range(2):  # the second pass would run on reused buffers in float32
         model.zero_grad()
         out = model(x)
-        dx = model.backward(g)
+        dx = model.backward(g, input_grad=True)
         grads = [p.grad.copy() for p in model.parameters()]
         model.zero_grad()
         lin0, relu, lin2 = model
@@ -189,7 +189,7 @@ def test_every_activation_keeps_the_16_bit_dtype_inside_a_sequential(dtype: np.d
             continue
         model = nn.Sequential(nn.Linear(5, 4, dtype=dtype, rng=0), make())
         out = model(rng.standard_normal((3, 5)).astype(dtype))
-        dx = model.backward(np.ones_like(out))
+        dx = model.backward(np.ones_like(out), input_grad=True)
         assert out.dtype == dtype and dx.dtype == dtype, name
         assert model[0].weight.grad.dtype == dtype, name
 

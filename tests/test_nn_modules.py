@@ -22,7 +22,8 @@ class Net(nn.Module):
         return self.head(self.drop(self.act(self.fc1(x))))
 
     def backward(self, g: np.ndarray) -> np.ndarray:
-        return self.fc1.backward(self.act.backward(self.drop.backward(self.head.backward(g))))
+        g = self.head.backward(g, input_grad=True)
+        return self.fc1.backward(self.act.backward(self.drop.backward(g)))
 
 
 KEYS = ["fc1.weight", "fc1.bias", "head.0.weight", "head.0.bias"]
@@ -208,3 +209,18 @@ def test_losses_under_no_grad_keep_the_pending_gradient() -> None:
         with minnet.no_grad():
             loss_fn(x * 3, t)
         np.testing.assert_array_equal(loss_fn.backward(), ref)
+
+
+def test_a_sequential_inside_a_module_returns_its_input_gradient_only_on_request() -> None:
+    net = Net()
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    net.eval()
+    out = net(x)
+    assert net.head.backward(np.ones_like(out)) is None
+    net(x)
+    dx = net.backward(np.ones_like(out))  # Net asks with input_grad=True
+    assert dx.shape == x.shape and np.isfinite(dx).all()
+    net(x)
+    g = net.head.backward(np.ones_like(out))  # forgot input_grad=True: a clear error, not NaN
+    with pytest.raises(TypeError, match=r"Tanh \(act of Net\): grad_out is None.*input_grad=True"):
+        net.act.backward(g)

@@ -36,9 +36,9 @@ def train_step(x, y, model, loss_fn, optimizer, input_grad: bool = True) -> None
     loss.item()
     optimizer.zero_grad()
     if input_grad:
-        model.backward(loss_fn.backward())  # the seed example's line
+        model.backward(loss_fn.backward(), input_grad=True)
     else:
-        model.backward(loss_fn.backward(), input_grad=False)
+        model.backward(loss_fn.backward())  # the seed example's line
     optimizer.step()
 
 
@@ -83,9 +83,9 @@ def test_internal_buffers_keep_their_identity(input_grad: bool) -> None:
     ("input_grad", "handed_out"),
     [
         # y_pred (computed transposed, then copied to C order) and dLoss/dy_pred: fresh each
-        # step, as the caller may keep them
+        # step, as the caller may keep them (the seed line)
         (False, 3 * N * D_OUT * F32),
-        # ... and dLoss/dx, which the seed line's backward returns
+        # ... and dLoss/dx, which backward(..., input_grad=True) returns
         (True, 3 * N * D_OUT * F32 + N * D_IN * F32),
     ],
 )
@@ -121,7 +121,7 @@ def test_outputs_handed_to_the_caller_are_not_overwritten() -> None:
     loss_fn(y_pred, y)
     g = loss_fn.backward()
     g_kept = g.copy()
-    dx = model.backward(g)
+    dx = model.backward(g, input_grad=True)
     dx_kept = dx.copy()
     optimizer.step()
     y_next = model(x[::-1].copy())
@@ -144,7 +144,7 @@ def test_sequential_matches_the_layers_called_one_by_one() -> None:
         loss_fn(out, y)
         g = loss_fn.backward()
         model.zero_grad()
-        dx = model.backward(g)
+        dx = model.backward(g, input_grad=True)
         grads = [p.grad.copy() for p in model.parameters()]
         model.zero_grad()
         lin2(relu(lin0(x)))  # backward frees what forward kept: run forward again
@@ -154,19 +154,23 @@ def test_sequential_matches_the_layers_called_one_by_one() -> None:
             np.testing.assert_array_equal(p.grad, ref)
 
 
-def test_input_grad_false_skips_only_the_input_gradient() -> None:
+def test_backward_skips_only_the_input_gradient_unless_asked() -> None:
     x, y, model, loss_fn, _ = seed_setup(5)
     loss_fn(model(x), y)
     g = loss_fn.backward()
     model.zero_grad()
-    dx = model.backward(g)
+    dx = model.backward(g, input_grad=True)
     full = [p.grad.copy() for p in model.parameters()]
-    model.zero_grad()
-    model(x)  # backward frees what forward kept: run forward again
-    assert model.backward(g, input_grad=False) is None
+    for call in (lambda: model.backward(g), lambda: model.backward(g, input_grad=False)):
+        model.zero_grad()
+        model(x)  # backward frees what forward kept: run forward again
+        assert call() is None
+        for p, ref in zip(model.parameters(), full):
+            np.testing.assert_array_equal(p.grad, ref)
     assert isinstance(dx, np.ndarray) and dx.shape == x.shape
-    for p, ref in zip(model.parameters(), full):
-        np.testing.assert_array_equal(p.grad, ref)
+    lin0, _, lin2 = model
+    expected = (g @ lin2.weight.data) * (lin0(x) > 0) @ lin0.weight.data
+    np.testing.assert_allclose(dx, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_batch_size_change_reallocates_and_stays_correct() -> None:
@@ -177,4 +181,4 @@ def test_batch_size_change_reallocates_and_stays_correct() -> None:
         ref = ref @ model[2].weight.data.T + model[2].bias.data
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
         loss_fn(out, y[:n])
-        assert model.backward(loss_fn.backward()).shape == (n, D_IN)
+        assert model.backward(loss_fn.backward(), input_grad=True).shape == (n, D_IN)

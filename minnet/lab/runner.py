@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from minnet import threads as _threads
 from minnet.dtypes import as_dtype
 from minnet.lab.family import NO_PLACEMENT, lookup
 from minnet.lab.problem import Problem, train_problem
@@ -447,8 +448,15 @@ def _one_blas_thread() -> Iterator[None]:
 
     BLAS thread limits are process-wide, so concurrent runs (Dask worker threads) share one
     limiter: the first run in sets it, the last run out restores the original limits. One thread
-    makes every run's matrix products, hence its results, the same on every executor.
+    makes every run's matrix products, hence its results, the same on every executor; minnet's
+    thread policy (:mod:`minnet.threads`) is held meanwhile.
     """
+    with _threads.hold(), _one_blas_thread_unheld():
+        yield
+
+
+@contextmanager
+def _one_blas_thread_unheld() -> Iterator[None]:
     global _blas_users, _blas_limiter
     with _blas_lock:
         if _blas_users == 0:

@@ -60,6 +60,13 @@ def _asarray(x: Any, where: str, what: str) -> np.ndarray:
     """``np.asarray(x)``, with an error naming ``where`` and ``what`` for ragged input."""
     if isinstance(x, np.ndarray):
         return x
+    if x is None:
+        hint = (
+            " (Sequential.backward returns the input gradient only with input_grad=True)"
+            if what == "grad_out"
+            else ""
+        )
+        raise TypeError(f"{where}: {what} is None; expected a real floating-point array{hint}")
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as exc:

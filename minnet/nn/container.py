@@ -41,12 +41,15 @@ class Sequential(Module):
             x = m._forward(x, i < last)
         return x
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
-        """Backpropagate through the modules in reverse; return dLoss/d(input).
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = False) -> np.ndarray | None:
+        """Backpropagate through the modules in reverse, adding into every parameter's ``.grad``.
 
-        ``input_grad=False`` skips the first module's input gradient and returns ``None``: for a
-        first ``Linear`` that saves one ``(N, out) x (out, in)`` matrix product, which PyTorch
-        also skips when the input does not require grad. Parameter gradients are the same.
+        By default the first module's input gradient is not computed and ``None`` is returned,
+        as PyTorch's ``loss.backward()`` computes no gradient for an input that does not require
+        one: for a first ``Linear`` that skips the ``(N, out) x (out, in)`` product
+        ``dx = G @ W``. ``input_grad=True`` computes it and returns dLoss/d(input), a new array;
+        a ``Sequential`` inside a hand-written ``Module.backward`` that passes the result on
+        asks for it this way. Parameter gradients are the same either way.
         """
         modules = self._layers
         for i in range(len(modules) - 1, -1, -1):

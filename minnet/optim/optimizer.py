@@ -193,6 +193,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from minnet import threads as _threads
 from minnet.dtypes import FLOAT_DTYPES, as_dtype, bfloat16, float64, is_16bit
 from minnet.nn import Parameter
 from minnet.optim._flat import FlatBuffers, StorageFormats
@@ -703,8 +704,10 @@ class Optimizer:
 
         ``closure``, as in PyTorch, is called first (it should recompute the loss and the
         gradients) and its value is returned. Options edited in ``param_groups`` are validated
-        first; an invalid edit raises and changes nothing.
+        first; an invalid edit raises and changes nothing. It also lets the thread policy sample
+        the machine (:func:`minnet.threads.tick`, at most every 0.1 s).
         """
+        _threads.tick()
         loss = closure() if closure is not None else None
         groups = self.param_groups
         checked = self._checked
