@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo plots test lint clean bench
+.PHONY: demo plots test test-fast lint clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ LINT_PATHS := minnet tests scripts benchmarks examples
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m pytest -q
+
+# The same without the tests marked slow (the 16-bit kernel tables, every float32 bit pattern).
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m pytest -q -m "not slow"
 
 # Speed against PyTorch and JAX (README "Performance"): minutes, in its own venv so that torch and
 # jax never enter $(VENV); writes plots/bench_step.png, bench_optimizer.png and bench_family.png.

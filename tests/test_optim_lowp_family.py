@@ -29,6 +29,10 @@ from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats
 from minnet.optim.optimizer import LowPrecisionWarning
 
+# Compiles ~100 kernel specialisations on a cold Numba cache: runs in `make test` (and CI),
+# skipped by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 F32 = np.dtype(np.float32)
 
 #: name -> the option variants exercised

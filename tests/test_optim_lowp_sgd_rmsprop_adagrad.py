@@ -21,6 +21,10 @@ from minnet.nn import Parameter
 from minnet.optim import SGD, Adagrad, RMSprop
 from minnet.optim.optimizer import LowPrecisionWarning, Optimizer
 
+# Compiles ~100 kernel specialisations on a cold Numba cache: runs in `make test` (and CI),
+# skipped by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 N = 261  # not a multiple of any vector width: the scalar tail runs too
 STEPS = 4
 # (parameter dtype, state_dtype): all 16-bit, float32 state for 16-bit parameters, 16-bit state
