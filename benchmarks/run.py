@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -338,6 +338,58 @@ def bench_mlp(rounds: int, k: int) -> tuple[list[dict], list[str]]:
 def bench_optimizer(rounds: int, k: int) -> tuple[list[dict], list[str]]:
     """AMSGrad step alone on the seed model's 101,110 float32 parameters."""
     return _bench_workers("opt", impls.OPT_IMPLS, ("seed",), rounds, k)
+
+
+def bench_parts(rounds: int, steps: int) -> dict[str, dict[str, np.ndarray]]:
+    """``benchmarks.parts`` in ``rounds`` fresh processes, idle and then with one core busy:
+    ``{"idle" | "busy": {part: per-step seconds, all processes}}``."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    out: dict[str, dict[str, list[float]]] = {"idle": {}, "busy": {}}
+    for cond in ("idle", "busy"):
+        for _ in range(rounds):
+            ctx = busy_core() if cond == "busy" else nullcontext()
+            with ctx:
+                res = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.parts", str(steps)],
+                    capture_output=True, text=True, env=env, cwd=ROOT, check=True,
+                )  # fmt: skip
+            for part, ts in json.loads(res.stdout).items():
+                out[cond].setdefault(part, []).extend(ts)
+    return {c: {p: np.asarray(ts) for p, ts in d.items()} for c, d in out.items()}
+
+
+def print_parts(parts: dict[str, dict[str, np.ndarray]]) -> None:
+    """Median (IQR) per part, its share of the median step, idle and busy; the last rows are
+    the sum of the part medians and the whole step's median and mean."""
+
+    def cell(ts: np.ndarray) -> str:
+        q1, med, q3 = np.percentile(ts * 1e6, [25, 50, 75])
+        return f"{med:.1f} ({q1:.1f}-{q3:.1f})"
+
+    idle, busy = parts["idle"], parts["busy"]
+    step_idle, step_busy = np.median(idle["step"]), np.median(busy["step"])
+    print(
+        "| part | idle: median us (IQR) | idle share | one core busy: median us (IQR) | "
+        "busy share |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    names = [p for p in idle if p != "step"]
+    for name in names:
+        share = np.median(idle[name]) / step_idle
+        share_busy = np.median(busy[name]) / step_busy
+        print(
+            f"| {name} | {cell(idle[name])} | {share:.0%} | {cell(busy[name])} | {share_busy:.0%} |"
+        )
+    total_idle = sum(np.median(idle[n]) for n in names) * 1e6
+    total_busy = sum(np.median(busy[n]) for n in names) * 1e6
+    print(f"| sum of the part medians | {total_idle:.1f} | | {total_busy:.1f} | |")
+    print(f"| whole step | {cell(idle['step'])} | 100% | {cell(busy['step'])} | 100% |")
+    print(
+        f"| whole step, mean | {np.mean(idle['step']) * 1e6:.1f} | | "
+        f"{np.mean(busy['step']) * 1e6:.1f} | |"
+    )
 
 
 def bench_sweep(rounds: int, sizes: list[int]) -> list[dict]:
@@ -737,7 +789,7 @@ def _torch_threads(requested: int | None) -> str:
 
 
 #: The sections, in the order they run.
-SECTIONS = ("step", "mlp", "optimizer", "sweep", "optimizers", "startup")
+SECTIONS = ("step", "parts", "mlp", "optimizer", "sweep", "optimizers", "startup")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -763,7 +815,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=SECTIONS,
         help="run only these sections: step (seed training step, idle and one core busy), "
         "mlp (784-1024-1024-10 MLP, batch 256, Adam), optimizer (AMSGrad alone, "
-        "seed model), sweep (AMSGrad over sizes), optimizers (every optimizer alone, the "
+        "seed model), parts (minnet's seed step part by part, idle and one core busy), sweep "
+        "(AMSGrad over sizes), optimizers (every optimizer alone, the "
         "family table: a few minutes), startup",
     )
     parser.add_argument(
@@ -824,6 +877,13 @@ def main(argv: list[str] | None = None) -> int:
             "and killed after these rounds; the same workers)"
         )
         print_busy_table(busy_rows, step_rows, "minnet")
+        print()
+    if "parts" in run:
+        print(
+            f"## minnet's seed step part by part ({rounds} processes x {k * 5} steps, idle, then "
+            "the same with one core busy; us per step)"
+        )
+        print_parts(bench_parts(rounds, 5 * k))
         print()
     if "mlp" in run:
         mk = max(3, k // 20)
