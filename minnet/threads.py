@@ -108,7 +108,9 @@ class _Blas:
         return max((lib.get_num_threads() for lib in self._controllers()), default=1)
 
     def set(self, n: int) -> None:
-        """Set every loaded BLAS library to ``n`` threads."""
+        """Set every loaded BLAS library to ``n`` threads (looked up again: a library loaded
+        since the last call, e.g. SciPy's, is included)."""
+        self._libs = None
         for lib in self._controllers():
             lib.set_num_threads(n)
 
@@ -320,6 +322,15 @@ def pool_threads() -> int:
     if _policy._holds or not _backend.use_pool():
         return 1
     return _backend.n
+
+
+def _pool_max() -> int:
+    """The most threads minnet's pool can use here (``NUMBA_NUM_THREADS``); 1 without it."""
+    if not _backend.use_pool():
+        return 1
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 def tick() -> None:
