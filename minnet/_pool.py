@@ -376,7 +376,8 @@ def _source_stamps() -> tuple[tuple[str, float, int], ...]:
     """``(file, mtime, size)`` of every minnet module: a kernel may call code in any of them."""
     root = os.path.dirname(os.path.abspath(__file__))
     out = []
-    for folder, _, files in sorted(os.walk(root)):
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
         for name in sorted(files):
             if name.endswith(".py"):
                 st = os.stat(os.path.join(folder, name))
@@ -518,6 +519,7 @@ def optimizer_driver(kernel: Any, n_state: int) -> Callable[..., Any] | None:
 
 
 _refused: set[tuple[Any, int]] = set()
+_used: set[tuple[Any, int]] = set()  # the drivers that ran (tests read their cache stats)
 
 
 def optimizer_step(
@@ -533,7 +535,9 @@ def optimizer_step(
     if driver is None:
         return None
     try:
-        return driver(*args, scratch, scalars, segs)
+        out = driver(*args, scratch, scalars, segs)
     except numba.core.errors.NumbaError:  # typing failed: nothing ran
         _refused.add(key)
         return None
+    _used.add(key)
+    return out
