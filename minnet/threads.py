@@ -140,9 +140,15 @@ class _PoolOrBlas:
                 numba.set_num_threads(self.n)
                 self.blas.set(1)
                 self.pool = True
+                # GNU OpenMP is not fork-safe: a forked child runs the serial path.
+                os.register_at_fork(after_in_child=self._forked)
             else:
                 self.pool = False
         return self.pool
+
+    def _forked(self) -> None:
+        self.pool = False
+        self.n = 1
 
     def get(self) -> int:
         """The thread count in use."""

@@ -281,3 +281,31 @@ def test_without_the_pool_everything_runs_the_serial_path() -> None:
     assert off["hits"][:2] == [0, 0] and off["misses"][:2] == [0, 0]  # never compiled
     pooled = _child(2)
     np.testing.assert_allclose(off["losses"], pooled["losses"], rtol=1e-5)
+
+
+def _fork_child(q) -> None:  # runs in a forked child of a process whose pool has started
+    try:
+        losses = _train(OPTIMIZERS["sgd_momentum"], 2, steps=2)[0]
+        q.put(("ok", threads.pool_threads(), float(losses[-1])))
+    except BaseException as e:  # pragma: no cover - reported to the parent
+        q.put(("error", repr(e), 0.0))
+
+
+def test_a_forked_child_runs_the_serial_path(small_pool) -> None:
+    import multiprocessing
+
+    _train(OPTIMIZERS["sgd_momentum"], 2, steps=1)  # the pool runs in this process
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_fork_child, args=(q,))
+    p.start()
+    status, n, loss = q.get(timeout=120)
+    p.join(timeout=60)
+    assert status == "ok" and n == 1 and np.isfinite(loss), (status, n)
+    assert p.exitcode == 0
+
+
+def test_the_lab_hold_means_the_serial_path() -> None:
+    _needs_pool()
+    with threads.hold():
+        assert threads.pool_threads() == 1 and minnet.get_num_threads() == 1
