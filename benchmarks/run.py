@@ -234,19 +234,30 @@ def machine() -> list[str]:
     lines.append(
         "minnet's thread policy: "
         + (
-            f"fixed at {fixed} BLAS threads"
+            f"fixed at {fixed} threads"
             if fixed is not None
             else "default (BLAS's own count on an idle machine, one thread less per core that "
             "other processes keep busy, sampled every 0.1 s from optimizer.step())"
         )
-        + f"; BLAS threads now {minnet.get_num_threads()}; MINNET_NUM_THREADS="
+        + f"; threads now {minnet.get_num_threads()}; MINNET_NUM_THREADS="
         + os.environ.get("MINNET_NUM_THREADS", "unset")
     )
-    lines.append(
-        "minnet's optimizer kernels: serial Numba loops (one thread, no Numba thread pool); "
-        f"Numba threading layer setting {numba.config.THREADING_LAYER!r} (not started), "
-        f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}"
-    )
+    from minnet import _pool
+
+    if _pool.available():
+        lines.append(
+            "minnet's thread pool (minnet._pool): on; large Linear layers and optimizer steps "
+            f"run on Numba's {_pool.threading_layer()!r} threading layer with row ownership, "
+            f"NumPy's BLAS held at one thread; NUMBA_NUM_THREADS="
+            f"{numba.config.NUMBA_NUM_THREADS}, OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, GOMP_SPINCOUNT="
+            f"{os.environ.get('GOMP_SPINCOUNT', 'unset')}"
+        )
+    else:
+        lines.append(
+            f"minnet's thread pool: off ({_pool.reason()}); serial Numba optimizer kernels, "
+            "NumPy products on BLAS's threads"
+        )
     if importlib.util.find_spec("torch"):
         import torch
 

@@ -1,4 +1,11 @@
-"""How many threads minnet's matrix products use, and a default that reads the machine.
+"""How many threads minnet uses, and a default that reads the machine.
+
+Where minnet's thread pool is available (:mod:`minnet._pool`: NumPy's OpenBLAS exports its ILP64
+``cblas_?gemm64_`` symbols and Numba's OpenMP threading layer loads), the count below is the
+number of threads of that one pool: large float32/float64 ``Linear`` layers and optimizer steps
+run on it, with row ownership, and NumPy's BLAS is set to one thread (process-wide, for as long
+as minnet drives the count) so that its own pool never runs beside it. Otherwise the count is
+NumPy's BLAS's, as described next.
 
 The products run in the BLAS library NumPy is linked to (OpenBLAS in NumPy's wheels), which
 splits each one over one thread per core. That is fastest on an idle machine and much slower when
@@ -101,9 +108,62 @@ class _Blas:
         return max((lib.get_num_threads() for lib in self._controllers()), default=1)
 
     def set(self, n: int) -> None:
-        """Set every loaded BLAS library to ``n`` threads."""
+        """Set every loaded BLAS library to ``n`` threads (looked up again: a library loaded
+        since the last call, e.g. SciPy's, is included)."""
+        self._libs = None
         for lib in self._controllers():
             lib.set_num_threads(n)
+
+
+class _PoolOrBlas:
+    """The count the policy drives: minnet's pool's where it is available, else BLAS's.
+
+    On the pool path the count starts at ``min(BLAS's count, NUMBA_NUM_THREADS)`` (so
+    ``OPENBLAS_NUM_THREADS=1`` still means one thread), is passed to ``numba.set_num_threads``
+    (clamped to ``NUMBA_NUM_THREADS``) and BLAS is set to one thread. Decided at first use.
+    """
+
+    def __init__(self, blas: Any = None) -> None:
+        self.blas = blas if blas is not None else _Blas()
+        self.pool: bool | None = None  # None: not decided yet
+        self.n = 1
+
+    def use_pool(self) -> bool:
+        """Whether the pool path is on (decided on the first call)."""
+        if self.pool is None:
+            from minnet import _pool
+
+            if _pool.available():
+                import numba
+
+                self.n = max(1, min(self.blas.get(), numba.config.NUMBA_NUM_THREADS))
+                numba.set_num_threads(self.n)
+                self.blas.set(1)
+                self.pool = True
+                # GNU OpenMP is not fork-safe: a forked child runs the serial path.
+                os.register_at_fork(after_in_child=self._forked)
+            else:
+                self.pool = False
+        return self.pool
+
+    def _forked(self) -> None:
+        self.pool = False
+        self.n = 1
+
+    def get(self) -> int:
+        """The thread count in use."""
+        return self.n if self.use_pool() else self.blas.get()
+
+    def set(self, n: int) -> None:
+        """Use ``n`` threads (the pool's, BLAS held at one; or BLAS's)."""
+        if self.use_pool():
+            import numba
+
+            self.n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+            numba.set_num_threads(self.n)
+            self.blas.set(1)
+        else:
+            self.blas.set(n)
 
 
 class ThreadPolicy:
@@ -224,7 +284,8 @@ def _from_env() -> int | None:
     return n
 
 
-_policy = ThreadPolicy()
+_backend = _PoolOrBlas()
+_policy = ThreadPolicy(blas=_backend)
 _env_threads = _from_env()
 
 
@@ -237,7 +298,7 @@ def _apply_env() -> None:
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use ``n`` BLAS threads for minnet's matrix products from now on; ``None``: read the machine.
+    """Use ``n`` threads from now on (minnet's pool's, else BLAS's); ``None``: read the machine.
 
     ``n`` must be an int >= 1. The default (``None``, or ``MINNET_NUM_THREADS=auto``) uses
     BLAS's own count while the machine is idle and one thread less per core that other
@@ -252,9 +313,30 @@ def set_num_threads(n: int | None) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of BLAS threads minnet's matrix products use now."""
+    """The number of threads minnet uses now (its pool's, else BLAS's; 1 while held)."""
     _apply_env()
+    if _backend.use_pool():
+        return pool_threads()
     return _policy.threads()
+
+
+def pool_threads() -> int:
+    """The number of threads for minnet's pool path now; 1 means the serial path (no pool, the
+    policy held by :func:`hold`, or one thread)."""
+    if _env_threads is not None:
+        _apply_env()
+    if _policy._holds or not _backend.use_pool():
+        return 1
+    return _backend.n
+
+
+def _pool_max() -> int:
+    """The most threads minnet's pool can use here (``NUMBA_NUM_THREADS``); 1 without it."""
+    if not _backend.use_pool():
+        return 1
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 def tick() -> None:

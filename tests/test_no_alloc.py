@@ -3,6 +3,8 @@
 The seed model (64x1000 -> 100 -> ReLU -> 10, MSE sum, AMSGrad) is checked two ways: every internal
 buffer is the same array (same memory) from step to step, and tracemalloc, which sees NumPy's data
 allocations, shows no growth and no allocation larger than the arrays handed to the caller.
+Every test runs with one thread (the serial path) and with two (minnet's thread pool, where the
+first layer adds its weight gradient straight into ``.grad`` and keeps no ``_dw`` buffer).
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ import minnet
 
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 F32 = 4  # bytes
+
+
+@pytest.fixture(autouse=True, params=[1, 2], ids=["1thread", "2threads"])
+def threads(request: pytest.FixtureRequest):
+    if request.param > 1 and minnet.threads._pool_max() < request.param:
+        pytest.skip("minnet's thread pool is off or has fewer threads here")
+    minnet.set_num_threads(request.param)
+    yield request.param
+    minnet.set_num_threads(None)
 
 
 def seed_setup(rng: int = 0) -> tuple:
@@ -44,9 +55,10 @@ def train_step(x, y, model, loss_fn, optimizer, input_grad: bool = True) -> None
 
 def internal_buffers(model, loss_fn, optimizer) -> dict[str, np.ndarray]:
     lin0, relu, lin2 = model
+    pooled = lin0._pool_threads(N) > 1
+    assert (lin0._dw is None) == pooled  # the pool path writes straight into .grad
     found = {
         "0._out_t": lin0._out_t,
-        "0._dw": lin0._dw,
         "1._buf": relu._buf,
         "1._grad": relu._grad,
         "1._mask": relu._mask,
@@ -54,6 +66,8 @@ def internal_buffers(model, loss_fn, optimizer) -> dict[str, np.ndarray]:
         "2._dx": lin2._dx,
         "loss._diff": loss_fn._diff,
     }
+    if not pooled:
+        found["0._dw"] = lin0._dw
     for i, g in enumerate(optimizer._groups):
         for name in ("data", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             found[f"adam{i}.{name}"] = getattr(g, name)

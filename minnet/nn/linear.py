@@ -8,6 +8,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from minnet import _pool
+from minnet import threads as _threads
 from minnet.nn._util import FLOAT32, _as_float_array, _float_dtype, _is_low
 from minnet.nn.module import Module
 from minnet.nn.parameter import Parameter, _accumulate_grad
@@ -41,6 +43,13 @@ class Linear(Module):
 
     Backward, for ``G = dLoss/dy`` of shape ``(N, out)``: ``dW += G.T @ x``, ``db += G.sum(0)``,
     ``dx = G @ W``.
+
+    float32/float64 layers with ``N * in_features * out_features >= 2**20`` run on minnet's
+    thread pool when it has ``T > 1`` threads (:mod:`minnet._pool`): thread ``t`` computes its
+    own block of output rows ``[out * t // T, out * (t + 1) // T)`` (one single-threaded BLAS
+    call), then adds the same rows of ``dW`` and ``db`` straight into ``.grad``, and the
+    optimizer updates those rows on the same thread. Same formulas; the summation order of
+    the products may differ in the last bits from the serial path.
 
     16-bit layers (float16, bfloat16): the input (cast to the layer's dtype if it is another
     float), the weight, the bias and ``G`` are widened to float32; every product (``x @ W.T``,
@@ -121,9 +130,12 @@ class Linear(Module):
                 out_t = self._out_t = np.empty((self.out_features, n), self.dtype)
         else:
             out_t = np.empty((self.out_features, n), self.dtype)
-        np.matmul(self.weight.data, x.T, out=out_t)
-        if self.bias is not None:
-            _add_bias_rows(out_t, self.bias.data)
+        threads = self._pool_threads(n)
+        bias = None if self.bias is None else self.bias.data
+        if threads < 2 or not _pool.linear_forward(self.weight.data, bias, x, out_t, threads):
+            np.matmul(self.weight.data, x.T, out=out_t)
+            if bias is not None:
+                _add_bias_rows(out_t, bias)
         # Inside a Sequential the (N, out) view goes to the next module; a caller gets its own
         # C-contiguous array, so a kept y_pred is never overwritten by the next forward.
         return out_t.T if internal else np.ascontiguousarray(out_t.T)
@@ -155,6 +167,11 @@ class Linear(Module):
         self._freed = True
         if _is_low(self.dtype):
             return self._backward_low(x, grad_out, input_grad)
+        threads = self._pool_threads(x.shape[0])
+        if threads > 1:
+            done = self._backward_pool(x, grad_out, internal, input_grad, threads)
+            if done is not False:
+                return done
         weight = self.weight
         if weight.requires_grad:
             dw = self._dw
@@ -172,6 +189,51 @@ class Linear(Module):
         if dx is None or dx.shape[0] != grad_out.shape[0]:
             dx = self._dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
         np.matmul(grad_out, weight.data, out=dx)
+        return dx
+
+    def _pool_threads(self, n: int) -> int:
+        """Threads for this layer's pool path (:mod:`minnet._pool`) with a batch of ``n``; 1: the
+        serial path (16-bit layers, one thread, or a layer too small to be worth it)."""
+        if _is_low(self.dtype) or n * self.in_features * self.out_features < _pool.LINEAR_MIN_WORK:
+            return 1
+        threads = _threads.pool_threads()
+        return threads if self.out_features >= threads else 1
+
+    def _backward_pool(
+        self, x: np.ndarray, grad_out: np.ndarray, internal: bool, input_grad: bool, threads: int
+    ) -> Any:
+        """The backward on minnet's pool: each thread adds its own rows of ``dW`` and ``db``
+        straight into ``.grad``, and computes its share of ``dx``'s rows if asked; ``False``
+        when a ``.grad`` is not a C-contiguous array of the parameter's shape and dtype (the
+        serial path then raises or handles it as before)."""
+        weight, bias = self.weight, self.bias
+        grads = []
+        for p in (weight, bias):
+            if p is None or not p.requires_grad:
+                grads.append(None)
+                continue
+            g = p.grad
+            if g is None:  # PyTorch's cleared state: start from zeros
+                g = p.grad = np.zeros(p.data.shape, p.data.dtype)
+            if (
+                not isinstance(g, np.ndarray)
+                or g.shape != p.data.shape
+                or g.dtype != p.data.dtype
+                or not g.flags.c_contiguous
+                or not g.flags.writeable
+            ):
+                return False
+            grads.append(g)
+        dx = None
+        if input_grad:
+            if internal:
+                dx = self._dx
+                if dx is None or dx.shape[0] != grad_out.shape[0]:
+                    dx = self._dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
+            else:
+                dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
+        if not _pool.linear_backward(grad_out, x, grads[0], grads[1], weight.data, dx, threads):
+            return False
         return dx
 
     def _backward_low(self, x: np.ndarray, grad_out: np.ndarray, input_grad: bool) -> Any:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from minnet import _lowp
+from minnet import _lowp, _pool
 from minnet.dtypes import float32, is_16bit
 from minnet.nn import Parameter
 
@@ -130,6 +130,8 @@ class FlatBuffers:
         self._runs: list[tuple[np.ndarray, ...]] = []
         self._all_runs = [self.args]
         self._n_trainable = total
+        self._segments_key: tuple[Any, ...] | None = None
+        self._segments = np.zeros((0, 0, 2), np.int64)
 
     def __getattr__(self, name: str) -> Any:
         # ``flat.exp_avg`` reads a state array (only reached when normal lookup fails).
@@ -203,6 +205,25 @@ class FlatBuffers:
         self._runs_key, self._runs = key, runs
         self._n_trainable = sum(r[0].size for r in runs)
         return runs
+
+    def thread_segments(self, threads: int) -> np.ndarray:
+        """The row-ownership table of :func:`minnet._pool.thread_segments` over the trainable
+        parameters (frozen ones are left out): ``segs[t, j] = (lo, hi)``, the flat range that
+        thread ``t`` of ``threads`` updates of the ``j``-th trainable parameter. Recomputed only
+        when ``threads`` or the frozen set changes."""
+        runs = self.trainable_runs()
+        key = (threads, None if runs is self._all_runs else self._runs_key)
+        if key != self._segments_key:
+            keep = [
+                j
+                for j, p in enumerate(self.params)
+                if getattr(p, "requires_grad", True) is not False
+            ]
+            self._segments = _pool.thread_segments(
+                [self.params[j].data.shape for j in keep], [self.offsets[j] for j in keep], threads
+            )
+            self._segments_key = key
+        return self._segments
 
     @property
     def n_trainable(self) -> int:

@@ -193,6 +193,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from minnet import _pool
 from minnet import threads as _threads
 from minnet.dtypes import FLOAT_DTYPES, as_dtype, bfloat16, float64, is_16bit
 from minnet.nn import Parameter
@@ -734,8 +735,19 @@ class Optimizer:
             self._refuse_nonfinite(plans)
         n_dominated = n_nonfinite = n_underflow = n_lost = 0
         sum_sq = 0.0
+        threads = _threads.pool_threads()
         for _, flat, kernel, scalars in plans:
             scratch = flat.ensure_scratch() if track else flat.scratch
+            if threads > 1 and flat.formats is None and flat.size >= _pool.OPTIM_MIN_SIZE:
+                # minnet's pool (minnet._pool): thread t updates the rows it owns of every
+                # parameter, the rows whose gradient it computed in a pooled Linear backward.
+                segs = flat.thread_segments(threads)
+                counts = _pool.optimizer_step(kernel, flat.args, scratch, scalars, segs)
+                if counts is not None:
+                    n_dominated += counts[0]
+                    n_nonfinite += counts[1]
+                    sum_sq += counts[2]
+                    continue
             for args in flat.trainable_runs():
                 run_scratch = scratch[: args[0].size] if track else scratch
                 counts = kernel(*args, run_scratch, scalars)
