@@ -25,10 +25,14 @@ products on BLAS's own threads, one optimizer kernel call per group), deliberate
 layers (``workqueue``, ``tbb``) are not used by minnet, and a ``NUMBA_THREADING_LAYER`` other than
 ``omp`` set by the user turns the pool off. ``MINNET_POOL=0`` turns it off as well.
 
-OpenMP's idle threads spin-wait by default, which steals a busy machine's only free core from
-the process that is working. Unless the user has set them, minnet sets ``OMP_WAIT_POLICY`` to
-:data:`WAIT_POLICY` before the OpenMP layer loads (see the README's Performance section for the
-measurement behind the choice).
+Between two parallel loops, OpenMP's idle threads spin-wait (libgomp: 300,000 spins by default,
+~0.1 s), then sleep. Unless the user has set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, minnet
+sets ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` before the OpenMP layer loads: long enough to span
+the gap between a step's parallel loops (a passive wait, a futex wake-up per loop, made the pool
+no faster than one thread), short enough that a thread the policy no longer uses goes to sleep
+within about a millisecond. On a loaded machine the thread policy runs one thread, so nothing
+spins; a user who fixes two threads on a loaded machine should also set
+``OMP_WAIT_POLICY=PASSIVE`` (see the README's Performance section for the measurements).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from numba import prange, types
 from numba.core.caching import FunctionCache
 
 __all__ = [
-    "WAIT_POLICY",
+    "SPIN_COUNT",
     "available",
     "reason",
     "threading_layer",
@@ -62,9 +66,9 @@ __all__ = [
     "OPTIM_MIN_SIZE",
 ]
 
-#: ``OMP_WAIT_POLICY`` set before Numba's OpenMP layer loads, unless the user set it (or
-#: ``GOMP_SPINCOUNT``).
-WAIT_POLICY = "PASSIVE"
+#: ``GOMP_SPINCOUNT`` set before Numba's OpenMP layer loads, unless the user set it or
+#: ``OMP_WAIT_POLICY``: spins before an idle pool thread sleeps (about a millisecond here).
+SPIN_COUNT = "20000"
 #: A Linear layer takes the pool path when ``N * in_features * out_features`` is at least this.
 LINEAR_MIN_WORK = 1 << 20
 #: An optimizer group's buffers take the pool path when they hold at least this many elements.
@@ -179,7 +183,7 @@ def _check_omp() -> str:
     if layer not in ("default", "omp"):
         return f"NUMBA_THREADING_LAYER={layer!r} (minnet's pool needs 'omp')"
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
     try:
         from numba.np.ufunc import omppool  # noqa: F401  (loads libgomp)
     except ImportError as e:
