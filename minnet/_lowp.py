@@ -32,6 +32,8 @@ branches fold away. The four conversions are LLVM intrinsics in 32-bit integer o
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -50,6 +52,10 @@ __all__ = [
     "store",
     "round_to",
     "storage_format",
+    "LITTLE_ENDIAN",
+    "lo16",
+    "hi16",
+    "pack16",
 ]
 
 NATIVE, F16, BF16 = 0, 1, 2
@@ -184,6 +190,55 @@ def f32_to_bf16(typingctx, x):  # type: ignore[no-untyped-def]
         return b.trunc(b.select(is_nan, nan, rounded), ir.IntType(16))
 
     return types.uint16(x), codegen
+
+
+# -- two 16-bit values in one 32-bit word ------------------------------------------------------
+#
+# A kernel can read two neighbouring 16-bit elements as one uint32 word (a ``uint32`` view of the
+# buffer) and write them back the same way: the vectorized loop then needs no 16 <-> 32-bit
+# widening and narrowing shuffles, only shifts and masks (``bf16_to_f32(lo16(w))`` is
+# ``w << 16``, ``bf16_to_f32(hi16(w))`` is ``w & 0xffff0000``). On a little-endian machine
+# element ``2k`` is the low half of word ``k``.
+
+#: Whether element ``2k`` of a 16-bit buffer is the low half of word ``k`` of its uint32 view.
+LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+@intrinsic
+def lo16(typingctx, w):  # type: ignore[no-untyped-def]
+    """The low 16 bits of the uint32 ``w``, as uint16."""
+    if w != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.trunc(args[0], ir.IntType(16))
+
+    return types.uint16(w), codegen
+
+
+@intrinsic
+def hi16(typingctx, w):  # type: ignore[no-untyped-def]
+    """The high 16 bits of the uint32 ``w``, as uint16."""
+    if w != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.trunc(builder.lshr(args[0], _c(16)), ir.IntType(16))
+
+    return types.uint16(w), codegen
+
+
+@intrinsic
+def pack16(typingctx, lo, hi):  # type: ignore[no-untyped-def]
+    """The uint32 word ``lo | hi << 16`` of two uint16 values."""
+    if lo != types.uint16 or hi != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        lo32 = builder.zext(args[0], _I32)
+        return builder.or_(lo32, builder.shl(builder.zext(args[1], _I32), _c(16)))
+
+    return types.uint32(lo, hi), codegen
 
 
 # -- per-format access, for kernels -------------------------------------------------------------
