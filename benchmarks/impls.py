@@ -615,3 +615,67 @@ def family_peer(name: str, n: int) -> Step:
         p.block_until_ready()
 
     return step
+
+
+# -- Adam in low precision ----------------------------------------------------------------------
+
+
+class LowpEntry(NamedTuple):
+    """One row of the low-precision table: Adam (lr 1e-3, PyTorch's other defaults) on one
+    parameter of ``n`` values stored in ``dtype``; minnet with ``state_dtype`` and ``rounding``,
+    or PyTorch's ``fused=True`` / default implementation (``torch_fused`` True / False)."""
+
+    name: str
+    library: str  # "minnet" or "torch"
+    dtype: str
+    state_dtype: str | None = None
+    rounding: str = "fused"
+    torch_fused: bool | None = None
+
+
+#: The rows of ``python -m benchmarks --only lowp``, in table order; the first is the baseline.
+LOWP: tuple[LowpEntry, ...] = (
+    LowpEntry("minnet float32", "minnet", "float32"),
+    LowpEntry("minnet bfloat16 (all, fused)", "minnet", "bfloat16"),
+    LowpEntry("minnet float16 (all, fused)", "minnet", "float16"),
+    LowpEntry("minnet float16 + float32 state (fused)", "minnet", "float16", "float32"),
+    LowpEntry("minnet bfloat16 (all, per_op)", "minnet", "bfloat16", rounding="per_op"),
+    LowpEntry("PyTorch float32 fused=True", "torch", "float32", torch_fused=True),
+    LowpEntry("PyTorch bfloat16 fused=True", "torch", "bfloat16", torch_fused=True),
+    LowpEntry("PyTorch bfloat16 default", "torch", "bfloat16", torch_fused=None),
+    LowpEntry("PyTorch float16 fused=True", "torch", "float16", torch_fused=True),
+    LowpEntry("PyTorch float16 default", "torch", "float16", torch_fused=None),
+)
+LOWP_BY_NAME: dict[str, LowpEntry] = {e.name: e for e in LOWP}
+
+
+def lowp_step(name: str, n: int) -> Step:
+    """The ``step()`` of :data:`LOWP` row ``name`` on one parameter of ``n`` values (gradient:
+    normal * 1e-2, rounded to the parameter's dtype). minnet's eps warning for float16 (eps=1e-8
+    is 0 there) is silenced: the table times the step, whatever eps becomes."""
+    import warnings
+
+    entry = LOWP_BY_NAME[name]
+    g = _grads([(n,)])[0]
+    if entry.library == "minnet":
+        import minnet
+        from minnet.dtypes import as_dtype
+
+        dtype = as_dtype(entry.dtype)
+        p = minnet.nn.Parameter(np.ones(n, np.float32))
+        p.data = np.ones(n, dtype)
+        p.grad = g.astype(dtype)
+        kwargs: dict[str, Any] = {}
+        if dtype != np.float32:
+            kwargs = {"state_dtype": entry.state_dtype, "rounding": entry.rounding}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return minnet.optim.Adam([p], lr=1e-3, **kwargs).step
+    import torch
+
+    if os.environ.get(TORCH_THREADS_ENV):
+        torch.set_num_threads(int(os.environ[TORCH_THREADS_ENV]))
+    dtype = getattr(torch, entry.dtype)
+    p = torch.nn.Parameter(torch.ones(n, dtype=dtype))
+    p.grad = torch.from_numpy(g).to(dtype)
+    return torch.optim.Adam([p], lr=1e-3, fused=entry.torch_fused).step

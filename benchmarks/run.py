@@ -5,7 +5,8 @@ Sections (``--only`` / ``--skip``): ``step`` (the seed training step, on an idle
 one core kept busy by a ``while True: pass`` process that the benchmark starts and stops itself),
 ``mlp`` (784 -> 1024 -> ReLU -> 1024 -> ReLU -> 10, batch 256, Adam), ``optimizer`` (AMSGrad alone
 on the seed model), ``sweep`` (AMSGrad over sizes against the same-streams loop), ``optimizers``
-(every optimizer of the family alone, :data:`benchmarks.impls.FAMILY`), ``startup``.
+(every optimizer of the family alone, :data:`benchmarks.impls.FAMILY`), ``lowp`` (Adam alone on
+float32, bfloat16 and float16 storage, :data:`benchmarks.impls.LOWP`), ``startup``.
 
 Method: every implementation lives in its own worker process (``benchmarks.worker``), built and
 warmed once. In each round the parent asks every worker, in a rotated order, for a block of timed
@@ -799,8 +800,71 @@ def _torch_threads(requested: int | None) -> str:
     return "?"
 
 
+#: The all-bfloat16 Adam step (fused) must be at least this many times faster than the float32
+#: one at 10^7 parameters (float32's time / bfloat16's, per-round median).
+LOWP_SPEEDUP_TARGET = 1.6
+LOWP_BASE = impls.LOWP[0].name
+LOWP_BF16 = impls.LOWP[1].name
+
+
+def bench_lowp(
+    rounds: int, sizes: list[int], block: float
+) -> tuple[dict[int, list[dict]], dict[int, list[float]], list[str]]:
+    """Adam alone on every row of :data:`impls.LOWP`, each row in its own worker (one instance
+    per size), alternated for ``rounds`` rounds of blocks of about ``block`` seconds per size.
+
+    Returns ``{n: summary rows}`` (ratios against minnet float32), ``{n: per-round float32 /
+    bfloat16 time ratios}`` and notes on what was skipped.
+    """
+    sizes_arg = ",".join(str(n) for n in sizes)
+    workers: dict[str, Worker] = {}
+    notes: list[str] = []
+    rows: dict[int, list[dict]] = {}
+    speedups: dict[int, list[float]] = {}
+    try:
+        for entry in tqdm(impls.LOWP, desc="workers", unit="row", leave=False):
+            w = Worker("lowp", entry.name, sizes_arg)
+            if w.skip:
+                notes.append(f"{entry.name}: skipped ({w.skip})")
+            else:
+                workers[entry.name] = w
+        for n in tqdm(sizes, desc="sizes", unit="size", leave=False):
+            key = str(n)
+            k = {name: _block_size(w.per_call[key], block) for name, w in workers.items()}
+            res = alternate(workers, rounds, k, key)
+            rows[n] = summarize(res, LOWP_BASE)
+            if LOWP_BASE in res and LOWP_BF16 in res:
+                speedups[n] = [
+                    a / b for a, b in zip(res[LOWP_BASE]["rounds"], res[LOWP_BF16]["rounds"])
+                ]
+    finally:
+        for w in workers.values():
+            w.close()
+    return rows, speedups, notes
+
+
+def print_lowp(rows: dict[int, list[dict]], speedups: dict[int, list[float]]) -> None:
+    """One table per size (:func:`print_table` in microseconds), then the bfloat16 speedup."""
+    for n, table in rows.items():
+        print(f"### {n:,} parameters")
+        print()
+        print_table(table, LOWP_BASE)
+        print()
+    print(
+        "float32 time / all-bfloat16 time (minnet, per-round ratios: median, min-max; "
+        f"target >= {LOWP_SPEEDUP_TARGET:g} at 10,000,000):"
+    )
+    print()
+    for n, ratios in speedups.items():
+        med = statistics.median(ratios)
+        verdict = ""
+        if n == 10**7:
+            verdict = " - target met" if med >= LOWP_SPEEDUP_TARGET else " - target MISSED"
+        print(f"- {n:,}: {med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}){verdict}")
+
+
 #: The sections, in the order they run.
-SECTIONS = ("step", "parts", "mlp", "optimizer", "sweep", "optimizers", "startup")
+SECTIONS = ("step", "parts", "mlp", "optimizer", "sweep", "optimizers", "lowp", "startup")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -827,8 +891,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these sections: step (seed training step, idle and one core busy), "
         "mlp (784-1024-1024-10 MLP, batch 256, Adam), optimizer (AMSGrad alone, "
         "seed model), parts (minnet's seed step part by part, idle and one core busy), sweep "
-        "(AMSGrad over sizes), optimizers (every optimizer alone, the "
-        "family table: a few minutes), startup",
+        "(AMSGrad over sizes), optimizers (every optimizer alone, the family table: a few "
+        "minutes), lowp (Adam alone in float32, bfloat16 and float16, minnet and PyTorch, at "
+        "the --sizes), startup",
     )
     parser.add_argument(
         "--optimizers",
@@ -842,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         type=int,
         default=[10**5, 10**6, 10**7],
-        help="family table: parameter counts (default 100000 1000000 10000000)",
+        help="family and lowp tables: parameter counts (default 100000 1000000 10000000)",
     )
     parser.add_argument(
         "--torch-threads",
@@ -950,6 +1015,27 @@ def main(argv: list[str] | None = None) -> int:
         print("Summary (ratio: counterpart's time / minnet's, per-round median):")
         print()
         print_family_compact(family)
+        for note in notes:
+            print(f"- {note}")
+        print()
+    if "lowp" in run:
+        block = 0.03 if args.quick else 0.1
+        print(
+            "## Adam alone in low precision (lr 1e-3, PyTorch's other defaults; one parameter of "
+            f"n values; {rounds} rounds of ~{block * 1e3:.0f} ms blocks, every row in its own "
+            "process, alternated)"
+        )
+        print(
+            "Rows: minnet with parameters, gradients and state in float32; all bfloat16; all "
+            "float16; float16 parameters with float32 state (`state_dtype`); all bfloat16 with "
+            "`rounding=\"per_op\"`; PyTorch's Adam `fused=True` and default (foreach) on the "
+            "same dtypes (PyTorch intra-op threads: "
+            f"{_torch_threads(args.torch_threads)}; minnet: one thread). Ratio: the row's "
+            "time / minnet float32's."
+        )
+        print()
+        lowp_rows, lowp_speedups, notes = bench_lowp(rounds, args.sizes, block)
+        print_lowp(lowp_rows, lowp_speedups)
         for note in notes:
             print(f"- {note}")
         print()

@@ -28,10 +28,12 @@ Storage formats are small ints that kernels take as compile-time constants:
 :func:`load` / :func:`store` convert one element for a format and :func:`round_to` rounds a
 float32 value to a format's precision and back (``per_op`` rounding). They are intrinsics that
 pick the conversion from the literal format while typing, so no branch reaches the kernel. The
-bit casts are two tiny LLVM intrinsics.
+four conversions are LLVM intrinsics in 32-bit integer ops.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numba
 import numpy as np
@@ -51,6 +53,10 @@ __all__ = [
     "store",
     "round_to",
     "storage_format",
+    "LITTLE_ENDIAN",
+    "lo16",
+    "hi16",
+    "pack16",
 ]
 
 NATIVE, F16, BF16 = 0, 1, 2
@@ -68,127 +74,172 @@ def storage_format(dtype: np.dtype) -> int:
     return NATIVE
 
 
-# -- bit casts --------------------------------------------------------------------------------
+# -- the four conversions, as LLVM IR in 32-bit integer lanes ----------------------------------
+#
+# Every conversion is a handful of 32-bit integer ops, float32 bit casts and selects, so a loop
+# over them vectorizes 16 lanes wide on AVX-512 (8 on AVX2). Numba types integer literals as
+# int64, so the same code written with ``@njit`` would compute in 64-bit lanes (half the width).
+
+_I32 = ir.IntType(32)
+_F32 = ir.FloatType()
 
 
-@intrinsic
-def _bits_f32(typingctx, x):  # type: ignore[no-untyped-def]
-    """The float32 whose bits are the low 32 bits of the integer ``x``."""
-    if not isinstance(x, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        v = args[0]
-        i32 = ir.IntType(32)
-        if v.type.width > 32:
-            v = builder.trunc(v, i32)
-        elif v.type.width < 32:
-            v = builder.zext(v, i32)
-        return builder.bitcast(v, ir.FloatType())
-
-    return types.float32(x), codegen
-
-
-@intrinsic
-def _f32_bits(typingctx, x):  # type: ignore[no-untyped-def]
-    """The bits of the float32 ``x``, as a non-negative int64."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.zext(builder.bitcast(args[0], ir.IntType(32)), ir.IntType(64))
-
-    return types.int64(x), codegen
-
-
-# -- the four conversions ---------------------------------------------------------------------
-
-_F16_SUB_SCALE = np.float32(2.0**-24)  # float16's subnormal spacing
-_HALF = np.float32(0.5)  # adding it rounds |x| < 2**-14 to a multiple of 2**-24 (RNE)
-_HALF_BITS = 0x3F000000
-
-
-@numba.njit(error_model="numpy")
-def f16_to_f32(h):  # pragma: no cover - compiled
-    """float16 bits (any integer holding 16 bits) -> the float32 of the same value."""
-    h = np.int64(h) & 0xFFFF
-    sign = (h & 0x8000) << 16
-    e = h & 0x7C00
-    m = h & 0x03FF
-    normal = ((h & 0x7FFF) << 13) + (112 << 23)  # rebias the exponent by 127 - 15
-    infnan = 0x7F800000 | (m << 13)
-    sub = _f32_bits(np.float32(m) * _F16_SUB_SCALE)  # exact: m < 2**10
-    bits = normal if e != 0 else sub
-    bits = infnan if e == 0x7C00 else bits
-    return _bits_f32(bits | sign)
-
-
-@numba.njit(error_model="numpy")
-def f32_to_f16(x):  # pragma: no cover - compiled
-    """float32 -> float16 bits (uint16), round to nearest even; see the module docstring."""
-    u = _f32_bits(np.float32(x))
-    sign = (u >> 16) & 0x8000
-    a = u & 0x7FFFFFFF
-    # Normal range: drop 13 mantissa bits with RNE; a carry rolls into the exponent (to inf).
-    normal = (a - (112 << 23) + 0xFFF + ((a >> 13) & 1)) >> 13
-    # Below 2**-14: let float32 addition round |x| to a multiple of 2**-24.
-    sub = _f32_bits(_bits_f32(a) + _HALF) - _HALF_BITS
-    nan = 0x7C00 | ((a >> 13) & 0x3FF)
-    nan = nan if nan != 0x7C00 else 0x7C01
-    out = normal if a >= 0x38800000 else sub
-    out = 0x7C00 if a >= 0x47800000 else out
-    out = nan if a > 0x7F800000 else out
-    return np.uint16(out | sign)
+def _c(k: int) -> ir.Constant:
+    """A 32-bit integer constant."""
+    return ir.Constant(_I32, k)
 
 
 def _i32(builder, v):  # type: ignore[no-untyped-def]
     """An integer LLVM value truncated or zero-extended to i32."""
-    i32 = ir.IntType(32)
     if v.type.width > 32:
-        return builder.trunc(v, i32)
+        return builder.trunc(v, _I32)
     if v.type.width < 32:
-        return builder.zext(v, i32)
+        return builder.zext(v, _I32)
     return v
 
 
 @intrinsic
+def f16_to_f32(typingctx, h):  # type: ignore[no-untyped-def]
+    """float16 bits (any integer holding 16 bits) -> the float32 of the same value (exact).
+
+    With ``e = h & 0x7c00`` and ``m = h & 0x3ff``: a normal moves its exponent and mantissa up
+    13 bits and rebiases the exponent by 127 - 15 = 112; a subnormal is ``float32(m) * 2**-24``
+    (exact, ``m < 2**10``); inf and NaN get the exponent 255 and keep ``m << 13`` (a signalling
+    NaN stays signalling); the sign moves up 16 bits."""
+    if not isinstance(h, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        b = builder
+        v = b.and_(_i32(b, args[0]), _c(0xFFFF))
+        sign = b.shl(b.and_(v, _c(0x8000)), _c(16))
+        e = b.and_(v, _c(0x7C00))
+        m = b.and_(v, _c(0x03FF))
+        normal = b.add(b.shl(b.and_(v, _c(0x7FFF)), _c(13)), _c(112 << 23))
+        infnan = b.add(normal, _c(112 << 23))  # exponent 31 + 112 + 112 = 255, m << 13 kept
+        sub = b.bitcast(b.fmul(b.uitofp(m, _F32), ir.Constant(_F32, 2.0**-24)), _I32)
+        bits = b.select(b.icmp_unsigned("!=", e, _c(0)), normal, sub)
+        bits = b.select(b.icmp_unsigned("==", e, _c(0x7C00)), infnan, bits)
+        return b.bitcast(b.or_(bits, sign), _F32)
+
+    return types.float32(h), codegen
+
+
+@intrinsic
+def f32_to_f16(typingctx, x):  # type: ignore[no-untyped-def]
+    """float32 -> float16 bits (uint16), round to nearest even; see the module docstring.
+
+    With ``a = bits(|x|)``: at or above 2**-14 (``a >= 0x38800000``) the exponent is rebiased
+    and 13 mantissa bits are dropped with RNE, ``(a - (112 << 23) + 0xfff + ((a >> 13) & 1))
+    >> 13`` (a carry rolls into the exponent, up to inf); below it float32 addition rounds:
+    ``bits(|x| + 0.5) - bits(0.5)`` is |x| in units of 2**-24, rounded to nearest even; from
+    65520 (``a >= 0x47800000``) it is inf; a NaN keeps its top 10 payload bits (``0x7c01`` when
+    they are 0). The sign is ``(bits(x) >> 16) & 0x8000``."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        b = builder
+        u = b.bitcast(args[0], _I32)
+        sign = b.and_(b.lshr(u, _c(16)), _c(0x8000))
+        a = b.and_(u, _c(0x7FFFFFFF))
+        top = b.lshr(a, _c(13))
+        normal = b.lshr(
+            b.add(b.add(a, _c(0xFFF - (112 << 23))), b.and_(top, _c(1))), _c(13)
+        )  # fmt: skip
+        half = ir.Constant(_F32, 0.5)
+        sub = b.sub(b.bitcast(b.fadd(b.bitcast(a, _F32), half), _I32), _c(0x3F000000))
+        payload = b.and_(top, _c(0x3FF))
+        nan = b.or_(_c(0x7C00), b.select(b.icmp_unsigned("==", payload, _c(0)), _c(1), payload))
+        out = b.select(b.icmp_unsigned(">=", a, _c(0x38800000)), normal, sub)
+        out = b.select(b.icmp_unsigned(">=", a, _c(0x47800000)), _c(0x7C00), out)
+        out = b.select(b.icmp_unsigned(">", a, _c(0x7F800000)), nan, out)
+        return b.trunc(b.or_(out, sign), ir.IntType(16))
+
+    return types.uint16(x), codegen
+
+
+@intrinsic
 def bf16_to_f32(typingctx, b):  # type: ignore[no-untyped-def]
-    """bfloat16 bits -> the float32 of the same value (exact): the 16 bits become the top half.
-    Written in 32-bit LLVM integer ops so loops vectorize 16 lanes wide."""
+    """bfloat16 bits -> the float32 of the same value (exact): the 16 bits become the top half."""
     if not isinstance(b, types.Integer):
         return None
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        i32 = ir.IntType(32)
-        v = builder.and_(_i32(builder, args[0]), ir.Constant(i32, 0xFFFF))
-        return builder.bitcast(builder.shl(v, ir.Constant(i32, 16)), ir.FloatType())
+        v = builder.and_(_i32(builder, args[0]), _c(0xFFFF))
+        return builder.bitcast(builder.shl(v, _c(16)), _F32)
 
     return types.float32(b), codegen
 
 
 @intrinsic
 def f32_to_bf16(typingctx, x):  # type: ignore[no-untyped-def]
-    """float32 -> bfloat16 bits (uint16), round to nearest even; NaN -> quiet NaN with sign
-    (``(u >> 16) | 0x7fc0``, payload dropped). 32-bit LLVM integer ops, branch-free."""
+    """float32 -> bfloat16 bits (uint16), round to nearest even, ``(u + 0x7fff + ((u >> 16) &
+    1)) >> 16`` on the bits ``u``; a NaN (``x != x``) becomes the quiet NaN ``0x7fc0`` with its
+    sign (payload dropped, as ml_dtypes)."""
     if x != types.float32:
         return None
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        i32 = ir.IntType(32)
-
-        def c(k: int) -> ir.Constant:
-            return ir.Constant(i32, k)
-
-        u = builder.bitcast(args[0], i32)
-        hi = builder.lshr(u, c(16))
-        rounded = builder.lshr(builder.add(builder.add(u, c(0x7FFF)), builder.and_(hi, c(1))),
-                               c(16))  # fmt: skip
-        nan = builder.and_(builder.or_(hi, c(0x7FC0)), c(0xFFC0))
-        is_nan = builder.icmp_unsigned(">", builder.and_(u, c(0x7FFFFFFF)), c(0x7F800000))
-        out = builder.select(is_nan, nan, rounded)
-        return builder.trunc(out, ir.IntType(16))
+        b = builder
+        u = b.bitcast(args[0], _I32)
+        hi = b.lshr(u, _c(16))
+        rounded = b.lshr(b.add(b.add(u, _c(0x7FFF)), b.and_(hi, _c(1))), _c(16))
+        nan = b.or_(b.and_(hi, _c(0x8000)), _c(0x7FC0))
+        # One unordered float compare finds a NaN (cheaper than testing the bits).
+        is_nan = b.fcmp_unordered("uno", args[0], args[0])
+        return b.trunc(b.select(is_nan, nan, rounded), ir.IntType(16))
 
     return types.uint16(x), codegen
+
+
+# -- two 16-bit values in one 32-bit word ------------------------------------------------------
+#
+# A kernel can read two neighbouring 16-bit elements as one uint32 word (a ``uint32`` view of the
+# buffer) and write them back the same way: the vectorized loop then needs no 16 <-> 32-bit
+# widening and narrowing shuffles, only shifts and masks (``bf16_to_f32(lo16(w))`` is
+# ``w << 16``, ``bf16_to_f32(hi16(w))`` is ``w & 0xffff0000``). On a little-endian machine
+# element ``2k`` is the low half of word ``k``.
+
+#: Whether element ``2k`` of a 16-bit buffer is the low half of word ``k`` of its uint32 view.
+LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+@intrinsic
+def lo16(typingctx, w):  # type: ignore[no-untyped-def]
+    """The low 16 bits of the uint32 ``w``, as uint16."""
+    if w != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.trunc(args[0], ir.IntType(16))
+
+    return types.uint16(w), codegen
+
+
+@intrinsic
+def hi16(typingctx, w):  # type: ignore[no-untyped-def]
+    """The high 16 bits of the uint32 ``w``, as uint16."""
+    if w != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.trunc(builder.lshr(args[0], _c(16)), ir.IntType(16))
+
+    return types.uint16(w), codegen
+
+
+@intrinsic
+def pack16(typingctx, lo, hi):  # type: ignore[no-untyped-def]
+    """The uint32 word ``lo | hi << 16`` of two uint16 values."""
+    if lo != types.uint16 or hi != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        lo32 = builder.zext(args[0], _I32)
+        return builder.or_(lo32, builder.shl(builder.zext(args[1], _I32), _c(16)))
+
+    return types.uint32(lo, hi), codegen
 
 
 # -- per-format access, for kernels ------------------------------------------------------------

@@ -106,9 +106,10 @@ SGD with momentum (``_single_tensor_sgd``, dampening=0, nesterov=False)
                                              bfloat16)
 
 float16 consequences: eps=1e-8 is 0 and 1e-7 becomes the subnormal 1.19e-7 (2 * 2**-24); the
-second moment ``(1-b2) * g**2`` of Adam underflows to 0 for |g| < ~7.7e-3 (first step: 1e-3 *
-g**2 < 2**-25); then ``d = 0``: a zero-gradient coordinate gives 0/0 = NaN and any other gives
-+-inf, from the FIRST step on (PyTorch's ``[-inf, nan, -inf]`` example is already so after step 1).
+second moment ``(1-b2) * g**2`` of Adam underflows to 0 for |g| < ~5.5e-3 (first step: 1e-3 *
+g**2 < 2**-25, half the smallest subnormal, so |g| < sqrt(2**-25 / 1e-3)); then ``d = 0``: a
+zero-gradient coordinate gives 0/0 = NaN and any other gives +-inf, from the FIRST step on
+(PyTorch's ``[-inf, nan, -inf]`` example is already so after step 1).
 
 ``fused=True`` on CPU (aten/src/ATen/native/cpu/Fused{Adam,Adagrad,SGD}Kernel.cpp)
 ---------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 For each optimizer class exported by ``minnet.optim`` (found generically, so an optimizer added
 later is checked without touching this file), its default kernel (default hyperparameters,
 ``track_stats=False``) is compiled again without the disk cache and its machine code must use
-wide vector registers (``ymm``/``zmm``) in packed-single arithmetic. Nothing here is timed.
+wide vector registers (``ymm``/``zmm``) in packed-single arithmetic. Adam's 16-bit kernels
+(float16 and bfloat16 storage) must also convert in 32-bit integer lanes: no widening of the
+16-bit values to 64 bits and no packed 64-bit integer arithmetic, which would halve the number of
+lanes per register. Nothing here is timed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ PACKED_WIDE = re.compile(
 )
 
 
+#: Packed 64-bit integer lanes on a 256- or 512-bit register: 16->64 / 32->64 bit widening,
+#: 64->32/16 bit narrowing, int64 -> float conversion and 64-bit integer arithmetic.
+PACKED_INT64 = re.compile(
+    r"\bv(?:pmov[sz]x(?:wq|dq)|pmovq[dw]|cvtu?qq2ps|(?:padd|psub|psll|psrl|psra|pmaxu|pminu"
+    r"|pcmp\w*)q)\b[^\n]*%[yz]mm\d+"
+)
+#: 16-bit values in 32-bit lanes: widened to or narrowed from them, or shifted within them (the
+#: bfloat16 kernel reads two values per 32-bit word and takes the halves apart with shifts).
+PACKED_16_32 = re.compile(r"\bv(?:pmov[sz]xwd|pmovdw|pslld|psrld)\b[^\n]*%[yz]mm\d+")
+
+
 def _has_avx2() -> bool:
     try:
         flags = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
@@ -55,6 +69,19 @@ def default_kernel_asm(name: str) -> str:
     return "\n".join(fresh.inspect_asm().values())
 
 
+def lowp_adam_asm(dtype: str) -> str:
+    """Machine code of Adam's plain (untracked, writing, ``rounding="fused"``) kernel with
+    parameters, gradients and state all in ``dtype``."""
+    p = minnet.nn.Parameter(np.ones(64, minnet.dtypes.as_dtype(dtype)))
+    optimizer = optim.Adam([p], eps=1e-4, rounding="fused")
+    group = optimizer.param_groups[0]
+    (flat,) = optimizer._flats[0]
+    kernel = optimizer._kernel(group, False, True, flat.formats)
+    fresh = numba.njit(error_model="numpy", nogil=True)(kernel.py_func)
+    fresh(*flat.args, flat.scratch, optimizer._scalars(group, np.dtype(np.float32), 1))
+    return "\n".join(fresh.inspect_asm().values())
+
+
 def test_every_optimizer_is_found() -> None:
     assert {"SGD", "Adam", "AdamW"} <= set(OPTIMIZERS)
 
@@ -69,6 +96,37 @@ def test_default_kernel_is_vectorized(name: str) -> None:
         f"{name}: the default float32 kernel has {len(packed)} packed ymm/zmm arithmetic "
         f"instructions ({len(scalar)} scalar ones): the loop did not vectorize"
     )
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="needs an AVX2 CPU (ymm registers)")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16bit_adam_converts_in_32bit_lanes(dtype: str) -> None:
+    asm = lowp_adam_asm(dtype)
+    packed = PACKED_WIDE.findall(asm)
+    lanes32 = PACKED_16_32.findall(asm)
+    lanes64 = PACKED_INT64.findall(asm)
+    assert len(packed) >= 4, f"{dtype} Adam: {len(packed)} packed ymm/zmm arithmetic instructions"
+    assert len(lanes32) >= 4, f"{dtype} Adam: {len(lanes32)} packed 32-bit conversions or shifts"
+    assert not lanes64, (
+        f"{dtype} Adam: {len(lanes64)} packed 64-bit integer instructions (the conversions "
+        f"run in 64-bit lanes), e.g. {sorted(set(lanes64))[:3]}"
+    )
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="needs an AVX2 CPU (ymm registers)")
+def test_the_lane_check_can_fail() -> None:
+    """Integer arithmetic on a 16-bit value widened to int64 (Numba's type for integer
+    literals) vectorizes in 64-bit lanes, and the pattern finds it."""
+
+    @numba.njit(error_model="numpy")
+    def widen(h, out):  # pragma: no cover - compiled
+        for i in range(h.shape[0]):
+            v = np.int64(h[i])
+            out[i] = np.float32(((v & 0x7FFF) << 13) + (112 << 23))
+
+    widen(np.ones(64, np.uint16), np.ones(64, np.float32))
+    asm = "\n".join(widen.inspect_asm().values())
+    assert PACKED_INT64.findall(asm)
 
 
 def test_the_check_can_fail() -> None:

@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from minnet._lowp import load, round_to, store
+from minnet._lowp import BF16, LITTLE_ENDIAN, hi16, lo16, load, pack16, round_to, store
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim.optimizer import (
@@ -313,6 +313,61 @@ def _element_per_op(p, g, m, v, vmax, s, ams, fp, fs):  # pragma: no cover - com
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _update_lowp(p0, g, m, v, vmax, s, mode, ams, decoupled, fp, fs, per_op):  # pragma: no cover
+    """One coordinate over storage formats, from float32 loads to float32 results: returns
+    (param after the decoupled decay, new param unrounded, V_dw, S_dw, S_max, delta,
+    eps-dominated)."""
+    if decoupled:  # param.mul_(1 - lr * weight_decay)
+        p_in = round_to(p0 * s.decay, fp) if per_op else p0 * s.decay
+    else:
+        p_in = p0
+    if per_op:
+        p, m, v, vmax, delta, dominated = _element_per_op(p_in, g, m, v, vmax, s, ams, fp, fs)
+    else:
+        p, m, v, vmax, delta, dominated = _element(p_in, g, m, v, vmax, s, mode, ams)
+    return p_in, p, m, v, vmax, delta, dominated
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _pairs_lowp(
+    param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, s, mode, ams, decoupled, fp, fs, per_op,
+):  # pragma: no cover - compiled  # fmt: skip
+    """The plain update (no counts) of elements ``0 .. 2*(n//2) - 1`` of 16-bit buffers, two
+    neighbours per step read and written as one uint32 word (see ``minnet._lowp.pack16``): the
+    same arithmetic per element as :func:`_loop_lowp`, without the widening and narrowing
+    shuffles. Returns the number of elements done."""
+    n = param.shape[0] // 2 * 2
+    pw = param[:n].view(np.uint32)
+    gw = grad[:n].view(np.uint32)
+    mw = exp_avg[:n].view(np.uint32)
+    vw = exp_avg_sq[:n].view(np.uint32)
+    xw = max_exp_avg_sq[:n].view(np.uint32)
+    for k in range(pw.shape[0]):
+        a = pw[k]
+        b = gw[k]
+        c = mw[k]
+        d = vw[k]
+        v0 = load(lo16(d), fs)
+        v1 = load(hi16(d), fs)
+        x0 = load(lo16(xw[k]), fs) if ams != NO_MAX else v0
+        x1 = load(hi16(xw[k]), fs) if ams != NO_MAX else v1
+        _, p0, m0, v0, x0, _, _ = _update_lowp(
+            load(lo16(a), fp), load(lo16(b), fp), load(lo16(c), fs), v0, x0, s, mode, ams,
+            decoupled, fp, fs, per_op,
+        )  # fmt: skip
+        _, p1, m1, v1, x1, _, _ = _update_lowp(
+            load(hi16(a), fp), load(hi16(b), fp), load(hi16(c), fs), v1, x1, s, mode, ams,
+            decoupled, fp, fs, per_op,
+        )  # fmt: skip
+        pw[k] = pack16(store(p0, fp), store(p1, fp))
+        mw[k] = pack16(store(m0, fs), store(m1, fs))
+        vw[k] = pack16(store(v0, fs), store(v1, fs))
+        if ams != NO_MAX:
+            xw[k] = pack16(store(x0, fs), store(x1, fs))
+    return n
+
+
+@numba.njit(inline="always", error_model="numpy")
 def _loop_lowp(
     param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
     decoupled, fp, fs, per_op,
@@ -320,27 +375,39 @@ def _loop_lowp(
     """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
     is loaded to float32, updated in float32 (``per_op`` rounds after each op) and rounded
     once more when stored. Tracked, it also counts second moments stored as 0 with a nonzero
-    gradient, and coordinates whose stored parameter did not move although ``delta != 0``."""
+    gradient, and coordinates whose stored parameter did not move although ``delta != 0``.
+    The plain update of all-16-bit buffers goes through :func:`_pairs_lowp` (two elements per
+    32-bit word), and this loop does the last element of an odd count."""
     n_dominated = 0
     n_nonfinite = 0
     n_underflow = 0
     n_lost = 0
-    for i in range(param.shape[0]):
+    start = 0
+    if write and not track and fp == BF16 and fs == BF16 and not per_op and LITTLE_ENDIAN:
+        if s.weight_decay == 0 and s.lerp_w < 0.5:
+            # Adam's defaults get their own copy of the loop, with the L2 term a constant 0 and
+            # the lerp's branch known, so that neither is tested inside it.
+            s = AdamScalars(
+                s.lerp_w, s.one_minus_lerp_w, s.beta2, s.one_minus_beta2, s.neg_step, s.max_div,
+                s.root_div, s.v_div, s.m_div, s.eps, np.float32(0.0), s.decay,
+            )  # fmt: skip
+            start = _pairs_lowp(
+                param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, s, mode, ams, decoupled, fp,
+                fs, per_op,
+            )  # fmt: skip
+        else:
+            start = _pairs_lowp(
+                param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, s, mode, ams, decoupled, fp,
+                fs, per_op,
+            )  # fmt: skip
+    for i in range(start, param.shape[0]):
         p0 = load(param[i], fp)
         g = load(grad[i], fp)
-        m = load(exp_avg[i], fs)
         v = load(exp_avg_sq[i], fs)
         vmax_i = load(max_exp_avg_sq[i], fs) if ams != NO_MAX else v
-        if decoupled:  # param.mul_(1 - lr * weight_decay)
-            p_in = round_to(p0 * s.decay, fp) if per_op else p0 * s.decay
-        else:
-            p_in = p0
-        if per_op:
-            p, m, v, vmax, delta, dominated = _element_per_op(
-                p_in, g, m, v, vmax_i, s, ams, fp, fs
-            )
-        else:
-            p, m, v, vmax, delta, dominated = _element(p_in, g, m, v, vmax_i, s, mode, ams)
+        p_in, p, m, v, vmax, delta, dominated = _update_lowp(
+            p0, g, load(exp_avg[i], fs), v, vmax_i, s, mode, ams, decoupled, fp, fs, per_op
+        )
         p_bits = store(p, fp)
         v_bits = store(v, fs)
         if track:
