@@ -42,6 +42,7 @@ from benchmarks import impls
 
 ROOT = Path(__file__).resolve().parent.parent
 PAUSE = 0.1  # seconds between blocks
+POLICY_BLOCK = 0.4  # seconds per block at least, in the whole-step sections
 
 
 class Worker:
@@ -325,11 +326,14 @@ def _bench_workers(
             notes.append(f"{name}: skipped ({w.skip})")
         else:
             workers[name] = w
+    # At least POLICY_BLOCK seconds per block: minnet's thread policy decides from samples
+    # 0.1 s apart taken while it steps, so shorter blocks would never let it react to the load.
+    ks = {n: max(k, _block_size(w.per_call.get("", 1.0), POLICY_BLOCK)) for n, w in workers.items()}
     try:
-        res = alternate(workers, rounds, k)
+        res = alternate(workers, rounds, ks)
         if busy is not None:
             with busy_core():
-                busy.extend(summarize(alternate(workers, rounds, k), "minnet"))
+                busy.extend(summarize(alternate(workers, rounds, ks), "minnet"))
     finally:
         for w in workers.values():
             w.close()
@@ -626,7 +630,10 @@ def _wall(cmd: list[str], env: dict[str, str]) -> float:
 
 def bench_startup(rounds: int) -> tuple[dict[str, float], list[str]]:
     """Whole-process wall time of the seed program: minnet warm/cold Numba cache, PyTorch."""
-    base = dict(os.environ)
+    # minnet from this checkout, also when the benchmark's Python has it not installed.
+    base = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     cache = tempfile.mkdtemp(prefix="minnet-bench-cache-")
     warm_env = dict(base, NUMBA_CACHE_DIR=cache)
     minnet_cmd = [sys.executable, str(ROOT / "examples" / "seed_example.py"), "--quiet"]
@@ -941,7 +948,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     step_rows = opt_rows = sweep = family = None
     if "step" in run:
-        print(f"## Seed training step ({k} steps per block; ratio = implementation / minnet)")
+        print(
+            f"## Seed training step (blocks of at least {k} steps and {POLICY_BLOCK} s; "
+            "ratio = implementation / minnet)"
+        )
         busy_rows: list[dict] = []
         step_rows, notes = bench_step(rounds, k, busy_rows)
         print_table(step_rows, "minnet")
@@ -965,7 +975,7 @@ def main(argv: list[str] | None = None) -> int:
         mk = max(3, k // 20)
         print(
             "## Larger MLP: 784 -> 1024 -> ReLU -> 1024 -> ReLU -> 10, batch 256, "
-            f"CrossEntropyLoss, Adam ({mk} steps per block)"
+            f"CrossEntropyLoss, Adam (blocks of at least {mk} steps and {POLICY_BLOCK} s)"
         )
         mlp_rows, notes = bench_mlp(rounds, mk)
         print_table(mlp_rows, "minnet", 1e3, "ms")
@@ -1028,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "Rows: minnet with parameters, gradients and state in float32; all bfloat16; all "
             "float16; float16 parameters with float32 state (`state_dtype`); all bfloat16 with "
-            "`rounding=\"per_op\"`; PyTorch's Adam `fused=True` and default (foreach) on the "
+            '`rounding="per_op"`; PyTorch\'s Adam `fused=True` and default (foreach) on the '
             "same dtypes (PyTorch intra-op threads: "
             f"{_torch_threads(args.torch_threads)}; minnet: one thread). Ratio: the row's "
             "time / minnet float32's."

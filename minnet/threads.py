@@ -21,7 +21,10 @@ when the core is free again:
   over the interval; the free cores are ``cpu_count - others``;
 - it drops to ``max(1, round(free))`` threads when ``free < threads - DROP_MARGIN``, and climbs
   back (to at most the BLAS count found at the first sample) when
-  ``free >= threads + RISE_MARGIN``; the gap between the two margins keeps it from flapping.
+  ``free >= threads + RISE_MARGIN``; the gap between the two margins keeps it from flapping;
+- an interval longer than :data:`STALE_AFTER` (the process stopped stepping, e.g. evaluating or
+  waiting) decides nothing and starts a new one: other processes' use of the cores while this
+  one was not training is no reason to change its thread count.
 
 Override it with ``minnet.set_num_threads(n)`` (a fixed count; ``None`` returns to the machine-
 reading default) or the environment variable ``MINNET_NUM_THREADS`` (an integer >= 1, or
@@ -48,6 +51,9 @@ SAMPLE_INTERVAL = 0.1
 DROP_MARGIN = 0.5
 #: Add threads back when the free cores exceed the current count by this much.
 RISE_MARGIN = 0.75
+#: A sample this long after the previous one only starts a new interval: the process was not
+#: stepping meanwhile, so what other processes did then says nothing about its own steps.
+STALE_AFTER = 2 * SAMPLE_INTERVAL
 
 _ENV = "MINNET_NUM_THREADS"
 
@@ -255,7 +261,7 @@ class ThreadPolicy:
         last, self._last = self._last, sample
         if current != self._set:  # someone else set BLAS's threads: stand aside
             return
-        if last is None or sample.wall <= last.wall:
+        if last is None or sample.wall <= last.wall or sample.wall - last.wall > STALE_AFTER:
             return
         wall = sample.wall - last.wall
         others = (sample.system_busy - last.system_busy - (sample.own - last.own)) / wall

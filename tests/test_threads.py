@@ -213,3 +213,19 @@ def test_lab_runs_hold_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
         assert threads._policy._holds == 1
         assert minnet.get_num_threads() == 1
     assert threads._policy._holds == 0
+
+
+def test_an_interval_without_steps_decides_nothing() -> None:
+    """Other processes' load while this one was not stepping (a pause longer than STALE_AFTER)
+    changes nothing; the policy decides again from the intervals after the pause."""
+    blas, machine = FakeBlas(2), FakeMachine()
+    p = policy(blas, machine)
+    run(p, machine, 0.5)
+    machine.others, machine.mine = 2.0, 0.0
+    machine.advance(1.0)  # paused for a second while others used both cores
+    machine.others, machine.mine = 0.0, 1.0
+    run(p, machine, 0.5)
+    assert blas.calls == []  # the busy second was not counted against the steps
+    machine.others = 1.0
+    run(p, machine, 0.25)
+    assert blas.calls == [1]  # load during the steps still drops a thread
