@@ -329,6 +329,15 @@ def _update_lowp(p0, g, m, v, vmax, s, mode, ams, decoupled, fp, fs, per_op):  #
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _update_fused(p0, g, m, v, vmax, s, mode, ams, decoupled):  # pragma: no cover - compiled
+    """:func:`_update_lowp` for ``per_op=False`` (the word-pair loop's only model), so that
+    inlining it does not copy the per-op element as well."""
+    p_in = p0 * s.decay if decoupled else p0
+    p, m, v, vmax, delta, dominated = _element(p_in, g, m, v, vmax, s, mode, ams)
+    return p_in, p, m, v, vmax, delta, dominated
+
+
+@numba.njit(inline="always", error_model="numpy")
 def _pairs_lowp(
     param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, s, mode, ams, decoupled, fp, fs, per_op,
 ):  # pragma: no cover - compiled  # fmt: skip
@@ -351,13 +360,13 @@ def _pairs_lowp(
         v1 = load(hi16(d), fs)
         x0 = load(lo16(xw[k]), fs) if ams != NO_MAX else v0
         x1 = load(hi16(xw[k]), fs) if ams != NO_MAX else v1
-        _, p0, m0, v0, x0, _, _ = _update_lowp(
+        _, p0, m0, v0, x0, _, _ = _update_fused(
             load(lo16(a), fp), load(lo16(b), fp), load(lo16(c), fs), v0, x0, s, mode, ams,
-            decoupled, fp, fs, per_op,
+            decoupled,
         )  # fmt: skip
-        _, p1, m1, v1, x1, _, _ = _update_lowp(
+        _, p1, m1, v1, x1, _, _ = _update_fused(
             load(hi16(a), fp), load(hi16(b), fp), load(hi16(c), fs), v1, x1, s, mode, ams,
-            decoupled, fp, fs, per_op,
+            decoupled,
         )  # fmt: skip
         pw[k] = pack16(store(p0, fp), store(p1, fp))
         mw[k] = pack16(store(m0, fs), store(m1, fs))
