@@ -28,14 +28,17 @@ plots: $(VENV)/.installed
 # ruff checks the project's own code only, so a scratch script in the clone does not fail the tests.
 LINT_PATHS := minnet tests scripts benchmarks examples
 
+# One pytest worker per core, whole files per worker (a file's tests share compiled kernels).
+XDIST := -n auto --dist loadfile
+
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check $(LINT_PATHS)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 # The same without the tests marked slow (the 16-bit kernel tables, every float32 bit pattern).
 test-fast: $(VENV)/.installed-dev
 	$(PY) -m ruff check $(LINT_PATHS)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 # Speed against PyTorch and JAX (README "Performance"): minutes, in its own venv so that torch and
 # jax never enter $(VENV); writes plots/bench_step.png, bench_optimizer.png and bench_family.png.
