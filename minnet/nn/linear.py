@@ -26,6 +26,57 @@ def _add_bias_rows(out_t: np.ndarray, bias: np.ndarray) -> None:  # pragma: no c
             out_t[i, j] += b
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _small_forward(w, bias, b, b_trans, out_t):  # pragma: no cover - compiled
+    """``out_t = W @ x.T + bias`` in one call: one single-threaded BLAS product (the one NumPy's
+    ``matmul`` makes) and the bias loop. ``b`` is ``x`` (``b_trans``) or ``x.T``, C-contiguous;
+    an empty ``bias`` adds nothing."""
+    rows, d = w.shape
+    n = out_t.shape[1]
+    tb = _pool._TRANS if b_trans else _pool._NO_TRANS
+    ldb = d if b_trans else n
+    _pool._gemm(w.itemsize == 4, _pool._NO_TRANS, tb, rows, n, d, w.ctypes.data, d,
+                b.ctypes.data, ldb, 0.0, out_t.ctypes.data, n)  # fmt: skip
+    if bias.shape[0] > 0:
+        for i in range(rows):
+            v = bias[i]
+            for j in range(n):
+                out_t[i, j] += v
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _small_backward(g, g_trans, b, b_trans, gw, gb, w, dx):  # pragma: no cover - compiled
+    """A small layer's backward in one call: ``gw += G.T @ x`` (BLAS's ``beta = 1``, straight
+    into ``.grad``), ``gb += G.sum(0)`` (rows added in order, as NumPy's ``sum(axis=0)``) and
+    ``dx = G @ W``; an empty ``gw``/``gb``/``dx`` skips that part. ``g`` is ``G`` (``g_trans``)
+    or ``G.T``, ``b`` is ``x`` (``b_trans``) or ``x.T``; all C-contiguous."""
+    n = g.shape[0] if g_trans else g.shape[1]
+    out = g.shape[1] if g_trans else g.shape[0]
+    d = b.shape[1] if b_trans else b.shape[0]
+    single = g.itemsize == 4
+    lda = out if g_trans else n
+    if gw.shape[0] > 0:
+        ta = _pool._TRANS if g_trans else _pool._NO_TRANS
+        tb = _pool._NO_TRANS if b_trans else _pool._TRANS
+        ldb = d if b_trans else n
+        _pool._gemm(single, ta, tb, out, d, n, g.ctypes.data, lda, b.ctypes.data, ldb, 1.0,
+                    gw.ctypes.data, d)  # fmt: skip
+    if gb.shape[0] > 0:
+        for i in range(out):
+            s = gb[i] - gb[i]  # zero of gb's dtype
+            if g_trans:
+                for j in range(n):
+                    s += g[j, i]
+            else:
+                for j in range(n):
+                    s += g[i, j]
+            gb[i] += s
+    if dx.shape[0] > 0:
+        ta2 = _pool._NO_TRANS if g_trans else _pool._TRANS
+        _pool._gemm(single, ta2, _pool._NO_TRANS, n, d, out, g.ctypes.data, lda, w.ctypes.data,
+                    d, 0.0, dx.ctypes.data, d)  # fmt: skip
+
+
 class Linear(Module):
     """Affine layer ``y = x @ W.T + b``.
 
@@ -131,9 +182,14 @@ class Linear(Module):
         else:
             out_t = np.empty((self.out_features, n), self.dtype)
         threads = self._pool_threads(n)
+        w = self.weight.data
         bias = None if self.bias is None else self.bias.data
-        if threads < 2 or not _pool.linear_forward(self.weight.data, bias, x, out_t, threads):
-            np.matmul(self.weight.data, x.T, out=out_t)
+        if threads > 1 and _pool.linear_forward(w, bias, x, out_t, threads):
+            pass
+        elif self._small(n) and (b := _pool._operand(x))[0] is not None and w.flags.c_contiguous:
+            _small_forward(w, _pool._EMPTY[w.dtype.char] if bias is None else bias, *b, out_t)
+        else:
+            np.matmul(w, x.T, out=out_t)
             if bias is not None:
                 _add_bias_rows(out_t, bias)
         # Inside a Sequential the (N, out) view goes to the next module; a caller gets its own
@@ -168,7 +224,7 @@ class Linear(Module):
         if _is_low(self.dtype):
             return self._backward_low(x, grad_out, input_grad)
         threads = self._pool_threads(x.shape[0])
-        if threads > 1:
+        if threads > 1 or self._small(x.shape[0]):
             done = self._backward_pool(x, grad_out, internal, input_grad, threads)
             if done is not False:
                 return done
@@ -199,13 +255,25 @@ class Linear(Module):
         threads = _threads.pool_threads()
         return threads if self.out_features >= threads else 1
 
+    def _small(self, n: int) -> bool:
+        """Whether a float32/float64 layer below the pool's size (batch ``n``) runs each pass as
+        one compiled call (:func:`_small_forward`, :func:`_small_backward`: the same
+        single-threaded BLAS products NumPy makes, without NumPy's per-call costs). Needs the
+        BLAS symbols that :func:`minnet._pool.available` binds; else NumPy's calls."""
+        return (
+            n * self.in_features * self.out_features < _pool.LINEAR_MIN_WORK
+            and not _is_low(self.dtype)
+            and _pool.available()
+        )
+
     def _backward_pool(
         self, x: np.ndarray, grad_out: np.ndarray, internal: bool, input_grad: bool, threads: int
     ) -> Any:
-        """The backward on minnet's pool: each thread adds its own rows of ``dW`` and ``db``
-        straight into ``.grad``, and computes its share of ``dx``'s rows if asked; ``False``
-        when a ``.grad`` is not a C-contiguous array of the parameter's shape and dtype (the
-        serial path then raises or handles it as before)."""
+        """The backward on minnet's pool (``threads > 1``: each thread adds its own rows of
+        ``dW`` and ``db`` straight into ``.grad``, and computes its share of ``dx``'s rows if
+        asked), or in one compiled call for a small layer (``threads == 1``, the same sums);
+        ``False`` when a ``.grad`` is not a C-contiguous array of the parameter's shape and
+        dtype (the serial path then raises or handles it as before)."""
         weight, bias = self.weight, self.bias
         grads = []
         for p in (weight, bias):
@@ -232,8 +300,20 @@ class Linear(Module):
                     dx = self._dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
             else:
                 dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
-        if not _pool.linear_backward(grad_out, x, grads[0], grads[1], weight.data, dx, threads):
+        if threads > 1:
+            if not _pool.linear_backward(grad_out, x, grads[0], grads[1], weight.data, dx, threads):
+                return False
+            return dx
+        g, b, w = _pool._operand(grad_out), _pool._operand(x), weight.data
+        if g[0] is None or b[0] is None or not w.flags.c_contiguous:
             return False
+        empty2 = _pool._EMPTY2[w.dtype.char]
+        _small_backward(
+            *g, *b,
+            empty2 if grads[0] is None else grads[0],
+            _pool._EMPTY[w.dtype.char] if grads[1] is None else grads[1],
+            w, empty2 if dx is None else dx,
+        )  # fmt: skip
         return dx
 
     def _backward_low(self, x: np.ndarray, grad_out: np.ndarray, input_grad: bool) -> Any:
