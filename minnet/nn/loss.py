@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 from minnet.nn._util import _as_float_array, _asarray, _compute, _is_float
@@ -79,6 +80,27 @@ class _Loss(Module):
         return f"reduction={self.reduction!r}"
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _sum_squares(flat: np.ndarray) -> Any:  # pragma: no cover - compiled
+    """``sum(flat**2)`` in ``flat``'s dtype. ``reassoc`` lets this reduction alone use SIMD
+    lanes (partial sums, as BLAS's ``dot``); it is a separate function so that the flag never
+    touches other arithmetic."""
+    total = flat.dtype.type(0)
+    for i in range(flat.shape[0]):
+        total += flat[i] * flat[i]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _diff_sum_squares(a: np.ndarray, b: np.ndarray, diff: np.ndarray) -> Any:  # pragma: no cover
+    """``diff = a - b`` (2-D arrays of one shape, any layout; ``diff`` C-contiguous) and
+    ``sum(diff**2)`` in one call."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            diff[i, j] = a[i, j] - b[i, j]
+    return _sum_squares(diff.reshape(-1))
+
+
 class MSELoss(_Loss):
     """Squared error, PyTorch's definition: ``(input - target)**2`` per element for
     ``reduction="none"``, their sum for ``"sum"``, divided by the number of elements for
@@ -111,10 +133,13 @@ class MSELoss(_Loss):
             diff = self._diff
             if diff is None or diff.shape != input.shape or diff.dtype != dtype:
                 diff = self._diff = np.empty(input.shape, dtype)
-            np.subtract(input, target, out=diff)
             self._grad_dtype = in_dtype
         else:  # keep nothing: a pending backward still sees its own diff
-            diff = input - target
+            diff = np.empty(input.shape, dtype)
+        if input.ndim == 2 and self.reduction != "none":  # one compiled pass
+            total = dtype.type(_diff_sum_squares(input, target, diff))
+            return total if self.reduction == "sum" else total / dtype.type(diff.size)
+        np.subtract(input, target, out=diff)
         if self.reduction == "none":
             return diff * diff
         flat = diff.reshape(-1)

@@ -697,8 +697,9 @@ class Optimizer:
         of the flat buffer, so minnet always fills zeros (a parameter without a gradient in a
         step then takes that step with ``g = 0``).
         """
+        threads = _threads.pool_threads()
         for flat in self._groups:
-            flat.grad.fill(0)
+            flat.zero_grad(threads)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Apply one update to every parameter, in place (every group, every dtype).
