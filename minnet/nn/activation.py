@@ -22,20 +22,13 @@ from minnet.nn.module import Module
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _relu_into(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """``out = max(x, 0)`` for 2-D ``x`` of any layout into ``out`` of its shape, in one pass
-    (NaN stays NaN, -0.0 stays -0.0, as ``np.maximum(x, 0)``); the loop runs along ``x``'s
-    memory."""
+    (NaN stays NaN, -0.0 stays -0.0, as ``np.maximum(x, 0)``); the loop runs along ``out``'s
+    rows (for a transposed ``x``, strided reads and contiguous writes are the faster pair)."""
     zero = x.dtype.type(0)
-    n, d = x.shape
-    if x.strides[0] < x.strides[1]:  # a transposed view: columns are contiguous
-        for j in range(d):
-            for i in range(n):
-                v = x[i, j]
-                out[i, j] = zero if v < zero else v
-    else:
-        for i in range(n):
-            for j in range(d):
-                v = x[i, j]
-                out[i, j] = zero if v < zero else v
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            out[i, j] = zero if v < zero else v
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -11,6 +11,7 @@ import numpy as np
 from minnet import _pool
 from minnet import threads as _threads
 from minnet.nn._util import FLOAT32, _as_float_array, _float_dtype, _is_low
+from minnet.nn.activation import ReLU, _relu_into
 from minnet.nn.module import Module
 from minnet.nn.parameter import Parameter, _accumulate_grad
 from minnet.random import resolve_rng
@@ -75,6 +76,26 @@ def _small_backward(g, g_trans, b, b_trans, gw, gb, w, dx):  # pragma: no cover 
         ta2 = _pool._NO_TRANS if g_trans else _pool._TRANS
         _pool._gemm(single, ta2, _pool._NO_TRANS, n, d, out, g.ctypes.data, lda, w.ctypes.data,
                     d, 0.0, dx.ctypes.data, d)  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _relu_small_forward(x, h, w, bias, out_t):  # pragma: no cover - compiled
+    """A ``ReLU`` followed by a small ``Linear`` in one call: ``h = max(x, 0)`` (``h``
+    C-contiguous, ``x`` any layout), then ``out_t = W @ h.T + bias`` (:func:`_small_forward`)."""
+    _relu_into(x, h)
+    _small_forward(w, bias, h, True, out_t)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _small_backward_relu(g, g_trans, h, gw, gb, w, dx):  # pragma: no cover - compiled
+    """A small ``Linear``'s backward (:func:`_small_backward`, input ``h``) and the backward
+    of the ``ReLU`` before it in one call: ``dx = where(h > 0, G @ W, 0)``."""
+    _small_backward(g, g_trans, h, True, gw, gb, w, dx)
+    zero = h.dtype.type(0)
+    for i in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            if not h[i, j] > zero:
+                dx[i, j] = zero
 
 
 class Linear(Module):
@@ -266,17 +287,13 @@ class Linear(Module):
             and _pool.available()
         )
 
-    def _backward_pool(
-        self, x: np.ndarray, grad_out: np.ndarray, internal: bool, input_grad: bool, threads: int
-    ) -> Any:
-        """The backward on minnet's pool (``threads > 1``: each thread adds its own rows of
-        ``dW`` and ``db`` straight into ``.grad``, and computes its share of ``dx``'s rows if
-        asked), or in one compiled call for a small layer (``threads == 1``, the same sums);
-        ``False`` when a ``.grad`` is not a C-contiguous array of the parameter's shape and
-        dtype (the serial path then raises or handles it as before)."""
-        weight, bias = self.weight, self.bias
-        grads = []
-        for p in (weight, bias):
+    def _grad_targets(self) -> list[np.ndarray | None] | None:
+        """``[weight.grad, bias.grad]`` for a backward that adds straight into them (``None``
+        for a frozen or missing parameter; a ``None`` ``.grad`` becomes zeros first, PyTorch's
+        cleared state); ``None`` when a ``.grad`` is not a writeable C-contiguous array of
+        its parameter's shape and dtype (the NumPy path then raises or handles it)."""
+        grads: list[np.ndarray | None] = []
+        for p in (self.weight, self.bias):
             if p is None or not p.requires_grad:
                 grads.append(None)
                 continue
@@ -290,8 +307,101 @@ class Linear(Module):
                 or not g.flags.c_contiguous
                 or not g.flags.writeable
             ):
-                return False
+                return None
             grads.append(g)
+        return grads
+
+    # A ReLU right before this layer in a Sequential runs in this layer's compiled call (both
+    # passes): Sequential asks _pairs_with, then calls _forward_pair / _backward_pair. Each
+    # falls back to the two modules' own calls whenever the one-call path does not apply, so
+    # results, errors and kept state are those of the two calls in turn.
+
+    def _pairs_with(self, prev: Module) -> bool:
+        """Whether ``prev`` (the module before this one) runs inside this layer's calls."""
+        return type(prev) is ReLU
+
+    def _forward_pair(
+        self, relu: Module, x: np.ndarray, relu_internal: bool, internal: bool
+    ) -> np.ndarray:
+        """``self._forward(relu._forward(x, relu_internal), internal)``, in one compiled call
+        for a small float32/float64 layer when ``x`` is a 2-D ``(N, in_features)`` array of the
+        layer's dtype and the ReLU keeps its output in its buffer."""
+        n = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else 0
+        if not (
+            relu_internal
+            and n > 0
+            and x.dtype == self.dtype
+            and x.shape[1] == self.in_features
+            and self._small(n)
+            and relu._keep()
+            and self._keep()
+            and self.weight.data.flags.c_contiguous
+        ):
+            return self._forward(relu._forward(x, relu_internal), internal)
+        h = relu._buf
+        if h is None or h.shape != x.shape or h.dtype != x.dtype:
+            h = relu._buf = np.empty(x.shape, x.dtype)  # C order, as ReLU's own buffer
+        if internal:
+            out_t = self._out_t
+            if out_t is None or out_t.shape[1] != n:
+                out_t = self._out_t = np.empty((self.out_features, n), self.dtype)
+        else:
+            out_t = np.empty((self.out_features, n), self.dtype)
+        w = self.weight.data
+        bias = _pool._EMPTY[w.dtype.char] if self.bias is None else self.bias.data
+        _relu_small_forward(x, h, w, bias, out_t)
+        relu._out = h
+        self._x = h
+        return out_t.T if internal else np.ascontiguousarray(out_t.T)
+
+    def _backward_pair(self, relu: Module, grad_out: np.ndarray) -> Any:
+        """``relu._backward(self._backward(grad_out, True, True), True, True)``, in one
+        compiled call for a small float32/float64 layer whose input is the ReLU's kept output
+        (the ReLU's input gradient lands in its own buffer)."""
+        x = self._x
+        h = relu._out
+        if not (
+            x is not None
+            and x is h
+            and isinstance(grad_out, np.ndarray)
+            and grad_out.dtype == self.dtype
+            and grad_out.shape == (x.shape[0], self.out_features)
+            and self._small(x.shape[0])
+            and h.flags.c_contiguous
+            and self.weight.data.flags.c_contiguous
+        ):
+            return relu._backward(self._backward(grad_out, True, True), True, True)
+        g = _pool._operand(grad_out)
+        grads = self._grad_targets() if g[0] is not None else None
+        if grads is None:
+            return relu._backward(self._backward(grad_out, True, True), True, True)
+        dx = relu._grad
+        if dx is None or dx.shape != h.shape or dx.dtype != h.dtype:
+            dx = relu._grad = np.empty(h.shape, h.dtype)  # C order, as ReLU's own buffer
+        w = self.weight.data
+        empty2 = _pool._EMPTY2[w.dtype.char]
+        _small_backward_relu(
+            *g, h,
+            empty2 if grads[0] is None else grads[0],
+            _pool._EMPTY[w.dtype.char] if grads[1] is None else grads[1],
+            w, dx,
+        )  # fmt: skip
+        self._x = relu._out = None
+        self._freed = relu._freed = True
+        return dx
+
+    def _backward_pool(
+        self, x: np.ndarray, grad_out: np.ndarray, internal: bool, input_grad: bool, threads: int
+    ) -> Any:
+        """The backward on minnet's pool (``threads > 1``: each thread adds its own rows of
+        ``dW`` and ``db`` straight into ``.grad``, and computes its share of ``dx``'s rows if
+        asked), or in one compiled call for a small layer (``threads == 1``, the same sums);
+        ``False`` when a ``.grad`` is not a C-contiguous array of the parameter's shape and
+        dtype (the serial path then raises or handles it as before)."""
+        weight = self.weight
+        grads = self._grad_targets()
+        if grads is None:
+            return False
         dx = None
         if input_grad:
             if internal:
