@@ -79,11 +79,16 @@ def _small_backward(g, g_trans, b, b_trans, gw, gb, w, dx):  # pragma: no cover 
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _relu_small_forward(x, h, w, bias, out_t):  # pragma: no cover - compiled
+def _relu_small_forward(x, h, w, bias, out_t, y):  # pragma: no cover - compiled
     """A ``ReLU`` followed by a small ``Linear`` in one call: ``h = max(x, 0)`` (``h``
-    C-contiguous, ``x`` any layout), then ``out_t = W @ h.T + bias`` (:func:`_small_forward`)."""
+    C-contiguous, ``x`` any layout), then ``out_t = W @ h.T + bias`` (:func:`_small_forward`),
+    and ``y = out_t.T`` as a C-contiguous copy unless ``y`` is empty."""
     _relu_into(x, h)
     _small_forward(w, bias, h, True, out_t)
+    if y.shape[0] > 0:
+        for j in range(y.shape[0]):
+            for i in range(y.shape[1]):
+                y[j, i] = out_t[i, j]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -167,9 +172,12 @@ class Linear(Module):
         self._out_t: np.ndarray | None = None
         self._dw: np.ndarray | None = None
         self._dx: np.ndarray | None = None
+        self._scratch_t: np.ndarray | None = None  # (out, N), never handed out (_forward_pair)
+        self._grads_ok: tuple[Any, ...] = ()  # the .grad arrays _grad_targets last accepted
 
     def _reset(self) -> None:
-        self._x = self._out_t = self._dw = self._dx = None
+        self._x = self._out_t = self._dw = self._dx = self._scratch_t = None
+        self._grads_ok = ()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``; a new array.
@@ -292,8 +300,17 @@ class Linear(Module):
         for a frozen or missing parameter; a ``None`` ``.grad`` becomes zeros first, PyTorch's
         cleared state); ``None`` when a ``.grad`` is not a writeable C-contiguous array of
         its parameter's shape and dtype (the NumPy path then raises or handles it)."""
+        weight, bias = self.weight, self.bias
+        ok = self._grads_ok
+        if ok and ok[0] is weight.grad and ok[1] is (None if bias is None else bias.grad):
+            # the arrays accepted last time (a flat buffer's views, usually): only the frozen
+            # set may have changed
+            return [
+                ok[0] if weight.requires_grad else None,
+                ok[1] if bias is not None and bias.requires_grad else None,
+            ]
         grads: list[np.ndarray | None] = []
-        for p in (self.weight, self.bias):
+        for p in (weight, bias):
             if p is None or not p.requires_grad:
                 grads.append(None)
                 continue
@@ -309,6 +326,8 @@ class Linear(Module):
             ):
                 return None
             grads.append(g)
+        if grads[0] is not None and (bias is None or grads[1] is not None):
+            self._grads_ok = (grads[0], grads[1])
         return grads
 
     # A ReLU right before this layer in a Sequential runs in this layer's compiled call (both
@@ -327,32 +346,35 @@ class Linear(Module):
         for a small float32/float64 layer when ``x`` is a 2-D ``(N, in_features)`` array of the
         layer's dtype and the ReLU keeps its output in its buffer."""
         n = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else 0
+        w = self.weight.data
         if not (
-            relu_internal
+            relu_internal  # implies grad mode: both keep what backward needs
             and n > 0
             and x.dtype == self.dtype
             and x.shape[1] == self.in_features
             and self._small(n)
-            and relu._keep()
-            and self._keep()
-            and self.weight.data.flags.c_contiguous
+            and w.flags.c_contiguous
         ):
             return self._forward(relu._forward(x, relu_internal), internal)
+        relu._freed = self._freed = False  # what _keep() does in grad mode
         h = relu._buf
         if h is None or h.shape != x.shape or h.dtype != x.dtype:
             h = relu._buf = np.empty(x.shape, x.dtype)  # C order, as ReLU's own buffer
-        if internal:
-            out_t = self._out_t
-            if out_t is None or out_t.shape[1] != n:
-                out_t = self._out_t = np.empty((self.out_features, n), self.dtype)
-        else:
+        # The product lands in (out, N) as on the other paths; a last layer also gets a fresh
+        # C-contiguous copy in the same call (its own (out, N) scratch is never handed out).
+        out_t = self._out_t if internal else self._scratch_t
+        if out_t is None or out_t.shape[1] != n:
             out_t = np.empty((self.out_features, n), self.dtype)
-        w = self.weight.data
+            if internal:
+                self._out_t = out_t
+            else:
+                self._scratch_t = out_t
+        y = _pool._EMPTY2[w.dtype.char] if internal else np.empty((n, self.out_features), w.dtype)
         bias = _pool._EMPTY[w.dtype.char] if self.bias is None else self.bias.data
-        _relu_small_forward(x, h, w, bias, out_t)
+        _relu_small_forward(x, h, w, bias, out_t, y)
         relu._out = h
         self._x = h
-        return out_t.T if internal else np.ascontiguousarray(out_t.T)
+        return out_t.T if internal else y
 
     def _backward_pair(self, relu: Module, grad_out: np.ndarray) -> Any:
         """``relu._backward(self._backward(grad_out, True, True), True, True)``, in one
