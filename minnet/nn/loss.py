@@ -119,9 +119,17 @@ class MSELoss(_Loss):
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
         """The loss value for predictions ``input`` and targets ``target``."""
-        input, in_dtype = self._input(input)
+        if (
+            type(input) is np.ndarray  # the usual call: skip the conversions (none needed)
+            and type(target) is np.ndarray
+            and input.dtype.char in "fd"
+            and target.dtype == input.dtype
+        ):
+            in_dtype = input.dtype
+        else:
+            input, in_dtype = self._input(input)
+            target = _as_float_array(target, "MSELoss", "target", input.dtype)
         dtype = input.dtype
-        target = _as_float_array(target, "MSELoss", "target", dtype)
         if input.shape != target.shape:
             raise ValueError(
                 f"MSELoss: input shape {input.shape} and target shape {target.shape} differ "
@@ -156,7 +164,7 @@ class MSELoss(_Loss):
             raise ValueError("MSELoss: backward called before the loss was computed")
         g = self._upstream(grad, diff.shape, diff.dtype)
         scale = 2.0 / diff.size if self.reduction == "mean" else 2.0
-        out = diff * diff.dtype.type(scale)
+        out = diff * scale  # a Python float scalar is cast to diff's dtype first
         if g is not None:
             out *= g
         return out if self._grad_dtype == out.dtype else out.astype(self._grad_dtype)
