@@ -691,7 +691,8 @@ class Optimizer:
     # -- stepping -----------------------------------------------------------------------------
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Set every gradient to zero (one fill per flat buffer).
+        """Set every gradient to zero (one fill per flat buffer; on minnet's pool, each thread
+        fills the rows it owns, see :meth:`FlatBuffers.zero_grad`).
 
         ``set_to_none`` is accepted for PyTorch compatibility and ignored: gradients are views
         of the flat buffer, so minnet always fills zeros (a parameter without a gradient in a
