@@ -25,19 +25,40 @@ from benchmarks import impls
 WARM_STEPS = 200
 
 
+def _stages(model: minnet.nn.Sequential, backward: bool) -> list[list[int]]:
+    """The module indices each call of ``Sequential.forward`` (or ``backward``) covers, in call
+    order: ``[i]``, or ``[i, i + 1]`` for a pair that runs as one call (a ReLU before a small
+    Linear)."""
+    n, pairs, out = len(model), model._pairs, []
+    if not backward:
+        i = 0
+        while i < n:
+            out.append([i, i + 1] if i in pairs else [i])
+            i += len(out[-1])
+    else:
+        i = n - 1
+        while i >= 0:
+            out.append([i - 1, i] if i - 1 in pairs and i > 1 else [i])
+            i -= len(out[-1])
+    return out
+
+
 def part_names(model: minnet.nn.Sequential) -> list[str]:
-    """The parts in step order, e.g. ``forward 0 Linear(1000->100)``."""
+    """The parts in step order, e.g. ``forward 0 Linear(1000->100)``, ``forward 1-2
+    ReLU+Linear(100->10)`` for a pair that runs as one call."""
 
-    def name(i: int, m: minnet.nn.Module) -> str:
+    def name(m: minnet.nn.Module) -> str:
         if isinstance(m, minnet.nn.Linear):
-            return f"{i} Linear({m.in_features}->{m.out_features})"
-        return f"{i} {type(m).__name__}"
+            return f"Linear({m.in_features}->{m.out_features})"
+        return type(m).__name__
 
-    layers = list(model)
+    def stage(idx: list[int]) -> str:
+        return "-".join(map(str, idx)) + " " + "+".join(name(model[i]) for i in idx)
+
     return (
-        [f"forward {name(i, m)}" for i, m in enumerate(layers)]
+        [f"forward {stage(s)}" for s in _stages(model, False)]
         + ["loss", "loss.item()", "optimizer.zero_grad()", "loss_fn.backward()"]
-        + [f"backward {name(i, layers[i])}" for i in range(len(layers) - 1, -1, -1)]
+        + [f"backward {stage(s)}" for s in _stages(model, True)]
         + ["optimizer.step()"]
     )
 
@@ -60,14 +81,19 @@ def run(steps: int, threads: int | None) -> dict[str, list[float]]:
     last = len(layers) - 1
     clock = time.perf_counter
     names = part_names(model)
+    forward_stages, backward_stages = _stages(model, False), _stages(model, True)
     times = np.empty((steps, len(names) + 1))
     marks = [0.0] * (len(names) + 1)
     for t in range(WARM_STEPS + steps):
         j = 0
         marks[0] = clock()
         h = x
-        for i, m in enumerate(layers):  # Sequential.forward
-            h = m._forward(h, i < last)
+        for st in forward_stages:  # Sequential.forward
+            i = st[-1]
+            if len(st) == 1:
+                h = layers[i]._forward(h, i < last)
+            else:
+                h = layers[i]._forward_pair(layers[i - 1], h, i - 1 < last, i < last)
             j += 1
             marks[j] = clock()
         loss = loss_fn(h, y)
@@ -79,8 +105,12 @@ def run(steps: int, threads: int | None) -> dict[str, list[float]]:
         g = loss_fn.backward()
         j += 4
         marks[j] = clock()
-        for i in range(last, -1, -1):  # Sequential.backward (no input gradient)
-            g = layers[i]._backward(g, i > 0, i > 0)
+        for st in backward_stages:  # Sequential.backward (no input gradient)
+            i = st[-1]
+            if len(st) == 1:
+                g = layers[i]._backward(g, i > 0, i > 0)
+            else:
+                g = layers[i]._backward_pair(layers[i - 1], g)
             j += 1
             marks[j] = clock()
         optimizer.step()

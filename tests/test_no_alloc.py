@@ -61,13 +61,17 @@ def internal_buffers(model, loss_fn, optimizer) -> dict[str, np.ndarray]:
         "0._out_t": lin0._out_t,
         "1._buf": relu._buf,
         "1._grad": relu._grad,
-        "1._mask": relu._mask,
-        "2._dw": lin2._dw,
-        "2._dx": lin2._dx,
         "loss._diff": loss_fn._diff,
     }
     if not pooled:
         found["0._dw"] = lin0._dw
+    # a small layer's one-call backward (minnet._pool's BLAS bound) also writes into .grad,
+    # and, with the ReLU before it, its input gradient into the ReLU's buffer
+    small = lin2._small(N)
+    assert (lin2._dw is None) == small and (lin2._dx is None) == small
+    if not small:
+        found["2._dw"] = lin2._dw
+        found["2._dx"] = lin2._dx
     for i, g in enumerate(optimizer._groups):
         for name in ("data", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             found[f"adam{i}.{name}"] = getattr(g, name)

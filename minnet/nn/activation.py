@@ -19,11 +19,26 @@ from minnet.nn._util import FLOAT32, _as_float_array, _asarray, _is_low, _own_fl
 from minnet.nn.module import Module
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _relu_into(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out = max(x, 0)`` for 2-D ``x`` of any layout into ``out`` of its shape, in one pass
+    (NaN stays NaN, -0.0 stays -0.0, as ``np.maximum(x, 0)``); the loop runs along ``out``'s
+    rows (for a transposed ``x``, strided reads and contiguous writes are the faster pair)."""
+    zero = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            out[i, j] = zero if v < zero else v
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _relu_grad(out: np.ndarray, grad_out: np.ndarray, grad: np.ndarray) -> None:  # pragma: no cover
-    """``grad = where(out > 0, grad_out, 0)`` over flat arrays in one pass (NumPy needs three)."""
+    """``grad = where(out > 0, grad_out, 0)`` over 2-D arrays of one shape, any layout, in one
+    pass (NumPy needs three)."""
+    zero = out.dtype.type(0)
     for i in range(out.shape[0]):
-        grad[i] = grad_out[i] if out[i] > 0 else 0
+        for j in range(out.shape[1]):
+            grad[i, j] = grad_out[i, j] if out[i, j] > zero else zero
 
 
 class ReLU(Module):
@@ -53,10 +68,13 @@ class ReLU(Module):
             if out is None or out.shape != x.shape or out.dtype != x.dtype:
                 # C order: the next Linear's products then round exactly as on a fresh array.
                 out = self._buf = np.empty(x.shape, x.dtype)
-            # Copy first, then max in place: a ufunc reading a transposed view into a C array
-            # allocates a staging buffer on every call; copyto does not.
-            np.copyto(out, x)
-            np.maximum(out, 0, out=out)
+            if x.ndim == 2:  # one compiled pass, whatever x's layout
+                _relu_into(x, out)
+            else:
+                # Copy first, then max in place: a ufunc reading a transposed view into a C
+                # array allocates a staging buffer on every call; copyto does not.
+                np.copyto(out, x)
+                np.maximum(out, 0, out=out)
         else:
             out = np.maximum(x, 0)
         if keep:
@@ -84,15 +102,17 @@ class ReLU(Module):
             return g.astype(out.dtype)
         if not internal:
             return np.where(out > 0, grad_out, out.dtype.type(0))
-        grad, mask = self._grad, self._mask
+        grad = self._grad
         if grad is None or grad.shape != out.shape or grad.dtype != out.dtype:
             # C order whatever the activation's layout: a Linear below sums its bias gradient
             # over rows in this order, as PyTorch does (pairwise sums round differently).
             grad = self._grad = np.empty(out.shape, out.dtype)
-            mask = self._mask = np.empty(out.shape, np.bool_)
-        if out.flags.c_contiguous and grad_out.flags.c_contiguous:
-            _relu_grad(out.reshape(-1), grad_out.reshape(-1), grad.reshape(-1))
+        if out.ndim == 2:
+            _relu_grad(out, grad_out, grad)
         else:
+            mask = self._mask
+            if mask is None or mask.shape != out.shape:
+                mask = self._mask = np.empty(out.shape, np.bool_)
             np.greater(out, 0, out=mask)
             grad.fill(0)
             np.copyto(grad, grad_out, where=mask)  # as np.where: NaN/inf in grad_out masked to 0

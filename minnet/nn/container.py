@@ -26,6 +26,11 @@ class Sequential(Module):
             self.add_module(str(i), m)
             m._where = f"layer {i} of Sequential"
         self._layers: list[Module] = list(modules)
+        # Indices i where module i runs inside module i + 1's calls (a ReLU before a Linear:
+        # one compiled call for both; see Linear._forward_pair).
+        self._pairs = frozenset(
+            i for i in range(len(modules) - 1) if modules[i + 1]._pairs_with(modules[i])
+        )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Apply each module in turn; the result is a new array.
@@ -36,9 +41,16 @@ class Sequential(Module):
         """
         # Under no_grad every module returns a fresh array, so the buffers that a pending
         # backward reads are left as they are.
-        last = len(self._layers) - 1 if is_grad_enabled() else 0
-        for i, m in enumerate(self._layers):
-            x = m._forward(x, i < last)
+        modules, pairs = self._layers, self._pairs
+        last = len(modules) - 1 if is_grad_enabled() else 0
+        i = 0
+        while i < len(modules):
+            if i in pairs:
+                x = modules[i + 1]._forward_pair(modules[i], x, i < last, i + 1 < last)
+                i += 2
+            else:
+                x = modules[i]._forward(x, i < last)
+                i += 1
         return x
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = False) -> np.ndarray | None:
@@ -51,9 +63,15 @@ class Sequential(Module):
         a ``Sequential`` inside a hand-written ``Module.backward`` that passes the result on
         asks for it this way. Parameter gradients are the same either way.
         """
-        modules = self._layers
-        for i in range(len(modules) - 1, -1, -1):
-            grad_out = modules[i]._backward(grad_out, i > 0, i > 0 or input_grad)
+        modules, pairs = self._layers, self._pairs
+        i = len(modules) - 1
+        while i >= 0:
+            if i - 1 in pairs and i > 1:  # a pair whose first module is not the first one
+                grad_out = modules[i]._backward_pair(modules[i - 1], grad_out)
+                i -= 2
+            else:
+                grad_out = modules[i]._backward(grad_out, i > 0, i > 0 or input_grad)
+                i -= 1
         return grad_out if input_grad else None
 
     def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:

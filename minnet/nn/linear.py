@@ -11,6 +11,7 @@ import numpy as np
 from minnet import _pool
 from minnet import threads as _threads
 from minnet.nn._util import FLOAT32, _as_float_array, _float_dtype, _is_low
+from minnet.nn.activation import ReLU, _relu_into
 from minnet.nn.module import Module
 from minnet.nn.parameter import Parameter, _accumulate_grad
 from minnet.random import resolve_rng
@@ -24,6 +25,82 @@ def _add_bias_rows(out_t: np.ndarray, bias: np.ndarray) -> None:  # pragma: no c
         b = bias[i]
         for j in range(out_t.shape[1]):
             out_t[i, j] += b
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _small_forward(w, bias, b, b_trans, out_t):  # pragma: no cover - compiled
+    """``out_t = W @ x.T + bias`` in one call: one single-threaded BLAS product (the one NumPy's
+    ``matmul`` makes) and the bias loop. ``b`` is ``x`` (``b_trans``) or ``x.T``, C-contiguous;
+    an empty ``bias`` adds nothing."""
+    rows, d = w.shape
+    n = out_t.shape[1]
+    tb = _pool._TRANS if b_trans else _pool._NO_TRANS
+    ldb = d if b_trans else n
+    _pool._gemm(w.itemsize == 4, _pool._NO_TRANS, tb, rows, n, d, w.ctypes.data, d,
+                b.ctypes.data, ldb, 0.0, out_t.ctypes.data, n)  # fmt: skip
+    if bias.shape[0] > 0:
+        for i in range(rows):
+            v = bias[i]
+            for j in range(n):
+                out_t[i, j] += v
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _small_backward(g, g_trans, b, b_trans, gw, gb, w, dx):  # pragma: no cover - compiled
+    """A small layer's backward in one call: ``gw += G.T @ x`` (BLAS's ``beta = 1``, straight
+    into ``.grad``), ``gb += G.sum(0)`` (rows added in order, as NumPy's ``sum(axis=0)``) and
+    ``dx = G @ W``; an empty ``gw``/``gb``/``dx`` skips that part. ``g`` is ``G`` (``g_trans``)
+    or ``G.T``, ``b`` is ``x`` (``b_trans``) or ``x.T``; all C-contiguous."""
+    n = g.shape[0] if g_trans else g.shape[1]
+    out = g.shape[1] if g_trans else g.shape[0]
+    d = b.shape[1] if b_trans else b.shape[0]
+    single = g.itemsize == 4
+    lda = out if g_trans else n
+    if gw.shape[0] > 0:
+        ta = _pool._TRANS if g_trans else _pool._NO_TRANS
+        tb = _pool._NO_TRANS if b_trans else _pool._TRANS
+        ldb = d if b_trans else n
+        _pool._gemm(single, ta, tb, out, d, n, g.ctypes.data, lda, b.ctypes.data, ldb, 1.0,
+                    gw.ctypes.data, d)  # fmt: skip
+    if gb.shape[0] > 0:
+        for i in range(out):
+            s = gb[i] - gb[i]  # zero of gb's dtype
+            if g_trans:
+                for j in range(n):
+                    s += g[j, i]
+            else:
+                for j in range(n):
+                    s += g[i, j]
+            gb[i] += s
+    if dx.shape[0] > 0:
+        ta2 = _pool._NO_TRANS if g_trans else _pool._TRANS
+        _pool._gemm(single, ta2, _pool._NO_TRANS, n, d, out, g.ctypes.data, lda, w.ctypes.data,
+                    d, 0.0, dx.ctypes.data, d)  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _relu_small_forward(x, h, w, bias, out_t, y):  # pragma: no cover - compiled
+    """A ``ReLU`` followed by a small ``Linear`` in one call: ``h = max(x, 0)`` (``h``
+    C-contiguous, ``x`` any layout), then ``out_t = W @ h.T + bias`` (:func:`_small_forward`),
+    and ``y = out_t.T`` as a C-contiguous copy unless ``y`` is empty."""
+    _relu_into(x, h)
+    _small_forward(w, bias, h, True, out_t)
+    if y.shape[0] > 0:
+        for j in range(y.shape[0]):
+            for i in range(y.shape[1]):
+                y[j, i] = out_t[i, j]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _small_backward_relu(g, g_trans, h, gw, gb, w, dx):  # pragma: no cover - compiled
+    """A small ``Linear``'s backward (:func:`_small_backward`, input ``h``) and the backward
+    of the ``ReLU`` before it in one call: ``dx = where(h > 0, G @ W, 0)``."""
+    _small_backward(g, g_trans, h, True, gw, gb, w, dx)
+    zero = h.dtype.type(0)
+    for i in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            if not h[i, j] > zero:
+                dx[i, j] = zero
 
 
 class Linear(Module):
@@ -95,9 +172,12 @@ class Linear(Module):
         self._out_t: np.ndarray | None = None
         self._dw: np.ndarray | None = None
         self._dx: np.ndarray | None = None
+        self._scratch_t: np.ndarray | None = None  # (out, N), never handed out (_forward_pair)
+        self._grads_ok: tuple[Any, ...] = ()  # the .grad arrays _grad_targets last accepted
 
     def _reset(self) -> None:
-        self._x = self._out_t = self._dw = self._dx = None
+        self._x = self._out_t = self._dw = self._dx = self._scratch_t = None
+        self._grads_ok = ()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``; a new array.
@@ -131,9 +211,14 @@ class Linear(Module):
         else:
             out_t = np.empty((self.out_features, n), self.dtype)
         threads = self._pool_threads(n)
+        w = self.weight.data
         bias = None if self.bias is None else self.bias.data
-        if threads < 2 or not _pool.linear_forward(self.weight.data, bias, x, out_t, threads):
-            np.matmul(self.weight.data, x.T, out=out_t)
+        if threads > 1 and _pool.linear_forward(w, bias, x, out_t, threads):
+            pass
+        elif self._small(n) and (b := _pool._operand(x))[0] is not None and w.flags.c_contiguous:
+            _small_forward(w, _pool._EMPTY[w.dtype.char] if bias is None else bias, *b, out_t)
+        else:
+            np.matmul(w, x.T, out=out_t)
             if bias is not None:
                 _add_bias_rows(out_t, bias)
         # Inside a Sequential the (N, out) view goes to the next module; a caller gets its own
@@ -168,7 +253,7 @@ class Linear(Module):
         if _is_low(self.dtype):
             return self._backward_low(x, grad_out, input_grad)
         threads = self._pool_threads(x.shape[0])
-        if threads > 1:
+        if threads > 1 or self._small(x.shape[0]):
             done = self._backward_pool(x, grad_out, internal, input_grad, threads)
             if done is not False:
                 return done
@@ -199,15 +284,32 @@ class Linear(Module):
         threads = _threads.pool_threads()
         return threads if self.out_features >= threads else 1
 
-    def _backward_pool(
-        self, x: np.ndarray, grad_out: np.ndarray, internal: bool, input_grad: bool, threads: int
-    ) -> Any:
-        """The backward on minnet's pool: each thread adds its own rows of ``dW`` and ``db``
-        straight into ``.grad``, and computes its share of ``dx``'s rows if asked; ``False``
-        when a ``.grad`` is not a C-contiguous array of the parameter's shape and dtype (the
-        serial path then raises or handles it as before)."""
+    def _small(self, n: int) -> bool:
+        """Whether a float32/float64 layer below the pool's size (batch ``n``) runs each pass as
+        one compiled call (:func:`_small_forward`, :func:`_small_backward`: the same
+        single-threaded BLAS products NumPy makes, without NumPy's per-call costs). Needs the
+        BLAS symbols that :func:`minnet._pool.available` binds; else NumPy's calls."""
+        return (
+            n * self.in_features * self.out_features < _pool.LINEAR_MIN_WORK
+            and not _is_low(self.dtype)
+            and _pool.available()
+        )
+
+    def _grad_targets(self) -> list[np.ndarray | None] | None:
+        """``[weight.grad, bias.grad]`` for a backward that adds straight into them (``None``
+        for a frozen or missing parameter; a ``None`` ``.grad`` becomes zeros first, PyTorch's
+        cleared state); ``None`` when a ``.grad`` is not a writeable C-contiguous array of
+        its parameter's shape and dtype (the NumPy path then raises or handles it)."""
         weight, bias = self.weight, self.bias
-        grads = []
+        ok = self._grads_ok
+        if ok and ok[0] is weight.grad and ok[1] is (None if bias is None else bias.grad):
+            # the arrays accepted last time (a flat buffer's views, usually): only the frozen
+            # set may have changed
+            return [
+                ok[0] if weight.requires_grad else None,
+                ok[1] if bias is not None and bias.requires_grad else None,
+            ]
+        grads: list[np.ndarray | None] = []
         for p in (weight, bias):
             if p is None or not p.requires_grad:
                 grads.append(None)
@@ -222,8 +324,106 @@ class Linear(Module):
                 or not g.flags.c_contiguous
                 or not g.flags.writeable
             ):
-                return False
+                return None
             grads.append(g)
+        if grads[0] is not None and (bias is None or grads[1] is not None):
+            self._grads_ok = (grads[0], grads[1])
+        return grads
+
+    # A ReLU right before this layer in a Sequential runs in this layer's compiled call (both
+    # passes): Sequential asks _pairs_with, then calls _forward_pair / _backward_pair. Each
+    # falls back to the two modules' own calls whenever the one-call path does not apply, so
+    # results, errors and kept state are those of the two calls in turn.
+
+    def _pairs_with(self, prev: Module) -> bool:
+        """Whether ``prev`` (the module before this one) runs inside this layer's calls."""
+        return type(prev) is ReLU
+
+    def _forward_pair(
+        self, relu: Module, x: np.ndarray, relu_internal: bool, internal: bool
+    ) -> np.ndarray:
+        """``self._forward(relu._forward(x, relu_internal), internal)``, in one compiled call
+        for a small float32/float64 layer when ``x`` is a 2-D ``(N, in_features)`` array of the
+        layer's dtype and the ReLU keeps its output in its buffer."""
+        n = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else 0
+        w = self.weight.data
+        if not (
+            relu_internal  # implies grad mode: both keep what backward needs
+            and n > 0
+            and x.dtype == self.dtype
+            and x.shape[1] == self.in_features
+            and self._small(n)
+            and w.flags.c_contiguous
+        ):
+            return self._forward(relu._forward(x, relu_internal), internal)
+        relu._freed = self._freed = False  # what _keep() does in grad mode
+        h = relu._buf
+        if h is None or h.shape != x.shape or h.dtype != x.dtype:
+            h = relu._buf = np.empty(x.shape, x.dtype)  # C order, as ReLU's own buffer
+        # The product lands in (out, N) as on the other paths; a last layer also gets a fresh
+        # C-contiguous copy in the same call (its own (out, N) scratch is never handed out).
+        out_t = self._out_t if internal else self._scratch_t
+        if out_t is None or out_t.shape[1] != n:
+            out_t = np.empty((self.out_features, n), self.dtype)
+            if internal:
+                self._out_t = out_t
+            else:
+                self._scratch_t = out_t
+        y = _pool._EMPTY2[w.dtype.char] if internal else np.empty((n, self.out_features), w.dtype)
+        bias = _pool._EMPTY[w.dtype.char] if self.bias is None else self.bias.data
+        _relu_small_forward(x, h, w, bias, out_t, y)
+        relu._out = h
+        self._x = h
+        return out_t.T if internal else y
+
+    def _backward_pair(self, relu: Module, grad_out: np.ndarray) -> Any:
+        """``relu._backward(self._backward(grad_out, True, True), True, True)``, in one
+        compiled call for a small float32/float64 layer whose input is the ReLU's kept output
+        (the ReLU's input gradient lands in its own buffer)."""
+        x = self._x
+        h = relu._out
+        if not (
+            x is not None
+            and x is h
+            and isinstance(grad_out, np.ndarray)
+            and grad_out.dtype == self.dtype
+            and grad_out.shape == (x.shape[0], self.out_features)
+            and self._small(x.shape[0])
+            and h.flags.c_contiguous
+            and self.weight.data.flags.c_contiguous
+        ):
+            return relu._backward(self._backward(grad_out, True, True), True, True)
+        g = _pool._operand(grad_out)
+        grads = self._grad_targets() if g[0] is not None else None
+        if grads is None:
+            return relu._backward(self._backward(grad_out, True, True), True, True)
+        dx = relu._grad
+        if dx is None or dx.shape != h.shape or dx.dtype != h.dtype:
+            dx = relu._grad = np.empty(h.shape, h.dtype)  # C order, as ReLU's own buffer
+        w = self.weight.data
+        empty2 = _pool._EMPTY2[w.dtype.char]
+        _small_backward_relu(
+            *g, h,
+            empty2 if grads[0] is None else grads[0],
+            _pool._EMPTY[w.dtype.char] if grads[1] is None else grads[1],
+            w, dx,
+        )  # fmt: skip
+        self._x = relu._out = None
+        self._freed = relu._freed = True
+        return dx
+
+    def _backward_pool(
+        self, x: np.ndarray, grad_out: np.ndarray, internal: bool, input_grad: bool, threads: int
+    ) -> Any:
+        """The backward on minnet's pool (``threads > 1``: each thread adds its own rows of
+        ``dW`` and ``db`` straight into ``.grad``, and computes its share of ``dx``'s rows if
+        asked), or in one compiled call for a small layer (``threads == 1``, the same sums);
+        ``False`` when a ``.grad`` is not a C-contiguous array of the parameter's shape and
+        dtype (the serial path then raises or handles it as before)."""
+        weight = self.weight
+        grads = self._grad_targets()
+        if grads is None:
+            return False
         dx = None
         if input_grad:
             if internal:
@@ -232,8 +432,20 @@ class Linear(Module):
                     dx = self._dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
             else:
                 dx = np.empty((grad_out.shape[0], self.in_features), self.dtype)
-        if not _pool.linear_backward(grad_out, x, grads[0], grads[1], weight.data, dx, threads):
+        if threads > 1:
+            if not _pool.linear_backward(grad_out, x, grads[0], grads[1], weight.data, dx, threads):
+                return False
+            return dx
+        g, b, w = _pool._operand(grad_out), _pool._operand(x), weight.data
+        if g[0] is None or b[0] is None or not w.flags.c_contiguous:
             return False
+        empty2 = _pool._EMPTY2[w.dtype.char]
+        _small_backward(
+            *g, *b,
+            empty2 if grads[0] is None else grads[0],
+            _pool._EMPTY[w.dtype.char] if grads[1] is None else grads[1],
+            w, empty2 if dx is None else dx,
+        )  # fmt: skip
         return dx
 
     def _backward_low(self, x: np.ndarray, grad_out: np.ndarray, input_grad: bool) -> Any:

@@ -158,6 +158,20 @@ class Module:
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         return self.backward(grad_out)
 
+    # A module may run its predecessor in a Sequential inside its own calls (one compiled call
+    # for both): Sequential asks _pairs_with(prev) once, then calls _forward_pair /
+    # _backward_pair, which must do what the two modules' own calls in turn would do.
+    def _pairs_with(self, prev: Module) -> bool:
+        return False
+
+    def _forward_pair(
+        self, prev: Module, x: np.ndarray, prev_internal: bool, internal: bool
+    ) -> np.ndarray:
+        return self._forward(prev._forward(x, prev_internal), internal)
+
+    def _backward_pair(self, prev: Module, grad_out: np.ndarray) -> Any:
+        return prev._backward(self._backward(grad_out, True, True), True, True)
+
     def _label(self) -> str:
         name = type(self).__name__
         return f"{name} ({self._where})" if self._where else name

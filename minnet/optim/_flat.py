@@ -54,6 +54,15 @@ def sum_squares(x, n):  # pragma: no cover - compiled
     return total
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _zero_segments(buf, segs):  # pragma: no cover - compiled
+    """``buf[lo:hi] = 0`` for every ``segs[t, j] = (lo, hi)``, thread ``t`` of the pool over
+    its own segments."""
+    for t in numba.prange(segs.shape[0]):
+        for j in range(segs.shape[1]):
+            buf[segs[t, j, 0] : segs[t, j, 1]] = 0  # a slice: one memset (an index loop is not)
+
+
 class FlatBuffers:
     """Parameters of one dtype packed into contiguous buffers, with named state arrays.
 
@@ -132,6 +141,7 @@ class FlatBuffers:
         self._n_trainable = total
         self._segments_key: tuple[Any, ...] | None = None
         self._segments = np.zeros((0, 0, 2), np.int64)
+        self._all_segments = np.zeros((0, 0, 2), np.int64)  # every parameter, for zero_grad
 
     def __getattr__(self, name: str) -> Any:
         # ``flat.exp_avg`` reads a state array (only reached when normal lookup fails).
@@ -224,6 +234,22 @@ class FlatBuffers:
             )
             self._segments_key = key
         return self._segments
+
+    def zero_grad(self, threads: int) -> None:
+        """Fill ``grad`` with zeros. With ``threads > 1`` (minnet's pool) and at least
+        :data:`minnet._pool.OPTIM_MIN_SIZE` elements, thread ``t`` zeroes the rows it owns
+        (:func:`minnet._pool.owned_rows`) of every parameter, frozen ones included: the rows it
+        then adds into in a pooled ``Linear`` backward and updates in the step, so they stay in
+        its core's cache; else one ``fill``."""
+        if threads < 2 or self.size < _pool.OPTIM_MIN_SIZE:
+            self.grad.fill(0)
+            return
+        segs = self._all_segments
+        if segs.shape[0] != threads:
+            segs = self._all_segments = _pool.thread_segments(
+                [p.data.shape for p in self.params], self.offsets, threads
+            )
+        _zero_segments(self.args[1], segs)
 
     @property
     def n_trainable(self) -> int:

@@ -691,14 +691,16 @@ class Optimizer:
     # -- stepping -----------------------------------------------------------------------------
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Set every gradient to zero (one fill per flat buffer).
+        """Set every gradient to zero (one fill per flat buffer; on minnet's pool, each thread
+        fills the rows it owns, see :meth:`FlatBuffers.zero_grad`).
 
         ``set_to_none`` is accepted for PyTorch compatibility and ignored: gradients are views
         of the flat buffer, so minnet always fills zeros (a parameter without a gradient in a
         step then takes that step with ``g = 0``).
         """
+        threads = _threads.pool_threads()
         for flat in self._groups:
-            flat.grad.fill(0)
+            flat.zero_grad(threads)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Apply one update to every parameter, in place (every group, every dtype).
