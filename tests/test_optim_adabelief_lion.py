@@ -485,3 +485,24 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_lion_keeps_negative_zero_as_the_reference_does(dtype: str) -> None:
+    """A -0.0 parameter whose sign argument is -0.0 (gradient and momentum -0.0) stays -0.0, as
+    with NumPy's sign (which gives +0.0 there), in the vectorized part of the loop and the
+    remainder alike."""
+    from minnet.dtypes import as_dtype
+
+    dt = as_dtype(dtype)
+    n = 37
+    p = Parameter(np.zeros(n, np.float32).astype(dt))
+    p.data[[3, 15, 36]] = -0.0
+    opt = minnet.optim.Lion([p], lr=1e-3)
+    opt._flats[0][0].state["exp_avg"][[3, 15, 36]] = -0.0
+    p.grad[...] = 0.0
+    p.grad[[3, 15, 36]] = -0.0
+    opt.step()
+    signs = np.signbit(p.data.astype(np.float32))
+    assert np.flatnonzero(signs).tolist() == [3, 15, 36]
+    assert not p.data.astype(np.float32).any()

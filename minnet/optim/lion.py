@@ -83,12 +83,14 @@ def lion_scalars(
 def _loop(param, grad, exp_avg, scratch, s, track, write):  # pragma: no cover - compiled
     """The pass over all coordinates; ``track`` and ``write`` are compile-time constants."""
     n_nonfinite = 0
+    zero = s.beta1 - s.beta1  # 0 in the scalars' dtype (beta1 is finite)
     for i in range(param.shape[0]):
         g = grad[i]
         m = exp_avg[i]
         p0 = param[i]
-        # np.sign gives 0 at 0 and NaN at NaN (Numba keeps the sign of -0.0; harmless here).
-        u = np.sign(s.one_minus_beta1 * g + s.beta1 * m)
+        # np.sign gives 0 at 0 and NaN at NaN; Numba's keeps the sign of -0.0 and NumPy's does
+        # not, so "+ 0" turns -0.0 into 0.0 (a -0.0 parameter then stays -0.0, as in NumPy).
+        u = np.sign(s.one_minus_beta1 * g + s.beta1 * m) + zero
         m = s.one_minus_beta2 * g + s.beta2 * m
         if s.weight_decay != 0:
             u = u + s.weight_decay * p0
@@ -132,11 +134,12 @@ def _loop_lowp(param, grad, exp_avg, scratch, s, track, write, fp, fs):  # pragm
     updates); there is no second moment, so the underflow count is 0."""
     n_nonfinite = 0
     n_lost = 0
+    zero = s.beta1 - s.beta1
     for i in range(param.shape[0]):
         g = load(grad[i], fp)
         m = load(exp_avg[i], fs)
         p0 = load(param[i], fp)
-        u = np.sign(s.one_minus_beta1 * g + s.beta1 * m)
+        u = np.sign(s.one_minus_beta1 * g + s.beta1 * m) + zero  # -0.0 -> 0.0, as in _loop
         m = s.one_minus_beta2 * g + s.beta2 * m
         if s.weight_decay != 0:
             u = u + s.weight_decay * p0
