@@ -566,6 +566,7 @@ def family_minnet(name: str, n: int) -> Step:
     """``minnet.optim.<name>(**kwargs).step()`` on one float32 parameter of ``n`` values."""
     import minnet
 
+    minnet.set_num_threads(1)  # the family table compares one-thread kernels (see its title)
     entry = FAMILY_BY_NAME[name]
     p = minnet.nn.Parameter(np.ones(n, np.float32))
     optimizer = _minnet_class(name)([p], **entry.kwargs)
@@ -631,6 +632,7 @@ class LowpEntry(NamedTuple):
     state_dtype: str | None = None
     rounding: str = "fused"
     torch_fused: bool | None = None
+    threads: int | None = 1  # minnet's thread count; None: the default policy (its pool)
 
 
 #: The rows of ``python -m benchmarks --only lowp``, in table order; the first is the baseline.
@@ -640,6 +642,10 @@ LOWP: tuple[LowpEntry, ...] = (
     LowpEntry("minnet float16 (all, fused)", "minnet", "float16"),
     LowpEntry("minnet float16 + float32 state (fused)", "minnet", "float16", "float32"),
     LowpEntry("minnet bfloat16 (all, per_op)", "minnet", "bfloat16", rounding="per_op"),
+    LowpEntry("minnet float32, default threads (pool)", "minnet", "float32", threads=None),
+    LowpEntry(
+        "minnet bfloat16 (all, fused), default threads (pool)", "minnet", "bfloat16", threads=None
+    ),  # fmt: skip
     LowpEntry("PyTorch float32 fused=True", "torch", "float32", torch_fused=True),
     LowpEntry("PyTorch bfloat16 fused=True", "torch", "bfloat16", torch_fused=True),
     LowpEntry("PyTorch bfloat16 default", "torch", "bfloat16", torch_fused=None),
@@ -661,6 +667,7 @@ def lowp_step(name: str, n: int) -> Step:
         import minnet
         from minnet.dtypes import as_dtype
 
+        minnet.set_num_threads(entry.threads)  # 1, or None: the default policy and its pool
         dtype = as_dtype(entry.dtype)
         p = minnet.nn.Parameter(np.ones(n, np.float32))
         p.data = np.ones(n, dtype)

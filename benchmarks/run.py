@@ -812,6 +812,11 @@ def _torch_threads(requested: int | None) -> str:
 LOWP_SPEEDUP_TARGET = 1.6
 LOWP_BASE = impls.LOWP[0].name
 LOWP_BF16 = impls.LOWP[1].name
+#: The same two rows on the default thread policy (minnet's pool on an idle machine).
+LOWP_PAIRS = {
+    "one thread": (LOWP_BASE, LOWP_BF16),
+    "default threads (pool)": (impls.LOWP[5].name, impls.LOWP[6].name),
+}
 
 
 def bench_lowp(
@@ -827,7 +832,7 @@ def bench_lowp(
     workers: dict[str, Worker] = {}
     notes: list[str] = []
     rows: dict[int, list[dict]] = {}
-    speedups: dict[int, list[float]] = {}
+    speedups: dict[tuple[str, int], list[float]] = {}
     try:
         for entry in tqdm(impls.LOWP, desc="workers", unit="row", leave=False):
             w = Worker("lowp", entry.name, sizes_arg)
@@ -840,17 +845,18 @@ def bench_lowp(
             k = {name: _block_size(w.per_call[key], block) for name, w in workers.items()}
             res = alternate(workers, rounds, k, key)
             rows[n] = summarize(res, LOWP_BASE)
-            if LOWP_BASE in res and LOWP_BF16 in res:
-                speedups[n] = [
-                    a / b for a, b in zip(res[LOWP_BASE]["rounds"], res[LOWP_BF16]["rounds"])
-                ]
+            for label, (base, bf16) in LOWP_PAIRS.items():
+                if base in res and bf16 in res:
+                    speedups[label, n] = [
+                        a / b for a, b in zip(res[base]["rounds"], res[bf16]["rounds"])
+                    ]
     finally:
         for w in workers.values():
             w.close()
     return rows, speedups, notes
 
 
-def print_lowp(rows: dict[int, list[dict]], speedups: dict[int, list[float]]) -> None:
+def print_lowp(rows: dict[int, list[dict]], speedups: dict[tuple[str, int], list[float]]) -> None:
     """One table per size (:func:`print_table` in microseconds), then the bfloat16 speedup."""
     for n, table in rows.items():
         print(f"### {n:,} parameters")
@@ -862,12 +868,12 @@ def print_lowp(rows: dict[int, list[dict]], speedups: dict[int, list[float]]) ->
         f"target >= {LOWP_SPEEDUP_TARGET:g} at 10,000,000):"
     )
     print()
-    for n, ratios in speedups.items():
+    for (label, n), ratios in speedups.items():
         med = statistics.median(ratios)
         verdict = ""
         if n == 10**7:
             verdict = " - target met" if med >= LOWP_SPEEDUP_TARGET else " - target MISSED"
-        print(f"- {n:,}: {med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}){verdict}")
+        print(f"- {label}, {n:,}: {med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}){verdict}")
 
 
 #: The sections, in the order they run.
@@ -1040,8 +1046,9 @@ def main(argv: list[str] | None = None) -> int:
             "float16; float16 parameters with float32 state (`state_dtype`); all bfloat16 with "
             '`rounding="per_op"`; PyTorch\'s Adam `fused=True` and default (foreach) on the '
             "same dtypes (PyTorch intra-op threads: "
-            f"{_torch_threads(args.torch_threads)}; minnet: one thread). Ratio: the row's "
-            "time / minnet float32's."
+            f"{_torch_threads(args.torch_threads)}; minnet: one thread, except the two "
+            "'default threads' rows: minnet's thread policy and pool). Ratio: the row's "
+            "time / minnet float32's (one thread)."
         )
         print()
         lowp_rows, lowp_speedups, notes = bench_lowp(rounds, args.sizes, block)

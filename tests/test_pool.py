@@ -309,3 +309,39 @@ def test_the_lab_hold_means_the_serial_path() -> None:
     _needs_pool()
     with threads.hold():
         assert threads.pool_threads() == 1 and minnet.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16bit_optimizer_steps_on_the_pool_bit_for_bit(small_pool, dtype: str) -> None:
+    """16-bit buffers (untracked) take the pool too; every kernel is elementwise, so the bits
+    equal one serial call's, the word-pair loop's odd segment starts included."""
+    from minnet.dtypes import as_dtype
+
+    dt = as_dtype(dtype)
+    gen = np.random.default_rng(3)
+    results = []
+    for threads_ in (2, 1):
+        minnet.set_num_threads(threads_)
+        ps = [nn.Parameter(gen.standard_normal(s).astype(dt)) for s in ((37, 11), (9,), (5, 3))]
+        opt = minnet.optim.Adam(ps, lr=1e-2, amsgrad=True)
+        calls = []
+        real = _pool.optimizer_step
+
+        def spy(*a, real=real, calls=calls, **k):
+            out = real(*a, **k)
+            calls.append(out is not None)
+            return out
+
+        _pool.optimizer_step = spy
+        try:
+            for _ in range(3):
+                for p in ps:
+                    p.grad[...] = gen.standard_normal(p.data.shape).astype(dt)
+                opt.step()
+        finally:
+            _pool.optimizer_step = real
+        assert calls == ([True] * 3 if threads_ == 2 else [])
+        results.append([p.data.view(np.uint16).copy() for p in ps])
+        gen = np.random.default_rng(3)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -740,9 +740,12 @@ class Optimizer:
         threads = _threads.pool_threads()
         for _, flat, kernel, scalars in plans:
             scratch = flat.ensure_scratch() if track else flat.scratch
-            if threads > 1 and flat.formats is None and flat.size >= _pool.OPTIM_MIN_SIZE:
+            pooled = flat.formats is None or not track  # 16-bit: the 5 counts are not summed
+            if threads > 1 and pooled and flat.size >= _pool.OPTIM_MIN_SIZE:
                 # minnet's pool (minnet._pool): thread t updates the rows it owns of every
-                # parameter, the rows whose gradient it computed in a pooled Linear backward.
+                # parameter, the rows whose gradient it computed in a pooled Linear backward
+                # (16-bit layers keep the serial route, but their optimizer step is split the
+                # same way: every kernel is elementwise, so the bits do not depend on it).
                 segs = flat.thread_segments(threads)
                 counts = _pool.optimizer_step(kernel, flat.args, scratch, scalars, segs)
                 if counts is not None:
