@@ -282,6 +282,22 @@ def linear_forward(
     return True
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _add_column_sums(gb, g, g_trans, r0, r1):  # pragma: no cover - compiled
+    """``gb[i] += G[:, i].sum()`` for ``i`` in ``r0:r1`` (the batch rows added in order, as
+    NumPy's ``sum(axis=0)``); ``g`` is ``G`` (``g_trans``) or ``G.T``, C-contiguous."""
+    n = g.shape[0] if g_trans else g.shape[1]
+    for i in range(r0, r1):
+        s = gb[i] - gb[i]  # zero of gb's dtype
+        if g_trans:
+            for j in range(n):
+                s += g[j, i]
+        else:
+            for j in range(n):
+                s += g[i, j]
+        gb[i] += s
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _backward(g, g_trans, b, b_trans, gw, gb, w, dx, threads):  # pragma: no cover - compiled
     # g: G (N, out) when g_trans, else G.T (out, N); b: x (N, d) when b_trans, else x.T
@@ -307,15 +323,7 @@ def _backward(g, g_trans, b, b_trans, gw, gb, w, dx, threads):  # pragma: no cov
             _gemm(single, ta, tb, r1 - r0, d, n, a, lda, b.ctypes.data, ldb, 1.0,
                   gw.ctypes.data + r0 * d * size, d)  # fmt: skip
         if do_b:
-            for i in range(r0, r1):
-                s = gb[i] - gb[i]  # zero of gb's dtype
-                if g_trans:
-                    for j in range(n):
-                        s += g[j, i]
-                else:
-                    for j in range(n):
-                        s += g[i, j]
-                gb[i] += s
+            _add_column_sums(gb, g, g_trans, r0, r1)
         if do_x:
             n0 = n * t // threads
             n1 = n * (t + 1) // threads

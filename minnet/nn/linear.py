@@ -63,15 +63,7 @@ def _small_backward(g, g_trans, b, b_trans, gw, gb, w, dx):  # pragma: no cover 
         _pool._gemm(single, ta, tb, out, d, n, g.ctypes.data, lda, b.ctypes.data, ldb, 1.0,
                     gw.ctypes.data, d)  # fmt: skip
     if gb.shape[0] > 0:
-        for i in range(out):
-            s = gb[i] - gb[i]  # zero of gb's dtype
-            if g_trans:
-                for j in range(n):
-                    s += g[j, i]
-            else:
-                for j in range(n):
-                    s += g[i, j]
-            gb[i] += s
+        _pool._add_column_sums(gb, g, g_trans, 0, out)
     if dx.shape[0] > 0:
         ta2 = _pool._NO_TRANS if g_trans else _pool._TRANS
         _pool._gemm(single, ta2, _pool._NO_TRANS, n, d, out, g.ctypes.data, lda, w.ctypes.data,
