@@ -52,6 +52,7 @@ import numpy as np
 from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
     check_eps,
@@ -267,18 +268,12 @@ def adadelta_step_reference_lowp(
     the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
     f32 = np.float32
     if rounding == "fused":
-        arrays = [a.astype(f32) for a in (param, grad, square_avg, acc_delta)]
-        adadelta_step_reference(*arrays, scalars)
-        for out, a in zip((param, square_avg, acc_delta), (arrays[0], arrays[2], arrays[3])):
-            out[...] = a.astype(out.dtype)
+        fused(adadelta_step_reference, param, grad, (square_avg, acc_delta), scalars)
         return
     s = scalars
 
-    def rp(x: np.ndarray) -> np.ndarray:  # round to the parameter dtype
-        return np.asarray(x, f32).astype(param.dtype).astype(f32)
-
-    def rs(x: np.ndarray) -> np.ndarray:  # round to the state dtype
-        return np.asarray(x, f32).astype(square_avg.dtype).astype(f32)
+    rp = rounder(param.dtype)  # round to the parameter dtype
+    rs = rounder(square_avg.dtype)  # round to the state dtype
 
     with np.errstate(all="ignore"):
         p = param.astype(f32)

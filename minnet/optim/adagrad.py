@@ -57,6 +57,7 @@ from minnet._lowp import load, round_to, store
 from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._reference import rounder
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -320,11 +321,8 @@ def adagrad_step_reference_lowp(
     if mode != OUTSIDE:
         raise ValueError(_per_op_message(mode))
 
-    def rp(x: Any) -> Any:  # round to the parameter dtype
-        return np.asarray(x, f32).astype(param.dtype).astype(f32)
-
-    def rs(x: Any) -> Any:  # round to the state dtype
-        return np.asarray(x, f32).astype(state_sum.dtype).astype(f32)
+    rp = rounder(param.dtype)  # round to the parameter dtype
+    rs = rounder(state_sum.dtype)  # round to the state dtype
 
     with np.errstate(all="ignore"):
         p = param.astype(f32)

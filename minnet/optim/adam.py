@@ -50,6 +50,7 @@ import numpy as np
 from minnet._lowp import BF16, LITTLE_ENDIAN, hi16, lo16, load, pack16, round_to, store
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -585,18 +586,13 @@ def adam_step_reference_lowp(
     """
     f32 = np.float32
     if rounding == "fused":
-        arrays = [a.astype(f32) for a in (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)]
-        adam_step_reference(*arrays, scalars, mode, ams, decoupled)
-        for out, a in zip((param, exp_avg, exp_avg_sq, max_exp_avg_sq), arrays[:1] + arrays[2:]):
-            out[...] = a.astype(out.dtype)
+        state = (exp_avg, exp_avg_sq, max_exp_avg_sq)
+        fused(adam_step_reference, param, grad, state, scalars, mode, ams, decoupled)
         return
     s = scalars
 
-    def rp(x: np.ndarray) -> np.ndarray:  # round to the parameter dtype
-        return np.asarray(x, f32).astype(param.dtype).astype(f32)
-
-    def rs(x: np.ndarray) -> np.ndarray:  # round to the state dtype
-        return np.asarray(x, f32).astype(exp_avg.dtype).astype(f32)
+    rp = rounder(param.dtype)  # round to the parameter dtype
+    rs = rounder(exp_avg.dtype)  # round to the state dtype
 
     with np.errstate(all="ignore"):
         p = param.astype(f32)

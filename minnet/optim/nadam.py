@@ -60,6 +60,7 @@ import numpy as np
 from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -339,18 +340,12 @@ def nadam_step_reference_lowp(
     the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
     f32 = np.float32
     if rounding == "fused":
-        arrays = [a.astype(f32) for a in (param, grad, exp_avg, exp_avg_sq)]
-        nadam_step_reference(*arrays, scalars, decoupled)
-        for out, a in zip((param, exp_avg, exp_avg_sq), (arrays[0], arrays[2], arrays[3])):
-            out[...] = a.astype(out.dtype)
+        fused(nadam_step_reference, param, grad, (exp_avg, exp_avg_sq), scalars, decoupled)
         return
     s = scalars
 
-    def rp(x: np.ndarray) -> np.ndarray:  # round to the parameter dtype
-        return np.asarray(x, f32).astype(param.dtype).astype(f32)
-
-    def rs(x: np.ndarray) -> np.ndarray:  # round to the state dtype
-        return np.asarray(x, f32).astype(exp_avg.dtype).astype(f32)
+    rp = rounder(param.dtype)  # round to the parameter dtype
+    rs = rounder(exp_avg.dtype)  # round to the state dtype
 
     with np.errstate(all="ignore"):
         p = param.astype(f32)

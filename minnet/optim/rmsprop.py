@@ -65,6 +65,7 @@ from minnet._lowp import load, round_to, store
 from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -452,24 +453,16 @@ def rmsprop_step_reference_lowp(
     stored array once; ``"per_op"`` (``mode=OUTSIDE``) rounds every op's float32 result to the
     dtype of the array it belongs to, in PyTorch's order (module docstring)."""
     f32 = np.float32
-    state = [a for a in (square_avg, momentum_buffer, grad_avg)]
     if rounding == "fused":
-        p32 = param.astype(f32)
-        s32 = [None if a is None else a.astype(f32) for a in state]
-        rmsprop_step_reference(p32, grad.astype(f32), *s32, scalars, mode)
-        for out, a in zip([param, *state], [p32, *s32]):
-            if out is not None:
-                out[...] = a.astype(out.dtype)
+        state = (square_avg, momentum_buffer, grad_avg)
+        fused(rmsprop_step_reference, param, grad, state, scalars, mode)
         return
     if mode != OUTSIDE:
         raise ValueError(_PER_OP_MESSAGE)
     s = scalars
 
-    def rp(x: Any) -> Any:  # round to the parameter dtype
-        return np.asarray(x, f32).astype(param.dtype).astype(f32)
-
-    def rs(x: Any) -> Any:  # round to the state dtype
-        return np.asarray(x, f32).astype(square_avg.dtype).astype(f32)
+    rp = rounder(param.dtype)  # round to the parameter dtype
+    rs = rounder(square_avg.dtype)  # round to the state dtype
 
     with np.errstate(all="ignore"):
         p = param.astype(f32)

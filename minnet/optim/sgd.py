@@ -48,6 +48,7 @@ import numpy as np
 from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -283,20 +284,12 @@ def sgd_step_reference_lowp(
     it belongs to, in PyTorch's order (module docstring)."""
     f32 = np.float32
     if rounding == "fused":
-        p32 = param.astype(f32)
-        b32 = None if momentum_buffer is None else momentum_buffer.astype(f32)
-        sgd_step_reference(p32, grad.astype(f32), b32, scalars, nesterov)
-        param[...] = p32.astype(param.dtype)
-        if momentum_buffer is not None:
-            momentum_buffer[...] = b32.astype(momentum_buffer.dtype)
+        fused(sgd_step_reference, param, grad, (momentum_buffer,), scalars, nesterov)
         return
     s = scalars
 
-    def rp(x: Any) -> Any:  # round to the parameter dtype
-        return np.asarray(x, f32).astype(param.dtype).astype(f32)
-
-    def rs(x: Any) -> Any:  # round to the state dtype
-        return np.asarray(x, f32).astype(momentum_buffer.dtype).astype(f32)
+    rp = rounder(param.dtype)  # round to the parameter dtype
+    rs = rounder(momentum_buffer.dtype)  # round to the state dtype
 
     with np.errstate(all="ignore"):
         p = param.astype(f32)
