@@ -187,15 +187,24 @@ def jax_step() -> Step:
     import jax.numpy as jnp
     import optax
 
-    d = seed_data()
-    params = {k: jnp.asarray(v) for k, v in d.items() if "." in k}
-    x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
-    tx = optax.amsgrad(LR, eps=EPS)
-
     def loss_fn(p: dict, x: jax.Array, y: jax.Array) -> jax.Array:
         h = jnp.maximum(x @ p["0.weight"].T + p["0.bias"], 0)
         diff = h @ p["2.weight"].T + p["2.bias"] - y
         return jnp.sum(diff * diff)
+
+    return _jax_jit_step(seed_data(), loss_fn, optax.amsgrad(LR, eps=EPS))
+
+
+def _jax_jit_step(d: dict[str, np.ndarray], loss_fn: Callable[..., Any], tx: Any) -> Step:
+    """``loss_fn(params, x, y)``'s value and gradient and ``tx``'s update in one ``jax.jit``,
+    parameters (the keys of ``d`` with a dot) and optimizer state donated; the step returns the
+    loss read on the host."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    params = {k: jnp.asarray(v) for k, v in d.items() if "." in k}
+    x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
 
     def train_step(p: dict, s: object, x: jax.Array, y: jax.Array) -> tuple:
         loss, g = jax.value_and_grad(loss_fn)(p, x, y)
@@ -310,31 +319,13 @@ def jax_mlp_step() -> Step:
     import jax.numpy as jnp
     import optax
 
-    d = mlp_data()
-    params = {k: jnp.asarray(v) for k, v in d.items() if "." in k}
-    x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
-    tx = optax.adam(MLP_LR)
-
     def loss_fn(p: dict, x: jax.Array, y: jax.Array) -> jax.Array:
         h = jnp.maximum(x @ p["0.weight"].T + p["0.bias"], 0)
         h = jnp.maximum(h @ p["2.weight"].T + p["2.bias"], 0)
         logits = h @ p["4.weight"].T + p["4.bias"]
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    def train_step(p: dict, s: object, x: jax.Array, y: jax.Array) -> tuple:
-        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
-        updates, s = tx.update(g, s, p)
-        return optax.apply_updates(p, updates), s, loss
-
-    train = jax.jit(train_step, donate_argnums=(0, 1))
-    state = [params, tx.init(params)]
-
-    def step() -> float:
-        p, s, loss = train(state[0], state[1], x, y)
-        state[0], state[1] = p, s
-        return float(loss)
-
-    return step
+    return _jax_jit_step(mlp_data(), loss_fn, optax.adam(MLP_LR))
 
 
 MLP_IMPLS: dict[str, Callable[[], Step]] = {
