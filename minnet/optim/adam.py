@@ -567,6 +567,40 @@ def adam_step_reference(
         param += delta
 
 
+def adam_moments_per_op(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    s: Any,
+    decoupled: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The first ops of PyTorch's for-loop Adam, NAdam and RAdam under ``"per_op"`` rounding,
+    each result rounded to the dtype of the array it belongs to: the decoupled decay
+    ``param.mul_(decay)``, the L2 term ``grad.add(param, alpha=weight_decay)``,
+    ``exp_avg.lerp_(grad, lerp_w)`` and ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 -
+    beta2)``. ``s`` has those scalars (float32); returns float32 ``(p, g, V_dw, S_dw)`` (``g``
+    with the L2 term), the arrays themselves unchanged."""
+    f32 = np.float32
+    rp = rounder(param.dtype)
+    rs = rounder(exp_avg.dtype)
+    with np.errstate(all="ignore"):
+        p = param.astype(f32)
+        g = grad.astype(f32)
+        m = exp_avg.astype(f32)
+        if decoupled:
+            p = rp(p * s.decay)
+        if s.weight_decay != 0:
+            g = rp(g + s.weight_decay * p)
+        if s.lerp_w < 0.5:
+            m = rs(m + s.lerp_w * (g - m))
+        else:
+            m = rs(g - (g - m) * s.one_minus_lerp_w)
+        v = rs(exp_avg_sq.astype(f32) * s.beta2)
+        v = rs(v + s.one_minus_beta2 * g * g)
+    return p, g, m, v
+
+
 def adam_step_reference_lowp(
     param: np.ndarray,
     grad: np.ndarray,
@@ -591,24 +625,9 @@ def adam_step_reference_lowp(
         return
     s = scalars
 
-    rp = rounder(param.dtype)  # round to the parameter dtype
     rs = rounder(exp_avg.dtype)  # round to the state dtype
-
+    p, _, m, v = adam_moments_per_op(param, grad, exp_avg, exp_avg_sq, s, decoupled)
     with np.errstate(all="ignore"):
-        p = param.astype(f32)
-        g = grad.astype(f32)
-        m = exp_avg.astype(f32)
-        v = exp_avg_sq.astype(f32)
-        if decoupled:
-            p = rp(p * s.decay)
-        if s.weight_decay != 0:
-            g = rp(g + s.weight_decay * p)
-        if s.lerp_w < 0.5:
-            m = rs(m + s.lerp_w * (g - m))
-        else:
-            m = rs(g - (g - m) * s.one_minus_lerp_w)
-        v = rs(v * s.beta2)
-        v = rs(v + s.one_minus_beta2 * g * g)
         src = v
         if ams != NO_MAX:
             src = np.maximum(max_exp_avg_sq.astype(f32), v)

@@ -64,6 +64,7 @@ from minnet._lowp import load, round_to, store
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats, sum_squares
 from minnet.optim._reference import fused, rounder
+from minnet.optim.adam import adam_moments_per_op
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -370,29 +371,14 @@ def radam_step_reference_lowp(
     place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
     result once (NumPy's / ml_dtypes' casts); ``"per_op"`` rounds every op's float32 result to
     the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
-    f32 = np.float32
     if rounding == "fused":
         fused(radam_step_reference, param, grad, (exp_avg, exp_avg_sq), scalars, decoupled)
         return
     s = scalars
 
-    rp = rounder(param.dtype)  # round to the parameter dtype
     rs = rounder(exp_avg.dtype)  # round to the state dtype
-
+    p, _, m, v = adam_moments_per_op(param, grad, exp_avg, exp_avg_sq, s, decoupled)
     with np.errstate(all="ignore"):
-        p = param.astype(f32)
-        g = grad.astype(f32)
-        m = exp_avg.astype(f32)
-        if decoupled:
-            p = rp(p * s.decay)
-        if s.weight_decay != 0:
-            g = rp(g + s.weight_decay * p)
-        if s.lerp_w < 0.5:
-            m = rs(m + s.lerp_w * (g - m))
-        else:
-            m = rs(g - (g - m) * s.one_minus_lerp_w)
-        v = rs(exp_avg_sq.astype(f32) * s.beta2)
-        v = rs(v + s.one_minus_beta2 * g * g)
         step = rs(rs(m / s.bc1) * s.lr)
         if s.rectified:
             adaptive = rs(s.sqrt_bc2 / rs(rs(np.sqrt(v)) + s.eps))
