@@ -277,7 +277,8 @@ def kernel_vectorization() -> str:
     """Count vector registers in the float32 AMSGrad kernel's machine code."""
     import numba
 
-    from minnet.optim.adam import adam_scalars, ams_kind, kernel_for
+    from minnet.optim._kernel import kernel
+    from minnet.optim.adam import RULE, adam_scalars, ams_kind
 
     a = np.ones(64, np.float32)
     s = adam_scalars(
@@ -292,7 +293,8 @@ def kernel_vectorization() -> str:
     )
     mode, ams = 0, ams_kind(True, "raw")
     # The disk-cached kernel cannot show its assembly: compile the same function again, uncached.
-    fresh = numba.njit(error_model="numpy", nogil=True)(kernel_for(mode, ams, False, True).py_func)
+    compiled = kernel(RULE, (mode, ams, False), False, True)
+    fresh = numba.njit(error_model="numpy", nogil=True)(compiled.py_func)
     fresh(a, a.copy(), a.copy(), a.copy(), a.copy(), a[:0], s)
     asm = "\n".join(fresh.inspect_asm().values())
     counts = {r: len(re.findall(rf"%{r}\d+", asm)) for r in ("xmm", "ymm", "zmm")}

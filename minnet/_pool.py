@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -48,7 +47,8 @@ from typing import Any
 import numba
 import numpy as np
 from numba import prange, types
-from numba.core.caching import FunctionCache
+
+from minnet._jitcache import Undescribable, cache_on_source, describe
 
 __all__ = [
     "SPIN_COUNT",
@@ -384,57 +384,6 @@ _EMPTY2 = {c: np.empty((0, 0), c) for c in "fd"}
 # -- the optimizer ----------------------------------------------------------------------------
 
 
-def _source_stamps() -> tuple[tuple[str, float, int], ...]:
-    """``(file, mtime, size)`` of every minnet module: a kernel may call code in any of them."""
-    root = os.path.dirname(os.path.abspath(__file__))
-    out = []
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in sorted(files):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(folder, name))
-                out.append((os.path.relpath(os.path.join(folder, name), root), st.st_mtime,
-                            st.st_size))  # fmt: skip
-    return tuple(out)
-
-
-class _Undescribable(Exception):
-    pass
-
-
-def _describe(obj: Any) -> Any:
-    """A stable description of a closure variable (for the on-disk cache key)."""
-    if isinstance(obj, numba.core.registry.CPUDispatcher):
-        f = obj.py_func
-        try:
-            st = os.stat(f.__code__.co_filename)
-            stamp: Any = (f.__code__.co_filename, st.st_mtime, st.st_size)
-        except OSError:
-            raise _Undescribable(f.__qualname__) from None
-        cells = tuple(_describe(c.cell_contents) for c in (f.__closure__ or ()))
-        code = hashlib.sha256(f.__code__.co_code).hexdigest()
-        return ("jit", f.__module__, f.__qualname__, code, stamp, obj.targetoptions, cells)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return (type(obj).__name__, obj)
-    if isinstance(obj, tuple):
-        return (type(obj).__name__, tuple(_describe(o) for o in obj))
-    raise _Undescribable(type(obj).__name__)
-
-
-class _KernelKeyedCache(FunctionCache):
-    """Numba's on-disk cache for a driver that closes over a kernel: the key describes the
-    kernel by its module, name, bytecode, closure constants and minnet's source files (Numba's
-    default key pickles the closure, and a dispatcher does not pickle the same way twice)."""
-
-    def __init__(self, py_func: Callable[..., Any], described: Any) -> None:
-        super().__init__(py_func)
-        self._described = hashlib.sha256(repr(described).encode()).hexdigest()
-
-    def _index_key(self, sig: Any, codegen: Any) -> Any:
-        code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
-        return (sig, codegen.magic_tuple(), (code, self._described))
-
-
 def _driver_source(kernel: Any, n_state: int) -> Callable[..., Any]:
     # One closure per arity: thread t runs ``kernel`` over its segment of every parameter.
     if n_state == 0:
@@ -521,12 +470,13 @@ def optimizer_driver(kernel: Any, n_state: int) -> Callable[..., Any] | None:
     if not isinstance(kernel, numba.core.registry.CPUDispatcher) or not 0 <= n_state <= 3:
         return None
     try:
-        described = (_describe(kernel), _source_stamps())
-    except _Undescribable:
+        describe(kernel)
+    except Undescribable:
         return None
-    py = _driver_source(kernel, n_state)
-    driver = numba.njit(parallel=True, error_model="numpy", nogil=True)(py)
-    driver._cache = _KernelKeyedCache(py, described)
+    driver = numba.njit(parallel=True, error_model="numpy", nogil=True)(
+        _driver_source(kernel, n_state)
+    )
+    cache_on_source(driver)
     return driver
 
 

@@ -12,16 +12,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minnet.optim._kernel import kernel
 from minnet.optim.adam import (
     AMSGRAD_MAX_MODES,
     EPS_MODES,
     MAX_RAW,
+    NO_MAX,
+    RULE,
     AdamScalars,
     adam_scalars,
-    adam_step_numba,
     adam_step_reference,
     ams_kind,
 )
+
+
+def adam_step_numba(
+    param, grad, m, v, vmax, scratch, s, mode, ams, track, write, decoupled=False
+):  # type: ignore[no-untyped-def]
+    """Adam's compiled pass for one variant (the AMSGrad max only when ``ams`` keeps one)."""
+    state = (m, v) if ams == NO_MAX else (m, v, vmax)
+    return kernel(RULE, (mode, ams, decoupled), track, write)(param, grad, *state, scratch, s)
 
 
 def run_both(
@@ -137,13 +147,14 @@ def test_kernel_is_cached_on_disk(tmp_path) -> None:
     script = textwrap.dedent(
         """
         import numpy as np
-        from minnet.optim.adam import adam_scalars, adam_step_numba, kernel_for
+        from minnet.optim._kernel import kernel
+        from minnet.optim.adam import RULE, adam_scalars
         a = np.ones(4, np.float32)
         s = adam_scalars(np.dtype(np.float32), lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                          weight_decay=0.0, step=1, amsgrad=True)
         z = lambda: np.zeros(4, np.float32)
-        adam_step_numba(a, a.copy(), z(), z(), z(), z(), s, 0, 1, False, True)
-        kernel = kernel_for(0, 1, False, True)
+        kernel = kernel(RULE, (0, 1, False), False, True)
+        kernel(a, a.copy(), z(), z(), z(), z(), s)
         print(sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))
         """
     )

@@ -40,16 +40,16 @@ stays in one dtype (the loop vectorizes) and float32 follows PyTorch's float32 a
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 
-from minnet._lowp import BF16, LITTLE_ENDIAN, hi16, lo16, load, pack16, round_to, store
+from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel, slot
 from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
@@ -68,12 +68,10 @@ __all__ = [
     "AMSGRAD_MAX_MODES",
     "AdamScalars",
     "adam_scalars",
-    "adam_step_numba",
     "adam_step_reference",
     "adam_step_reference_lowp",
-    "lowp_kernel_for",
     "ams_kind",
-    "kernel_for",
+    "RULE",
     "validate_adam_hyperparameters",
 ]
 
@@ -170,18 +168,28 @@ def ams_kind(amsgrad: bool, amsgrad_max: str) -> int:
     return MAX_CORRECTED if amsgrad_max == "corrected" else MAX_RAW
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _element(p, g, m, v, vmax, s, mode, ams):  # pragma: no cover - compiled
-    """One coordinate's update; returns (new param, V_dw, S_dw, S_max, delta, eps-dominated)."""
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode, ams,
+    decoupled)``. Under ``"per_op"`` rounding (``rp``/``rs`` not NATIVE: PyTorch's for-loop Adam,
+    eps "outside", max "raw") each op's result is rounded to the dtype of the tensor it
+    writes, and the step is ``(-step_size * V_dw) / denom`` as ``addcdiv_`` computes it."""
+    mode, ams, decoupled = o
+    per_op = rp != NATIVE or rs != NATIVE
+    m = state[0]
+    v = state[1]
+    vmax = slot(state, 2, v)
+    p_in = round_to(p * s.decay, rp) if decoupled else p  # param.mul_(1 - lr * weight_decay)
     if s.weight_decay != 0:
-        g = g + s.weight_decay * p
-    # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
+        g = round_to(g + s.weight_decay * p_in, rp)  # grad.add(param, alpha=weight_decay)
+    # exp_avg.lerp_(grad, 1 - beta1): PyTorch's lerp switches formula at weight 0.5 to stay
+    # exact at both ends.
     if s.lerp_w < 0.5:
-        m = m + s.lerp_w * (g - m)
+        m = round_to(m + s.lerp_w * (g - m), rs)
     else:
-        m = g - (g - m) * s.one_minus_lerp_w
-    v = v * s.beta2
-    v = v + s.one_minus_beta2 * g * g
+        m = round_to(g - (g - m) * s.one_minus_lerp_w, rs)
+    v = round_to(v * s.beta2, rs)  # exp_avg_sq.mul_(beta2)
+    v = round_to(v + s.one_minus_beta2 * g * g, rs)  # .addcmul_(grad, grad, value=1 - beta2)
     src = v
     if ams != NO_MAX:
         cand = v / s.max_div if ams == MAX_CORRECTED else v
@@ -192,8 +200,11 @@ def _element(p, g, m, v, vmax, s, mode, ams):  # pragma: no cover - compiled
         src = vmax
     eps = s.eps
     if mode == OUTSIDE:
-        root = np.sqrt(src) / s.root_div
-        delta = s.neg_step * (m / (root + eps))
+        root = round_to(round_to(np.sqrt(src), rs) / s.root_div, rs)  # sqrt() / bc2_sqrt
+        if per_op:
+            delta = (s.neg_step * m) / round_to(root + eps, rs)  # addcdiv_(m, denom + eps)
+        else:
+            delta = s.neg_step * (m / (root + eps))
         dominated = eps >= root
     elif mode == HAT:
         root = np.sqrt(src) / s.root_div
@@ -206,321 +217,23 @@ def _element(p, g, m, v, vmax, s, mode, ams):  # pragma: no cover - compiled
     else:
         delta = s.neg_step * np.arctan2(m / s.m_div, np.sqrt(src / s.v_div))
         dominated = False
-    return p + delta, m, v, vmax, delta, dominated
+    new = p_in + delta
+    return p_in, new, (m, v, vmax), delta, new - p if decoupled else delta, dominated, g
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _loop(
-    param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
-    decoupled,
-):  # pragma: no cover - compiled  # fmt: skip
-    """The pass over all coordinates; every flag is a compile-time constant where it is inlined.
-
-    Tracked, the loop also counts (integer reductions vectorize) and keeps each update ``delta``
-    (with the decoupled decay, the whole change of the parameter) in ``scratch``; a second,
-    short pass sums their squares.
-    """
-    n_dominated = 0
-    n_nonfinite = 0
-    for i in range(param.shape[0]):
-        vmax_i = max_exp_avg_sq[i] if ams != NO_MAX else exp_avg_sq[i]
-        p0 = param[i]
-        p_in = p0 * s.decay if decoupled else p0
-        p, m, v, vmax, delta, dominated = _element(
-            p_in, grad[i], exp_avg[i], exp_avg_sq[i], vmax_i, s, mode, ams
-        )
-        if track:
-            n_dominated += dominated
-            n_nonfinite += not np.isfinite(p)
-            scratch[i] = p - p0 if decoupled else delta
-        if write:
-            param[i] = p
-            exp_avg[i] = m
-            exp_avg_sq[i] = v
-            if ams != NO_MAX:
-                max_exp_avg_sq[i] = vmax
-    if not track:
-        return 0, 0, 0.0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
-
-
-def kernel_for(
-    mode: int, ams: int, track: bool, write: bool, decoupled: bool = False
-) -> Callable[..., tuple]:
-    """The compiled kernel specialised to one variant (built on first use, cached on disk).
-
-    ``kernel(param, grad, exp_avg, exp_avg_sq[, max_exp_avg_sq], scratch, scalars)``: the
-    AMSGrad max is an argument only when ``ams`` is not ``NO_MAX`` (the state arrays of
-    :meth:`Adam._state_spec`, in order). The flags are closure constants, so each variant's
-    loop is branch-free and the plain update (``track=False, write=True``) vectorizes; Numba's
-    disk cache keys on the closure values.
-    """
-    return _kernel_for(int(mode), int(ams), bool(track), bool(write), bool(decoupled))
-
-
-@functools.cache
-def _kernel_for(mode: int, ams: int, track: bool, write: bool, decoupled: bool) -> Callable:
-    if ams == NO_MAX:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel(param, grad, exp_avg, exp_avg_sq, scratch, s):  # pragma: no cover
-            return _loop(
-                param, grad, exp_avg, exp_avg_sq, exp_avg_sq, scratch, s, mode, ams, track,
-                write, decoupled,
-            )  # fmt: skip
-
-        return kernel
-
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel_max(  # pragma: no cover
-        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s
-    ):
-        return _loop(
-            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
-            decoupled,
-        )  # fmt: skip
-
-    return kernel_max
-
-
-# -- 16-bit storage ---------------------------------------------------------------------------
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _element_per_op(p, g, m, v, vmax, s, ams, fp, fs):  # pragma: no cover - compiled
-    """One coordinate of PyTorch's for-loop Adam (eps "outside", AMSGrad max "raw") where every
-    op computes in float32 and rounds its result to the dtype it writes (``fp`` for the
-    parameter and the gradient, ``fs`` for the state and the denominator, which PyTorch
-    computes from the state). Returns (new param unrounded, V_dw, S_dw, S_max, delta,
-    eps-dominated); the caller rounds the new param when it stores it."""
-    if s.weight_decay != 0:
-        g = round_to(g + s.weight_decay * p, fp)  # grad.add(param, alpha=weight_decay)
-    if s.lerp_w < 0.5:  # exp_avg.lerp_(grad, 1 - beta1)
-        m = round_to(m + s.lerp_w * (g - m), fs)
-    else:
-        m = round_to(g - (g - m) * s.one_minus_lerp_w, fs)
-    v = round_to(v * s.beta2, fs)  # exp_avg_sq.mul_(beta2)
-    v = round_to(v + s.one_minus_beta2 * g * g, fs)  # .addcmul_(grad, grad, value=1 - beta2)
-    src = v
-    if ams != NO_MAX:  # torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        if not (vmax >= v):
-            if vmax == vmax:
-                vmax = v
-        src = vmax
-    root = round_to(round_to(np.sqrt(src), fs) / s.root_div, fs)  # sqrt() / bc2_sqrt
-    denom = round_to(root + s.eps, fs)  # .add_(eps)
-    delta = (s.neg_step * m) / denom  # param.addcdiv_(exp_avg, denom, value=-step_size)
-    return p + delta, m, v, vmax, delta, s.eps >= root
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _update_lowp(p0, g, m, v, vmax, s, mode, ams, decoupled, fp, fs, per_op):  # pragma: no cover
-    """One coordinate over storage formats, from float32 loads to float32 results: returns
-    (param after the decoupled decay, new param unrounded, V_dw, S_dw, S_max, delta,
-    eps-dominated)."""
-    if decoupled:  # param.mul_(1 - lr * weight_decay)
-        p_in = round_to(p0 * s.decay, fp) if per_op else p0 * s.decay
-    else:
-        p_in = p0
-    if per_op:
-        p, m, v, vmax, delta, dominated = _element_per_op(p_in, g, m, v, vmax, s, ams, fp, fs)
-    else:
-        p, m, v, vmax, delta, dominated = _element(p_in, g, m, v, vmax, s, mode, ams)
-    return p_in, p, m, v, vmax, delta, dominated
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _update_fused(p0, g, m, v, vmax, s, mode, ams, decoupled):  # pragma: no cover - compiled
-    """:func:`_update_lowp` for ``per_op=False`` (the word-pair loop's only model), so that
-    inlining it does not copy the per-op element as well."""
-    p_in = p0 * s.decay if decoupled else p0
-    p, m, v, vmax, delta, dominated = _element(p_in, g, m, v, vmax, s, mode, ams)
-    return p_in, p, m, v, vmax, delta, dominated
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _pairs_lowp(
-    param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, s, mode, ams, decoupled, fp, fs, per_op,
-):  # pragma: no cover - compiled  # fmt: skip
-    """The plain update (no counts) of elements ``0 .. 2*(n//2) - 1`` of 16-bit buffers, two
-    neighbours per step read and written as one uint32 word (see ``minnet._lowp.pack16``): the
-    same arithmetic per element as :func:`_loop_lowp`, without the widening and narrowing
-    shuffles. Returns the number of elements done."""
-    n = param.shape[0] // 2 * 2
-    pw = param[:n].view(np.uint32)
-    gw = grad[:n].view(np.uint32)
-    mw = exp_avg[:n].view(np.uint32)
-    vw = exp_avg_sq[:n].view(np.uint32)
-    xw = max_exp_avg_sq[:n].view(np.uint32)
-    for k in range(pw.shape[0]):
-        a = pw[k]
-        b = gw[k]
-        c = mw[k]
-        d = vw[k]
-        v0 = load(lo16(d), fs)
-        v1 = load(hi16(d), fs)
-        x0 = load(lo16(xw[k]), fs) if ams != NO_MAX else v0
-        x1 = load(hi16(xw[k]), fs) if ams != NO_MAX else v1
-        _, p0, m0, v0, x0, _, _ = _update_fused(
-            load(lo16(a), fp), load(lo16(b), fp), load(lo16(c), fs), v0, x0, s, mode, ams,
-            decoupled,
-        )  # fmt: skip
-        _, p1, m1, v1, x1, _, _ = _update_fused(
-            load(hi16(a), fp), load(hi16(b), fp), load(hi16(c), fs), v1, x1, s, mode, ams,
-            decoupled,
-        )  # fmt: skip
-        pw[k] = pack16(store(p0, fp), store(p1, fp))
-        mw[k] = pack16(store(m0, fs), store(m1, fs))
-        vw[k] = pack16(store(v0, fs), store(v1, fs))
-        if ams != NO_MAX:
-            xw[k] = pack16(store(x0, fs), store(x1, fs))
-    return n
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(
-    param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
-    decoupled, fp, fs, per_op,
-):  # pragma: no cover - compiled  # fmt: skip
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
-    is loaded to float32, updated in float32 (``per_op`` rounds after each op) and rounded
-    once more when stored. Tracked, it also counts second moments stored as 0 with a nonzero
-    gradient, and coordinates whose stored parameter did not move although ``delta != 0``.
-    The plain update of all-16-bit buffers goes through :func:`_pairs_lowp` (two elements per
-    32-bit word), and this loop does the last element of an odd count."""
-    n_dominated = 0
-    n_nonfinite = 0
-    n_underflow = 0
-    n_lost = 0
-    start = 0
-    if write and not track and fp == BF16 and fs == BF16 and not per_op and LITTLE_ENDIAN:
-        if s.weight_decay == 0 and s.lerp_w < 0.5:
-            # Adam's defaults get their own copy of the loop, with the L2 term a constant 0 and
-            # the lerp's branch known, so that neither is tested inside it.
-            s = AdamScalars(
-                s.lerp_w, s.one_minus_lerp_w, s.beta2, s.one_minus_beta2, s.neg_step, s.max_div,
-                s.root_div, s.v_div, s.m_div, s.eps, np.float32(0.0), s.decay,
-            )  # fmt: skip
-            start = _pairs_lowp(
-                param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, s, mode, ams, decoupled, fp,
-                fs, per_op,
-            )  # fmt: skip
-        else:
-            start = _pairs_lowp(
-                param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, s, mode, ams, decoupled, fp,
-                fs, per_op,
-            )  # fmt: skip
-    for i in range(start, param.shape[0]):
-        p0 = load(param[i], fp)
-        g = load(grad[i], fp)
-        v = load(exp_avg_sq[i], fs)
-        vmax_i = load(max_exp_avg_sq[i], fs) if ams != NO_MAX else v
-        p_in, p, m, v, vmax, delta, dominated = _update_lowp(
-            p0, g, load(exp_avg[i], fs), v, vmax_i, s, mode, ams, decoupled, fp, fs, per_op
-        )
-        p_bits = store(p, fp)
-        v_bits = store(v, fs)
-        if track:
-            p_new = load(p_bits, fp)
-            if s.weight_decay != 0:
-                g = g + s.weight_decay * p_in
-            n_dominated += dominated
-            n_nonfinite += not np.isfinite(p_new)
-            n_underflow += (load(v_bits, fs) == 0) & (g != 0)
-            n_lost += (p_new == p_in) & (delta != 0)
-            scratch[i] = p - p0 if decoupled else delta
-        if write:
-            param[i] = p_bits
-            exp_avg[i] = store(m, fs)
-            exp_avg_sq[i] = v_bits
-            if ams != NO_MAX:
-                max_exp_avg_sq[i] = store(vmax, fs)
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
-
-
-def lowp_kernel_for(
-    mode: int, ams: int, track: bool, write: bool, decoupled: bool, formats: StorageFormats
-) -> Callable[..., tuple]:
-    """:func:`kernel_for` for buffers with a 16-bit parameter or state format: the same
-    arguments (16-bit buffers as ``uint16`` views, scalars in float32), returning
-    ``(n_dominated, n_nonfinite, sum_sq_update, n_underflow, n_lost_updates)``. The formats and
-    the rounding model are closure constants like the flags. ``"per_op"`` exists for
-    ``mode=OUTSIDE`` with ``ams`` ``NO_MAX`` or ``MAX_RAW`` (PyTorch's for-loop Adam)."""
-    per_op = formats.rounding == "per_op"
-    if per_op and (mode != OUTSIDE or ams == MAX_CORRECTED):
-        raise ValueError(
-            "rounding='per_op' follows PyTorch's for-loop Adam: it needs eps_mode='outside' "
-            "and amsgrad_max='raw'; use rounding='fused' for the other variants"
-        )
-    return _lowp_kernel_for(
-        int(mode), int(ams), bool(track), bool(write), bool(decoupled), int(formats.param),
-        int(formats.state), per_op,
+def _defaults(s):  # pragma: no cover - compiled
+    """Whether step constants are Adam's usual ones (no L2 term, lerp weight below 0.5), and
+    the constants with the L2 term a literal 0, for the bfloat16 word-pair loop's own copy."""
+    usual = s.weight_decay == 0 and s.lerp_w < 0.5
+    return usual, AdamScalars(
+        s.lerp_w, s.one_minus_lerp_w, s.beta2, s.one_minus_beta2, s.neg_step, s.max_div,
+        s.root_div, s.v_div, s.m_div, s.eps, np.float32(0.0), s.decay,
     )  # fmt: skip
 
 
-@functools.cache
-def _lowp_kernel_for(
-    mode: int, ams: int, track: bool, write: bool, decoupled: bool, fp: int, fs: int, per_op: bool
-) -> Callable:
-    if ams == NO_MAX:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel(param, grad, exp_avg, exp_avg_sq, scratch, s):  # pragma: no cover
-            return _loop_lowp(
-                param, grad, exp_avg, exp_avg_sq, exp_avg_sq, scratch, s, mode, ams, track,
-                write, decoupled, fp, fs, per_op,
-            )  # fmt: skip
-
-        return kernel
-
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel_max(  # pragma: no cover
-        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s
-    ):
-        return _loop_lowp(
-            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, s, mode, ams, track, write,
-            decoupled, fp, fs, per_op,
-        )  # fmt: skip
-
-    return kernel_max
-
-
-def adam_step_numba(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    max_exp_avg_sq: np.ndarray,
-    scratch: np.ndarray,
-    scalars: AdamScalars,
-    mode: int,
-    ams: int,
-    track: bool,
-    write: bool,
-    decoupled: bool = False,
-) -> tuple[int, int, float]:
-    """One fused in-place pass over flat arrays (formulas in the module docstring).
-
-    ``scalars`` comes from :func:`adam_scalars`; ``mode`` indexes :data:`EPS_MODES`; ``ams`` is
-    :func:`ams_kind` (0 no max, 1 max of raw ``S_dw``, 2 max of corrected ``S_dw / bc2``).
-    ``max_exp_avg_sq`` is only touched when ``ams`` is not 0 (pass an empty array otherwise).
-    ``decoupled`` applies ``scalars.decay`` to the parameter first (AdamW). ``track`` counts, in
-    the same pass, the coordinates whose eps term dominates, the parameters that end
-    non-finite, and the sum of squared updates (accumulated in float64; ``scratch``, an array
-    like ``param``, holds the updates for that sum); without it the counts are 0 and
-    ``scratch`` may be empty. ``write=False`` computes the counts without storing anything (a
-    dry run, used by ``check_finite``). The kernel uses ``error_model='numpy'``: 0/0 gives NaN
-    as in PyTorch, never an exception. Returns ``(n_dominated, n_nonfinite, sum of squared
-    updates)``. The loop is serial (one thread, SIMD): a ``parallel=True`` variant cut the
-    update alone by a third on 2 cores but made a training step ~15x slower (its threads fight
-    OpenBLAS's).
-    """
-    kernel = kernel_for(mode, ams, track, write, decoupled)
-    if ams == NO_MAX:
-        return kernel(param, grad, exp_avg, exp_avg_sq, scratch, scalars)
-    return kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, scalars)
+#: Adam's element rule; the second moment ``exp_avg_sq`` is state 1.
+RULE = Rule(update, second_moment=1, common=_defaults)
 
 
 def adam_step_reference(
@@ -534,7 +247,7 @@ def adam_step_reference(
     ams: int,
     decoupled: bool = False,
 ) -> None:
-    """The same update as :func:`adam_step_numba`, written with whole-array NumPy operations.
+    """Adam's update (module docstring) written with whole-array NumPy operations.
 
     Slower (it allocates temporaries) but easy to read; tests hold the kernel to it.
     """
@@ -823,22 +536,20 @@ class Adam(Optimizer):
         write: bool,
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
-        args = (
-            EPS_MODES.index(group["eps_mode"]),
-            ams_kind(group["amsgrad"], group["amsgrad_max"]),
-            track,
-            write,
-            group["decoupled_weight_decay"],
-        )
-        if formats is None:
-            return kernel_for(*args)
-        if formats.rounding == "per_op" and group["amsgrad"] and group["amsgrad_max"] != "raw":
+        if formats is not None and formats.rounding == "per_op" and (
+            group["eps_mode"] != "outside" or (group["amsgrad"] and group["amsgrad_max"] != "raw")
+        ):
             raise ValueError(
                 "rounding='per_op' follows PyTorch's for-loop Adam: it needs eps_mode='outside' "
-                f"and amsgrad_max='raw', got amsgrad_max={group['amsgrad_max']!r}; use "
-                "rounding='fused'"
+                f"and amsgrad_max='raw', got eps_mode={group['eps_mode']!r}, "
+                f"amsgrad_max={group['amsgrad_max']!r}; use rounding='fused'"
             )
-        return lowp_kernel_for(*args, formats)
+        options = (
+            EPS_MODES.index(group["eps_mode"]),
+            ams_kind(group["amsgrad"], group["amsgrad_max"]),
+            group["decoupled_weight_decay"],
+        )
+        return kernel(RULE, options, track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None

@@ -1,0 +1,306 @@
+r"""The one loop of minnet's optimizers: load, apply the optimizer's element rule, count, store.
+
+An optimizer is its element rule (:class:`Rule`): a compiled function of one coordinate,
+
+.. code-block:: text
+
+    update(p, g, state, s, o, rp, rs) -> (p_in, p_new, new_state, delta, change, dominated, g2)
+
+    p, g       the parameter and its gradient, loaded in the compute dtype (float32 for
+               16-bit buffers, else the buffers' dtype)
+    state      the optimizer's state values of this coordinate, a tuple in ``_state_spec``
+               order (an optional array that a variant lacks, such as AMSGrad's max, is
+               missing from the tuple: read it with :func:`slot`)
+    s          the per-step constants (a NamedTuple, computed once in float64 and cast)
+    o          the rule's compile-time options (a tuple: eps placement, variant flags)
+    rp, rs     the rounding of the ``per_op`` model: the storage format of the parameter (and
+               gradient) and of the state when every op rounds, ``NATIVE`` otherwise, so that
+               ``round_to(x, rp)`` compiles to nothing for float32/float64 and ``"fused"``
+    p_in       the parameter the update is added to (``p`` after a decoupled decay)
+    p_new      the new parameter, before it is rounded to its storage format
+    new_state  the new state values: the full tuple (the skeleton stores as many as there are
+               arrays)
+    delta      the update added to ``p_in``
+    change     what ``update_rms`` measures (``delta``, or ``p_new - p`` with a decoupled decay)
+    dominated  whether eps is at least what it is added to or compared with
+    g2         the gradient as the second moment sees it (for the underflow count)
+
+:func:`kernel` builds, for one rule, one set of options and one storage format, the compiled
+pass ``kernel(param, grad, *state, scratch, s)`` over flat 1-D buffers (16-bit ones as
+``uint16`` views). Every count is defined here, once:
+
+    eps_dominated  coordinates whose rule says ``dominated``
+    nonfinite      coordinates whose new parameter is NaN or infinite (as stored, for 16-bit)
+    sum of squares ``sum(float64(change)**2)``, for ``update_rms``
+    underflow      (16-bit buffers) coordinates whose stored second moment, the state array
+                   ``Rule.second_moment``, is 0 although ``g2`` is not
+    lost updates   (16-bit buffers) coordinates whose stored new parameter equals ``p_in``
+                   although ``delta != 0``
+
+A kernel returns ``(eps_dominated, nonfinite, sum of squares)`` over float32/float64 buffers
+and those plus ``(underflow, lost updates)`` over 16-bit ones (zeros when not tracked).
+``write=False`` is the dry run of ``check_finite``: it counts and stores nothing. All-bfloat16
+buffers under ``"fused"`` rounding take a loop that reads and writes two elements per 32-bit
+word (no widening or narrowing shuffles) for their plain update.
+
+Compiled kernels are cached on disk, keyed on the rule's source, the options and every minnet
+source file (:mod:`minnet._jitcache`), so a second process compiles nothing and an edit
+recompiles.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+from numba.extending import overload
+
+from minnet._jitcache import cache_on_source
+from minnet._lowp import BF16, LITTLE_ENDIAN, NATIVE, hi16, lo16, load, pack16, store
+from minnet.optim._flat import StorageFormats, sum_squares
+
+__all__ = ["Rule", "kernel", "slot", "element"]
+
+
+class Rule(NamedTuple):
+    """An optimizer's element rule and what the skeleton needs to know about it.
+
+    Attributes:
+        update: the compiled element function (see the module docstring), made with
+            :func:`element`.
+        second_moment: the index in the state tuple of the array whose stored zeros count as
+            underflow (Adam's ``exp_avg_sq``); ``-1`` when the rule has none.
+        common: optional compiled ``common(s) -> (bool, s2)``: whether this step's constants
+            are the common case and those constants rebuilt with literal values (e.g. a zero
+            weight decay), so that the word-pair loop of all-bfloat16 buffers gets a copy in
+            which the branches they decide are gone. ``None``: one copy.
+    """
+
+    update: Any
+    second_moment: int = -1
+    common: Any = None
+
+
+def element(fn: Callable[..., Any]) -> Any:
+    """Compile an element rule (inlined into the skeleton's loop before typing, so that the
+    options and formats it branches on are constants there)."""
+    return numba.njit(inline="always", error_model="numpy")(fn)
+
+
+# -- tuples of state arrays and values ----------------------------------------------------------
+#
+# The number of state arrays differs between optimizers and variants, so the loads and stores
+# are generated for each tuple length while typing (Numba cannot build a tuple in a loop).
+
+
+def _compiled(source: str, **names: Any) -> Callable[..., Any]:
+    namespace = dict(names)
+    exec(compile(source, __file__, "exec"), namespace)  # noqa: S102 - generated from literals
+    return namespace["impl"]
+
+
+def _gather(arrays, i, fmt):  # type: ignore[no-untyped-def]  # pragma: no cover - typed only
+    """``(load(arrays[0][i], fmt), load(arrays[1][i], fmt), ...)``."""
+
+
+@overload(_gather, prefer_literal=True)
+def _gather_impl(arrays, i, fmt):  # type: ignore[no-untyped-def]
+    items = "".join(f"load(arrays[{k}][i], fmt), " for k in range(len(arrays.types)))
+    return _compiled(f"def impl(arrays, i, fmt):\n    return ({items})\n", load=load)
+
+
+def _scatter(arrays, i, values, fmt):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``arrays[k][i] = store(values[k], fmt)`` for every array (``values`` may be longer)."""
+
+
+@overload(_scatter, prefer_literal=True)
+def _scatter_impl(arrays, i, values, fmt):  # type: ignore[no-untyped-def]
+    lines = "".join(
+        f"    arrays[{k}][i] = store(values[{k}], fmt)\n" for k in range(len(arrays.types))
+    )
+    return _compiled(f"def impl(arrays, i, values, fmt):\n{lines}    return 0\n", store=store)
+
+
+def _words(arrays, n):  # type: ignore[no-untyped-def]  # pragma: no cover - typed only
+    """``(arrays[0][:n].view(np.uint32), ...)``."""
+
+
+@overload(_words)
+def _words_impl(arrays, n):  # type: ignore[no-untyped-def]
+    items = "".join(f"arrays[{k}][:n].view(np.uint32), " for k in range(len(arrays.types)))
+    return _compiled(f"def impl(arrays, n):\n    return ({items})\n", np=np)
+
+
+def _gather_pair(words, k, fmt):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The low and the high element of word ``k`` of every array, loaded: two tuples."""
+
+
+@overload(_gather_pair, prefer_literal=True)
+def _gather_pair_impl(words, k, fmt):  # type: ignore[no-untyped-def]
+    n = len(words.types)
+    lo = "".join(f"load(lo16(words[{j}][k]), fmt), " for j in range(n))
+    hi = "".join(f"load(hi16(words[{j}][k]), fmt), " for j in range(n))
+    return _compiled(
+        f"def impl(words, k, fmt):\n    return ({lo}), ({hi})\n", load=load, lo16=lo16, hi16=hi16
+    )
+
+
+def _scatter_pair(words, k, lo, hi, fmt):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``words[j][k] = pack16(store(lo[j], fmt), store(hi[j], fmt))`` for every array."""
+
+
+@overload(_scatter_pair, prefer_literal=True)
+def _scatter_pair_impl(words, k, lo, hi, fmt):  # type: ignore[no-untyped-def]
+    lines = "".join(
+        f"    words[{j}][k] = pack16(store(lo[{j}], fmt), store(hi[{j}], fmt))\n"
+        for j in range(len(words.types))
+    )
+    return _compiled(
+        f"def impl(words, k, lo, hi, fmt):\n{lines}    return 0\n", pack16=pack16, store=store
+    )
+
+
+def slot(values, k, default):  # type: ignore[no-untyped-def]
+    """``values[k]`` if the tuple has an element ``k`` (a literal index), else ``default``: a
+    rule's optional state (AMSGrad's max exists only with ``amsgrad``)."""
+    return values[k] if k < len(values) else default
+
+
+@overload(slot, prefer_literal=True)
+def _slot_impl(values, k, default):  # type: ignore[no-untyped-def]
+    index = k.literal_value
+    if index < len(values.types):
+        return _compiled(f"def impl(values, k, default):\n    return values[{index}]\n")
+    return _compiled("def impl(values, k, default):\n    return default\n")
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _loop(
+    param, grad, arrays, scratch, s, start, update, o, track, write, fp, fs, rp, rs, second,
+):  # pragma: no cover - compiled  # fmt: skip
+    """Elements ``start ..`` of the flat buffers: load, update, count, store (module
+    docstring). Every argument after ``start`` is a compile-time constant."""
+    lowp = fp != NATIVE or fs != NATIVE
+    n_dominated = 0
+    n_nonfinite = 0
+    n_underflow = 0
+    n_lost = 0
+    for i in range(start, param.shape[0]):
+        p_in, p, new, delta, change, dominated, g2 = update(
+            load(param[i], fp), load(grad[i], fp), _gather(arrays, i, fs), s, o, rp, rs
+        )
+        p_bits = store(p, fp)
+        if track:
+            n_dominated += dominated
+            if lowp:
+                p_new = load(p_bits, fp)
+                n_nonfinite += not np.isfinite(p_new)
+                if second >= 0:
+                    n_underflow += (load(store(new[second], fs), fs) == 0) & (g2 != 0)
+                n_lost += (p_new == p_in) & (delta != 0)
+            else:
+                n_nonfinite += not np.isfinite(p)
+            scratch[i] = change
+        if write:
+            param[i] = p_bits
+            _scatter(arrays, i, new, fs)
+    if not track:
+        return 0, 0, 0.0, 0, 0
+    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _pairs(param, grad, arrays, s, update, o):  # pragma: no cover - compiled
+    """The plain update of elements ``0 .. 2*(n//2) - 1`` of all-bfloat16 buffers under
+    ``"fused"`` rounding, two neighbours per step read and written as one uint32 word (see
+    ``minnet._lowp.pack16``): the same arithmetic per element as :func:`_loop`, without the
+    widening and narrowing shuffles. Returns the number of elements done."""
+    n = param.shape[0] // 2 * 2
+    pw = param[:n].view(np.uint32)
+    gw = grad[:n].view(np.uint32)
+    words = _words(arrays, n)
+    for k in range(pw.shape[0]):
+        a = pw[k]
+        b = gw[k]
+        st0, st1 = _gather_pair(words, k, BF16)
+        r0 = update(load(lo16(a), BF16), load(lo16(b), BF16), st0, s, o, NATIVE, NATIVE)
+        r1 = update(load(hi16(a), BF16), load(hi16(b), BF16), st1, s, o, NATIVE, NATIVE)
+        pw[k] = pack16(store(r0[1], BF16), store(r1[1], BF16))
+        _scatter_pair(words, k, r0[2], r1[2], BF16)
+    return n
+
+
+def kernel(
+    rule: Rule, options: tuple[Any, ...], track: bool, write: bool,
+    formats: StorageFormats | None = None,
+) -> Any:  # fmt: skip
+    """The compiled pass of ``rule`` with compile-time ``options`` over buffers of
+    ``formats`` (``None``: float32/float64 ones): ``kernel(param, grad, *state, scratch, s)``
+    (module docstring). Built on first use, cached in memory and on disk."""
+    if formats is None:
+        return _kernel(rule, tuple(options), bool(track), bool(write), NATIVE, NATIVE, False)
+    return _kernel(
+        rule, tuple(options), bool(track), bool(write), int(formats.param), int(formats.state),
+        formats.rounding == "per_op",
+    )  # fmt: skip
+
+
+@functools.cache
+def _kernel(
+    rule: Rule, o: tuple[Any, ...], track: bool, write: bool, fp: int, fs: int, per_op: bool
+) -> Any:
+    update = rule.update
+    second = int(rule.second_moment)
+    rp = fp if per_op else NATIVE
+    rs = fs if per_op else NATIVE
+    pairs = write and not track and fp == BF16 and fs == BF16 and not per_op and LITTLE_ENDIAN
+    common = rule.common if pairs else None
+    if fp == NATIVE and fs == NATIVE:
+
+        def run(param, grad, *rest):  # pragma: no cover - compiled
+            return _loop(
+                param, grad, rest[:-2], rest[-2], rest[-1], 0, update, o, track, write, fp, fs,
+                rp, rs, second,
+            )[:3]  # fmt: skip
+
+    elif not pairs:
+
+        def run(param, grad, *rest):  # pragma: no cover - compiled
+            return _loop(
+                param, grad, rest[:-2], rest[-2], rest[-1], 0, update, o, track, write, fp, fs,
+                rp, rs, second,
+            )  # fmt: skip
+
+    elif common is None:
+
+        def run(param, grad, *rest):  # pragma: no cover - compiled
+            s = rest[-1]
+            start = _pairs(param, grad, rest[:-2], s, update, o)
+            return _loop(
+                param, grad, rest[:-2], rest[-2], s, start, update, o, track, write, fp, fs, rp,
+                rs, second,
+            )  # fmt: skip
+
+    else:
+
+        def run(param, grad, *rest):  # pragma: no cover - compiled
+            s = rest[-1]
+            usual, s_usual = common(s)
+            if usual:  # a copy of the pair loop with the common case's constants
+                start = _pairs(param, grad, rest[:-2], s_usual, update, o)
+            else:
+                start = _pairs(param, grad, rest[:-2], s, update, o)
+            return _loop(
+                param, grad, rest[:-2], rest[-2], s, start, update, o, track, write, fp, fs, rp,
+                rs, second,
+            )  # fmt: skip
+
+    compiled = numba.njit(error_model="numpy", nogil=True)(run)
+    cache_on_source(compiled)
+    return compiled
