@@ -25,9 +25,10 @@ from test_checkpoint import assert_identical
 
 import minnet
 from minnet.nn import Linear, MSELoss, Parameter, ReLU, Sequential
-from minnet.optim import AdaBelief, Lion
-from minnet.optim.adabelief import adabelief_kernel_for, adabelief_scalars
-from minnet.optim.lion import lion_kernel_for, lion_scalars
+from minnet.optim import AdaBelief, Lion, adabelief, lion
+from minnet.optim._kernel import kernel as rule_kernel
+from minnet.optim.adabelief import adabelief_scalars
+from minnet.optim.lion import lion_scalars
 
 OPTIMIZERS = {"AdaBelief": AdaBelief, "Lion": Lion}
 
@@ -451,13 +452,13 @@ def test_lion_check_finite_refuses_a_nan_gradient_and_without_it_nan_propagates(
 def _asm_of_default_kernel(name: str) -> str:
     a = np.ones(1024, np.float32)
     if name == "AdaBelief":
-        kernel = adabelief_kernel_for(False, True)
+        kernel = rule_kernel(adabelief.RULE, (), False, True)
         s = adabelief_scalars(
             a.dtype, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-16, eps_root=1e-16, step=1
         )
         args = (a, a.copy(), a.copy(), a.copy(), a[:0], s)
     else:
-        kernel = lion_kernel_for(False, True)
+        kernel = rule_kernel(lion.RULE, (), False, True)
         s = lion_scalars(a.dtype, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0)
         args = (a, a.copy(), a.copy(), a[:0], s)
     # The disk-cached kernel cannot show its assembly: compile the same function again.

@@ -42,16 +42,14 @@ each, naming it); in bfloat16 (float32's range) both survive.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 
-from minnet._lowp import load, store
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -64,9 +62,8 @@ __all__ = [
     "AdaBelief",
     "AdaBeliefScalars",
     "adabelief_scalars",
-    "adabelief_kernel_for",
+    "RULE",
     "adabelief_step_reference",
-    "adabelief_lowp_kernel_for",
     "adabelief_step_reference_lowp",
 ]
 
@@ -106,91 +103,21 @@ def adabelief_scalars(
     return AdaBeliefScalars(*(t(x) for x in c))
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _loop(param, grad, exp_avg, exp_avg_var, scratch, s, track, write):  # pragma: no cover
-    """The pass over all coordinates; ``track`` and ``write`` are compile-time constants."""
-    n_dominated = 0
-    n_nonfinite = 0
-    for i in range(param.shape[0]):
-        g = grad[i]
-        m = s.one_minus_beta1 * g + s.beta1 * exp_avg[i]
-        e = g - m
-        v = s.one_minus_beta2 * (e * e) + s.beta2 * exp_avg_var[i]
-        v = v + s.eps_root
-        root = np.sqrt(v / s.bc2)
-        delta = (m / s.bc1) / (root + s.eps) * s.neg_lr
-        p = param[i] + delta
-        if track:
-            n_dominated += s.eps >= root
-            n_nonfinite += not np.isfinite(p)
-            scratch[i] = delta
-        if write:
-            param[i] = p
-            exp_avg[i] = m
-            exp_avg_var[i] = v
-    if not track:
-        return 0, 0, 0.0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); no options, no per_op
+    model (refused by the class). The second moment sees the prediction error ``e``."""
+    m = s.one_minus_beta1 * g + s.beta1 * state[0]
+    e = g - m
+    v = s.one_minus_beta2 * (e * e) + s.beta2 * state[1]
+    v = v + s.eps_root
+    root = np.sqrt(v / s.bc2)
+    delta = (m / s.bc1) / (root + s.eps) * s.neg_lr
+    return p, p + delta, (m, v), delta, delta, s.eps >= root, e
 
 
-def adabelief_kernel_for(track: bool, write: bool) -> Callable[..., tuple]:
-    """The compiled kernel for one variant: ``kernel(param, grad, exp_avg, exp_avg_var,
-    scratch, scalars) -> (n_eps_dominated, n_nonfinite, sum_sq_update)``. The flags are
-    closure constants, so the plain update (``track=False, write=True``) is branch-free and
-    vectorizes; Numba's disk cache keys on the closure values."""
-    return _adabelief_kernel_for(bool(track), bool(write))
-
-
-@functools.cache
-def _adabelief_kernel_for(track: bool, write: bool) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, exp_avg, exp_avg_var, scratch, s):  # pragma: no cover
-        return _loop(param, grad, exp_avg, exp_avg_var, scratch, s, track, write)
-
-    return kernel
-
-
-# -- 16-bit storage ---------------------------------------------------------------------------
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(
-    param, grad, exp_avg, exp_avg_var, scratch, s, track, write, fp, fs
-):  # pragma: no cover - compiled
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
-    is loaded to float32, updated in float32 and rounded once when stored. Tracked, it also
-    counts ``exp_avg_var`` stored as 0 although the prediction error ``g - m`` is not 0
-    (underflow) and coordinates whose stored parameter did not move although ``delta != 0``
-    (lost updates)."""
-    n_dominated = 0
-    n_nonfinite = 0
-    n_underflow = 0
-    n_lost = 0
-    for i in range(param.shape[0]):
-        g = load(grad[i], fp)
-        p0 = load(param[i], fp)
-        m = s.one_minus_beta1 * g + s.beta1 * load(exp_avg[i], fs)
-        e = g - m
-        v = s.one_minus_beta2 * (e * e) + s.beta2 * load(exp_avg_var[i], fs)
-        v = v + s.eps_root
-        root = np.sqrt(v / s.bc2)
-        delta = (m / s.bc1) / (root + s.eps) * s.neg_lr
-        p_bits = store(p0 + delta, fp)
-        v_bits = store(v, fs)
-        if track:
-            p_new = load(p_bits, fp)
-            n_dominated += s.eps >= root
-            n_nonfinite += not np.isfinite(p_new)
-            n_underflow += (load(v_bits, fs) == 0) & (e != 0)
-            n_lost += (p_new == p0) & (delta != 0)
-            scratch[i] = delta
-        if write:
-            param[i] = p_bits
-            exp_avg[i] = store(m, fs)
-            exp_avg_var[i] = v_bits
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
+#: AdaBelief's element rule; its second moment ``exp_avg_var`` is state 1.
+RULE = Rule(update, second_moment=1)
 
 
 def _refuse_per_op(formats: StorageFormats) -> None:
@@ -200,28 +127,6 @@ def _refuse_per_op(formats: StorageFormats) -> None:
             "implementation, and PyTorch has no AdaBelief; use rounding='fused' (per_op exists "
             "for Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
         )
-
-
-def adabelief_lowp_kernel_for(
-    track: bool, write: bool, formats: StorageFormats
-) -> Callable[..., tuple]:
-    """:func:`adabelief_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
-    buffers as ``uint16`` views, scalars in float32), returning ``(n_dominated, n_nonfinite,
-    sum_sq_update, n_underflow, n_lost_updates)``. ``"fused"`` rounding only (``ValueError``
-    for ``"per_op"``)."""
-    _refuse_per_op(formats)
-    return _adabelief_lowp_kernel_for(
-        bool(track), bool(write), int(formats.param), int(formats.state)
-    )
-
-
-@functools.cache
-def _adabelief_lowp_kernel_for(track: bool, write: bool, fp: int, fs: int) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, exp_avg, exp_avg_var, scratch, s):  # pragma: no cover
-        return _loop_lowp(param, grad, exp_avg, exp_avg_var, scratch, s, track, write, fp, fs)
-
-    return kernel
 
 
 def adabelief_step_reference(
@@ -360,9 +265,9 @@ class AdaBelief(Optimizer):
         write: bool,
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
-        if formats is None:
-            return adabelief_kernel_for(track, write)
-        return adabelief_lowp_kernel_for(track, write, formats)
+        if formats is not None:
+            _refuse_per_op(formats)
+        return kernel(RULE, (), track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None

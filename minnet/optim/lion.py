@@ -35,25 +35,22 @@ updates: every step moves a coordinate by ``lr``, and in bfloat16 ``1.0 - 1e-4``
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 
-from minnet._lowp import load, store
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel
 from minnet.optim.optimizer import Optimizer, check_betas, check_lr, check_weight_decay
 
 __all__ = [
     "Lion",
     "LionScalars",
     "lion_scalars",
-    "lion_kernel_for",
+    "RULE",
     "lion_step_reference",
-    "lion_lowp_kernel_for",
     "lion_step_reference_lowp",
 ]
 
@@ -79,83 +76,23 @@ def lion_scalars(
     return LionScalars(*(t(x) for x in c))
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _loop(param, grad, exp_avg, scratch, s, track, write):  # pragma: no cover - compiled
-    """The pass over all coordinates; ``track`` and ``write`` are compile-time constants."""
-    n_nonfinite = 0
-    zero = s.beta1 - s.beta1  # 0 in the scalars' dtype (beta1 is finite)
-    for i in range(param.shape[0]):
-        g = grad[i]
-        m = exp_avg[i]
-        p0 = param[i]
-        # np.sign gives 0 at 0 and NaN at NaN; Numba's keeps the sign of -0.0 and NumPy's does
-        # not, so "+ 0" turns -0.0 into 0.0 (a -0.0 parameter then stays -0.0, as in NumPy).
-        u = np.sign(s.one_minus_beta1 * g + s.beta1 * m) + zero
-        m = s.one_minus_beta2 * g + s.beta2 * m
-        if s.weight_decay != 0:
-            u = u + s.weight_decay * p0
-        delta = u * s.neg_lr
-        p = p0 + delta
-        if track:
-            n_nonfinite += not np.isfinite(p)
-            scratch[i] = delta
-        if write:
-            param[i] = p
-            exp_avg[i] = m
-    if not track:
-        return 0, 0, 0.0
-    return 0, n_nonfinite, sum_squares(scratch, param.shape[0])
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); no options, no per_op
+    model (refused by the class)."""
+    m = state[0]
+    # np.sign gives 0 at 0 and NaN at NaN; Numba's keeps the sign of -0.0 and NumPy's does not,
+    # so "+ 0" turns -0.0 into 0.0 (a -0.0 parameter then stays -0.0, as in NumPy).
+    u = np.sign(s.one_minus_beta1 * g + s.beta1 * m) + (s.beta1 - s.beta1)
+    m = s.one_minus_beta2 * g + s.beta2 * m
+    if s.weight_decay != 0:
+        u = u + s.weight_decay * p
+    delta = u * s.neg_lr
+    return p, p + delta, (m,), delta, delta, False, g
 
 
-def lion_kernel_for(track: bool, write: bool) -> Callable[..., tuple]:
-    """The compiled kernel for one variant: ``kernel(param, grad, exp_avg, scratch, scalars)
-    -> (0, n_nonfinite, sum_sq_update)``. No eps, so the eps-dominated count is always 0. The
-    flags are closure constants (the plain update is branch-free and vectorizes)."""
-    return _lion_kernel_for(bool(track), bool(write))
-
-
-@functools.cache
-def _lion_kernel_for(track: bool, write: bool) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, exp_avg, scratch, s):  # pragma: no cover
-        return _loop(param, grad, exp_avg, scratch, s, track, write)
-
-    return kernel
-
-
-# -- 16-bit storage ---------------------------------------------------------------------------
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(param, grad, exp_avg, scratch, s, track, write, fp, fs):  # pragma: no cover
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
-    is loaded to float32, updated in float32 and rounded once when stored. Tracked, it also
-    counts coordinates whose stored parameter did not move although ``delta != 0`` (lost
-    updates); there is no second moment, so the underflow count is 0."""
-    n_nonfinite = 0
-    n_lost = 0
-    zero = s.beta1 - s.beta1
-    for i in range(param.shape[0]):
-        g = load(grad[i], fp)
-        m = load(exp_avg[i], fs)
-        p0 = load(param[i], fp)
-        u = np.sign(s.one_minus_beta1 * g + s.beta1 * m) + zero  # -0.0 -> 0.0, as in _loop
-        m = s.one_minus_beta2 * g + s.beta2 * m
-        if s.weight_decay != 0:
-            u = u + s.weight_decay * p0
-        delta = u * s.neg_lr
-        p_bits = store(p0 + delta, fp)
-        if track:
-            p_new = load(p_bits, fp)
-            n_nonfinite += not np.isfinite(p_new)
-            n_lost += (p_new == p0) & (delta != 0)
-            scratch[i] = delta
-        if write:
-            param[i] = p_bits
-            exp_avg[i] = store(m, fs)
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return 0, n_nonfinite, sum_squares(scratch, param.shape[0]), 0, n_lost
+#: Lion's element rule (no eps, no second moment).
+RULE = Rule(update)
 
 
 def _refuse_per_op(formats: StorageFormats) -> None:
@@ -165,24 +102,6 @@ def _refuse_per_op(formats: StorageFormats) -> None:
             "implementation, and PyTorch has no Lion; use rounding='fused' (per_op exists for "
             "Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
         )
-
-
-def lion_lowp_kernel_for(track: bool, write: bool, formats: StorageFormats) -> Callable[..., tuple]:
-    """:func:`lion_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
-    buffers as ``uint16`` views, scalars in float32), returning ``(0, n_nonfinite,
-    sum_sq_update, 0, n_lost_updates)``. ``"fused"`` rounding only (``ValueError`` for
-    ``"per_op"``)."""
-    _refuse_per_op(formats)
-    return _lion_lowp_kernel_for(bool(track), bool(write), int(formats.param), int(formats.state))
-
-
-@functools.cache
-def _lion_lowp_kernel_for(track: bool, write: bool, fp: int, fs: int) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, exp_avg, scratch, s):  # pragma: no cover
-        return _loop_lowp(param, grad, exp_avg, scratch, s, track, write, fp, fs)
-
-    return kernel
 
 
 def lion_step_reference(
@@ -298,9 +217,9 @@ class Lion(Optimizer):
         write: bool,
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
-        if formats is None:
-            return lion_kernel_for(track, write)
-        return lion_lowp_kernel_for(track, write, formats)
+        if formats is not None:
+            _refuse_per_op(formats)
+        return kernel(RULE, (), track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None

@@ -37,17 +37,16 @@ before the 16-bit rounding can remain).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 
-from minnet._lowp import load, round_to, store
+from minnet._lowp import round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel, slot
 from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
@@ -62,8 +61,7 @@ __all__ = [
     "SGD",
     "SGDScalars",
     "sgd_scalars",
-    "sgd_kernel_for",
-    "sgd_lowp_kernel_for",
+    "RULE",
     "sgd_step_reference",
     "sgd_step_reference_lowp",
 ]
@@ -102,151 +100,29 @@ def sgd_scalars(
     return SGDScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]), t(c[4]), t(c[5]))
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _element(p, g, b, s, has_momentum, nesterov):  # pragma: no cover - compiled
-    """One coordinate in the arrays' arithmetic; returns (delta, new buffer)."""
-    g = g * s.sign
-    if s.weight_decay != 0:
-        g = g + s.weight_decay * p
-    if has_momentum:
-        b = b * s.momentum
-        b = b + s.one_minus_dampening * g
-        if nesterov:
-            g = g + s.nesterov_momentum * b
-        else:
-            g = b
-    return s.neg_lr * g, b
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop(param, grad, buf, scratch, s, has_momentum, nesterov, track, write):  # pragma: no cover
-    """The pass over all coordinates; the flags are compile-time constants."""
-    n_nonfinite = 0
-    for i in range(param.shape[0]):
-        p = param[i]
-        b_in = buf[i] if has_momentum else p
-        delta, b = _element(p, grad[i], b_in, s, has_momentum, nesterov)
-        new = p + delta
-        if track:
-            n_nonfinite += not np.isfinite(new)
-            scratch[i] = delta
-        if write:
-            param[i] = new
-            if has_momentum:
-                buf[i] = b
-    if not track:
-        return 0, 0, 0.0
-    return 0, n_nonfinite, sum_squares(scratch, param.shape[0])
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _element_per_op(p, g, b, s, has_momentum, nesterov, fp, fs):  # pragma: no cover - compiled
-    """One coordinate of PyTorch's ``_single_tensor_sgd`` on 16-bit tensors: every op in float32,
-    its result rounded to the dtype it is stored in (``fp``: parameter and gradient, ``fs``:
-    the buffer); ``alpha=`` scalars rounded to that dtype first. Returns (delta, new buffer)."""
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (has_momentum,
+    nesterov)``, the buffer is state 0 when there is momentum. Under ``"per_op"`` rounding the
+    ``alpha=`` scalars are rounded to the dtype of the tensor they scale, as PyTorch does."""
+    has_momentum, nesterov = o
+    b = slot(state, 0, p)
     g = g * s.sign
     if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
-        g = round_to(g + round_to(s.weight_decay, fp) * p, fp)
+        g = round_to(g + round_to(s.weight_decay, rp) * p, rp)
     if has_momentum:  # buf.mul_(momentum).add_(grad, alpha=1 - dampening); t = 1: buf = grad
-        b = round_to(b * s.momentum, fs)
-        b = round_to(b + round_to(s.one_minus_dampening, fs) * g, fs)
+        b = round_to(b * s.momentum, rs)
+        b = round_to(b + round_to(s.one_minus_dampening, rs) * g, rs)
         if nesterov:  # grad.add(buf, alpha=momentum)
-            g = round_to(g + round_to(s.nesterov_momentum, fp) * b, fp)
+            g = round_to(g + round_to(s.nesterov_momentum, rp) * b, rp)
         else:
             g = b
-    return round_to(s.neg_lr, fp) * g, b  # param.add_(grad, alpha=-lr)
+    delta = round_to(s.neg_lr, rp) * g  # param.add_(grad, alpha=-lr)
+    return p, p + delta, (b,), delta, delta, False, g
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(
-    param, grad, buf, scratch, s, has_momentum, nesterov, track, write, fp, fs, per_op
-):  # pragma: no cover - compiled
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (buffer): loads to
-    float32, computes in float32 (``per_op`` rounds after each op), rounds when storing.
-    Tracked, it also counts coordinates whose stored parameter did not move although
-    ``delta != 0`` (SGD has no second moment: its underflow count is 0)."""
-    n_nonfinite = 0
-    n_lost = 0
-    for i in range(param.shape[0]):
-        p = load(param[i], fp)
-        g = load(grad[i], fp)
-        b_in = load(buf[i], fs) if has_momentum else p
-        if per_op:
-            delta, b = _element_per_op(p, g, b_in, s, has_momentum, nesterov, fp, fs)
-        else:
-            delta, b = _element(p, g, b_in, s, has_momentum, nesterov)
-        p_bits = store(p + delta, fp)
-        if track:
-            p_new = load(p_bits, fp)
-            n_nonfinite += not np.isfinite(p_new)
-            n_lost += (p_new == p) & (delta != 0)
-            scratch[i] = delta
-        if write:
-            param[i] = p_bits
-            if has_momentum:
-                buf[i] = store(b, fs)
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return 0, n_nonfinite, sum_squares(scratch, param.shape[0]), 0, n_lost
-
-
-def sgd_kernel_for(
-    has_momentum: bool, nesterov: bool, track: bool, write: bool
-) -> Callable[..., tuple]:
-    """The compiled kernel for one variant: ``kernel(param, grad[, momentum_buffer], scratch,
-    scalars) -> (0, n_nonfinite, sum_sq_update)`` (the buffer only with momentum). No eps, so
-    the eps-dominated count is always 0."""
-    return _sgd_kernel_for(bool(has_momentum), bool(nesterov), bool(track), bool(write))
-
-
-@functools.cache
-def _sgd_kernel_for(has_momentum: bool, nesterov: bool, track: bool, write: bool) -> Callable:
-    if has_momentum:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel_momentum(param, grad, buf, scratch, s):  # pragma: no cover
-            return _loop(param, grad, buf, scratch, s, True, nesterov, track, write)
-
-        return kernel_momentum
-
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, scratch, s):  # pragma: no cover
-        return _loop(param, grad, grad, scratch, s, False, False, track, write)
-
-    return kernel
-
-
-def sgd_lowp_kernel_for(
-    has_momentum: bool, nesterov: bool, track: bool, write: bool, formats: StorageFormats
-) -> Callable[..., tuple]:
-    """:func:`sgd_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
-    buffers as ``uint16`` views, float32 scalars), returning ``(0, n_nonfinite, sum_sq_update,
-    0, n_lost_updates)``. The formats and the rounding model are closure constants."""
-    return _sgd_lowp_kernel_for(
-        bool(has_momentum), bool(nesterov), bool(track), bool(write), int(formats.param),
-        int(formats.state), formats.rounding == "per_op",
-    )  # fmt: skip
-
-
-@functools.cache
-def _sgd_lowp_kernel_for(
-    has_momentum: bool, nesterov: bool, track: bool, write: bool, fp: int, fs: int, per_op: bool
-) -> Callable:
-    if has_momentum:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel_momentum(param, grad, buf, scratch, s):  # pragma: no cover
-            return _loop_lowp(
-                param, grad, buf, scratch, s, True, nesterov, track, write, fp, fs, per_op
-            )
-
-        return kernel_momentum
-
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, scratch, s):  # pragma: no cover
-        return _loop_lowp(param, grad, grad, scratch, s, False, False, track, write, fp, fs, per_op)
-
-    return kernel
+#: SGD's element rule (no eps, no second moment).
+RULE = Rule(update)
 
 
 def sgd_step_reference(
@@ -416,10 +292,8 @@ class SGD(Optimizer):
         write: bool,
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
-        args = (group["momentum"] != 0, group["nesterov"], track, write)
-        if formats is None:
-            return sgd_kernel_for(*args)
-        return sgd_lowp_kernel_for(*args, formats)
+        options = (group["momentum"] != 0, group["nesterov"])
+        return kernel(RULE, options, track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None
