@@ -77,11 +77,15 @@ class Rule(NamedTuple):
             are the common case and those constants rebuilt with literal values (e.g. a zero
             weight decay), so that the word-pair loop of all-bfloat16 buffers gets a copy in
             which the branches they decide are gone. ``None``: one copy.
+        branch: optional compiled ``branch(s) -> bool``, a choice made once per step (RAdam's
+            rectified or not): the kernel holds one loop for each value, appended to the
+            options (``o[-1]``), so the element rule's branch on it is decided at compile time.
     """
 
     update: Any
     second_moment: int = -1
     common: Any = None
+    branch: Any = None
 
 
 def element(fn: Callable[..., Any]) -> Any:
@@ -259,47 +263,58 @@ def _kernel(
     second = int(rule.second_moment)
     rp = fp if per_op else NATIVE
     rs = fs if per_op else NATIVE
+    native = fp == NATIVE and fs == NATIVE
     pairs = write and not track and fp == BF16 and fs == BF16 and not per_op and LITTLE_ENDIAN
-    common = rule.common if pairs else None
-    if fp == NATIVE and fs == NATIVE:
+    common = rule.common
 
-        def run(param, grad, *rest):  # pragma: no cover - compiled
+    # The whole pass for options ``o``: the word-pair loop first where it applies (with its own
+    # copy for the rule's common case), then the element loop over the rest.
+    if not pairs:
+
+        def body(param, grad, arrays, scratch, s, o):  # pragma: no cover - compiled
             return _loop(
-                param, grad, rest[:-2], rest[-2], rest[-1], 0, update, o, track, write, fp, fs,
-                rp, rs, second,
-            )[:3]  # fmt: skip
-
-    elif not pairs:
-
-        def run(param, grad, *rest):  # pragma: no cover - compiled
-            return _loop(
-                param, grad, rest[:-2], rest[-2], rest[-1], 0, update, o, track, write, fp, fs,
-                rp, rs, second,
+                param, grad, arrays, scratch, s, 0, update, o, track, write, fp, fs, rp, rs,
+                second,
             )  # fmt: skip
 
     elif common is None:
 
-        def run(param, grad, *rest):  # pragma: no cover - compiled
-            s = rest[-1]
-            start = _pairs(param, grad, rest[:-2], s, update, o)
+        def body(param, grad, arrays, scratch, s, o):  # pragma: no cover - compiled
+            start = _pairs(param, grad, arrays, s, update, o)
             return _loop(
-                param, grad, rest[:-2], rest[-2], s, start, update, o, track, write, fp, fs, rp,
-                rs, second,
+                param, grad, arrays, scratch, s, start, update, o, track, write, fp, fs, rp, rs,
+                second,
             )  # fmt: skip
 
     else:
 
-        def run(param, grad, *rest):  # pragma: no cover - compiled
-            s = rest[-1]
+        def body(param, grad, arrays, scratch, s, o):  # pragma: no cover - compiled
             usual, s_usual = common(s)
-            if usual:  # a copy of the pair loop with the common case's constants
-                start = _pairs(param, grad, rest[:-2], s_usual, update, o)
+            if usual:
+                start = _pairs(param, grad, arrays, s_usual, update, o)
             else:
-                start = _pairs(param, grad, rest[:-2], s, update, o)
+                start = _pairs(param, grad, arrays, s, update, o)
             return _loop(
-                param, grad, rest[:-2], rest[-2], s, start, update, o, track, write, fp, fs, rp,
-                rs, second,
+                param, grad, arrays, scratch, s, start, update, o, track, write, fp, fs, rp, rs,
+                second,
             )  # fmt: skip
+
+    whole = numba.njit(inline="always", error_model="numpy")(body)
+    n = 3 if native else 5  # float32/float64 buffers have no underflow or lost-update count
+    branch = rule.branch
+    if branch is None:
+
+        def run(param, grad, *rest):  # pragma: no cover - compiled
+            return whole(param, grad, rest[:-2], rest[-2], rest[-1], o)[:n]
+
+    else:
+        o_true = (*o, True)
+        o_false = (*o, False)
+
+        def run(param, grad, *rest):  # pragma: no cover - compiled
+            if branch(rest[-1]):
+                return whole(param, grad, rest[:-2], rest[-2], rest[-1], o_true)[:n]
+            return whole(param, grad, rest[:-2], rest[-2], rest[-1], o_false)[:n]
 
     compiled = numba.njit(error_model="numpy", nogil=True)(run)
     cache_on_source(compiled)

@@ -53,16 +53,16 @@ recorded PyTorch runs.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 
-from minnet._lowp import load, round_to, store
+from minnet._lowp import round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel
 from minnet.optim._reference import fused, rounder
 from minnet.optim.adam import adam_moments_per_op
 from minnet.optim.optimizer import (
@@ -80,9 +80,8 @@ __all__ = [
     "radam_rho",
     "radam_first_rectified_step",
     "radam_scalars",
-    "radam_kernel_for",
+    "RULE",
     "radam_step_reference",
-    "radam_lowp_kernel_for",
     "radam_step_reference_lowp",
 ]
 
@@ -159,175 +158,46 @@ def radam_scalars(
     )  # fmt: skip
 
 
-# -- the kernel -----------------------------------------------------------------------------
+# -- the element rule ---------------------------------------------------------------------------
+
+
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (decoupled,
+    rectified)``, the second chosen once per step (:func:`_rectified`), so each branch is its
+    own loop. Under ``"per_op"`` every op's result is rounded as the module docstring lists."""
+    decoupled, rectified = o
+    m = state[0]
+    v = state[1]
+    p_in = round_to(p * s.decay, rp) if decoupled else p  # param.mul_(1 - lr * weight_decay)
+    if s.weight_decay != 0:
+        g = round_to(g + s.weight_decay * p_in, rp)  # grad.add(param, alpha=weight_decay)
+    # exp_avg.lerp_(grad, 1 - beta1): PyTorch's lerp switches formula at weight 0.5.
+    if s.lerp_w < 0.5:
+        m = round_to(m + s.lerp_w * (g - m), rs)
+    else:
+        m = round_to(g - (g - m) * s.one_minus_lerp_w, rs)
+    v = round_to(v * s.beta2, rs)  # exp_avg_sq.mul_(beta2)
+    v = round_to(v + s.one_minus_beta2 * g * g, rs)  # .addcmul_(grad, grad, value=1 - beta2)
+    step = round_to(round_to(m / s.bc1, rs) * s.lr, rs)  # bias_corrected_exp_avg * lr
+    dominated = False
+    if rectified:
+        root = round_to(np.sqrt(v), rs)  # exp_avg_sq.sqrt()
+        adaptive = round_to(s.sqrt_bc2 / round_to(root + s.eps, rs), rs)  # bc2**0.5 / (. + eps)
+        step = round_to(round_to(step * adaptive, rs) * s.rect, rs)  # ... * adaptive_lr * rect
+        dominated = s.eps >= root
+    new = p_in - step  # param.add_(x, alpha=-1.0)
+    return p_in, new, (m, v), -step, new - p, dominated, g
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _loop(
-    param, grad, exp_avg, exp_avg_sq, scratch, s, rectified, decoupled, track, write
-):  # pragma: no cover - compiled
-    """The pass over all coordinates; every flag is a compile-time constant where inlined.
-    Tracked, ``scratch`` keeps each coordinate's whole change of the parameter."""
-    n_dominated = 0
-    n_nonfinite = 0
-    for i in range(param.shape[0]):
-        p0 = param[i]
-        p = p0 * s.decay if decoupled else p0
-        g = grad[i]
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-        m = exp_avg[i]
-        # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
-        if s.lerp_w < 0.5:
-            m = m + s.lerp_w * (g - m)
-        else:
-            m = g - (g - m) * s.one_minus_lerp_w
-        v = exp_avg_sq[i] * s.beta2
-        v = v + s.one_minus_beta2 * g * g
-        step = (m / s.bc1) * s.lr
-        if rectified:
-            root = np.sqrt(v)
-            step = (step * (s.sqrt_bc2 / (root + s.eps))) * s.rect
-            if track:
-                n_dominated += s.eps >= root
-        p = p - step
-        if track:
-            n_nonfinite += not np.isfinite(p)
-            scratch[i] = p - p0
-        if write:
-            param[i] = p
-            exp_avg[i] = m
-            exp_avg_sq[i] = v
-    if not track:
-        return 0, 0, 0.0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+def _rectified(s):  # pragma: no cover - compiled
+    return s.rectified
 
 
-def radam_kernel_for(decoupled: bool, track: bool, write: bool) -> Callable[..., tuple]:
-    """The compiled kernel for one variant: ``kernel(param, grad, exp_avg, exp_avg_sq, scratch,
-    scalars) -> (n_eps_dominated, n_nonfinite, sum_sq_update)``. The flags are closure
-    constants; ``scalars.rectified`` picks one of two loops once per call (each branch-free and
-    vectorizable). ``track`` counts the coordinates where ``eps >= sqrt(v)`` (none in an
-    unrectified step, which has no eps), the parameters that end non-finite and the sum of
-    squared changes; ``write=False`` is a dry run that stores nothing."""
-    return _radam_kernel_for(bool(decoupled), bool(track), bool(write))
-
-
-@functools.cache
-def _radam_kernel_for(decoupled: bool, track: bool, write: bool) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, exp_avg, exp_avg_sq, scratch, s):  # pragma: no cover
-        if s.rectified:
-            return _loop(
-                param, grad, exp_avg, exp_avg_sq, scratch, s, True, decoupled, track, write
-            )
-        return _loop(param, grad, exp_avg, exp_avg_sq, scratch, s, False, decoupled, track, write)
-
-    return kernel
-
-
-# -- 16-bit storage ---------------------------------------------------------------------------
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(
-    param, grad, exp_avg, exp_avg_sq, scratch, s, rectified, decoupled, track, write, fp, fs,
-    per_op,
-):  # pragma: no cover - compiled  # fmt: skip
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
-    is loaded to float32, updated in float32 (``per_op`` rounds after each op, see the module
-    docstring) and rounded when stored. Tracked, it also counts ``exp_avg_sq`` stored as 0 with
-    a nonzero gradient (underflow) and coordinates whose stored parameter did not move although
-    the step is not 0 (lost updates)."""
-    n_dominated = 0
-    n_nonfinite = 0
-    n_underflow = 0
-    n_lost = 0
-    for i in range(param.shape[0]):
-        p0 = load(param[i], fp)
-        g = load(grad[i], fp)
-        m = load(exp_avg[i], fs)
-        v = load(exp_avg_sq[i], fs)
-        p = p0
-        if decoupled:
-            p = p0 * s.decay
-            if per_op:
-                p = round_to(p, fp)
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-            if per_op:
-                g = round_to(g, fp)
-        if s.lerp_w < 0.5:
-            m = m + s.lerp_w * (g - m)
-        else:
-            m = g - (g - m) * s.one_minus_lerp_w
-        if per_op:
-            m = round_to(m, fs)
-            v = round_to(v * s.beta2, fs)
-            v = round_to(v + s.one_minus_beta2 * g * g, fs)
-            step = round_to(round_to(m / s.bc1, fs) * s.lr, fs)
-        else:
-            v = v * s.beta2
-            v = v + s.one_minus_beta2 * g * g
-            step = (m / s.bc1) * s.lr
-        if rectified:
-            if per_op:
-                root = round_to(np.sqrt(v), fs)
-                adaptive = round_to(s.sqrt_bc2 / round_to(root + s.eps, fs), fs)
-                step = round_to(round_to(step * adaptive, fs) * s.rect, fs)
-            else:
-                root = np.sqrt(v)
-                step = (step * (s.sqrt_bc2 / (root + s.eps))) * s.rect
-            if track:
-                n_dominated += s.eps >= root
-        new = p - step
-        p_bits = store(new, fp)
-        v_bits = store(v, fs)
-        if track:
-            p_new = load(p_bits, fp)
-            n_nonfinite += not np.isfinite(p_new)
-            n_underflow += (load(v_bits, fs) == 0) & (g != 0)
-            n_lost += (p_new == p) & (step != 0)
-            scratch[i] = new - p0
-        if write:
-            param[i] = p_bits
-            exp_avg[i] = store(m, fs)
-            exp_avg_sq[i] = v_bits
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
-
-
-def radam_lowp_kernel_for(
-    decoupled: bool, track: bool, write: bool, formats: StorageFormats
-) -> Callable[..., tuple]:
-    """:func:`radam_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
-    buffers as ``uint16`` views, scalars in float32), returning ``(n_dominated, n_nonfinite,
-    sum_sq_update, n_underflow, n_lost_updates)``; the formats and the rounding model are
-    closure constants like the flags."""
-    return _radam_lowp_kernel_for(
-        bool(decoupled), bool(track), bool(write), int(formats.param), int(formats.state),
-        formats.rounding == "per_op",
-    )  # fmt: skip
-
-
-@functools.cache
-def _radam_lowp_kernel_for(
-    decoupled: bool, track: bool, write: bool, fp: int, fs: int, per_op: bool
-) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, exp_avg, exp_avg_sq, scratch, s):  # pragma: no cover
-        if s.rectified:
-            return _loop_lowp(
-                param, grad, exp_avg, exp_avg_sq, scratch, s, True, decoupled, track, write,
-                fp, fs, per_op,
-            )  # fmt: skip
-        return _loop_lowp(
-            param, grad, exp_avg, exp_avg_sq, scratch, s, False, decoupled, track, write, fp,
-            fs, per_op,
-        )  # fmt: skip
-
-    return kernel
+#: RAdam's element rule; the second moment ``exp_avg_sq`` is state 1; rectified or not is
+#: decided once per step.
+RULE = Rule(update, second_moment=1, branch=_rectified)
 
 
 def radam_step_reference(
@@ -517,9 +387,7 @@ class RAdam(Optimizer):
         write: bool,
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
-        if formats is None:
-            return radam_kernel_for(self._decoupled(group), track, write)
-        return radam_lowp_kernel_for(self._decoupled(group), track, write, formats)
+        return kernel(RULE, (self._decoupled(group),), track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None
