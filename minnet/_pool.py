@@ -47,6 +47,7 @@ from typing import Any
 import numba
 import numpy as np
 from numba import prange, types
+from numba.extending import overload
 
 from minnet._jitcache import Undescribable, cache_on_source, describe
 
@@ -384,104 +385,65 @@ _EMPTY2 = {c: np.empty((0, 0), c) for c in "fd"}
 # -- the optimizer ----------------------------------------------------------------------------
 
 
-def _driver_source(kernel: Any, n_state: int) -> Callable[..., Any]:
-    # One closure per arity: thread t runs ``kernel`` over its segment of every parameter.
-    if n_state == 0:
+def _slices(arrays, lo, hi):  # type: ignore[no-untyped-def]  # pragma: no cover - typed only
+    """``(arrays[0][lo:hi], arrays[1][lo:hi], ...)``."""
 
-        def driver(p, g, scratch, s, segs):  # pragma: no cover - compiled
-            a = 0
-            b = 0
-            c = 0.0
-            for t in prange(segs.shape[0]):
-                for j in range(segs.shape[1]):
-                    lo = segs[t, j, 0]
-                    hi = segs[t, j, 1]
-                    if hi > lo:
-                        r = kernel(p[lo:hi], g[lo:hi], scratch[lo:hi], s)
-                        a += r[0]
-                        b += r[1]
-                        c += r[2]
-            return a, b, c
 
-    elif n_state == 1:
+@overload(_slices)
+def _slices_impl(arrays, lo, hi):  # type: ignore[no-untyped-def]
+    items = "".join(f"arrays[{k}][lo:hi], " for k in range(len(arrays.types)))
+    namespace: dict[str, Any] = {}
+    exec(compile(f"def impl(arrays, lo, hi):\n    return ({items})\n", __file__, "exec"), namespace)
+    return namespace["impl"]
 
-        def driver(p, g, m1, scratch, s, segs):  # pragma: no cover - compiled
-            a = 0
-            b = 0
-            c = 0.0
-            for t in prange(segs.shape[0]):
-                for j in range(segs.shape[1]):
-                    lo = segs[t, j, 0]
-                    hi = segs[t, j, 1]
-                    if hi > lo:
-                        r = kernel(p[lo:hi], g[lo:hi], m1[lo:hi], scratch[lo:hi], s)
-                        a += r[0]
-                        b += r[1]
-                        c += r[2]
-            return a, b, c
 
-    elif n_state == 2:
+def _driver_source(kernel: Any) -> Callable[..., Any]:
+    # Thread t runs ``kernel`` over its segment of every parameter, for any number of state
+    # arrays (``state``, a tuple). The call with the state's slices is a function of its own:
+    # Numba's parallel loops do not take tuple unpacking in their body.
+    @numba.njit(error_model="numpy", nogil=True)
+    def segment(p, g, state, scratch, s, lo, hi):  # pragma: no cover - compiled
+        return kernel(p[lo:hi], g[lo:hi], *_slices(state, lo, hi), scratch[lo:hi], s)
 
-        def driver(p, g, m1, m2, scratch, s, segs):  # pragma: no cover - compiled
-            a = 0
-            b = 0
-            c = 0.0
-            for t in prange(segs.shape[0]):
-                for j in range(segs.shape[1]):
-                    lo = segs[t, j, 0]
-                    hi = segs[t, j, 1]
-                    if hi > lo:
-                        r = kernel(p[lo:hi], g[lo:hi], m1[lo:hi], m2[lo:hi], scratch[lo:hi], s)
-                        a += r[0]
-                        b += r[1]
-                        c += r[2]
-            return a, b, c
-
-    else:
-
-        def driver(p, g, m1, m2, m3, scratch, s, segs):  # pragma: no cover - compiled
-            a = 0
-            b = 0
-            c = 0.0
-            for t in prange(segs.shape[0]):
-                for j in range(segs.shape[1]):
-                    lo = segs[t, j, 0]
-                    hi = segs[t, j, 1]
-                    if hi > lo:
-                        r = kernel(
-                            p[lo:hi], g[lo:hi], m1[lo:hi], m2[lo:hi], m3[lo:hi], scratch[lo:hi], s
-                        )
-                        a += r[0]
-                        b += r[1]
-                        c += r[2]
-            return a, b, c
+    def driver(p, g, state, scratch, s, segs):  # pragma: no cover - compiled
+        a = 0
+        b = 0
+        c = 0.0
+        for t in prange(segs.shape[0]):
+            for j in range(segs.shape[1]):
+                lo = segs[t, j, 0]
+                hi = segs[t, j, 1]
+                if hi > lo:
+                    r = segment(p, g, state, scratch, s, lo, hi)
+                    a += r[0]
+                    b += r[1]
+                    c += r[2]
+        return a, b, c
 
     return driver
 
 
 @functools.cache
-def optimizer_driver(kernel: Any, n_state: int) -> Callable[..., Any] | None:
-    """The parallel driver of one optimizer kernel with ``n_state`` state arrays (0-3), built on
-    first use and cached on disk: ``driver(param, grad, *state, scratch, scalars, segs) ->
-    (n_eps_dominated, n_nonfinite, sum_sq_update)``, the kernel's three results summed over the
-    segments. ``segs`` is :func:`thread_segments`'s table; thread ``t`` runs the kernel over
-    ``segs[t, j]`` for each parameter ``j``. ``None`` for a kernel it cannot drive (not a
-    Numba function, more than three state arrays, or closure constants it cannot key)."""
-    if not isinstance(kernel, numba.core.registry.CPUDispatcher) or not 0 <= n_state <= 3:
+def optimizer_driver(kernel: Any) -> Callable[..., Any] | None:
+    """The parallel driver of one optimizer kernel, built on first use and cached on disk:
+    ``driver(param, grad, state, scratch, scalars, segs) -> (n_eps_dominated, n_nonfinite,
+    sum_sq_update)``, the kernel's three results summed over the segments, for any number of
+    state arrays. ``segs`` is :func:`thread_segments`'s table; thread ``t`` runs the kernel
+    over ``segs[t, j]`` for each parameter ``j``. ``None`` for a kernel it cannot drive (not a
+    Numba function, or closure constants it cannot key)."""
+    if not isinstance(kernel, numba.core.registry.CPUDispatcher):
         return None
     try:
         describe(kernel)
     except Undescribable:
         return None
-    driver = numba.njit(parallel=True, error_model="numpy", nogil=True)(
-        _driver_source(kernel, n_state)
-    )
+    driver = numba.njit(parallel=True, error_model="numpy", nogil=True)(_driver_source(kernel))
     cache_on_source(driver)
     return driver
 
 
-_refused: set[tuple[Any, int]] = set()
-_used: set[tuple[Any, int]] = set()  # the drivers that ran (tests read their cache stats)
+_refused: set[Any] = set()
+_used: set[Any] = set()  # the kernels whose drivers ran (tests read their cache stats)
 
 
 def optimizer_step(
@@ -490,16 +452,15 @@ def optimizer_step(
     """Run ``kernel`` over ``args = (param, grad, *state)`` on the pool, thread ``t`` over the
     segments ``segs[t]`` (see :func:`optimizer_driver`); the summed results, or ``None`` (nothing
     done) when the kernel cannot be driven, so the caller runs it serially."""
-    key = (kernel, len(args) - 2)
-    if key in _refused:
+    if kernel in _refused:
         return None
-    driver = optimizer_driver(*key)
+    driver = optimizer_driver(kernel)
     if driver is None:
         return None
     try:
-        out = driver(*args, scratch, scalars, segs)
+        out = driver(args[0], args[1], tuple(args[2:]), scratch, scalars, segs)
     except numba.core.errors.NumbaError:  # typing failed: nothing ran
-        _refused.add(key)
+        _refused.add(kernel)
         return None
-    _used.add(key)
+    _used.add(kernel)
     return out

@@ -240,7 +240,7 @@ _CHILD = textwrap.dedent(
         model.backward(loss_fn.backward())
         opt.step()
     fns = [_pool._forward, _pool._backward]
-    fns += [_pool.optimizer_driver(k, n) for k, n in _pool._used]
+    fns += [_pool.optimizer_driver(k) for k in _pool._used]
     print(json.dumps({
         "available": _pool.available(), "reason": _pool.reason(),
         "threads": minnet.get_num_threads(), "losses": losses,
