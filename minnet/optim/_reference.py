@@ -1,20 +1,73 @@
-"""What the optimizers' NumPy references for 16-bit arrays share: the two rounding models.
+"""The 16-bit reference of every optimizer: its element rule run by NumPy over whole arrays.
 
-A reference for 16-bit arrays (``<name>_step_reference_lowp``) either runs the float32
-reference on float32 copies and stores each written array once (:func:`fused`), or applies
-:func:`rounder`'s rounding after every operation, in PyTorch's order (``"per_op"``).
+:func:`rule_reference` turns a :class:`~minnet.optim._kernel.Rule` into a plain-NumPy update of
+float16 / bfloat16 / float32 arrays: the rule's own Python source, called once with whole
+float32 arrays in place of scalars, ``round_to`` done by NumPy's and ml_dtypes' casts (round to
+nearest even) instead of :mod:`minnet._lowp`'s bit manipulation, and each stored array rounded
+once with ``astype``. It checks the skeleton (the conversions, the loads and stores, the word
+pairs, the dry run), not the formula: each optimizer's hand-written float64 reference and its
+library fixtures check the formula.
+
+:func:`fused` and :func:`rounder` are what the hand-written 16-bit references of the optimizers
+not yet written as rules share.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["fused", "rounder"]
+from minnet._lowp import BF16, F16, NATIVE
+from minnet.dtypes import bfloat16
+from minnet.optim._flat import StorageFormats
+
+__all__ = ["rule_reference", "numpy_rule", "fused", "rounder"]
 
 _F32 = np.float32
+_DTYPES = {F16: np.dtype(np.float16), BF16: np.dtype(bfloat16)}
+
+
+def _round_to(x: Any, fmt: int) -> Any:
+    """NumPy's ``minnet._lowp.round_to``: ``x`` rounded to ``fmt``'s precision, as float32."""
+    if fmt == NATIVE:
+        return x
+    return np.asarray(x, _F32).astype(_DTYPES[fmt]).astype(_F32)
+
+
+def numpy_rule(compiled: Any) -> Callable[..., Any]:
+    """The Python function behind a compiled element rule (or hook), with ``round_to`` done
+    by NumPy casts, so that it runs on whole arrays."""
+    f = compiled.py_func
+    namespace = dict(f.__globals__, round_to=_round_to)
+    return types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
+
+
+def rule_reference(
+    rule: Any, options: tuple[Any, ...], formats: StorageFormats
+) -> Callable[..., None]:
+    """``ref(param, grad, *state, scalars)``: the update of :func:`minnet.optim._kernel.kernel`
+    for these options and formats, in place, over typed arrays (float16, bfloat16, float32)
+    with float32 ``scalars``."""
+    update = numpy_rule(rule.update)
+    branch = None if rule.branch is None else numpy_rule(rule.branch)
+    per_op = formats.rounding == "per_op"
+    rp = formats.param if per_op else NATIVE
+    rs = formats.state if per_op else NATIVE
+
+    def reference(param: np.ndarray, grad: np.ndarray, *rest: Any) -> None:
+        *state, s = rest
+        o = options if branch is None else (*options, bool(branch(s)))
+        loaded = tuple(a.astype(_F32) for a in state)
+        with np.errstate(all="ignore"):
+            out = update(param.astype(_F32), grad.astype(_F32), loaded, s, o, rp, rs)
+        param[...] = np.asarray(out[1], _F32).astype(param.dtype)
+        for a, value in zip(state, out[2]):
+            a[...] = np.asarray(value, _F32).astype(a.dtype)
+
+    return reference
 
 
 def rounder(dtype: np.dtype) -> Callable[[Any], np.ndarray]:

@@ -48,8 +48,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel
+from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -64,7 +63,6 @@ __all__ = [
     "adabelief_scalars",
     "RULE",
     "adabelief_step_reference",
-    "adabelief_step_reference_lowp",
 ]
 
 
@@ -120,15 +118,6 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=1)
 
 
-def _refuse_per_op(formats: StorageFormats) -> None:
-    if formats.rounding == "per_op":
-        raise ValueError(
-            "AdaBelief: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no AdaBelief; use rounding='fused' (per_op exists "
-            "for Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
-        )
-
-
 def adabelief_step_reference(
     param: np.ndarray,
     grad: np.ndarray,
@@ -144,22 +133,6 @@ def adabelief_step_reference(
         exp_avg_var[...] = s.one_minus_beta2 * (e * e) + s.beta2 * exp_avg_var
         exp_avg_var += s.eps_root
         param += (exp_avg / s.bc1) / (np.sqrt(exp_avg_var / s.bc2) + s.eps) * s.neg_lr
-
-
-def adabelief_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_var: np.ndarray,
-    scalars: AdaBeliefScalars,
-) -> None:
-    """:func:`adabelief_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
-    in place, with float32 ``scalars``: computes on float32 copies and rounds each result once
-    (NumPy's / ml_dtypes' casts), the ``"fused"`` model."""
-    arrays = [a.astype(np.float32) for a in (param, grad, exp_avg, exp_avg_var)]
-    adabelief_step_reference(*arrays, scalars)
-    for out, a in zip((param, exp_avg, exp_avg_var), (arrays[0], arrays[2], arrays[3])):
-        out[...] = a.astype(out.dtype)
 
 
 class AdaBelief(Optimizer):
@@ -231,12 +204,8 @@ class AdaBelief(Optimizer):
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
         )  # fmt: skip
-        for flats in self._flats:  # refuse per_op now, not at the first step
-            for flat in flats:
-                if flat.formats is not None:
-                    _refuse_per_op(flat.formats)
 
-    _supports_lowp = True
+    rule = RULE
     # Both are checked against the state dtype: eps_root is stored in s every step.
     _eps_options = ("eps", "eps_root")
 
@@ -258,24 +227,15 @@ class AdaBelief(Optimizer):
             eps_root=group["eps_root"], step=step,
         )  # fmt: skip
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        if formats is not None:
-            _refuse_per_op(formats)
-        return kernel(RULE, (), track, write, formats)
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        return (
+            "AdaBelief: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
+            "implementation, and PyTorch has no AdaBelief; use rounding='fused' (per_op exists for "
+            "Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
+        )
 
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
-        if formats is None:
-            return adabelief_step_reference
-        _refuse_per_op(formats)
-        return adabelief_step_reference_lowp
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        return adabelief_step_reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

@@ -48,9 +48,7 @@ import numpy as np
 
 from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel, slot
-from minnet.optim._reference import fused, rounder
+from minnet.optim._kernel import Rule, element, slot
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -69,7 +67,6 @@ __all__ = [
     "AdamScalars",
     "adam_scalars",
     "adam_step_reference",
-    "adam_step_reference_lowp",
     "ams_kind",
     "RULE",
     "validate_adam_hyperparameters",
@@ -193,10 +190,7 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     src = v
     if ams != NO_MAX:
         cand = v / s.max_div if ams == MAX_CORRECTED else v
-        # maximum() with NaN propagation, like torch.maximum / np.maximum
-        if not (vmax >= cand):
-            if vmax == vmax:
-                vmax = cand
+        vmax = np.maximum(vmax, cand)  # NaN propagates, as in torch.maximum
         src = vmax
     eps = s.eps
     if mode == OUTSIDE:
@@ -278,77 +272,6 @@ def adam_step_reference(
         else:
             delta = s.neg_step * np.arctan2(exp_avg / s.m_div, np.sqrt(src / s.v_div))
         param += delta
-
-
-def adam_moments_per_op(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    s: Any,
-    decoupled: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The first ops of PyTorch's for-loop Adam, NAdam and RAdam under ``"per_op"`` rounding,
-    each result rounded to the dtype of the array it belongs to: the decoupled decay
-    ``param.mul_(decay)``, the L2 term ``grad.add(param, alpha=weight_decay)``,
-    ``exp_avg.lerp_(grad, lerp_w)`` and ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 -
-    beta2)``. ``s`` has those scalars (float32); returns float32 ``(p, g, V_dw, S_dw)`` (``g``
-    with the L2 term), the arrays themselves unchanged."""
-    f32 = np.float32
-    rp = rounder(param.dtype)
-    rs = rounder(exp_avg.dtype)
-    with np.errstate(all="ignore"):
-        p = param.astype(f32)
-        g = grad.astype(f32)
-        m = exp_avg.astype(f32)
-        if decoupled:
-            p = rp(p * s.decay)
-        if s.weight_decay != 0:
-            g = rp(g + s.weight_decay * p)
-        if s.lerp_w < 0.5:
-            m = rs(m + s.lerp_w * (g - m))
-        else:
-            m = rs(g - (g - m) * s.one_minus_lerp_w)
-        v = rs(exp_avg_sq.astype(f32) * s.beta2)
-        v = rs(v + s.one_minus_beta2 * g * g)
-    return p, g, m, v
-
-
-def adam_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    max_exp_avg_sq: np.ndarray,
-    scalars: AdamScalars,
-    mode: int,
-    ams: int,
-    decoupled: bool,
-    rounding: str,
-) -> None:
-    """:func:`adam_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
-    place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
-    result once with NumPy's / ml_dtypes' casts; ``"per_op"`` rounds every op's float32 result
-    to the dtype of the array it belongs to, in PyTorch's order (see :func:`_element_per_op`).
-    """
-    f32 = np.float32
-    if rounding == "fused":
-        state = (exp_avg, exp_avg_sq, max_exp_avg_sq)
-        fused(adam_step_reference, param, grad, state, scalars, mode, ams, decoupled)
-        return
-    s = scalars
-
-    rs = rounder(exp_avg.dtype)  # round to the state dtype
-    p, _, m, v = adam_moments_per_op(param, grad, exp_avg, exp_avg_sq, s, decoupled)
-    with np.errstate(all="ignore"):
-        src = v
-        if ams != NO_MAX:
-            src = np.maximum(max_exp_avg_sq.astype(f32), v)
-            max_exp_avg_sq[...] = src.astype(max_exp_avg_sq.dtype)
-        denom = rs(rs(rs(np.sqrt(src)) / s.root_div) + s.eps)
-        param[...] = (p + (s.neg_step * m) / denom).astype(param.dtype)
-        exp_avg[...] = m.astype(exp_avg.dtype)
-        exp_avg_sq[...] = v.astype(exp_avg_sq.dtype)
 
 
 # -- the class ------------------------------------------------------------------------------
@@ -494,12 +417,8 @@ class Adam(Optimizer):
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
         )  # fmt: skip
-        for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
-            for flat in self._flats[i]:
-                if flat.formats is not None:
-                    self._kernel(group, False, True, flat.formats)
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return validate_adam_hyperparameters(
@@ -529,47 +448,33 @@ class Adam(Optimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        if formats is not None and formats.rounding == "per_op" and (
-            group["eps_mode"] != "outside" or (group["amsgrad"] and group["amsgrad_max"] != "raw")
-        ):
-            raise ValueError(
-                "rounding='per_op' follows PyTorch's for-loop Adam: it needs eps_mode='outside' "
-                f"and amsgrad_max='raw', got eps_mode={group['eps_mode']!r}, "
-                f"amsgrad_max={group['amsgrad_max']!r}; use rounding='fused'"
-            )
-        options = (
+    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (
             EPS_MODES.index(group["eps_mode"]),
             ams_kind(group["amsgrad"], group["amsgrad_max"]),
             group["decoupled_weight_decay"],
         )
-        return kernel(RULE, options, track, write, formats)
 
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
-        mode = EPS_MODES.index(group["eps_mode"])
-        ams = ams_kind(group["amsgrad"], group["amsgrad_max"])
-        decoupled = group["decoupled_weight_decay"]
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        if group["eps_mode"] == "outside" and not (
+            group["amsgrad"] and group["amsgrad_max"] != "raw"
+        ):
+            return None
+        return (
+            "rounding='per_op' follows PyTorch's for-loop Adam: it needs eps_mode='outside' "
+            f"and amsgrad_max='raw', got eps_mode={group['eps_mode']!r}, "
+            f"amsgrad_max={group['amsgrad_max']!r}; use rounding='fused'"
+        )
+
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        mode, ams, decoupled = self._options(group)
         empty = np.empty(0)
 
         def reference(param, grad, exp_avg, exp_avg_sq, *rest):  # type: ignore[no-untyped-def]
             vmax, scalars = (rest[0], rest[1]) if len(rest) == 2 else (empty, rest[0])
-            if formats is None:
-                adam_step_reference(
-                    param, grad, exp_avg, exp_avg_sq, vmax, scalars, mode, ams, decoupled
-                )
-            else:
-                adam_step_reference_lowp(
-                    param, grad, exp_avg, exp_avg_sq, vmax, scalars, mode, ams, decoupled,
-                    formats.rounding,
-                )  # fmt: skip
+            adam_step_reference(
+                param, grad, exp_avg, exp_avg_sq, vmax, scalars, mode, ams, decoupled
+            )
 
         return reference
 

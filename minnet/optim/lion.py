@@ -41,8 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel
+from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import Optimizer, check_betas, check_lr, check_weight_decay
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "lion_scalars",
     "RULE",
     "lion_step_reference",
-    "lion_step_reference_lowp",
 ]
 
 
@@ -95,15 +93,6 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
 RULE = Rule(update)
 
 
-def _refuse_per_op(formats: StorageFormats) -> None:
-    if formats.rounding == "per_op":
-        raise ValueError(
-            "Lion: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Lion; use rounding='fused' (per_op exists for "
-            "Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
-        )
-
-
 def lion_step_reference(
     param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, scalars: LionScalars
 ) -> None:
@@ -115,18 +104,6 @@ def lion_step_reference(
         if s.weight_decay != 0:
             u = u + s.weight_decay * param
         param += u * s.neg_lr
-
-
-def lion_step_reference_lowp(
-    param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, scalars: LionScalars
-) -> None:
-    """:func:`lion_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
-    place, with float32 ``scalars``: computes on float32 copies and rounds each result once
-    (NumPy's / ml_dtypes' casts), the ``"fused"`` model."""
-    arrays = [a.astype(np.float32) for a in (param, grad, exp_avg)]
-    lion_step_reference(*arrays, scalars)
-    param[...] = arrays[0].astype(param.dtype)
-    exp_avg[...] = arrays[2].astype(exp_avg.dtype)
 
 
 class Lion(Optimizer):
@@ -187,12 +164,8 @@ class Lion(Optimizer):
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
         )  # fmt: skip
-        for flats in self._flats:  # refuse per_op now, not at the first step
-            for flat in flats:
-                if flat.formats is not None:
-                    _refuse_per_op(flat.formats)
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -210,21 +183,12 @@ class Lion(Optimizer):
             dtype, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"]
         )
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        if formats is not None:
-            _refuse_per_op(formats)
-        return kernel(RULE, (), track, write, formats)
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        return (
+            "Lion: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
+            "implementation, and PyTorch has no Lion; use rounding='fused' (per_op exists for "
+            "Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
+        )
 
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
-        if formats is None:
-            return lion_step_reference
-        _refuse_per_op(formats)
-        return lion_step_reference_lowp
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        return lion_step_reference

@@ -57,10 +57,7 @@ import numpy as np
 
 from minnet._lowp import round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel
-from minnet.optim._reference import fused, rounder
-from minnet.optim.adam import adam_moments_per_op
+from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -78,7 +75,6 @@ __all__ = [
     "nadam_scalars",
     "RULE",
     "nadam_step_reference",
-    "nadam_step_reference_lowp",
 ]
 
 
@@ -202,35 +198,6 @@ def nadam_step_reference(
         param += (s.coef_avg * exp_avg) / denom
 
 
-def nadam_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    scalars: NAdamScalars,
-    decoupled: bool,
-    rounding: str,
-) -> None:
-    """:func:`nadam_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
-    place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
-    result once (NumPy's / ml_dtypes' casts); ``"per_op"`` rounds every op's float32 result to
-    the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
-    if rounding == "fused":
-        fused(nadam_step_reference, param, grad, (exp_avg, exp_avg_sq), scalars, decoupled)
-        return
-    s = scalars
-
-    rp = rounder(param.dtype)  # round to the parameter dtype
-    rs = rounder(exp_avg.dtype)  # round to the state dtype
-    p, g, m, v = adam_moments_per_op(param, grad, exp_avg, exp_avg_sq, s, decoupled)
-    with np.errstate(all="ignore"):
-        denom = rs(rs(np.sqrt(rs(v / s.bc2))) + s.eps)
-        p = rp(p + (s.coef_grad * g) / denom)
-        param[...] = (p + (s.coef_avg * m) / denom).astype(param.dtype)
-        exp_avg[...] = m.astype(exp_avg.dtype)
-        exp_avg_sq[...] = v.astype(exp_avg_sq.dtype)
-
-
 # -- the class ------------------------------------------------------------------------------
 
 
@@ -320,7 +287,7 @@ class NAdam(Optimizer):
             state_dtype=state_dtype, rounding=rounding,
         )  # fmt: skip
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order of checks: lr, eps, betas, weight_decay, momentum_decay.
@@ -378,30 +345,14 @@ class NAdam(Optimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
-    def _decoupled(self, group: Mapping[str, Any]) -> bool:
-        return bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0)
+    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        return kernel(RULE, (self._decoupled(group),), track, write, formats)
-
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
-        decoupled = self._decoupled(group)
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        (decoupled,) = self._options(group)
 
         def reference(param, grad, exp_avg, exp_avg_sq, scalars):  # type: ignore[no-untyped-def]
-            if formats is None:
-                nadam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
-            else:
-                nadam_step_reference_lowp(
-                    param, grad, exp_avg, exp_avg_sq, scalars, decoupled, formats.rounding
-                )
+            nadam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
 
         return reference
 

@@ -198,6 +198,8 @@ from minnet import threads as _threads
 from minnet.dtypes import FLOAT_DTYPES, as_dtype, bfloat16, float64, is_16bit
 from minnet.nn import Parameter
 from minnet.optim._flat import FlatBuffers, StorageFormats
+from minnet.optim._kernel import Rule, kernel
+from minnet.optim._reference import rule_reference
 
 __all__ = [
     "Optimizer",
@@ -555,8 +557,9 @@ class Optimizer:
         self._check_eps_representable(group, params)
         return group
 
-    #: Whether the kernels read and write 16-bit buffers (``_kernel`` takes ``formats``).
-    _supports_lowp: bool = False
+    #: Whether the kernels read and write 16-bit buffers (``_kernel`` takes ``formats``);
+    #: ``None``: when the optimizer has an element rule (the skeleton reads every format).
+    _supports_lowp: bool | None = None
 
     def _state_dtype_for(self, dtype: np.dtype, where: str = "") -> np.dtype:
         """The state dtype of parameters of dtype ``dtype``; ``TypeError`` for a combination
@@ -568,7 +571,8 @@ class Optimizer:
                 f"{owner}: state_dtype={state} with {where} of dtype {dtype}: float64 "
                 "parameters need float64 state and float64 state needs float64 parameters"
             )
-        if (is_16bit(dtype) or is_16bit(state)) and not self._supports_lowp:
+        supports = self.rule is not None if self._supports_lowp is None else self._supports_lowp
+        if (is_16bit(dtype) or is_16bit(state)) and not supports:
             raise TypeError(
                 f"{owner} does not support float16/bfloat16 parameters or state yet "
                 f"({where}: dtype {dtype}, state_dtype {state})"
@@ -642,6 +646,8 @@ class Optimizer:
         self._kernels.append({})
         self._flats.append(flats)
         self._groups.extend(flats)
+        for flat in flats:  # a variant without a per_op model is refused now, not at a step
+            self._refuse_per_op(group, flat.formats)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group (PyTorch's ``add_param_group``): ``{"params": [...], ...}``
@@ -892,11 +898,49 @@ class Optimizer:
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> Any:
         raise NotImplementedError
 
-    def _kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable[..., Any]:
+    #: The element rule of the update (:class:`minnet.optim._kernel.Rule`).
+    rule: Rule | None = None
+
+    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The rule's compile-time options for a group (eps placement, variant flags)."""
+        return ()
+
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        """Why ``rounding="per_op"`` has no model for this group's variant, or ``None``."""
+        return None
+
+    def _refuse_per_op(self, group: Mapping[str, Any], formats: StorageFormats | None) -> None:
+        if formats is not None and formats.rounding == "per_op":
+            why = self._per_op_refusal(group)
+            if why is not None:
+                raise ValueError(why)
+
+    def _kernel(
+        self,
+        group: Mapping[str, Any],
+        track: bool,
+        write: bool,
+        formats: StorageFormats | None = None,
+    ) -> Callable[..., Any]:
+        """The rule's compiled pass for a group, flags and storage formats (``None``:
+        float32/float64 buffers): ``kernel(param, grad, *state, scratch, scalars)``."""
+        self._refuse_per_op(group, formats)
+        return kernel(self.rule, self._options(group), track, write, formats)
+
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        """The hand-written NumPy update of float32/float64 arrays: ``ref(param, grad, *state,
+        scalars)``, in place."""
         raise NotImplementedError
 
-    def _reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        raise NotImplementedError
+    def _reference(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> Callable[..., None]:
+        """``ref(param, grad, *state, scalars)``, in place: the hand-written float reference,
+        or for 16-bit ``formats`` the rule itself run by NumPy (:mod:`minnet.optim._reference`)."""
+        if formats is None:
+            return self._float_reference(group)
+        self._refuse_per_op(group, formats)
+        return rule_reference(self.rule, self._options(group), formats)
 
     # -- state ----------------------------------------------------------------------------------
 

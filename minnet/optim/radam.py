@@ -61,10 +61,7 @@ import numpy as np
 
 from minnet._lowp import round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel
-from minnet.optim._reference import fused, rounder
-from minnet.optim.adam import adam_moments_per_op
+from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -82,7 +79,6 @@ __all__ = [
     "radam_scalars",
     "RULE",
     "radam_step_reference",
-    "radam_step_reference_lowp",
 ]
 
 
@@ -228,36 +224,6 @@ def radam_step_reference(
         param -= step
 
 
-def radam_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    scalars: RAdamScalars,
-    decoupled: bool,
-    rounding: str,
-) -> None:
-    """:func:`radam_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
-    place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
-    result once (NumPy's / ml_dtypes' casts); ``"per_op"`` rounds every op's float32 result to
-    the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
-    if rounding == "fused":
-        fused(radam_step_reference, param, grad, (exp_avg, exp_avg_sq), scalars, decoupled)
-        return
-    s = scalars
-
-    rs = rounder(exp_avg.dtype)  # round to the state dtype
-    p, _, m, v = adam_moments_per_op(param, grad, exp_avg, exp_avg_sq, s, decoupled)
-    with np.errstate(all="ignore"):
-        step = rs(rs(m / s.bc1) * s.lr)
-        if s.rectified:
-            adaptive = rs(s.sqrt_bc2 / rs(rs(np.sqrt(v)) + s.eps))
-            step = rs(rs(step * adaptive) * s.rect)
-        param[...] = (p - step).astype(param.dtype)
-        exp_avg[...] = m.astype(exp_avg.dtype)
-        exp_avg_sq[...] = v.astype(exp_avg_sq.dtype)
-
-
 # -- the class ------------------------------------------------------------------------------
 
 
@@ -344,7 +310,7 @@ class RAdam(Optimizer):
             state_dtype=state_dtype, rounding=rounding,
         )  # fmt: skip
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order of checks: lr, eps, betas, weight_decay.
@@ -377,30 +343,14 @@ class RAdam(Optimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
-    def _decoupled(self, group: Mapping[str, Any]) -> bool:
-        return bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0)
+    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        return kernel(RULE, (self._decoupled(group),), track, write, formats)
-
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
-        decoupled = self._decoupled(group)
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        (decoupled,) = self._options(group)
 
         def reference(param, grad, exp_avg, exp_avg_sq, scalars):  # type: ignore[no-untyped-def]
-            if formats is None:
-                radam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
-            else:
-                radam_step_reference_lowp(
-                    param, grad, exp_avg, exp_avg_sq, scalars, decoupled, formats.rounding
-                )
+            radam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
 
         return reference
 

@@ -45,9 +45,7 @@ import numpy as np
 
 from minnet._lowp import round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel, slot
-from minnet.optim._reference import fused, rounder
+from minnet.optim._kernel import Rule, element, slot
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -63,7 +61,6 @@ __all__ = [
     "sgd_scalars",
     "RULE",
     "sgd_step_reference",
-    "sgd_step_reference_lowp",
 ]
 
 
@@ -146,40 +143,6 @@ def sgd_step_reference(
         param += s.neg_lr * g
 
 
-def sgd_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    momentum_buffer: np.ndarray | None,
-    scalars: SGDScalars,
-    nesterov: bool,
-    rounding: str,
-) -> None:
-    """:func:`sgd_step_reference` for arrays of any float dtype (float16, bfloat16, ...), in
-    place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
-    stored array once; ``"per_op"`` rounds every op's float32 result to the dtype of the array
-    it belongs to, in PyTorch's order (module docstring)."""
-    f32 = np.float32
-    if rounding == "fused":
-        fused(sgd_step_reference, param, grad, (momentum_buffer,), scalars, nesterov)
-        return
-    s = scalars
-
-    rp = rounder(param.dtype)  # round to the parameter dtype
-    rs = rounder(momentum_buffer.dtype)  # round to the state dtype
-
-    with np.errstate(all="ignore"):
-        p = param.astype(f32)
-        g = grad.astype(f32) * s.sign
-        if s.weight_decay != 0:
-            g = rp(g + rp(s.weight_decay)[()] * p)
-        if momentum_buffer is not None:
-            b = rs(momentum_buffer.astype(f32) * s.momentum)
-            b = rs(b + rs(s.one_minus_dampening)[()] * g)
-            g = rp(g + rp(s.nesterov_momentum)[()] * b) if nesterov else b
-            momentum_buffer[...] = b.astype(momentum_buffer.dtype)
-        param[...] = (p + rp(s.neg_lr)[()] * g).astype(param.dtype)
-
-
 class SGD(Optimizer):
     r"""Stochastic gradient descent with PyTorch's exact semantics (``torch.optim.SGD``).
 
@@ -249,7 +212,7 @@ class SGD(Optimizer):
             state_dtype=state_dtype, rounding=rounding,
         )  # fmt: skip
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         lr = check_lr(group["lr"])
@@ -285,26 +248,14 @@ class SGD(Optimizer):
             step=step,
         )
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        options = (group["momentum"] != 0, group["nesterov"])
-        return kernel(RULE, options, track, write, formats)
+    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (group["momentum"] != 0, group["nesterov"])
 
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
         nesterov = group["nesterov"]
 
         def reference(param, grad, *rest):  # type: ignore[no-untyped-def]
             buf, scalars = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0])
-            if formats is None:
-                sgd_step_reference(param, grad, buf, scalars, nesterov)
-            else:
-                sgd_step_reference_lowp(param, grad, buf, scalars, nesterov, formats.rounding)
+            sgd_step_reference(param, grad, buf, scalars, nesterov)
 
         return reference
