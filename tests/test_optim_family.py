@@ -551,3 +551,13 @@ def test_the_contracts_worked_example_runs(tmp_path, monkeypatch) -> None:
     ours, ref = run_kernel_and_reference(sd.SD, {"decay": 0.3}, 0.1, None, 50, 3, 0.5, 0)
     for a, b in zip(ours, ref):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+    # The rule alone gives it 16-bit storage: bfloat16 parameters, one rounding per value.
+    from minnet.dtypes import bfloat16
+
+    h = Parameter(np.array([1.0, -2.0, 3.0], bfloat16), "h")
+    opt16 = sd.SD([h], lr=0.1, decay=0.5, track_stats=True)
+    h.grad[...] = np.array([1.0, 0.0, -1.0], bfloat16)
+    opt16.step()
+    g32 = np.array([1.0, 0.0, -1.0], np.float32)
+    expected = np.array([1.0, -2.0, 3.0], np.float32) * np.float32(0.95) - np.float32(0.1) * g32
+    np.testing.assert_array_equal(h.data, expected.astype(bfloat16))

@@ -7,16 +7,32 @@ r"""The base class of every minnet optimizer: parameter groups, flat buffers, st
 PyTorch's layout, the validation helpers with PyTorch's messages, ``track_stats`` and
 ``check_finite``. A subclass holds one update rule and nothing else.
 
+``optimizer.step()`` goes: this class (groups, per-step constants, ``check_finite``'s dry run,
+the thread pool or one call per buffer) -> :mod:`minnet.optim._kernel` (the one loop: load,
+rule, counts, store) -> the optimizer's element rule. The pool (:mod:`minnet._pool`) runs any
+kernel over each thread's rows and knows no optimizer.
+
 Writing an optimizer: the subclass contract
 ===========================================
 
-One file per optimizer (``minnet/optim/<name>.py``) holds the class, its Numba kernel and a
-plain-NumPy reference of the same update, side by side. The class implements:
+One file per optimizer (``minnet/optim/<name>.py``) holds its math and a thin class:
+
+* the per-step constants, a NamedTuple computed once per step in float64 and cast to the
+  buffers' compute dtype (so every per-element operation stays in one dtype and vectorizes);
+* the element rule, ``@element def update(p, g, state, s, o, rp, rs)`` (the contract is in
+  :mod:`minnet.optim._kernel`), and ``RULE = Rule(update, ...)``: the only place the formula and
+  its eps are written in compiled code. Wrap each op that PyTorch's for-loop implementation
+  rounds in ``round_to(x, rp)`` (parameter/gradient dtype) or ``round_to(x, rs)`` (state dtype):
+  that is the 16-bit ``rounding="per_op"`` model, and it compiles to nothing otherwise;
+* a hand-written NumPy reference of the same update over float64 arrays (tests hold the kernel
+  to it, 1e-12 relative; a reference generated from the rule would check nothing);
+* the class: ``rule = RULE`` and
 
 ``__init__(self, params, <hyperparameters with PyTorch's names and defaults>, *,
-track_stats=False, check_finite=False[, state_dtype=None, rounding="fused"])``
-    Calls ``super().__init__(params, defaults, track_stats=..., check_finite=...)`` with
-    ``defaults`` the dict of its hyperparameters (every group option, in signature order).
+track_stats=False, check_finite=False, state_dtype=None, rounding="fused")``
+    Calls ``super().__init__(params, defaults, track_stats=..., check_finite=...,
+    state_dtype=..., rounding=...)`` with ``defaults`` the dict of its hyperparameters (every
+    group option, in signature order).
 
 ``_validate(self, group: Mapping[str, Any]) -> dict[str, Any]``
     Checks one group's options (a mapping holding at least every key of ``defaults``) with
@@ -26,61 +42,26 @@ track_stats=False, check_finite=False[, state_dtype=None, rounding="fused"])``
     and at the next :meth:`~Optimizer.step` after a user edited ``param_groups[i]``.
 
 ``_state_spec(self, group: Mapping[str, Any]) -> dict[str, float]``
-    The per-parameter state arrays, ``{name: initial value}``, in the order the kernel takes
+    The per-parameter state arrays, ``{name: initial value}``, in the order the rule takes
     them (PyTorch's names: ``"exp_avg"``, ``"momentum_buffer"``, ...). May depend on options
     (``amsgrad`` adds ``"max_exp_avg_sq"``); an option that changes this dict cannot change
     after the group is created.
 
 ``_scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> NamedTuple``
-    The per-step constants of the update for step ``step`` (1 on the first call of ``step()``),
-    computed in float64 and cast to ``dtype``, as a NamedTuple with named fields.
+    The per-step constants for step ``step`` (1 on the first call of ``step()``).
 
-``_kernel(self, group: Mapping[str, Any], track: bool, write: bool) -> Callable``
-    A compiled function ``kernel(param, grad, *state, scratch, scalars) -> (n_eps_dominated,
-    n_nonfinite, sum_sq_update)`` over flat 1-D arrays of one dtype (``state`` in
-    ``_state_spec`` order). ``track`` counts, in the same pass, the coordinates where eps
-    dominates what it is added to, the parameters that end NaN or infinite, and (in float64)
-    the sum of squared updates, keeping each update in ``scratch``; without it the kernel
-    returns ``(0, 0, 0.0)`` and ``scratch`` may be empty. ``write=False`` is a dry run: compute
-    the counts, store nothing (``check_finite`` uses it).
-
-``_reference(self, group: Mapping[str, Any]) -> Callable``
-    The same update written with whole-array NumPy: ``ref(param, grad, *state, scalars) ->
-    None``, in place. Tests hold the kernel to it (float64, 1e-12 relative).
-
-16-bit storage (float16 / bfloat16 parameters or ``state_dtype``). Set the class attribute
-``_supports_lowp = True``, accept ``state_dtype=None, rounding="fused"`` keyword-only in
-``__init__`` and pass them to ``super().__init__``; without it the base refuses 16-bit buffers
-with a ``TypeError``. Then:
-
-``_kernel(self, group, track, write, formats=None)``
-    ``formats`` is ``None`` for float32/float64 buffers (return the plain kernel, unchanged)
-    or a :class:`~minnet.optim._flat.StorageFormats` ``(param, state, rounding)``: ``param``
-    and ``state`` are ``minnet._lowp.F16``, ``BF16`` or ``NATIVE`` (a float32 state with
-    16-bit parameters), ``rounding`` is ``"fused"`` or ``"per_op"``. Make them closure
-    constants of the compiled kernel, like ``track``/``write`` (one cached builder,
-    ``functools.cache``). The kernel gets 16-bit buffers as ``uint16`` arrays and the
-    ``_scalars`` in float32 (the base passes ``flat.compute_dtype``); it reads each element
-    with ``x = load(buf[i], fmt)`` (float32), computes in float32 only, and writes
-    ``buf[i] = store(x, fmt)`` (round to nearest even); all three are in ``minnet._lowp``.
-    ``"fused"``: no other rounding. ``"per_op"``: wrap the result of every operation that
-    PyTorch's for-loop implementation performs as one tensor op (``mul_``, ``addcmul_``,
-    ``lerp_``, ``sqrt``, ``div``, ``add_``; scalars are Python floats) in
-    ``round_to(x, fmt)``, with ``fmt`` the format of the tensor the op writes (state ops:
-    ``state``; ops on the parameter or gradient: ``param``); ``addcdiv_``'s result is the
-    stored parameter. Raise ``ValueError`` from ``_kernel`` for variants without a per_op
-    model. A 16-bit kernel returns five values: the three above, then the coordinates whose
-    stored second moment (or the state that plays its part) is 0 while the gradient is not,
-    and those whose stored parameter equals the parameter before the update although
-    ``delta != 0`` (``(0, 0, 0.0, 0, 0)`` untracked). Kernels that return three get zeros.
-``_reference(self, group, formats=None)``
-    With ``formats``: the same update over typed arrays (``np.float16``,
-    ``minnet.dtypes.bfloat16``), float32 scalars; ``"fused"`` computes on float32 copies and
-    casts once (``astype``), ``"per_op"`` casts every op's float32 result to the storage
-    dtype and back. Tests hold the kernel to it bit for bit (``tests/test_optim_lowp.py``).
+``_float_reference(self, group) -> Callable``
+    The hand-written reference as ``ref(param, grad, *state, scalars) -> None``, in place.
 
 Optional:
 
+``_options(self, group) -> tuple``
+    The rule's compile-time options for a group (``o`` in the rule): each value compiles its
+    own loop, branch-free. Default ``()``.
+``_per_op_refusal(self, group) -> str | None``
+    Why ``rounding="per_op"`` has no model for this group's variant (PyTorch has no such
+    for-loop implementation): the message of the ``ValueError`` raised when such a group is
+    created. Default ``None``.
 ``eps_compared_with_options(options) -> str | None`` (static or class method)
     What eps is added to or compared with, as short text (``"sqrt(v_hat)"``); ``None`` when
     the update has no eps. :meth:`Optimizer.eps_compared_with` asks it for a group.
@@ -104,18 +85,22 @@ Optional:
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
 
+What the base class derives from the rule: ``_kernel(group, track, write, formats=None)``, the
+compiled pass over flat buffers of any storage format (float64, float32, float16, bfloat16:
+:func:`minnet.optim._kernel.kernel`), and ``_reference(group, formats=None)``, the float
+reference or, for 16-bit ``formats``, the rule itself run by NumPy
+(:func:`minnet.optim._reference.rule_reference`).
+
 A worked example, complete (``tests/test_optim_family.py`` runs it): gradient descent with a
 decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no eps.
 
 .. code-block:: python
 
-    import functools
     from typing import NamedTuple
 
-    import numba
     import numpy as np
 
-    from minnet.optim._flat import sum_squares
+    from minnet.optim._kernel import Rule, element
     from minnet.optim.optimizer import Optimizer, check_lr, check_nonnegative
 
 
@@ -124,24 +109,11 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
         decay: np.floating  # 1 - lr * decay
 
 
-    @functools.cache
-    def sd_kernel_for(track: bool, write: bool):
-        # The flags are closure constants: each variant compiles to a branch-free loop.
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel(param, grad, scratch, s):
-            n_nonfinite = 0
-            for i in range(param.shape[0]):
-                new = param[i] * s.decay + s.neg_lr * grad[i]
-                if track:
-                    n_nonfinite += not np.isfinite(new)
-                    scratch[i] = new - param[i]
-                if write:
-                    param[i] = new
-            if not track:
-                return 0, 0, 0.0
-            return 0, n_nonfinite, sum_squares(scratch, param.shape[0])  # 0: no eps
-
-        return kernel
+    @element
+    def sd_update(p, g, state, s, o, rp, rs):
+        new = p * s.decay + s.neg_lr * g
+        # (p_in, p_new, new state, delta, change, eps-dominated, g for the 2nd moment)
+        return p, new, (), new - p, new - p, False, g
 
 
     def sd_reference(param, grad, s):
@@ -150,11 +122,13 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
 
     class SD(Optimizer):
         # param = param * (1 - lr * decay) - lr * grad
+        rule = Rule(sd_update)
 
         def __init__(self, params, lr=1e-3, decay=0.0, *, track_stats=False,
-                     check_finite=False):
-            super().__init__(params, {"lr": lr, "decay": decay},
-                             track_stats=track_stats, check_finite=check_finite)
+                     check_finite=False, state_dtype=None, rounding="fused"):
+            super().__init__(params, {"lr": lr, "decay": decay}, track_stats=track_stats,
+                             check_finite=check_finite, state_dtype=state_dtype,
+                             rounding=rounding)
 
         def _validate(self, group):
             return {"lr": check_lr(group["lr"]),
@@ -168,13 +142,11 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
             t = dtype.type
             return SDScalars(t(c[0]), t(c[1]))
 
-        def _kernel(self, group, track, write):
-            return sd_kernel_for(track, write)
-
-        def _reference(self, group):
+        def _float_reference(self, group):
             return sd_reference
 
-:mod:`minnet.optim.sgd` is the smallest real one; :mod:`minnet.optim.adam` the largest.
+:mod:`minnet.optim.lion` and :mod:`minnet.optim.sgd` are the smallest real ones;
+:mod:`minnet.optim.adam` the largest.
 
 Differences from PyTorch, for every optimizer: gradients are arrays that :meth:`zero_grad`
 fills with zeros (never ``None``), so a parameter that got no gradient still takes a step with
