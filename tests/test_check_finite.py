@@ -176,3 +176,38 @@ def test_parameters_stay_finite_or_the_step_is_refused(
         unchecked.grad[...] = g
         opt_u.step()
         np.testing.assert_array_equal(checked.data, unchecked.data)
+
+
+FAMILY_DEFAULTS = sorted(
+    name for name in minnet.optim.__all__
+    if isinstance(getattr(minnet.optim, name), type)
+    and issubclass(getattr(minnet.optim, name), minnet.optim.Optimizer)
+    and name != "Optimizer"
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "+inf", "-inf"])
+@pytest.mark.parametrize("name", FAMILY_DEFAULTS)
+def test_every_optimizer_refuses_a_nonfinite_gradient(name: str, bad: float) -> None:
+    """Parameters *and* state stay bit-identical: Lion's sign of an infinite gradient is finite,
+    but its momentum would become infinite and move that coordinate by -lr for ever."""
+    model = Sequential(Linear(4, 3, rng=0), ReLU(), Linear(3, 2, rng=1))
+    opt = getattr(minnet.optim, name)(model.parameters(), check_finite=True)
+    good_step(model, opt, 0)
+    model[0].weight.grad[1, 2] = bad
+    before = snapshot(model, opt)
+    with pytest.raises(FloatingPointError, match="0.weight has a NaN or infinite gradient"):
+        opt.step()
+    assert_identical(snapshot(model, opt), before)
+
+
+def test_a_nonfinite_state_alone_is_refused() -> None:
+    """Lion with an infinite gradient: the parameter's update stays finite, the momentum does
+    not; check_finite refuses the step all the same."""
+    w = Parameter(np.array([1.0, 2.0]), "w")
+    opt = minnet.optim.Lion([w], lr=0.1, check_finite=True)
+    w.grad[...] = [np.inf, 1.0]
+    with pytest.raises(FloatingPointError, match=r"w \(1 of 2 elements\)"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, [1.0, 2.0])
+    np.testing.assert_array_equal(opt._flats[0][0].state["exp_avg"], [0.0, 0.0])

@@ -30,7 +30,9 @@ pass ``kernel(param, grad, *state, scratch, s)`` over flat 1-D buffers (16-bit o
 ``uint16`` views). Every count is defined here, once:
 
     eps_dominated  coordinates whose rule says ``dominated``
-    nonfinite      coordinates whose new parameter is NaN or infinite (as stored, for 16-bit)
+    nonfinite      coordinates whose new parameter is NaN or infinite (as stored, for 16-bit);
+                   in the dry run (``write=False``, what ``check_finite`` runs) also those
+                   whose new state values would be stored NaN or infinite
     sum of squares ``sum(float64(change)**2)``, for ``update_rms``
     underflow      (16-bit buffers) coordinates whose stored second moment, the state array
                    ``Rule.second_moment``, is 0 although ``g2`` is not
@@ -167,6 +169,22 @@ def _scatter_pair_impl(words, k, lo, hi, fmt):  # type: ignore[no-untyped-def]
     )
 
 
+def _stored_finite(arrays, values, fmt):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Whether every value that would be stored in ``arrays`` (the first ``len(arrays)`` of
+    ``values``, rounded to ``fmt``) is finite."""
+
+
+@overload(_stored_finite, prefer_literal=True)
+def _stored_finite_impl(arrays, values, fmt):  # type: ignore[no-untyped-def]
+    terms = " and ".join(
+        f"np.isfinite(load(store(values[{k}], fmt), fmt))" for k in range(len(arrays.types))
+    )
+    return _compiled(
+        f"def impl(arrays, values, fmt):\n    return {terms or 'True'}\n",
+        np=np, load=load, store=store,
+    )  # fmt: skip
+
+
 def slot(values, k, default):  # type: ignore[no-untyped-def]
     """``values[k]`` if the tuple has an element ``k`` (a literal index), else ``default``: a
     rule's optional state (AMSGrad's max exists only with ``amsgrad``)."""
@@ -202,14 +220,15 @@ def _loop(
         p_bits = store(p, fp)
         if track:
             n_dominated += dominated
-            if lowp:
-                p_new = load(p_bits, fp)
+            p_new = load(p_bits, fp)
+            if not write:  # check_finite's dry run: the state must stay finite too
+                n_nonfinite += not (np.isfinite(p_new) and _stored_finite(arrays, new, fs))
+            else:
                 n_nonfinite += not np.isfinite(p_new)
+            if lowp:
                 if second >= 0:
                     n_underflow += (load(store(new[second], fs), fs) == 0) & (g2 != 0)
                 n_lost += (p_new == p_in) & (delta != 0)
-            else:
-                n_nonfinite += not np.isfinite(p)
             scratch[i] = change
         if write:
             param[i] = p_bits

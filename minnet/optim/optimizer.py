@@ -774,7 +774,8 @@ class Optimizer:
         return kernel
 
     def _refuse_nonfinite(self, plans: list[tuple[int, FlatBuffers, Any, Any]]) -> None:
-        """Dry-run the step; if a parameter would end non-finite, raise and change nothing."""
+        """Dry-run the step; if a parameter or a state value would end non-finite, raise and
+        change nothing."""
         bad = []
         for i, flat, _, scalars in plans:
             dry = self._kernel_of(i, True, False, flat.formats)
@@ -800,6 +801,8 @@ class Optimizer:
                 causes.add(f"{name} has a NaN or infinite gradient")
             elif not np.isfinite(data).all():
                 causes.add(f"{name} was already NaN or infinite before this step")
+            elif not all(np.isfinite(a).all() for a in arrays):
+                causes.add(f"the optimizer state of {name} was already NaN or infinite")
             else:
                 group = self.param_groups[i]
                 state = dict(zip(self._state_spec(group), arrays))
@@ -808,7 +811,7 @@ class Optimizer:
         step = max(self._steps[i] + 1 for i, *_ in bad)
         raise FloatingPointError(
             f"{type(self).__name__} (check_finite=True): step {step} would make parameters "
-            "non-finite: " + ", ".join(parts) + ". Likely cause: " + "; ".join(sorted(causes))
+            "or optimizer state non-finite: " + ", ".join(parts) + ". Likely cause: " + "; ".join(sorted(causes))
             + ". Parameters and optimizer state are unchanged."
         )  # fmt: skip
 
