@@ -42,15 +42,20 @@ from benchmarks import impls
 
 ROOT = Path(__file__).resolve().parent.parent
 PAUSE = 0.1  # seconds between blocks
+#: ``--baseline DIR``: another checkout of minnet whose own workers run beside this one's.
+BASELINE: Path | None = None
+#: Suffix of a baseline worker's name.
+AT_BASELINE = " @baseline"
 POLICY_BLOCK = 0.4  # seconds per block at least, in the whole-step sections
 
 
 class Worker:
-    """A ``benchmarks.worker`` subprocess serving blocks of timed calls."""
+    """A ``benchmarks.worker`` subprocess serving blocks of timed calls, importing minnet (and
+    the benchmark's own code) from the checkout ``root``."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, root: Path = ROOT) -> None:
         env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+            os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.worker", *args],
@@ -58,7 +63,7 @@ class Worker:
             stdout=subprocess.PIPE,
             text=True,
             env=env,
-            cwd=ROOT,
+            cwd=root,
         )
         hello = self.proc.stdout.readline()
         msg = json.loads(hello) if hello else {"skip": "worker failed to start (see stderr)"}
@@ -112,6 +117,52 @@ def busy_core() -> Iterator[None]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def add_baseline(workers: dict[str, Worker], names: Iterable[str], *args: str) -> None:
+    """With ``--baseline``, start the baseline checkout's worker ``args`` as ``name +
+    AT_BASELINE`` for each of ``names`` (minnet's own rows) that ``workers`` holds."""
+    if BASELINE is None:
+        return
+    for name in list(names):
+        if name in workers:
+            w = Worker(*args, root=BASELINE)
+            if not w.skip:
+                workers[name + AT_BASELINE] = w
+
+
+#: ``(section, row, size, per-round baseline time / this checkout's time)`` of every row that
+#: has a baseline worker, for :func:`print_baseline`.
+BASELINE_RATIOS: list[tuple[str, str, str, list[float], float, float]] = []
+
+
+def record_baseline(section: str, res: dict, size: str = "") -> None:
+    """Keep the per-round ratios of every ``name`` against ``name + AT_BASELINE`` in ``res``."""
+    for name, r in res.items():
+        b = res.get(name + AT_BASELINE)
+        if b is not None:
+            ratios = [a / c for a, c in zip(b["rounds"], r["rounds"])]
+            BASELINE_RATIOS.append(
+                (section, name, size, ratios, statistics.median(r["all"]),
+                 statistics.median(b["all"]))
+            )  # fmt: skip
+
+
+def print_baseline() -> None:
+    """This checkout against ``--baseline``: per-round time ratios (baseline / this)."""
+    print(f"## This checkout against the baseline ({BASELINE})")
+    print()
+    print(
+        "| section | row | params | this us | baseline us | baseline / this time "
+        "(per-round median, min-max) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for section, name, size, ratios, this, base in BASELINE_RATIOS:
+        print(
+            f"| {section} | {name} | {size} | {this * 1e6:.1f} | {base * 1e6:.1f} | "
+            f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |"
+        )
+    print()
 
 
 def summarize(res: dict, base: str) -> list[dict]:
@@ -328,11 +379,13 @@ def _bench_workers(
             notes.append(f"{name}: skipped ({w.skip})")
         else:
             workers[name] = w
+    add_baseline(workers, ["minnet"], kind, "minnet", *extra)
     # At least POLICY_BLOCK seconds per block: minnet's thread policy decides from samples
     # 0.1 s apart taken while it steps, so shorter blocks would never let it react to the load.
     ks = {n: max(k, _block_size(w.per_call.get("", 1.0), POLICY_BLOCK)) for n, w in workers.items()}
     try:
         res = alternate(workers, rounds, ks)
+        record_baseline(kind, res)
         if busy is not None:
             with busy_core():
                 busy.extend(summarize(alternate(workers, rounds, ks), "minnet"))
@@ -488,16 +541,18 @@ def bench_family(
             if n_state not in streams:
                 streams[n_state] = Worker("stream", str(n_state), sizes_arg)
             workers["stream"] = streams[n_state]
+            add_baseline(workers, ["minnet"], "family", entry.name, "minnet", sizes_arg)
             bytes_per_param = impls.stream_bytes_per_param(n_state)
             try:
                 for n in sizes:
                     key = str(n)
                     k = {name: _block_size(w.per_call[key], block) for name, w in workers.items()}
                     res = alternate(workers, rounds, k, key)
+                    record_baseline(f"family {entry.name}", res, key)
                     by_name = {r["name"]: r for r in summarize(res, "minnet")}
                     rows.append(_family_row(entry, n, n_state, bytes_per_param * n, by_name, res))
             finally:
-                for name in ("minnet", "peer"):
+                for name in ("minnet", "peer", "minnet" + AT_BASELINE):
                     if name in workers:
                         workers[name].close()
     finally:
@@ -842,10 +897,14 @@ def bench_lowp(
                 notes.append(f"{entry.name}: skipped ({w.skip})")
             else:
                 workers[entry.name] = w
+                if entry.name.startswith("minnet"):
+                    add_baseline(workers, [entry.name], "lowp", entry.name, sizes_arg)
         for n in tqdm(sizes, desc="sizes", unit="size", leave=False):
             key = str(n)
             k = {name: _block_size(w.per_call[key], block) for name, w in workers.items()}
             res = alternate(workers, rounds, k, key)
+            record_baseline("lowp", res, key)
+            res = {name: r for name, r in res.items() if not name.endswith(AT_BASELINE)}
             rows[n] = summarize(res, LOWP_BASE)
             for label, (base, bf16) in LOWP_PAIRS.items():
                 if base in res and bf16 in res:
@@ -929,6 +988,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="family table: PyTorch's intra-op threads (default: PyTorch's own, one per core)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of minnet (e.g. a git worktree of an earlier commit): the step, "
+        "mlp, optimizer, optimizers and lowp sections also time its minnet rows, alternated "
+        "with this checkout's, and a last table gives the per-round time ratios",
+    )
     parser.add_argument("--plots", type=Path, default=ROOT / "plots", help="where the PNGs go")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNGs")
     args = parser.parse_args(argv)
@@ -936,6 +1002,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown optimizers {unknown}; the table has {list(impls.FAMILY_BY_NAME)}")
     run = [s for s in (args.only or SECTIONS) if s not in args.skip]
+    global BASELINE
+    BASELINE = None if args.baseline is None else args.baseline.resolve()
     if args.torch_threads is not None:
         if args.torch_threads < 1:
             parser.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
@@ -1075,6 +1143,8 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(f"- {note}")
         print()
+    if BASELINE_RATIOS:
+        print_baseline()
     print(f"load average after the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if not args.no_plots:
         args.plots.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from typing import Any
 import numba
 from numba.core.caching import FunctionCache
 
-__all__ = ["Undescribable", "describe", "source_stamps", "cache_on_source"]
+__all__ = ["Undescribable", "describe", "source_stamps", "cache_on_source", "generated"]
 
 
 def source_stamps() -> tuple[tuple[str, float, int], ...]:
@@ -83,3 +83,12 @@ def cache_on_source(dispatcher: Any, extra: Any = ()) -> bool:
         return False
     dispatcher._cache = _SourceKeyedCache(py, (cells, describe(extra), source_stamps()))
     return True
+
+
+def generated(source: str, filename: str, **names: Any) -> Callable[..., Any]:
+    """The function ``impl`` defined by ``source`` (code generated for one tuple length in a
+    Numba ``@overload``), with ``names`` as its globals; ``filename`` is where it is said to
+    come from (the module that generates it)."""
+    namespace = dict(names)
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - generated from literals
+    return namespace["impl"]

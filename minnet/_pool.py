@@ -49,7 +49,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from minnet._jitcache import Undescribable, cache_on_source, describe
+from minnet._jitcache import Undescribable, cache_on_source, describe, generated
 
 __all__ = [
     "SPIN_COUNT",
@@ -392,9 +392,7 @@ def _slices(arrays, lo, hi):  # type: ignore[no-untyped-def]  # pragma: no cover
 @overload(_slices)
 def _slices_impl(arrays, lo, hi):  # type: ignore[no-untyped-def]
     items = "".join(f"arrays[{k}][lo:hi], " for k in range(len(arrays.types)))
-    namespace: dict[str, Any] = {}
-    exec(compile(f"def impl(arrays, lo, hi):\n    return ({items})\n", __file__, "exec"), namespace)
-    return namespace["impl"]
+    return generated(f"def impl(arrays, lo, hi):\n    return ({items})\n", __file__)
 
 
 def _driver_source(kernel: Any) -> Callable[..., Any]:

@@ -60,7 +60,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
-from minnet._jitcache import cache_on_source
+from minnet._jitcache import cache_on_source, generated
 from minnet._lowp import BF16, LITTLE_ENDIAN, NATIVE, hi16, lo16, load, pack16, store
 from minnet.optim._flat import StorageFormats, sum_squares
 
@@ -103,9 +103,7 @@ def element(fn: Callable[..., Any]) -> Any:
 
 
 def _compiled(source: str, **names: Any) -> Callable[..., Any]:
-    namespace = dict(names)
-    exec(compile(source, __file__, "exec"), namespace)  # noqa: S102 - generated from literals
-    return namespace["impl"]
+    return generated(source, __file__, **names)
 
 
 def _gather(arrays, i, fmt):  # type: ignore[no-untyped-def]  # pragma: no cover - typed only

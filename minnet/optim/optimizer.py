@@ -811,8 +811,8 @@ class Optimizer:
         step = max(self._steps[i] + 1 for i, *_ in bad)
         raise FloatingPointError(
             f"{type(self).__name__} (check_finite=True): step {step} would make parameters "
-            "or optimizer state non-finite: " + ", ".join(parts) + ". Likely cause: " + "; ".join(sorted(causes))
-            + ". Parameters and optimizer state are unchanged."
+            "or optimizer state non-finite: " + ", ".join(parts) + ". Likely cause: "
+            + "; ".join(sorted(causes)) + ". Parameters and optimizer state are unchanged."
         )  # fmt: skip
 
     # -- what eps does (for the lab) ----------------------------------------------------------
