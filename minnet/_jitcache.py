@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
-from numba.core.caching import FunctionCache
+from numba.core.caching import FunctionCache, IndexDataCacheFile
 
 __all__ = ["Undescribable", "describe", "source_stamps", "cache_on_source", "generated"]
 
@@ -60,12 +60,31 @@ def describe(obj: Any) -> Any:
     raise Undescribable(type(obj).__name__)
 
 
+class _OwnIndex(IndexDataCacheFile):
+    """An index file that reads as empty (a cache miss) when it cannot be read: a key may
+    pickle a type from a module that this process cannot import."""
+
+    def _load_index(self) -> dict[Any, Any]:
+        try:
+            return super()._load_index()
+        except Exception:  # noqa: BLE001 - any unreadable index is a miss, never an error
+            return {}
+
+
 class _SourceKeyedCache(FunctionCache):
-    """A ``FunctionCache`` whose index key is the function's bytecode plus a description."""
+    """A ``FunctionCache`` whose index key is the function's bytecode plus a description, with
+    an index file of its own per description (every specialisation built from one closure
+    source shares the closure's file name; one index for all of them would be rewritten by
+    every process that compiles any of them)."""
 
     def __init__(self, py_func: Callable[..., Any], described: Any) -> None:
         super().__init__(py_func)
         self._described = hashlib.sha256(repr(described).encode()).hexdigest()
+        self._cache_file = _OwnIndex(
+            cache_path=self._cache_path,
+            filename_base=f"{self._impl.filename_base}-{self._described[:16]}",
+            source_stamp=self._impl.locator.get_source_stamp(),
+        )
 
     def _index_key(self, sig: Any, codegen: Any) -> Any:
         code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
