@@ -197,3 +197,49 @@ def test_dry_run_writes_nothing() -> None:
     adam_step_numba(p, g, m, v, vmax, np.empty(50), scalars64(amsgrad=True), 0, 1, True, False)
     for a, b in zip(arrays, copies):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_rule_from_an_unimportable_module_does_not_break_other_kernels(tmp_path) -> None:
+    """Every kernel is built from the skeleton's one closure, so their disk-cache entries share a
+    file name; a key naming a type from a module that another process cannot import (a user's
+    script, a test's temporary module) must not make that process's kernels fail to load."""
+    mod = tmp_path / "mod"
+    mod.mkdir()
+    (mod / "my_rule.py").write_text(
+        textwrap.dedent(
+            """
+            from typing import NamedTuple
+            import numpy as np
+            from minnet.optim._kernel import Rule, element, kernel
+
+            class MyScalars(NamedTuple):
+                neg_lr: np.floating
+
+            @element
+            def update(p, g, state, s, o, rp, rs):
+                return p, p + s.neg_lr * g, (), s.neg_lr * g, s.neg_lr * g, False, g
+
+            a = np.ones(8)
+            kernel(Rule(update), (), False, True)(a, a.copy(), a[:0], MyScalars(-0.1))
+            """
+        )
+    )
+    adam = textwrap.dedent(
+        """
+        import numpy as np
+        from minnet.optim._kernel import kernel
+        from minnet.optim.adam import RULE, adam_scalars
+        a = np.ones(4)
+        s = adam_scalars(np.dtype(np.float64), lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                         weight_decay=0.0, step=1)
+        kernel(RULE, (0, 0, False), False, True)(a, a.copy(), a * 0, a * 0, a[:0], s)
+        print(a[0])
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    run = [sys.executable, "-c"]
+    subprocess.run([*run, adam], env=env, check=True, capture_output=True)
+    subprocess.run([*run, "import my_rule"], env=dict(env, PYTHONPATH=str(mod)), check=True,
+                   capture_output=True)  # fmt: skip
+    out = subprocess.run([*run, adam], env=env, check=True, capture_output=True, text=True)
+    assert float(out.stdout) == pytest.approx(1.0 - 1e-3)
