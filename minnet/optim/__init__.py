@@ -1,10 +1,11 @@
 """Optimizers with PyTorch's names, defaults, formulas and messages, each one fused Numba kernel.
 
 :class:`Optimizer` (in :mod:`minnet.optim.optimizer`) owns parameter groups, flat buffers,
-``state_dict``, validation, ``track_stats`` and ``check_finite``; each optimizer is one file with
-its class, kernel and NumPy reference (:mod:`~minnet.optim.sgd` is the smallest,
-:mod:`~minnet.optim.adam` the largest). :mod:`~minnet.optim.lr_scheduler` has PyTorch's
-learning-rate schedules.
+``state_dict``, validation, ``track_stats`` and ``check_finite``; :mod:`minnet.optim._kernel`
+is the one loop that runs every optimizer's element rule; each optimizer is one file with its
+constants, its rule, a float64 NumPy reference and its class (:mod:`~minnet.optim.lion` is the
+smallest, :mod:`~minnet.optim.adam` the largest). :mod:`~minnet.optim.lr_scheduler` has
+PyTorch's learning-rate schedules.
 """
 
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
@@ -21,7 +22,7 @@ from minnet.optim.adam import (
 from minnet.optim.adamax import Adamax
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
-from minnet.optim.optimizer import AdamStats, Optimizer, OptimizerStats
+from minnet.optim.optimizer import AdamStats, LowPrecisionWarning, Optimizer, OptimizerStats
 from minnet.optim.radam import RAdam
 from minnet.optim.rmsprop import RMSprop
 from minnet.optim.sgd import SGD
@@ -30,6 +31,7 @@ __all__ = [
     "Optimizer",
     "OptimizerStats",
     "AdamStats",
+    "LowPrecisionWarning",
     "Adam",
     "AdamW",
     "SGD",

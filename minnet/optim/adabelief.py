@@ -57,13 +57,7 @@ from minnet.optim.optimizer import (
     check_nonnegative,
 )
 
-__all__ = [
-    "AdaBelief",
-    "AdaBeliefScalars",
-    "adabelief_scalars",
-    "RULE",
-    "adabelief_step_reference",
-]
+__all__ = ["AdaBelief"]
 
 
 class AdaBeliefScalars(NamedTuple):

@@ -59,18 +59,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = [
-    "Adam",
-    "AdamW",
-    "EPS_MODES",
-    "AMSGRAD_MAX_MODES",
-    "AdamScalars",
-    "adam_scalars",
-    "adam_step_reference",
-    "ams_kind",
-    "RULE",
-    "validate_adam_hyperparameters",
-]
+__all__ = ["Adam", "AdamW", "EPS_MODES", "AMSGRAD_MAX_MODES"]
 
 EPS_MODES = ("outside", "hat", "inside", "atan2")
 AMSGRAD_MAX_MODES = ("raw", "corrected", "paper")

@@ -44,13 +44,7 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import Optimizer, check_betas, check_lr, check_weight_decay
 
-__all__ = [
-    "Lion",
-    "LionScalars",
-    "lion_scalars",
-    "RULE",
-    "lion_step_reference",
-]
+__all__ = ["Lion"]
 
 
 class LionScalars(NamedTuple):

@@ -68,14 +68,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = [
-    "NAdam",
-    "NAdamScalars",
-    "nadam_mu",
-    "nadam_scalars",
-    "RULE",
-    "nadam_step_reference",
-]
+__all__ = ["NAdam"]
 
 
 class NAdamScalars(NamedTuple):

@@ -71,15 +71,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = [
-    "RAdam",
-    "RAdamScalars",
-    "radam_rho",
-    "radam_first_rectified_step",
-    "radam_scalars",
-    "RULE",
-    "radam_step_reference",
-]
+__all__ = ["RAdam"]
 
 
 class RAdamScalars(NamedTuple):

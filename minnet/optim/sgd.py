@@ -55,13 +55,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = [
-    "SGD",
-    "SGDScalars",
-    "sgd_scalars",
-    "RULE",
-    "sgd_step_reference",
-]
+__all__ = ["SGD"]
 
 
 class SGDScalars(NamedTuple):
