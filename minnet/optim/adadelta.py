@@ -1,4 +1,4 @@
-r"""Adadelta: the class, its fused Numba kernel and a plain-NumPy reference, side by side.
+r"""Adadelta: the class, its element rule and a plain-NumPy reference, side by side.
 
 Notation: ``Eg2`` = ``square_avg`` (running average of squared gradients) and ``Edx2`` =
 ``acc_delta`` (running average of squared updates), both starting at zero. One step, in
@@ -42,16 +42,15 @@ against the NumPy reference below, not against recorded PyTorch runs.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 
-from minnet._lowp import load, round_to, store
+from minnet._lowp import round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel
 from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
@@ -65,9 +64,8 @@ __all__ = [
     "Adadelta",
     "AdadeltaScalars",
     "adadelta_scalars",
-    "adadelta_kernel_for",
+    "RULE",
     "adadelta_step_reference",
-    "adadelta_lowp_kernel_for",
     "adadelta_step_reference_lowp",
 ]
 
@@ -92,145 +90,30 @@ def adadelta_scalars(
     return AdadeltaScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]), t(c[4]))
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _loop(param, grad, square_avg, acc_delta, scratch, s, track, write):  # pragma: no cover
-    """The pass over all coordinates; ``track`` and ``write`` are compile-time constants where
-    this is inlined."""
-    n_dominated = 0
-    n_nonfinite = 0
-    for i in range(param.shape[0]):
-        p = param[i]
-        g = grad[i]
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-        sq = square_avg[i] * s.rho
-        sq = sq + s.one_minus_rho * g * g
-        std = np.sqrt(sq + s.eps)
-        d = np.sqrt(acc_delta[i] + s.eps)
-        d = d / std
-        d = d * g
-        acc = acc_delta[i] * s.rho
-        acc = acc + s.one_minus_rho * d * d
-        delta = s.neg_lr * d
-        new = p + delta
-        if track:
-            n_dominated += s.eps >= sq
-            n_nonfinite += not np.isfinite(new)
-            scratch[i] = delta
-        if write:
-            param[i] = new
-            square_avg[i] = sq
-            acc_delta[i] = acc
-    if not track:
-        return 0, 0, 0.0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); no options, the state
+    ``(square_avg, acc_delta)``. Under ``"per_op"`` rounding (PyTorch's
+    ``_single_tensor_adadelta``) each op's result is rounded to the dtype of the tensor it
+    writes (``delta`` is a new tensor of the state dtype)."""
+    sq = state[0]
+    acc = state[1]
+    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
+        g = round_to(g + s.weight_decay * p, rp)
+    sq = round_to(sq * s.rho, rs)  # square_avg.mul_(rho)
+    sq = round_to(sq + s.one_minus_rho * g * g, rs)  # .addcmul_(grad, grad, value=1 - rho)
+    std = round_to(np.sqrt(round_to(sq + s.eps, rs)), rs)  # square_avg.add(eps).sqrt_()
+    d = round_to(np.sqrt(round_to(acc + s.eps, rs)), rs)  # acc_delta.add(eps).sqrt_()
+    d = round_to(d / std, rs)  # delta.div_(std)
+    d = round_to(d * g, rs)  # .mul_(grad)
+    acc = round_to(acc * s.rho, rs)  # acc_delta.mul_(rho)
+    acc = round_to(acc + s.one_minus_rho * d * d, rs)  # .addcmul_(delta, delta, value=1 - rho)
+    delta = s.neg_lr * d  # param.add_(delta, alpha=-lr)
+    return p, p + delta, (sq, acc), delta, delta, s.eps >= sq, g
 
 
-def adadelta_kernel_for(track: bool, write: bool) -> Callable[..., tuple]:
-    """The compiled kernel for one variant: ``kernel(param, grad, square_avg, acc_delta,
-    scratch, scalars) -> (n_eps_dominated, n_nonfinite, sum_sq_update)``. The flags are closure
-    constants (Numba's disk cache keys on them), so the plain update (``track=False,
-    write=True``) is branch-free and vectorizes. ``track`` counts, in the same pass, the
-    coordinates where eps is at least ``square_avg`` (the denominator's ``Eg2``), the
-    parameters that end non-finite and the sum of squared updates (kept in ``scratch``);
-    ``write=False`` is a dry run."""
-    return _adadelta_kernel_for(bool(track), bool(write))
-
-
-@functools.cache
-def _adadelta_kernel_for(track: bool, write: bool) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, square_avg, acc_delta, scratch, s):  # pragma: no cover
-        return _loop(param, grad, square_avg, acc_delta, scratch, s, track, write)
-
-    return kernel
-
-
-# -- 16-bit storage ---------------------------------------------------------------------------
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(
-    param, grad, square_avg, acc_delta, scratch, s, track, write, fp, fs, per_op
-):  # pragma: no cover - compiled
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
-    is loaded to float32, updated in float32 (``per_op`` rounds after each op, see the module
-    docstring) and rounded when stored. Tracked, it also counts ``square_avg`` stored as 0 with
-    a nonzero gradient (underflow) and coordinates whose stored parameter did not move although
-    ``delta != 0`` (lost updates)."""
-    n_dominated = 0
-    n_nonfinite = 0
-    n_underflow = 0
-    n_lost = 0
-    for i in range(param.shape[0]):
-        p = load(param[i], fp)
-        g = load(grad[i], fp)
-        sq = load(square_avg[i], fs)
-        acc0 = load(acc_delta[i], fs)
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-            if per_op:
-                g = round_to(g, fp)
-        if per_op:
-            sq = round_to(sq * s.rho, fs)
-            sq = round_to(sq + s.one_minus_rho * g * g, fs)
-            std = round_to(np.sqrt(round_to(sq + s.eps, fs)), fs)
-            d = round_to(np.sqrt(round_to(acc0 + s.eps, fs)), fs)
-            d = round_to(d / std, fs)
-            d = round_to(d * g, fs)
-            acc = round_to(acc0 * s.rho, fs)
-            acc = round_to(acc + s.one_minus_rho * d * d, fs)
-        else:
-            sq = sq * s.rho
-            sq = sq + s.one_minus_rho * g * g
-            std = np.sqrt(sq + s.eps)
-            d = np.sqrt(acc0 + s.eps)
-            d = d / std
-            d = d * g
-            acc = acc0 * s.rho
-            acc = acc + s.one_minus_rho * d * d
-        delta = s.neg_lr * d
-        new = p + delta
-        p_bits = store(new, fp)
-        sq_bits = store(sq, fs)
-        if track:
-            p_new = load(p_bits, fp)
-            n_dominated += s.eps >= sq
-            n_nonfinite += not np.isfinite(p_new)
-            n_underflow += (load(sq_bits, fs) == 0) & (g != 0)
-            n_lost += (p_new == p) & (delta != 0)
-            scratch[i] = delta
-        if write:
-            param[i] = p_bits
-            square_avg[i] = sq_bits
-            acc_delta[i] = store(acc, fs)
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
-
-
-def adadelta_lowp_kernel_for(
-    track: bool, write: bool, formats: StorageFormats
-) -> Callable[..., tuple]:
-    """:func:`adadelta_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
-    buffers as ``uint16`` views, scalars in float32), returning ``(n_dominated, n_nonfinite,
-    sum_sq_update, n_underflow, n_lost_updates)``; the formats and the rounding model are
-    closure constants like the flags."""
-    return _adadelta_lowp_kernel_for(
-        bool(track), bool(write), int(formats.param), int(formats.state),
-        formats.rounding == "per_op",
-    )  # fmt: skip
-
-
-@functools.cache
-def _adadelta_lowp_kernel_for(track: bool, write: bool, fp: int, fs: int, per_op: bool) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, square_avg, acc_delta, scratch, s):  # pragma: no cover
-        return _loop_lowp(
-            param, grad, square_avg, acc_delta, scratch, s, track, write, fp, fs, per_op
-        )
-
-    return kernel
+#: Adadelta's element rule; the second moment ``square_avg`` is state 0.
+RULE = Rule(update, second_moment=0)
 
 
 def adadelta_step_reference(
@@ -392,9 +275,7 @@ class Adadelta(Optimizer):
         write: bool,
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
-        if formats is None:
-            return adadelta_kernel_for(track, write)
-        return adadelta_lowp_kernel_for(track, write, formats)
+        return kernel(RULE, (), track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None

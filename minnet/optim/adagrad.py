@@ -1,4 +1,4 @@
-r"""Adagrad with three eps placements: the class, its fused Numba kernel and a plain-NumPy
+r"""Adagrad with three eps placements: the class, its element rule and a plain-NumPy
 reference, side by side.
 
 One step ``t`` (counting from 1; the state array ``sum`` = S starts at
@@ -46,17 +46,16 @@ addcmul is one fma, so a rare last-bit difference before the 16-bit rounding can
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 
-from minnet._lowp import load, round_to, store
+from minnet._lowp import round_to
 from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel
 from minnet.optim._reference import rounder
 from minnet.optim.optimizer import (
     Optimizer,
@@ -73,8 +72,7 @@ __all__ = [
     "ADAGRAD_EPS_MODES",
     "AdagradScalars",
     "adagrad_scalars",
-    "adagrad_kernel_for",
-    "adagrad_lowp_kernel_for",
+    "RULE",
     "adagrad_step_reference",
     "adagrad_step_reference_lowp",
 ]
@@ -113,23 +111,29 @@ def adagrad_scalars(
     return AdagradScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]))
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _element(p, g, acc, s, mode, torch_fused):  # pragma: no cover - compiled
-    """One coordinate in the arrays' arithmetic; returns (delta, S, g, eps-dominated).
-    ``torch_fused`` ("outside" only) divides ``-clr * g`` as PyTorch's fused kernel does."""
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode, lowp)``,
+    the state ``(sum,)``. Over 16-bit buffers (``lowp``) "outside" divides ``-clr * g`` as
+    PyTorch's fused kernel and its ``addcdiv_`` do; under ``"per_op"`` rounding (PyTorch's
+    ``_single_tensor_adagrad``, eps "outside") each op's result is rounded to the dtype of the
+    tensor it writes."""
+    mode, lowp = o
     one = s.sign * s.sign  # 1 in the arrays' dtype
     zero = one - one
     g = g * s.sign
-    if s.weight_decay != 0:
-        g = g + s.weight_decay * p
-    acc = acc + g * g
+    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
+        g = round_to(g + round_to(s.weight_decay, rp) * p, rp)
+    acc = round_to(state[0] + g * g, rs)  # state_sum.addcmul_(grad, grad, value=1)
     if mode == OUTSIDE:
-        root = np.sqrt(acc)
-        if torch_fused:
-            delta = (s.neg_clr * g) / (root + s.eps)
+        root = round_to(np.sqrt(acc), rs)  # state_sum.sqrt()
+        eps = round_to(s.eps, rs)
+        std = round_to(root + eps, rs)  # .add_(eps)
+        if lowp:
+            delta = (s.neg_clr * g) / std  # param.addcdiv_(grad, std, value=-clr)
         else:
-            delta = s.neg_clr * (g / (root + s.eps))
-        dominated = s.eps >= root
+            delta = s.neg_clr * (g / std)
+        dominated = eps >= root
     elif mode == INSIDE:
         delta = s.neg_clr * (g / np.sqrt(acc + s.eps))
         dominated = s.eps >= acc
@@ -137,113 +141,11 @@ def _element(p, g, acc, s, mode, torch_fused):  # pragma: no cover - compiled
         k = one / np.sqrt(acc + s.eps) if acc > 0 else zero
         delta = s.neg_clr * (g * k)
         dominated = s.eps >= acc
-    return delta, acc, g, dominated
+    return p, p + delta, (acc,), delta, delta, dominated, g
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _loop(param, grad, state_sum, scratch, s, mode, track, write):  # pragma: no cover
-    """The pass over all coordinates; every flag is a compile-time constant."""
-    n_dominated = 0
-    n_nonfinite = 0
-    for i in range(param.shape[0]):
-        p = param[i]
-        delta, acc, _, dominated = _element(p, grad[i], state_sum[i], s, mode, False)
-        new = p + delta
-        if track:
-            n_dominated += dominated
-            n_nonfinite += not np.isfinite(new)
-            scratch[i] = delta
-        if write:
-            param[i] = new
-            state_sum[i] = acc
-    if not track:
-        return 0, 0, 0.0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _element_per_op(p, g, acc, s, fp, fs):  # pragma: no cover - compiled
-    """One coordinate of PyTorch's ``_single_tensor_adagrad`` on 16-bit tensors: every op in
-    float32, its result rounded to the dtype it is stored in (``fp``: parameter and gradient,
-    ``fs``: the sum and the denominator computed from it). Returns (delta, S, g, dominated)."""
-    g = g * s.sign
-    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
-        g = round_to(g + round_to(s.weight_decay, fp) * p, fp)
-    acc = round_to(acc + g * g, fs)  # state_sum.addcmul_(grad, grad, value=1)
-    root = round_to(np.sqrt(acc), fs)  # state_sum.sqrt()
-    eps = round_to(s.eps, fs)
-    std = round_to(root + eps, fs)  # .add_(eps)
-    delta = (s.neg_clr * g) / std  # param.addcdiv_(grad, std, value=-clr)
-    return delta, acc, g, eps >= root
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(
-    param, grad, state_sum, scratch, s, mode, track, write, fp, fs, per_op
-):  # pragma: no cover - compiled
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (sum): loads to
-    float32, computes in float32 (``per_op`` rounds after each op), rounds when storing.
-    Tracked, it also counts sums stored as 0 with a nonzero gradient, and coordinates whose
-    stored parameter did not move although ``delta != 0``."""
-    n_dominated = 0
-    n_nonfinite = 0
-    n_underflow = 0
-    n_lost = 0
-    for i in range(param.shape[0]):
-        p = load(param[i], fp)
-        g_in = load(grad[i], fp)
-        acc_in = load(state_sum[i], fs)
-        if per_op:
-            delta, acc, g, dominated = _element_per_op(p, g_in, acc_in, s, fp, fs)
-        else:
-            delta, acc, g, dominated = _element(p, g_in, acc_in, s, mode, True)
-        p_bits = store(p + delta, fp)
-        acc_bits = store(acc, fs)
-        if track:
-            p_new = load(p_bits, fp)
-            n_dominated += dominated
-            n_nonfinite += not np.isfinite(p_new)
-            n_underflow += (load(acc_bits, fs) == 0) & (g != 0)
-            n_lost += (p_new == p) & (delta != 0)
-            scratch[i] = delta
-        if write:
-            param[i] = p_bits
-            state_sum[i] = acc_bits
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
-
-
-def adagrad_kernel_for(mode: int, track: bool, write: bool) -> Callable[..., tuple]:
-    """The compiled kernel for one variant (built on first use, cached on disk):
-    ``kernel(param, grad, sum, scratch, scalars) -> (n_eps_dominated, n_nonfinite,
-    sum_sq_update)``. ``mode`` indexes :data:`ADAGRAD_EPS_MODES`; the flags are closure
-    constants, so each variant's loop is branch-free and vectorizes."""
-    return _kernel_for(int(mode), bool(track), bool(write))
-
-
-@functools.cache
-def _kernel_for(mode: int, track: bool, write: bool) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, state_sum, scratch, s):  # pragma: no cover
-        return _loop(param, grad, state_sum, scratch, s, mode, track, write)
-
-    return kernel
-
-
-def adagrad_lowp_kernel_for(
-    mode: int, track: bool, write: bool, formats: StorageFormats
-) -> Callable[..., tuple]:
-    """:func:`adagrad_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
-    buffers as ``uint16`` views, float32 scalars), returning ``(n_dominated, n_nonfinite,
-    sum_sq_update, n_underflow, n_lost_updates)``. The formats and the rounding model are
-    closure constants. ``"per_op"`` exists for ``mode=OUTSIDE`` only (PyTorch's placement)."""
-    per_op = formats.rounding == "per_op"
-    if per_op and mode != OUTSIDE:
-        raise ValueError(_per_op_message(mode))
-    return _lowp_kernel_for(
-        int(mode), bool(track), bool(write), int(formats.param), int(formats.state), per_op
-    )
+#: Adagrad's element rule; the accumulator ``sum`` is state 0.
+RULE = Rule(update, second_moment=0)
 
 
 def _per_op_message(mode: int) -> str:
@@ -252,17 +154,6 @@ def _per_op_message(mode: int) -> str:
         "outside the root only: it needs eps_mode='outside', got "
         f"eps_mode={ADAGRAD_EPS_MODES[mode]!r}; use rounding='fused'"
     )
-
-
-@functools.cache
-def _lowp_kernel_for(
-    mode: int, track: bool, write: bool, fp: int, fs: int, per_op: bool
-) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, state_sum, scratch, s):  # pragma: no cover
-        return _loop_lowp(param, grad, state_sum, scratch, s, mode, track, write, fp, fs, per_op)
-
-    return kernel
 
 
 def adagrad_step_reference(
@@ -470,9 +361,9 @@ class Adagrad(Optimizer):
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
         mode = ADAGRAD_EPS_MODES.index(group["eps_mode"])
-        if formats is None:
-            return adagrad_kernel_for(mode, track, write)
-        return adagrad_lowp_kernel_for(mode, track, write, formats)
+        if formats is not None and formats.rounding == "per_op" and mode != OUTSIDE:
+            raise ValueError(_per_op_message(mode))
+        return kernel(RULE, (mode, formats is not None), track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None

@@ -1,4 +1,4 @@
-r"""Adamax (Adam with the infinity norm): the class, its fused Numba kernel and a NumPy reference.
+r"""Adamax (Adam with the infinity norm): the class, its element rule and a NumPy reference.
 
 Notation: ``m`` = ``exp_avg`` (first moment), ``u`` = ``exp_inf`` (the exponentially weighted
 infinity norm), both starting at zero; ``bc1 = 1 - beta1**t`` with ``t`` the step count from 1.
@@ -50,16 +50,15 @@ recorded PyTorch runs.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 
-from minnet._lowp import load, round_to, store
+from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel
 from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
@@ -75,9 +74,8 @@ __all__ = [
     "ADAMAX_EPS_MODES",
     "AdamaxScalars",
     "adamax_scalars",
-    "adamax_kernel_for",
+    "RULE",
     "adamax_step_reference",
-    "adamax_lowp_kernel_for",
     "adamax_step_reference_lowp",
 ]
 
@@ -124,166 +122,52 @@ def adamax_scalars(
     return AdamaxScalars(lerp_w, t(1) - lerp_w, t(c[1]), t(c[2]), t(c[3]), t(c[4]))
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _loop(param, grad, exp_avg, exp_inf, scratch, s, mode, track, write):  # pragma: no cover
-    """The pass over all coordinates; ``mode``, ``track`` and ``write`` are compile-time
-    constants where this is inlined."""
-    n_dominated = 0
-    n_nonfinite = 0
-    for i in range(param.shape[0]):
-        p = param[i]
-        g = grad[i]
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-        m = exp_avg[i]
-        # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
-        if s.lerp_w < 0.5:
-            m = m + s.lerp_w * (g - m)
-        else:
-            m = g - (g - m) * s.one_minus_lerp_w
-        u = exp_inf[i] * s.beta2
-        a = np.abs(g)
-        if mode == MAX:
-            a = a + s.eps
-        # maximum() with NaN propagation from either side, like torch.maximum
-        if not (u >= a):
-            if u == u:
-                u = a
-        if mode == MAX:
-            delta = s.neg_clr * (m / u)
-            dominated = s.eps >= np.abs(g)
-        else:
-            delta = s.neg_clr * (m / (u + s.eps))
-            dominated = s.eps >= u
-        new = p + delta
-        if track:
-            n_dominated += dominated
-            n_nonfinite += not np.isfinite(new)
-            scratch[i] = delta
-        if write:
-            param[i] = new
-            exp_avg[i] = m
-            exp_inf[i] = u
-    if not track:
-        return 0, 0, 0.0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode,)``, the
+    state ``(exp_avg, exp_inf)``. Under ``"per_op"`` rounding (PyTorch's
+    ``_single_tensor_adamax``, eps "max") each op's result is rounded to the dtype of the
+    tensor it writes, and the step is ``(-clr * m) / u`` as ``addcdiv_`` computes it."""
+    mode = o[0]
+    per_op = rp != NATIVE or rs != NATIVE
+    m = state[0]
+    u = state[1]
+    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
+        g = round_to(g + s.weight_decay * p, rp)
+    # exp_avg.lerp_(grad, 1 - beta1): PyTorch's lerp switches formula at weight 0.5 to stay
+    # exact at both ends.
+    if s.lerp_w < 0.5:
+        m = round_to(m + s.lerp_w * (g - m), rs)
+    else:
+        m = round_to(g - (g - m) * s.one_minus_lerp_w, rs)
+    u = round_to(u * s.beta2, rs)  # exp_inf.mul_(beta2)
+    a = np.abs(g)
+    if mode == MAX:
+        a = a + s.eps
+    a = round_to(a, rp)  # grad.abs().add_(eps)
+    # maximum() with NaN propagation from either side, like torch.maximum
+    if not (u >= a):
+        if u == u:
+            u = a
+    u = round_to(u, rs)  # torch.maximum(..., out=exp_inf)
+    if per_op:
+        delta = (s.neg_clr * m) / u  # param.addcdiv_(exp_avg, exp_inf, value=-clr)
+    elif mode == MAX:
+        delta = s.neg_clr * (m / u)
+    else:
+        delta = s.neg_clr * (m / (u + s.eps))
+    dominated = s.eps >= np.abs(g) if mode == MAX else s.eps >= u
+    return p, p + delta, (m, u), delta, delta, dominated, g
 
 
-def adamax_kernel_for(mode: int, track: bool, write: bool) -> Callable[..., tuple]:
-    """The compiled kernel for one variant: ``kernel(param, grad, exp_avg, exp_inf, scratch,
-    scalars) -> (n_eps_dominated, n_nonfinite, sum_sq_update)``; ``mode`` indexes
-    :data:`ADAMAX_EPS_MODES`. The flags are closure constants (Numba's disk cache keys on
-    them), so the plain update (``track=False, write=True``) is branch-free and vectorizes.
-    ``track`` counts, in the same pass, the coordinates where eps is at least what it is added
-    to (``|g|`` for "max", ``u`` for "outside"), the parameters that end non-finite, and the sum
-    of squared updates (each kept in ``scratch``); ``write=False`` is a dry run."""
-    return _adamax_kernel_for(int(mode), bool(track), bool(write))
+#: Adamax's element rule; its underflow count watches ``exp_inf`` (state 1).
+RULE = Rule(update, second_moment=1)
 
 
-@functools.cache
-def _adamax_kernel_for(mode: int, track: bool, write: bool) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, exp_avg, exp_inf, scratch, s):  # pragma: no cover
-        return _loop(param, grad, exp_avg, exp_inf, scratch, s, mode, track, write)
-
-    return kernel
-
-
-# -- 16-bit storage ---------------------------------------------------------------------------
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(
-    param, grad, exp_avg, exp_inf, scratch, s, mode, track, write, fp, fs, per_op
-):  # pragma: no cover - compiled
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): every value
-    is loaded to float32, updated in float32 (``per_op`` rounds after each op, see the module
-    docstring) and rounded when stored. Tracked, it also counts ``exp_inf`` stored as 0 with a
-    nonzero gradient (underflow) and coordinates whose stored parameter did not move although
-    ``delta != 0`` (lost updates)."""
-    n_dominated = 0
-    n_nonfinite = 0
-    n_underflow = 0
-    n_lost = 0
-    for i in range(param.shape[0]):
-        p = load(param[i], fp)
-        g = load(grad[i], fp)
-        m = load(exp_avg[i], fs)
-        u = load(exp_inf[i], fs)
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * p
-            if per_op:
-                g = round_to(g, fp)
-        if s.lerp_w < 0.5:
-            m = m + s.lerp_w * (g - m)
-        else:
-            m = g - (g - m) * s.one_minus_lerp_w
-        u = u * s.beta2
-        a = np.abs(g)
-        if mode == MAX:
-            a = a + s.eps
-        if per_op:
-            m = round_to(m, fs)
-            u = round_to(u, fs)
-            a = round_to(a, fp)
-        if not (u >= a):
-            if u == u:
-                u = a
-        if per_op:
-            u = round_to(u, fs)
-            delta = (s.neg_clr * m) / u
-        elif mode == MAX:
-            delta = s.neg_clr * (m / u)
-        else:
-            delta = s.neg_clr * (m / (u + s.eps))
-        new = p + delta
-        p_bits = store(new, fp)
-        u_bits = store(u, fs)
-        if track:
-            p_new = load(p_bits, fp)
-            n_dominated += (s.eps >= np.abs(g)) if mode == MAX else (s.eps >= u)
-            n_nonfinite += not np.isfinite(p_new)
-            n_underflow += (load(u_bits, fs) == 0) & (g != 0)
-            n_lost += (p_new == p) & (delta != 0)
-            scratch[i] = delta
-        if write:
-            param[i] = p_bits
-            exp_avg[i] = store(m, fs)
-            exp_inf[i] = u_bits
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
-
-
-def adamax_lowp_kernel_for(
-    mode: int, track: bool, write: bool, formats: StorageFormats
-) -> Callable[..., tuple]:
-    """:func:`adamax_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
-    buffers as ``uint16`` views, scalars in float32), returning ``(n_dominated, n_nonfinite,
-    sum_sq_update, n_underflow, n_lost_updates)``. ``"per_op"`` rounding exists for
-    ``mode=MAX`` (PyTorch's placement) only."""
-    per_op = formats.rounding == "per_op"
-    if per_op and mode != MAX:
-        raise ValueError(
-            "Adamax: rounding='per_op' follows PyTorch's for-loop Adamax: it needs "
-            "eps_mode='max'; use rounding='fused' for eps_mode='outside'"
-        )
-    return _adamax_lowp_kernel_for(
-        int(mode), bool(track), bool(write), int(formats.param), int(formats.state), per_op
-    )
-
-
-@functools.cache
-def _adamax_lowp_kernel_for(
-    mode: int, track: bool, write: bool, fp: int, fs: int, per_op: bool
-) -> Callable:
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, exp_avg, exp_inf, scratch, s):  # pragma: no cover
-        return _loop_lowp(
-            param, grad, exp_avg, exp_inf, scratch, s, mode, track, write, fp, fs, per_op
-        )
-
-    return kernel
+_PER_OP_MESSAGE = (
+    "Adamax: rounding='per_op' follows PyTorch's for-loop Adamax: it needs "
+    "eps_mode='max'; use rounding='fused' for eps_mode='outside'"
+)
 
 
 def adamax_step_reference(
@@ -476,9 +360,9 @@ class Adamax(Optimizer):
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
         mode = ADAMAX_EPS_MODES.index(group["eps_mode"])
-        if formats is None:
-            return adamax_kernel_for(mode, track, write)
-        return adamax_lowp_kernel_for(mode, track, write, formats)
+        if formats is not None and formats.rounding == "per_op" and mode != MAX:
+            raise ValueError(_PER_OP_MESSAGE)
+        return kernel(RULE, (mode,), track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None

@@ -1,5 +1,5 @@
-r"""RMSprop, plain or centered, with momentum and two eps placements: the class, its fused Numba
-kernel and a plain-NumPy reference, side by side.
+r"""RMSprop, plain or centered, with momentum and two eps placements: the class, its element
+rule and a plain-NumPy reference, side by side.
 
 One step (``g`` the gradient, state arrays by PyTorch's names: ``square_avg`` = v,
 ``grad_avg`` = a, ``momentum_buffer`` = b, all starting at 0), in PyTorch's order of operations
@@ -54,17 +54,16 @@ or NaN for a zero gradient, from the first step on.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 
-from minnet._lowp import load, round_to, store
+from minnet._lowp import NATIVE, round_to
 from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import Rule, element, kernel, slot
 from minnet.optim._reference import fused, rounder
 from minnet.optim.optimizer import (
     Optimizer,
@@ -82,8 +81,7 @@ __all__ = [
     "RMSPROP_EPS_MODES",
     "RMSpropScalars",
     "rmsprop_scalars",
-    "rmsprop_kernel_for",
-    "rmsprop_lowp_kernel_for",
+    "RULE",
     "rmsprop_step_reference",
     "rmsprop_step_reference_lowp",
 ]
@@ -131,277 +129,63 @@ def rmsprop_scalars(
     )
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _element(p, g, v, a, b, s, mode, centered, has_momentum):  # pragma: no cover - compiled
-    """One coordinate in the arrays' arithmetic; returns (delta, v, a, b, eps-dominated)."""
-    g = g * s.sign
-    if s.weight_decay != 0:
-        g = g + s.weight_decay * p
-    v = v * s.alpha
-    v = v + s.one_minus_alpha * g * g
-    var = v
-    if centered:
-        # PyTorch's lerp switches formula at weight 0.5 to stay exact at both ends.
-        if s.lerp_w < 0.5:
-            a = a + s.lerp_w * (g - a)
-        else:
-            a = g - (g - a) * s.one_minus_lerp_w
-        var = v - a * a
-    if mode == OUTSIDE:
-        root = np.sqrt(var)
-        denom = root + s.eps
-        dominated = s.eps >= root
-    else:
-        denom = np.sqrt(var + s.eps)
-        dominated = s.eps >= var
-    if has_momentum:
-        b = b * s.momentum
-        b = b + g / denom
-        delta = s.neg_lr * b
-    else:
-        delta = s.neg_lr * (g / denom)
-    return delta, v, a, b, dominated
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop(
-    param, grad, square_avg, buf, grad_avg, scratch, s, mode, centered, has_momentum, track,
-    write,
-):  # pragma: no cover - compiled  # fmt: skip
-    """The pass over all coordinates; every flag is a compile-time constant."""
-    n_dominated = 0
-    n_nonfinite = 0
-    for i in range(param.shape[0]):
-        p = param[i]
-        a_in = grad_avg[i] if centered else p
-        b_in = buf[i] if has_momentum else p
-        delta, v, a, b, dominated = _element(
-            p, grad[i], square_avg[i], a_in, b_in, s, mode, centered, has_momentum
-        )
-        new = p + delta
-        if track:
-            n_dominated += dominated
-            n_nonfinite += not np.isfinite(new)
-            scratch[i] = delta
-        if write:
-            param[i] = new
-            square_avg[i] = v
-            if centered:
-                grad_avg[i] = a
-            if has_momentum:
-                buf[i] = b
-    if not track:
-        return 0, 0, 0.0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0])
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _element_per_op(p, g, v, a, b, s, centered, has_momentum, fp, fs):  # pragma: no cover
-    """One coordinate of PyTorch's ``_single_tensor_rmsprop`` (eps outside) on 16-bit tensors:
-    every op in float32, its result rounded to the dtype it is stored in (``fp``: parameter and
-    gradient, ``fs``: state and the denominator computed from it). Returns (delta, v, a, b,
-    eps-dominated, g)."""
-    g = g * s.sign
-    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
-        g = round_to(g + round_to(s.weight_decay, fp) * p, fp)
-    v = round_to(v * s.alpha, fs)  # square_avg.mul_(alpha)
-    v = round_to(v + s.one_minus_alpha * g * g, fs)  # .addcmul_(grad, grad, value=1 - alpha)
-    if centered:
-        if s.lerp_w < 0.5:  # grad_avg.lerp_(grad, 1 - alpha)
-            a = round_to(a + s.lerp_w * (g - a), fs)
-        else:
-            a = round_to(g - (g - a) * s.one_minus_lerp_w, fs)
-        # square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
-        root = round_to(np.sqrt(round_to(v - a * a, fs)), fs)
-    else:
-        root = round_to(np.sqrt(v), fs)  # square_avg.sqrt()
-    eps = round_to(s.eps, fs)
-    avg = round_to(root + eps, fs)  # .add_(eps)
-    if has_momentum:
-        b = round_to(b * s.momentum, fs)  # buf.mul_(momentum)
-        b = round_to(b + g / avg, fs)  # .addcdiv_(grad, avg)
-        delta = round_to(s.neg_lr, fp) * b  # param.add_(buf, alpha=-lr)
-    else:
-        delta = (s.neg_lr * g) / avg  # param.addcdiv_(grad, avg, value=-lr)
-    return delta, v, a, b, eps >= root, g
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _loop_lowp(
-    param, grad, square_avg, buf, grad_avg, scratch, s, mode, centered, has_momentum, track,
-    write, fp, fs, per_op,
-):  # pragma: no cover - compiled  # fmt: skip
-    """:func:`_loop` over storage formats ``fp`` (param, grad) and ``fs`` (state): loads to
-    float32, computes in float32 (``per_op`` rounds after each op), rounds when storing.
-    Tracked, it also counts second moments stored as 0 with a nonzero gradient, and
-    coordinates whose stored parameter did not move although ``delta != 0``."""
-    n_dominated = 0
-    n_nonfinite = 0
-    n_underflow = 0
-    n_lost = 0
-    for i in range(param.shape[0]):
-        p = load(param[i], fp)
-        g_in = load(grad[i], fp)
-        v_in = load(square_avg[i], fs)
-        a_in = load(grad_avg[i], fs) if centered else p
-        b_in = load(buf[i], fs) if has_momentum else p
-        if per_op:
-            delta, v, a, b, dominated, g = _element_per_op(
-                p, g_in, v_in, a_in, b_in, s, centered, has_momentum, fp, fs
-            )
-        else:
-            delta, v, a, b, dominated = _element(
-                p, g_in, v_in, a_in, b_in, s, mode, centered, has_momentum
-            )
-            g = g_in * s.sign
-            if s.weight_decay != 0:
-                g = g + s.weight_decay * p
-        p_bits = store(p + delta, fp)
-        v_bits = store(v, fs)
-        if track:
-            p_new = load(p_bits, fp)
-            n_dominated += dominated
-            n_nonfinite += not np.isfinite(p_new)
-            n_underflow += (load(v_bits, fs) == 0) & (g != 0)
-            n_lost += (p_new == p) & (delta != 0)
-            scratch[i] = delta
-        if write:
-            param[i] = p_bits
-            square_avg[i] = v_bits
-            if centered:
-                grad_avg[i] = store(a, fs)
-            if has_momentum:
-                buf[i] = store(b, fs)
-    if not track:
-        return 0, 0, 0.0, 0, 0
-    return n_dominated, n_nonfinite, sum_squares(scratch, param.shape[0]), n_underflow, n_lost
-
-
-def rmsprop_kernel_for(
-    mode: int, centered: bool, has_momentum: bool, track: bool, write: bool
-) -> Callable[..., tuple]:
-    """The compiled kernel for one variant (built on first use, cached on disk):
-    ``kernel(param, grad, square_avg[, momentum_buffer][, grad_avg], scratch, scalars) ->
-    (n_eps_dominated, n_nonfinite, sum_sq_update)``, the state arrays of
-    :meth:`RMSprop._state_spec` in order. ``mode`` indexes :data:`RMSPROP_EPS_MODES`. The flags
-    are closure constants, so each variant's loop is branch-free and vectorizes."""
-    return _kernel_for(int(mode), bool(centered), bool(has_momentum), bool(track), bool(write))
-
-
-@functools.cache
-def _kernel_for(mode: int, centered: bool, has_momentum: bool, track: bool, write: bool):
-    if has_momentum and centered:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel_mc(param, grad, square_avg, buf, grad_avg, scratch, s):  # pragma: no cover
-            return _loop(
-                param, grad, square_avg, buf, grad_avg, scratch, s, mode, True, True, track,
-                write,
-            )  # fmt: skip
-
-        return kernel_mc
-    if has_momentum:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel_m(param, grad, square_avg, buf, scratch, s):  # pragma: no cover
-            return _loop(
-                param, grad, square_avg, buf, square_avg, scratch, s, mode, False, True, track,
-                write,
-            )  # fmt: skip
-
-        return kernel_m
-    if centered:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel_c(param, grad, square_avg, grad_avg, scratch, s):  # pragma: no cover
-            return _loop(
-                param, grad, square_avg, square_avg, grad_avg, scratch, s, mode, True, False,
-                track, write,
-            )  # fmt: skip
-
-        return kernel_c
-
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, square_avg, scratch, s):  # pragma: no cover
-        return _loop(
-            param, grad, square_avg, square_avg, square_avg, scratch, s, mode, False, False,
-            track, write,
-        )  # fmt: skip
-
-    return kernel
-
-
-def rmsprop_lowp_kernel_for(
-    mode: int,
-    centered: bool,
-    has_momentum: bool,
-    track: bool,
-    write: bool,
-    formats: StorageFormats,
-) -> Callable[..., tuple]:
-    """:func:`rmsprop_kernel_for` for buffers with a 16-bit parameter or state format (16-bit
-    buffers as ``uint16`` views, float32 scalars), returning ``(n_dominated, n_nonfinite,
-    sum_sq_update, n_underflow, n_lost_updates)``. The formats and the rounding model are
-    closure constants. ``"per_op"`` exists for ``mode=OUTSIDE`` only (PyTorch's placement)."""
-    per_op = formats.rounding == "per_op"
-    if per_op and mode != OUTSIDE:
-        raise ValueError(_PER_OP_MESSAGE)
-    return _lowp_kernel_for(
-        int(mode), bool(centered), bool(has_momentum), bool(track), bool(write),
-        int(formats.param), int(formats.state), per_op,
-    )  # fmt: skip
-
-
 _PER_OP_MESSAGE = (
     "RMSprop: rounding='per_op' follows PyTorch's single-tensor RMSprop, which has eps outside "
     "the root only: it needs eps_mode='outside', got eps_mode='inside'; use rounding='fused'"
 )
 
 
-@functools.cache
-def _lowp_kernel_for(
-    mode: int, centered: bool, has_momentum: bool, track: bool, write: bool, fp: int, fs: int,
-    per_op: bool,
-) -> Callable:  # fmt: skip
-    if has_momentum and centered:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel_mc(param, grad, square_avg, buf, grad_avg, scratch, s):  # pragma: no cover
-            return _loop_lowp(
-                param, grad, square_avg, buf, grad_avg, scratch, s, mode, True, True, track,
-                write, fp, fs, per_op,
-            )  # fmt: skip
-
-        return kernel_mc
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode, centered,
+    has_momentum)``, the state ``(square_avg[, momentum_buffer][, grad_avg])``. Under
+    ``"per_op"`` rounding (PyTorch's ``_single_tensor_rmsprop``, eps "outside") each op's
+    result is rounded to the dtype of the tensor it writes, and without momentum the step is
+    ``(-lr * g) / avg`` as ``addcdiv_`` computes it."""
+    mode, centered, has_momentum = o
+    per_op = rp != NATIVE or rs != NATIVE
+    v = state[0]
+    b = slot(state, 1, p)  # momentum_buffer (when has_momentum)
     if has_momentum:
-
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel_m(param, grad, square_avg, buf, scratch, s):  # pragma: no cover
-            return _loop_lowp(
-                param, grad, square_avg, buf, square_avg, scratch, s, mode, False, True, track,
-                write, fp, fs, per_op,
-            )  # fmt: skip
-
-        return kernel_m
+        a = slot(state, 2, p)  # grad_avg (when centered)
+    else:
+        a = slot(state, 1, p)
+    g = g * s.sign
+    if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
+        g = round_to(g + round_to(s.weight_decay, rp) * p, rp)
+    v = round_to(v * s.alpha, rs)  # square_avg.mul_(alpha)
+    v = round_to(v + s.one_minus_alpha * g * g, rs)  # .addcmul_(grad, grad, value=1 - alpha)
+    var = v
     if centered:
+        # grad_avg.lerp_(grad, 1 - alpha): PyTorch's lerp switches formula at weight 0.5 to
+        # stay exact at both ends.
+        if s.lerp_w < 0.5:
+            a = round_to(a + s.lerp_w * (g - a), rs)
+        else:
+            a = round_to(g - (g - a) * s.one_minus_lerp_w, rs)
+        var = round_to(v - a * a, rs)  # square_avg.addcmul(grad_avg, grad_avg, value=-1)
+    eps = round_to(s.eps, rs)
+    if mode == OUTSIDE:
+        root = round_to(np.sqrt(var), rs)  # .sqrt_()
+        denom = round_to(root + eps, rs)  # .add_(eps)
+        dominated = eps >= root
+    else:
+        denom = np.sqrt(var + eps)
+        dominated = eps >= var
+    if has_momentum:
+        b = round_to(b * s.momentum, rs)  # buf.mul_(momentum)
+        b = round_to(b + g / denom, rs)  # .addcdiv_(grad, avg)
+        delta = round_to(s.neg_lr, rp) * b  # param.add_(buf, alpha=-lr)
+    elif per_op:
+        delta = (s.neg_lr * g) / denom  # param.addcdiv_(grad, avg, value=-lr)
+    else:
+        delta = s.neg_lr * (g / denom)
+    new_state = (v, b, a) if has_momentum else (v, a, b)
+    return p, p + delta, new_state, delta, delta, dominated, g
 
-        @numba.njit(cache=True, error_model="numpy", nogil=True)
-        def kernel_c(param, grad, square_avg, grad_avg, scratch, s):  # pragma: no cover
-            return _loop_lowp(
-                param, grad, square_avg, square_avg, grad_avg, scratch, s, mode, True, False,
-                track, write, fp, fs, per_op,
-            )  # fmt: skip
 
-        return kernel_c
-
-    @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def kernel(param, grad, square_avg, scratch, s):  # pragma: no cover
-        return _loop_lowp(
-            param, grad, square_avg, square_avg, square_avg, scratch, s, mode, False, False,
-            track, write, fp, fs, per_op,
-        )  # fmt: skip
-
-    return kernel
+#: RMSprop's element rule; the second moment ``square_avg`` is state 0.
+RULE = Rule(update, second_moment=0)
 
 
 def rmsprop_step_reference(
@@ -637,16 +421,11 @@ class RMSprop(Optimizer):
         write: bool,
         formats: StorageFormats | None = None,
     ) -> Callable[..., Any]:
-        args = (
-            RMSPROP_EPS_MODES.index(group["eps_mode"]),
-            group["centered"],
-            group["momentum"] > 0,
-            track,
-            write,
-        )
-        if formats is None:
-            return rmsprop_kernel_for(*args)
-        return rmsprop_lowp_kernel_for(*args, formats)
+        mode = RMSPROP_EPS_MODES.index(group["eps_mode"])
+        if formats is not None and formats.rounding == "per_op" and mode != OUTSIDE:
+            raise ValueError(_PER_OP_MESSAGE)
+        options = (mode, group["centered"], group["momentum"] > 0)
+        return kernel(RULE, options, track, write, formats)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None
