@@ -25,6 +25,10 @@ An optimizer is its element rule (:class:`Rule`): a compiled function of one coo
     dominated  whether eps is at least what it is added to or compared with
     g2         the gradient as the second moment sees it (for the underflow count)
 
+The same rule, run by NumPy over whole arrays, is every optimizer's 16-bit reference
+(:mod:`minnet.optim._reference`), so a rule branches only on its options and constants; a
+choice per element is ``select(cond, a, b)`` or ``np.maximum``, never an ``if`` on a value.
+
 :func:`kernel` builds, for one rule, one set of options and one storage format, the compiled
 pass ``kernel(param, grad, *state, scratch, s)`` over flat 1-D buffers (16-bit ones as
 ``uint16`` views). Every count is defined here, once:
@@ -64,7 +68,7 @@ from minnet._jitcache import cache_on_source, generated
 from minnet._lowp import BF16, LITTLE_ENDIAN, NATIVE, hi16, lo16, load, pack16, store
 from minnet.optim._flat import StorageFormats, sum_squares
 
-__all__ = ["Rule", "kernel", "slot", "element"]
+__all__ = ["Rule", "kernel", "slot", "select", "element"]
 
 
 class Rule(NamedTuple):
@@ -94,6 +98,13 @@ def element(fn: Callable[..., Any]) -> Any:
     """Compile an element rule (inlined into the skeleton's loop before typing, so that the
     options and formats it branches on are constants there)."""
     return numba.njit(inline="always", error_model="numpy")(fn)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def select(cond, a, b):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """``a if cond else b`` for a per-element condition: a rule's branch on a value (both sides
+    are computed; the reference run by NumPy over whole arrays reads it as ``np.where``)."""
+    return a if cond else b
 
 
 # -- tuples of state arrays and values ----------------------------------------------------------

@@ -7,15 +7,12 @@ nearest even) instead of :mod:`minnet._lowp`'s bit manipulation, and each stored
 once with ``astype``. It checks the skeleton (the conversions, the loads and stores, the word
 pairs, the dry run), not the formula: each optimizer's hand-written float64 reference and its
 library fixtures check the formula.
-
-:func:`fused` and :func:`rounder` are what the hand-written 16-bit references of the optimizers
-not yet written as rules share.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +21,7 @@ from minnet._lowp import BF16, F16, NATIVE
 from minnet.dtypes import bfloat16
 from minnet.optim._flat import StorageFormats
 
-__all__ = ["rule_reference", "numpy_rule", "fused", "rounder"]
+__all__ = ["rule_reference", "numpy_rule"]
 
 _F32 = np.float32
 _DTYPES = {F16: np.dtype(np.float16), BF16: np.dtype(bfloat16)}
@@ -39,9 +36,9 @@ def _round_to(x: Any, fmt: int) -> Any:
 
 def numpy_rule(compiled: Any) -> Callable[..., Any]:
     """The Python function behind a compiled element rule (or hook), with ``round_to`` done
-    by NumPy casts, so that it runs on whole arrays."""
+    by NumPy casts and ``select`` as ``np.where``, so that it runs on whole arrays."""
     f = compiled.py_func
-    namespace = dict(f.__globals__, round_to=_round_to)
+    namespace = dict(f.__globals__, round_to=_round_to, select=np.where)
     return types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
 
 
@@ -68,32 +65,3 @@ def rule_reference(
             a[...] = np.asarray(value, _F32).astype(a.dtype)
 
     return reference
-
-
-def rounder(dtype: np.dtype) -> Callable[[Any], np.ndarray]:
-    """``r(x)``: ``x`` as float32, rounded to ``dtype`` (to nearest even, NumPy's / ml_dtypes'
-    casts) and widened back to float32: one op's result under ``"per_op"`` rounding."""
-    dtype = np.dtype(dtype)
-
-    def r(x: Any) -> np.ndarray:
-        return np.asarray(x, _F32).astype(dtype).astype(_F32)
-
-    return r
-
-
-def fused(
-    step: Callable[..., Any],
-    param: np.ndarray,
-    grad: np.ndarray,
-    state: Sequence[np.ndarray | None],
-    *args: Any,
-) -> None:
-    """``"fused"`` rounding: ``step(param32, grad32, *state32, *args)`` on float32 copies (a
-    ``None`` state stays ``None``), then ``param`` and every state array stored back once in its
-    own dtype; ``grad`` is only read."""
-    p32 = param.astype(_F32)
-    s32 = [None if a is None else a.astype(_F32) for a in state]
-    step(p32, grad.astype(_F32), *s32, *args)
-    for out, a in zip([param, *state], [p32, *s32]):
-        if out is not None:
-            out[...] = a.astype(out.dtype)

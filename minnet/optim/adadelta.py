@@ -49,9 +49,7 @@ import numpy as np
 
 from minnet._lowp import round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel
-from minnet.optim._reference import fused, rounder
+from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
     check_eps,
@@ -60,14 +58,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = [
-    "Adadelta",
-    "AdadeltaScalars",
-    "adadelta_scalars",
-    "RULE",
-    "adadelta_step_reference",
-    "adadelta_step_reference_lowp",
-]
+__all__ = ["Adadelta"]
 
 
 class AdadeltaScalars(NamedTuple):
@@ -135,45 +126,6 @@ def adadelta_step_reference(
         acc_delta *= s.rho
         acc_delta += s.one_minus_rho * delta * delta
         param += s.neg_lr * delta
-
-
-def adadelta_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    square_avg: np.ndarray,
-    acc_delta: np.ndarray,
-    scalars: AdadeltaScalars,
-    rounding: str,
-) -> None:
-    """:func:`adadelta_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
-    in place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
-    result once (NumPy's / ml_dtypes' casts); ``"per_op"`` rounds every op's float32 result to
-    the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
-    f32 = np.float32
-    if rounding == "fused":
-        fused(adadelta_step_reference, param, grad, (square_avg, acc_delta), scalars)
-        return
-    s = scalars
-
-    rp = rounder(param.dtype)  # round to the parameter dtype
-    rs = rounder(square_avg.dtype)  # round to the state dtype
-
-    with np.errstate(all="ignore"):
-        p = param.astype(f32)
-        g = grad.astype(f32)
-        acc = acc_delta.astype(f32)
-        if s.weight_decay != 0:
-            g = rp(g + s.weight_decay * p)
-        sq = rs(square_avg.astype(f32) * s.rho)
-        sq = rs(sq + s.one_minus_rho * g * g)
-        std = rs(np.sqrt(rs(sq + s.eps)))
-        d = rs(np.sqrt(rs(acc + s.eps)))
-        d = rs(rs(d / std) * g)
-        acc = rs(acc * s.rho)
-        acc = rs(acc + s.one_minus_rho * d * d)
-        param[...] = (p + s.neg_lr * d).astype(param.dtype)
-        square_avg[...] = sq.astype(square_avg.dtype)
-        acc_delta[...] = acc.astype(acc_delta.dtype)
 
 
 class Adadelta(Optimizer):
@@ -244,7 +196,7 @@ class Adadelta(Optimizer):
             state_dtype=state_dtype, rounding=rounding,
         )  # fmt: skip
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, rho, eps, weight_decay.
@@ -268,27 +220,8 @@ class Adadelta(Optimizer):
             weight_decay=group["weight_decay"],
         )
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        return kernel(RULE, (), track, write, formats)
-
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
-        if formats is None:
-            return adadelta_step_reference
-
-        def reference(param, grad, square_avg, acc_delta, scalars):  # type: ignore[no-untyped-def]
-            adadelta_step_reference_lowp(
-                param, grad, square_avg, acc_delta, scalars, formats.rounding
-            )
-
-        return reference
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        return adadelta_step_reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

@@ -54,9 +54,7 @@ import numpy as np
 from minnet._lowp import round_to
 from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel
-from minnet.optim._reference import rounder
+from minnet.optim._kernel import Rule, element, select
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -67,15 +65,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = [
-    "Adagrad",
-    "ADAGRAD_EPS_MODES",
-    "AdagradScalars",
-    "adagrad_scalars",
-    "RULE",
-    "adagrad_step_reference",
-    "adagrad_step_reference_lowp",
-]
+__all__ = ["Adagrad", "ADAGRAD_EPS_MODES"]
 
 #: The eps placements: "outside" (PyTorch), "inside" (Keras 3), "inside_guarded" (optax).
 ADAGRAD_EPS_MODES = ("outside", "inside", "inside_guarded")
@@ -138,7 +128,7 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
         delta = s.neg_clr * (g / np.sqrt(acc + s.eps))
         dominated = s.eps >= acc
     else:
-        k = one / np.sqrt(acc + s.eps) if acc > 0 else zero
+        k = select(acc > 0, one / np.sqrt(acc + s.eps), zero)
         delta = s.neg_clr * (g * k)
         dominated = s.eps >= acc
     return p, p + delta, (acc,), delta, delta, dominated, g
@@ -178,52 +168,6 @@ def adagrad_step_reference(
             one = s.eps.dtype.type(1)
             k = np.where(state_sum > 0, one / np.sqrt(state_sum + s.eps), 0).astype(g.dtype)
             param += s.neg_clr * (g * k)
-
-
-def adagrad_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    state_sum: np.ndarray,
-    scalars: AdagradScalars,
-    mode: int,
-    rounding: str,
-) -> None:
-    """:func:`adagrad_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
-    in place, with float32 ``scalars``: ``"fused"`` computes on float32 copies ("outside" in
-    PyTorch's fused order, ``(-clr * g) / (sqrt(S) + eps)``) and rounds each stored array
-    once; ``"per_op"`` (``mode=OUTSIDE``) rounds every op's float32 result to the dtype of the
-    array it belongs to, in PyTorch's order (module docstring)."""
-    f32 = np.float32
-    s = scalars
-    if rounding == "fused":
-        p32, acc32 = param.astype(f32), state_sum.astype(f32)
-        if mode == OUTSIDE:
-            with np.errstate(all="ignore"):
-                g = grad.astype(f32) * s.sign
-                if s.weight_decay != 0:
-                    g = g + s.weight_decay * p32
-                acc32 += g * g
-                p32 += (s.neg_clr * g) / (np.sqrt(acc32) + s.eps)
-        else:
-            adagrad_step_reference(p32, grad.astype(f32), acc32, scalars, mode)
-        param[...] = p32.astype(param.dtype)
-        state_sum[...] = acc32.astype(state_sum.dtype)
-        return
-    if mode != OUTSIDE:
-        raise ValueError(_per_op_message(mode))
-
-    rp = rounder(param.dtype)  # round to the parameter dtype
-    rs = rounder(state_sum.dtype)  # round to the state dtype
-
-    with np.errstate(all="ignore"):
-        p = param.astype(f32)
-        g = grad.astype(f32) * s.sign
-        if s.weight_decay != 0:
-            g = rp(g + rp(s.weight_decay)[()] * p)
-        acc = rs(state_sum.astype(f32) + g * g)
-        std = rs(rs(np.sqrt(acc)) + rs(s.eps)[()])
-        state_sum[...] = acc.astype(state_sum.dtype)
-        param[...] = (p + (s.neg_clr * g) / std).astype(param.dtype)
 
 
 class Adagrad(Optimizer):
@@ -320,7 +264,7 @@ class Adagrad(Optimizer):
                 if flat.formats is not None:
                     self._kernel(group, False, True, flat.formats)
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, lr_decay, weight_decay, initial_accumulator_value, eps.
@@ -353,28 +297,18 @@ class Adagrad(Optimizer):
             maximize=group["maximize"],
         )
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        mode = ADAGRAD_EPS_MODES.index(group["eps_mode"])
-        if formats is not None and formats.rounding == "per_op" and mode != OUTSIDE:
-            raise ValueError(_per_op_message(mode))
-        return kernel(RULE, (mode, formats is not None), track, write, formats)
+    def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
+        return (ADAGRAD_EPS_MODES.index(group["eps_mode"]), formats is not None)
 
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        mode = ADAGRAD_EPS_MODES.index(group["eps_mode"])
+        return None if mode == OUTSIDE else _per_op_message(mode)
+
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
         mode = ADAGRAD_EPS_MODES.index(group["eps_mode"])
 
         def reference(param, grad, state_sum, scalars):  # type: ignore[no-untyped-def]
-            if formats is None:
-                adagrad_step_reference(param, grad, state_sum, scalars, mode)
-            else:
-                adagrad_step_reference_lowp(param, grad, state_sum, scalars, mode, formats.rounding)
+            adagrad_step_reference(param, grad, state_sum, scalars, mode)
 
         return reference
 

@@ -437,7 +437,7 @@ class Adam(Optimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
-    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (
             EPS_MODES.index(group["eps_mode"]),
             ams_kind(group["amsgrad"], group["amsgrad_max"]),

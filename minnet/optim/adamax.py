@@ -57,9 +57,7 @@ import numpy as np
 
 from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel
-from minnet.optim._reference import fused, rounder
+from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -69,15 +67,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = [
-    "Adamax",
-    "ADAMAX_EPS_MODES",
-    "AdamaxScalars",
-    "adamax_scalars",
-    "RULE",
-    "adamax_step_reference",
-    "adamax_step_reference_lowp",
-]
+__all__ = ["Adamax", "ADAMAX_EPS_MODES"]
 
 #: The placements of eps, in the kernel's ``mode`` order: "max" (PyTorch, optax), "outside"
 #: (Keras 3).
@@ -145,11 +135,7 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     if mode == MAX:
         a = a + s.eps
     a = round_to(a, rp)  # grad.abs().add_(eps)
-    # maximum() with NaN propagation from either side, like torch.maximum
-    if not (u >= a):
-        if u == u:
-            u = a
-    u = round_to(u, rs)  # torch.maximum(..., out=exp_inf)
+    u = round_to(np.maximum(u, a), rs)  # torch.maximum(..., out=exp_inf): NaN propagates
     if per_op:
         delta = (s.neg_clr * m) / u  # param.addcdiv_(exp_avg, exp_inf, value=-clr)
     elif mode == MAX:
@@ -195,45 +181,6 @@ def adamax_step_reference(
         else:
             np.maximum(exp_inf, np.abs(g), out=exp_inf)
             param += s.neg_clr * (exp_avg / (exp_inf + s.eps))
-
-
-def adamax_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_inf: np.ndarray,
-    scalars: AdamaxScalars,
-    mode: int,
-    rounding: str,
-) -> None:
-    """:func:`adamax_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
-    in place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
-    result once (NumPy's / ml_dtypes' casts); ``"per_op"`` rounds every op's float32 result to
-    the dtype of the array it belongs to, in PyTorch's order (module docstring)."""
-    f32 = np.float32
-    if rounding == "fused":
-        fused(adamax_step_reference, param, grad, (exp_avg, exp_inf), scalars, mode)
-        return
-    s = scalars
-
-    rp = rounder(param.dtype)  # round to the parameter dtype
-    rs = rounder(exp_avg.dtype)  # round to the state dtype
-
-    with np.errstate(all="ignore"):
-        p = param.astype(f32)
-        g = grad.astype(f32)
-        m = exp_avg.astype(f32)
-        if s.weight_decay != 0:
-            g = rp(g + s.weight_decay * p)
-        if s.lerp_w < 0.5:
-            m = rs(m + s.lerp_w * (g - m))
-        else:
-            m = rs(g - (g - m) * s.one_minus_lerp_w)
-        u = rs(exp_inf.astype(f32) * s.beta2)
-        u = rs(np.maximum(u, rp(np.abs(g) + s.eps)))
-        param[...] = (p + (s.neg_clr * m) / u).astype(param.dtype)
-        exp_avg[...] = m.astype(exp_avg.dtype)
-        exp_inf[...] = u.astype(exp_inf.dtype)
 
 
 class Adamax(Optimizer):
@@ -320,7 +267,7 @@ class Adamax(Optimizer):
                 if flat.formats is not None:
                     self._kernel(group, False, True, flat.formats)
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, eps, betas, weight_decay.
@@ -352,30 +299,17 @@ class Adamax(Optimizer):
             step=step,
         )
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
-        mode = ADAMAX_EPS_MODES.index(group["eps_mode"])
-        if formats is not None and formats.rounding == "per_op" and mode != MAX:
-            raise ValueError(_PER_OP_MESSAGE)
-        return kernel(RULE, (mode,), track, write, formats)
+    def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
+        return (ADAMAX_EPS_MODES.index(group["eps_mode"]),)
 
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
-        mode = ADAMAX_EPS_MODES.index(group["eps_mode"])
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        return None if group["eps_mode"] == "max" else _PER_OP_MESSAGE
+
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        (mode,) = self._options(group)
 
         def reference(param, grad, exp_avg, exp_inf, scalars):  # type: ignore[no-untyped-def]
-            if formats is None:
-                adamax_step_reference(param, grad, exp_avg, exp_inf, scalars, mode)
-            else:
-                adamax_step_reference_lowp(
-                    param, grad, exp_avg, exp_inf, scalars, mode, formats.rounding
-                )
+            adamax_step_reference(param, grad, exp_avg, exp_inf, scalars, mode)
 
         return reference
 

@@ -338,7 +338,7 @@ class NAdam(Optimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
-    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)
 
     def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:

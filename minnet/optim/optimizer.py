@@ -55,9 +55,9 @@ track_stats=False, check_finite=False, state_dtype=None, rounding="fused")``
 
 Optional:
 
-``_options(self, group) -> tuple``
-    The rule's compile-time options for a group (``o`` in the rule): each value compiles its
-    own loop, branch-free. Default ``()``.
+``_options(self, group, formats=None) -> tuple``
+    The rule's compile-time options for a group and storage formats (``o`` in the rule): each
+    value compiles its own loop, branch-free. Default ``()``.
 ``_per_op_refusal(self, group) -> str | None``
     Why ``rounding="per_op"`` has no model for this group's variant (PyTorch has no such
     for-loop implementation): the message of the ``ValueError`` raised when such a group is
@@ -876,8 +876,11 @@ class Optimizer:
     #: The element rule of the update (:class:`minnet.optim._kernel.Rule`).
     rule: Rule | None = None
 
-    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The rule's compile-time options for a group (eps placement, variant flags)."""
+    def _options(
+        self, group: Mapping[str, Any], formats: StorageFormats | None = None
+    ) -> tuple[Any, ...]:
+        """The rule's compile-time options for a group (eps placement, variant flags) and
+        storage formats (``None``: float32/float64 buffers)."""
         return ()
 
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
@@ -900,7 +903,7 @@ class Optimizer:
         """The rule's compiled pass for a group, flags and storage formats (``None``:
         float32/float64 buffers): ``kernel(param, grad, *state, scratch, scalars)``."""
         self._refuse_per_op(group, formats)
-        return kernel(self.rule, self._options(group), track, write, formats)
+        return kernel(self.rule, self._options(group, formats), track, write, formats)
 
     def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
         """The hand-written NumPy update of float32/float64 arrays: ``ref(param, grad, *state,
@@ -915,7 +918,7 @@ class Optimizer:
         if formats is None:
             return self._float_reference(group)
         self._refuse_per_op(group, formats)
-        return rule_reference(self.rule, self._options(group), formats)
+        return rule_reference(self.rule, self._options(group, formats), formats)
 
     # -- state ----------------------------------------------------------------------------------
 

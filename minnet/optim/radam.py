@@ -335,7 +335,7 @@ class RAdam(Optimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
-    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)
 
     def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:

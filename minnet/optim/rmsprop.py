@@ -62,9 +62,7 @@ import numpy as np
 from minnet._lowp import NATIVE, round_to
 from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
-from minnet.optim._flat import StorageFormats
-from minnet.optim._kernel import Rule, element, kernel, slot
-from minnet.optim._reference import fused, rounder
+from minnet.optim._kernel import Rule, element, slot
 from minnet.optim.optimizer import (
     Optimizer,
     check_bool,
@@ -76,15 +74,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = [
-    "RMSprop",
-    "RMSPROP_EPS_MODES",
-    "RMSpropScalars",
-    "rmsprop_scalars",
-    "RULE",
-    "rmsprop_step_reference",
-    "rmsprop_step_reference_lowp",
-]
+__all__ = ["RMSprop", "RMSPROP_EPS_MODES"]
 
 #: The eps placements: "outside" (PyTorch) and "inside" (Keras 3, optax).
 RMSPROP_EPS_MODES = ("outside", "inside")
@@ -222,60 +212,6 @@ def rmsprop_step_reference(
             param += s.neg_lr * (g / denom)
 
 
-def rmsprop_step_reference_lowp(
-    param: np.ndarray,
-    grad: np.ndarray,
-    square_avg: np.ndarray,
-    momentum_buffer: np.ndarray | None,
-    grad_avg: np.ndarray | None,
-    scalars: RMSpropScalars,
-    mode: int,
-    rounding: str,
-) -> None:
-    """:func:`rmsprop_step_reference` for arrays of any float dtype (float16, bfloat16, ...),
-    in place, with float32 ``scalars``: ``"fused"`` computes on float32 copies and rounds each
-    stored array once; ``"per_op"`` (``mode=OUTSIDE``) rounds every op's float32 result to the
-    dtype of the array it belongs to, in PyTorch's order (module docstring)."""
-    f32 = np.float32
-    if rounding == "fused":
-        state = (square_avg, momentum_buffer, grad_avg)
-        fused(rmsprop_step_reference, param, grad, state, scalars, mode)
-        return
-    if mode != OUTSIDE:
-        raise ValueError(_PER_OP_MESSAGE)
-    s = scalars
-
-    rp = rounder(param.dtype)  # round to the parameter dtype
-    rs = rounder(square_avg.dtype)  # round to the state dtype
-
-    with np.errstate(all="ignore"):
-        p = param.astype(f32)
-        g = grad.astype(f32) * s.sign
-        if s.weight_decay != 0:
-            g = rp(g + rp(s.weight_decay)[()] * p)
-        v = rs(square_avg.astype(f32) * s.alpha)
-        v = rs(v + s.one_minus_alpha * g * g)
-        square_avg[...] = v.astype(square_avg.dtype)
-        if grad_avg is not None:
-            a = grad_avg.astype(f32)
-            if s.lerp_w < 0.5:
-                a = rs(a + s.lerp_w * (g - a))
-            else:
-                a = rs(g - (g - a) * s.one_minus_lerp_w)
-            grad_avg[...] = a.astype(grad_avg.dtype)
-            avg = rs(np.sqrt(rs(v - a * a)))
-        else:
-            avg = rs(np.sqrt(v))
-        avg = rs(avg + rs(s.eps)[()])
-        if momentum_buffer is not None:
-            b = rs(momentum_buffer.astype(f32) * s.momentum)
-            b = rs(b + g / avg)
-            momentum_buffer[...] = b.astype(momentum_buffer.dtype)
-            param[...] = (p + rp(s.neg_lr)[()] * b).astype(param.dtype)
-        else:
-            param[...] = (p + (s.neg_lr * g) / avg).astype(param.dtype)
-
-
 class RMSprop(Optimizer):
     r"""RMSprop with PyTorch's exact semantics (``torch.optim.RMSprop``), and the eps placement
     of Keras 3 and optax as ``eps_mode="inside"``.
@@ -375,7 +311,7 @@ class RMSprop(Optimizer):
                 if flat.formats is not None:
                     self._kernel(group, False, True, flat.formats)
 
-    _supports_lowp = True
+    rule = RULE
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, eps, momentum, weight_decay, alpha.
@@ -414,36 +350,21 @@ class RMSprop(Optimizer):
             maximize=group["maximize"],
         )
 
-    def _kernel(
-        self,
-        group: Mapping[str, Any],
-        track: bool,
-        write: bool,
-        formats: StorageFormats | None = None,
-    ) -> Callable[..., Any]:
+    def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         mode = RMSPROP_EPS_MODES.index(group["eps_mode"])
-        if formats is not None and formats.rounding == "per_op" and mode != OUTSIDE:
-            raise ValueError(_PER_OP_MESSAGE)
-        options = (mode, group["centered"], group["momentum"] > 0)
-        return kernel(RULE, options, track, write, formats)
+        return (mode, group["centered"], group["momentum"] > 0)
 
-    def _reference(
-        self, group: Mapping[str, Any], formats: StorageFormats | None = None
-    ) -> Callable[..., None]:
-        mode = RMSPROP_EPS_MODES.index(group["eps_mode"])
-        has_momentum = group["momentum"] > 0
-        centered = group["centered"]
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        return None if group["eps_mode"] == "outside" else _PER_OP_MESSAGE
+
+    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
+        mode, centered, has_momentum = self._options(group)
 
         def reference(param, grad, square_avg, *rest):  # type: ignore[no-untyped-def]
             rest = list(rest)
             buf = rest.pop(0) if has_momentum else None
             grad_avg = rest.pop(0) if centered else None
-            if formats is None:
-                rmsprop_step_reference(param, grad, square_avg, buf, grad_avg, rest[0], mode)
-            else:
-                rmsprop_step_reference_lowp(
-                    param, grad, square_avg, buf, grad_avg, rest[0], mode, formats.rounding
-                )
+            rmsprop_step_reference(param, grad, square_avg, buf, grad_avg, rest[0], mode)
 
         return reference
 

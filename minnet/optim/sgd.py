@@ -242,7 +242,7 @@ class SGD(Optimizer):
             step=step,
         )
 
-    def _options(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (group["momentum"] != 0, group["nesterov"])
 
     def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
