@@ -1,23 +1,22 @@
 """The optimizers the lab knows: name, eps placements, and a learning rate for the seed problem.
 
 The lab sweeps any optimizer of :mod:`minnet.optim`; this registry only says, per optimizer,
-what the lab cannot ask the optimizer itself:
+what the lab cannot ask the optimizer itself: ``lr``, a learning rate that trains the seed
+problem (64x1000 -> 100 -> ReLU -> 10, MSE sum) in 500 steps without diverging, used when a run
+sets none.
 
-* ``eps_modes``: the values its ``eps_mode`` keyword takes, default first (empty when it has no
-  such keyword: one fixed placement, recorded as ``eps_mode="none"`` in ``runs.csv``);
-* ``has_eps``: whether its update has an eps at all (SGD and Lion have none: the lab trains them
-  once per seed and scenario and records ``eps`` as NaN);
-* ``lr``: a learning rate that trains the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum)
-  in 500 steps without diverging, used when a run sets none.
-
-What eps is compared with and the step multiplier come from the optimizer
-(:meth:`~minnet.optim.Optimizer.eps_compared_with`, :meth:`~minnet.optim.Optimizer.multipliers`),
-never from here. Optimizers listed here but not (yet) in :mod:`minnet.optim` are absent from
-:func:`available`.
+Everything else comes from the optimizer: its eps placements (the class's ``eps_modes``,
+default first; empty when it has no ``eps_mode`` keyword: one fixed placement, recorded as
+``eps_mode="none"`` in ``runs.csv``), whether it has an eps at all (an ``eps`` argument; SGD
+and Lion have none: the lab trains them once per seed and scenario and records ``eps`` as NaN),
+what eps is compared with and the step multiplier
+(:meth:`~minnet.optim.Optimizer.eps_compared_with`, :meth:`~minnet.optim.Optimizer.multipliers`).
+Optimizers listed here but not (yet) in :mod:`minnet.optim` are absent from :func:`available`.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,16 +34,11 @@ class Member:
 
     Attributes:
         name: the class name in :mod:`minnet.optim` (PyTorch's: ``"RMSprop"``).
-        eps_modes: the values of its ``eps_mode`` keyword, its default first; ``()`` when it
-            has no such keyword.
-        has_eps: whether its update has an eps.
         lr: learning rate for the seed problem and its zero-features / dead-units variants.
         note: why this lr (shown in ``minnet sweep --help`` and the atlas caption).
     """
 
     name: str
-    eps_modes: tuple[str, ...]
-    has_eps: bool
     lr: float
     note: str = ""
 
@@ -52,6 +46,17 @@ class Member:
     def cls(self) -> Any:
         """The optimizer class (``AttributeError`` if :mod:`minnet.optim` lacks it)."""
         return getattr(minnet.optim, self.name)
+
+    @property
+    def eps_modes(self) -> tuple[str, ...]:
+        """The values of its ``eps_mode`` keyword, its default first (the class's
+        ``eps_modes``); ``()`` when it has no such keyword."""
+        return tuple(getattr(self.cls, "eps_modes", ()))
+
+    @property
+    def has_eps(self) -> bool:
+        """Whether its update has an eps (its constructor takes one)."""
+        return "eps" in inspect.signature(self.cls).parameters
 
     @property
     def default_mode(self) -> str:
@@ -64,26 +69,22 @@ class Member:
         return self.eps_modes or (NO_PLACEMENT,)
 
 
-_ADAM_MODES = ("outside", "hat", "inside", "atan2")
-
 #: Every optimizer of the family, in order of increasing complexity. The learning rates were
 #: checked on the seed problem (500 steps, float32, seeds 0 and 1, default eps): each trains it
 #: from a loss of about 630 to below 3 (Adam's lr 1e-4 where that works, else the optimizer's
 #: own default).
 FAMILY: tuple[Member, ...] = (
-    Member("SGD", (), False, 1e-4, "Adam's lr (trains the sum-MSE seed problem; 3e-4 too)"),
-    Member("Adam", _ADAM_MODES, True, 1e-4, "the seed problem's lr"),
-    Member("AdamW", _ADAM_MODES, True, 1e-4, "Adam's lr (weight_decay 1e-2)"),
-    Member("RMSprop", ("outside", "inside"), True, 1e-4, "Adam's lr"),
-    Member("Adagrad", ("outside", "inside", "inside_guarded"), True, 1e-2,
-           "its default lr (steps shrink as 1/sqrt(t))"),  # fmt: skip
-    Member("Adadelta", (), True, 1.0, "its default lr (eps sets the step size)"),
-    Member("Adamax", ("max", "outside"), True, 1e-3,
-           "max |g| exceeds Adam's RMS, so 10x Adam's lr (its default is 2e-3)"),  # fmt: skip
-    Member("NAdam", (), True, 1e-4, "Adam's lr"),
-    Member("RAdam", (), True, 1e-4, "Adam's lr"),
-    Member("AdaBelief", (), True, 1e-4, "Adam's lr"),
-    Member("Lion", (), False, 1e-4, "its default lr (sign steps of size lr)"),
+    Member("SGD", 1e-4, "Adam's lr (trains the sum-MSE seed problem; 3e-4 too)"),
+    Member("Adam", 1e-4, "the seed problem's lr"),
+    Member("AdamW", 1e-4, "Adam's lr (weight_decay 1e-2)"),
+    Member("RMSprop", 1e-4, "Adam's lr"),
+    Member("Adagrad", 1e-2, "its default lr (steps shrink as 1/sqrt(t))"),
+    Member("Adadelta", 1.0, "its default lr (eps sets the step size)"),
+    Member("Adamax", 1e-3, "max |g| exceeds Adam's RMS, so 10x Adam's lr (its default is 2e-3)"),
+    Member("NAdam", 1e-4, "Adam's lr"),
+    Member("RAdam", 1e-4, "Adam's lr"),
+    Member("AdaBelief", 1e-4, "Adam's lr"),
+    Member("Lion", 1e-4, "its default lr (sign steps of size lr)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}
@@ -112,13 +113,9 @@ def resolve_name(name: str) -> str:
 
 def lookup(name: str) -> Member:
     """The :class:`Member` for an optimizer name (any case). An optimizer of
-    :mod:`minnet.optim` outside :data:`FAMILY` gets an entry built from the class: placements
-    from nothing (one fixed placement), ``has_eps`` from its ``eps`` argument, lr 1e-4."""
+    :mod:`minnet.optim` outside :data:`FAMILY` gets lr 1e-4."""
     cls_name = resolve_name(name)
     member = _BY_KEY.get(cls_name.lower())
     if member is not None:
         return member
-    import inspect
-
-    params = inspect.signature(getattr(minnet.optim, cls_name)).parameters
-    return Member(cls_name, (), "eps" in params, 1e-4, "not in the lab's family: lr 1e-4")
+    return Member(cls_name, 1e-4, "not in the lab's family: lr 1e-4")

@@ -15,6 +15,7 @@ Parameters may be float16, bfloat16, float32 or float64, and the state may have 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -36,6 +37,11 @@ class StorageFormats(NamedTuple):
     param: int
     state: int
     rounding: str
+
+
+#: Every live :class:`FlatBuffers` by ``id`` of its ``data`` array, to tell a user whose
+#: parameter a newer optimizer took over which optimizer holds it now.
+_LIVE: weakref.WeakValueDictionary[int, FlatBuffers] = weakref.WeakValueDictionary()
 
 
 def _kernel_view(a: np.ndarray) -> np.ndarray:
@@ -135,6 +141,7 @@ class FlatBuffers:
             p.grad = grad_view
         self._data_views = [p.data for p in self.params]
         self._grad_views = [p.grad for p in self.params]
+        _LIVE[id(self.data)] = self
         self._runs_key: tuple[bool, ...] | None = None
         self._runs: list[tuple[np.ndarray, ...]] = []
         self._all_runs = [self.args]
@@ -161,6 +168,16 @@ class FlatBuffers:
         flat buffers (the optimizer would silently stop updating it)."""
         for p, d, g in zip(self.params, self._data_views, self._grad_views):
             if p.data is not d or p.grad is not g:
+                newer = _LIVE.get(id(p.data.base))
+                if newer is not None and newer is not self and newer.data is p.data.base:
+                    raise RuntimeError(
+                        f"{self.owner}: parameter {p.name or '?'} now belongs to another "
+                        f"optimizer ({newer.owner}) created after this one: a parameter's values "
+                        "live in one optimizer's flat buffer at a time, and the newer one took "
+                        "it over. Step only the newer optimizer, or use one optimizer with "
+                        "parameter groups for different settings ([{'params': a}, {'params': b, "
+                        "'lr': 1e-2}])."
+                    )
                 which = ".data" if p.data is not d else ".grad"
                 raise RuntimeError(
                     f"{self.owner}: parameter {p.name or '?'} {which} was replaced by another "

@@ -265,6 +265,7 @@ class Adagrad(Optimizer):
                     self._kernel(group, False, True, flat.formats)
 
     rule = RULE
+    eps_modes = ADAGRAD_EPS_MODES
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, lr_decay, weight_decay, initial_accumulator_value, eps.

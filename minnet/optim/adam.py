@@ -408,6 +408,7 @@ class Adam(Optimizer):
         )  # fmt: skip
 
     rule = RULE
+    eps_modes = EPS_MODES
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return validate_adam_hyperparameters(

@@ -268,6 +268,7 @@ class Adamax(Optimizer):
                     self._kernel(group, False, True, flat.formats)
 
     rule = RULE
+    eps_modes = ADAMAX_EPS_MODES
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, eps, betas, weight_decay.

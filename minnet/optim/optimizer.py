@@ -875,6 +875,8 @@ class Optimizer:
 
     #: The element rule of the update (:class:`minnet.optim._kernel.Rule`).
     rule: Rule | None = None
+    #: The values of the ``eps_mode`` keyword, default first; ``()`` without one.
+    eps_modes: tuple[str, ...] = ()
 
     def _options(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None

@@ -312,6 +312,7 @@ class RMSprop(Optimizer):
                     self._kernel(group, False, True, flat.formats)
 
     rule = RULE
+    eps_modes = RMSPROP_EPS_MODES
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, eps, momentum, weight_decay, alpha.
