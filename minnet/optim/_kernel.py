@@ -214,6 +214,7 @@ def _slot_impl(values, k, default):  # type: ignore[no-untyped-def]
 @numba.njit(inline="always", error_model="numpy")
 def _loop(
     param, grad, arrays, scratch, s, start, update, o, track, write, fp, fs, rp, rs, second,
+    negate,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Elements ``start ..`` of the flat buffers: load, update, count, store (module
     docstring). Every argument after ``start`` is a compile-time constant."""
@@ -223,8 +224,9 @@ def _loop(
     n_underflow = 0
     n_lost = 0
     for i in range(start, param.shape[0]):
+        g = load(grad[i], fp)
         p_in, p, new, delta, change, dominated, g2 = update(
-            load(param[i], fp), load(grad[i], fp), _gather(arrays, i, fs), s, o, rp, rs
+            load(param[i], fp), -g if negate else g, _gather(arrays, i, fs), s, o, rp, rs
         )
         p_bits = store(p, fp)
         if track:
@@ -248,7 +250,7 @@ def _loop(
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _pairs(param, grad, arrays, s, update, o):  # pragma: no cover - compiled
+def _pairs(param, grad, arrays, s, update, o, negate):  # pragma: no cover - compiled
     """The plain update of elements ``0 .. 2*(n//2) - 1`` of all-bfloat16 buffers under
     ``"fused"`` rounding, two neighbours per step read and written as one uint32 word (see
     ``minnet._lowp.pack16``): the same arithmetic per element as :func:`_loop`, without the
@@ -261,8 +263,13 @@ def _pairs(param, grad, arrays, s, update, o):  # pragma: no cover - compiled
         a = pw[k]
         b = gw[k]
         st0, st1 = _gather_pair(words, k, BF16)
-        r0 = update(load(lo16(a), BF16), load(lo16(b), BF16), st0, s, o, NATIVE, NATIVE)
-        r1 = update(load(hi16(a), BF16), load(hi16(b), BF16), st1, s, o, NATIVE, NATIVE)
+        g0 = load(lo16(b), BF16)
+        g1 = load(hi16(b), BF16)
+        if negate:
+            g0 = -g0
+            g1 = -g1
+        r0 = update(load(lo16(a), BF16), g0, st0, s, o, NATIVE, NATIVE)
+        r1 = update(load(hi16(a), BF16), g1, st1, s, o, NATIVE, NATIVE)
         pw[k] = pack16(store(r0[1], BF16), store(r1[1], BF16))
         _scatter_pair(words, k, r0[2], r1[2], BF16)
     return n
@@ -270,23 +277,25 @@ def _pairs(param, grad, arrays, s, update, o):  # pragma: no cover - compiled
 
 def kernel(
     rule: Rule, options: tuple[Any, ...], track: bool, write: bool,
-    formats: StorageFormats | None = None,
+    formats: StorageFormats | None = None, negate: bool = False,
 ) -> Any:  # fmt: skip
     """The compiled pass of ``rule`` with compile-time ``options`` over buffers of
     ``formats`` (``None``: float32/float64 ones): ``kernel(param, grad, *state, scratch, s)``
-    (module docstring). Built on first use, cached in memory and on disk."""
+    (module docstring). ``negate`` hands the rule ``-grad`` (PyTorch's ``maximize``). Built on
+    first use, cached in memory and on disk."""
     if formats is None:
-        return _kernel(rule, tuple(options), bool(track), bool(write), NATIVE, NATIVE, False)
-    return _kernel(
-        rule, tuple(options), bool(track), bool(write), int(formats.param), int(formats.state),
-        formats.rounding == "per_op",
-    )  # fmt: skip
+        fp = fs = NATIVE
+        per_op = False
+    else:
+        fp, fs, per_op = int(formats.param), int(formats.state), formats.rounding == "per_op"
+    return _kernel(rule, tuple(options), bool(track), bool(write), fp, fs, per_op, bool(negate))
 
 
 @functools.cache
 def _kernel(
-    rule: Rule, o: tuple[Any, ...], track: bool, write: bool, fp: int, fs: int, per_op: bool
-) -> Any:
+    rule: Rule, o: tuple[Any, ...], track: bool, write: bool, fp: int, fs: int, per_op: bool,
+    negate: bool,
+) -> Any:  # fmt: skip
     update = rule.update
     second = int(rule.second_moment)
     rp = fp if per_op else NATIVE
@@ -302,16 +311,16 @@ def _kernel(
         def body(param, grad, arrays, scratch, s, o):  # pragma: no cover - compiled
             return _loop(
                 param, grad, arrays, scratch, s, 0, update, o, track, write, fp, fs, rp, rs,
-                second,
+                second, negate,
             )  # fmt: skip
 
     elif common is None:
 
         def body(param, grad, arrays, scratch, s, o):  # pragma: no cover - compiled
-            start = _pairs(param, grad, arrays, s, update, o)
+            start = _pairs(param, grad, arrays, s, update, o, negate)
             return _loop(
                 param, grad, arrays, scratch, s, start, update, o, track, write, fp, fs, rp, rs,
-                second,
+                second, negate,
             )  # fmt: skip
 
     else:
@@ -319,12 +328,12 @@ def _kernel(
         def body(param, grad, arrays, scratch, s, o):  # pragma: no cover - compiled
             usual, s_usual = common(s)
             if usual:
-                start = _pairs(param, grad, arrays, s_usual, update, o)
+                start = _pairs(param, grad, arrays, s_usual, update, o, negate)
             else:
-                start = _pairs(param, grad, arrays, s, update, o)
+                start = _pairs(param, grad, arrays, s, update, o, negate)
             return _loop(
                 param, grad, arrays, scratch, s, start, update, o, track, write, fp, fs, rp, rs,
-                second,
+                second, negate,
             )  # fmt: skip
 
     whole = numba.njit(inline="always", error_model="numpy")(body)

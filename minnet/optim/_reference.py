@@ -43,11 +43,11 @@ def numpy_rule(compiled: Any) -> Callable[..., Any]:
 
 
 def rule_reference(
-    rule: Any, options: tuple[Any, ...], formats: StorageFormats
+    rule: Any, options: tuple[Any, ...], formats: StorageFormats, negate: bool = False
 ) -> Callable[..., None]:
     """``ref(param, grad, *state, scalars)``: the update of :func:`minnet.optim._kernel.kernel`
-    for these options and formats, in place, over typed arrays (float16, bfloat16, float32)
-    with float32 ``scalars``."""
+    for these options, formats and ``negate``, in place, over typed arrays (float16, bfloat16,
+    float32) with float32 ``scalars``."""
     update = numpy_rule(rule.update)
     branch = None if rule.branch is None else numpy_rule(rule.branch)
     per_op = formats.rounding == "per_op"
@@ -58,8 +58,9 @@ def rule_reference(
         *state, s = rest
         o = options if branch is None else (*options, bool(branch(s)))
         loaded = tuple(a.astype(_F32) for a in state)
+        g = -grad.astype(_F32) if negate else grad.astype(_F32)
         with np.errstate(all="ignore"):
-            out = update(param.astype(_F32), grad.astype(_F32), loaded, s, o, rp, rs)
+            out = update(param.astype(_F32), g, loaded, s, o, rp, rs)
         param[...] = np.asarray(out[1], _F32).astype(param.dtype)
         for a, value in zip(state, out[2]):
             a[...] = np.asarray(value, _F32).astype(a.dtype)

@@ -52,6 +52,7 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
+    check_bool,
     check_eps,
     check_lr,
     check_real,
@@ -163,6 +164,8 @@ class Adadelta(Optimizer):
         rho: decay of both running averages, in ``[0, 1]``. Default ``0.9``.
         eps: added inside both square roots, ``>= 0``. Default ``1e-6``.
         weight_decay: L2 penalty, ``>= 0``. Default ``0``.
+        maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
+            Default ``False``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
         check_finite: refuse a step that would make a parameter NaN or infinite.
         state_dtype: dtype of ``square_avg`` and ``acc_delta`` (``None``: the parameter's;
@@ -171,6 +174,9 @@ class Adadelta(Optimizer):
             stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
             intermediate rounded; a transcription of PyTorch's source, not checked against
             recorded PyTorch runs). See the module docstring.
+        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+            accepted so that PyTorch calls port unchanged (see
+            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -185,18 +191,23 @@ class Adadelta(Optimizer):
         eps: float = 1e-6,
         weight_decay: float = 0.0,
         *,
+        maximize: bool = False,
         track_stats: bool = False,
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
-        defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay}
+        defaults = {
+            "lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize
+        }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
+            state_dtype=state_dtype, rounding=rounding, **torch_flags,
         )  # fmt: skip
 
     rule = RULE
+    _load_optional = ("maximize",)
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         # PyTorch's order: lr, rho, eps, weight_decay.
@@ -206,7 +217,10 @@ class Adadelta(Optimizer):
             raise ValueError(f"Invalid rho value: {group['rho']}")
         eps = check_eps(group["eps"])
         weight_decay = check_weight_decay(group["weight_decay"])
-        return {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay}
+        maximize = check_bool("maximize", group["maximize"])
+        return {
+            "lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize
+        }
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"square_avg": 0.0, "acc_delta": 0.0}

@@ -78,7 +78,7 @@ class AdagradScalars(NamedTuple):
     """Per-step constants of the Adagrad update, already in the arrays' dtype."""
 
     neg_clr: np.floating  # -lr / (1 + (t - 1) * lr_decay)
-    sign: np.floating  # -1 if maximize else 1
+    one: np.floating  # 1 ("inside_guarded"'s numerator)
     weight_decay: np.floating
     eps: np.floating
 
@@ -91,12 +91,11 @@ def adagrad_scalars(
     eps: float,
     weight_decay: float,
     step: int,
-    maximize: bool = False,
 ) -> AdagradScalars:
     """Step ``step``'s constants, computed in float64 (PyTorch's ``clr``) and cast to ``dtype``."""
     clr = lr / (1 + (step - 1) * lr_decay)
     with np.errstate(over="ignore"):
-        c = np.array([-clr, -1.0 if maximize else 1.0, weight_decay, eps], dtype).tolist()
+        c = np.array([-clr, 1.0, weight_decay, eps], dtype).tolist()
     t = dtype.type
     return AdagradScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]))
 
@@ -109,9 +108,8 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     ``_single_tensor_adagrad``, eps "outside") each op's result is rounded to the dtype of the
     tensor it writes."""
     mode, lowp = o
-    one = s.sign * s.sign  # 1 in the arrays' dtype
+    one = s.one
     zero = one - one
-    g = g * s.sign
     if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
         g = round_to(g + round_to(s.weight_decay, rp) * p, rp)
     acc = round_to(state[0] + g * g, rs)  # state_sum.addcmul_(grad, grad, value=1)
@@ -156,7 +154,7 @@ def adagrad_step_reference(
     """The same update with whole-array NumPy, in place."""
     s = scalars
     with np.errstate(all="ignore"):
-        g = grad * s.sign
+        g = grad
         if s.weight_decay != 0:
             g = g + s.weight_decay * param
         state_sum += g * g
@@ -221,6 +219,9 @@ class Adagrad(Optimizer):
         rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
             docstring); ``"per_op"`` is PyTorch's default loop on half tensors and needs
             ``eps_mode="outside"``.
+        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+            accepted so that PyTorch calls port unchanged (see
+            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -245,6 +246,7 @@ class Adagrad(Optimizer):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -257,7 +259,7 @@ class Adagrad(Optimizer):
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
+            state_dtype=state_dtype, rounding=rounding, **torch_flags,
         )  # fmt: skip
         for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
             for flat in self._flats[i]:
@@ -295,7 +297,6 @@ class Adagrad(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             step=step,
-            maximize=group["maximize"],
         )
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:

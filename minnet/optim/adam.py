@@ -361,11 +361,16 @@ class Adam(Optimizer):
             (AdamW). Default ``False``.
         eps_mode: ``"outside"`` (default), ``"hat"``, ``"inside"`` or ``"atan2"``.
         amsgrad_max: ``"raw"`` (default), ``"corrected"`` or ``"paper"``; needs ``amsgrad``.
+        maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
+            Default ``False``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step
             (read ``optimizer.stats``).
         check_finite: refuse a step that would make a parameter NaN or infinite: raise
             ``FloatingPointError`` and leave parameters and state as they were. Costs one extra
             read-only pass over the buffers; off by default (PyTorch lets NaN through).
+        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+            accepted so that PyTorch calls port unchanged (see
+            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -373,7 +378,7 @@ class Adam(Optimizer):
     """
 
     # PyTorch's state dicts have no eps_mode / amsgrad_max (older ones no decoupled flag).
-    _load_optional = ("eps_mode", "amsgrad_max", "decoupled_weight_decay")
+    _load_optional = ("eps_mode", "amsgrad_max", "decoupled_weight_decay", "maximize")
 
     def __init__(
         self,
@@ -384,6 +389,7 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        maximize: bool = False,
         decoupled_weight_decay: bool = False,
         eps_mode: str = "outside",
         amsgrad_max: str = "raw",
@@ -391,6 +397,7 @@ class Adam(Optimizer):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -401,20 +408,23 @@ class Adam(Optimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
             "eps_mode": eps_mode,
             "amsgrad_max": amsgrad_max,
+            "maximize": maximize,
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
+            state_dtype=state_dtype, rounding=rounding, **torch_flags,
         )  # fmt: skip
 
     rule = RULE
     eps_modes = EPS_MODES
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        return validate_adam_hyperparameters(
+        hp = validate_adam_hyperparameters(
             group["lr"], group["betas"], group["eps"], group["weight_decay"], group["amsgrad"],
             group["eps_mode"], group["amsgrad_max"], group["decoupled_weight_decay"],
         )  # fmt: skip
+        hp["maximize"] = check_bool("maximize", group["maximize"])
+        return hp
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         spec = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
@@ -553,15 +563,18 @@ class AdamW(Adam):
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
         *,
+        maximize: bool = False,
         eps_mode: str = "outside",
         amsgrad_max: str = "raw",
         track_stats: bool = False,
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
-            eps_mode=eps_mode, amsgrad_max=amsgrad_max, track_stats=track_stats,
-            check_finite=check_finite, state_dtype=state_dtype, rounding=rounding,
+            maximize=maximize, eps_mode=eps_mode, amsgrad_max=amsgrad_max,
+            track_stats=track_stats, check_finite=check_finite, state_dtype=state_dtype,
+            rounding=rounding, **torch_flags,
         )  # fmt: skip

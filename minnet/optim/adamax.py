@@ -61,6 +61,7 @@ from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
+    check_bool,
     check_choice,
     check_eps,
     check_lr,
@@ -220,6 +221,8 @@ class Adamax(Optimizer):
         eps: ``>= 0``, placed as ``eps_mode`` says. Default ``1e-8``.
         weight_decay: L2 penalty, ``>= 0``. Default ``0``.
         eps_mode: ``"max"`` (default) or ``"outside"``.
+        maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
+            Default ``False``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
         check_finite: refuse a step that would make a parameter NaN or infinite.
         state_dtype: dtype of ``exp_avg`` and ``exp_inf`` (``None``: the parameter's; float16,
@@ -228,6 +231,9 @@ class Adamax(Optimizer):
             stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
             intermediate rounded; ``eps_mode="max"`` only; a transcription of PyTorch's source,
             not checked against recorded PyTorch runs). See the module docstring.
+        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+            accepted so that PyTorch calls port unchanged (see
+            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -235,7 +241,7 @@ class Adamax(Optimizer):
     """
 
     # PyTorch's state dicts have no eps_mode.
-    _load_optional = ("eps_mode",)
+    _load_optional = ("eps_mode", "maximize")
 
     def __init__(
         self,
@@ -245,11 +251,13 @@ class Adamax(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         *,
+        maximize: bool = False,
         eps_mode: str = "max",
         track_stats: bool = False,
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -257,15 +265,12 @@ class Adamax(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "eps_mode": eps_mode,
+            "maximize": maximize,
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
+            state_dtype=state_dtype, rounding=rounding, **torch_flags,
         )  # fmt: skip
-        for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
-            for flat in self._flats[i]:
-                if flat.formats is not None:
-                    self._kernel(group, False, True, flat.formats)
 
     rule = RULE
     eps_modes = ADAMAX_EPS_MODES
@@ -283,6 +288,7 @@ class Adamax(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "eps_mode": eps_mode,
+            "maximize": check_bool("maximize", group["maximize"]),
         }
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:

@@ -221,7 +221,6 @@ class NAdam(Optimizer):
     each parameter's ``"mu_product"`` (PyTorch's keys: ``"step"``, ``"mu_product"``,
     ``"exp_avg"``, ``"exp_avg_sq"``).
 
-    Not implemented: PyTorch's ``maximize``, ``foreach``, ``capturable`` and ``differentiable``.
     Parameter groups, ``state_dict``, ``track_stats`` and ``check_finite`` are
     :class:`~minnet.optim.optimizer.Optimizer`'s; ``stats.eps_dominated`` counts coordinates
     where ``eps >= sqrt(v_hat)``.
@@ -235,6 +234,8 @@ class NAdam(Optimizer):
         momentum_decay: the ``psi`` of the momentum schedule, ``>= 0``. Default ``4e-3``.
         decoupled_weight_decay: decay the parameter instead of adding the L2 term to ``g``
             (NAdamW). Default ``False``.
+        maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
+            Default ``False``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
         check_finite: refuse a step that would make a parameter NaN or infinite.
         state_dtype: dtype of ``exp_avg`` and ``exp_avg_sq`` (``None``: the parameter's;
@@ -243,6 +244,9 @@ class NAdam(Optimizer):
             stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
             intermediate rounded; a transcription of PyTorch's source, not checked against
             recorded PyTorch runs). See the module docstring.
+        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+            accepted so that PyTorch calls port unchanged (see
+            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -250,7 +254,7 @@ class NAdam(Optimizer):
     """
 
     # PyTorch state dicts from before decoupled_weight_decay existed lack it.
-    _load_optional = ("decoupled_weight_decay",)
+    _load_optional = ("decoupled_weight_decay", "maximize")
 
     def __init__(
         self,
@@ -262,10 +266,12 @@ class NAdam(Optimizer):
         momentum_decay: float = 4e-3,
         decoupled_weight_decay: bool = False,
         *,
+        maximize: bool = False,
         track_stats: bool = False,
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -274,10 +280,11 @@ class NAdam(Optimizer):
             "weight_decay": weight_decay,
             "momentum_decay": momentum_decay,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
+            state_dtype=state_dtype, rounding=rounding, **torch_flags,
         )  # fmt: skip
 
     rule = RULE
@@ -297,6 +304,7 @@ class NAdam(Optimizer):
             "weight_decay": weight_decay,
             "momentum_decay": momentum_decay,
             "decoupled_weight_decay": decoupled,
+            "maximize": check_bool("maximize", group["maximize"]),
         }
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:

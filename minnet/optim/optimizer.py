@@ -307,6 +307,9 @@ class OptimizerStats(NamedTuple):
 
 #: The ``rounding`` models of 16-bit kernels (see the module docstring).
 ROUNDING_MODES = ("fused", "per_op")
+#: PyTorch's implementation switches that every optimizer PyTorch has accepts (see
+#: :meth:`Optimizer._check_torch_flags`).
+TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
 
 class LowPrecisionWarning(UserWarning):
@@ -383,12 +386,14 @@ class Optimizer:
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         object.__setattr__(self, "defaults", dict(defaults))
         self.track_stats = check_bool("track_stats", track_stats)
         self.check_finite = check_bool("check_finite", check_finite)
         self.state_dtype = None if state_dtype is None else as_dtype(state_dtype, "state_dtype")
         self.rounding = check_choice("rounding", rounding, ROUNDING_MODES)
+        self._check_torch_flags(torch_flags)
         self._warned_lowp = False
         self.stats: OptimizerStats | None = None
         self.param_groups: list[dict[str, Any]] = []
@@ -429,6 +434,30 @@ class Optimizer:
             prepared.append(new)
         for new in prepared:
             self._install_group(new)
+
+    def _check_torch_flags(self, flags: Mapping[str, Any]) -> None:
+        """PyTorch's implementation switches, accepted so that its calls port unchanged:
+        ``foreach`` and ``capturable`` change nothing here (one fused kernel, no CUDA graphs);
+        ``fused=True`` is ``rounding="fused"`` (PyTorch's fused kernels compute in float32 and
+        round once: minnet's default) and refuses ``rounding="per_op"``; ``fused=False`` or
+        ``None`` change nothing (PyTorch's for-loop rounding of 16-bit tensors is
+        ``rounding="per_op"``); ``differentiable=True`` needs autograd and is refused."""
+        owner = type(self).__name__
+        for name, value in flags.items():
+            if name not in TORCH_FLAGS:
+                raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {name!r}")
+            if value is not None and not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool or None, got {type(value).__name__}")
+        if flags.get("differentiable"):
+            raise ValueError(
+                f"{owner}: differentiable=True differentiates through the optimizer step with "
+                "autograd, which minnet does not have; leave it False"
+            )
+        if flags.get("fused") and self.rounding == "per_op":
+            raise ValueError(
+                f"{owner}: fused=True is rounding='fused' (PyTorch's fused kernels compute the "
+                "update in float32 and round once); it contradicts rounding='per_op'"
+            )
 
     # -- hyperparameters as attributes (``optimizer.lr``) ----------------------------------
 
@@ -905,7 +934,8 @@ class Optimizer:
         """The rule's compiled pass for a group, flags and storage formats (``None``:
         float32/float64 buffers): ``kernel(param, grad, *state, scratch, scalars)``."""
         self._refuse_per_op(group, formats)
-        return kernel(self.rule, self._options(group, formats), track, write, formats)
+        options = self._options(group, formats)
+        return kernel(self.rule, options, track, write, formats, bool(group.get("maximize")))
 
     def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
         """The hand-written NumPy update of float32/float64 arrays: ``ref(param, grad, *state,
@@ -917,10 +947,14 @@ class Optimizer:
     ) -> Callable[..., None]:
         """``ref(param, grad, *state, scalars)``, in place: the hand-written float reference,
         or for 16-bit ``formats`` the rule itself run by NumPy (:mod:`minnet.optim._reference`)."""
+        maximize = bool(group.get("maximize"))
         if formats is None:
-            return self._float_reference(group)
+            ref = self._float_reference(group)
+            if not maximize:
+                return ref
+            return lambda param, grad, *rest: ref(param, -grad, *rest)
         self._refuse_per_op(group, formats)
-        return rule_reference(self.rule, self._options(group, formats), formats)
+        return rule_reference(self.rule, self._options(group, formats), formats, maximize)
 
     # -- state ----------------------------------------------------------------------------------
 

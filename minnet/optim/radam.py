@@ -246,7 +246,6 @@ class RAdam(Optimizer):
     coordinate whose gradient has always been zero gets ``0 * inf = NaN`` from then on, as in
     PyTorch. ``rho_t``, the branch and ``r`` are computed per step in float64.
 
-    Not implemented: PyTorch's ``maximize``, ``foreach``, ``capturable`` and ``differentiable``.
     Parameter groups, ``state_dict``, ``track_stats`` and ``check_finite`` are
     :class:`~minnet.optim.optimizer.Optimizer`'s; ``stats.eps_dominated`` counts coordinates
     where ``eps >= sqrt(v)`` in a rectified step (0 in an unrectified one).
@@ -259,6 +258,8 @@ class RAdam(Optimizer):
         weight_decay: L2 penalty (decay factor when decoupled), ``>= 0``. Default ``0``.
         decoupled_weight_decay: decay the parameter instead of adding the L2 term to ``g``
             (RAdamW). Default ``False``.
+        maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
+            Default ``False``.
         track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
         check_finite: refuse a step that would make a parameter NaN or infinite.
         state_dtype: dtype of ``exp_avg`` and ``exp_avg_sq`` (``None``: the parameter's;
@@ -267,6 +268,9 @@ class RAdam(Optimizer):
             stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
             intermediate rounded; a transcription of PyTorch's source, not checked against
             recorded PyTorch runs). See the module docstring.
+        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+            accepted so that PyTorch calls port unchanged (see
+            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -274,7 +278,7 @@ class RAdam(Optimizer):
     """
 
     # PyTorch state dicts from before decoupled_weight_decay existed lack it.
-    _load_optional = ("decoupled_weight_decay",)
+    _load_optional = ("decoupled_weight_decay", "maximize")
 
     def __init__(
         self,
@@ -285,10 +289,12 @@ class RAdam(Optimizer):
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
         *,
+        maximize: bool = False,
         track_stats: bool = False,
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -296,10 +302,11 @@ class RAdam(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
+            state_dtype=state_dtype, rounding=rounding, **torch_flags,
         )  # fmt: skip
 
     rule = RULE
@@ -317,6 +324,7 @@ class RAdam(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "decoupled_weight_decay": decoupled,
+            "maximize": check_bool("maximize", group["maximize"]),
         }
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:

@@ -85,7 +85,6 @@ class RMSpropScalars(NamedTuple):
     """Per-step constants of the RMSprop update, already in the arrays' dtype."""
 
     neg_lr: np.floating  # -lr
-    sign: np.floating  # -1 if maximize else 1
     weight_decay: np.floating
     alpha: np.floating
     one_minus_alpha: np.floating  # 1 - alpha (computed in float64), weight of g*g in v
@@ -103,19 +102,18 @@ def rmsprop_scalars(
     eps: float,
     weight_decay: float,
     momentum: float,
-    maximize: bool = False,
 ) -> RMSpropScalars:
     """The constants of a step, computed in float64 and cast to ``dtype`` (RMSprop's do not
     depend on the step count)."""
     with np.errstate(over="ignore"):
         c = np.array(
-            [-lr, -1.0 if maximize else 1.0, weight_decay, alpha, 1.0 - alpha, momentum, eps],
+            [-lr, weight_decay, alpha, 1.0 - alpha, momentum, eps],
             dtype,
         ).tolist()
     t = dtype.type
-    lerp_w = t(c[4])
+    lerp_w = t(c[3])
     return RMSpropScalars(
-        t(c[0]), t(c[1]), t(c[2]), t(c[3]), t(c[4]), lerp_w, t(1) - lerp_w, t(c[5]), t(c[6])
+        t(c[0]), t(c[1]), t(c[2]), t(c[3]), lerp_w, t(1) - lerp_w, t(c[4]), t(c[5])
     )
 
 
@@ -140,7 +138,6 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
         a = slot(state, 2, p)  # grad_avg (when centered)
     else:
         a = slot(state, 1, p)
-    g = g * s.sign
     if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
         g = round_to(g + round_to(s.weight_decay, rp) * p, rp)
     v = round_to(v * s.alpha, rs)  # square_avg.mul_(alpha)
@@ -191,7 +188,7 @@ def rmsprop_step_reference(
     without momentum, ``grad_avg`` ``None`` unless centered)."""
     s = scalars
     with np.errstate(all="ignore"):
-        g = grad * s.sign
+        g = grad
         if s.weight_decay != 0:
             g = g + s.weight_decay * param
         square_avg *= s.alpha
@@ -266,6 +263,9 @@ class RMSprop(Optimizer):
         rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
             docstring); ``"per_op"`` is PyTorch's default loop on half tensors and needs
             ``eps_mode="outside"``.
+        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+            accepted so that PyTorch calls port unchanged (see
+            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -291,6 +291,7 @@ class RMSprop(Optimizer):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -304,7 +305,7 @@ class RMSprop(Optimizer):
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
+            state_dtype=state_dtype, rounding=rounding, **torch_flags,
         )  # fmt: skip
         for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
             for flat in self._flats[i]:
@@ -348,7 +349,6 @@ class RMSprop(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             momentum=group["momentum"],
-            maximize=group["maximize"],
         )
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:

@@ -62,7 +62,6 @@ class SGDScalars(NamedTuple):
     """Per-step constants of the SGD update, already in the arrays' dtype."""
 
     neg_lr: np.floating  # -lr
-    sign: np.floating  # -1 if maximize else 1
     weight_decay: np.floating
     momentum: np.floating  # the buffer's decay this step: 0 at t = 1, else momentum
     one_minus_dampening: np.floating  # the gradient's weight in the buffer: 1 at t = 1
@@ -76,19 +75,18 @@ def sgd_scalars(
     momentum: float,
     dampening: float,
     weight_decay: float,
-    maximize: bool,
     step: int,
 ) -> SGDScalars:
     """Step ``step``'s constants, computed in float64 and cast to ``dtype``."""
     first = step == 1
     with np.errstate(over="ignore"):
         c = np.array(
-            [-lr, -1.0 if maximize else 1.0, weight_decay, 0.0 if first else momentum,
-             1.0 if first else 1.0 - dampening, momentum],
+            [-lr, weight_decay, 0.0 if first else momentum, 1.0 if first else 1.0 - dampening,
+             momentum],
             dtype,
         ).tolist()  # fmt: skip
     t = dtype.type
-    return SGDScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]), t(c[4]), t(c[5]))
+    return SGDScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]), t(c[4]))
 
 
 @element
@@ -98,7 +96,6 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     ``alpha=`` scalars are rounded to the dtype of the tensor they scale, as PyTorch does."""
     has_momentum, nesterov = o
     b = slot(state, 0, p)
-    g = g * s.sign
     if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
         g = round_to(g + round_to(s.weight_decay, rp) * p, rp)
     if has_momentum:  # buf.mul_(momentum).add_(grad, alpha=1 - dampening); t = 1: buf = grad
@@ -127,7 +124,7 @@ def sgd_step_reference(
     momentum), in place."""
     s = scalars
     with np.errstate(all="ignore"):
-        g = grad * s.sign
+        g = grad
         if s.weight_decay != 0:
             g = g + s.weight_decay * param
         if momentum_buffer is not None:
@@ -172,6 +169,9 @@ class SGD(Optimizer):
         rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
             docstring): fused is PyTorch's ``fused=True`` formula, per_op its default
             single-tensor loop on half tensors.
+        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+            accepted so that PyTorch calls port unchanged (see
+            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -192,6 +192,7 @@ class SGD(Optimizer):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
+        **torch_flags: Any,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -203,7 +204,7 @@ class SGD(Optimizer):
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
+            state_dtype=state_dtype, rounding=rounding, **torch_flags,
         )  # fmt: skip
 
     rule = RULE
@@ -238,7 +239,6 @@ class SGD(Optimizer):
             momentum=group["momentum"],
             dampening=group["dampening"],
             weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
             step=step,
         )
 
