@@ -188,6 +188,7 @@ def test_state_dict_before_first_step_is_empty_like_pytorch() -> None:
         "decoupled_weight_decay": False,
         "eps_mode": "outside",
         "amsgrad_max": "raw",
+        "maximize": False,
         "params": [0],
     }
 
