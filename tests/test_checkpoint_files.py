@@ -118,7 +118,6 @@ while True:
 """
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
 def test_killed_saves_leave_nothing_behind_after_the_next_save(tmp_path: Path) -> None:
     """A real writer: stopped mid-save, its temporary file is not touched (it is alive);

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,10 @@ def _wait_for(condition: Callable[[], bool], timeout: float, every: float = 0.02
             return True
         time.sleep(every)
     return condition()
+
+
+def _reached(out: Path, runs: int, proc: subprocess.Popen) -> bool:
+    return _finished(out) >= runs or proc.poll() is not None
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -263,7 +268,7 @@ def test_sweep_killed_at_random_moments_resumes_to_the_same_tables(
 ) -> None:
     out = tmp_path / "killed"
     rng = np.random.default_rng(2020)
-    kills, partial = 0, 0
+    kills, mid_sweep = 0, 0
     for round_ in range(10):
         proc = _start([*ARGS, "--workers", "2", "--out", str(out)]
                       + (["--resume"] if round_ else []))  # fmt: skip
@@ -272,8 +277,7 @@ def test_sweep_killed_at_random_moments_resumes_to_the_same_tables(
             if kills < 4 and before + 1 < TOTAL:
                 # A random moment: once a random number of runs has finished, plus up to 0.3 s.
                 target = int(rng.integers(before + 1, TOTAL))
-                done = lambda t=target, p=proc: _finished(out) >= t or p.poll() is not None  # noqa: E731
-                if _wait_for(done, 240):
+                if _wait_for(partial(_reached, out, target, proc), 240):
                     time.sleep(float(rng.uniform(0.0, 0.3)))
                     os.kill(proc.pid, signal.SIGKILL)  # the main process only
             code = proc.wait(timeout=300)
@@ -281,13 +285,13 @@ def test_sweep_killed_at_random_moments_resumes_to_the_same_tables(
             _, err = _end(proc)
         if code == -signal.SIGKILL:
             kills += 1
-            partial += 0 < _finished(out) < TOTAL
+            mid_sweep += 0 < _finished(out) < TOTAL
             continue
         assert code == 0, err
         break
     else:
         pytest.fail("the sweep never finished")
-    assert kills >= 3 and partial >= 2, (kills, partial)
+    assert kills >= 3 and mid_sweep >= 2, (kills, mid_sweep)
     assert _finished(out) == TOTAL
     assert _tables(out) == reference  # row for row, nothing lost, nothing twice
 
