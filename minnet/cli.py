@@ -542,6 +542,13 @@ def _train_and_write(args: argparse.Namespace, specs: list, out: Path, finished:
     except OSError as exc:  # e.g. the scheduler cannot be reached
         print(f"minnet sweep: error: {exc}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:
+        if not str(exc).startswith("sweep: a worker process died"):
+            raise
+        # Killed from outside (or out of memory): what finished is kept.
+        print(f"minnet sweep: error: {_in_flag_terms(str(exc).removeprefix('sweep: '))}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     trained = time.perf_counter() - start
     print(
         f"trained {len(specs) - finished} runs in {trained:.1f} s; "

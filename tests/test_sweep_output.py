@@ -347,6 +347,36 @@ def test_ctrl_c_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(
     assert _tables(out) == reference
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not (PROC / "self" / "stat").exists(), reason="needs Linux /proc")
+def test_a_killed_worker_stops_the_sweep_and_keeps_what_finished(
+    tmp_path: Path, reference: tuple[bytes, bytes]
+) -> None:
+    out = tmp_path / "oom"
+    proc = _start([*ARGS, "--workers", "2", "--out", str(out)])
+    try:
+        assert _wait_for(lambda: _finished(out) >= 2 or proc.poll() is not None, 240)
+        workers = _descendants(proc.pid)
+        assert proc.poll() is None and len(workers) >= 2, _end(proc)[1]
+        # As the kernel's OOM killer would: one worker (not the resource tracker).
+        pool = [p for p in workers if b"spawn_main" in (PROC / str(p) / "cmdline").read_bytes()]
+        assert len(pool) == 2, workers
+        os.kill(pool[0], signal.SIGKILL)
+        code = proc.wait(timeout=120)
+        gone = _wait_for(lambda: not any(_stat(p) for p in workers), 5.0, every=0.05)
+    finally:
+        _, err = _end(proc)
+    assert code == 1 and gone, err
+    done = _finished(out)
+    assert err.splitlines()[-1].startswith("minnet sweep: error: a worker process died")
+    assert err.splitlines()[-1].endswith(
+        f"; the runs finished so far are kept in {out}: --resume trains the others"
+    )
+    assert "Traceback" not in err and done >= 2
+    assert main([*ARGS, "--workers", "1", "--out", str(out), "--resume"]) == 0
+    assert _tables(out) == reference
+
+
 # -- progress and the summary ---------------------------------------------------------------------
 
 

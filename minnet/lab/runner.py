@@ -1387,7 +1387,9 @@ def sweep(
             that it can be written before the first run, saves each run there as it finishes
             (atomically), and writes ``runs.csv`` and ``multipliers.csv`` at the end.
         resume: keep the runs of ``specs`` already finished in ``out`` (by an interrupted or
-            killed sweep) and train only the others; the result is the same, row for row.
+            killed sweep) and train only the others; the result is the same, row for row. A
+            run is recognised by its settings (the run columns of ``runs.csv`` plus ``steps``
+            and ``betas``; a Problem by its name), so resume with the same minnet and problems.
         overwrite: start over in an ``out`` that holds a ``runs.csv`` or finished runs.
 
     Raises:
@@ -1501,11 +1503,12 @@ def _sweep_local(
         for fut in as_completed(futures):
             collect(fut.result())
     except BrokenProcessPool as exc:
-        kept = f"; the runs finished so far are kept in {out} (resume=True)" if out else ""
+        kept = (f"; the runs finished so far are kept in {out}: resume=True trains the "
+                "others") if out else ""  # fmt: skip
         raise RuntimeError(
-            "sweep: a worker process died. If sweep() runs from a script, call it under "
-            "'if __name__ == \"__main__\":' (worker processes are spawned and import the "
-            f"script), or pass workers=1{kept}"
+            "sweep: a worker process died (killed, or out of memory?). If sweep() runs from a "
+            "script, call it under 'if __name__ == \"__main__\":' (worker processes are "
+            f"spawned and import the script), or pass workers=1{kept}"
         ) from exc
     except BaseException:
         # Ctrl-C or an error: end the workers now rather than after their current runs.
