@@ -556,15 +556,27 @@ def _train_and_write(args: argparse.Namespace, specs: list, out: Path, finished:
     )
     print(f"minnet sweep: {result.diverged_summary()}")
     if not args.no_plots:
-        from minnet.lab.plots import plot_all
-
-        for path in plot_all(result, out):
-            print(f"wrote {path}")
+        _plot_all(result, out, "minnet sweep")
     return 0
 
 
-def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _plot_all(result: object, out: Path, prog: str) -> None:
+    """Draw every figure, print each path, and what was left out as a note."""
     from minnet.lab.plots import plot_all
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        paths = plot_all(result, out)  # type: ignore[arg-type]
+    for path in paths:
+        print(f"wrote {path}")
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message).startswith("plot_all: "):
+            print(f"{prog}: note: {str(w.message).removeprefix('plot_all: ')}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from minnet.lab.runner import SweepResult
 
     if not (args.dir / "runs.csv").is_file():
@@ -575,8 +587,7 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(exc))
     if not len(result.runs):
         parser.error(f"{args.dir / 'runs.csv'} has no rows")
-    for path in plot_all(result, args.out or args.dir):
-        print(f"wrote {path}")
+    _plot_all(result, args.out or args.dir, "minnet plot")
     return 0
 
 
