@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -550,12 +551,8 @@ def plot_scenario(
             axes[2].plot(steps[seen], metric[seen], ls, marker="o", ms=4, color=color, lw=1.8,
                          label=label.split(":")[0])  # fmt: skip
     if has_metric:
-        axes[2].set_xlabel("optimizer step")
-        axes[2].set_ylabel("metric on the evaluation data (end of each epoch)")
-        axes[2].set_ylim(-0.03, 1.03)
-        axes[2].set_title("Metric (accuracy: chance is about 0.1 for 10 classes)")
-        axes[2].legend(fontsize=8)
-        axes[2].grid(True, alpha=0.3)
+        values = np.concatenate([runs.steps(r["run"], "metric")[1] for r in picks])
+        _metric_axis(axes[2], _metric_description(result, scenario), values)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel(_loss_label(scenario))
@@ -574,6 +571,50 @@ def plot_scenario(
         f"seed {sub['seed'][0]})"
     )
     return _finish(fig, Path(path))
+
+
+def _metric_description(result: SweepResult, scenario: str) -> dict[str, Any]:
+    """How to draw a scenario's metric: the sweep's record of its Problem (``metrics.json``),
+    else a built-in problem's, else a plain "metric" drawn over the range of its values."""
+    described = result.metrics.get(scenario)
+    if described is None:
+        from minnet.lab.digits import PROBLEMS
+
+        if scenario in PROBLEMS:
+            described = PROBLEMS[scenario]().metric_description()
+    return described or {"name": "metric", "range": None, "chance": None}
+
+
+def _metric_axis(ax: Axes, described: dict[str, Any], values: np.ndarray) -> None:
+    """Name, range and chance line of the metric panel; the y range always holds every finite
+    value drawn (a declared range is widened rather than a value left outside)."""
+    name = str(described.get("name") or "metric")
+    chance = described.get("chance")
+    bounds = described.get("range")
+    finite = values[np.isfinite(values)]
+    lows = [float(finite.min())] if len(finite) else []
+    highs = [float(finite.max())] if len(finite) else []
+    if bounds is not None:
+        lows.append(float(bounds[0]))
+        highs.append(float(bounds[1]))
+    if chance is not None:
+        lows.append(float(chance))
+        highs.append(float(chance))
+    low, high = min(lows), max(highs)
+    pad = 0.03 * (high - low) if high > low else max(0.05 * abs(high), 0.5)
+    ax.set_ylim(low - pad, high + pad)
+    title = name
+    if chance is not None:
+        ax.axhline(float(chance), color="grey", ls="--", lw=1.0,
+                   label=f"chance level ({float(chance):.3g})")
+        title += f" (dashed: chance level {float(chance):.3g})"
+    if len(finite) < int(np.count_nonzero(~np.isnan(values))):
+        title += "; inf values not drawn"
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"{name} on the evaluation data (end of each epoch)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
 
 
 def _multiplier_counts(mult: Table, run_id: int) -> tuple[np.ndarray, int, int]:

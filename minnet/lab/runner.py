@@ -956,11 +956,15 @@ def _build_tables(results: list[RunResult]) -> tuple[Table, Table]:
 
 @dataclass
 class SweepResult:
-    """The outcome of a sweep: ``runs`` (one row per run and step) and ``multipliers``
-    (the end-of-training histogram of :func:`step_multiplier`, one row per run and bin)."""
+    """The outcome of a sweep: ``runs`` (one row per run and step), ``multipliers``
+    (the end-of-training histogram of :func:`step_multiplier`, one row per run and bin) and
+    ``metrics``: for each scenario that is a :class:`~minnet.lab.problem.Problem` with a metric,
+    how to draw it (:meth:`~minnet.lab.problem.Problem.metric_description`; written to
+    ``metrics.json``)."""
 
     runs: Table
     multipliers: Table
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def run_table(self) -> Table:
         """One row per run: the run columns plus ``final_loss`` (loss at the last step),
@@ -1025,6 +1029,13 @@ class SweepResult:
         with lock_output(out_dir) as out:
             self.runs.to_csv(out / "runs.csv")
             self.multipliers.to_csv(out / "multipliers.csv")
+            metrics = out / "metrics.json"
+            if self.metrics:
+                tmp = out / f".metrics.json.{secrets.token_hex(6)}.tmp"
+                tmp.write_text(json.dumps(self.metrics, indent=1, sort_keys=True) + "\n")
+                os.replace(tmp, metrics)
+            elif metrics.exists():
+                metrics.unlink()  # another sweep's, not this one's
         return out
 
     @classmethod
@@ -1067,7 +1078,23 @@ class SweepResult:
             mult = Table.read_csv(mpath, MULTIPLIER_COLUMNS)
         else:
             mult = Table({k: np.empty(0, dtype=v) for k, v in MULTIPLIER_COLUMNS.items()})
-        return cls(runs, mult)
+        return cls(runs, mult, _read_metrics(out / "metrics.json"))
+
+
+def _read_metrics(path: Path) -> dict[str, dict[str, Any]]:
+    """``metrics.json`` (absent: no descriptions); ``ValueError`` naming the file if damaged."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        ok = isinstance(data, dict) and all(
+            isinstance(d, dict) and isinstance(d.get("name"), str) for d in data.values()
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not ok:
+        raise ValueError(f"{path}: expected {{scenario: {{name, range, chance}}}}")
+    return data
 
 
 def _is_scenario_name(name: str) -> bool:
@@ -1422,7 +1449,14 @@ def sweep(
 
 def _build_result(results: list[RunResult]) -> SweepResult:
     runs_table, mult_table = _build_tables(results)
-    return SweepResult(runs_table, mult_table)
+    metrics: dict[str, dict[str, Any]] = {}
+    for r in results:
+        scenario = r.spec.scenario
+        if isinstance(scenario, Problem) and str(scenario) not in metrics:
+            described = scenario.metric_description()
+            if described is not None:
+                metrics[str(scenario)] = described
+    return SweepResult(runs_table, mult_table, metrics)
 
 
 def _train(
