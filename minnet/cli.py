@@ -23,10 +23,13 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from minnet.lab.family import available, lookup, resolve_name
 from minnet.optim import AMSGRAD_MAX_MODES
+
+if TYPE_CHECKING:
+    from minnet.lab.runner import SweepResult
 
 __all__ = ["build_parser", "main"]
 
@@ -556,17 +559,22 @@ def _train_and_write(args: argparse.Namespace, specs: list, out: Path, finished:
     )
     print(f"minnet sweep: {result.diverged_summary()}")
     if not args.no_plots:
-        _plot_all(result, out, "minnet sweep")
+        try:
+            _plot_all(result, out, "minnet sweep")
+        except KeyboardInterrupt:
+            print(f"minnet sweep: interrupted while drawing the plots; {out / 'runs.csv'} is "
+                  f"complete, and 'minnet plot {out}' draws them", file=sys.stderr)  # fmt: skip
+            return 130
     return 0
 
 
-def _plot_all(result: object, out: Path, prog: str) -> None:
+def _plot_all(result: SweepResult, out: Path, prog: str) -> None:
     """Draw every figure, print each path, and what was left out as a note."""
     from minnet.lab.plots import plot_all
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        paths = plot_all(result, out)  # type: ignore[arg-type]
+        paths = plot_all(result, out)
     for path in paths:
         print(f"wrote {path}")
     for w in caught:

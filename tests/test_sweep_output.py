@@ -417,3 +417,22 @@ def test_sweep_ends_with_a_one_line_summary_of_the_diverged_runs(
         "4 of 32 runs diverged (NaN/inf, kept): zero_features=20 no AMSGrad eps=0 (2 runs); "
         "zero_features=20 AMSGrad eps=0 (2 runs)"
     )
+
+
+def test_ctrl_c_while_drawing_keeps_the_complete_csv(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import minnet.lab.plots as plots
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "plot_all", interrupted)
+    argv = ["sweep", "--eps", "1e-8", "--amsgrad", "off", "--seeds", "1", "--steps", "2",
+            "--workers", "1", "--no-progress", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 130
+    assert capsys.readouterr().err == (
+        f"minnet sweep: interrupted while drawing the plots; {tmp_path / 'runs.csv'} is "
+        f"complete, and 'minnet plot {tmp_path}' draws them\n"
+    )
+    assert len(SweepResult.read(tmp_path).runs) == 2
