@@ -295,6 +295,8 @@ def test_sweep_killed_at_random_moments_resumes_to_the_same_tables(
     assert kills >= 2 and mid_sweep >= 2, (kills, mid_sweep)
     assert _finished(out) == TOTAL
     assert _tables(out) == reference  # row for row, nothing lost, nothing twice
+    # Temporary files of saves the kills cut short were removed by the next sweep.
+    assert not [p.name for d in (out, out / FINISHED_DIR) for p in d.glob("*.tmp")]
 
 
 # -- worker processes -----------------------------------------------------------------------------

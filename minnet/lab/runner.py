@@ -1341,7 +1341,8 @@ def prepare_output(
         for d in (out, runs_dir):
             for entry in os.listdir(d):
                 if _TEMP_FILE.fullmatch(entry) and (d == runs_dir or entry.startswith(
-                        (".runs.csv.", ".multipliers.csv."))):  # fmt: skip
+                        (".runs.csv.", ".multipliers.csv.", ".metrics.json.",
+                         f".{LOCK_NAME}."))):  # fmt: skip
                     (d / entry).unlink()
         saved = [e for e in os.listdir(runs_dir) if _RUN_FILE.fullmatch(e)]
     except OSError as exc:
