@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum; Adam lr 1e-4) once "
             "per combination of the options below, write DIR/runs.csv (one row per run and "
             "step), DIR/multipliers.csv and the plots (PNG) into DIR. Runs that diverge "
-            "(NaN/inf) are kept in the CSV. The defaults give 78 runs of 500 steps. "
+            "(NaN/inf) are kept in the CSV. DIR is locked while the sweep writes into it, and "
+            "each run is saved there as it finishes: a killed or interrupted sweep continues "
+            "with the same command plus --resume. The defaults give 78 runs of 500 steps. "
             "--scenarios digits trains the digits classifier instead (scikit-learn's "
             "load_digits, 64 -> 128 -> Tanh -> Dropout -> 10, CrossEntropyLoss, Adam lr 1e-3, "
             "10 epochs; its test accuracy goes into the metric column)."
@@ -372,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         "same, row for row, as that of an uninterrupted sweep",
     )
     sw.add_argument("--no-plots", action="store_true", help="write the CSV files only")
-    sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sw.add_argument("--no-progress", action="store_true",
+                    help="hide the progress bar (runs done / total, elapsed time and time left; "
+                    "shown on a terminal)")  # fmt: skip
     sw.set_defaults(handler=_sweep, subparser=sw)
 
     pl = sub.add_parser(
