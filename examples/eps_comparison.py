@@ -25,7 +25,9 @@ Four sweeps of the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum, lr 1e-4,
 The PNG files go to ``--out`` (default ``plots/``); the sweeps' CSV files go to ``--data`` (default
 ``runs/eps_comparison/``), where ``minnet plot DIR`` can redraw them. Every sweep runs on
 ``--workers`` local processes (default: one per core). ``--only digits`` (or any of
-:data:`SWEEPS`) runs only the named sweeps and redraws only their figures.
+:data:`SWEEPS`) runs only the named sweeps and redraws only their figures. Each run is saved as it
+finishes; after Ctrl-C or a kill, ``--resume`` keeps the finished runs and trains the others
+(without it, every sweep starts over).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import time
 import warnings
 from pathlib import Path
 
-from minnet.lab import grid, sweep
+from minnet.lab import SweepInterrupted, grid, sweep
 from minnet.lab.family import available
 from minnet.lab.plots import (
     PLOT_FILES,
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--workers", type=int, default=None, help="local worker processes")
     parser.add_argument("--only", nargs="+", choices=SWEEPS, default=list(SWEEPS),
                         metavar="SWEEP", help=f"run only these sweeps, of {', '.join(SWEEPS)}")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs an interrupted invocation finished (same minnet)")
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
@@ -75,8 +79,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     def run_sweep(name: str, specs: list) -> object:
         t = time.perf_counter()
-        result = sweep(specs, workers=args.workers)
-        result.write(args.data / name)
+        try:
+            result = sweep(specs, workers=args.workers, out=args.data / name,
+                           resume=args.resume, overwrite=not args.resume)  # fmt: skip
+        except SweepInterrupted as exc:
+            raise SystemExit(f"{name}: interrupted: {exc.finished} of {exc.total} runs "
+                             f"finished and kept; rerun with --resume to train the rest") from None
         print(f"{name}: {len(specs)} runs in {time.perf_counter() - t:.1f} s")
         return result
 

@@ -21,18 +21,26 @@ types. Any problem with the file raises :class:`CheckpointError` and returns not
 Saving is atomic: the file is written to a temporary name in the destination directory, flushed
 and ``fsync``-ed, renamed over ``path`` with ``os.replace``, and the directory is ``fsync``-ed. A
 process killed at any instant leaves either the previous checkpoint or the new one, whole (at
-worst plus a stray ``.<name>.<random>.tmp`` file).
+worst plus a stray ``.<name>.<random>.tmp`` file, which the next successful ``save`` to the same
+path removes once no process is writing it). Saving over an existing file keeps its permission
+bits; a new file gets the mode the umask allows.
+
+``load`` reads regular files only: a device (``/dev/zero``), a FIFO or a socket is refused before
+it is opened.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
 import secrets
+import stat
 import struct
+import time
 import zipfile
 from typing import IO, Any
 
@@ -53,6 +61,15 @@ _BLANK_DIGEST = "0" * 64
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same object gives the same bytes
 _ARRAY_KINDS = "biufcUS"  # bool, ints, floats, complex, str, bytes: nothing that needs pickle
 _MAX_MANIFEST_BYTES = 64 * 2**20
+#: A temporary file of ``save`` untouched for this long, and not locked by a live writer, is a
+#: leftover of a killed save. Where files cannot be locked (no ``fcntl``), age alone decides.
+_STALE_TMP_SECONDS = 60.0
+_STALE_TMP_SECONDS_UNLOCKED = 3600.0
+
+try:  # POSIX: a writer holds an advisory lock on its temporary file while it writes
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 
 class CheckpointError(ValueError):
@@ -190,8 +207,23 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # O_EXCL: never follow or clobber an existing file; mode 0o666 lets the umask decide.
+    try:
+        old = os.stat(path)
+    except OSError:
+        old = None
+    # O_EXCL: never follow or clobber an existing file; mode 0o666 lets the umask decide for a
+    # new file, and an existing file's permission bits are carried over (as writing in place
+    # would keep them).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "a live writer", for the cleanup
+        if old is not None and stat.S_ISREG(old.st_mode) and hasattr(os, "fchmod"):
+            os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             digest = hashlib.sha256(_manifest_bytes(tree, names, _BLANK_DIGEST))
@@ -210,6 +242,40 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
             pass
         raise
     _fsync_directory(directory)
+    _remove_stale_temps(directory, os.path.basename(path))
+
+
+def _remove_stale_temps(directory: str, name: str) -> None:
+    """Delete the leftovers of killed saves to ``directory/name``: files named as ``save`` names
+    its temporary files for that path (``.<name>.<12 hex digits>.tmp``), regular, untouched for
+    :data:`_STALE_TMP_SECONDS` and not locked by a writer. Best effort: never raises."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp")
+    limit = _STALE_TMP_SECONDS if fcntl is not None else _STALE_TMP_SECONDS_UNLOCKED
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        if not pattern.fullmatch(entry):
+            continue
+        tmp = os.path.join(directory, entry)
+        try:
+            st = os.lstat(tmp)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < limit:
+                continue
+            if fcntl is None:
+                os.unlink(tmp)
+                continue
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while a writer lives
+                if os.path.samestat(os.fstat(fd), os.lstat(tmp)):
+                    os.unlink(tmp)
+            finally:
+                os.close(fd)
+        except OSError:
+            continue
 
 
 def _fsync_directory(directory: str) -> None:
@@ -420,16 +486,51 @@ def load(f: str | os.PathLike[str] | IO[bytes]) -> Any:
         CheckpointError: (a ``ValueError``) the file is truncated, corrupted (checksum or zip CRC
             mismatch), of another format version, not a minnet checkpoint, or holds an object
             (pickled) array; the message says which. Nothing is returned in that case.
+        CheckpointError: ``f`` is not a regular file (a device such as ``/dev/zero``, a FIFO,
+            a socket); refused before it is opened, so that nothing blocks or reads forever.
         FileNotFoundError, PermissionError, IsADirectoryError: ``f`` cannot be opened.
     """
     if hasattr(f, "read"):
         label = str(getattr(f, "name", type(f).__name__))
+        try:
+            fileno = f.fileno()  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):  # io.BytesIO and other in-memory files
+            fileno = None
+        if fileno is not None:
+            _check_regular(os.fstat(fileno), label)
         f.seek(0, os.SEEK_END)
         size = f.tell()
         f.seek(0)
         return _load_labelled(f, size, label)  # type: ignore[arg-type]
-    with open(f, "rb") as fh:
-        return _load_labelled(fh, os.fstat(fh.fileno()).st_size, os.fspath(f))
+    label = os.fspath(f)
+    _check_regular(os.stat(f), label)
+    # O_NONBLOCK: should the path have been swapped for a FIFO since the check, opening it does
+    # not wait for a writer; the check below then refuses it.
+    fd = os.open(f, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        _check_regular(st, label)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return _load_labelled(fh, st.st_size, label)
+
+
+def _check_regular(st: os.stat_result, label: str) -> None:
+    """Refuse anything but a regular file (a directory raises ``IsADirectoryError``, as
+    ``open`` would)."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), label)
+    kind = (
+        "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+        else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )  # fmt: skip
+    raise CheckpointError(
+        f"{label}: {kind}, not a regular file; minnet.load reads checkpoint files only"
+    )
 
 
 def _load_labelled(f: IO[bytes], file_size: int, label: str) -> Any:

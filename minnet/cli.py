@@ -23,10 +23,13 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from minnet.lab.family import available, lookup, resolve_name
 from minnet.optim import AMSGRAD_MAX_MODES
+
+if TYPE_CHECKING:
+    from minnet.lab.runner import SweepResult
 
 __all__ = ["build_parser", "main"]
 
@@ -176,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train the seed problem (64x1000 -> 100 -> ReLU -> 10, MSE sum; Adam lr 1e-4) once "
             "per combination of the options below, write DIR/runs.csv (one row per run and "
             "step), DIR/multipliers.csv and the plots (PNG) into DIR. Runs that diverge "
-            "(NaN/inf) are kept in the CSV. The defaults give 78 runs of 500 steps. "
+            "(NaN/inf) are kept in the CSV. DIR is locked while the sweep writes into it, and "
+            "each run is saved there as it finishes: a killed or interrupted sweep continues "
+            "with the same command plus --resume. The defaults give 78 runs of 500 steps. "
             "--scenarios digits trains the digits classifier instead (scikit-learn's "
             "load_digits, 64 -> 128 -> Tanh -> Dropout -> 10, CrossEntropyLoss, Adam lr 1e-3, "
             "10 epochs; its test accuracy goes into the metric column)."
@@ -358,10 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing DIR/runs.csv instead of refusing",
+        help="start over in a DIR that holds a runs.csv or the finished runs of an "
+        "unfinished sweep, instead of refusing",
+    )
+    sw.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs a killed or interrupted sweep into DIR finished (each run is "
+        "saved in DIR/.runs/ as it finishes) and train only the others; the runs.csv is the "
+        "same, row for row, as that of an uninterrupted sweep",
     )
     sw.add_argument("--no-plots", action="store_true", help="write the CSV files only")
-    sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sw.add_argument("--no-progress", action="store_true",
+                    help="hide the progress bar (runs done / total, elapsed time and time left; "
+                    "shown on a terminal)")  # fmt: skip
     sw.set_defaults(handler=_sweep, subparser=sw)
 
     pl = sub.add_parser(
@@ -383,7 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from minnet.lab.runner import atan2_ignores_eps, grid, sweep
+    from minnet.lab.runner import (
+        SweepOutputError,
+        atan2_ignores_eps,
+        grid,
+        lock_output,
+        prepare_output,
+    )
     from minnet.lab.scenarios import Scenario
 
     if args.amsgrad == "off" and args.amsgrad_max is not None:
@@ -399,11 +420,13 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             import distributed  # noqa: F401
         except ImportError:
             parser.error("--scheduler needs dask.distributed: pip install 'minnet[dask]'")
+    if args.resume and args.overwrite:
+        parser.error("--resume keeps the finished runs and --overwrite deletes them: pass one")
+    if args.resume and args.out is None:
+        parser.error("--resume needs the --out DIR of the sweep to resume")
     out = args.out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} exists and is not a directory")
-    if (out / "runs.csv").exists() and not args.overwrite:
-        parser.error(f"{out / 'runs.csv'} already exists; pass --overwrite or another --out")
     scenarios: list = []
     if args.scenarios is None or args.zero_features is not None or args.dead_units is not None:
         scenarios = [
@@ -479,10 +502,34 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         message = str(exc).removeprefix("grid: ")
         parser.error(message.replace("eps_mode ", "--eps-modes ", 1).replace(
             "the eps_modes", "the --eps-modes", 1))
+    # The output directory is locked, checked and prepared before the first run, and stays
+    # locked until the plots are written: a second sweep into it fails at once.
+    try:
+        with lock_output(out):
+            finished = prepare_output(out, specs, resume=args.resume, overwrite=args.overwrite)
+            return _train_and_write(args, specs, out, len(finished))
+    except SweepOutputError as exc:
+        parser.error(_in_flag_terms(str(exc)))
+
+
+def _in_flag_terms(message: str) -> str:
+    """A message of the lab's Python API in the command's terms."""
+    for api, flag in (("overwrite=True", "--overwrite"), ("resume=True", "--resume"),
+                      ("another output directory", "another --out")):  # fmt: skip
+        message = message.replace(api, flag)
+    return message
+
+
+def _train_and_write(args: argparse.Namespace, specs: list, out: Path, finished: int) -> int:
+    from minnet.lab.runner import SweepInterrupted, sweep
+
     where = args.scheduler or f"{args.workers or 'all'} local worker(s)"
     steps = sorted({spec.steps for spec in specs}, key=lambda n: (n is None, n))
     length = " or ".join("each problem's epochs" if n is None else f"{n} steps" for n in steps)
     print(f"minnet sweep: {len(specs)} runs of {length} on {where} -> {out}")
+    if args.resume:
+        print(f"minnet sweep: resuming: {finished} of {len(specs)} runs already finished in "
+              f"{out}, training the other {len(specs) - finished}")  # fmt: skip
     start = time.perf_counter()
     try:
         result = sweep(
@@ -490,31 +537,58 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             workers=args.workers,
             scheduler=args.scheduler,
             progress=False if args.no_progress else None,
+            out=out,
+            resume=True,  # what prepare_output kept (nothing unless --resume)
         )
+    except SweepInterrupted as exc:
+        left = exc.total - exc.finished
+        print(f"minnet sweep: interrupted: {exc.finished} of {exc.total} runs finished and kept "
+              f"in {out}; to train the other {left}, run the same command with --resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
     except OSError as exc:  # e.g. the scheduler cannot be reached
         print(f"minnet sweep: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("minnet sweep: interrupted; nothing written", file=sys.stderr)
-        return 130
+    except RuntimeError as exc:
+        if not str(exc).startswith("sweep: a worker process died"):
+            raise
+        # Killed from outside (or out of memory): what finished is kept.
+        print(f"minnet sweep: error: {_in_flag_terms(str(exc).removeprefix('sweep: '))}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     trained = time.perf_counter() - start
-    result.write(out)
-    info = result.run_table()
-    n_div = int(info["diverged"].sum())
     print(
-        f"trained {len(specs)} runs in {trained:.1f} s; {n_div} diverged (NaN/inf, kept); "
+        f"trained {len(specs) - finished} runs in {trained:.1f} s; "
         f"wrote {out / 'runs.csv'} ({len(result.runs)} rows)"
     )
+    print(f"minnet sweep: {result.diverged_summary()}")
     if not args.no_plots:
-        from minnet.lab.plots import plot_all
-
-        for path in plot_all(result, out):
-            print(f"wrote {path}")
+        try:
+            _plot_all(result, out, "minnet sweep")
+        except KeyboardInterrupt:
+            print(f"minnet sweep: interrupted while drawing the plots; {out / 'runs.csv'} is "
+                  f"complete, and 'minnet plot {out}' draws them", file=sys.stderr)  # fmt: skip
+            return 130
     return 0
 
 
-def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _plot_all(result: SweepResult, out: Path, prog: str) -> None:
+    """Draw every figure, print each path, and what was left out as a note."""
     from minnet.lab.plots import plot_all
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        paths = plot_all(result, out)
+    for path in paths:
+        print(f"wrote {path}")
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message).startswith("plot_all: "):
+            print(f"{prog}: note: {str(w.message).removeprefix('plot_all: ')}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from minnet.lab.runner import SweepResult
 
     if not (args.dir / "runs.csv").is_file():
@@ -525,8 +599,7 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(exc))
     if not len(result.runs):
         parser.error(f"{args.dir / 'runs.csv'} has no rows")
-    for path in plot_all(result, args.out or args.dir):
-        print(f"wrote {path}")
+    _plot_all(result, args.out or args.dir, "minnet plot")
     return 0
 
 

@@ -180,10 +180,12 @@ def test_save_replaces_atomically_and_honours_umask(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]
     old = os.umask(0o027)
     try:
-        minnet.save({"v": 3}, path)
+        minnet.save({"v": 3}, tmp_path / "new.npz")  # a new file: the umask decides
+        minnet.save({"v": 4}, path)  # over an existing file: its mode is kept
     finally:
         os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "new.npz").stat().st_mode & 0o777 == 0o640
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old
 
 
 # -- bad files ----------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ def _exit_code(argv: list[str]) -> int:
         (["sweep", "--help"], ["--eps", "--eps-modes", "--amsgrad", "--amsgrad-max", "--seeds",
                                "--steps", "--lr", "--zero-features", "--dead-units", "--dtype",
                                "--state-dtype", "--rounding",
-                               "--workers", "--scheduler", "--out", "--overwrite", "--no-plots",
+                               "--workers", "--scheduler", "--out", "--overwrite", "--resume",
+                               "--no-plots",
                                "--no-progress"]),
         (["plot", "--help"], ["DIR", "--out"]),
     ],
@@ -65,6 +66,9 @@ def test_help_explains_every_flag(argv: list[str], flags: list[str], capsys) -> 
         (["plot", "/nonexistent/dir"],
          "/nonexistent/dir/runs.csv not found: DIR must hold a 'minnet sweep' output"),
         ([], "the following arguments are required: {sweep,plot}"),
+        (["sweep", "--resume"], "--resume needs the --out DIR of the sweep to resume"),
+        (["sweep", "--resume", "--overwrite", "--out", "x"],
+         "--resume keeps the finished runs and --overwrite deletes them: pass one"),
         (["sweep", "--amsgrad", "off", "--amsgrad-max", "raw"],
          "--amsgrad-max applies only to AMSGrad runs, and --amsgrad off trains none"),
         (["sweep", "--amsgrad", "off", "--amsgrad-max", "corrected", "paper"],
@@ -133,7 +137,9 @@ def test_sweep_writes_csv_and_plots_and_plot_redraws_them(tmp_path: Path, capsys
                 "multipliers.png", "scenario_zero_features20.png", "eps_atlas.png"]  # fmt: skip
     assert pngs == sorted(expected)
     out_text = capsys.readouterr().out
-    assert "24 runs of 4 steps" in out_text and "2 diverged (NaN/inf, kept)" in out_text
+    assert "24 runs of 4 steps" in out_text
+    assert ("minnet sweep: 2 of 24 runs diverged (NaN/inf, kept): zero_features=20 outside no "
+            "AMSGrad eps=0 (1 run); zero_features=20 outside AMSGrad eps=0 (1 run)\n") in out_text
 
     # the same directory again is refused (nothing is overwritten) ...
     assert _exit_code(argv) == 2

@@ -14,7 +14,16 @@ The command line front end is ``minnet sweep`` / ``minnet plot`` (:mod:`minnet.c
 """
 
 from minnet.lab.problem import Problem, accuracy
-from minnet.lab.runner import RunSpec, SweepResult, Table, grid, run, sweep
+from minnet.lab.runner import (
+    RunSpec,
+    SweepInterrupted,
+    SweepOutputError,
+    SweepResult,
+    Table,
+    grid,
+    run,
+    sweep,
+)
 from minnet.lab.scenarios import Scenario, SeedProblem, make_problem
 
 __all__ = [
@@ -23,6 +32,8 @@ __all__ = [
     "accuracy",
     "RunSpec",
     "Scenario",
+    "SweepInterrupted",
+    "SweepOutputError",
     "SweepResult",
     "Table",
     "grid",

@@ -88,6 +88,8 @@ def digits_problem(epochs: int = 10) -> Problem:
         batch_size=64,
         epochs=epochs,
         lr=1e-3,
+        metric_name="test accuracy",
+        metric_chance=0.1,  # 10 classes
     )
 
 

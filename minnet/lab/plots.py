@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -222,10 +223,12 @@ _NAN_HANDLE = Line2D([], [], ls="", marker="X", color="grey", mec="black", ms=9,
                      label="last finite loss before NaN")  # fmt: skip
 
 
-def plot_loss_curves(result: SweepResult, path: str | Path) -> Path | None:
+def plot_loss_curves(
+    result: SweepResult, path: str | Path, optimizer: str | None = None
+) -> Path | None:
     """Figure 1: loss against step for every eps, one panel for Adam and one for AMSGrad
     (the reference optimizer: Adam if swept; ``None`` if it has no eps)."""
-    runs = _Runs(result)
+    runs = _Runs(result, optimizer)
     if not runs.has_eps:
         return None
     ref = runs.reference()
@@ -295,13 +298,15 @@ def _final_by_variant(runs: _Runs, sub: Table) -> dict[tuple, list[dict]]:
     return groups
 
 
-def plot_final_loss(result: SweepResult, path: str | Path, max_panels: int = 3) -> Path | None:
+def plot_final_loss(
+    result: SweepResult, path: str | Path, max_panels: int = 3, optimizer: str | None = None
+) -> Path | None:
     """Figure 2: final loss against eps per variant (reference eps_mode), one panel per scenario
     (up to ``max_panels``, ``seed`` first): median over seeds as a line, min..max over seeds as a
     band, runs that ended NaN/inf as X markers at the top of the panel."""
     from matplotlib import colormaps
 
-    runs = _Runs(result)
+    runs = _Runs(result, optimizer)
     if not runs.has_eps:
         return None
     ref = runs.reference()
@@ -385,9 +390,11 @@ def _band_patch(color: str, label: str) -> Patch:
     return Patch(color=color, alpha=0.4, label=label)
 
 
-def plot_eps_dominated(result: SweepResult, path: str | Path) -> Path | None:
+def plot_eps_dominated(
+    result: SweepResult, path: str | Path, optimizer: str | None = None
+) -> Path | None:
     """Figure 3: fraction of coordinates whose eps term dominates, against step, per eps."""
-    runs = _Runs(result)
+    runs = _Runs(result, optimizer)
     if not runs.has_eps:
         return None
     ref = runs.reference()
@@ -416,10 +423,12 @@ def plot_eps_dominated(result: SweepResult, path: str | Path) -> Path | None:
     return _finish(fig, Path(path))
 
 
-def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
+def plot_variants(
+    result: SweepResult, path: str | Path, optimizer: str | None = None
+) -> Path | None:
     """Figure 4: loss curves per eps for each eps placement (top row) and each AMSGrad max
     (bottom row), side by side; rows with a single variant are left out."""
-    runs = _Runs(result)
+    runs = _Runs(result, optimizer)
     if not runs.has_eps:
         return None
     ref = runs.reference()
@@ -478,11 +487,13 @@ def plot_variants(result: SweepResult, path: str | Path) -> Path | None:
     return _finish(fig, Path(path))
 
 
-def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path | None:
+def plot_scenario(
+    result: SweepResult, path: str | Path, scenario: str, optimizer: str | None = None
+) -> Path | None:
     """Figure 5: one scenario's loss and count of NaN/inf parameters for eps = 0 and the smallest
     eps > 0 (eps placement ``outside``), plus ``atan2`` if swept; with a third panel for the
     metric when the scenario is a Problem that records one (e.g. digits' test accuracy)."""
-    runs = _Runs(result)
+    runs = _Runs(result, optimizer)
     sub = runs.select(scenario=scenario)
     if not len(sub) or not runs.has_eps:
         return None
@@ -540,12 +551,8 @@ def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path 
             axes[2].plot(steps[seen], metric[seen], ls, marker="o", ms=4, color=color, lw=1.8,
                          label=label.split(":")[0])  # fmt: skip
     if has_metric:
-        axes[2].set_xlabel("optimizer step")
-        axes[2].set_ylabel("metric on the evaluation data (end of each epoch)")
-        axes[2].set_ylim(-0.03, 1.03)
-        axes[2].set_title("Metric (accuracy: chance is about 0.1 for 10 classes)")
-        axes[2].legend(fontsize=8)
-        axes[2].grid(True, alpha=0.3)
+        values = np.concatenate([runs.steps(r["run"], "metric")[1] for r in picks])
+        _metric_axis(axes[2], _metric_description(result, scenario), values)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel(_loss_label(scenario))
@@ -560,9 +567,54 @@ def plot_scenario(result: SweepResult, path: str | Path, scenario: str) -> Path 
     ax_bad.grid(True, alpha=0.3)
     fig.suptitle(
         f"Scenario {scenario}: zero-gradient coordinates get 0/(0+eps); "
-        f"with eps=0 that is 0/0 = NaN ({runs.dtype_label}, seed {sub['seed'][0]})"
+        f"with eps=0 that is 0/0 = NaN ({runs.optimizer}, {runs.dtype_label}, "
+        f"seed {sub['seed'][0]})"
     )
     return _finish(fig, Path(path))
+
+
+def _metric_description(result: SweepResult, scenario: str) -> dict[str, Any]:
+    """How to draw a scenario's metric: the sweep's record of its Problem (``metrics.json``),
+    else a built-in problem's, else a plain "metric" drawn over the range of its values."""
+    described = result.metrics.get(scenario)
+    if described is None:
+        from minnet.lab.digits import PROBLEMS
+
+        if scenario in PROBLEMS:
+            described = PROBLEMS[scenario]().metric_description()
+    return described or {"name": "metric", "range": None, "chance": None}
+
+
+def _metric_axis(ax: Axes, described: dict[str, Any], values: np.ndarray) -> None:
+    """Name, range and chance line of the metric panel; the y range always holds every finite
+    value drawn (a declared range is widened rather than a value left outside)."""
+    name = str(described.get("name") or "metric")
+    chance = described.get("chance")
+    bounds = described.get("range")
+    finite = values[np.isfinite(values)]
+    lows = [float(finite.min())] if len(finite) else []
+    highs = [float(finite.max())] if len(finite) else []
+    if bounds is not None:
+        lows.append(float(bounds[0]))
+        highs.append(float(bounds[1]))
+    if chance is not None:
+        lows.append(float(chance))
+        highs.append(float(chance))
+    low, high = min(lows), max(highs)
+    pad = 0.03 * (high - low) if high > low else max(0.05 * abs(high), 0.5)
+    ax.set_ylim(low - pad, high + pad)
+    title = name
+    if chance is not None:
+        ax.axhline(float(chance), color="grey", ls="--", lw=1.0,
+                   label=f"chance level ({float(chance):.3g})")
+        title += f" (dashed: chance level {float(chance):.3g})"
+    if len(finite) < int(np.count_nonzero(~np.isnan(values))):
+        title += "; inf values not drawn"
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"{name} on the evaluation data (end of each epoch)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
 
 
 def _multiplier_counts(mult: Table, run_id: int) -> tuple[np.ndarray, int, int]:
@@ -684,30 +736,52 @@ def plot_multipliers(
 
 
 def plot_all(result: SweepResult, out_dir: str | Path) -> list[Path]:
-    """Draw every figure the sweep can show into ``out_dir``; return the paths written."""
+    """Draw every figure the sweep can show into ``out_dir``; return the paths written.
+
+    The one-optimizer figures (loss curves, final loss, eps-dominated, variants, multipliers,
+    scenarios) are drawn for every optimizer of the sweep: the reference one (Adam if swept)
+    under the names of :data:`PLOT_FILES`, each other one with its name appended
+    (``loss_curves_rmsprop.png``). Optimizers without eps have none of the eps figures; a
+    ``UserWarning`` names them (their runs are in ``eps_atlas.png``).
+    """
+    import warnings
+
     out = Path(out_dir)
-    paths = [
-        plot_loss_curves(result, out / PLOT_FILES["loss_curves"]),
-        plot_final_loss(result, out / PLOT_FILES["final_loss"]),
-        plot_eps_dominated(result, out / PLOT_FILES["eps_dominated"]),
-        plot_variants(result, out / PLOT_FILES["variants"]),
-        plot_multipliers(result, out / PLOT_FILES["multipliers"]),
-    ]
+    info = result.run_table()
+    optimizers = _optimizer_order(info.unique("optimizer")) if len(info) else []
+    reference = _reference_optimizer(info) if len(info) else None
+    scenarios = [s for s in (info.unique("scenario") if len(info) else []) if s != "seed"]
+    paths: list[Path | None] = []
+    more: list[Path | None] = []
+    without_eps = []
+    for name in [reference, *(o for o in optimizers if o != reference)] if reference else []:
+        suffix = "" if name == reference else f"_{name.lower()}"
+
+        def file(stem: str, suffix: str = suffix) -> Path:
+            return out / f"{stem.removesuffix('.png')}{suffix}.png"
+
+        drawn = [
+            plot_loss_curves(result, file(PLOT_FILES["loss_curves"]), optimizer=name),
+            plot_final_loss(result, file(PLOT_FILES["final_loss"]), optimizer=name),
+            plot_eps_dominated(result, file(PLOT_FILES["eps_dominated"]), optimizer=name),
+            plot_variants(result, file(PLOT_FILES["variants"]), optimizer=name),
+        ]
+        if not _Runs(result, name).has_eps:
+            without_eps.append(name)
+        mult = [plot_multipliers(result, file(PLOT_FILES["multipliers"]), optimizer=name)]
+        scen = [plot_scenario(result, file("scenario_" + s.replace("=", "").replace(",", "_")),
+                              s, optimizer=name) for s in scenarios]  # fmt: skip
+        (paths if name == reference else more).extend(drawn + mult + scen)
     # The atlas draws every run (or says which it left out): no run is silently unplotted.
     paths.append(plot_eps_atlas(result, out / PLOT_FILES["eps_atlas"]))
     paths.append(plot_eps_lowp(result, out / PLOT_FILES["eps_lowp"]))
-    optimizers = result.runs.unique("optimizer") if len(result.runs) else []
-    if len(optimizers) > 1:
-        reference = _reference_optimizer(result.run_table())
-        for name in _optimizer_order(optimizers):
-            if name != reference:
-                png = f"multipliers_{name.lower()}.png"
-                paths.append(plot_multipliers(result, out / png, optimizer=name))
-    for scenario in result.runs.unique("scenario"):
-        if scenario != "seed":
-            name = "scenario_" + scenario.replace("=", "").replace(",", "_") + ".png"
-            paths.append(plot_scenario(result, out / name, scenario))
-    return [p for p in paths if p is not None]
+    if without_eps:
+        warnings.warn(
+            f"plot_all: {', '.join(without_eps)} ha{'s' if len(without_eps) == 1 else 've'} no "
+            "eps: no loss-curve, final-loss, eps-dominated, variants or scenario figures (the "
+            "runs are in eps_atlas.png)", UserWarning, stacklevel=2,
+        )  # fmt: skip
+    return [p for p in paths + more if p is not None]
 
 
 # -- the eps atlas: every optimizer and placement ----------------------------------------------

@@ -88,6 +88,12 @@ class Problem:
             ``optimizer(params, lr=..., eps=..., ...)``.
         optimizer_kwargs: further keyword arguments of the optimizer (``weight_decay=1e-4``);
             not ``lr`` or ``eps``, which each run sets.
+        metric_name: how the figures name the metric (default: the metric function's name,
+            e.g. ``"accuracy"``).
+        metric_range: ``(low, high)``, the range the metric's panel shows at least (default:
+            ``(0, 1)`` for :func:`accuracy`, else the range of the values recorded).
+        metric_chance: the metric's chance level, drawn as a dashed line (default: for
+            :func:`accuracy`, 1 / the number of classes of the evaluation targets; else none).
     """
 
     name: str
@@ -101,8 +107,12 @@ class Problem:
     lr: float = 1e-3
     optimizer: str | Callable[..., Any] = "Adam"
     optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    metric_name: str | None = None
+    metric_range: tuple[float, float] | None = None
+    metric_chance: float | None = None
 
     def __post_init__(self) -> None:
+        self._check_metric_description()
         if not isinstance(self.name, str) or not self.name or "," in self.name:
             raise ValueError(
                 f"Problem: name must be a non-empty str without ',', got {self.name!r}"
@@ -145,11 +155,71 @@ class Problem:
             )
         object.__setattr__(self, "optimizer_kwargs", dict(self.optimizer_kwargs))
 
+    def _check_metric_description(self) -> None:
+        if self.metric_name is not None and not (
+            isinstance(self.metric_name, str) and self.metric_name.strip()
+        ):
+            raise ValueError(f"Problem {self.name!r}: metric_name must be a non-empty str or "
+                             f"None, got {self.metric_name!r}")  # fmt: skip
+        if self.metric_range is not None:
+            bounds = self.metric_range
+            ok = isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(
+                _is_real(b) and math.isfinite(b) for b in bounds
+            ) and bounds[0] < bounds[1]  # fmt: skip
+            if not ok:
+                raise ValueError(f"Problem {self.name!r}: metric_range must be (low, high) with "
+                                 f"finite low < high, got {bounds!r}")  # fmt: skip
+            object.__setattr__(self, "metric_range", (float(bounds[0]), float(bounds[1])))
+        if self.metric_chance is not None and not (
+            _is_real(self.metric_chance) and math.isfinite(self.metric_chance)
+        ):
+            raise ValueError(f"Problem {self.name!r}: metric_chance must be a finite number or "
+                             f"None, got {self.metric_chance!r}")  # fmt: skip
+
+    def metric_description(self) -> dict[str, Any] | None:
+        """How the figures draw the metric: ``{"name": str, "range": [low, high] or None,
+        "chance": float or None}`` (see the ``metric_*`` attributes); ``None`` without a metric.
+
+        For :func:`accuracy` without ``metric_chance`` the chance level is 1 / the number of
+        classes of the evaluation targets (their one-hot width, or the distinct labels), which
+        loads the evaluation data once.
+        """
+        if self.metric is None:
+            return None
+        name = self.metric_name or getattr(self.metric, "__name__", "") or "metric"
+        if name == "<lambda>":
+            name = "metric"
+        bounds = self.metric_range
+        chance = self.metric_chance
+        if self.metric is accuracy:
+            bounds = bounds or (0.0, 1.0)
+            if chance is None:
+                chance = self._classes_chance()
+        return {
+            "name": name,
+            "range": None if bounds is None else [float(bounds[0]), float(bounds[1])],
+            "chance": None if chance is None else float(chance),
+        }
+
+    def _classes_chance(self) -> float | None:
+        """1 / the number of classes of the evaluation targets (None if they are not arrays)."""
+        data = self.eval_data if self.eval_data is not None else self.data
+        data = data() if callable(data) else data
+        if not (isinstance(data, (tuple, list)) and len(data) >= 2):
+            return None
+        y = np.asarray(data[1])
+        n = y.shape[1] if y.ndim == 2 else len(np.unique(y)) if y.ndim == 1 else 0
+        return 1.0 / n if n >= 2 else None
+
     def __str__(self) -> str:
         return self.name
 
     def __repr__(self) -> str:
         return f"Problem(name={self.name!r}, epochs={self.epochs}, batch_size={self.batch_size})"
+
+
+def _is_real(x: Any) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float, np.integer, np.floating))
 
 
 _SPEC_KNOBS_DEFAULTS = {

@@ -36,22 +36,34 @@ At the end of each run the per-parameter step multiplier (see :func:`step_multip
 histogrammed into :data:`MULTIPLIER_COLUMNS` rows (none for an optimizer without eps). Runs
 that diverge (NaN or inf) are recorded like any other, never dropped.
 
-Executors: ``workers=1`` trains in this process; ``workers=N`` (default: every core) fans chunks
-of runs out to N local worker processes (spawned, each single-threaded, reused for every chunk);
+Executors: ``workers=1`` trains in this process; ``workers=N`` (default: every core) fans the runs
+out to N local worker processes (spawned, each single-threaded, reused for every run; a worker
+exits by itself when the process that started it dies);
 ``scheduler="tcp://host:port"`` sends the same chunks to a Dask distributed cluster (``pip install
 'minnet[dask]'``; minnet must be importable on the workers). Each run limits BLAS to one thread
 and is seeded by its spec alone, so the rows are identical whichever executor trained them.
+
+Output directory: ``sweep(specs, out="runs/demo")`` holds a lock on the directory for the whole
+sweep (a second sweep into it fails at once, :class:`SweepOutputError`), checks that it can be
+written before the first run, saves each run as it finishes (atomically, with
+:func:`minnet.save`, under ``out/.runs/``), and writes ``runs.csv`` and ``multipliers.csv`` at
+the end. ``resume=True`` keeps the runs a killed or interrupted sweep finished and trains only
+the others: the tables are then the same, row for row, as those of an uninterrupted sweep.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import inspect
 import json
 import math
 import os
+import re
 import secrets
+import signal
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -66,6 +78,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from minnet import threads as _threads
+from minnet.checkpoint import CheckpointError
+from minnet.checkpoint import load as _load_checkpoint
+from minnet.checkpoint import save as _save_checkpoint
 from minnet.dtypes import as_dtype
 from minnet.lab.family import NO_PLACEMENT, lookup
 from minnet.lab.problem import Problem, train_problem
@@ -81,9 +96,13 @@ __all__ = [
     "RUN_COLUMNS",
     "RunResult",
     "RunSpec",
+    "SweepInterrupted",
+    "SweepOutputError",
     "SweepResult",
     "Table",
     "grid",
+    "lock_output",
+    "prepare_output",
     "run",
     "step_multiplier",
     "sweep",
@@ -828,6 +847,8 @@ class Table:
                 writer = csv.writer(f)
                 writer.writerow(self.names)
                 writer.writerows(zip(*formatted))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -935,11 +956,15 @@ def _build_tables(results: list[RunResult]) -> tuple[Table, Table]:
 
 @dataclass
 class SweepResult:
-    """The outcome of a sweep: ``runs`` (one row per run and step) and ``multipliers``
-    (the end-of-training histogram of :func:`step_multiplier`, one row per run and bin)."""
+    """The outcome of a sweep: ``runs`` (one row per run and step), ``multipliers``
+    (the end-of-training histogram of :func:`step_multiplier`, one row per run and bin) and
+    ``metrics``: for each scenario that is a :class:`~minnet.lab.problem.Problem` with a metric,
+    how to draw it (:meth:`~minnet.lab.problem.Problem.metric_description`; written to
+    ``metrics.json``)."""
 
     runs: Table
     multipliers: Table
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def run_table(self) -> Table:
         """One row per run: the run columns plus ``final_loss`` (loss at the last step),
@@ -968,12 +993,49 @@ class SweepResult:
         cols["first_nonfinite_step"] = first
         return Table(cols)
 
+    def diverged_summary(self) -> str:
+        """One line on the runs that diverged (NaN or inf): how many, and which settings, e.g.
+        ``"2 of 24 runs diverged (NaN/inf, kept): zero_features=20 Adam eps=0 (2 runs)"``."""
+        info = self.run_table()
+        n, bad = len(info), info.where(diverged=True)
+        if not len(bad):
+            return f"none of {n} run{'s' if n != 1 else ''} diverged"
+        # Name the settings that vary in this sweep (scenario, optimizer, placement, AMSGrad,
+        # dtypes, rounding) and eps; seeds are counted.
+        keys = [k for k in ("scenario", "optimizer", "eps_mode", "amsgrad", "dtype",
+                            "state_dtype", "rounding") if len(set(info[k].tolist())) > 1]
+        if not keys:
+            keys = ["optimizer"]
+        groups: dict[str, int] = {}
+        for row in bad.rows():
+            parts = []
+            for k in keys:
+                v = row[k]
+                parts.append(("AMSGrad" if v else "no AMSGrad") if k == "amsgrad" else
+                             f"{k}={v}" if k in ("dtype", "state_dtype", "rounding") else str(v))
+            if not math.isnan(row["eps"]):
+                parts.append(f"eps={row['eps']:g}")
+            label = " ".join(parts)
+            groups[label] = groups.get(label, 0) + 1
+        shown = [f"{g} ({c} run{'s' if c != 1 else ''})" for g, c in list(groups.items())[:6]]
+        if len(groups) > 6:
+            shown.append(f"and {len(groups) - 6} more settings")
+        return f"{len(bad)} of {n} runs diverged (NaN/inf, kept): " + "; ".join(shown)
+
     def write(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``runs.csv`` and ``multipliers.csv`` into ``out_dir`` (created if needed)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.runs.to_csv(out / "runs.csv")
-        self.multipliers.to_csv(out / "multipliers.csv")
+        """Write ``runs.csv`` and ``multipliers.csv`` into ``out_dir`` (created if needed), each
+        atomically. Raises :class:`SweepOutputError` if a sweep in another process is writing
+        into ``out_dir`` (see :func:`lock_output`) or it cannot be written."""
+        with lock_output(out_dir) as out:
+            self.runs.to_csv(out / "runs.csv")
+            self.multipliers.to_csv(out / "multipliers.csv")
+            metrics = out / "metrics.json"
+            if self.metrics:
+                tmp = out / f".metrics.json.{secrets.token_hex(6)}.tmp"
+                tmp.write_text(json.dumps(self.metrics, indent=1, sort_keys=True) + "\n")
+                os.replace(tmp, metrics)
+            elif metrics.exists():
+                metrics.unlink()  # another sweep's, not this one's
         return out
 
     @classmethod
@@ -1016,7 +1078,23 @@ class SweepResult:
             mult = Table.read_csv(mpath, MULTIPLIER_COLUMNS)
         else:
             mult = Table({k: np.empty(0, dtype=v) for k, v in MULTIPLIER_COLUMNS.items()})
-        return cls(runs, mult)
+        return cls(runs, mult, _read_metrics(out / "metrics.json"))
+
+
+def _read_metrics(path: Path) -> dict[str, dict[str, Any]]:
+    """``metrics.json`` (absent: no descriptions); ``ValueError`` naming the file if damaged."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        ok = isinstance(data, dict) and all(
+            isinstance(d, dict) and isinstance(d.get("name"), str) for d in data.values()
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not ok:
+        raise ValueError(f"{path}: expected {{scenario: {{name, range, chance}}}}")
+    return data
 
 
 def _is_scenario_name(name: str) -> bool:
@@ -1063,9 +1141,251 @@ def warm_up(dtypes: Iterable[str] = ("float32",), specs: Iterable[RunSpec] = ())
             run(replace(spec, steps=1, scenario="seed", seed=0))
 
 
-def _chunks(specs: Sequence[RunSpec], size: int) -> list[list[tuple[int, RunSpec]]]:
-    indexed = list(enumerate(specs))
-    return [indexed[i : i + size] for i in range(0, len(indexed), size)]
+def _chunks(
+    indexed: Sequence[tuple[int, RunSpec]], size: int
+) -> list[list[tuple[int, RunSpec]]]:
+    return [list(indexed[i : i + size]) for i in range(0, len(indexed), size)]
+
+
+# -- the output directory -------------------------------------------------------------------------
+
+#: The lock file a sweep holds in its output directory while it writes there.
+LOCK_NAME = ".minnet-sweep.lock"
+#: The sub-directory of the output where each run is saved as it finishes.
+FINISHED_DIR = ".runs"
+#: Bumped when what a run records changes, so that ``resume`` never mixes old runs in.
+_RUN_FORMAT = 1
+_RUN_FILE = re.compile(r"[0-9a-f]{32}\.npz")
+_TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # Table.to_csv's and minnet.save's
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+class SweepOutputError(OSError):
+    """The output directory of a sweep cannot be used: it cannot be written, another sweep is
+    writing into it, or it holds results that the call would replace without being asked."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C (``KeyboardInterrupt``). ``finished`` of ``total`` runs had
+    finished; with an output directory ``out`` they are saved there, and ``sweep(...,
+    out=out, resume=True)`` trains the others."""
+
+    def __init__(self, finished: int, total: int, out: Path | None) -> None:
+        super().__init__(f"sweep interrupted: {finished} of {total} runs finished")
+        self.finished, self.total, self.out = finished, total, out
+
+
+_held_guard = threading.Lock()
+_held: dict[str, list[int]] = {}  # real path of a locked output -> [fd, depth]
+
+
+@contextmanager
+def lock_output(out: str | os.PathLike) -> Iterator[Path]:
+    """Create the directory ``out`` if needed, check that it can be written, and hold its lock
+    (``out/.minnet-sweep.lock``, an advisory ``flock``) until the block ends.
+
+    Another process that asks for the same lock meanwhile gets :class:`SweepOutputError` at
+    once, naming the holder's pid; in this process the lock is re-entrant. The lock goes with
+    the process that holds it, so a killed sweep never leaves the directory locked.
+
+    Raises:
+        SweepOutputError: ``out`` is not a directory, cannot be created or written, or another
+            process holds its lock.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SweepOutputError(f"{out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepOutputError(f"cannot create {out}: {exc.strerror or exc}") from exc
+    key = os.path.realpath(out)
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+            fd = None
+        else:
+            fd = _acquire(out)
+            _held[key] = [fd, 1]
+    try:
+        yield out
+    finally:
+        with _held_guard:
+            _held[key][1] -= 1
+            if _held[key][1] == 0:
+                os.close(_held.pop(key)[0])  # releases the lock
+
+
+def _acquire(out: Path) -> int:
+    """Open and lock ``out``'s lock file, then probe that ``out`` takes new files."""
+    path = out / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise SweepOutputError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                who = f" (pid {holder})" if holder.isdigit() else ""
+                raise SweepOutputError(
+                    f"{out} is in use by another sweep{who}; wait for it to finish or choose "
+                    "another output directory"
+                ) from None
+        else:  # pragma: no cover - Windows: lock the first byte
+            import msvcrt
+
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            except OSError:
+                raise SweepOutputError(f"{out} is in use by another sweep; wait for it to "
+                                       "finish or choose another output directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        probe = out / f".{LOCK_NAME}.{secrets.token_hex(6)}.tmp"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.unlink(probe)
+    except SweepOutputError:
+        os.close(fd)
+        raise
+    except OSError as exc:
+        os.close(fd)
+        raise SweepOutputError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _locked(out: Path) -> None:
+    if os.path.realpath(out) not in _held:
+        raise RuntimeError(f"{out}: the output directory must be locked (lock_output)")
+
+
+def _run_key(spec: RunSpec) -> str:
+    """What identifies a run's result: every setting it depends on, floats bit for bit."""
+
+    def num(x: Any) -> Any:
+        return None if x is None else float(x).hex()
+
+    return json.dumps({
+        "format": _RUN_FORMAT, "scenario": spec.scenario_name,
+        "problem": isinstance(spec.scenario, Problem), "eps": num(spec.eps),
+        "eps_mode": spec.eps_mode, "amsgrad": spec.amsgrad, "amsgrad_max": spec.amsgrad_max,
+        "seed": int(spec.seed), "dtype": spec.dtype, "state_dtype": spec.state_dtype,
+        "rounding": spec.rounding, "steps": None if spec.steps is None else int(spec.steps),
+        "lr": num(spec.lr), "betas": None if spec.betas is None else [num(b) for b in spec.betas],
+        "optimizer": spec.optimizer, "hyperparameters": spec.hyperparameters_json,
+    }, sort_keys=True)  # fmt: skip
+
+
+def _run_path(out: Path, key: str) -> Path:
+    return out / FINISHED_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+
+
+def _save_run(out: Path, result: RunResult) -> None:
+    key = _run_key(result.spec)
+    _save_checkpoint({
+        "key": key, "loss": result.loss, "eps_dominated": result.eps_dominated,
+        "nonfinite": result.nonfinite, "update_rms": result.update_rms,
+        "multiplier_counts": result.multiplier_counts, "metric": result.metric,
+        "eps_compared_with": result.eps_compared_with, "underflow": result.underflow,
+        "lost_updates": result.lost_updates,
+    }, _run_path(out, key))  # fmt: skip
+
+
+def _load_run(out: Path, spec: RunSpec) -> RunResult | None:
+    """The saved result of ``spec``, or None if there is none (or it is unreadable: warns)."""
+    key = _run_key(spec)
+    path = _run_path(out, key)
+    if not path.exists():
+        return None
+    try:
+        d = _load_checkpoint(path)
+        if not isinstance(d, dict) or d.get("key") != key:
+            raise CheckpointError(f"{path}: holds another run")
+        return RunResult(spec, d["loss"], d["eps_dominated"], d["nonfinite"], d["update_rms"],
+                         d["multiplier_counts"], d["metric"], d["eps_compared_with"],
+                         d["underflow"], d["lost_updates"])  # fmt: skip
+    except (CheckpointError, KeyError, OSError) as exc:
+        warnings.warn(f"sweep: cannot use the saved run {path} ({exc}); training it again",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip
+        return None
+
+
+def prepare_output(
+    out: str | os.PathLike, specs: Sequence[RunSpec], *, resume: bool = False,
+    overwrite: bool = False,
+) -> dict[int, RunResult]:
+    """Get a locked output directory ready for ``specs``; return the runs already finished there
+    (by index in ``specs``; empty unless ``resume``). Call it inside :func:`lock_output`.
+
+    ``out`` must hold neither a ``runs.csv`` nor runs of an unfinished sweep unless ``resume``
+    (keep the finished runs: those whose settings match a spec) or ``overwrite`` (delete them
+    and start over) says what to do with them; otherwise :class:`SweepOutputError`.
+    """
+    out = Path(out)
+    _locked(out)
+    if resume and overwrite:
+        raise ValueError("sweep: pass resume=True or overwrite=True, not both")
+    runs_dir = out / FINISHED_DIR
+    try:
+        runs_dir.mkdir(exist_ok=True)
+        # The lock is held: a temporary file in here belongs to no live writer.
+        for d in (out, runs_dir):
+            for entry in os.listdir(d):
+                if _TEMP_FILE.fullmatch(entry) and (d == runs_dir or entry.startswith(
+                        (".runs.csv.", ".multipliers.csv.", ".metrics.json.",
+                         f".{LOCK_NAME}."))):  # fmt: skip
+                    (d / entry).unlink()
+        saved = [e for e in os.listdir(runs_dir) if _RUN_FILE.fullmatch(e)]
+    except OSError as exc:
+        raise SweepOutputError(f"cannot write to {runs_dir}: {exc.strerror or exc}") from exc
+    if not (resume or overwrite):
+        if (out / "runs.csv").exists():
+            raise SweepOutputError(
+                f"{out / 'runs.csv'} already exists; pass overwrite=True to start over, "
+                "resume=True to keep its finished runs, or another output directory"
+            )
+        if saved:
+            raise SweepOutputError(
+                f"{out} holds {len(saved)} finished run{'s' if len(saved) != 1 else ''} of an "
+                "unfinished sweep; pass resume=True to keep them and train the rest, "
+                "overwrite=True to start over, or another output directory"
+            )
+    if overwrite:
+        for entry in saved:
+            (runs_dir / entry).unlink()
+        return {}
+    finished: dict[int, RunResult] = {}
+    if resume:
+        for i, spec in enumerate(specs):
+            got = _load_run(out, spec)
+            if got is not None:
+                finished[i] = got
+    return finished
+
+
+# -- sweeps ---------------------------------------------------------------------------------------
+
+
+def _worker_init(parent: int) -> None:
+    """In each local worker process: leave Ctrl-C to the parent (which stops the sweep and
+    ends the workers), and exit as soon as the parent is gone, whatever killed it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="minnet-parent-watch", daemon=True).start()
 
 
 def sweep(
@@ -1075,6 +1395,9 @@ def sweep(
     scheduler: str | None = None,
     chunksize: int | None = None,
     progress: bool | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> SweepResult:
     """Train every run of ``specs`` and return the tidy result (runs in ``specs`` order).
 
@@ -1084,12 +1407,25 @@ def sweep(
             process. Ignored when ``scheduler`` is given.
         scheduler: address of a Dask distributed scheduler (``"tcp://host:port"``); needs the
             ``dask`` extra.
-        chunksize: runs per task (default: enough for about four tasks per worker).
-        progress: show a tqdm progress bar (default: only on a terminal, for sweeps of more than
-            one run).
-    """
-    from tqdm.auto import tqdm
+        chunksize: runs per task (default: 1 for local workers, so that each run is saved and
+            counted as it finishes; enough for about four tasks per worker on Dask).
+        progress: show a tqdm progress bar: runs done / total, elapsed time and an estimate
+            of the time left (default: only on a terminal, for sweeps of more than one run).
+        out: an output directory. The sweep then holds its lock (:func:`lock_output`), checks
+            that it can be written before the first run, saves each run there as it finishes
+            (atomically), and writes ``runs.csv`` and ``multipliers.csv`` at the end.
+        resume: keep the runs of ``specs`` already finished in ``out`` (by an interrupted or
+            killed sweep) and train only the others; the result is the same, row for row. A
+            run is recognised by its settings (the run columns of ``runs.csv`` plus ``steps``
+            and ``betas``; a Problem by its name), so resume with the same minnet and problems.
+        overwrite: start over in an ``out`` that holds a ``runs.csv`` or finished runs.
 
+    Raises:
+        SweepOutputError: ``out`` cannot be written, is in use by another sweep, or holds
+            results and neither ``resume`` nor ``overwrite`` is given; before any run.
+        SweepInterrupted: (a ``KeyboardInterrupt``) Ctrl-C; the worker processes are ended,
+            and the runs finished so far are kept in ``out``.
+    """
     specs = list(specs)
     if not specs:
         raise ValueError("sweep: no runs given")
@@ -1100,54 +1436,122 @@ def sweep(
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"sweep: workers must be an int >= 1, got {workers!r}")
+    if out is None:
+        if resume or overwrite:
+            raise ValueError("sweep: resume and overwrite need an output directory (out=)")
+        return _build_result(_train(specs, {}, None, workers, scheduler, chunksize, progress))
+    with lock_output(out) as where:
+        finished = prepare_output(where, specs, resume=resume, overwrite=overwrite)
+        results = _train(specs, finished, where, workers, scheduler, chunksize, progress)
+        result = _build_result(results)
+        result.write(where)
+    return result
+
+
+def _build_result(results: list[RunResult]) -> SweepResult:
+    runs_table, mult_table = _build_tables(results)
+    metrics: dict[str, dict[str, Any]] = {}
+    for r in results:
+        scenario = r.spec.scenario
+        if isinstance(scenario, Problem) and str(scenario) not in metrics:
+            described = scenario.metric_description()
+            if described is not None:
+                metrics[str(scenario)] = described
+    return SweepResult(runs_table, mult_table, metrics)
+
+
+def _train(
+    specs: list[RunSpec],
+    finished: dict[int, RunResult],
+    out: Path | None,
+    workers: int,
+    scheduler: str | None,
+    chunksize: int | None,
+    progress: bool | None,
+) -> list[RunResult]:
+    """Train the runs of ``specs`` not in ``finished``; save each in ``out`` as it finishes."""
+    from tqdm.auto import tqdm
+
+    results: list[RunResult | None] = [None] * len(specs)
+    for i, r in finished.items():
+        results[i] = r
+    todo = [(i, s) for i, s in enumerate(specs) if i not in finished]
     slots = workers if scheduler is None else 4 * workers
     if chunksize is None:
-        chunksize = max(1, math.ceil(len(specs) / (4 * slots)))
-    chunks = _chunks(specs, chunksize)
-    results: list[RunResult | None] = [None] * len(specs)
+        chunksize = 1 if scheduler is None else max(1, math.ceil(len(todo) / (4 * slots)))
+    chunks = _chunks(todo, chunksize)
     disable = (len(specs) < 2) if progress is None else not progress
     if progress is None and not disable:
         disable = None  # tqdm: off when not writing to a terminal
-    # Held for the whole sweep from this thread: OpenBLAS's thread count is process-wide, and
-    # setting it from a Dask worker thread of this process (processes=False) does not always
-    # take; held here, in-process runs on any thread see one BLAS thread.
-    with (
-        _one_blas_thread(),
-        tqdm(total=len(specs), unit="run", desc="sweep", disable=disable) as bar,
-    ):
+    done = len(finished)
+    try:
+        # Held for the whole sweep from this thread: OpenBLAS's thread count is process-wide,
+        # and setting it from a Dask worker thread of this process (processes=False) does not
+        # always take; held here, in-process runs on any thread see one BLAS thread.
+        with (
+            _one_blas_thread(),
+            tqdm(total=len(specs), initial=done, unit="run", desc="sweep",
+                 disable=disable) as bar,  # fmt: skip
+        ):
 
-        def collect(pairs: list[tuple[int, RunResult]]) -> None:
-            for i, r in pairs:
-                results[i] = r
-            bar.update(len(pairs))
+            def collect(pairs: list[tuple[int, RunResult]]) -> None:
+                nonlocal done
+                for i, r in pairs:
+                    if out is not None:
+                        _save_run(out, r)
+                    results[i] = r
+                    done += 1
+                    bar.update(1)
 
-        if scheduler is not None:
-            _sweep_dask(chunks, scheduler, collect)
-        elif workers == 1 or len(chunks) == 1:
-            for chunk in chunks:
-                collect(_run_chunk(chunk))
-        else:
-            warm_up({s.dtype for s in specs if not s.low_precision},
-                    [s for s in specs if s.low_precision])  # fmt: skip
-            with _single_threaded_env():
-                pool = ProcessPoolExecutor(
-                    max_workers=min(workers, len(chunks)), mp_context=get_context("spawn")
-                )
-                try:
-                    futures = [pool.submit(_run_chunk, c) for c in chunks]
-                    for fut in as_completed(futures):
-                        collect(fut.result())
-                except BrokenProcessPool as exc:
-                    raise RuntimeError(
-                        "sweep: a worker process died. If sweep() runs from a script, call "
-                        "it under 'if __name__ == \"__main__\":' (worker processes are "
-                        "spawned and import the script), or pass workers=1"
-                    ) from exc
-                finally:
-                    # On an error or Ctrl-C, drop the chunks not started instead of running them.
-                    pool.shutdown(wait=True, cancel_futures=True)
-    runs_table, mult_table = _build_tables(results)  # type: ignore[arg-type]
-    return SweepResult(runs_table, mult_table)
+            if not chunks:
+                pass
+            elif scheduler is not None:
+                _sweep_dask(chunks, scheduler, collect)
+            elif workers == 1 or len(todo) == 1:
+                for i, spec in todo:
+                    collect([(i, run(spec))])
+            else:
+                _sweep_local(chunks, workers, collect, [s for _, s in todo], out)
+    except SweepInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise SweepInterrupted(done, len(specs), out) from None
+    return results  # type: ignore[return-value]
+
+
+def _sweep_local(
+    chunks: list[list[tuple[int, RunSpec]]],
+    workers: int,
+    collect: Callable[[list[tuple[int, RunResult]]], None],
+    specs: list[RunSpec],
+    out: Path | None,
+) -> None:
+    warm_up({s.dtype for s in specs if not s.low_precision},
+            [s for s in specs if s.low_precision])  # fmt: skip
+    with _single_threaded_env():
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)), mp_context=get_context("spawn"),
+            initializer=_worker_init, initargs=(os.getpid(),),
+        )  # fmt: skip
+    try:
+        futures = [pool.submit(_run_chunk, c) for c in chunks]
+        for fut in as_completed(futures):
+            collect(fut.result())
+    except BrokenProcessPool as exc:
+        kept = (f"; the runs finished so far are kept in {out}: resume=True trains the "
+                "others") if out else ""  # fmt: skip
+        raise RuntimeError(
+            "sweep: a worker process died (killed, or out of memory?). If sweep() runs from a "
+            "script, call it under 'if __name__ == \"__main__\":' (worker processes are "
+            f"spawned and import the script), or pass workers=1{kept}"
+        ) from exc
+    except BaseException:
+        # Ctrl-C or an error: end the workers now rather than after their current runs.
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _sweep_dask(
