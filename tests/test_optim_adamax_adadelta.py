@@ -280,7 +280,8 @@ def test_defaults_are_pytorchs() -> None:
                 if p.default is not inspect.Parameter.empty}  # fmt: skip
 
     common = {"state_dtype": None, "rounding": "fused", "track_stats": False,
-              "check_finite": False}  # fmt: skip
+              "check_finite": False, "maximize": False, "foreach": None, "fused": None,
+              "capturable": False, "differentiable": False}  # fmt: skip
     assert defaults(Adamax) == {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8,
                                 "weight_decay": 0.0, "eps_mode": "max", **common}  # fmt: skip
     assert defaults(Adadelta) == {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0,

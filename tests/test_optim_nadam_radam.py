@@ -188,13 +188,14 @@ def test_signature_and_defaults_are_pytorchs(name: str) -> None:
     opt = make(name, [Parameter(np.zeros(2))])
     expected = {
         "NAdam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                      momentum_decay=4e-3, decoupled_weight_decay=False),
+                      momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False),
         "RAdam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                      decoupled_weight_decay=False),
+                      decoupled_weight_decay=False, maximize=False),
     }[name]  # fmt: skip
     assert opt.defaults == expected
     assert list(opt.defaults) == list(expected)  # positional order as in PyTorch
-    positional = make(name, [Parameter(np.zeros(2))], *expected.values())
+    positional = make(name, [Parameter(np.zeros(2))],
+                      *[v for k, v in expected.items() if k != "maximize"])  # keyword-only
     assert positional.param_groups[0] == {**opt.param_groups[0], "params": positional.params}
 
 

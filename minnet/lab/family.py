@@ -50,7 +50,9 @@ class Member:
     @property
     def eps_modes(self) -> tuple[str, ...]:
         """The values of its ``eps_mode`` keyword, its default first (the class's
-        ``eps_modes``); ``()`` when it has no such keyword."""
+        ``eps_modes``); ``()`` when its constructor takes no such keyword."""
+        if "eps_mode" not in inspect.signature(self.cls).parameters:
+            return ()
         return tuple(getattr(self.cls, "eps_modes", ()))
 
     @property

@@ -219,7 +219,7 @@ class Adagrad(Optimizer):
         rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
             docstring); ``"per_op"`` is PyTorch's default loop on half tensors and needs
             ``eps_mode="outside"``.
-        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
             accepted so that PyTorch calls port unchanged (see
             :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
@@ -246,7 +246,10 @@ class Adagrad(Optimizer):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
-        **torch_flags: Any,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -259,7 +262,8 @@ class Adagrad(Optimizer):
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding, **torch_flags,
+            state_dtype=state_dtype, rounding=rounding,
+            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
         )  # fmt: skip
         for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
             for flat in self._flats[i]:

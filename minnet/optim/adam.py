@@ -368,7 +368,7 @@ class Adam(Optimizer):
         check_finite: refuse a step that would make a parameter NaN or infinite: raise
             ``FloatingPointError`` and leave parameters and state as they were. Costs one extra
             read-only pass over the buffers; off by default (PyTorch lets NaN through).
-        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
             accepted so that PyTorch calls port unchanged (see
             :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
@@ -397,7 +397,10 @@ class Adam(Optimizer):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
-        **torch_flags: Any,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -412,7 +415,8 @@ class Adam(Optimizer):
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding, **torch_flags,
+            state_dtype=state_dtype, rounding=rounding,
+            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
         )  # fmt: skip
 
     rule = RULE
@@ -570,11 +574,15 @@ class AdamW(Adam):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
-        **torch_flags: Any,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
             maximize=maximize, eps_mode=eps_mode, amsgrad_max=amsgrad_max,
             track_stats=track_stats, check_finite=check_finite, state_dtype=state_dtype,
-            rounding=rounding, **torch_flags,
+            rounding=rounding, foreach=foreach, fused=fused, capturable=capturable,
+            differentiable=differentiable,
         )  # fmt: skip

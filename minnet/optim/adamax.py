@@ -231,7 +231,7 @@ class Adamax(Optimizer):
             stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
             intermediate rounded; ``eps_mode="max"`` only; a transcription of PyTorch's source,
             not checked against recorded PyTorch runs). See the module docstring.
-        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
             accepted so that PyTorch calls port unchanged (see
             :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
@@ -257,7 +257,10 @@ class Adamax(Optimizer):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
-        **torch_flags: Any,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -269,7 +272,8 @@ class Adamax(Optimizer):
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding, **torch_flags,
+            state_dtype=state_dtype, rounding=rounding,
+            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
         )  # fmt: skip
 
     rule = RULE

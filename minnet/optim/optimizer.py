@@ -307,9 +307,6 @@ class OptimizerStats(NamedTuple):
 
 #: The ``rounding`` models of 16-bit kernels (see the module docstring).
 ROUNDING_MODES = ("fused", "per_op")
-#: PyTorch's implementation switches that every optimizer PyTorch has accepts (see
-#: :meth:`Optimizer._check_torch_flags`).
-TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
 
 class LowPrecisionWarning(UserWarning):
@@ -386,14 +383,20 @@ class Optimizer:
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
-        **torch_flags: Any,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         object.__setattr__(self, "defaults", dict(defaults))
         self.track_stats = check_bool("track_stats", track_stats)
         self.check_finite = check_bool("check_finite", check_finite)
         self.state_dtype = None if state_dtype is None else as_dtype(state_dtype, "state_dtype")
         self.rounding = check_choice("rounding", rounding, ROUNDING_MODES)
-        self._check_torch_flags(torch_flags)
+        self._check_torch_flags(
+            {"foreach": foreach, "fused": fused, "capturable": capturable,
+             "differentiable": differentiable}
+        )  # fmt: skip
         self._warned_lowp = False
         self.stats: OptimizerStats | None = None
         self.param_groups: list[dict[str, Any]] = []
@@ -444,8 +447,6 @@ class Optimizer:
         ``rounding="per_op"``); ``differentiable=True`` needs autograd and is refused."""
         owner = type(self).__name__
         for name, value in flags.items():
-            if name not in TORCH_FLAGS:
-                raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {name!r}")
             if value is not None and not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool or None, got {type(value).__name__}")
         if flags.get("differentiable"):

@@ -169,7 +169,7 @@ class SGD(Optimizer):
         rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
             docstring): fused is PyTorch's ``fused=True`` formula, per_op its default
             single-tensor loop on half tensors.
-        **torch_flags: PyTorch's ``foreach``, ``fused``, ``capturable`` and ``differentiable``,
+        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
             accepted so that PyTorch calls port unchanged (see
             :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
 
@@ -192,7 +192,10 @@ class SGD(Optimizer):
         check_finite: bool = False,
         state_dtype: Any = None,
         rounding: str = "fused",
-        **torch_flags: Any,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -204,7 +207,8 @@ class SGD(Optimizer):
         }
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding, **torch_flags,
+            state_dtype=state_dtype, rounding=rounding,
+            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
         )  # fmt: skip
 
     rule = RULE
