@@ -7,15 +7,32 @@ from typing import Any
 
 import numpy as np
 
-from minnet.nn.grad_mode import is_grad_enabled
-from minnet.nn.module import Module
+from minnet.nn.grad_mode import _mode
+from minnet.nn.graph import _thread
+from minnet.nn.module import _STATE, Module
+
+
+def _state_slots(modules: list[Module]) -> list[tuple[dict[str, Any], str]]:
+    """``(module.__dict__, attribute)`` for every saved-state attribute of the built-in layers
+    in ``modules`` (nested Sequentials included), in order."""
+    slots: list[tuple[dict[str, Any], str]] = []
+    for m in modules:
+        if isinstance(m, Sequential) and m._kind == _STATE:
+            slots += _state_slots(m._layers)
+        elif m._kind == _STATE:
+            slots += [(m.__dict__, n) for n in m._state_attrs]
+    return slots
 
 
 class Sequential(Module):
     """Modules applied in order; backward runs them in reverse.
 
-    Parameter names are ``"<index>.<name>"`` (``"0.weight"``), as in PyTorch.
+    Parameter names are ``"<index>.<name>"`` (``"0.weight"``), as in PyTorch. A call keeps
+    the saved state of every layer inside (one :class:`~minnet.nn.graph.Call` for the whole
+    Sequential).
     """
+
+    _state_attrs = ()
 
     def __init__(self, *modules: Module) -> None:
         for i, m in enumerate(modules):
@@ -31,6 +48,26 @@ class Sequential(Module):
         self._pairs = frozenset(
             i for i in range(len(modules) - 1) if modules[i + 1]._pairs_with(modules[i])
         )
+        self._slots = _state_slots(list(modules))
+        # A module with a hand-written backward (or none) inside: record the calls it makes.
+        self._records = any(m._kind != _STATE or m._records for m in modules)
+
+    def _take(self) -> Any:
+        state = [d.get(n) for d, n in self._slots]
+        for d, n in self._slots:
+            d[n] = None
+        return state
+
+    def _put(self, state: Any) -> None:
+        for (d, n), v in zip(self._slots, state):
+            d[n] = v
+
+    def _clear(self) -> None:
+        for d, n in self._slots:
+            d[n] = None
+
+    def _holds_state(self) -> bool:
+        return any(d.get(n) is not None for d, n in self._slots)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Apply each module in turn; the result is a new array.
@@ -39,10 +76,26 @@ class Sequential(Module):
         call to call (no allocation in a steady training loop); only the last module's output,
         which the caller keeps, is freshly allocated.
         """
-        # Under no_grad every module returns a fresh array, so the buffers that a pending
-        # backward reads are left as they are.
+        # Under no_grad, and while an earlier call that used the buffers waits for its
+        # backward, every module returns a fresh array, so the buffers that a pending backward
+        # reads are left as they are.
+        modules = self._layers
+        if not _mode.enabled:
+            return self._run(x, 0)
+        if _thread.fresh or not self._buffers_free():
+            if _thread.fresh:
+                return self._run(x, 0)
+            _thread.fresh = True  # nested Sequentials take no buffers either
+            try:
+                return self._run(x, 0)
+            finally:
+                _thread.fresh = False
+        self.__dict__["_claim"] = True
+        return self._run(x, len(modules) - 1)
+
+    def _run(self, x: np.ndarray, last: int) -> np.ndarray:
+        """The modules in turn; those before index ``last`` may write into their buffers."""
         modules, pairs = self._layers, self._pairs
-        last = len(modules) - 1 if is_grad_enabled() else 0
         i = 0
         while i < len(modules):
             if i in pairs:
@@ -63,6 +116,9 @@ class Sequential(Module):
         a ``Sequential`` inside a hand-written ``Module.backward`` that passes the result on
         asks for it this way. Parameter gradients are the same either way.
         """
+        return self._legacy(self._backward_impl, grad_out, input_grad)
+
+    def _backward_impl(self, grad_out: np.ndarray, input_grad: bool) -> np.ndarray | None:
         modules, pairs = self._layers, self._pairs
         i = len(modules) - 1
         while i >= 0:
@@ -78,7 +134,7 @@ class Sequential(Module):
         return self.forward(x)
 
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
-        return self.backward(grad_out, input_grad=input_grad)
+        return self._backward_impl(grad_out, input_grad)
 
     def __getitem__(self, index: int) -> Module:
         return self._layers[index]

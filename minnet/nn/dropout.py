@@ -32,6 +32,8 @@ class Dropout(Module):
             looked up at each draw.
     """
 
+    _state_attrs = ("_scale", "_shape", "_dtype")
+
     def __init__(
         self, p: float = 0.5, inplace: bool = False, *, rng: np.random.Generator | int | None = None
     ) -> None:
@@ -92,7 +94,7 @@ class Dropout(Module):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """``g * m / (1 - p)`` (training mode) or ``g`` (evaluation mode)."""
-        return self._backward(grad_out, False, True)
+        return self._legacy(self._backward, grad_out, False, True)
 
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         scale = self._scale

@@ -131,6 +131,8 @@ class Linear(Module):
     layers inside a ``Sequential`` do).
     """
 
+    _state_attrs = ("_x",)
+
     def __init__(
         self,
         in_features: int,
@@ -227,7 +229,7 @@ class Linear(Module):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """Add ``G.T @ x`` to ``weight.grad``, ``G.sum(0)`` to ``bias.grad``; return ``G @ W``."""
-        return self._backward(grad_out, False, True)
+        return self._legacy(self._backward, grad_out, False, True)
 
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         x = self._x

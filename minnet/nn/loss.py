@@ -40,8 +40,19 @@ class _Loss(Module):
             )
         self.reduction = reduction
 
-    def __call__(self, input: np.ndarray, target: np.ndarray) -> Any:
-        return self.forward(input, target)
+    _state_attrs = ()
+    _is_loss = True
+
+    def _backward(self, grad_out: Any, internal: bool, input_grad: bool) -> Any:
+        return self._loss_backward(grad_out)
+
+    def backward(self, grad: Any = None) -> np.ndarray:
+        """dLoss/d(input) for the loss's call (see the module docstring); ``grad`` is the
+        upstream gradient (default 1, ones for ``reduction="none"``)."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
+        raise NotImplementedError
 
     def _input(self, input: Any) -> tuple[np.ndarray, np.dtype]:
         """``(input in its compute dtype, input's own float dtype)``: 16-bit inputs are widened
@@ -112,6 +123,8 @@ class MSELoss(_Loss):
     (divided by the element count for ``"mean"``). Shapes must match exactly (no broadcasting).
     """
 
+    _state_attrs = ("_diff", "_grad_dtype")
+
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self._diff: np.ndarray | None = None  # input - target, reused from call to call
@@ -138,10 +151,18 @@ class MSELoss(_Loss):
         if input.size == 0:
             raise ValueError(f"MSELoss: got empty input of shape {input.shape}")
         if is_grad_enabled():
-            diff = self._diff
+            # The buffer is reused unless an earlier call waiting for its backward keeps it.
+            d = self.__dict__
+            diff = d.get("_buf")
             if diff is None or diff.shape != input.shape or diff.dtype != dtype:
-                diff = self._diff = np.empty(input.shape, dtype)
-            self._grad_dtype = in_dtype
+                diff = d["_buf"] = np.empty(input.shape, dtype)
+                d["_claim"] = True
+            elif self._buffers_free():
+                d["_claim"] = True
+            else:
+                diff = np.empty(input.shape, dtype)
+            d["_diff"] = diff
+            d["_grad_dtype"] = in_dtype
         else:  # keep nothing: a pending backward still sees its own diff
             diff = np.empty(input.shape, dtype)
         if input.ndim == 2 and self.reduction != "none":  # one compiled pass
@@ -157,8 +178,11 @@ class MSELoss(_Loss):
         return dtype.type(total)
 
     def backward(self, grad: Any = None) -> np.ndarray:
-        """dLoss/d(input) for the last call outside ``no_grad``: ``2 * (input - target)``
-        (``/ numel`` for "mean") times ``grad``."""
+        """dLoss/d(input) for the loss's call: ``2 * (input - target)`` (``/ numel`` for
+        "mean") times ``grad``."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
         diff = self._diff
         if diff is None:
             raise ValueError("MSELoss: backward called before the loss was computed")
@@ -213,6 +237,8 @@ class CrossEntropyLoss(_Loss):
         reduction: "mean" (default), "sum" or "none" (shape of the target indices).
         label_smoothing: ``eps`` in [0, 1]. Default 0.0.
     """
+
+    _state_attrs = ("_saved",)
 
     def __init__(
         self,
@@ -331,6 +357,9 @@ class CrossEntropyLoss(_Loss):
     def backward(self, grad: Any = None) -> np.ndarray:
         """dLoss/d(input): ``(softmax(x) * sum(q) - q)`` per sample, times ``grad`` and
         ``1 / divisor`` for "mean" (see the class docstring)."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
         if self._saved is None:
             raise ValueError("CrossEntropyLoss: backward called before the loss was computed")
         logp, q, divisor, in_shape, batch_shape, in_dtype = self._saved
@@ -373,6 +402,8 @@ class BCEWithLogitsLoss(_Loss):
         pos_weight: weight of the positive term, broadcast to ``input`` (typically shape
             ``(C,)`` for ``(N, C)`` inputs). Default ``None``.
     """
+
+    _state_attrs = ("_saved",)
 
     def __init__(
         self,
@@ -432,6 +463,9 @@ class BCEWithLogitsLoss(_Loss):
     def backward(self, grad: Any = None) -> np.ndarray:
         """dLoss/d(input) ``= weight * ((1 - t) - lw * sigmoid(-x))``, times ``grad`` and
         ``1 / numel`` for "mean"."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
         if self._saved is None:
             raise ValueError("BCEWithLogitsLoss: backward called before the loss was computed")
         x, t, e, w, lw, in_dtype = self._saved

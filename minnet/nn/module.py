@@ -2,16 +2,59 @@
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from minnet.nn import graph as _graph
 from minnet.nn._util import BFLOAT16, _asarray, _float_dtype, _is_float
-from minnet.nn.grad_mode import is_grad_enabled
+from minnet.nn.grad_mode import _mode, is_grad_enabled
+from minnet.nn.graph import Call, Output
 from minnet.nn.parameter import Parameter
 
 _PLAIN = (bool, np.ndarray)
+
+# How a module's calls are recorded (see Module.__call__): a built-in layer keeps its saved state
+# in the call; a module with a hand-written backward keeps the calls of the modules its forward
+# calls; a module with only a forward (PyTorch style) records nothing itself, the calls of the
+# modules inside it form the chain.
+_STATE, _USER, _COMPOSITE = 0, 1, 2
+_thread = _graph._thread
+
+
+def _install(calls: list[Call]) -> None:
+    """Queue each recorded call (and those nested in it) on its module, in call order, so that
+    a hand-written backward's ``child.backward(g)`` takes the state of its own call (last call
+    first, the order backward visits them)."""
+    for c in calls:
+        if c.children is not None:
+            _install(c.children)
+        if c.state is not None:
+            d = c.module.__dict__
+            q = d.get("_queue")
+            if q is None:
+                q = d["_queue"] = []
+            q.append(c)
+
+
+def _uninstall(calls: list[Call], retain: bool, unused: list[Call]) -> None:
+    """Undo :func:`_install`; collect the calls whose state no backward used into ``unused``;
+    free every state unless ``retain``."""
+    for c in calls:
+        if c.children is not None:
+            _uninstall(c.children, retain, unused)
+            if not retain:
+                c.children = None
+        if c.state is not None:
+            q = c.module.__dict__.get("_queue")
+            if q and c in q:
+                q.remove(c)
+                unused.append(c)
+            if not retain:
+                c.state = None
 
 
 class _IncompatibleKeys(NamedTuple):
@@ -56,11 +99,15 @@ class Module:
     ``zero_grad()`` see them. Each registered
     parameter's ``name`` is kept equal to its dotted ``state_dict`` key.
 
-    Saved state, for every built-in layer: ``forward`` outside :class:`~minnet.no_grad` replaces
-    what the previous forward kept, so ``backward`` always differentiates the *latest* forward
-    pass (run evaluation forwards under ``no_grad`` so they keep nothing); ``backward`` frees it,
-    so a second ``backward`` for the same forward raises ``RuntimeError`` ("Trying to backward
-    through the graph a second time").
+    Saved state: every call outside :class:`~minnet.no_grad` keeps its own (see
+    :meth:`__call__` and :mod:`minnet.nn.graph`), so ``loss.backward()`` differentiates exactly
+    the calls that produced the loss, whatever ran in between. ``module.backward(g)`` (the
+    hand-written chain) takes the call of the loss whose ``loss_fn.backward()`` ran last, else
+    the module's latest call. Backward frees the state, so a second ``backward`` for the same
+    call raises ``RuntimeError`` ("Trying to backward through the graph a second time").
+
+    A module with only a ``forward`` that calls other modules (PyTorch style) needs no
+    ``backward``: ``loss.backward()`` runs through the calls its forward made.
     """
 
     #: Where this module sits, for error messages ("layer 0 of Sequential", "fc1 of Net").
@@ -69,6 +116,21 @@ class Module:
     training: bool = True
     #: Set by a backward that used (and freed) the values a forward kept.
     _freed: bool = False
+    #: Names of the attributes a built-in layer's forward keeps for its backward; a call moves
+    #: them into its :class:`~minnet.nn.graph.Call` (see :meth:`__call__`).
+    _state_attrs: tuple[str, ...] = ()
+    _kind: int = _COMPOSITE
+    #: Whether this module's forward calls modules whose calls must be recorded in its own.
+    _records: bool = False
+    _is_loss: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "backward" in own or "_backward" in own:
+            cls._kind = _STATE if "_state_attrs" in own else _USER
+        elif "forward" in own or "_forward" in own:
+            cls._kind = _COMPOSITE
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -147,7 +209,156 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} defines no backward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        """Run :meth:`forward`; outside ``no_grad`` record the call (see :mod:`minnet.nn.graph`).
+
+        The result is an :class:`~minnet.nn.graph.Output` that knows this call: a built-in
+        layer's call keeps the layer's saved state (so the next call of the layer leaves it
+        alone), a module with a hand-written ``backward`` keeps the calls its forward made, and
+        a module with only a ``forward`` records nothing itself (the calls inside it form the
+        chain that ``loss.backward()`` walks).
+        """
+        kind = self._kind
+        if kind == _COMPOSITE or not _mode.enabled:
+            return self.forward(*args, **kwargs)
+        thread = _thread
+        if thread.next is not None:
+            thread.next = None
+        parent = None
+        if args and type(args[0]) is Output:
+            x = args[0]
+            parent = x._node
+            if parent is None:
+                parent = _graph.DERIVED
+            if kind == _STATE:  # the layer computes on the plain array
+                args = (x.view(np.ndarray),) + args[1:]
+        d = self.__dict__
+        if kind == _STATE and not self._records:
+            out = self.forward(*args, **kwargs)
+            node = Call(self, self._take(), parent)
+        else:
+            outer = thread.recording
+            thread.recording = calls = []
+            try:
+                out = self.forward(*args, **kwargs)
+            finally:
+                thread.recording = outer
+            node = Call(self, self._take() if kind == _STATE else None, parent, calls)
+        if thread.recording is not None:
+            thread.recording.append(node)
+        d["_last"] = node
+        if d.get("_claim"):  # the forward wrote into this module's reusable buffers
+            d["_claim"] = False
+            d["_owner"] = weakref.ref(node)
+        return _graph.wrap(out, node)
+
+    # ------------------------------------------------------------------- per-call state
+
+    def _take(self) -> Any:
+        """Move the saved state out of this module (into a call); leave ``None`` behind."""
+        d = self.__dict__
+        names = self._state_attrs
+        state = tuple([d.get(n) for n in names])
+        for n in names:
+            d[n] = None
+        return state
+
+    def _put(self, state: Any) -> None:
+        """Put a call's saved state back for the module's backward."""
+        d = self.__dict__
+        for n, v in zip(self._state_attrs, state):
+            d[n] = v
+
+    def _clear(self) -> None:
+        d = self.__dict__
+        for n in self._state_attrs:
+            d[n] = None
+
+    def _holds_state(self) -> bool:
+        """Whether the module's attributes hold a forward's state (a ``forward()`` called
+        directly, without recording a call)."""
+        names = self._state_attrs
+        return bool(names) and self.__dict__.get(names[0]) is not None
+
+    def _buffers_free(self) -> bool:
+        """Whether this module's reusable buffers hold no state of a call still waiting for
+        its backward (else the forward must write into new arrays)."""
+        owner = self.__dict__.get("_owner")
+        if owner is None:
+            return True
+        call = owner()
+        return call is None or (call.state is None and call.children is None)
+
+    def _run_call(self, call: Call, grad: Any, input_grad: bool, retain: bool) -> Any:
+        """Backward of one recorded call: its state put back, the module's backward run, the
+        state freed (kept with ``retain``)."""
+        calls, state = call.children, call.state
+        if calls is not None:
+            _install(calls)
+        if state is not None:
+            self._put(state)
+        failed = True
+        unused: list[Call] = []
+        try:
+            if self._kind == _USER:
+                out = self.backward(grad)
+            else:
+                out = self._backward(grad, False, input_grad)
+            failed = False
+        finally:
+            if state is not None:
+                self._clear()
+            if calls is not None:
+                _uninstall(calls, retain or failed, unused)
+        if not retain:
+            call.state = call.children = None
+        if unused:
+            names = ", ".join(sorted({c.module._label() for c in unused}))
+            warnings.warn(
+                f"{self._label()}: its backward() did not call the backward of {names} for the "
+                "call(s) its forward made, so their parameters got no gradient from this loss",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+        return out
+
+    def _pick_call(self) -> Call | None:
+        """The recorded call that ``module.backward(g)`` backpropagates: one queued by a
+        hand-written backward's call, else the input call of the loss whose
+        ``loss_fn.backward()`` ran last, else (``None``) the state of a direct ``forward()``,
+        else the latest call."""
+        d = self.__dict__
+        q = d.get("_queue")
+        if q:
+            return q.pop()
+        n = _thread.next
+        if n is not None and type(n) is Call and n.module is self and n.state is not None:
+            return n
+        if self._holds_state():
+            return None
+        n = d.get("_last")
+        if n is not None and n.state is not None:
+            return n
+        return None
+
+    def _legacy(self, impl: Any, *args: Any) -> Any:
+        """``module.backward(g)``: run the backward ``impl`` on the state of :meth:`_pick_call`'s
+        call (or on what a direct ``forward()`` kept)."""
+        call = self._pick_call()
+        if call is None:
+            _thread.next = None
+            return impl(*args)
+        self._put(call.state)
+        calls = call.children
+        if calls is not None:
+            _install(calls)
+        try:
+            out = impl(*args)
+        finally:
+            if calls is not None:
+                _uninstall(calls, True, [])
+        call.state = call.children = None
+        _thread.next = call.parent if type(call.parent) is Call else None
+        return out
 
     # Sequential calls these two. ``internal=True`` means the result goes only to the neighbouring
     # module of the same Sequential, so it may live in a buffer that the next call overwrites;
