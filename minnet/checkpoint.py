@@ -39,6 +39,7 @@ from typing import IO, Any
 import numpy as np
 
 from minnet.dtypes import bfloat16
+from minnet.nn.graph import Output
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
 
@@ -97,6 +98,8 @@ class _Encoder:
             return {"float": struct.pack(">d", obj).hex()}  # inf, and NaN with sign and payload
         if type(obj) is np.ndarray:
             return {"array": self._add(obj, where)}
+        if type(obj) is Output:  # a module's output or a loss: stored as its plain array
+            return {"array": self._add(obj.view(np.ndarray), where)}
         if isinstance(obj, (dict, list, tuple)):
             if id(obj) in self._open:
                 raise TypeError(f"minnet.save: {where} is a container that holds itself (a cycle)")

@@ -149,9 +149,15 @@ def _check(node: Any) -> None:
         raise RuntimeError(_SECOND)
 
 
-def run_backward(root: Any, grad: Any, retain: bool = False) -> None:
+def run_backward(root: Any, grad: Any, retain: bool = False, inside: Any = None) -> Any:
     """Backpropagate ``grad`` from the call ``root`` through every call it depends on, each
-    once (gradients of a call used twice are added first), adding into parameters' ``.grad``."""
+    once (gradients of a call used twice are added first), adding into parameters' ``.grad``.
+
+    With ``inside`` (a set of module ids), only calls of those modules run: the gradient that
+    reaches a call of another module (or the data) is returned instead (``None`` if none
+    was computed)."""
+    if inside is not None:
+        return _run_inside(root, grad, retain, inside)
     # Collect the calls first (depth first, parents after their consumers), so that a graph
     # that cannot run raises before any gradient is added.
     order: list[Any] = []
@@ -197,6 +203,50 @@ def run_backward(root: Any, grad: Any, retain: bool = False) -> None:
                 ready.append(p)
         if not retain and type(node) is Call:
             node.parent = None
+
+
+def _run_inside(root: Any, grad: Any, retain: bool, inside: set[int]) -> Any:
+    """:func:`run_backward` restricted to the calls of the modules in ``inside``."""
+
+    def within(node: Any) -> bool:
+        return node is not None and node is not DERIVED and (
+            type(node) is not Call or id(node.module) in inside
+        )
+
+    order: list[Any] = []
+    pending: dict[int, int] = {}
+    stack, seen = [root], {id(root)}
+    while stack:
+        node = stack.pop()
+        if type(node) is not Call or node.parent is not DERIVED:  # DERIVED: a boundary
+            _check(node)
+        order.append(node)
+        for p in node.parents():
+            if not within(p):
+                continue
+            pending[id(p)] = pending.get(id(p), 0) + 1
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    grads: dict[int, Any] = {id(root): grad}
+    ready, result = [root], None
+    while ready:
+        node = ready.pop()
+        g = grads.pop(id(node))
+        parents = node.parents()
+        outs = node.apply(g, retain)
+        for p, gp in zip(parents, outs):
+            if gp is None:
+                continue
+            if not within(p):
+                result = gp if result is None else result + gp
+                continue
+            k = id(p)
+            grads[k] = gp if k not in grads else grads[k] + gp
+            pending[k] -= 1
+            if pending[k] == 0:
+                ready.append(p)
+    return result
 
 
 class Output(np.ndarray):
@@ -246,7 +296,7 @@ class Output(np.ndarray):
                     ".mean() first)"
                 )
             if type(node) is Call and node.module._is_loss:
-                if node.parent is None:
+                if node.parent is None and node.state is not None:
                     raise RuntimeError(
                         f"element 0 of tensors does not require grad and does not have a "
                         f"grad_fn: the input of {node.module._label()} was not returned by a "
@@ -308,10 +358,10 @@ class Output(np.ndarray):
             return None
         plain = np.ndarray.__add__ if sign > 0 else np.ndarray.__sub__
         value = np.asarray(plain(self.view(np.ndarray), other.view(np.ndarray))).view(Output)
+        if other.shape != self.shape:
+            return None
         if b is None:  # a constant added: the gradient goes to self only
             value._node = _Combine((a,), (1.0,))
-        elif other.shape != self.shape:
-            return None
         else:
             value._node = _Combine((a, b), (1.0, sign))
         return value

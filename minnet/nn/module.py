@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -25,14 +26,17 @@ _STATE, _USER, _COMPOSITE = 0, 1, 2
 _thread = _graph._thread
 
 
+def _pending(c: Any) -> bool:
+    """Whether the call ``c`` still waits for its backward."""
+    return c.state is not None or c.children is not None
+
+
 def _install(calls: list[Call]) -> None:
-    """Queue each recorded call (and those nested in it) on its module, in call order, so that
-    a hand-written backward's ``child.backward(g)`` takes the state of its own call (last call
-    first, the order backward visits them)."""
+    """Queue each recorded call on its module, in call order, so that a hand-written backward's
+    ``child.backward(g)`` takes the state of its own call (last call first, the order backward
+    visits them); a child with a hand-written backward queues its own calls in turn."""
     for c in calls:
-        if c.children is not None:
-            _install(c.children)
-        if c.state is not None:
+        if _pending(c):
             d = c.module.__dict__
             q = d.get("_queue")
             if q is None:
@@ -44,17 +48,13 @@ def _uninstall(calls: list[Call], retain: bool, unused: list[Call]) -> None:
     """Undo :func:`_install`; collect the calls whose state no backward used into ``unused``;
     free every state unless ``retain``."""
     for c in calls:
-        if c.children is not None:
-            _uninstall(c.children, retain, unused)
-            if not retain:
-                c.children = None
-        if c.state is not None:
+        if _pending(c):
             q = c.module.__dict__.get("_queue")
             if q and c in q:
                 q.remove(c)
                 unused.append(c)
             if not retain:
-                c.state = None
+                c.state = c.children = None
 
 
 class _IncompatibleKeys(NamedTuple):
@@ -71,6 +71,52 @@ def _registry(module: Module, kind: str) -> dict[str, Any]:
         d = {}
         object.__setattr__(module, kind, d)
     return d
+
+
+def _user_backward(fn: Any) -> Any:
+    """Wrap a hand-written ``backward`` so that ``module.backward(g)`` runs on one recorded call:
+    the calls its forward made are queued on their modules first (see :func:`_install`)."""
+
+    @functools.wraps(fn)
+    def backward(self: Module, *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        if d.get("_in_backward"):  # super().backward(), or a run that queued the calls already
+            return fn(self, *args, **kwargs)
+        call = self._pick_call()
+        d["_in_backward"] = True
+        if call is None:
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                d["_in_backward"] = False
+        calls = call.children or []
+        _install(calls)
+        unused: list[Call] = []
+        failed = True
+        try:
+            out = fn(self, *args, **kwargs)
+            failed = False
+        finally:
+            d["_in_backward"] = False
+            _uninstall(calls, failed, unused)
+        call.state = call.children = None
+        _thread.next = call.parent if type(call.parent) is Call else None
+        if unused:
+            _warn_unused(self, unused, 3)
+        return out
+
+    backward.__wrapped__ = fn  # type: ignore[attr-defined]
+    return backward
+
+
+def _warn_unused(module: Module, unused: list[Call], stacklevel: int) -> None:
+    names = ", ".join(sorted({c.module._label() for c in unused}))
+    warnings.warn(
+        f"{module._label()}: its backward() did not call the backward of {names} for the "
+        "call(s) its forward made, so their parameters got no gradient from this loss",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 class Module:
@@ -129,6 +175,8 @@ class Module:
         own = cls.__dict__
         if "backward" in own or "_backward" in own:
             cls._kind = _STATE if "_state_attrs" in own else _USER
+            if cls._kind == _USER and "backward" in own:
+                cls.backward = _user_backward(own["backward"])  # type: ignore[method-assign]
         elif "forward" in own or "_forward" in own:
             cls._kind = _COMPOSITE
 
@@ -204,9 +252,23 @@ class Module:
         """Compute the output for input ``x``, keeping what :meth:`backward` needs."""
         raise NotImplementedError(f"{type(self).__name__} defines no forward()")
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """Return dLoss/d(input) for dLoss/d(output) ``grad_out``; add into parameter grads."""
-        raise NotImplementedError(f"{type(self).__name__} defines no backward()")
+    def backward(self, grad_out: np.ndarray) -> Any:
+        """Return dLoss/d(input) for dLoss/d(output) ``grad_out``; add into parameter grads.
+
+        A module that defines only ``forward`` (calling other modules) backpropagates through
+        the calls its latest forward made (or those of the loss whose ``loss_fn.backward()``
+        ran last); the input gradient is ``None`` when the input was data."""
+        inside = {id(m) for m in self.modules()}
+        root = _thread.next
+        if not (type(root) is Call and id(root.module) in inside and _pending(root)):
+            root = self.__dict__.get("_last")
+        if root is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} defines no backward() and has no recorded call to "
+                "backpropagate (call it as module(x) outside no_grad(), or use loss.backward())"
+            )
+        _thread.next = None
+        return _graph.run_backward(root, grad_out, False, inside)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run :meth:`forward`; outside ``no_grad`` record the call (see :mod:`minnet.nn.graph`).
@@ -218,8 +280,12 @@ class Module:
         chain that ``loss.backward()`` walks).
         """
         kind = self._kind
-        if kind == _COMPOSITE or not _mode.enabled:
+        if not _mode.enabled:
             return self.forward(*args, **kwargs)
+        if kind == _COMPOSITE:
+            out = self.forward(*args, **kwargs)
+            self.__dict__["_last"] = getattr(out, "_node", None)  # for module.backward(g)
+            return out
         thread = _thread
         if thread.next is not None:
             thread.next = None
@@ -300,7 +366,11 @@ class Module:
         unused: list[Call] = []
         try:
             if self._kind == _USER:
-                out = self.backward(grad)
+                self.__dict__["_in_backward"] = True
+                try:
+                    out = self.backward(grad)
+                finally:
+                    self.__dict__["_in_backward"] = False
             else:
                 out = self._backward(grad, False, input_grad)
             failed = False
@@ -312,13 +382,7 @@ class Module:
         if not retain:
             call.state = call.children = None
         if unused:
-            names = ", ".join(sorted({c.module._label() for c in unused}))
-            warnings.warn(
-                f"{self._label()}: its backward() did not call the backward of {names} for the "
-                "call(s) its forward made, so their parameters got no gradient from this loss",
-                RuntimeWarning,
-                stacklevel=5,
-            )
+            _warn_unused(self, unused, 4)
         return out
 
     def _pick_call(self) -> Call | None:
@@ -331,12 +395,12 @@ class Module:
         if q:
             return q.pop()
         n = _thread.next
-        if n is not None and type(n) is Call and n.module is self and n.state is not None:
+        if n is not None and type(n) is Call and n.module is self and _pending(n):
             return n
         if self._holds_state():
             return None
         n = d.get("_last")
-        if n is not None and n.state is not None:
+        if n is not None and type(n) is Call and _pending(n):
             return n
         return None
 
