@@ -3,8 +3,8 @@
     64 x 1000 -> Linear(1000, 100) -> ReLU -> Linear(100, 10), MSELoss(reduction='sum'),
     Adam(lr=1e-4, eps=1e-8, amsgrad=True), 500 steps, printing "t loss" per step.
 
-The only changes from the PyTorch program are the imports, NumPy data, and the backward line
-``model.backward(loss_fn.backward())`` in place of ``loss.backward()``.
+The only changes from the PyTorch program are the imports and NumPy data: ``loss.backward()``
+runs the layers' hand-written backward passes on the state of the calls that produced the loss.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> float:
         if not args.quiet:
             print(t, loss.item())
         optimizer.zero_grad()
-        model.backward(loss_fn.backward())
+        loss.backward()
         optimizer.step()
     elapsed = time.perf_counter() - start
     if args.quiet:

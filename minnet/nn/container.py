@@ -53,8 +53,9 @@ class Sequential(Module):
         self._records = any(m._kind != _STATE or m._records for m in modules)
 
     def _take(self) -> Any:
-        state = [d.get(n) for d, n in self._slots]
+        state = []
         for d, n in self._slots:
+            state.append(d[n])
             d[n] = None
         return state
 
@@ -79,19 +80,38 @@ class Sequential(Module):
         # Under no_grad, and while an earlier call that used the buffers waits for its
         # backward, every module returns a fresh array, so the buffers that a pending backward
         # reads are left as they are.
-        modules = self._layers
         if not _mode.enabled:
             return self._run(x, 0)
-        if _thread.fresh or not self._buffers_free():
-            if _thread.fresh:
-                return self._run(x, 0)
-            _thread.fresh = True  # nested Sequentials take no buffers either
-            try:
-                return self._run(x, 0)
-            finally:
-                _thread.fresh = False
-        self.__dict__["_claim"] = True
-        return self._run(x, len(modules) - 1)
+        d = self.__dict__
+        owner = d.get("_owner")
+        if owner is not None and (call := owner()) is not None and (
+            call.state is not None or call.children is not None
+        ):
+            return self._run_fresh(x)
+        if _thread.fresh:
+            return self._run(x, 0)
+        d["_claim"] = True
+        modules, pairs = self._layers, self._pairs
+        last = len(modules) - 1
+        i = 0
+        while i < len(modules):
+            if i in pairs:
+                x = modules[i + 1]._forward_pair(modules[i], x, i < last, i + 1 < last)
+                i += 2
+            else:
+                x = modules[i]._forward(x, i < last)
+                i += 1
+        return x
+
+    def _run_fresh(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`_run` writing into new arrays only, nested Sequentials included."""
+        if _thread.fresh:
+            return self._run(x, 0)
+        _thread.fresh = True
+        try:
+            return self._run(x, 0)
+        finally:
+            _thread.fresh = False
 
     def _run(self, x: np.ndarray, last: int) -> np.ndarray:
         """The modules in turn; those before index ``last`` may write into their buffers."""

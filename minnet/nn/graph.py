@@ -158,6 +158,21 @@ def run_backward(root: Any, grad: Any, retain: bool = False, inside: Any = None)
     was computed)."""
     if inside is not None:
         return _run_inside(root, grad, retain, inside)
+    # The usual graph is a chain of module calls (a loss after a model): checked, then run.
+    chain = []
+    node = root
+    while type(node) is Call:
+        if node.parent is DERIVED or (node.state is None and node.children is None):
+            _check(node)
+        chain.append(node)
+        node = node.parent
+        if node is None:
+            g = grad
+            for call in chain:
+                g = call.module._run_call(call, g, call.parent is not None, retain)
+                if not retain:
+                    call.parent = None
+            return None
     # Collect the calls first (depth first, parents after their consumers), so that a graph
     # that cannot run raises before any gradient is added.
     order: list[Any] = []

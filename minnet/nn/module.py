@@ -279,9 +279,9 @@ class Module:
         a module with only a ``forward`` records nothing itself (the calls inside it form the
         chain that ``loss.backward()`` walks).
         """
-        kind = self._kind
         if not _mode.enabled:
             return self.forward(*args, **kwargs)
+        kind = self._kind
         if kind == _COMPOSITE:
             out = self.forward(*args, **kwargs)
             self.__dict__["_last"] = getattr(out, "_node", None)  # for module.backward(g)
@@ -296,11 +296,22 @@ class Module:
             if parent is None:
                 parent = _graph.DERIVED
             if kind == _STATE:  # the layer computes on the plain array
-                args = (x.view(np.ndarray),) + args[1:]
+                args = (x.view(np.ndarray), *args[1:])
         d = self.__dict__
-        if kind == _STATE and not self._records:
+        if kind == _STATE and not self._records:  # a built-in layer: the usual call
             out = self.forward(*args, **kwargs)
             node = Call(self, self._take(), parent)
+            d["_last"] = node
+            if d.get("_claim"):  # the forward wrote into this module's reusable buffers
+                d["_claim"] = False
+                d["_owner"] = weakref.ref(node)
+            if thread.recording is not None:
+                thread.recording.append(node)
+            if type(out) is np.ndarray:
+                out = out.view(Output)
+                out._node = node
+                return out
+            return _graph.wrap(out, node)
         else:
             outer = thread.recording
             thread.recording = calls = []
@@ -315,6 +326,10 @@ class Module:
         if d.get("_claim"):  # the forward wrote into this module's reusable buffers
             d["_claim"] = False
             d["_owner"] = weakref.ref(node)
+        if type(out) is np.ndarray:
+            out = out.view(Output)
+            out._node = node
+            return out
         return _graph.wrap(out, node)
 
     # ------------------------------------------------------------------- per-call state
@@ -322,9 +337,9 @@ class Module:
     def _take(self) -> Any:
         """Move the saved state out of this module (into a call); leave ``None`` behind."""
         d = self.__dict__
-        names = self._state_attrs
-        state = tuple([d.get(n) for n in names])
-        for n in names:
+        state = []
+        for n in self._state_attrs:
+            state.append(d.get(n))
             d[n] = None
         return state
 
@@ -358,6 +373,15 @@ class Module:
         """Backward of one recorded call: its state put back, the module's backward run, the
         state freed (kept with ``retain``)."""
         calls, state = call.children, call.state
+        if calls is None and self._kind == _STATE:  # a layer's call: the usual case
+            self._put(state)
+            try:
+                out = self._backward(grad, False, input_grad)
+            finally:
+                self._clear()
+            if not retain:
+                call.state = None
+            return out
         if calls is not None:
             _install(calls)
         if state is not None:
