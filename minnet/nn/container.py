@@ -168,3 +168,170 @@ class Sequential(Module):
     def __repr__(self) -> str:
         inner = "\n".join(f"  ({i}): {m!r}" for i, m in enumerate(self._layers))
         return f"Sequential(\n{inner}\n)"
+
+
+def _check_module(m: Any, where: str) -> Module:
+    if not isinstance(m, Module):
+        raise TypeError(f"{where}: {type(m).__name__} is not a Module")
+    return m
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (names ``"0.weight"``, ...), as
+    PyTorch's ``ModuleList``: index it, iterate it, ``append``/``extend``/``insert`` into it.
+
+    It has no ``forward``: a module that holds one calls its entries in its own ``forward``
+    (``for layer in self.layers: x = layer(x)``), and ``loss.backward()`` runs through those
+    calls.
+    """
+
+    def __init__(self, modules: Any = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def _items(self) -> list[Module]:
+        return [m for m in self._modules.values() if m is not None]
+
+    def _renumber(self, modules: list[Module]) -> None:
+        for k in list(self._modules):
+            self.__dict__.pop(k, None)
+        self._modules.clear()
+        for i, m in enumerate(modules):
+            self.add_module(str(i), m)
+
+    def __getitem__(self, index: Any) -> Any:
+        items = self._items()
+        if isinstance(index, slice):
+            return ModuleList(items[index])
+        return items[index]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        items = self._items()
+        items[index] = _check_module(module, "ModuleList")
+        self._renumber(items)
+
+    def __delitem__(self, index: Any) -> None:
+        items = self._items()
+        del items[index]
+        self._renumber(items)
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._items())
+
+    def __iadd__(self, modules: Any) -> ModuleList:
+        return self.extend(modules)
+
+    def append(self, module: Module) -> ModuleList:
+        """Add ``module`` at the end; returns ``self``."""
+        self.add_module(str(len(self)), _check_module(module, "ModuleList.append"))
+        return self
+
+    def extend(self, modules: Any) -> ModuleList:
+        """Add every module of an iterable at the end; returns ``self``."""
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        """Insert ``module`` before position ``index``."""
+        items = self._items()
+        items.insert(index, _check_module(module, "ModuleList.insert"))
+        self._renumber(items)
+
+    def forward(self, *args: Any) -> Any:  # pragma: no cover - as PyTorch's, not callable
+        raise NotImplementedError(
+            "ModuleList has no forward(): call its modules in the forward of the module that "
+            "holds it"
+        )
+
+
+class ModuleDict(Module):
+    """A dict of modules whose parameters are registered (names ``"<key>.weight"``), as
+    PyTorch's ``ModuleDict``: ``d[key]``, ``key in d``, ``keys()``, ``values()``,
+    ``items()``, ``update()``, ``pop()``; insertion order is kept. No ``forward``."""
+
+    def __init__(self, modules: Any = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"ModuleDict: keys must be strings, got {type(key).__name__}")
+        self.add_module(key, _check_module(module, f"ModuleDict[{key!r}]"))
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+        object.__delattr__(self, key)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._modules
+
+    def keys(self) -> Any:
+        """The keys, in insertion order."""
+        return self._modules.keys()
+
+    def values(self) -> Any:
+        """The modules, in insertion order."""
+        return self._modules.values()
+
+    def items(self) -> Any:
+        """``(key, module)`` pairs, in insertion order."""
+        return self._modules.items()
+
+    def update(self, modules: Any) -> None:
+        """Add ``(key, module)`` pairs from a mapping or an iterable of pairs."""
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for k, m in pairs:
+            self[k] = m
+
+    def pop(self, key: str) -> Module:
+        """Remove ``key`` and return its module."""
+        m = self[key]
+        del self[key]
+        return m
+
+    def clear(self) -> None:
+        """Remove every module."""
+        for k in list(self._modules):
+            del self[k]
+
+    def forward(self, *args: Any) -> Any:  # pragma: no cover - as PyTorch's, not callable
+        raise NotImplementedError(
+            "ModuleDict has no forward(): call its modules in the forward of the module that "
+            "holds it"
+        )
+
+
+class Identity(Module):
+    """Returns its input unchanged (any arguments to the constructor are ignored, as PyTorch's
+    ``Identity``); backward passes the gradient through."""
+
+    _state_attrs = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x`` itself (under ``module(x)`` a new view of it that knows this call)."""
+        return x
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
+        return grad_out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """``grad_out`` itself."""
+        return grad_out

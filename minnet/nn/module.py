@@ -192,6 +192,20 @@ class Module:
         if isinstance(value, (Parameter, Module)):
             self._register(name, value)
         elif name[0] != "_":
+            if isinstance(value, (list, tuple, dict)) and any(
+                isinstance(v, (Module, Parameter))
+                for v in (value.values() if isinstance(value, dict) else value)
+            ):
+                kind = "dict" if isinstance(value, dict) else type(value).__name__
+                holder = "ModuleDict" if isinstance(value, dict) else "ModuleList"
+                warnings.warn(
+                    f"{type(self).__name__}.{name} is a plain {kind} of modules or parameters: "
+                    "nothing in it is registered, so parameters(), state_dict(), to()/float() "
+                    "and the optimizer do not see it; use minnet.nn." + holder + " (or "
+                    "ParameterList-style attributes) instead",
+                    UserWarning,
+                    stacklevel=2,
+                )
             params = self.__dict__.get("_parameters")
             modules = self.__dict__.get("_modules")
             if params and name in params:
@@ -632,11 +646,48 @@ class Module:
         ``self`` (see :meth:`half` for how 16-bit models compute)."""
         return self._cast(BFLOAT16)
 
-    def to(self, dtype: Any) -> Module:
-        """Cast every parameter (and gradient) to ``dtype``: float16, bfloat16 (or the string
-        ``"bfloat16"``), float32 or float64; returns ``self``. minnet has no devices, so only
-        PyTorch's ``module.to(dtype)`` form exists."""
-        return self._cast(dtype)
+    def to(self, *args: Any, **kwargs: Any) -> Module:
+        """Cast every parameter (and gradient) to a dtype: float16, bfloat16 (or the string
+        ``"bfloat16"``), float32 or float64; returns ``self``.
+
+        minnet runs on the CPU only: a device (``"cpu"``, ``device="cpu"``) is accepted and
+        changes nothing, as PyTorch's ``module.to("cpu")`` on a CPU model; any other device
+        raises ``ValueError``. ``to("cpu", np.float64)`` and ``to(dtype=...)`` also work.
+        """
+        dtype = kwargs.pop("dtype", None)
+        device = kwargs.pop("device", None)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, str) and a.split(":")[0].lower() in ("cpu", "cuda", "mps", "xpu"):
+                device = a
+            elif dtype is None:
+                dtype = a
+            else:
+                raise TypeError(f"to() got more than one dtype: {dtype!r} and {a!r}")
+        if device is not None and str(device).split(":")[0].lower() != "cpu":
+            raise ValueError(f"minnet runs on the CPU only; cannot move a module to {device!r}")
+        return self if dtype is None else self._cast(dtype)
+
+    def cpu(self) -> Module:
+        """``self``: minnet's modules are always on the CPU (PyTorch's ``module.cpu()``)."""
+        return self
+
+    def apply(self, fn: Any) -> Module:
+        """Call ``fn(m)`` on every sub-module (children first, depth first) and then on this
+        module; returns ``self``. PyTorch's idiom for initialisation::
+
+            def init(m):
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
+            model.apply(init)
+        """
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
 
     # ------------------------------------------------------------------------- state
 
