@@ -315,3 +315,12 @@ def test_module_backward_without_a_loss_keeps_working() -> None:
         out = lin(np.ones((4, 3)))
         out.backward(np.ones((4, 2)))  # an output's backward with its gradient
     np.testing.assert_array_equal(lin.weight.grad, np.full((2, 3), 12.0))
+
+
+def test_a_sequential_whose_layers_were_called_one_by_one() -> None:
+    # model[i](...) calls, then model.backward(g): each layer's own latest call is used.
+    model, loss_fn = _seq(), nn.MSELoss()
+    h = model[1](model[0](XB))
+    loss_fn(model[2](h), YB)
+    model.backward(loss_fn.backward())
+    _assert_ref(model)

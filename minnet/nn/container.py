@@ -70,6 +70,14 @@ class Sequential(Module):
     def _holds_state(self) -> bool:
         return any(d.get(n) is not None for d, n in self._slots)
 
+    def _children_calls(self) -> list[Any]:
+        calls = []
+        for m in self._layers:
+            c = m.__dict__.get("_last")
+            if m._kind == _STATE and c is not None and c.state is not None:
+                calls.append(c)
+        return calls
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Apply each module in turn; the result is a new array.
 

@@ -24,6 +24,8 @@ _PLAIN = (bool, np.ndarray)
 # modules inside it form the chain.
 _STATE, _USER, _COMPOSITE = 0, 1, 2
 _thread = _graph._thread
+#: Attributes that refer to recorded calls or to the state of a backward in progress.
+_GRAPH_KEYS = ("_last", "_owner", "_claim", "_queue", "_in_backward")
 
 
 def _pending(c: Any) -> bool:
@@ -223,6 +225,16 @@ class Module:
                     )
                 modules[name] = None
         object.__setattr__(self, name, value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module without its recorded calls (a copy or a pickle starts with none)."""
+        state = self.__dict__.copy()
+        for key in _GRAPH_KEYS:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __delattr__(self, name: str) -> None:
         for kind in ("_parameters", "_modules"):
@@ -442,13 +454,27 @@ class Module:
             return n
         return None
 
+    def _children_calls(self) -> list[Call]:
+        """For a container: the pending latest call of each layer inside (none by default)."""
+        return []
+
     def _legacy(self, impl: Any, *args: Any) -> Any:
         """``module.backward(g)``: run the backward ``impl`` on the state of :meth:`_pick_call`'s
         call (or on what a direct ``forward()`` kept)."""
         call = self._pick_call()
         if call is None:
             _thread.next = None
-            return impl(*args)
+            calls = None if self._holds_state() else self._children_calls()
+            if not calls:
+                return impl(*args)
+            # The layers inside were called one by one (not through this module): each one's
+            # latest call, as their own backward(g) would take.
+            for c in calls:
+                c.module._put(c.state)
+            out = impl(*args)
+            for c in calls:
+                c.state = None
+            return out
         self._put(call.state)
         calls = call.children
         if calls is not None:
