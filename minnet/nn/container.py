@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from minnet.nn import graph as _graph
 from minnet.nn.grad_mode import _mode
-from minnet.nn.graph import _thread
+from minnet.nn.graph import Call, Output, _thread
 from minnet.nn.module import _STATE, Module
 
 
@@ -52,6 +54,64 @@ class Sequential(Module):
         # A module with a hand-written backward (or none) inside: record the calls it makes.
         self._records = any(m._kind != _STATE or m._records for m in modules)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`Module.__call__`, spelled out for the usual call (one input, layers with
+        their own state): the step's hot path."""
+        if kwargs or len(args) != 1 or self._records or self._kind != _STATE or not _mode.enabled:
+            return Module.__call__(self, *args, **kwargs)
+        thread = _thread
+        if thread.next is not None:
+            thread.next = None
+        x = args[0]
+        parent = None
+        if type(x) is Output:
+            parent = x._node
+            if parent is None:
+                parent = _graph.DERIVED
+            x = x.view(np.ndarray)
+        d = self.__dict__
+        owner = d.get("_owner")
+        if thread.fresh or (
+            owner is not None
+            and (call := owner()) is not None
+            and (call.state is not None or call.children is not None)
+        ):
+            out = self._run_fresh(x)
+            claim = False
+        else:
+            out = self._run(x, len(self._layers) - 1)
+            claim = True
+        state = []
+        for sd, n in self._slots:
+            state.append(sd.get(n))
+            sd[n] = None
+        node = Call(self, state, parent)
+        d["_last"] = node
+        if claim:
+            d["_owner"] = weakref.ref(node)
+        if thread.recording is not None:
+            thread.recording.append(node)
+        if type(out) is np.ndarray:
+            out = out.view(Output)
+            out._node = node
+            return out
+        return _graph.wrap(out, node)
+
+    def _run_call(self, call: Any, grad: Any, input_grad: bool, retain: bool) -> Any:
+        if call.children is not None:
+            return Module._run_call(self, call, grad, input_grad, retain)
+        slots = self._slots
+        for (d, n), v in zip(slots, call.state):
+            d[n] = v
+        try:
+            out = self._backward_impl(grad, input_grad)
+        finally:
+            for d, n in slots:
+                d[n] = None
+        if not retain:
+            call.state = None
+        return out
+
     def _take(self) -> Any:
         state = []
         for d, n in self._slots:
@@ -68,7 +128,10 @@ class Sequential(Module):
             d[n] = None
 
     def _holds_state(self) -> bool:
-        return any(d.get(n) is not None for d, n in self._slots)
+        for d, n in self._slots:
+            if d.get(n) is not None:
+                return True
+        return False
 
     def _children_calls(self) -> list[Any]:
         calls = []

@@ -16,14 +16,17 @@ model's last layer expects.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numba
 import numpy as np
 
+from minnet.nn import graph as _graph
 from minnet.nn._util import _as_float_array, _asarray, _compute, _is_float
-from minnet.nn.grad_mode import is_grad_enabled
-from minnet.nn.module import Module
+from minnet.nn.grad_mode import _mode, is_grad_enabled
+from minnet.nn.graph import Call, Output, _thread
+from minnet.nn.module import _STATE, Module
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -42,6 +45,54 @@ class _Loss(Module):
 
     _state_attrs = ()
     _is_loss = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`Module.__call__`, spelled out for ``loss_fn(input, target)``: the loss value
+        is a 0-d :class:`~minnet.nn.graph.Output` that knows this call."""
+        if kwargs or len(args) != 2 or self._kind != _STATE or not _mode.enabled:
+            return Module.__call__(self, *args, **kwargs)
+        thread = _thread
+        if thread.next is not None:
+            thread.next = None
+        x = args[0]
+        parent = None
+        if type(x) is Output:
+            parent = x._node
+            if parent is None:
+                parent = _graph.DERIVED
+            x = x.view(np.ndarray)
+        value = self.forward(x, args[1])
+        d = self.__dict__
+        state = []
+        for n in self._state_attrs:
+            state.append(d.get(n))
+            d[n] = None
+        node = Call(self, state, parent)
+        d["_last"] = node
+        if d.get("_claim"):
+            d["_claim"] = False
+            d["_owner"] = weakref.ref(node)
+        if thread.recording is not None:
+            thread.recording.append(node)
+        out = (value if type(value) is np.ndarray else np.asarray(value)).view(Output)
+        out._node = node
+        return out
+
+    def _run_call(self, call: Any, grad: Any, input_grad: bool, retain: bool) -> Any:
+        if call.children is not None or self._kind != _STATE:
+            return Module._run_call(self, call, grad, input_grad, retain)
+        d = self.__dict__
+        names = self._state_attrs
+        for n, v in zip(names, call.state):
+            d[n] = v
+        try:
+            out = self._loss_backward(grad)
+        finally:
+            for n in names:
+                d[n] = None
+        if not retain:
+            call.state = None
+        return out
 
     def _backward(self, grad_out: Any, internal: bool, input_grad: bool) -> Any:
         return self._loss_backward(grad_out)
@@ -157,7 +208,9 @@ class MSELoss(_Loss):
             if diff is None or diff.shape != input.shape or diff.dtype != dtype:
                 diff = d["_buf"] = np.empty(input.shape, dtype)
                 d["_claim"] = True
-            elif self._buffers_free():
+            elif (owner := d.get("_owner")) is None or (
+                (call := owner()) is None or call.state is None
+            ):
                 d["_claim"] = True
             else:
                 diff = np.empty(input.shape, dtype)

@@ -26,6 +26,7 @@ _STATE, _USER, _COMPOSITE = 0, 1, 2
 _thread = _graph._thread
 #: Attributes that refer to recorded calls or to the state of a backward in progress.
 _GRAPH_KEYS = ("_last", "_owner", "_claim", "_queue", "_in_backward")
+_ATTRS: Any = object()  # _pick_call: the module's attributes hold a direct forward's state
 
 
 def _pending(c: Any) -> bool:
@@ -86,7 +87,7 @@ def _user_backward(fn: Any) -> Any:
             return fn(self, *args, **kwargs)
         call = self._pick_call()
         d["_in_backward"] = True
-        if call is None:
+        if call is None or call is _ATTRS:
             try:
                 return fn(self, *args, **kwargs)
             finally:
@@ -435,11 +436,11 @@ class Module:
             _warn_unused(self, unused, 4)
         return out
 
-    def _pick_call(self) -> Call | None:
+    def _pick_call(self) -> Any:
         """The recorded call that ``module.backward(g)`` backpropagates: one queued by a
         hand-written backward's call, else the input call of the loss whose
-        ``loss_fn.backward()`` ran last, else (``None``) the state of a direct ``forward()``,
-        else the latest call."""
+        ``loss_fn.backward()`` ran last, else (``_ATTRS``) the state a direct ``forward()``
+        left in the attributes, else the latest call (``None``: no call waits)."""
         d = self.__dict__
         q = d.get("_queue")
         if q:
@@ -448,7 +449,7 @@ class Module:
         if n is not None and type(n) is Call and n.module is self and _pending(n):
             return n
         if self._holds_state():
-            return None
+            return _ATTRS
         n = d.get("_last")
         if n is not None and type(n) is Call and _pending(n):
             return n
@@ -462,9 +463,10 @@ class Module:
         """``module.backward(g)``: run the backward ``impl`` on the state of :meth:`_pick_call`'s
         call (or on what a direct ``forward()`` kept)."""
         call = self._pick_call()
-        if call is None:
-            _thread.next = None
-            calls = None if self._holds_state() else self._children_calls()
+        if call is None or call is _ATTRS:
+            if _thread.next is not None:
+                _thread.next = None
+            calls = None if call is _ATTRS else self._children_calls()
             if not calls:
                 return impl(*args)
             # The layers inside were called one by one (not through this module): each one's
