@@ -20,7 +20,8 @@ class Dropout(Module):
     Training mode: ``y = x * m / (1 - p)`` with ``m`` Bernoulli(``1 - p``) drawn per element
     (``m`` is ``u >= p`` for ``u`` uniform in [0, 1)); ``dx = g * m / (1 - p)``. ``p = 1`` gives
     ``y = x * 0``. The mask is drawn in training mode whether or not ``no_grad`` is active (as in
-    PyTorch); backward uses the mask of the latest forward outside ``no_grad``. A float16 or
+    PyTorch); backward uses the mask of its own call (each call outside ``no_grad`` keeps
+    one, see :mod:`minnet.nn.graph`). A float16 or
     bfloat16 input is multiplied in float32 (``m / (1 - p)`` is a float32 value) and the
     product rounded once to the input's dtype; backward likewise. The mask does not depend on
     the dtype: the same seed drops the same elements in every precision.

@@ -1,11 +1,12 @@
 """Losses: ``loss_fn(input, target)`` returns the loss, ``loss_fn.backward()`` dLoss/d(input).
 
 Every loss is a :class:`~minnet.nn.Module` with PyTorch's arguments and ``reduction`` ("mean",
-"sum" or "none"). ``backward(grad=None)`` returns dLoss/d(input) for the latest call outside
-``no_grad``: for "mean"/"sum" ``grad`` is a scalar factor (default 1), for "none" it is the
-upstream gradient of the per-element loss (default ones). Calls under ``no_grad`` (validation)
-keep nothing, so they never change what a pending ``backward`` returns. ``backward`` may be
-called more than once: it adds into no parameter.
+"sum" or "none"). Outside ``no_grad`` the value is a 0-d :class:`~minnet.nn.graph.Output` (an
+array for "none") whose ``backward()`` backpropagates through the module calls that produced
+the input (:mod:`minnet.nn.graph`). ``loss_fn.backward(grad=None)`` returns dLoss/d(input) for
+the loss's latest call outside ``no_grad``: for "mean"/"sum" ``grad`` is a scalar factor (default
+1), for "none" it is the upstream gradient of the per-element loss (default ones). Calls under
+``no_grad`` (validation) keep nothing, so they never change what a pending ``backward`` returns.
 
 Precision: a float32 or float64 input is computed in its own dtype. A float16 or bfloat16 input
 is widened to float32 and the whole loss is computed in float32 (targets and weights are cast to
