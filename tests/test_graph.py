@@ -324,3 +324,53 @@ def test_a_sequential_whose_layers_were_called_one_by_one() -> None:
     loss_fn(model[2](h), YB)
     model.backward(loss_fn.backward())
     _assert_ref(model)
+
+
+class Inner(nn.Module):
+    """A hand-written block used inside a Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6, rng=4, dtype=F64)
+        self.act = nn.Tanh()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.act(self.fc(x))
+
+    def backward(self, g: np.ndarray) -> np.ndarray:
+        return self.fc.backward(self.act.backward(g))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 5, rng=0, dtype=F64), nn.GELU(),
+                          nn.Dropout(0.5, rng=3), nn.Linear(5, 2, rng=1, dtype=F64)),
+    lambda: nn.Sequential(nn.Linear(6, 6, rng=0, dtype=F64), Inner(),
+                          nn.Sequential(nn.ReLU(), nn.Linear(6, 2, rng=1, dtype=F64))),
+    lambda: nn.Sequential(nn.Linear(6, 8, rng=0), nn.ReLU(), nn.Linear(8, 2, rng=1)).half(),
+])  # fmt: skip
+def test_every_layer_kind_keeps_its_own_call(make) -> None:
+    # Dropout masks, nested Sequentials, hand-written blocks inside a Sequential, 16-bit
+    # layers: an extra forward (its own mask, its own buffers) changes nothing.
+    x = np.random.default_rng(5).standard_normal((4, 2, 3))
+    xv = 2 * np.random.default_rng(6).standard_normal((4, 2, 3))
+    y = np.random.default_rng(7).standard_normal((4, 2))
+    flat = (lambda a: a) if isinstance(make()[0], nn.Flatten) else (lambda a: a.reshape(4, 6))
+
+    def grads(extra: bool) -> list[np.ndarray]:
+        model, loss_fn = make(), nn.MSELoss()
+        loss = loss_fn(model(flat(x)), y)
+        if extra:
+            other = model(flat(xv))
+            assert other.shape == (4, 2)
+        loss.backward()
+        return [p.grad.copy() for p in model.parameters()]
+
+    ref = grads(False)
+    assert all(np.isfinite(g.astype(np.float64)).all() for g in ref) and ref[0].any()
+    for a, b in zip(ref, grads(True)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recorded_chain_passes_gradcheck() -> None:
+    model = nn.Sequential(nn.Linear(6, 6, rng=0, dtype=F64), Inner(), nn.Linear(6, 3, rng=2))
+    assert minnet.testing.gradcheck(model, np.random.default_rng(8).standard_normal((3, 6)))
