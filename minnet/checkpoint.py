@@ -26,6 +26,7 @@ worst plus a stray ``.<name>.<random>.tmp`` file).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -193,6 +194,10 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    if not os.path.isdir(directory):  # name the user's path, not the temporary file
+        raise FileNotFoundError(
+            errno.ENOENT, f"minnet.save: the directory {directory!r} does not exist", path
+        )
     # O_EXCL: never follow or clobber an existing file; mode 0o666 lets the umask decide.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
