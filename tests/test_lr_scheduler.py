@@ -434,3 +434,11 @@ def test_chained_and_cyclic_state_dicts_resume() -> None:
     d = ls.CyclicLR(FakeOptimizer([0.1], "adam"), 0.01, 0.1, step_size_up=4)
     d.load_state_dict(state)
     assert d.scale_fn(2) == pytest.approx(0.81)
+
+
+def test_optimizer_step_replaced_after_the_scheduler_warns() -> None:
+    opt = FakeOptimizer([0.1])
+    sched = ls.StepLR(opt, step_size=2)
+    opt.step = lambda: None  # replaced after the scheduler wrapped it
+    with pytest.warns(UserWarning, match="Seems like `optimizer.step\\(\\)` has been overridden"):
+        sched.step()

@@ -260,7 +260,9 @@ class LRScheduler:
         """
         if self._step_count == 1:
             if not hasattr(getattr(self.optimizer, "step", None), "_wrapped_by_lr_sched"):
-                if hasattr(self.optimizer, "step"):
+                # replaced after construction (an optimizer that could not be wrapped has no
+                # step of its own on the instance: nothing to say)
+                if "step" in getattr(self.optimizer, "__dict__", {}):
                     warnings.warn(_STEP_OVERRIDDEN, UserWarning, stacklevel=2)
             elif not getattr(self.optimizer, "_opt_called", False):
                 warnings.warn(_STEP_BEFORE_OPTIMIZER, UserWarning, stacklevel=2)
