@@ -11,10 +11,10 @@ count (by default read from the machine, see ``minnet.threads``).
 ``minnet.lab`` is the epsilon lab (scenarios, sweeps, plots), also run as ``minnet sweep``.
 """
 
-from minnet import data, nn, optim, threads
+from minnet import data, nn, optim, testing, threads
 from minnet.checkpoint import CheckpointError, load, save
 from minnet.nn.grad_mode import no_grad
-from minnet.random import manual_seed
+from minnet.random import get_rng_state, manual_seed, set_rng_state
 from minnet.threads import get_num_threads, set_num_threads
 
 __all__ = [
@@ -22,6 +22,9 @@ __all__ = [
     "optim",
     "data",
     "manual_seed",
+    "get_rng_state",
+    "set_rng_state",
+    "testing",
     "save",
     "load",
     "CheckpointError",

@@ -47,6 +47,7 @@ from typing import IO, Any
 import numpy as np
 
 from minnet.dtypes import bfloat16
+from minnet.nn.graph import Output
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
 
@@ -114,6 +115,8 @@ class _Encoder:
             return {"float": struct.pack(">d", obj).hex()}  # inf, and NaN with sign and payload
         if type(obj) is np.ndarray:
             return {"array": self._add(obj, where)}
+        if type(obj) is Output:  # a module's output or a loss: stored as its plain array
+            return {"array": self._add(obj.view(np.ndarray), where)}
         if isinstance(obj, (dict, list, tuple)):
             if id(obj) in self._open:
                 raise TypeError(f"minnet.save: {where} is a container that holds itself (a cycle)")
@@ -207,6 +210,10 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    if not os.path.isdir(directory):  # name the user's path, not the temporary file
+        raise FileNotFoundError(
+            errno.ENOENT, f"minnet.save: the directory {directory!r} does not exist", path
+        )
     try:
         old = os.stat(path)
     except OSError:

@@ -16,13 +16,18 @@ generator (at the moment of drawing).
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
-__all__ = ["default_generator", "manual_seed", "resolve_rng", "seeded_default_generator"]
+__all__ = [
+    "default_generator", "manual_seed", "resolve_rng", "seeded_default_generator",
+    "get_rng_state", "set_rng_state",
+]  # fmt: skip
 
 _default: np.random.Generator = np.random.default_rng()
 _local = threading.local()  # a per-thread override, set only by seeded_default_generator
@@ -88,3 +93,30 @@ def resolve_rng(rng: np.random.Generator | int | None, where: str = "rng") -> np
     if rng < 0:
         raise ValueError(f"{where}: rng seed must be >= 0, got {rng}")
     return np.random.default_rng(int(rng))
+
+
+def get_rng_state(generator: np.random.Generator | None = None) -> dict[str, Any]:
+    """The state of ``generator`` (default: the default generator), as PyTorch's
+    ``torch.get_rng_state()``: a dict of plain ints and strings that ``minnet.save`` stores;
+    :func:`set_rng_state` with it makes the generator repeat the same draws (dropout masks,
+    shuffled orders, initial weights) bit for bit."""
+    gen = default_generator() if generator is None else generator
+    if not isinstance(gen, np.random.Generator):
+        raise TypeError(f"get_rng_state: expected a numpy Generator, got {type(gen).__name__}")
+    return copy.deepcopy(gen.bit_generator.state)
+
+
+def set_rng_state(state: dict[str, Any], generator: np.random.Generator | None = None) -> None:
+    """Restore a state from :func:`get_rng_state` into ``generator`` (default: the default
+    generator, in place, so every module holding it sees the restored state)."""
+    gen = default_generator() if generator is None else generator
+    if not isinstance(gen, np.random.Generator):
+        raise TypeError(f"set_rng_state: expected a numpy Generator, got {type(gen).__name__}")
+    if not isinstance(state, dict) or "bit_generator" not in state:
+        raise TypeError("set_rng_state: expected a state from minnet.get_rng_state()")
+    if state["bit_generator"] != type(gen.bit_generator).__name__:
+        raise ValueError(
+            f"set_rng_state: the state is of a {state['bit_generator']} generator, this one is "
+            f"{type(gen.bit_generator).__name__}"
+        )
+    gen.bit_generator.state = copy.deepcopy(state)

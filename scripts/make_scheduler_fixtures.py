@@ -7,9 +7,11 @@ Run by hand in a separate venv that has torch (never in the repo's .venv):
 
 Writes tests/fixtures/schedulers.npz: ``configs`` (the JSON list below, so the tests rebuild the
 same schedulers), and for every config ``<name>__lr`` (rows: after construction, then after each
-``scheduler.step()``; columns: param groups), ``<name>__momentum`` (OneCycleLR: ``betas[0]`` or
-``momentum`` per row) and ``<name>__metrics`` (ReduceLROnPlateau: the metric given to each step).
-All values are Python floats (float64), as in PyTorch's schedulers.
+``scheduler.step()``; columns: param groups), ``<name>__momentum`` (OneCycleLR, CyclicLR:
+``betas[0]`` or ``momentum`` per row) and ``<name>__metrics`` (ReduceLROnPlateau: the metric
+given to each step). A config with ``"epochs"`` steps with ``scheduler.step(epoch)`` for each
+listed (possibly fractional) epoch instead (CosineAnnealingWarmRestarts). All values are Python
+floats (float64), as in PyTorch's schedulers.
 """
 
 from __future__ import annotations
@@ -103,6 +105,34 @@ CONFIGS: list[dict] = [
     {"name": "plateau_eps", "opt": "sgd", "lrs": [1e-6, 0.1], "steps": 100,
      "metric": "constant",
      "sched": _s("ReduceLROnPlateau", factor=0.5, patience=0, eps=1e-7)},
+    {"name": "constant", "opt": "sgd", "lrs": [0.1, 0.01], "steps": 30,
+     "sched": _s("ConstantLR", factor=0.25, total_iters=12)},
+    {"name": "constant_default", "opt": "adam", "lrs": [0.05], "steps": 20,
+     "sched": _s("ConstantLR")},
+    {"name": "polynomial", "opt": "sgd", "lrs": [0.1, 0.02], "steps": 60,
+     "sched": _s("PolynomialLR", total_iters=40, power=2.0)},
+    {"name": "polynomial_default", "opt": "adam", "lrs": [0.3], "steps": 20,
+     "sched": _s("PolynomialLR")},
+    {"name": "warm_restarts", "opt": "sgd", "lrs": [0.1, 0.01], "steps": 100,
+     "sched": _s("CosineAnnealingWarmRestarts", T_0=10, eta_min=1e-3)},
+    {"name": "warm_restarts_mult", "opt": "adam", "lrs": [0.2], "steps": 160,
+     "sched": _s("CosineAnnealingWarmRestarts", T_0=5, T_mult=2)},
+    {"name": "warm_restarts_fractional", "opt": "sgd", "lrs": [0.1, 0.3], "steps": 64,
+     "epochs": [e + i / 4 for e in range(16) for i in range(4)],
+     "sched": _s("CosineAnnealingWarmRestarts", T_0=3, T_mult=2, eta_min=0.01)},
+    {"name": "chained_class", "opt": "sgd", "lrs": [0.1, 0.05], "steps": 60,
+     "sched": _s("ChainedScheduler",
+                 schedulers=[_s("ConstantLR", factor=0.5, total_iters=10),
+                             _s("ExponentialLR", gamma=0.95)])},
+    {"name": "cyclic_triangular_sgd", "opt": "sgd", "lrs": [0.1, 0.1], "steps": 100,
+     "sched": _s("CyclicLR", base_lr=[0.01, 0.001], max_lr=0.1, step_size_up=10,
+                 step_size_down=15)},
+    {"name": "cyclic_triangular2_adam", "opt": "adam", "lrs": [0.1], "steps": 100,
+     "sched": _s("CyclicLR", base_lr=0.001, max_lr=0.05, step_size_up=7, mode="triangular2",
+                 base_momentum=0.85, max_momentum=0.95)},
+    {"name": "cyclic_exp_range", "opt": "sgd", "lrs": [0.1], "steps": 100,
+     "sched": _s("CyclicLR", base_lr=0.005, max_lr=0.1, step_size_up=8, mode="exp_range",
+                 gamma=0.98, cycle_momentum=False)},
 ]  # fmt: skip
 
 
@@ -133,8 +163,10 @@ def build_scheduler(opt: torch.optim.Optimizer, spec: dict) -> tls.LRScheduler:
     if spec["kind"] == "LambdaLR":
         fn = kw["lr_lambda"]
         kw["lr_lambda"] = [LAMBDAS[f] for f in fn] if isinstance(fn, list) else LAMBDAS[fn]
-    if spec["kind"] == "SequentialLR":
+    if spec["kind"] in ("SequentialLR", "ChainedScheduler"):
         kw["schedulers"] = [build_scheduler(opt, s) for s in kw["schedulers"]]
+    if spec["kind"] == "ChainedScheduler":
+        return tls.ChainedScheduler(kw["schedulers"], optimizer=opt)
     return getattr(tls, spec["kind"])(opt, **kw)
 
 
@@ -154,12 +186,14 @@ def record(cfg: dict) -> dict[str, np.ndarray]:
         for s in scheds:
             if metrics is not None:
                 s.step(float(metrics[i]))
+            elif "epochs" in cfg:
+                s.step(cfg["epochs"][i])
             else:
                 s.step()
         lrs.append([g["lr"] for g in opt.param_groups])
         moms.append([momentum_of(g) for g in opt.param_groups])
     out = {f"{cfg['name']}__lr": np.array(lrs, dtype=np.float64)}
-    if any(s["kind"] == "OneCycleLR" for s in specs):
+    if any(s["kind"] in ("OneCycleLR", "CyclicLR") for s in specs):
         out[f"{cfg['name']}__momentum"] = np.array(moms, dtype=np.float64)
     if metrics is not None:
         out[f"{cfg['name']}__metrics"] = metrics

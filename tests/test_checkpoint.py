@@ -398,3 +398,10 @@ def test_checkpoint_into_another_architecture_names_keys_and_shapes(
     assert "size mismatch for 0.weight" in msg and "(5, 6)" in msg and "(7, 6)" in msg
     assert "size mismatch for 2.weight" in msg and "(2, 5)" in msg and "(2, 7)" in msg
     assert_identical(before, other.state_dict())
+
+
+def test_saving_into_a_missing_directory_names_the_path(tmp_path: Path) -> None:
+    target = tmp_path / "no_such_dir" / "ckpt.npz"
+    with pytest.raises(FileNotFoundError, match="no_such_dir' does not exist") as exc:
+        minnet.save({"a": 1}, target)
+    assert exc.value.filename == str(target) and ".tmp" not in str(exc.value)

@@ -15,6 +15,12 @@ from minnet.nn import Parameter
 from minnet.optim import Adam
 from minnet.optim import lr_scheduler as ls
 
+# These tests step schedulers without an optimizer step in between on purpose (the sequences do
+# not depend on it); the warning itself is tested in test_step_before_optimizer_step_warns.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning"
+)
+
 FIXTURE = Path(__file__).parent / "fixtures" / "schedulers.npz"
 DATA = np.load(FIXTURE)
 CONFIGS: list[dict[str, Any]] = json.loads(str(DATA["configs"]))
@@ -46,8 +52,10 @@ def build(opt: Any, spec: dict[str, Any]) -> ls.LRScheduler:
     if spec["kind"] == "LambdaLR":
         fn = kw["lr_lambda"]
         kw["lr_lambda"] = [LAMBDAS[f] for f in fn] if isinstance(fn, list) else LAMBDAS[fn]
-    if spec["kind"] == "SequentialLR":
+    if spec["kind"] in ("SequentialLR", "ChainedScheduler"):
         kw["schedulers"] = [build(opt, s) for s in kw["schedulers"]]
+    if spec["kind"] == "ChainedScheduler":
+        return ls.ChainedScheduler(kw["schedulers"], optimizer=opt)
     return getattr(ls, spec["kind"])(opt, **kw)
 
 
@@ -67,6 +75,8 @@ def replay(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[ls.LRSched
         for s in scheds:
             if metrics is not None:
                 s.step(float(metrics[i]))
+            elif "epochs" in cfg:
+                s.step(cfg["epochs"][i])
             else:
                 s.step()
         lrs.append([g["lr"] for g in opt.param_groups])
@@ -342,3 +352,93 @@ def test_onecycle_drives_minnet_adam_betas() -> None:
     assert min(seen) == pytest.approx(0.85, abs=1e-3)
     assert seen[-1] == pytest.approx(0.95)
     assert np.all(np.isfinite(p.data))
+
+
+def _adam() -> Adam:
+    return Adam([Parameter(np.zeros(3))], lr=0.1)
+
+
+def test_step_before_optimizer_step_warns() -> None:
+    opt = _adam()
+    sched = ls.StepLR(opt, step_size=2)
+    with pytest.warns(UserWarning, match=r"Detected call of `lr_scheduler.step\(\)` before"):
+        sched.step()
+    opt = _adam()
+    sched = ls.CosineAnnealingLR(opt, T_max=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for p in opt.param_groups[0]["params"]:
+            p.grad[...] = 1.0
+        opt.step()  # the wrapped step still steps
+        assert opt._opt_called
+        sched.step()
+        sched.step()
+    assert float(opt.param_groups[0]["params"][0].data[0]) != 0.0
+    assert hasattr(opt.step, "_wrapped_by_lr_sched")
+    ls.ExponentialLR(opt, gamma=0.9)  # a second scheduler does not wrap twice
+    assert opt.step.__wrapped__ is type(opt).step
+
+
+def test_verbose_is_accepted_with_pytorchs_deprecation_warning() -> None:
+    with pytest.warns(UserWarning, match="The verbose parameter is deprecated"):
+        sched = ls.StepLR(FakeOptimizer([0.1]), step_size=3, verbose=True)
+    assert sched.step_size == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ls.CyclicLR(FakeOptimizer([0.1]), 0.01, 0.1, verbose="deprecated")
+
+
+def test_new_schedulers_check_their_arguments() -> None:
+    opt = FakeOptimizer([0.1])
+    with pytest.raises(ValueError, match="Expected positive integer T_0, but got 0"):
+        ls.CosineAnnealingWarmRestarts(opt, T_0=0)
+    with pytest.raises(ValueError, match="Expected integer T_mult >= 1, but got 1.5"):
+        ls.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=1.5)
+    with pytest.raises(ValueError, match="Expected non-negative epoch, but got -1"):
+        ls.CosineAnnealingWarmRestarts(opt, T_0=3).step(-1)
+    with pytest.raises(ValueError, match="Constant multiplicative factor"):
+        ls.ConstantLR(opt, factor=1.5)
+    with pytest.raises(ValueError, match="mode is invalid and scale_fn is None"):
+        ls.CyclicLR(opt, 0.01, 0.1, mode="square")
+    with pytest.raises(ValueError, match="optimizer must support momentum or beta1"):
+        bare = FakeOptimizer([0.1])
+        bare.defaults = {"lr": 0.1}
+        ls.CyclicLR(bare, 0.01, 0.1)
+    with pytest.raises(ValueError, match="expects at least one scheduler to be chained"):
+        ls.ChainedScheduler([])
+    with pytest.raises(ValueError, match="does not support `ReduceLROnPlateau`"):
+        ls.ChainedScheduler([ls.ReduceLROnPlateau(opt)])
+    other = ls.StepLR(FakeOptimizer([0.1]), 3)
+    with pytest.raises(ValueError, match="to belong to the same optimizer"):
+        ls.ChainedScheduler([ls.StepLR(opt, 3), other])
+
+
+def test_chained_and_cyclic_state_dicts_resume() -> None:
+    def make(opt: Any) -> ls.ChainedScheduler:
+        return ls.ChainedScheduler([ls.ConstantLR(opt, 0.5, 4), ls.ExponentialLR(opt, 0.9)])
+
+    opt_a, opt_b = FakeOptimizer([0.1]), FakeOptimizer([0.1])
+    a, b = make(opt_a), make(opt_b)
+    for _ in range(3):
+        a.step()
+    b.load_state_dict(a.state_dict())
+    opt_b.param_groups[0]["lr"] = opt_a.param_groups[0]["lr"]
+    for _ in range(5):
+        a.step()
+        b.step()
+    assert a.get_last_lr() == b.get_last_lr()
+    c = ls.CyclicLR(FakeOptimizer([0.1], "adam"), 0.01, 0.1, step_size_up=4, mode="exp_range",
+                    gamma=0.9)  # fmt: skip
+    state = c.state_dict()
+    assert "_scale_fn_ref" not in state and state["mode"] == "exp_range"
+    d = ls.CyclicLR(FakeOptimizer([0.1], "adam"), 0.01, 0.1, step_size_up=4)
+    d.load_state_dict(state)
+    assert d.scale_fn(2) == pytest.approx(0.81)
+
+
+def test_optimizer_step_replaced_after_the_scheduler_warns() -> None:
+    opt = FakeOptimizer([0.1])
+    sched = ls.StepLR(opt, step_size=2)
+    opt.step = lambda: None  # replaced after the scheduler wrapped it
+    with pytest.warns(UserWarning, match="Seems like `optimizer.step\\(\\)` has been overridden"):
+        sched.step()

@@ -129,7 +129,7 @@ def test_backward_errors() -> None:
 def test_mse_loss_values_scalar_and_errors() -> None:
     loss_fn = MSELoss(reduction="sum")
     loss = loss_fn(np.array([[1.0, 2.0]], np.float32), np.array([[0.0, 0.0]], np.float32))
-    assert isinstance(loss, np.float32) and loss.item() == 5.0
+    assert loss.dtype == np.float32 and loss.shape == () and loss.item() == 5.0
     np.testing.assert_array_equal(loss_fn.backward(), [[2.0, 4.0]])
     assert MSELoss()(np.array([1.0, 2.0]), np.zeros(2)).item() == 2.5
     with pytest.raises(ValueError, match=r"input shape \(64, 10\) and target shape \(32, 10\)"):

@@ -61,7 +61,7 @@ def internal_buffers(model, loss_fn, optimizer) -> dict[str, np.ndarray]:
         "0._out_t": lin0._out_t,
         "1._buf": relu._buf,
         "1._grad": relu._grad,
-        "loss._diff": loss_fn._diff,
+        "loss._diff": loss_fn._buf,
     }
     if not pooled:
         found["0._dw"] = lin0._dw

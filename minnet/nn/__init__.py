@@ -2,7 +2,9 @@
 
 Every module follows one contract (as micrograd's ``_backward`` closures, made explicit):
 
-* ``forward(x)`` (or ``module(x)``) returns a new ``np.ndarray`` and keeps what ``backward`` needs;
+* ``forward(x)`` returns a new ``np.ndarray`` and keeps what ``backward`` needs; ``module(x)``
+  outside ``no_grad`` moves that into a recorded call and returns an :class:`Output` (an array
+  that knows the call), so ``loss.backward()`` works as in PyTorch (:mod:`minnet.nn.graph`);
 * ``backward(grad_out)`` takes dLoss/d(output) and returns dLoss/d(input), and *adds* the
   parameter gradients into each ``Parameter.grad`` (call ``zero_grad()`` between steps).
 
@@ -11,12 +13,14 @@ shape ``(out_features, in_features)``. Inputs must be real floating-point arrays
 another precision is cast to the layer's dtype (so float64 data can feed a float32 model).
 """
 
-from minnet.nn import utils  # noqa: F401  clip_grad_norm_, clip_grad_value_ (torch.nn.utils)
+# torch.nn.functional, torch.nn.init, torch.nn.utils (clip_grad_norm_, clip_grad_value_)
+from minnet.nn import functional, init, utils  # noqa: F401
 from minnet.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from minnet.nn.container import Sequential
+from minnet.nn.container import Identity, ModuleDict, ModuleList, Sequential
 from minnet.nn.dropout import Dropout
 from minnet.nn.flatten import Flatten
 from minnet.nn.grad_mode import is_grad_enabled, no_grad
+from minnet.nn.graph import Output
 from minnet.nn.linear import Linear
 from minnet.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from minnet.nn.module import Module
@@ -36,6 +40,10 @@ __all__ = [
     "Dropout",
     "Flatten",
     "Sequential",
+    "ModuleList",
+    "ModuleDict",
+    "Identity",
+    "Output",
     "MSELoss",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",

@@ -59,7 +59,8 @@ def _compute(dtype: np.dtype) -> np.dtype:
 def _asarray(x: Any, where: str, what: str) -> np.ndarray:
     """``np.asarray(x)``, with an error naming ``where`` and ``what`` for ragged input."""
     if isinstance(x, np.ndarray):
-        return x
+        # a module's Output (or another subclass): its plain array, for the compiled kernels
+        return x if type(x) is np.ndarray else x.view(np.ndarray)
     if x is None:
         hint = (
             " (Sequential.backward returns the input gradient only with input_grad=True)"

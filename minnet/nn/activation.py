@@ -44,8 +44,14 @@ def _relu_grad(out: np.ndarray, grad_out: np.ndarray, grad: np.ndarray) -> None:
 class ReLU(Module):
     """``max(x, 0)`` elementwise; NaN stays NaN. Backward passes the gradient where ``x > 0``."""
 
-    def __init__(self) -> None:
+    _state_attrs = ("_out",)
+
+    def __init__(self, inplace: bool = False) -> None:
         super().__init__()
+        if not isinstance(inplace, (bool, np.bool_)):
+            raise TypeError(f"ReLU: inplace must be a bool, got {inplace!r}")
+        # Accepted for PyTorch code; minnet never overwrites an input (the result is the same).
+        self.inplace = bool(inplace)
         self._out: np.ndarray | None = None
         self._buf: np.ndarray | None = None  # output buffer, reused inside a Sequential
         self._mask: np.ndarray | None = None  # out > 0, for backward
@@ -83,7 +89,7 @@ class ReLU(Module):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """``grad_out`` where the output was positive, 0 elsewhere."""
-        return self._backward(grad_out, False, True)
+        return self._legacy(self._backward, grad_out, False, True)
 
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         out = self._out
@@ -119,7 +125,7 @@ class ReLU(Module):
         return grad
 
     def __repr__(self) -> str:
-        return "ReLU()"
+        return "ReLU(inplace=True)" if self.inplace else "ReLU()"
 
 
 def _float_input(module: Module, x: Any) -> np.ndarray:
@@ -151,6 +157,7 @@ class _Activation(Module):
     """
 
     _saves_output: bool = True
+    _state_attrs = ("_saved",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -180,6 +187,9 @@ class _Activation(Module):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """dLoss/d(input) for dLoss/d(output) ``grad_out`` (the output's shape)."""
+        return self._legacy(self._backward, grad_out, False, True)
+
+    def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         saved = self._saved
         if saved is None:
             raise self._nothing_saved()

@@ -20,7 +20,8 @@ class Dropout(Module):
     Training mode: ``y = x * m / (1 - p)`` with ``m`` Bernoulli(``1 - p``) drawn per element
     (``m`` is ``u >= p`` for ``u`` uniform in [0, 1)); ``dx = g * m / (1 - p)``. ``p = 1`` gives
     ``y = x * 0``. The mask is drawn in training mode whether or not ``no_grad`` is active (as in
-    PyTorch); backward uses the mask of the latest forward outside ``no_grad``. A float16 or
+    PyTorch); backward uses the mask of its own call (each call outside ``no_grad`` keeps
+    one, see :mod:`minnet.nn.graph`). A float16 or
     bfloat16 input is multiplied in float32 (``m / (1 - p)`` is a float32 value) and the
     product rounded once to the input's dtype; backward likewise. The mask does not depend on
     the dtype: the same seed drops the same elements in every precision.
@@ -31,6 +32,8 @@ class Dropout(Module):
             ``None`` (default) for minnet's default generator (see ``minnet.manual_seed``),
             looked up at each draw.
     """
+
+    _state_attrs = ("_scale", "_shape", "_dtype")
 
     def __init__(
         self, p: float = 0.5, inplace: bool = False, *, rng: np.random.Generator | int | None = None
@@ -92,7 +95,7 @@ class Dropout(Module):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """``g * m / (1 - p)`` (training mode) or ``g`` (evaluation mode)."""
-        return self._backward(grad_out, False, True)
+        return self._legacy(self._backward, grad_out, False, True)
 
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         scale = self._scale

@@ -16,6 +16,8 @@ class Flatten(Module):
     image batch can feed a ``Linear``. The output is a view when NumPy can make one; backward
     reshapes ``g`` back to the input's shape."""
 
+    _state_attrs = ("_in_shape",)
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
         for arg, v in (("start_dim", start_dim), ("end_dim", end_dim)):
@@ -53,7 +55,7 @@ class Flatten(Module):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """``grad_out`` reshaped to the input's shape."""
-        return self._backward(grad_out, False, True)
+        return self._legacy(self._backward, grad_out, False, True)
 
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         shape = self._in_shape

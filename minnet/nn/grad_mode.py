@@ -1,15 +1,14 @@
 """``no_grad``: forward passes that keep nothing for backward (as ``torch.no_grad``).
 
-minnet has no autograd graph: each layer keeps what its own ``backward`` needs (its input, its
-output or a mask) when it runs ``forward``. Under :class:`no_grad` the layers keep nothing and
-write into no buffer that a pending backward reads, so evaluating a validation batch between a
-training forward and its backward leaves that backward's result unchanged::
+minnet has no autograd: each module call outside :class:`no_grad` records what its layer's
+hand-written ``backward`` needs (its input, its output or a mask) in a call of its own
+(:mod:`minnet.nn.graph`). Under :class:`no_grad` the layers keep nothing, return plain arrays and
+write into no buffer that a pending backward reads::
 
-    y_pred = model(x)                      # keeps what backward needs
+    loss = loss_fn(model(x), y)            # records the calls
     with minnet.no_grad():
         val_loss = loss_fn(model(x_val), y_val)   # keeps nothing, disturbs nothing
-    loss_fn(y_pred, y)
-    model.backward(loss_fn.backward())     # the gradients of the training batch
+    loss.backward()                        # the gradients of the training batch
 
 The switch is per thread, as PyTorch's.
 """

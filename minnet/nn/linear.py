@@ -131,6 +131,8 @@ class Linear(Module):
     layers inside a ``Sequential`` do).
     """
 
+    _state_attrs = ("_x",)
+
     def __init__(
         self,
         in_features: int,
@@ -166,6 +168,22 @@ class Linear(Module):
         self._dx: np.ndarray | None = None
         self._scratch_t: np.ndarray | None = None  # (out, N), never handed out (_forward_pair)
         self._grads_ok: tuple[Any, ...] = ()  # the .grad arrays _grad_targets last accepted
+
+    @classmethod
+    def _from_parameters(cls, weight: Parameter, bias: Parameter | None) -> Linear:
+        """A layer over existing parameters (``nn.functional.linear``): no initial draw."""
+        m = cls.__new__(cls)
+        Module.__init__(m)
+        if weight.data.ndim != 2:
+            raise ValueError(f"linear: weight must be 2-D (out, in), got shape {weight.shape}")
+        out, inp = weight.data.shape
+        if bias is not None and bias.data.shape != (out,):
+            raise ValueError(f"linear: bias must have shape ({out},), got {bias.shape}")
+        m.in_features, m.out_features, m.dtype = inp, out, weight.data.dtype
+        object.__setattr__(m, "weight", weight)  # not registered: the caller owns them
+        object.__setattr__(m, "bias", bias)
+        m._reset()
+        return m
 
     def _reset(self) -> None:
         self._x = self._out_t = self._dw = self._dx = self._scratch_t = None
@@ -227,7 +245,7 @@ class Linear(Module):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """Add ``G.T @ x`` to ``weight.grad``, ``G.sum(0)`` to ``bias.grad``; return ``G @ W``."""
-        return self._backward(grad_out, False, True)
+        return self._legacy(self._backward, grad_out, False, True)
 
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         x = self._x

@@ -1,11 +1,12 @@
 """Losses: ``loss_fn(input, target)`` returns the loss, ``loss_fn.backward()`` dLoss/d(input).
 
 Every loss is a :class:`~minnet.nn.Module` with PyTorch's arguments and ``reduction`` ("mean",
-"sum" or "none"). ``backward(grad=None)`` returns dLoss/d(input) for the latest call outside
-``no_grad``: for "mean"/"sum" ``grad`` is a scalar factor (default 1), for "none" it is the
-upstream gradient of the per-element loss (default ones). Calls under ``no_grad`` (validation)
-keep nothing, so they never change what a pending ``backward`` returns. ``backward`` may be
-called more than once: it adds into no parameter.
+"sum" or "none"). Outside ``no_grad`` the value is a 0-d :class:`~minnet.nn.graph.Output` (an
+array for "none") whose ``backward()`` backpropagates through the module calls that produced
+the input (:mod:`minnet.nn.graph`). ``loss_fn.backward(grad=None)`` returns dLoss/d(input) for
+the loss's latest call outside ``no_grad``: for "mean"/"sum" ``grad`` is a scalar factor (default
+1), for "none" it is the upstream gradient of the per-element loss (default ones). Calls under
+``no_grad`` (validation) keep nothing, so they never change what a pending ``backward`` returns.
 
 Precision: a float32 or float64 input is computed in its own dtype. A float16 or bfloat16 input
 is widened to float32 and the whole loss is computed in float32 (targets and weights are cast to
@@ -16,14 +17,17 @@ model's last layer expects.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numba
 import numpy as np
 
+from minnet.nn import graph as _graph
 from minnet.nn._util import _as_float_array, _asarray, _compute, _is_float
-from minnet.nn.grad_mode import is_grad_enabled
-from minnet.nn.module import Module
+from minnet.nn.grad_mode import _mode, is_grad_enabled
+from minnet.nn.graph import Call, Output, _thread
+from minnet.nn.module import _STATE, Module
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -40,8 +44,67 @@ class _Loss(Module):
             )
         self.reduction = reduction
 
-    def __call__(self, input: np.ndarray, target: np.ndarray) -> Any:
-        return self.forward(input, target)
+    _state_attrs = ()
+    _is_loss = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`Module.__call__`, spelled out for ``loss_fn(input, target)``: the loss value
+        is a 0-d :class:`~minnet.nn.graph.Output` that knows this call."""
+        if kwargs or len(args) != 2 or self._kind != _STATE or not _mode.enabled:
+            return Module.__call__(self, *args, **kwargs)
+        thread = _thread
+        if thread.next is not None:
+            thread.next = None
+        x = args[0]
+        parent = None
+        if type(x) is Output:
+            parent = x._node
+            if parent is None:
+                parent = _graph.DERIVED
+            x = x.view(np.ndarray)
+        value = self.forward(x, args[1])
+        d = self.__dict__
+        state = []
+        for n in self._state_attrs:
+            state.append(d.get(n))
+            d[n] = None
+        node = Call(self, state, parent)
+        d["_last"] = node
+        if d.get("_claim"):
+            d["_claim"] = False
+            d["_owner"] = weakref.ref(node)
+        if thread.recording is not None:
+            thread.recording.append(node)
+        out = (value if type(value) is np.ndarray else np.asarray(value)).view(Output)
+        out._node = node
+        return out
+
+    def _run_call(self, call: Any, grad: Any, input_grad: bool, retain: bool) -> Any:
+        if call.children is not None or self._kind != _STATE:
+            return Module._run_call(self, call, grad, input_grad, retain)
+        d = self.__dict__
+        names = self._state_attrs
+        for n, v in zip(names, call.state):
+            d[n] = v
+        try:
+            out = self._loss_backward(grad)
+        finally:
+            for n in names:
+                d[n] = None
+        if not retain:
+            call.state = None
+        return out
+
+    def _backward(self, grad_out: Any, internal: bool, input_grad: bool) -> Any:
+        return self._loss_backward(grad_out)
+
+    def backward(self, grad: Any = None) -> np.ndarray:
+        """dLoss/d(input) for the loss's call (see the module docstring); ``grad`` is the
+        upstream gradient (default 1, ones for ``reduction="none"``)."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
+        raise NotImplementedError
 
     def _input(self, input: Any) -> tuple[np.ndarray, np.dtype]:
         """``(input in its compute dtype, input's own float dtype)``: 16-bit inputs are widened
@@ -112,6 +175,8 @@ class MSELoss(_Loss):
     (divided by the element count for ``"mean"``). Shapes must match exactly (no broadcasting).
     """
 
+    _state_attrs = ("_diff", "_grad_dtype")
+
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self._diff: np.ndarray | None = None  # input - target, reused from call to call
@@ -138,10 +203,20 @@ class MSELoss(_Loss):
         if input.size == 0:
             raise ValueError(f"MSELoss: got empty input of shape {input.shape}")
         if is_grad_enabled():
-            diff = self._diff
+            # The buffer is reused unless an earlier call waiting for its backward keeps it.
+            d = self.__dict__
+            diff = d.get("_buf")
             if diff is None or diff.shape != input.shape or diff.dtype != dtype:
-                diff = self._diff = np.empty(input.shape, dtype)
-            self._grad_dtype = in_dtype
+                diff = d["_buf"] = np.empty(input.shape, dtype)
+                d["_claim"] = True
+            elif (owner := d.get("_owner")) is None or (
+                (call := owner()) is None or call.state is None
+            ):
+                d["_claim"] = True
+            else:
+                diff = np.empty(input.shape, dtype)
+            d["_diff"] = diff
+            d["_grad_dtype"] = in_dtype
         else:  # keep nothing: a pending backward still sees its own diff
             diff = np.empty(input.shape, dtype)
         if input.ndim == 2 and self.reduction != "none":  # one compiled pass
@@ -157,8 +232,11 @@ class MSELoss(_Loss):
         return dtype.type(total)
 
     def backward(self, grad: Any = None) -> np.ndarray:
-        """dLoss/d(input) for the last call outside ``no_grad``: ``2 * (input - target)``
-        (``/ numel`` for "mean") times ``grad``."""
+        """dLoss/d(input) for the loss's call: ``2 * (input - target)`` (``/ numel`` for
+        "mean") times ``grad``."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
         diff = self._diff
         if diff is None:
             raise ValueError("MSELoss: backward called before the loss was computed")
@@ -213,6 +291,8 @@ class CrossEntropyLoss(_Loss):
         reduction: "mean" (default), "sum" or "none" (shape of the target indices).
         label_smoothing: ``eps`` in [0, 1]. Default 0.0.
     """
+
+    _state_attrs = ("_saved",)
 
     def __init__(
         self,
@@ -331,6 +411,9 @@ class CrossEntropyLoss(_Loss):
     def backward(self, grad: Any = None) -> np.ndarray:
         """dLoss/d(input): ``(softmax(x) * sum(q) - q)`` per sample, times ``grad`` and
         ``1 / divisor`` for "mean" (see the class docstring)."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
         if self._saved is None:
             raise ValueError("CrossEntropyLoss: backward called before the loss was computed")
         logp, q, divisor, in_shape, batch_shape, in_dtype = self._saved
@@ -373,6 +456,8 @@ class BCEWithLogitsLoss(_Loss):
         pos_weight: weight of the positive term, broadcast to ``input`` (typically shape
             ``(C,)`` for ``(N, C)`` inputs). Default ``None``.
     """
+
+    _state_attrs = ("_saved",)
 
     def __init__(
         self,
@@ -432,6 +517,9 @@ class BCEWithLogitsLoss(_Loss):
     def backward(self, grad: Any = None) -> np.ndarray:
         """dLoss/d(input) ``= weight * ((1 - t) - lw * sigmoid(-x))``, times ``grad`` and
         ``1 / numel`` for "mean"."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
         if self._saved is None:
             raise ValueError("BCEWithLogitsLoss: backward called before the loss was computed")
         x, t, e, w, lw, in_dtype = self._saved

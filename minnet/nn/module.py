@@ -2,16 +2,62 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from minnet.nn import graph as _graph
 from minnet.nn._util import BFLOAT16, _asarray, _float_dtype, _is_float
-from minnet.nn.grad_mode import is_grad_enabled
+from minnet.nn.grad_mode import _mode, is_grad_enabled
+from minnet.nn.graph import Call, Output
 from minnet.nn.parameter import Parameter
 
 _PLAIN = (bool, np.ndarray)
+
+# How a module's calls are recorded (see Module.__call__): a built-in layer keeps its saved state
+# in the call; a module with a hand-written backward keeps the calls of the modules its forward
+# calls; a module with only a forward (PyTorch style) records nothing itself, the calls of the
+# modules inside it form the chain.
+_STATE, _USER, _COMPOSITE = 0, 1, 2
+_thread = _graph._thread
+#: Attributes that refer to recorded calls or to the state of a backward in progress.
+_GRAPH_KEYS = ("_last", "_owner", "_claim", "_queue", "_in_backward")
+_ATTRS: Any = object()  # _pick_call: the module's attributes hold a direct forward's state
+
+
+def _pending(c: Any) -> bool:
+    """Whether the call ``c`` still waits for its backward."""
+    return c.state is not None or c.children is not None
+
+
+def _install(calls: list[Call]) -> None:
+    """Queue each recorded call on its module, in call order, so that a hand-written backward's
+    ``child.backward(g)`` takes the state of its own call (last call first, the order backward
+    visits them); a child with a hand-written backward queues its own calls in turn."""
+    for c in calls:
+        if _pending(c):
+            d = c.module.__dict__
+            q = d.get("_queue")
+            if q is None:
+                q = d["_queue"] = []
+            q.append(c)
+
+
+def _uninstall(calls: list[Call], retain: bool, unused: list[Call]) -> None:
+    """Undo :func:`_install`; collect the calls whose state no backward used into ``unused``;
+    free every state unless ``retain``."""
+    for c in calls:
+        if _pending(c):
+            q = c.module.__dict__.get("_queue")
+            if q and c in q:
+                q.remove(c)
+                unused.append(c)
+            if not retain:
+                c.state = c.children = None
 
 
 class _IncompatibleKeys(NamedTuple):
@@ -28,6 +74,52 @@ def _registry(module: Module, kind: str) -> dict[str, Any]:
         d = {}
         object.__setattr__(module, kind, d)
     return d
+
+
+def _user_backward(fn: Any) -> Any:
+    """Wrap a hand-written ``backward`` so that ``module.backward(g)`` runs on one recorded call:
+    the calls its forward made are queued on their modules first (see :func:`_install`)."""
+
+    @functools.wraps(fn)
+    def backward(self: Module, *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        if d.get("_in_backward"):  # super().backward(), or a run that queued the calls already
+            return fn(self, *args, **kwargs)
+        call = self._pick_call()
+        d["_in_backward"] = True
+        if call is None or call is _ATTRS:
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                d["_in_backward"] = False
+        calls = call.children or []
+        _install(calls)
+        unused: list[Call] = []
+        failed = True
+        try:
+            out = fn(self, *args, **kwargs)
+            failed = False
+        finally:
+            d["_in_backward"] = False
+            _uninstall(calls, failed, unused)
+        call.state = call.children = None
+        _thread.next = call.parent if type(call.parent) is Call else None
+        if unused:
+            _warn_unused(self, unused, 3)
+        return out
+
+    backward.__wrapped__ = fn  # type: ignore[attr-defined]
+    return backward
+
+
+def _warn_unused(module: Module, unused: list[Call], stacklevel: int) -> None:
+    names = ", ".join(sorted({c.module._label() for c in unused}))
+    warnings.warn(
+        f"{module._label()}: its backward() did not call the backward of {names} for the "
+        "call(s) its forward made, so their parameters got no gradient from this loss",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 class Module:
@@ -56,11 +148,15 @@ class Module:
     ``zero_grad()`` see them. Each registered
     parameter's ``name`` is kept equal to its dotted ``state_dict`` key.
 
-    Saved state, for every built-in layer: ``forward`` outside :class:`~minnet.no_grad` replaces
-    what the previous forward kept, so ``backward`` always differentiates the *latest* forward
-    pass (run evaluation forwards under ``no_grad`` so they keep nothing); ``backward`` frees it,
-    so a second ``backward`` for the same forward raises ``RuntimeError`` ("Trying to backward
-    through the graph a second time").
+    Saved state: every call outside :class:`~minnet.no_grad` keeps its own (see
+    :meth:`__call__` and :mod:`minnet.nn.graph`), so ``loss.backward()`` differentiates exactly
+    the calls that produced the loss, whatever ran in between. ``module.backward(g)`` (the
+    hand-written chain) takes the call of the loss whose ``loss_fn.backward()`` ran last, else
+    the module's latest call. Backward frees the state, so a second ``backward`` for the same
+    call raises ``RuntimeError`` ("Trying to backward through the graph a second time").
+
+    A module with only a ``forward`` that calls other modules (PyTorch style) needs no
+    ``backward``: ``loss.backward()`` runs through the calls its forward made.
     """
 
     #: Where this module sits, for error messages ("layer 0 of Sequential", "fc1 of Net").
@@ -69,6 +165,23 @@ class Module:
     training: bool = True
     #: Set by a backward that used (and freed) the values a forward kept.
     _freed: bool = False
+    #: Names of the attributes a built-in layer's forward keeps for its backward; a call moves
+    #: them into its :class:`~minnet.nn.graph.Call` (see :meth:`__call__`).
+    _state_attrs: tuple[str, ...] = ()
+    _kind: int = _COMPOSITE
+    #: Whether this module's forward calls modules whose calls must be recorded in its own.
+    _records: bool = False
+    _is_loss: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "backward" in own or "_backward" in own:
+            cls._kind = _STATE if "_state_attrs" in own else _USER
+            if cls._kind == _USER and "backward" in own:
+                cls.backward = _user_backward(own["backward"])  # type: ignore[method-assign]
+        elif "forward" in own or "_forward" in own:
+            cls._kind = _COMPOSITE
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -82,6 +195,20 @@ class Module:
         if isinstance(value, (Parameter, Module)):
             self._register(name, value)
         elif name[0] != "_":
+            if isinstance(value, (list, tuple, dict)) and any(
+                isinstance(v, (Module, Parameter))
+                for v in (value.values() if isinstance(value, dict) else value)
+            ):
+                kind = "dict" if isinstance(value, dict) else type(value).__name__
+                holder = "ModuleDict" if isinstance(value, dict) else "ModuleList"
+                warnings.warn(
+                    f"{type(self).__name__}.{name} is a plain {kind} of modules or parameters: "
+                    "nothing in it is registered, so parameters(), state_dict(), to()/float() "
+                    "and the optimizer do not see it; use minnet.nn." + holder + " (or "
+                    "ParameterList-style attributes) instead",
+                    UserWarning,
+                    stacklevel=2,
+                )
             params = self.__dict__.get("_parameters")
             modules = self.__dict__.get("_modules")
             if params and name in params:
@@ -99,6 +226,16 @@ class Module:
                     )
                 modules[name] = None
         object.__setattr__(self, name, value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module without its recorded calls (a copy or a pickle starts with none)."""
+        state = self.__dict__.copy()
+        for key in _GRAPH_KEYS:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __delattr__(self, name: str) -> None:
         for kind in ("_parameters", "_modules"):
@@ -142,12 +279,216 @@ class Module:
         """Compute the output for input ``x``, keeping what :meth:`backward` needs."""
         raise NotImplementedError(f"{type(self).__name__} defines no forward()")
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """Return dLoss/d(input) for dLoss/d(output) ``grad_out``; add into parameter grads."""
-        raise NotImplementedError(f"{type(self).__name__} defines no backward()")
+    def backward(self, grad_out: np.ndarray) -> Any:
+        """Return dLoss/d(input) for dLoss/d(output) ``grad_out``; add into parameter grads.
+
+        A module that defines only ``forward`` (calling other modules) backpropagates through
+        the calls its latest forward made (or those of the loss whose ``loss_fn.backward()``
+        ran last); the input gradient is ``None`` when the input was data."""
+        inside = {id(m) for m in self.modules()}
+        root = _thread.next
+        if not (type(root) is Call and id(root.module) in inside and _pending(root)):
+            root = self.__dict__.get("_last")
+        if root is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} defines no backward() and has no recorded call to "
+                "backpropagate (call it as module(x) outside no_grad(), or use loss.backward())"
+            )
+        _thread.next = None
+        return _graph.run_backward(root, grad_out, False, inside)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        """Run :meth:`forward`; outside ``no_grad`` record the call (see :mod:`minnet.nn.graph`).
+
+        The result is an :class:`~minnet.nn.graph.Output` that knows this call: a built-in
+        layer's call keeps the layer's saved state (so the next call of the layer leaves it
+        alone), a module with a hand-written ``backward`` keeps the calls its forward made, and
+        a module with only a ``forward`` records nothing itself (the calls inside it form the
+        chain that ``loss.backward()`` walks).
+        """
+        if not _mode.enabled:
+            return self.forward(*args, **kwargs)
+        kind = self._kind
+        if kind == _COMPOSITE:
+            out = self.forward(*args, **kwargs)
+            self.__dict__["_last"] = getattr(out, "_node", None)  # for module.backward(g)
+            return out
+        thread = _thread
+        if thread.next is not None:
+            thread.next = None
+        parent = None
+        if args and type(args[0]) is Output:
+            x = args[0]
+            parent = x._node
+            if parent is None:
+                parent = _graph.DERIVED
+            if kind == _STATE:  # the layer computes on the plain array
+                args = (x.view(np.ndarray), *args[1:])
+        d = self.__dict__
+        if kind == _STATE and not self._records:  # a built-in layer: the usual call
+            out = self.forward(*args, **kwargs)
+            node = Call(self, self._take(), parent)
+            d["_last"] = node
+            if d.get("_claim"):  # the forward wrote into this module's reusable buffers
+                d["_claim"] = False
+                d["_owner"] = weakref.ref(node)
+            if thread.recording is not None:
+                thread.recording.append(node)
+            if type(out) is np.ndarray:
+                out = out.view(Output)
+                out._node = node
+                return out
+            return _graph.wrap(out, node)
+        else:
+            outer = thread.recording
+            thread.recording = calls = []
+            try:
+                out = self.forward(*args, **kwargs)
+            finally:
+                thread.recording = outer
+            node = Call(self, self._take() if kind == _STATE else None, parent, calls)
+        if thread.recording is not None:
+            thread.recording.append(node)
+        d["_last"] = node
+        if d.get("_claim"):  # the forward wrote into this module's reusable buffers
+            d["_claim"] = False
+            d["_owner"] = weakref.ref(node)
+        if type(out) is np.ndarray:
+            out = out.view(Output)
+            out._node = node
+            return out
+        return _graph.wrap(out, node)
+
+    # ------------------------------------------------------------------- per-call state
+
+    def _take(self) -> Any:
+        """Move the saved state out of this module (into a call); leave ``None`` behind."""
+        d = self.__dict__
+        state = []
+        for n in self._state_attrs:
+            state.append(d.get(n))
+            d[n] = None
+        return state
+
+    def _put(self, state: Any) -> None:
+        """Put a call's saved state back for the module's backward."""
+        d = self.__dict__
+        for n, v in zip(self._state_attrs, state):
+            d[n] = v
+
+    def _clear(self) -> None:
+        d = self.__dict__
+        for n in self._state_attrs:
+            d[n] = None
+
+    def _holds_state(self) -> bool:
+        """Whether the module's attributes hold a forward's state (a ``forward()`` called
+        directly, without recording a call)."""
+        names = self._state_attrs
+        return bool(names) and self.__dict__.get(names[0]) is not None
+
+    def _buffers_free(self) -> bool:
+        """Whether this module's reusable buffers hold no state of a call still waiting for
+        its backward (else the forward must write into new arrays)."""
+        owner = self.__dict__.get("_owner")
+        if owner is None:
+            return True
+        call = owner()
+        return call is None or (call.state is None and call.children is None)
+
+    def _run_call(self, call: Call, grad: Any, input_grad: bool, retain: bool) -> Any:
+        """Backward of one recorded call: its state put back, the module's backward run, the
+        state freed (kept with ``retain``)."""
+        calls, state = call.children, call.state
+        if calls is None and self._kind == _STATE:  # a layer's call: the usual case
+            self._put(state)
+            try:
+                out = self._backward(grad, False, input_grad)
+            finally:
+                self._clear()
+            if not retain:
+                call.state = None
+            return out
+        if calls is not None:
+            _install(calls)
+        if state is not None:
+            self._put(state)
+        failed = True
+        unused: list[Call] = []
+        try:
+            if self._kind == _USER:
+                self.__dict__["_in_backward"] = True
+                try:
+                    out = self.backward(grad)
+                finally:
+                    self.__dict__["_in_backward"] = False
+            else:
+                out = self._backward(grad, False, input_grad)
+            failed = False
+        finally:
+            if state is not None:
+                self._clear()
+            if calls is not None:
+                _uninstall(calls, retain or failed, unused)
+        if not retain:
+            call.state = call.children = None
+        if unused:
+            _warn_unused(self, unused, 4)
+        return out
+
+    def _pick_call(self) -> Any:
+        """The recorded call that ``module.backward(g)`` backpropagates: one queued by a
+        hand-written backward's call, else the input call of the loss whose
+        ``loss_fn.backward()`` ran last, else (``_ATTRS``) the state a direct ``forward()``
+        left in the attributes, else the latest call (``None``: no call waits)."""
+        d = self.__dict__
+        q = d.get("_queue")
+        if q:
+            return q.pop()
+        n = _thread.next
+        if n is not None and type(n) is Call and n.module is self and _pending(n):
+            return n
+        if self._holds_state():
+            return _ATTRS
+        n = d.get("_last")
+        if n is not None and type(n) is Call and _pending(n):
+            return n
+        return None
+
+    def _children_calls(self) -> list[Call]:
+        """For a container: the pending latest call of each layer inside (none by default)."""
+        return []
+
+    def _legacy(self, impl: Any, *args: Any) -> Any:
+        """``module.backward(g)``: run the backward ``impl`` on the state of :meth:`_pick_call`'s
+        call (or on what a direct ``forward()`` kept)."""
+        call = self._pick_call()
+        if call is None or call is _ATTRS:
+            if _thread.next is not None:
+                _thread.next = None
+            calls = None if call is _ATTRS else self._children_calls()
+            if not calls:
+                return impl(*args)
+            # The layers inside were called one by one (not through this module): each one's
+            # latest call, as their own backward(g) would take.
+            for c in calls:
+                c.module._put(c.state)
+            out = impl(*args)
+            for c in calls:
+                c.state = None
+            return out
+        self._put(call.state)
+        calls = call.children
+        if calls is not None:
+            _install(calls)
+        try:
+            out = impl(*args)
+        finally:
+            if calls is not None:
+                _uninstall(calls, True, [])
+        call.state = call.children = None
+        _thread.next = call.parent if type(call.parent) is Call else None
+        return out
 
     # Sequential calls these two. ``internal=True`` means the result goes only to the neighbouring
     # module of the same Sequential, so it may live in a buffer that the next call overwrites;
@@ -333,11 +674,48 @@ class Module:
         ``self`` (see :meth:`half` for how 16-bit models compute)."""
         return self._cast(BFLOAT16)
 
-    def to(self, dtype: Any) -> Module:
-        """Cast every parameter (and gradient) to ``dtype``: float16, bfloat16 (or the string
-        ``"bfloat16"``), float32 or float64; returns ``self``. minnet has no devices, so only
-        PyTorch's ``module.to(dtype)`` form exists."""
-        return self._cast(dtype)
+    def to(self, *args: Any, **kwargs: Any) -> Module:
+        """Cast every parameter (and gradient) to a dtype: float16, bfloat16 (or the string
+        ``"bfloat16"``), float32 or float64; returns ``self``.
+
+        minnet runs on the CPU only: a device (``"cpu"``, ``device="cpu"``) is accepted and
+        changes nothing, as PyTorch's ``module.to("cpu")`` on a CPU model; any other device
+        raises ``ValueError``. ``to("cpu", np.float64)`` and ``to(dtype=...)`` also work.
+        """
+        dtype = kwargs.pop("dtype", None)
+        device = kwargs.pop("device", None)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, str) and a.split(":")[0].lower() in ("cpu", "cuda", "mps", "xpu"):
+                device = a
+            elif dtype is None:
+                dtype = a
+            else:
+                raise TypeError(f"to() got more than one dtype: {dtype!r} and {a!r}")
+        if device is not None and str(device).split(":")[0].lower() != "cpu":
+            raise ValueError(f"minnet runs on the CPU only; cannot move a module to {device!r}")
+        return self if dtype is None else self._cast(dtype)
+
+    def cpu(self) -> Module:
+        """``self``: minnet's modules are always on the CPU (PyTorch's ``module.cpu()``)."""
+        return self
+
+    def apply(self, fn: Any) -> Module:
+        """Call ``fn(m)`` on every sub-module (children first, depth first) and then on this
+        module; returns ``self``. PyTorch's idiom for initialisation::
+
+            def init(m):
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
+            model.apply(init)
+        """
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
 
     # ------------------------------------------------------------------------- state
 

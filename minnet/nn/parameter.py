@@ -48,6 +48,23 @@ class Parameter:
         """Dtype of ``data``."""
         return self.data.dtype
 
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions of ``data``."""
+        return self.data.ndim
+
+    def numel(self) -> int:
+        """Number of elements of ``data`` (PyTorch's ``Parameter.numel()``)."""
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        """Number of dimensions of ``data`` (PyTorch's ``tensor.dim()``)."""
+        return self.data.ndim
+
+    def size(self, dim: int | None = None) -> Any:
+        """``data.shape``, or its ``dim``-th entry (PyTorch's ``tensor.size()``)."""
+        return self.data.shape if dim is None else self.data.shape[dim]
+
     def __repr__(self) -> str:
         return f"Parameter(name={self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
 

@@ -20,17 +20,23 @@ The protocol is PyTorch's:
 - ``get_last_lr()`` returns the learning rates of the latest step; ``state_dict()`` is every
   attribute but the optimizer, and ``load_state_dict()`` restores them.
 
-Differences from PyTorch: the scheduler does not wrap ``optimizer.step`` to warn when
-``scheduler.step()`` comes first, and ``lr`` values are Python floats (no tensor learning rates).
+As PyTorch, a scheduler wraps its optimizer's ``step`` (on the instance) to notice whether it
+ran: a first ``scheduler.step()`` before any ``optimizer.step()`` warns with PyTorch's message.
+``verbose=`` (removed from PyTorch's schedulers after its deprecation) is accepted by every
+scheduler for older PyTorch code, with PyTorch's deprecation warning when set.
+
+Differences from PyTorch: ``lr`` values are Python floats (no tensor learning rates).
 Where PyTorch accepts an argument that later divides by zero (``StepLR(step_size=0)``,
 ``CosineAnnealingLR(T_max=0)``), minnet raises a ``ValueError`` at construction instead.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 import warnings
+import weakref
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +44,11 @@ from typing import Any, Protocol, SupportsFloat
 
 __all__ = [
     "LRScheduler",
+    "ConstantLR",
+    "PolynomialLR",
+    "CosineAnnealingWarmRestarts",
+    "ChainedScheduler",
+    "CyclicLR",
     "LambdaLR",
     "StepLR",
     "MultiStepLR",
@@ -98,6 +109,46 @@ def _positive_int(owner: str, name: str, value: Any) -> None:
         raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
 
 
+_STEP_BEFORE_OPTIMIZER = (
+    "Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
+    "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
+    "`optimizer.step()` before `lr_scheduler.step()`.  Failure to do this "
+    "will result in PyTorch skipping the first value of the learning rate schedule. "
+    "See more details at "
+    "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+)
+_STEP_OVERRIDDEN = (
+    "Seems like `optimizer.step()` has been overridden after learning rate scheduler "
+    "initialization. Please, make sure to call `optimizer.step()` before "
+    "`lr_scheduler.step()`. See more details at "
+    "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+)
+
+
+def _patch_track_step_called(optimizer: Any) -> None:
+    """Wrap ``optimizer.step`` (on the instance) so that it sets ``optimizer._opt_called``, as
+    PyTorch's schedulers do; an optimizer whose ``step`` cannot be wrapped is left alone."""
+    step = getattr(optimizer, "step", None)
+    if step is None or hasattr(step, "_wrapped_by_lr_sched"):
+        return
+    func = getattr(step, "__func__", None)
+    if func is None:
+        return
+    opt_ref = weakref.ref(optimizer)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opt = opt_ref()
+        opt._opt_called = True  # type: ignore[union-attr]
+        return func.__get__(opt, opt.__class__)(*args, **kwargs)
+
+    wrapper._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+    try:
+        optimizer.step = wrapper
+    except (AttributeError, TypeError):
+        pass
+
+
 def _warn_get_lr_called_within_step(scheduler: LRScheduler) -> None:
     if not scheduler._get_lr_called_within_step:
         warnings.warn(
@@ -106,6 +157,24 @@ def _warn_get_lr_called_within_step(scheduler: LRScheduler) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def _accept_verbose(init: Callable[..., None]) -> Callable[..., None]:
+    """Accept PyTorch's removed ``verbose=`` keyword (PyTorch 2.2-2.6 warned for any value
+    but ``"deprecated"``, as this does); it prints nothing."""
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, verbose: Any = "deprecated", **kwargs: Any) -> None:
+        if verbose != "deprecated":
+            warnings.warn(
+                "The verbose parameter is deprecated. Please use get_last_lr() to access the "
+                "learning rate.",
+                UserWarning,
+                stacklevel=2,
+            )
+        init(self, *args, **kwargs)
+
+    return wrapper
 
 
 class LRScheduler:
@@ -129,6 +198,12 @@ class LRScheduler:
     _get_lr_called_within_step: bool = False
     _is_initial: bool = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = _accept_verbose(init)  # type: ignore[method-assign]
+
     def __init__(self, optimizer: OptimizerLike, last_epoch: int = -1) -> None:
         _check_optimizer(optimizer)
         self.optimizer = optimizer
@@ -148,6 +223,7 @@ class LRScheduler:
                     )
         self.base_lrs: list[float] = _group_values(optimizer, "initial_lr")
         self.last_epoch = last_epoch
+        _patch_track_step_called(optimizer)
         self._initial_step()
 
     def _initial_step(self) -> None:
@@ -178,9 +254,18 @@ class LRScheduler:
     def step(self, epoch: int | None = None) -> None:
         """Advance the schedule one epoch (``last_epoch += 1``) and write each group's ``lr``.
 
-        Call it after ``optimizer.step()``. ``epoch`` (deprecated, with PyTorch's warning) sets
-        ``last_epoch = epoch`` and uses the closed form where the scheduler has one.
+        Call it after ``optimizer.step()`` (a first call before it warns, as PyTorch).
+        ``epoch`` (deprecated, with PyTorch's warning) sets ``last_epoch = epoch`` and uses the
+        closed form where the scheduler has one.
         """
+        if self._step_count == 1:
+            if not hasattr(getattr(self.optimizer, "step", None), "_wrapped_by_lr_sched"):
+                # replaced after construction (an optimizer that could not be wrapped has no
+                # step of its own on the instance: nothing to say)
+                if "step" in getattr(self.optimizer, "__dict__", {}):
+                    warnings.warn(_STEP_OVERRIDDEN, UserWarning, stacklevel=2)
+            elif not getattr(self.optimizer, "_opt_called", False):
+                warnings.warn(_STEP_BEFORE_OPTIMIZER, UserWarning, stacklevel=2)
         self._step_count += 1
         if epoch is not None:
             warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
@@ -922,3 +1007,390 @@ class OneCycleLR(LRScheduler):
                 else:
                     group["momentum"] = momentum
         return lrs
+
+
+class ConstantLR(LRScheduler):
+    r"""Multiply each group's lr by ``factor`` until epoch ``total_iters``, then restore it.
+
+    .. code-block:: text
+
+        closed form: lr_t = initial_lr * (factor if t < total_iters else 1)
+        chainable:   lr_0 = lr * factor; lr_t = lr_{t-1} / factor at t == total_iters, else
+                     lr_{t-1}
+
+    Args:
+        optimizer: object with ``param_groups``.
+        factor: the factor, in ``[0, 1]``. Default ``1/3``.
+        total_iters: epochs with the factor applied. Default ``5``.
+        last_epoch: see :class:`LRScheduler`.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerLike,
+        factor: float = 1.0 / 3,
+        total_iters: int = 5,
+        last_epoch: int = -1,
+    ) -> None:
+        if factor > 1.0 or factor < 0:
+            raise ValueError("Constant multiplicative factor expected to be between 0 and 1.")
+        self.factor = factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        """The chainable rule above."""
+        _warn_get_lr_called_within_step(self)
+        if self.last_epoch == 0:
+            return [group["lr"] * self.factor for group in self.optimizer.param_groups]
+        if self.last_epoch != self.total_iters:
+            return _group_values(self.optimizer, "lr")
+        return [group["lr"] * (1.0 / self.factor) for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [
+            base * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+            for base in self.base_lrs
+        ]
+
+
+class PolynomialLR(LRScheduler):
+    r"""Decay each group's lr polynomially to 0 over ``total_iters`` epochs.
+
+    .. code-block:: text
+
+        closed form: lr_t = initial_lr * (1 - min(t, total_iters) / total_iters) ** power
+        chainable:   lr_t = lr_{t-1} * ((1 - t / total_iters) / (1 - (t - 1) / total_iters))
+                            ** power   for 1 <= t <= total_iters, else lr_{t-1}
+
+    Args:
+        optimizer: object with ``param_groups``.
+        total_iters: epochs of decay. Default ``5``.
+        power: the polynomial's power. Default ``1.0``.
+        last_epoch: see :class:`LRScheduler`.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerLike,
+        total_iters: int = 5,
+        power: float = 1.0,
+        last_epoch: int = -1,
+    ) -> None:
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        """The chainable rule above."""
+        _warn_get_lr_called_within_step(self)
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return _group_values(self.optimizer, "lr")
+        decay = (
+            (1.0 - self.last_epoch / self.total_iters)
+            / (1.0 - (self.last_epoch - 1) / self.total_iters)
+        ) ** self.power
+        return [group["lr"] * decay for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        frac = min(self.total_iters, self.last_epoch) / self.total_iters
+        return [base * (1.0 - frac) ** self.power for base in self.base_lrs]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    r"""Cosine annealing with warm restarts (SGDR): the lr follows a cosine from the initial lr
+    down to ``eta_min`` over ``T_i`` epochs, then restarts; ``T_0`` is the first period and
+    each period is ``T_mult`` times the previous one.
+
+    .. code-block:: text
+
+        lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2
+
+    ``step()`` advances ``T_cur`` by one (restarting when it reaches ``T_i``);
+    ``step(epoch)`` takes a fractional epoch (``step(epoch + i / iters)`` per batch, as in
+    PyTorch, without a deprecation warning).
+
+    Args:
+        optimizer: object with ``param_groups``.
+        T_0: epochs of the first period, a positive integer.
+        T_mult: growth of the period after each restart, an integer >= 1. Default ``1``.
+        eta_min: minimum learning rate. Default ``0.0``.
+        last_epoch: see :class:`LRScheduler`.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerLike,
+        T_0: int,
+        T_mult: int = 1,
+        eta_min: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if isinstance(T_0, bool) or not isinstance(T_0, int) or T_0 <= 0:
+            raise ValueError(f"Expected positive integer T_0, but got {T_0}")
+        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or T_mult < 1:
+            raise ValueError(f"Expected integer T_mult >= 1, but got {T_mult}")
+        if isinstance(eta_min, bool) or not isinstance(eta_min, (float, int)):
+            raise ValueError(
+                f"Expected float or int eta_min, but got {eta_min} of type {type(eta_min)}"
+            )
+        self.T_0 = T_0
+        self.T_i = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
+        self.T_cur: float = last_epoch
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        """The formula above."""
+        _warn_get_lr_called_within_step(self)
+        cos = 1 + math.cos(math.pi * self.T_cur / self.T_i)
+        return [self.eta_min + (base - self.eta_min) * cos / 2 for base in self.base_lrs]
+
+    def step(self, epoch: float | None = None) -> None:
+        """Advance ``T_cur`` by one epoch (``epoch=None``) or set the (fractional) epoch."""
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0
+        if epoch is None:
+            epoch = self.last_epoch + 1
+            self.T_cur = self.T_cur + 1
+            if self.T_cur >= self.T_i:
+                self.T_cur = self.T_cur % self.T_i
+                self.T_i = self.T_i * self.T_mult
+        else:
+            if epoch < 0:
+                raise ValueError(f"Expected non-negative epoch, but got {epoch}")
+            if epoch >= self.T_0:
+                if self.T_mult == 1:
+                    self.T_cur = epoch % self.T_0
+                else:
+                    n = int(math.log((epoch / self.T_0 * (self.T_mult - 1) + 1), self.T_mult))
+                    self.T_cur = epoch - self.T_0 * (self.T_mult**n - 1) / (self.T_mult - 1)
+                    self.T_i = self.T_0 * self.T_mult**n
+            else:
+                self.T_i = self.T_0
+                self.T_cur = epoch
+        self.last_epoch = math.floor(epoch)
+        self._get_lr_called_within_step = True
+        try:
+            values = self.get_lr()
+        finally:
+            self._get_lr_called_within_step = False
+        for group, lr in zip(self.optimizer.param_groups, values):
+            group["lr"] = lr
+        self._last_lr = _group_values(self.optimizer, "lr")
+
+
+class ChainedScheduler(LRScheduler):
+    r"""Step several schedulers of one optimizer together: ``step()`` calls each one's
+    ``step()`` in order, so chainable schedules multiply (PyTorch's ``ChainedScheduler``).
+
+    Args:
+        schedulers: the schedulers (not :class:`ReduceLROnPlateau`), all of one optimizer.
+        optimizer: that optimizer (default: the first scheduler's).
+    """
+
+    def __init__(
+        self, schedulers: Sequence[LRScheduler], optimizer: OptimizerLike | None = None
+    ) -> None:
+        name = type(self).__name__
+        if len(schedulers) < 1:
+            raise ValueError(
+                f"{name} expects at least one scheduler to be chained, but got no scheduler."
+            )
+        optimizer = optimizer or schedulers[0].optimizer
+        for idx, scheduler in enumerate(schedulers):
+            if not hasattr(scheduler, "optimizer"):
+                raise TypeError(f"{name} at index {idx} should have `optimizer` as its attribute.")
+            if isinstance(scheduler, ReduceLROnPlateau):
+                raise ValueError(
+                    f"{name} does not support `ReduceLROnPlateau` scheduler as it requires "
+                    "additional kwargs to be specified when calling `step`, but got one at "
+                    f"index {idx} in the given schedulers sequence."
+                )
+            if optimizer is not scheduler.optimizer:
+                raise ValueError(
+                    f"{name} expects all schedulers to belong to the same optimizer, but got "
+                    f"scheduler {type(scheduler).__name__} at index {idx} has "
+                    f"{scheduler.optimizer}, which is different from {type(optimizer).__name__}."
+                )
+        self._schedulers = list(schedulers)
+        self.optimizer = optimizer
+        self._last_lr = _group_values(self._schedulers[-1].optimizer, "lr")
+
+    def step(self) -> None:  # type: ignore[override]
+        """``step()`` of every scheduler, in order."""
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self._last_lr = _group_values(self._schedulers[-1].optimizer, "lr")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Attributes except the optimizer, with each scheduler's own state dict."""
+        state = {
+            k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")
+        }
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore attributes and each scheduler's state."""
+        state = dict(state_dict)
+        schedulers = state.pop("_schedulers")
+        self.__dict__.update(state)
+        for s, sd in zip(self._schedulers, schedulers):
+            s.load_state_dict(sd)
+
+
+def _triangular_scale_fn(x: float) -> float:
+    return 1.0
+
+
+def _triangular2_scale_fn(x: float) -> float:
+    return 1 / (2.0 ** (x - 1))
+
+
+class CyclicLR(LRScheduler):
+    r"""Cyclical learning rates (Smith, 2017), PyTorch's ``CyclicLR``: each group's lr cycles
+    between ``base_lr`` and ``max_lr`` (up over ``step_size_up`` steps, down over
+    ``step_size_down``), and the momentum (or Adam's ``beta1``) in the opposite direction.
+    Step it after every batch.
+
+    .. code-block:: text
+
+        cycle = floor(1 + t / (up + down)); x = 1 + t / (up + down) - cycle
+        s = x / r if x <= r else (x - 1) / (r - 1)        (r = up / (up + down))
+        lr = base_lr + (max_lr - base_lr) * s * scale     momentum = max_m - (max_m - base_m) * s
+                                                          * scale
+        scale = 1 ("triangular"), 1 / 2**(cycle - 1) ("triangular2"), gamma**t ("exp_range"),
+                or scale_fn(cycle or t) (``scale_mode`` "cycle" / "iterations")
+
+    Args:
+        optimizer: object with ``param_groups`` (and ``defaults`` with ``"momentum"`` or
+            ``"betas"`` when ``cycle_momentum``).
+        base_lr, max_lr: the cycle's bounds, a float or one per group.
+        step_size_up: steps of the rising half. Default ``2000``.
+        step_size_down: steps of the falling half. Default: ``step_size_up``.
+        mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``; ignored with ``scale_fn``.
+        gamma: ``exp_range``'s base. Default ``1.0``.
+        scale_fn: a custom scaling function of one argument. Default ``None``.
+        scale_mode: ``"cycle"`` or ``"iterations"``: what ``scale_fn`` is a function of.
+        cycle_momentum: cycle the momentum as well. Default ``True``.
+        base_momentum, max_momentum: the momentum's bounds. Defaults ``0.8``, ``0.9``.
+        last_epoch: see :class:`LRScheduler`.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerLike,
+        base_lr: float | list[float],
+        max_lr: float | list[float],
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Callable[[float], float] | None = None,
+        scale_mode: str = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum: float | list[float] = 0.8,
+        max_momentum: float | list[float] = 0.9,
+        last_epoch: int = -1,
+    ) -> None:
+        _check_optimizer(optimizer)
+        base_lrs = _format_param("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _format_param("max_lr", optimizer, max_lr)
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError("mode is invalid and scale_fn is None")
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            defaults = getattr(optimizer, "defaults", {})
+            if "momentum" not in defaults and "betas" not in defaults:
+                raise ValueError(
+                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
+                )
+            self.use_beta1 = "betas" in defaults
+            self.base_momentums = _format_param("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _format_param("max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for m_mom, b_mom, group in zip(
+                    self.max_momentums, self.base_momentums, optimizer.param_groups
+                ):
+                    if self.use_beta1:
+                        group["betas"] = (m_mom, *group["betas"][1:])
+                    else:
+                        group["momentum"] = m_mom
+                    group["max_momentum"] = m_mom
+                    group["base_momentum"] = b_mom
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self) -> None:
+        if self._scale_fn_custom is not None:
+            return
+        if self.mode == "triangular":
+            self._scale_fn_ref: Callable[[float], float] = _triangular_scale_fn
+            self.scale_mode = "cycle"
+        elif self.mode == "triangular2":
+            self._scale_fn_ref = _triangular2_scale_fn
+            self.scale_mode = "cycle"
+        else:
+            gamma = self.gamma
+            self._scale_fn_ref = lambda x: gamma**x
+            self.scale_mode = "iterations"
+
+    def scale_fn(self, x: float) -> float:
+        """The scaling of the cycle's height (``scale_fn`` or the mode's)."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        return self._scale_fn_ref(x)
+
+    def get_lr(self) -> list[float]:
+        """The formula above; writes the momentum (or ``beta1``) too with ``cycle_momentum``."""
+        _warn_get_lr_called_within_step(self)
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale_factor = x / self.step_ratio
+        else:
+            scale_factor = (x - 1) / (self.step_ratio - 1)
+        at = cycle if self.scale_mode == "cycle" else self.last_epoch
+        lrs = [
+            base + (top - base) * scale_factor * self.scale_fn(at)
+            for base, top in zip(self.base_lrs, self.max_lrs)
+        ]
+        if self.cycle_momentum:
+            moms = [
+                top - (top - base) * scale_factor * self.scale_fn(at)
+                for base, top in zip(self.base_momentums, self.max_momentums)
+            ]
+            for group, m in zip(self.optimizer.param_groups, moms):
+                if self.use_beta1:
+                    group["betas"] = (m, *group["betas"][1:])
+                else:
+                    group["momentum"] = m
+        return lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        """Attributes except the optimizer and the scale functions (as PyTorch: a custom
+        ``scale_fn`` is not saved)."""
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("optimizer", "_scale_fn_ref", "_scale_fn_custom")
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore attributes and rebuild the mode's scale function."""
+        self.__dict__.update(state_dict)
+        self._init_scale_fn()
