@@ -65,6 +65,14 @@ __all__ = [
     "optimizer_step",
     "LINEAR_MIN_WORK",
     "OPTIM_MIN_SIZE",
+    # the single-threaded products that small layers call directly (minnet.nn.linear)
+    "gemm",
+    "add_column_sums",
+    "operand",
+    "NO_TRANS",
+    "TRANS",
+    "EMPTY",
+    "EMPTY2",
 ]
 
 #: ``GOMP_SPINCOUNT`` set before Numba's OpenMP layer loads, unless the user set it or
@@ -75,7 +83,7 @@ LINEAR_MIN_WORK = 1 << 20
 #: An optimizer group's buffers take the pool path when they hold at least this many elements.
 OPTIM_MIN_SIZE = 1 << 15
 
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS's layout and transpose flags
 _SGEMM, _DGEMM = "minnet_cblas_sgemm64", "minnet_cblas_dgemm64"
 _i64, _i32, _ptr = types.int64, types.int32, types.voidptr
 _sgemm = types.ExternalFunction(
@@ -240,7 +248,7 @@ def threading_layer() -> str:
 
 
 @numba.njit(cache=True, nogil=True)
-def _gemm(single, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):  # pragma: no cover - compiled
+def gemm(single, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):  # pragma: no cover - compiled
     """``C = op(A) @ op(B) + beta * C`` (row-major; pointers as integers; one thread)."""
     if single:
         _sgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float32(1.0), a, lda, b, ldb, np.float32(beta),
@@ -256,13 +264,13 @@ def _forward(w, bias, b, b_trans, out_t, threads):  # pragma: no cover - compile
     size = w.itemsize
     single = size == 4
     ldb = d if b_trans else n
-    tb = _TRANS if b_trans else _NO_TRANS
+    tb = TRANS if b_trans else NO_TRANS
     has_bias = bias.shape[0] > 0
     for t in prange(threads):
         r0 = rows * t // threads
         r1 = rows * (t + 1) // threads
         if r1 > r0:
-            _gemm(single, _NO_TRANS, tb, r1 - r0, n, d, w.ctypes.data + r0 * d * size, d,
+            gemm(single, NO_TRANS, tb, r1 - r0, n, d, w.ctypes.data + r0 * d * size, d,
                   b.ctypes.data, ldb, 0.0, out_t.ctypes.data + r0 * n * size, n)  # fmt: skip
             if has_bias:
                 for i in range(r0, r1):
@@ -276,15 +284,15 @@ def linear_forward(
 ) -> bool:
     """``out_t[r0:r1] = W[r0:r1] @ x.T (+ bias[r0:r1])`` on ``threads`` threads, each over its
     :func:`owned_rows` of the output; ``False`` (nothing done) for a layout it does not take."""
-    b, b_trans = _operand(x)
+    b, b_trans = operand(x)
     if b is None or not (w.flags.c_contiguous and out_t.flags.c_contiguous):
         return False
-    _forward(w, _EMPTY[w.dtype.char] if bias is None else bias, b, b_trans, out_t, threads)
+    _forward(w, EMPTY[w.dtype.char] if bias is None else bias, b, b_trans, out_t, threads)
     return True
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _add_column_sums(gb, g, g_trans, r0, r1):  # pragma: no cover - compiled
+def add_column_sums(gb, g, g_trans, r0, r1):  # pragma: no cover - compiled
     """``gb[i] += G[:, i].sum()`` for ``i`` in ``r0:r1`` (the batch rows added in order, as
     NumPy's ``sum(axis=0)``); ``g`` is ``G`` (``g_trans``) or ``G.T``, C-contiguous."""
     n = g.shape[0] if g_trans else g.shape[1]
@@ -302,16 +310,16 @@ def _add_column_sums(gb, g, g_trans, r0, r1):  # pragma: no cover - compiled
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _backward(g, g_trans, b, b_trans, gw, gb, w, dx, threads):  # pragma: no cover - compiled
     # g: G (N, out) when g_trans, else G.T (out, N); b: x (N, d) when b_trans, else x.T
-    # (the flags of ``_operand``: True when the array itself is C-contiguous)
+    # (the flags of ``operand``: True when the array itself is C-contiguous)
     rows = gw.shape[0] if gw.shape[0] > 0 else gb.shape[0]
     n = g.shape[0] if g_trans else g.shape[1]
     out = g.shape[1] if g_trans else g.shape[0]
     d = b.shape[1] if b_trans else b.shape[0]
     size = g.itemsize
     single = size == 4
-    ta = _TRANS if g_trans else _NO_TRANS
+    ta = TRANS if g_trans else NO_TRANS
     lda = out if g_trans else n
-    tb = _NO_TRANS if b_trans else _TRANS
+    tb = NO_TRANS if b_trans else TRANS
     ldb = d if b_trans else n
     do_w = gw.shape[0] > 0
     do_b = gb.shape[0] > 0
@@ -321,18 +329,18 @@ def _backward(g, g_trans, b, b_trans, gw, gb, w, dx, threads):  # pragma: no cov
         r1 = rows * (t + 1) // threads
         if do_w and r1 > r0:
             a = g.ctypes.data + (r0 * size if g_trans else r0 * n * size)
-            _gemm(single, ta, tb, r1 - r0, d, n, a, lda, b.ctypes.data, ldb, 1.0,
+            gemm(single, ta, tb, r1 - r0, d, n, a, lda, b.ctypes.data, ldb, 1.0,
                   gw.ctypes.data + r0 * d * size, d)  # fmt: skip
         if do_b:
-            _add_column_sums(gb, g, g_trans, r0, r1)
+            add_column_sums(gb, g, g_trans, r0, r1)
         if do_x:
             n0 = n * t // threads
             n1 = n * (t + 1) // threads
             if n1 > n0:
                 # dx[n0:n1] = G[n0:n1] @ W
-                ta2 = _NO_TRANS if g_trans else _TRANS
+                ta2 = NO_TRANS if g_trans else TRANS
                 a = g.ctypes.data + (n0 * out * size if g_trans else n0 * size)
-                _gemm(single, ta2, _NO_TRANS, n1 - n0, d, out, a, lda, w.ctypes.data, d, 0.0,
+                gemm(single, ta2, NO_TRANS, n1 - n0, d, out, a, lda, w.ctypes.data, d, 0.0,
                       dx.ctypes.data + n0 * d * size, d)  # fmt: skip
 
 
@@ -350,12 +358,12 @@ def linear_backward(
     ``beta=1``), ``bias_grad[r0:r1] += G[:, r0:r1].sum(0)``, and, if ``dx`` is given, its share
     of the batch rows of ``dx = G @ W``. ``None`` skips a part. ``False`` (nothing done) for a
     layout it does not take."""
-    g, g_trans = _operand(grad_out)
-    b, b_trans = _operand(x)
+    g, g_trans = operand(grad_out)
+    b, b_trans = operand(x)
     if g is None or b is None:
         return False
-    empty2 = _EMPTY2[w.dtype.char]
-    empty1 = _EMPTY[w.dtype.char]
+    empty2 = EMPTY2[w.dtype.char]
+    empty1 = EMPTY[w.dtype.char]
     for a in (weight_grad, bias_grad, dx):
         if a is not None and not a.flags.c_contiguous:
             return False
@@ -368,7 +376,7 @@ def linear_backward(
     return True
 
 
-def _operand(a: np.ndarray) -> tuple[np.ndarray | None, bool]:
+def operand(a: np.ndarray) -> tuple[np.ndarray | None, bool]:
     """A 2-D ``(R, C)`` array as a C-contiguous operand: ``(a, True)`` if ``a`` is C-contiguous
     (read as transposed relative to ``a.T``), ``(a.T, False)`` if ``a.T`` is, else ``None``."""
     if a.flags.c_contiguous:
@@ -378,8 +386,9 @@ def _operand(a: np.ndarray) -> tuple[np.ndarray | None, bool]:
     return None, False
 
 
-_EMPTY = {c: np.empty(0, c) for c in "fd"}
-_EMPTY2 = {c: np.empty((0, 0), c) for c in "fd"}
+#: Empty float32 / float64 stand-ins (by dtype char) for an absent bias or output argument.
+EMPTY = {c: np.empty(0, c) for c in "fd"}
+EMPTY2 = {c: np.empty((0, 0), c) for c in "fd"}
 
 
 # -- the optimizer ----------------------------------------------------------------------------

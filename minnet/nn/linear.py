@@ -34,9 +34,9 @@ def _small_forward(w, bias, b, b_trans, out_t):  # pragma: no cover - compiled
     an empty ``bias`` adds nothing."""
     rows, d = w.shape
     n = out_t.shape[1]
-    tb = _pool._TRANS if b_trans else _pool._NO_TRANS
+    tb = _pool.TRANS if b_trans else _pool.NO_TRANS
     ldb = d if b_trans else n
-    _pool._gemm(w.itemsize == 4, _pool._NO_TRANS, tb, rows, n, d, w.ctypes.data, d,
+    _pool.gemm(w.itemsize == 4, _pool.NO_TRANS, tb, rows, n, d, w.ctypes.data, d,
                 b.ctypes.data, ldb, 0.0, out_t.ctypes.data, n)  # fmt: skip
     if bias.shape[0] > 0:
         for i in range(rows):
@@ -57,16 +57,16 @@ def _small_backward(g, g_trans, b, b_trans, gw, gb, w, dx):  # pragma: no cover 
     single = g.itemsize == 4
     lda = out if g_trans else n
     if gw.shape[0] > 0:
-        ta = _pool._TRANS if g_trans else _pool._NO_TRANS
-        tb = _pool._NO_TRANS if b_trans else _pool._TRANS
+        ta = _pool.TRANS if g_trans else _pool.NO_TRANS
+        tb = _pool.NO_TRANS if b_trans else _pool.TRANS
         ldb = d if b_trans else n
-        _pool._gemm(single, ta, tb, out, d, n, g.ctypes.data, lda, b.ctypes.data, ldb, 1.0,
+        _pool.gemm(single, ta, tb, out, d, n, g.ctypes.data, lda, b.ctypes.data, ldb, 1.0,
                     gw.ctypes.data, d)  # fmt: skip
     if gb.shape[0] > 0:
-        _pool._add_column_sums(gb, g, g_trans, 0, out)
+        _pool.add_column_sums(gb, g, g_trans, 0, out)
     if dx.shape[0] > 0:
-        ta2 = _pool._NO_TRANS if g_trans else _pool._TRANS
-        _pool._gemm(single, ta2, _pool._NO_TRANS, n, d, out, g.ctypes.data, lda, w.ctypes.data,
+        ta2 = _pool.NO_TRANS if g_trans else _pool.TRANS
+        _pool.gemm(single, ta2, _pool.NO_TRANS, n, d, out, g.ctypes.data, lda, w.ctypes.data,
                     d, 0.0, dx.ctypes.data, d)  # fmt: skip
 
 
@@ -225,8 +225,8 @@ class Linear(Module):
         bias = None if self.bias is None else self.bias.data
         if threads > 1 and _pool.linear_forward(w, bias, x, out_t, threads):
             pass
-        elif self._small(n) and (b := _pool._operand(x))[0] is not None and w.flags.c_contiguous:
-            _small_forward(w, _pool._EMPTY[w.dtype.char] if bias is None else bias, *b, out_t)
+        elif self._small(n) and (b := _pool.operand(x))[0] is not None and w.flags.c_contiguous:
+            _small_forward(w, _pool.EMPTY[w.dtype.char] if bias is None else bias, *b, out_t)
         else:
             np.matmul(w, x.T, out=out_t)
             if bias is not None:
@@ -379,8 +379,8 @@ class Linear(Module):
                 self._out_t = out_t
             else:
                 self._scratch_t = out_t
-        y = _pool._EMPTY2[w.dtype.char] if internal else np.empty((n, self.out_features), w.dtype)
-        bias = _pool._EMPTY[w.dtype.char] if self.bias is None else self.bias.data
+        y = _pool.EMPTY2[w.dtype.char] if internal else np.empty((n, self.out_features), w.dtype)
+        bias = _pool.EMPTY[w.dtype.char] if self.bias is None else self.bias.data
         _relu_small_forward(x, h, w, bias, out_t, y)
         relu._out = h
         self._x = h
@@ -403,7 +403,7 @@ class Linear(Module):
             and self.weight.data.flags.c_contiguous
         ):
             return relu._backward(self._backward(grad_out, True, True), True, True)
-        g = _pool._operand(grad_out)
+        g = _pool.operand(grad_out)
         grads = self._grad_targets() if g[0] is not None else None
         if grads is None:
             return relu._backward(self._backward(grad_out, True, True), True, True)
@@ -411,11 +411,11 @@ class Linear(Module):
         if dx is None or dx.shape != h.shape or dx.dtype != h.dtype:
             dx = relu._grad = np.empty(h.shape, h.dtype)  # C order, as ReLU's own buffer
         w = self.weight.data
-        empty2 = _pool._EMPTY2[w.dtype.char]
+        empty2 = _pool.EMPTY2[w.dtype.char]
         _small_backward_relu(
             *g, h,
             empty2 if grads[0] is None else grads[0],
-            _pool._EMPTY[w.dtype.char] if grads[1] is None else grads[1],
+            _pool.EMPTY[w.dtype.char] if grads[1] is None else grads[1],
             w, dx,
         )  # fmt: skip
         self._x = relu._out = None
@@ -446,14 +446,14 @@ class Linear(Module):
             if not _pool.linear_backward(grad_out, x, grads[0], grads[1], weight.data, dx, threads):
                 return False
             return dx
-        g, b, w = _pool._operand(grad_out), _pool._operand(x), weight.data
+        g, b, w = _pool.operand(grad_out), _pool.operand(x), weight.data
         if g[0] is None or b[0] is None or not w.flags.c_contiguous:
             return False
-        empty2 = _pool._EMPTY2[w.dtype.char]
+        empty2 = _pool.EMPTY2[w.dtype.char]
         _small_backward(
             *g, *b,
             empty2 if grads[0] is None else grads[0],
-            _pool._EMPTY[w.dtype.char] if grads[1] is None else grads[1],
+            _pool.EMPTY[w.dtype.char] if grads[1] is None else grads[1],
             w, empty2 if dx is None else dx,
         )  # fmt: skip
         return dx
