@@ -29,7 +29,7 @@ def make(name: str, params: Any, *args: Any, **kw: Any) -> Any:
     return getattr(minnet.optim, name)(params, *args, **kw)
 
 
-# -- NAdam's mu_product --------------------------------------------------
+# -- NAdam's mu_product ------------------------------------------------------------------------
 
 
 def small_run(name: str, steps: int, **kw: Any) -> tuple[Any, list[Parameter]]:
@@ -91,7 +91,7 @@ def test_nadam_load_state_dict_checks_mu_product() -> None:
     assert opt.state_dict()["state"][0]["mu_product"] == 0.25 * nadam_mu(0.9, 4e-3, 4)
 
 
-# -- stats and multipliers -------------------------------------------------------------------
+# -- stats and multipliers ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", NAMES)
