@@ -2,11 +2,11 @@
 
 What is their own: the rounding models told apart, per_op refused where PyTorch has no such
 placement (and on an edit), the eps-representable warning, the underflow and lost-update
-counts, check_finite naming eps rounded to 0, per_op state-dict round trips with momentum and
-centered state, and vectorized float32-only machine code. The 16-bit kernels against their
-NumPy references bit for bit (every option, both rounding models, every parameter/state dtype
-pair) are in tests/test_optim_lowp_family.py's table over every rule; PyTorch parity itself
-is tests/test_lowp_parity.py.
+counts, check_finite naming eps rounded to 0, and vectorized float32-only machine code. The
+16-bit kernels against their NumPy references bit for bit (every option, both rounding models,
+every parameter/state dtype pair) and the 16-bit state-dict round trips (per_op with momentum
+and centered state too) are in tests/test_optim_lowp_family.py's tables over every rule;
+PyTorch parity itself is tests/test_lowp_parity.py.
 """
 
 from __future__ import annotations
@@ -196,44 +196,6 @@ def test_check_finite_names_eps_rounding_to_zero() -> None:
     with pytest.raises(FloatingPointError, match=r"eps=1e-08 is 0 in float16.*per_op"):
         opt.step()
     assert (p.data == 1).all() and (opt._flats[0][0].state["square_avg"] == 0).all()
-
-
-@pytest.mark.parametrize(
-    "cls, kw",
-    [
-        (SGD, {"lr": 1e-2, "momentum": 0.9}),
-        (RMSprop, {"lr": 1e-2, "eps": 1e-4, "centered": True, "momentum": 0.5}),
-        (Adagrad, {"lr": 1e-2, "eps": 1e-4}),
-    ],
-)
-@pytest.mark.parametrize("dtype, state_dtype", [("bfloat16", None), ("float16", "float32")])
-def test_state_dict_round_trip(
-    cls: type[Optimizer], kw: dict[str, Any], dtype: str, state_dtype: str | None
-) -> None:
-    """3 + 3 steps across state_dict/load_state_dict equal 6 steps bit for bit; the state
-    dict keeps the state dtype."""
-    rng = np.random.default_rng(5)
-    grads = [make_values(rng, N, -6, 0) for _ in range(6)]
-
-    def run(steps: range, opt: Optimizer, p: Parameter) -> None:
-        for t in steps:
-            p.grad[...] = grads[t].astype(p.grad.dtype)
-            opt.step()
-
-    full, pf, _ = build(cls, kw, dtype, state_dtype, "per_op")
-    run(range(6), full, pf)
-    first, p1, _ = build(cls, kw, dtype, state_dtype, "per_op")
-    run(range(3), first, p1)
-    sd = first.state_dict()
-    for name in first._flats[0][0].state:
-        assert sd["state"][0][name].dtype == as_dtype(state_dtype or dtype)
-    second, p2, _ = build(cls, kw, dtype, state_dtype, "per_op")
-    p2.data[...] = p1.data
-    second.load_state_dict(sd)
-    run(range(3, 6), second, p2)
-    assert_same(p2.data, pf.data, "param")
-    for name, arr in full._flats[0][0].state.items():
-        assert_same(second._flats[0][0].state[name], arr, name)
 
 
 _DOUBLE_ARITH = re.compile(r"\bv?(?:add|sub|mul|div|sqrt|fmadd\w*)[ps]d\b|\bv?cvt(?:ss2sd|ps2pd)\b")
