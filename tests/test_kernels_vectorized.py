@@ -3,7 +3,9 @@
 For each optimizer class exported by ``minnet.optim`` (found generically, so an optimizer added
 later is checked without touching this file), its default kernel (default hyperparameters,
 ``track_stats=False``) is compiled again without the disk cache and its machine code must use
-wide vector registers (``ymm``/``zmm``) in packed-single arithmetic. Adam's 16-bit kernels
+wide vector registers (``ymm``/``zmm``) in packed-single arithmetic; ``REQUIRED`` names, per
+optimizer and eps placement, the packed operations its update needs (the eps-bearing division
+or square root). Adam's 16-bit kernels
 (float16 and bfloat16 storage) must also convert in 32-bit integer lanes: no widening of the
 16-bit values to 64 bits and no packed 64-bit integer arithmetic, which would halve the number of
 lanes per register. Nothing here is timed.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numba
 import numpy as np
@@ -56,10 +59,11 @@ def _has_avx2() -> bool:
     return flags is not None and "avx2" in flags.group(1).split()
 
 
-def default_kernel_asm(name: str) -> str:
-    """Machine code of ``name``'s float32 kernel for its default hyperparameters."""
+def default_kernel_asm(name: str, **options: Any) -> str:
+    """Machine code of ``name``'s float32 kernel for its default hyperparameters (and
+    ``options``)."""
     p = minnet.nn.Parameter(np.ones(64, np.float32))
-    optimizer = getattr(optim, name)([p])
+    optimizer = getattr(optim, name)([p], **options)
     group = optimizer.param_groups[0]
     (flat,) = optimizer._flats[0]
     kernel = optimizer._kernel(group, False, True)
@@ -96,6 +100,37 @@ def test_default_kernel_is_vectorized(name: str) -> None:
         f"{name}: the default float32 kernel has {len(packed)} packed ymm/zmm arithmetic "
         f"instructions ({len(scalar)} scalar ones): the loop did not vectorize"
     )
+
+
+_SOME_PACKED = r"\bv(?:sqrt|div|fmadd\w*|mul|add|sub|and|or|blendv)ps\b"
+#: (optimizer, options, packed single-precision operations its float32 kernel must hold, how
+#: many of them at least, ymm/zmm register uses at least): the expensive part of each update.
+REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
+    ("RMSprop", {}, r"\bv(?:sqrt|div)ps\b", 1, 1),
+    ("Adagrad", {}, r"\bv(?:sqrt|div)ps\b", 1, 1),
+    ("Adamax", {"eps_mode": "max"}, r"\bvdivps\b", 1, 1),
+    ("Adamax", {"eps_mode": "outside"}, r"\bvdivps\b", 1, 1),
+    ("Adadelta", {}, r"\bvdivps\b", 1, 1),
+    ("NAdam", {}, r"\bvsqrtps\b", 1, 21),
+    ("RAdam", {}, r"\bvsqrtps\b", 1, 21),
+    ("AdaBelief", {}, _SOME_PACKED, 6, 21),
+    ("Lion", {}, _SOME_PACKED, 6, 21),
+]
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="needs an AVX2 CPU (ymm registers)")
+@pytest.mark.parametrize(
+    ("name", "options", "ops", "min_ops", "min_wide"),
+    REQUIRED,
+    ids=[f"{r[0]}-{r[1]}" if r[1] else r[0] for r in REQUIRED],
+)
+def test_the_update_is_packed(
+    name: str, options: dict[str, Any], ops: str, min_ops: int, min_wide: int
+) -> None:
+    asm = default_kernel_asm(name, **options)
+    wide = len(re.findall(r"%[yz]mm\d+", asm))
+    packed = len(re.findall(ops, asm))
+    assert wide >= min_wide and packed >= min_ops, f"{wide} ymm/zmm uses, {packed} of {ops}"
 
 
 @pytest.mark.skipif(not _has_avx2(), reason="needs an AVX2 CPU (ymm registers)")
