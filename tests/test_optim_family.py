@@ -331,7 +331,7 @@ def test_edge_values_that_pytorch_accepts(cls: type, kwargs: dict[str, Any]) -> 
 
 _ADAM_DEFAULTS = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
                   "amsgrad": False, "decoupled_weight_decay": False, "eps_mode": "outside",
-                  "amsgrad_max": "raw"}  # fmt: skip
+                  "amsgrad_max": "raw", "maximize": False}  # fmt: skip
 #: Every group option with its default, in PyTorch's positional order (minnet's own knobs,
 #: ``eps_mode`` and ``amsgrad_max``, last).
 DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
@@ -344,16 +344,18 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
     Adagrad: {"lr": 1e-2, "lr_decay": 0.0, "eps": 1e-10, "weight_decay": 0.0,
               "initial_accumulator_value": 0.0, "maximize": False, "eps_mode": "outside"},
     Adamax: {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-             "eps_mode": "max"},
-    Adadelta: {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0},
+             "eps_mode": "max", "maximize": False},
+    Adadelta: {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "maximize": False},
     NAdam: {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-            "momentum_decay": 4e-3, "decoupled_weight_decay": False},
+            "momentum_decay": 4e-3, "decoupled_weight_decay": False, "maximize": False},
     RAdam: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-            "decoupled_weight_decay": False},
+            "decoupled_weight_decay": False, "maximize": False},
     AdaBelief: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-16, "eps_root": 1e-16},
     Lion: {"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
+#: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
+_TORCH_FLAGS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -363,7 +365,8 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON}
+    flags = _TORCH_FLAGS if cls not in (AdaBelief, Lion) else {}
+    assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON, **flags}
     assert set(expected) - set(defaults) <= {"decoupled_weight_decay"}  # fixed in AdamW
     # Positional arguments in PyTorch's order.
     positional = [k for k, p in signature.items() if p.kind is p.POSITIONAL_OR_KEYWORD][1:]
