@@ -95,9 +95,12 @@ class Rule(NamedTuple):
 
 
 def element(fn: Callable[..., Any]) -> Any:
-    """Compile an element rule (inlined into the skeleton's loop before typing, so that the
-    options and formats it branches on are constants there)."""
-    return numba.njit(inline="always", error_model="numpy")(fn)
+    """Compile an element rule, or a piece that rules share (inlined into the skeleton's loop
+    before typing, so that the options and formats it branches on are constants there). The
+    16-bit reference runs it, and the pieces it calls, by NumPy over whole arrays."""
+    compiled = numba.njit(inline="always", error_model="numpy")(fn)
+    compiled.is_element = True
+    return compiled
 
 
 @numba.njit(inline="always", error_model="numpy")

@@ -36,9 +36,15 @@ def _round_to(x: Any, fmt: int) -> Any:
 
 def numpy_rule(compiled: Any) -> Callable[..., Any]:
     """The Python function behind a compiled element rule (or hook), with ``round_to`` done
-    by NumPy casts and ``select`` as ``np.where``, so that it runs on whole arrays."""
+    by NumPy casts, ``select`` as ``np.where`` and every other element it calls (a piece that
+    rules share, made with :func:`~minnet.optim._kernel.element`) turned the same way, so that
+    it runs on whole arrays."""
     f = compiled.py_func
     namespace = dict(f.__globals__, round_to=_round_to, select=np.where)
+    for name in f.__code__.co_names:  # the elements it calls, by name
+        value = namespace.get(name)
+        if getattr(value, "is_element", False) and value is not compiled:
+            namespace[name] = numpy_rule(value)
     return types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
 
 

@@ -155,16 +155,10 @@ def ams_kind(amsgrad: bool, amsgrad_max: str) -> int:
 
 
 @element
-def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
-    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode, ams,
-    decoupled)``. Under ``"per_op"`` rounding (``rp``/``rs`` not NATIVE: PyTorch's for-loop Adam,
-    eps "outside", max "raw") each op's result is rounded to the dtype of the tensor it
-    writes, and the step is ``(-step_size * V_dw) / denom`` as ``addcdiv_`` computes it."""
-    mode, ams, decoupled = o
-    per_op = rp != NATIVE or rs != NATIVE
-    m = state[0]
-    v = state[1]
-    vmax = slot(state, 2, v)
+def moments(p, g, m, v, s, decoupled, rp, rs):  # pragma: no cover - compiled
+    """The ops that Adam, NAdam and RAdam share, in PyTorch's order (rounded under
+    ``"per_op"``): the decoupled decay, the L2 term, the first and the second moment. Returns
+    ``(p_in, g, V_dw, S_dw)``, ``g`` with the L2 term."""
     p_in = round_to(p * s.decay, rp) if decoupled else p  # param.mul_(1 - lr * weight_decay)
     if s.weight_decay != 0:
         g = round_to(g + s.weight_decay * p_in, rp)  # grad.add(param, alpha=weight_decay)
@@ -176,6 +170,19 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
         m = round_to(g - (g - m) * s.one_minus_lerp_w, rs)
     v = round_to(v * s.beta2, rs)  # exp_avg_sq.mul_(beta2)
     v = round_to(v + s.one_minus_beta2 * g * g, rs)  # .addcmul_(grad, grad, value=1 - beta2)
+    return p_in, g, m, v
+
+
+@element
+def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode, ams,
+    decoupled)``. Under ``"per_op"`` rounding (``rp``/``rs`` not NATIVE: PyTorch's for-loop Adam,
+    eps "outside", max "raw") each op's result is rounded to the dtype of the tensor it
+    writes, and the step is ``(-step_size * V_dw) / denom`` as ``addcdiv_`` computes it."""
+    mode, ams, decoupled = o
+    per_op = rp != NATIVE or rs != NATIVE
+    p_in, g, m, v = moments(p, g, state[0], state[1], s, decoupled, rp, rs)
+    vmax = slot(state, 2, v)
     src = v
     if ams != NO_MAX:
         cand = v / s.max_div if ams == MAX_CORRECTED else v

@@ -58,6 +58,7 @@ import numpy as np
 from minnet._lowp import round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
+from minnet.optim.adam import moments
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -141,18 +142,7 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (decoupled,)``.
     Under ``"per_op"`` every op's result is rounded as the module docstring lists."""
     (decoupled,) = o
-    m = state[0]
-    v = state[1]
-    p_in = round_to(p * s.decay, rp) if decoupled else p  # param.mul_(1 - lr * weight_decay)
-    if s.weight_decay != 0:
-        g = round_to(g + s.weight_decay * p_in, rp)  # grad.add(param, alpha=weight_decay)
-    # exp_avg.lerp_(grad, 1 - beta1): PyTorch's lerp switches formula at weight 0.5.
-    if s.lerp_w < 0.5:
-        m = round_to(m + s.lerp_w * (g - m), rs)
-    else:
-        m = round_to(g - (g - m) * s.one_minus_lerp_w, rs)
-    v = round_to(v * s.beta2, rs)  # exp_avg_sq.mul_(beta2)
-    v = round_to(v + s.one_minus_beta2 * g * g, rs)  # .addcmul_(grad, grad, value=1 - beta2)
+    p_in, g, m, v = moments(p, g, state[0], state[1], s, decoupled, rp, rs)
     root = round_to(np.sqrt(round_to(v / s.bc2, rs)), rs)  # exp_avg_sq.div(bc2).sqrt()
     denom = round_to(root + s.eps, rs)  # .add_(eps)
     new = round_to(p_in + (s.coef_grad * g) / denom, rp)  # param.addcdiv_(grad, denom, c_g)

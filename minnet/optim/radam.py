@@ -62,6 +62,7 @@ import numpy as np
 from minnet._lowp import round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
+from minnet.optim.adam import moments
 from minnet.optim.optimizer import (
     Optimizer,
     check_betas,
@@ -155,18 +156,7 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     rectified)``, the second chosen once per step (:func:`_rectified`), so each branch is its
     own loop. Under ``"per_op"`` every op's result is rounded as the module docstring lists."""
     decoupled, rectified = o
-    m = state[0]
-    v = state[1]
-    p_in = round_to(p * s.decay, rp) if decoupled else p  # param.mul_(1 - lr * weight_decay)
-    if s.weight_decay != 0:
-        g = round_to(g + s.weight_decay * p_in, rp)  # grad.add(param, alpha=weight_decay)
-    # exp_avg.lerp_(grad, 1 - beta1): PyTorch's lerp switches formula at weight 0.5.
-    if s.lerp_w < 0.5:
-        m = round_to(m + s.lerp_w * (g - m), rs)
-    else:
-        m = round_to(g - (g - m) * s.one_minus_lerp_w, rs)
-    v = round_to(v * s.beta2, rs)  # exp_avg_sq.mul_(beta2)
-    v = round_to(v + s.one_minus_beta2 * g * g, rs)  # .addcmul_(grad, grad, value=1 - beta2)
+    p_in, g, m, v = moments(p, g, state[0], state[1], s, decoupled, rp, rs)
     step = round_to(round_to(m / s.bc1, rs) * s.lr, rs)  # bias_corrected_exp_avg * lr
     dominated = False
     if rectified:
