@@ -582,7 +582,30 @@ class CosineAnnealingLR(LRScheduler):
         return [eta + (base - eta) * (1 + math.cos(math.pi * t / T)) / 2 for base in self.base_lrs]
 
 
-class SequentialLR(LRScheduler):
+class _OfSchedulers(LRScheduler):
+    """A scheduler made of other schedulers (``self._schedulers``): its state dict holds each
+    one's own."""
+
+    _schedulers: list[LRScheduler]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Attributes except the optimizer, with each scheduler's own state dict."""
+        state = {
+            k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")
+        }
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore attributes and each scheduler's state."""
+        state = dict(state_dict)
+        schedulers = state.pop("_schedulers")
+        self.__dict__.update(state)
+        for s, sd in zip(self._schedulers, schedulers):
+            s.load_state_dict(sd)
+
+
+class SequentialLR(_OfSchedulers):
     r"""Run ``schedulers[0]`` until ``milestones[0]``, then ``schedulers[1]``, and so on.
 
     At a milestone ``m_i`` the next scheduler restarts from its own epoch 0 (its closed form at
@@ -662,22 +685,6 @@ class SequentialLR(LRScheduler):
         else:
             scheduler.step()
         self._last_lr = scheduler.get_last_lr()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Attributes except the optimizer, with each scheduler's own state dict."""
-        state = {
-            k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")
-        }
-        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore attributes and each scheduler's state."""
-        state = dict(state_dict)
-        schedulers = state.pop("_schedulers")
-        self.__dict__.update(state)
-        for s, sd in zip(self._schedulers, schedulers):
-            s.load_state_dict(sd)
 
 
 class ReduceLROnPlateau(LRScheduler):
@@ -1181,7 +1188,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self._last_lr = _group_values(self.optimizer, "lr")
 
 
-class ChainedScheduler(LRScheduler):
+class ChainedScheduler(_OfSchedulers):
     r"""Step several schedulers of one optimizer together: ``step()`` calls each one's
     ``step()`` in order, so chainable schedules multiply (PyTorch's ``ChainedScheduler``).
 
@@ -1223,22 +1230,6 @@ class ChainedScheduler(LRScheduler):
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = _group_values(self._schedulers[-1].optimizer, "lr")
-
-    def state_dict(self) -> dict[str, Any]:
-        """Attributes except the optimizer, with each scheduler's own state dict."""
-        state = {
-            k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")
-        }
-        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore attributes and each scheduler's state."""
-        state = dict(state_dict)
-        schedulers = state.pop("_schedulers")
-        self.__dict__.update(state)
-        for s, sd in zip(self._schedulers, schedulers):
-            s.load_state_dict(sd)
 
 
 def _triangular_scale_fn(x: float) -> float:
