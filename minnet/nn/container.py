@@ -10,7 +10,7 @@ import numpy as np
 
 from minnet.nn import graph as _graph
 from minnet.nn.grad_mode import _mode
-from minnet.nn.graph import Call, Output, _thread
+from minnet.nn.graph import Call, _thread
 from minnet.nn.module import _STATE, Module
 
 
@@ -62,13 +62,7 @@ class Sequential(Module):
         thread = _thread
         if thread.next is not None:
             thread.next = None
-        x = args[0]
-        parent = None
-        if type(x) is Output:
-            parent = x._node
-            if parent is None:
-                parent = _graph.DERIVED
-            x = x.view(np.ndarray)
+        x, parent = _graph.unwrap(args[0])
         d = self.__dict__
         owner = d.get("_owner")
         if thread.fresh or (
@@ -91,10 +85,6 @@ class Sequential(Module):
             d["_owner"] = weakref.ref(node)
         if thread.recording is not None:
             thread.recording.append(node)
-        if type(out) is np.ndarray:
-            out = out.view(Output)
-            out._node = node
-            return out
         return _graph.wrap(out, node)
 
     def _run_call(self, call: Any, grad: Any, input_grad: bool, retain: bool) -> Any:

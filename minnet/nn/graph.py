@@ -418,6 +418,15 @@ class Output(np.ndarray):
         return super().mean(*args, **kwargs) if r is None else r
 
 
+def unwrap(x: Any) -> tuple[Any, Any]:
+    """``(plain array, the call that produced it)`` of a module's input: ``x`` and ``None`` for
+    anything but an :class:`Output`, :data:`DERIVED` for an Output that NumPy computed."""
+    if type(x) is not Output:
+        return x, None
+    parent = x._node
+    return x.view(np.ndarray), DERIVED if parent is None else parent
+
+
 def wrap(value: Any, node: Any) -> Any:
     """``value`` (an array or a NumPy scalar) as an :class:`Output` produced by ``node``."""
     if type(value) is np.ndarray:

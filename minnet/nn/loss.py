@@ -55,13 +55,7 @@ class _Loss(Module):
         thread = _thread
         if thread.next is not None:
             thread.next = None
-        x = args[0]
-        parent = None
-        if type(x) is Output:
-            parent = x._node
-            if parent is None:
-                parent = _graph.DERIVED
-            x = x.view(np.ndarray)
+        x, parent = _graph.unwrap(args[0])
         value = self.forward(x, args[1])
         d = self.__dict__
         state = []

@@ -334,10 +334,6 @@ class Module:
                 d["_owner"] = weakref.ref(node)
             if thread.recording is not None:
                 thread.recording.append(node)
-            if type(out) is np.ndarray:
-                out = out.view(Output)
-                out._node = node
-                return out
             return _graph.wrap(out, node)
         else:
             outer = thread.recording
