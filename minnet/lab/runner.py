@@ -1515,6 +1515,8 @@ def _train(
     except SweepInterrupted:
         raise
     except KeyboardInterrupt:
+        if out is not None:  # Ctrl-C may land between a run's file and ``done += 1``: count files
+            done = sum(_run_path(out, _run_key(s)).exists() for s in specs)
         raise SweepInterrupted(done, len(specs), out) from None
     return results  # type: ignore[return-value]
 
