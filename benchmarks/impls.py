@@ -105,8 +105,8 @@ def minnet_all_threads_step() -> Step:
 
 
 def numpy_reference_step() -> Step:
-    """Plain NumPy: textbook forward/backward with temporaries, and ``adam_step_reference``."""
-    from minnet.optim.adam import adam_scalars, adam_step_reference, ams_kind
+    """Plain NumPy: textbook forward/backward with temporaries, and ``adam_reference``."""
+    from minnet.optim.adam import adam_reference, adam_scalars, ams_kind
 
     d = seed_data()
     x, y = d["x"], d["y"]
@@ -135,7 +135,7 @@ def numpy_reference_step() -> Step:
             flat.dtype, lr=LR, beta1=0.9, beta2=0.999, eps=EPS, weight_decay=0.0, step=t[0],
             amsgrad=True,
         )  # fmt: skip
-        adam_step_reference(flat, grad, m, v, vmax, s, 0, ams_kind(True, "raw"))
+        adam_reference(flat, grad, (m, v, vmax), s, (0, ams_kind(True, "raw"), False))
         return value
 
     return step

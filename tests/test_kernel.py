@@ -22,8 +22,8 @@ from minnet.optim.adam import (
     NO_MAX,
     RULE,
     AdamScalars,
+    adam_reference,
     adam_scalars,
-    adam_step_reference,
 )
 
 
@@ -58,7 +58,7 @@ def test_tracked_counts_match_a_numpy_recount() -> None:
     s = scalars64(eps=1e-3)
     # The reference on finite parameters gives the expected update of every coordinate.
     ref = finite.copy()
-    adam_step_reference(ref, grad, np.zeros(n), v_ref := np.zeros(n), np.empty(0), s, 0, 0)
+    adam_reference(ref, grad, (np.zeros(n), v_ref := np.zeros(n)), s, (0, 0, False))
     param = finite.copy()
     param[:3] = np.nan  # three parameters are already NaN: the update leaves them NaN
     n_dom, n_bad, sum_sq = adam_step_numba(

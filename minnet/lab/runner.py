@@ -86,7 +86,7 @@ from minnet.lab.family import NO_PLACEMENT, lookup
 from minnet.lab.problem import Problem, train_problem
 from minnet.lab.scenarios import Scenario, make_problem
 from minnet.nn import Parameter
-from minnet.optim import Adam, Optimizer, validate_adam_hyperparameters
+from minnet.optim import Adam, Optimizer
 from minnet.optim.optimizer import ROUNDING_MODES, LowPrecisionWarning
 
 __all__ = [
@@ -275,9 +275,8 @@ class RunSpec:
             object.__setattr__(self, "eps", float(eps))
         # The optimizer's own checks (lr, betas, modes and their combination), before any run.
         if name in ("Adam", "AdamW"):
-            validate_adam_hyperparameters(
-                self.lr, self.betas, self.eps, 0.0, self.amsgrad, self.eps_mode, self.amsgrad_max
-            )
+            Adam([Parameter(np.zeros(1))], lr=self.lr, betas=self.betas, eps=self.eps,
+                 amsgrad=self.amsgrad, eps_mode=self.eps_mode, amsgrad_max=self.amsgrad_max)
         if member is not None:
             if self.amsgrad or self.amsgrad_max != "raw":
                 if name not in ("Adam", "AdamW"):

@@ -17,7 +17,6 @@ from minnet.optim.adam import (
     EPS_MODES,
     Adam,
     AdamW,
-    validate_adam_hyperparameters,
 )
 from minnet.optim.adamax import Adamax
 from minnet.optim.lion import Lion
@@ -45,6 +44,5 @@ __all__ = [
     "Adadelta",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
-    "validate_adam_hyperparameters",
     "lr_scheduler",
 ]

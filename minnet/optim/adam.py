@@ -1,46 +1,27 @@
-r"""Adam, AMSGrad and AdamW: the class, its fused Numba kernel and a plain-NumPy reference.
+r"""Adam, AMSGrad and AdamW: the class, its element rule and a plain-NumPy reference, side by side.
 
-The kernel and the reference work in place on flat 1-D arrays that hold every parameter of one
-(parameter group, dtype) (see :mod:`minnet.optim.optimizer`). Notation, tutorial name first and
-PyTorch's second:
+Notation, tutorial name first and PyTorch's second: ``V_dw = exp_avg`` (first moment, EMA of
+gradients), ``S_dw = exp_avg_sq`` (second moment, EMA of squared gradients), ``S_max =
+max_exp_avg_sq`` (AMSGrad's running maximum). The update, each eps placement and each AMSGrad max
+are in :class:`Adam`'s docstring, in PyTorch's order of operations, so that float64 agrees with
+``torch.optim.Adam`` to round-off. :func:`adam_scalars` folds the bias corrections (``bc1 = 1 -
+beta1**t``, ``bc2 = 1 - beta2**t``; both 1 for ``amsgrad_max="paper"``) into a few constants,
+computed once per step in float64 and cast, so that one rule serves every variant:
 
-    V_dw = exp_avg        first moment, EMA of gradients
-    S_dw = exp_avg_sq     second moment, EMA of squared gradients
-    S_max = max_exp_avg_sq  AMSGrad's running maximum
+    eps_mode   neg_step            what the rule divides by
+    outside    -lr/bc1             sqrt(S) / sqrt(bc2) + eps    (S_max already corrected: sqrt(S))
+    hat        -lr*sqrt(bc2)/bc1   sqrt(S) + eps                (corrected: sqrt(S) * sqrt(bc2))
+    inside     -lr/bc1             sqrt(S / bc2 + eps)          (corrected: sqrt(S + eps))
+    atan2      -1.27*lr            atan2(V_dw / bc1, sqrt(S / bc2)) replaces the quotient
 
-One step ``t`` (counting from 1), in PyTorch's order of operations so that float64 results agree
-with ``torch.optim.Adam`` to round-off (``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``):
-
-    param  = param * (1 - lr * weight_decay)          (decoupled_weight_decay=True only: AdamW)
-    g      = grad + weight_decay * param              (only if weight_decay != 0 and not decoupled)
-    V_dw   = lerp(V_dw, g, 1 - beta1)                 = V_dw + (1 - beta1) * (g - V_dw)
-    S_dw   = S_dw * beta2 + (1 - beta2) * g * g
-
-The AMSGrad max (``amsgrad_max``) and the second-moment estimate ``S_hat`` it feeds:
-
-    no AMSGrad                           S_hat = S_dw / bc2
-    "raw"       S_max = max(S_max, S_dw)         S_hat = S_max / bc2     (PyTorch, Keras)
-    "corrected" S_max = max(S_max, S_dw / bc2)   S_hat = S_max           (optax)
-    "paper"     S_max = max(S_max, S_dw)         S_hat = S_max, and no bias correction of
-                                                 V_dw either (Reddi et al. 2018)
-
-and where epsilon goes (``eps_mode``), with ``V_hat = V_dw / bc1`` (``V_dw`` for "paper"):
-
-    "outside"  param += -lr/bc1 * (V_dw / (sqrt(S_hat) + eps))   PyTorch's order: the root is
-               computed as sqrt(S_max or S_dw) / sqrt(bc2)           (PyTorch, optax eps, tinygrad)
-    "hat"      param += (V_dw * -lr*sqrt(bc2)/bc1) / (sqrt(S_hat*bc2) + eps)
-               eps is added to the uncorrected root                  (TensorFlow/Keras epsilon-hat)
-    "inside"   param += -lr/bc1 * (V_dw / sqrt(S_hat + eps))         (optax eps_root with eps=0)
-    "atan2"    param += -1.27*lr * atan2(V_hat, sqrt(S_hat))         (Adam-atan2; no epsilon)
-
-NaN propagates through the max as in ``torch.maximum``. The per-step constants are computed once
-in float64 by :func:`adam_scalars` and cast to the arrays' dtype, so all per-element arithmetic
-stays in one dtype (the loop vectorizes) and float32 follows PyTorch's float32 arithmetic.
+with ``S`` the second moment or, with AMSGrad, ``S_max`` (``max(S_max, S_dw)``, or ``max(S_max,
+S_dw / bc2)`` for ``"corrected"``). NaN propagates through the max as in ``torch.maximum``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import numba
@@ -51,8 +32,8 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element, slot
 from minnet.optim.optimizer import (
     Optimizer,
+    cast_scalars,
     check_betas,
-    check_bool,
     check_choice,
     check_eps,
     check_lr,
@@ -68,6 +49,9 @@ ATAN2_SCALE = 1.27  # Adam-atan2's "a": makes its updates about Adam's size (Eve
 #: What eps is added to (or compared with) under each ``eps_mode``; ``stats.eps_dominated``
 #: counts coordinates where eps is at least this. "atan2" has no eps.
 _EPS_COMPARED_WITH = {"outside": "sqrt(v_hat)", "hat": "sqrt(v)", "inside": "v_hat"}
+#: The group options that :func:`adam_scalars` takes as they are.
+_SCALAR_OPTIONS = ("lr", "eps", "weight_decay", "eps_mode", "amsgrad", "amsgrad_max",
+                   "decoupled_weight_decay")  # fmt: skip
 
 
 # -- the kernel -----------------------------------------------------------------------------
@@ -91,24 +75,12 @@ class AdamScalars(NamedTuple):
 
 
 def adam_scalars(
-    dtype: np.dtype,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    step: int,
-    eps_mode: str = "outside",
-    amsgrad: bool = False,
-    amsgrad_max: str = "raw",
+    dtype: np.dtype, *, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+    step: int, eps_mode: str = "outside", amsgrad: bool = False, amsgrad_max: str = "raw",
     decoupled_weight_decay: bool = False,
-) -> AdamScalars:
-    """Compute step ``step``'s constants in float64 (as PyTorch does in Python) and cast them.
-
-    The table of formulas is in the module docstring; this folds every bias correction into a
-    handful of scalars so that the kernel's loop is the same for every variant.
-    """
+) -> AdamScalars:  # fmt: skip
+    """Step ``step``'s constants, computed in float64 and cast to ``dtype`` (the table in the
+    module docstring)."""
     paper = amsgrad and amsgrad_max == "paper"
     corrected = amsgrad and amsgrad_max == "corrected"
     bc1 = 1.0 if paper else 1.0 - beta1**step
@@ -127,20 +99,9 @@ def adam_scalars(
     v_div = 1.0 if corrected else bc2
     l2 = 0.0 if decoupled_weight_decay else weight_decay
     decay = 1.0 - lr * weight_decay if decoupled_weight_decay else 1.0
-    # One cast of all the constants (a step's Python overhead matters at ~30 us per step). An lr
-    # too large for float32 becomes inf, as it would in PyTorch's float32 arithmetic.
-    with np.errstate(over="ignore"):
-        c = np.array(
-            [1.0 - beta1, beta2, 1.0 - beta2, neg_step, bc2 if corrected else 1.0, root_div,
-             v_div, bc1, eps, l2, decay],
-            dtype,
-        ).tolist()  # fmt: skip
-    t = dtype.type
-    lerp_w = t(c[0])
-    return AdamScalars(
-        lerp_w, t(1) - lerp_w, t(c[1]), t(c[2]), t(c[3]), t(c[4]), t(c[5]), t(c[6]), t(c[7]),
-        t(c[8]), t(c[9]), t(c[10]),
-    )  # fmt: skip
+    s = cast_scalars(AdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2, neg_step,
+                     bc2 if corrected else 1.0, root_div, v_div, bc1, eps, l2, decay)  # fmt: skip
+    return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w)
 
 
 OUTSIDE, HAT, INSIDE, ATAN2 = 0, 1, 2, 3  # indices into EPS_MODES
@@ -226,22 +187,13 @@ def _defaults(s):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=1, common=_defaults)
 
 
-def adam_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    max_exp_avg_sq: np.ndarray,
-    scalars: AdamScalars,
-    mode: int,
-    ams: int,
-    decoupled: bool = False,
+def adam_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: AdamScalars, o: tuple
 ) -> None:
-    """Adam's update (module docstring) written with whole-array NumPy operations.
-
-    Slower (it allocates temporaries) but easy to read; tests hold the kernel to it.
-    """
-    s = scalars
+    """Adam's update (module and class docstrings) with whole-array NumPy, in place (the rule's
+    arguments). Slower (it allocates temporaries) but easy to read; tests hold the rule to it."""
+    mode, ams, decoupled = o
+    exp_avg, exp_avg_sq = state[0], state[1]
     with np.errstate(all="ignore"):
         if decoupled:
             param *= s.decay
@@ -257,8 +209,7 @@ def adam_step_reference(
         src = exp_avg_sq
         if ams != NO_MAX:
             cand = exp_avg_sq / s.max_div if ams == MAX_CORRECTED else exp_avg_sq
-            np.maximum(max_exp_avg_sq, cand, out=max_exp_avg_sq)
-            src = max_exp_avg_sq
+            src = np.maximum(state[2], cand, out=state[2])
         if mode == OUTSIDE:
             delta = s.neg_step * (exp_avg / (np.sqrt(src) / s.root_div + s.eps))
         elif mode == HAT:
@@ -271,43 +222,6 @@ def adam_step_reference(
 
 
 # -- the class ------------------------------------------------------------------------------
-
-
-def validate_adam_hyperparameters(
-    lr: object,
-    betas: object,
-    eps: object,
-    weight_decay: object,
-    amsgrad: object,
-    eps_mode: object = "outside",
-    amsgrad_max: object = "raw",
-    decoupled_weight_decay: object = False,
-) -> dict[str, Any]:
-    """Check Adam's hyperparameters as PyTorch does (same messages) and return them normalized.
-
-    Comparisons are written ``not 0.0 <= x`` so that NaN fails them. Wrong types raise
-    ``TypeError``; out-of-range values raise ``ValueError``.
-    """
-    lr_f = check_lr(lr)
-    eps_f = check_eps(eps)
-    b = check_betas(betas)
-    wd_f = check_weight_decay(weight_decay)
-    ams = check_bool("amsgrad", amsgrad)
-    mode = check_choice("eps_mode", eps_mode, EPS_MODES)
-    amax = check_choice("amsgrad_max", amsgrad_max, AMSGRAD_MAX_MODES)
-    if amax != "raw" and not ams:
-        raise ValueError(f"amsgrad_max={amax!r} needs amsgrad=True")
-    decoupled = check_bool("decoupled_weight_decay", decoupled_weight_decay)
-    return {
-        "lr": lr_f,
-        "betas": b,
-        "eps": eps_f,
-        "weight_decay": wd_f,
-        "amsgrad": ams,
-        "decoupled_weight_decay": decoupled,
-        "eps_mode": mode,
-        "amsgrad_max": amax,
-    }
 
 
 class Adam(Optimizer):
@@ -370,14 +284,8 @@ class Adam(Optimizer):
         amsgrad_max: ``"raw"`` (default), ``"corrected"`` or ``"paper"``; needs ``amsgrad``.
         maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
             Default ``False``.
-        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step
-            (read ``optimizer.stats``).
-        check_finite: refuse a step that would make a parameter NaN or infinite: raise
-            ``FloatingPointError`` and leave parameters and state as they were. Costs one extra
-            read-only pass over the buffers; off by default (PyTorch lets NaN through).
-        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
-            accepted so that PyTorch calls port unchanged (see
-            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
+        track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
+            differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -409,17 +317,9 @@ class Adam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            "eps_mode": eps_mode,
-            "amsgrad_max": amsgrad_max,
-            "maximize": maximize,
-        }
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        decoupled_weight_decay=decoupled_weight_decay, eps_mode=eps_mode,
+                        amsgrad_max=amsgrad_max, maximize=maximize)  # fmt: skip
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
@@ -427,67 +327,38 @@ class Adam(Optimizer):
         )  # fmt: skip
 
     rule = RULE
+    reference = staticmethod(adam_reference)
+    _eps0_advice = " or eps_mode='atan2'"
     eps_modes = EPS_MODES
+    checks = {"lr": check_lr, "eps": check_eps, "betas": check_betas,
+              "weight_decay": check_weight_decay,
+              "amsgrad_max": partial(check_choice, "amsgrad_max", choices=AMSGRAD_MAX_MODES)}
 
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        hp = validate_adam_hyperparameters(
-            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["amsgrad"],
-            group["eps_mode"], group["amsgrad_max"], group["decoupled_weight_decay"],
-        )  # fmt: skip
-        hp["maximize"] = check_bool("maximize", group["maximize"])
-        return hp
+    def _check_group(self, hp: Mapping[str, Any]) -> None:
+        if hp["amsgrad_max"] != "raw" and not hp["amsgrad"]:
+            raise ValueError(f"amsgrad_max={hp['amsgrad_max']!r} needs amsgrad=True")
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
-        spec = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
-        if group["amsgrad"]:
-            spec["max_exp_avg_sq"] = 0.0
-        return spec
+        amsgrad = {"max_exp_avg_sq": 0.0} if group["amsgrad"] else {}
+        return {"exp_avg": 0.0, "exp_avg_sq": 0.0, **amsgrad}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdamScalars:
         beta1, beta2 = group["betas"]
-        return adam_scalars(
-            dtype,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            step=step,
-            eps_mode=group["eps_mode"],
-            amsgrad=group["amsgrad"],
-            amsgrad_max=group["amsgrad_max"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-        )
+        return adam_scalars(dtype, beta1=beta1, beta2=beta2, step=step,
+                            **{k: group[k] for k in _SCALAR_OPTIONS})  # fmt: skip
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
-        return (
-            EPS_MODES.index(group["eps_mode"]),
-            ams_kind(group["amsgrad"], group["amsgrad_max"]),
-            group["decoupled_weight_decay"],
-        )
+        ams = ams_kind(group["amsgrad"], group["amsgrad_max"])
+        return (EPS_MODES.index(group["eps_mode"]), ams, group["decoupled_weight_decay"])
 
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        if group["eps_mode"] == "outside" and not (
-            group["amsgrad"] and group["amsgrad_max"] != "raw"
-        ):
+        if group["eps_mode"] == "outside" and group["amsgrad_max"] == "raw":
             return None
         return (
             "rounding='per_op' follows PyTorch's for-loop Adam: it needs eps_mode='outside' "
             f"and amsgrad_max='raw', got eps_mode={group['eps_mode']!r}, "
             f"amsgrad_max={group['amsgrad_max']!r}; use rounding='fused'"
         )
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        mode, ams, decoupled = self._options(group)
-        empty = np.empty(0)
-
-        def reference(param, grad, exp_avg, exp_avg_sq, *rest):  # type: ignore[no-untyped-def]
-            vmax, scalars = (rest[0], rest[1]) if len(rest) == 2 else (empty, rest[0])
-            adam_step_reference(
-                param, grad, exp_avg, exp_avg_sq, vmax, scalars, mode, ams, decoupled
-            )
-
-        return reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
@@ -498,30 +369,18 @@ class Adam(Optimizer):
     def _multipliers(
         self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
     ) -> np.ndarray:
-        """The multiplier ``k`` the update applies to the bias-corrected first moment,
-        ``param -= lr * k * m_hat``, from the state after step ``step`` (in float64), with
-        ``v_hat`` the second-moment estimate of that step and ``bc2 = 1 - beta2**t``:
-
-        .. code-block:: text
-
-            outside  k = 1 / (sqrt(v_hat) + eps)
-            hat      k = sqrt(bc2) / (sqrt(v_hat * bc2) + eps)        (1 with amsgrad_max="paper")
-            inside   k = 1 / sqrt(v_hat + eps)
-            atan2    k = 1.27 * atan2(m_hat, sqrt(v_hat)) / m_hat  (1.27 / sqrt(v_hat) at m_hat = 0)
-
-        ``inf`` where the denominator is 0 (``eps=0`` and a coordinate that never saw a
-        gradient).
-        """
+        """``k`` in ``param -= lr * k * m_hat`` after step ``step`` (float64; ``inf`` where the
+        denominator is 0): ``1/(sqrt(v_hat)+eps)`` (outside), ``sqrt(bc2)/(sqrt(v_hat*bc2)+eps)``
+        (hat), ``1/sqrt(v_hat+eps)`` (inside), ``1.27*atan2(m_hat, sqrt(v_hat))/m_hat`` (atan2;
+        ``1.27/sqrt(v_hat)`` at ``m_hat = 0``)."""
         beta1, beta2 = group["betas"]
         eps, mode, ams = group["eps"], group["eps_mode"], group["amsgrad"]
         ams_max = group["amsgrad_max"]
         t = float(step)
         m = state["exp_avg"].astype(np.float64)
         v = (state["max_exp_avg_sq"] if ams else state["exp_avg_sq"]).astype(np.float64)
-        if ams and ams_max == "paper":
-            bc1 = bc2 = 1.0
-        else:
-            bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
+        paper = ams and ams_max == "paper"
+        bc1, bc2 = (1.0, 1.0) if paper else (1.0 - beta1**t, 1.0 - beta2**t)
         v_hat = v if (ams and ams_max in ("corrected", "paper")) else v / bc2
         m_hat = m / bc1
         with np.errstate(all="ignore"):
@@ -534,20 +393,6 @@ class Adam(Optimizer):
             root = np.sqrt(v_hat)
             k = ATAN2_SCALE * np.arctan2(m_hat, root) / m_hat
             return np.where(m_hat == 0, ATAN2_SCALE / root, k)
-
-    def _nonfinite_cause(
-        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
-    ) -> str | None:
-        if (
-            group["eps"] == 0
-            and group["eps_mode"] != "atan2"
-            and ((state["exp_avg_sq"] == 0) & (grad == 0)).any()
-        ):
-            return (
-                f"eps=0 and some coordinates of {name} have only ever had zero gradient "
-                "(S_dw = 0), so their update is 0/0 = NaN; use eps > 0 or eps_mode='atan2'"
-            )
-        return None
 
 
 class AdamW(Adam):

@@ -161,7 +161,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -190,7 +190,10 @@ __all__ = [
     "check_weight_decay",
     "check_momentum",
     "check_nonnegative",
+    "cast_scalars",
 ]
+
+T = TypeVar("T")
 
 
 # -- validation helpers (PyTorch's messages; ``not 0.0 <= x`` so that NaN fails) ----------------
@@ -277,6 +280,17 @@ def check_betas(betas: object) -> tuple[float, float]:
         if not 0.0 <= b[i] < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
     return b
+
+
+def cast_scalars(cls: Callable[..., T], dtype: np.dtype, *values: float) -> T:
+    """``cls(*values)`` with every value (computed in float64, as PyTorch computes its
+    per-step constants in Python) cast to ``dtype`` in one conversion, so that every per-element
+    operation of the rule stays in one dtype. An lr too large for float32 becomes inf, as in
+    PyTorch's float32 arithmetic."""
+    with np.errstate(over="ignore"):
+        c = np.array(values, dtype).tolist()
+    t = dtype.type
+    return cls(*[t(x) for x in c])
 
 
 # -- stats ------------------------------------------------------------------------------------
@@ -879,9 +893,23 @@ class Optimizer:
                     per_param[self._index[id(p)]] = k[off : off + size]
         return np.concatenate([per_param[j] for j in range(len(self._all_params))])
 
+    #: Another way out than ``eps > 0``, for the message of :meth:`_nonfinite_cause`.
+    _eps0_advice = ""
+
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
     ) -> str | None:
+        """Why ``check_finite`` refused parameter ``name``: by default ``eps=0`` where the rule's
+        second moment (:attr:`Rule.second_moment`) and the gradient are 0 (0/0 = NaN)."""
+        k = -1 if self.rule is None else self.rule.second_moment
+        if k < 0 or group.get("eps") != 0 or self.eps_compared_with_options(group) is None:
+            return None
+        key = list(state)[k]
+        if ((state[key] == 0) & (grad == 0)).any():
+            return (
+                f"eps=0 and some coordinates of {name} have only ever had zero gradient ({key} "
+                f"= 0), so their update is 0/0 = NaN; use eps > 0{self._eps0_advice}"
+            )
         return None
 
     def _group_state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
@@ -894,8 +922,28 @@ class Optimizer:
 
     # -- the subclass contract (see the module docstring) ----------------------------------
 
+    #: Each option's check, ``{name: check(value) -> normalized value}``, in PyTorch's order of
+    #: checks (so that the first error is PyTorch's). Options not listed are flags
+    #: (:func:`check_bool`), or ``eps_mode`` (one of :attr:`eps_modes`).
+    checks: Mapping[str, Callable[[Any], Any]] = {}
+
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """One group's options checked by :attr:`checks` and :meth:`_check_group`, normalized,
+        in ``defaults`` order."""
+        hp = {name: check(group[name]) for name, check in self.checks.items()}
+        for name in self._keys:
+            if name not in hp:
+                value = group[name]
+                hp[name] = (
+                    check_choice(name, value, self.eps_modes)
+                    if name == "eps_mode"
+                    else check_bool(name, value)
+                )
+        self._check_group(hp)
+        return {name: hp[name] for name in self._keys}
+
+    def _check_group(self, hp: Mapping[str, Any]) -> None:
+        """Checks that involve several (already normalized) options; raise ``ValueError``."""
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         raise NotImplementedError
@@ -938,10 +986,16 @@ class Optimizer:
         options = self._options(group, formats)
         return kernel(self.rule, options, track, write, formats, bool(group.get("maximize")))
 
+    #: The hand-written NumPy update of whole float arrays, in place:
+    #: ``reference(param, grad, state, s, o)`` with the rule's arguments (``state`` a tuple of
+    #: arrays, ``s`` the step's constants, ``o`` the group's :meth:`_options`).
+    reference: Callable[..., None] | None = None
+
     def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        """The hand-written NumPy update of float32/float64 arrays: ``ref(param, grad, *state,
-        scalars)``, in place."""
-        raise NotImplementedError
+        """:attr:`reference` for a group, as ``ref(param, grad, *state, scalars)``."""
+        ref, o = type(self).reference, self._options(group)
+        assert ref is not None, f"{type(self).__name__} has no reference"
+        return lambda param, grad, *rest: ref(param, grad, rest[:-1], rest[-1], o)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None

@@ -1,22 +1,13 @@
-r"""SGD with momentum, dampening, Nesterov and weight decay: the class, its Numba kernel and a
-plain-NumPy reference, side by side. The baseline without eps.
-
-One step ``t`` (counting from 1), in PyTorch's order of operations (``torch.optim.SGD``):
-
-    g = -grad if maximize else grad
-    g = g + weight_decay * param                              (only if weight_decay != 0)
-    b = g                                                     (t = 1: momentum_buffer = g)
-    b = momentum * b + (1 - dampening) * g                    (t > 1)
-    g = g + momentum * b if nesterov else b                   (only if momentum != 0)
-    param = param + (-lr) * g
-
-The first step's ``b = g`` is computed as ``0 * b + 1 * g`` on a zero buffer, which is exactly
+r"""SGD with momentum, dampening, Nesterov and weight decay: the class, its element rule and a
+plain-NumPy reference, side by side. The baseline without eps; the update is in :class:`SGD`'s
+docstring, in PyTorch's order of operations (``torch.optim.SGD``). The first step's ``b = g``
+is computed as ``0 * b + 1 * g`` on a zero buffer, which is exactly
 ``g``; the per-step constants (``SGDScalars``) carry ``momentum = 0`` and ``1 - dampening = 1``
 for that step.
 
 16-bit storage (float16 / bfloat16 parameters or state; ``R_p``/``R_s`` round a float32 value to
 the parameter's / the state's dtype, ``lp_p(c)``/``lp_s(c)`` a constant). ``rounding="fused"``
-loads every value to float32, runs the update above in float32 and rounds once per stored array
+loads every value to float32, runs the update in float32 and rounds once per stored array
 (PyTorch's ``fused=True`` formula: ``b32 = b * momentum + g * (1 - dampening)``, ``param =
 R_p(param - b32 * lr)``). ``rounding="per_op"`` is PyTorch's single-tensor ``_single_tensor_sgd``
 on half tensors, each op rounding its result (scalars given as ``alpha=`` are rounded to the
@@ -38,7 +29,7 @@ before the 16-bit rounding can remain).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -48,7 +39,7 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element, slot
 from minnet.optim.optimizer import (
     Optimizer,
-    check_bool,
+    cast_scalars,
     check_lr,
     check_momentum,
     check_real,
@@ -66,27 +57,6 @@ class SGDScalars(NamedTuple):
     momentum: np.floating  # the buffer's decay this step: 0 at t = 1, else momentum
     one_minus_dampening: np.floating  # the gradient's weight in the buffer: 1 at t = 1
     nesterov_momentum: np.floating  # momentum, for Nesterov's g + momentum * b
-
-
-def sgd_scalars(
-    dtype: np.dtype,
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    step: int,
-) -> SGDScalars:
-    """Step ``step``'s constants, computed in float64 and cast to ``dtype``."""
-    first = step == 1
-    with np.errstate(over="ignore"):
-        c = np.array(
-            [-lr, weight_decay, 0.0 if first else momentum, 1.0 if first else 1.0 - dampening,
-             momentum],
-            dtype,
-        ).tolist()  # fmt: skip
-    t = dtype.type
-    return SGDScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]), t(c[4]))
 
 
 @element
@@ -113,25 +83,28 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
 RULE = Rule(update)
 
 
-def sgd_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    momentum_buffer: np.ndarray | None,
-    scalars: SGDScalars,
-    nesterov: bool,
+def sgd_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: SGDScalars, o: tuple
 ) -> None:
-    """The same update with whole-array NumPy (``momentum_buffer`` is ``None`` without
-    momentum), in place."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    has_momentum, nesterov = o
     with np.errstate(all="ignore"):
         g = grad
         if s.weight_decay != 0:
             g = g + s.weight_decay * param
-        if momentum_buffer is not None:
-            momentum_buffer *= s.momentum
-            momentum_buffer += s.one_minus_dampening * g
-            g = g + s.nesterov_momentum * momentum_buffer if nesterov else momentum_buffer
+        if has_momentum:
+            b = state[0]
+            b *= s.momentum
+            b += s.one_minus_dampening * g
+            g = g + s.nesterov_momentum * b if nesterov else b
         param += s.neg_lr * g
+
+
+def _check_dampening(value: object) -> float:
+    dampening = check_real("dampening", value)
+    if not math.isfinite(dampening):
+        raise ValueError(f"Invalid dampening value: {value}")
+    return dampening
 
 
 class SGD(Optimizer):
@@ -197,14 +170,8 @@ class SGD(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "dampening": dampening,
-            "weight_decay": weight_decay,
-            "nesterov": nesterov,
-            "maximize": maximize,
-        }
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize)  # fmt: skip
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
@@ -212,48 +179,22 @@ class SGD(Optimizer):
         )  # fmt: skip
 
     rule = RULE
+    reference = staticmethod(sgd_reference)
+    checks = {"lr": check_lr, "momentum": check_momentum, "weight_decay": check_weight_decay,
+              "dampening": _check_dampening}  # fmt: skip
 
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        lr = check_lr(group["lr"])
-        momentum = check_momentum(group["momentum"])
-        weight_decay = check_weight_decay(group["weight_decay"])
-        dampening = check_real("dampening", group["dampening"])
-        if not math.isfinite(dampening):
-            raise ValueError(f"Invalid dampening value: {group['dampening']}")
-        nesterov = check_bool("nesterov", group["nesterov"])
-        maximize = check_bool("maximize", group["maximize"])
-        if nesterov and (momentum <= 0 or dampening != 0):
+    def _check_group(self, hp: Mapping[str, Any]) -> None:
+        if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        return {
-            "lr": lr,
-            "momentum": momentum,
-            "dampening": dampening,
-            "weight_decay": weight_decay,
-            "nesterov": nesterov,
-            "maximize": maximize,
-        }
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"momentum_buffer": 0.0} if group["momentum"] != 0 else {}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> SGDScalars:
-        return sgd_scalars(
-            dtype,
-            lr=group["lr"],
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            weight_decay=group["weight_decay"],
-            step=step,
-        )
+        first, m, damp = step == 1, group["momentum"], group["dampening"]
+        return cast_scalars(SGDScalars, dtype, -group["lr"], group["weight_decay"],
+                            0.0 if first else m, 1.0 if first else 1.0 - damp, m)  # fmt: skip
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (group["momentum"] != 0, group["nesterov"])
 
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        nesterov = group["nesterov"]
-
-        def reference(param, grad, *rest):  # type: ignore[no-untyped-def]
-            buf, scalars = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0])
-            sgd_step_reference(param, grad, buf, scalars, nesterov)
-
-        return reference
