@@ -12,13 +12,9 @@ from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
 from minnet.optim.adabelief import AdaBelief
 from minnet.optim.adadelta import Adadelta
 from minnet.optim.adagrad import Adagrad
-from minnet.optim.adam import (
-    AMSGRAD_MAX_MODES,
-    EPS_MODES,
-    Adam,
-    AdamW,
-)
+from minnet.optim.adam import AMSGRAD_MAX_MODES, EPS_MODES, Adam
 from minnet.optim.adamax import Adamax
+from minnet.optim.adamw import AdamW
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import AdamStats, LowPrecisionWarning, Optimizer, OptimizerStats

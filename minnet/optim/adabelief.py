@@ -42,7 +42,8 @@ each, naming it); in bfloat16 (float32's range) both survive.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -51,6 +52,7 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
+    cast_scalars,
     check_betas,
     check_eps,
     check_lr,
@@ -74,27 +76,6 @@ class AdaBeliefScalars(NamedTuple):
     neg_lr: np.floating  # -lr
 
 
-def adabelief_scalars(
-    dtype: np.dtype,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    eps_root: float,
-    step: int,
-) -> AdaBeliefScalars:
-    """Step ``step``'s constants, computed in float64 and cast to ``dtype``."""
-    with np.errstate(over="ignore"):
-        c = np.array(
-            [1.0 - beta1, beta1, 1.0 - beta2, beta2, eps_root, 1.0 - beta1**step,
-             1.0 - beta2**step, eps, -lr],
-            dtype,
-        ).tolist()  # fmt: skip
-    t = dtype.type
-    return AdaBeliefScalars(*(t(x) for x in c))
-
-
 @element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); no options, no per_op
@@ -112,15 +93,11 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=1)
 
 
-def adabelief_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_var: np.ndarray,
-    scalars: AdaBeliefScalars,
+def adabelief_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: AdaBeliefScalars, o: tuple
 ) -> None:
-    """The same update with whole-array NumPy, in place (tests hold the kernel to it)."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    exp_avg, exp_avg_var = state
     with np.errstate(all="ignore"):
         exp_avg[...] = s.one_minus_beta1 * grad + s.beta1 * exp_avg
         e = grad - exp_avg
@@ -203,33 +180,25 @@ class AdaBelief(Optimizer):
     # Both are checked against the state dtype: eps_root is stored in s every step.
     _eps_options = ("eps", "eps_root")
 
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "lr": check_lr(group["lr"]),
-            "betas": check_betas(group["betas"]),
-            "eps": check_eps(group["eps"]),
-            "eps_root": check_nonnegative("eps_root", group["eps_root"]),
-        }
+    reference = staticmethod(adabelief_reference)
+    checks = {"lr": check_lr, "betas": check_betas, "eps": check_eps,
+              "eps_root": partial(check_nonnegative, "eps_root")}
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"exp_avg": 0.0, "exp_avg_var": 0.0}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdaBeliefScalars:
         beta1, beta2 = group["betas"]
-        return adabelief_scalars(
-            dtype, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-            eps_root=group["eps_root"], step=step,
-        )  # fmt: skip
+        return cast_scalars(AdaBeliefScalars, dtype, 1.0 - beta1, beta1, 1.0 - beta2, beta2,
+                            group["eps_root"], 1.0 - beta1**step, 1.0 - beta2**step, group["eps"],
+                            -group["lr"])
 
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
         return (
             "AdaBelief: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
             "implementation, and PyTorch has no AdaBelief; use rounding='fused' (per_op exists for "
-            "Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
+            "the optimizers PyTorch has)"
         )
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        return adabelief_step_reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

@@ -19,30 +19,18 @@ moves (``Edx2`` stays 0), and a coordinate with ``Eg2 = 0`` gets 0/0 = NaN, as i
 Keras 3 Adadelta is the same formula (the fixtures check it) with different defaults:
 ``learning_rate=1e-3, rho=0.95, epsilon=1e-7`` (PyTorch: ``lr=1.0, rho=0.9, eps=1e-6``).
 
-16-bit parameters and state (``state_dtype``, ``rounding``; see :mod:`minnet.optim.optimizer`):
-the kernel reads float16/bfloat16 buffers as ``uint16`` bit patterns and computes in float32.
-``rounding="fused"`` computes the step above in float32 and rounds each stored value once.
-``rounding="per_op"`` rounds every intermediate to the dtype of the tensor PyTorch's
-``_single_tensor_adadelta`` writes it to (``rp``: parameter/gradient dtype, ``rs``: state dtype;
-``delta`` is a new tensor of the state dtype), in its order:
-
-    g     = rp(g + weight_decay * param)             grad.add(param, alpha=weight_decay)
-    Eg2   = rs(rs(Eg2 * rho) + (1 - rho) * g * g)    square_avg.mul_(rho).addcmul_(g, g, 1 - rho)
-    std   = rs(sqrt(rs(Eg2 + eps)))                  square_avg.add(eps).sqrt_()
-    delta = rs(sqrt(rs(Edx2 + eps)))                 acc_delta.add(eps).sqrt_()
-    delta = rs(rs(delta / std) * g)                  delta.div_(std).mul_(grad)
-    Edx2  = rs(rs(Edx2 * rho) + (1 - rho) * delta * delta)
-    param = rp(param + (-lr) * delta)                param.add_(delta, alpha=-lr)
-
-In float16, eps=1e-6 (PyTorch's default) is a subnormal (the optimizer warns): ``Eg2 + eps``
-keeps only about 4 significant bits of it. No PyTorch fixture covers Adadelta in 16-bit:
-"per_op" is this transcription of PyTorch's source (its op order and float32 op-math), checked
-against the NumPy reference below, not against recorded PyTorch runs.
+16-bit storage: ``rounding="fused"`` computes the step above in float32 and rounds each stored
+value once; ``rounding="per_op"`` rounds each op's result, as the rule's ``round_to`` calls mark,
+to the dtype of the tensor PyTorch's ``_single_tensor_adadelta`` writes it to (``delta`` is a new
+tensor of the state dtype). In float16, eps=1e-6 (PyTorch's default) is a subnormal (the
+optimizer warns): ``Eg2 + eps`` keeps only about 4 significant bits of it. No PyTorch fixture
+covers Adadelta in 16-bit: "per_op" is a transcription of PyTorch's source (its op order and
+float32 op-math), checked against the NumPy reference, not against recorded PyTorch runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -52,7 +40,7 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
-    check_bool,
+    cast_scalars,
     check_eps,
     check_lr,
     check_real,
@@ -70,16 +58,6 @@ class AdadeltaScalars(NamedTuple):
     eps: np.floating
     neg_lr: np.floating  # -lr
     weight_decay: np.floating  # the L2 term folded into g
-
-
-def adadelta_scalars(
-    dtype: np.dtype, *, lr: float, rho: float, eps: float, weight_decay: float
-) -> AdadeltaScalars:
-    """The constants (the same at every step), computed in float64 and cast to ``dtype``."""
-    with np.errstate(over="ignore"):
-        c = np.array([rho, 1.0 - rho, eps, -lr, weight_decay], dtype).tolist()
-    t = dtype.type
-    return AdadeltaScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]), t(c[4]))
 
 
 @element
@@ -108,15 +86,11 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=0)
 
 
-def adadelta_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    square_avg: np.ndarray,
-    acc_delta: np.ndarray,
-    scalars: AdadeltaScalars,
+def adadelta_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: AdadeltaScalars, o: tuple
 ) -> None:
-    """The same update as the kernel, with whole-array NumPy operations, in place."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    square_avg, acc_delta = state
     with np.errstate(all="ignore"):
         g = grad
         if s.weight_decay != 0:
@@ -127,6 +101,13 @@ def adadelta_step_reference(
         acc_delta *= s.rho
         acc_delta += s.one_minus_rho * delta * delta
         param += s.neg_lr * delta
+
+
+def _check_rho(value: object) -> float:
+    rho = check_real("rho", value)
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"Invalid rho value: {value}")
+    return rho
 
 
 class Adadelta(Optimizer):
@@ -166,17 +147,8 @@ class Adadelta(Optimizer):
         weight_decay: L2 penalty, ``>= 0``. Default ``0``.
         maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
             Default ``False``.
-        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
-        check_finite: refuse a step that would make a parameter NaN or infinite.
-        state_dtype: dtype of ``square_avg`` and ``acc_delta`` (``None``: the parameter's;
-            float16, bfloat16 or float32 with 16-bit parameters).
-        rounding: 16-bit buffers only: ``"fused"`` (default; float32 compute, one rounding per
-            stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
-            intermediate rounded; a transcription of PyTorch's source, not checked against
-            recorded PyTorch runs). See the module docstring.
-        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
-            accepted so that PyTorch calls port unchanged (see
-            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
+        track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
+            differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -213,33 +185,17 @@ class Adadelta(Optimizer):
     rule = RULE
     _load_optional = ("maximize",)
 
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        # PyTorch's order: lr, rho, eps, weight_decay.
-        lr = check_lr(group["lr"])
-        rho = check_real("rho", group["rho"])
-        if not 0.0 <= rho <= 1.0:
-            raise ValueError(f"Invalid rho value: {group['rho']}")
-        eps = check_eps(group["eps"])
-        weight_decay = check_weight_decay(group["weight_decay"])
-        maximize = check_bool("maximize", group["maximize"])
-        return {
-            "lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize
-        }
+    reference = staticmethod(adadelta_reference)
+    checks = {"lr": check_lr, "rho": _check_rho, "eps": check_eps,
+              "weight_decay": check_weight_decay}  # PyTorch's order
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"square_avg": 0.0, "acc_delta": 0.0}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdadeltaScalars:
-        return adadelta_scalars(
-            dtype,
-            lr=group["lr"],
-            rho=group["rho"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-        )
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        return adadelta_step_reference
+        rho = group["rho"]  # the same constants at every step
+        return cast_scalars(AdadeltaScalars, dtype, rho, 1.0 - rho, group["eps"], -group["lr"],
+                            group["weight_decay"])
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

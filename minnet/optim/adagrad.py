@@ -1,21 +1,10 @@
 r"""Adagrad with three eps placements: the class, its element rule and a plain-NumPy
 reference, side by side.
 
-One step ``t`` (counting from 1; the state array ``sum`` = S starts at
-``initial_accumulator_value``), in PyTorch's order of operations (``torch.optim.Adagrad``) so
-that float64 agrees with it to round-off:
-
-    g   = -grad if maximize else grad
-    g   = g + weight_decay * param                        (L2, only if weight_decay != 0)
-    clr = lr / (1 + (t - 1) * lr_decay)                   (float64, once per step)
-    S   = S + g * g
-
-where eps sits (``eps_mode``):
-
-    "outside"         param = param + (-clr) * (g / (sqrt(S) + eps))           torch.optim.Adagrad
-    "inside"          param = param + (-clr) * (g / sqrt(S + eps))             Keras 3 Adagrad
-    "inside_guarded"  param = param + (-clr) * (g * k),
-                      k = 1 / sqrt(S + eps) if S > 0 else 0                    optax.adagrad
+The update and its three eps placements (``"outside"``: PyTorch, ``"inside"``: Keras 3,
+``"inside_guarded"``: optax) are in :class:`Adagrad`'s docstring, in PyTorch's order of
+operations (``torch.optim.Adagrad``), so that float64 agrees with it to round-off; ``clr = lr /
+(1 + (t - 1) * lr_decay)`` is computed in float64 once per step.
 
 The guard of "inside_guarded" (optax's ``where(sum > 0, rsqrt(sum + eps), 0)``) changes nothing
 when eps > 0 (then ``g * k`` equals "inside"'s ``g / sqrt(S + eps)`` up to the rounding of the
@@ -23,42 +12,32 @@ reciprocal, and ``S = 0`` means ``g = 0``, an update of 0 either way). It matter
 coordinate whose accumulator is still 0 (a zero initial accumulator and only zero gradients so
 far): there "inside" and "outside" compute 0/0 = NaN and "inside_guarded" gives 0.
 
-16-bit storage (float16 / bfloat16 parameters or state; ``R_p``/``R_s`` round a float32 value to
-the parameter's / the state's dtype, ``lp_p(c)``/``lp_s(c)`` a constant). ``rounding="fused"``
-loads every value to float32, computes in float32 and rounds once per stored array; for
-"outside" in the order of PyTorch's ``fused=True`` kernel (its per-element loop, with float32
-eps and clr: ``S32 = S + g*g``, ``param = R_p(param + (-clr * g) / (sqrt(S32) + eps))``; the
-float32 update of the inside placements is the one above). PyTorch 2.13's vectorised fused loop
-instead rounds eps and clr to the storage dtype first; minnet does not copy that.
-``rounding="per_op"`` is PyTorch's ``_single_tensor_adagrad`` on half tensors, each op rounding
-its result, so it exists for ``eps_mode="outside"`` only:
-
-    g   = -grad if maximize else grad                     (exact)
-    g   = R_p(g + lp_p(weight_decay) * param)             grad.add(param, alpha=wd)
-    S   = R_s(S + g * g)                                  S.addcmul_(g, g, value=1)
-    std = R_s(sqrt(S));  std = R_s(std + lp_s(eps))       S.sqrt().add_(eps): the default
-                                                          eps=1e-10 is 0 in float16
-    param = R_p(param + (-clr * g) / std)                 param.addcdiv_(g, std, value=-clr)
-
-Every op computes in float32; products and sums are separate float32 roundings (PyTorch's
-addcmul is one fma, so a rare last-bit difference before the 16-bit rounding can remain).
+16-bit storage (float16 / bfloat16 parameters or state): ``rounding="fused"`` loads every value
+to float32, computes in float32 and rounds once per stored array; for "outside" in the order of
+PyTorch's ``fused=True`` kernel (its per-element loop, with float32 eps and clr: ``param =
+R(param + (-clr * g) / (sqrt(S + g*g) + eps))``). PyTorch 2.13's vectorised fused loop instead
+rounds eps and clr to the storage dtype first; minnet does not copy that. ``rounding="per_op"``
+is PyTorch's ``_single_tensor_adagrad`` on half tensors, for ``eps_mode="outside"`` only: the
+rule's ``round_to`` calls round each op's result to the dtype of the tensor PyTorch writes it
+to, and ``std.add_(eps)`` adds eps in the state dtype, where the default 1e-10 is 0 in float16.
+Products and sums are separate float32 roundings (PyTorch's addcmul is one fma, so a rare
+last-bit difference before the 16-bit rounding can remain).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from minnet._lowp import round_to
-from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element, select
 from minnet.optim.optimizer import (
     Optimizer,
-    check_bool,
-    check_choice,
+    cast_scalars,
     check_eps,
     check_lr,
     check_nonnegative,
@@ -81,23 +60,6 @@ class AdagradScalars(NamedTuple):
     one: np.floating  # 1 ("inside_guarded"'s numerator)
     weight_decay: np.floating
     eps: np.floating
-
-
-def adagrad_scalars(
-    dtype: np.dtype,
-    *,
-    lr: float,
-    lr_decay: float,
-    eps: float,
-    weight_decay: float,
-    step: int,
-) -> AdagradScalars:
-    """Step ``step``'s constants, computed in float64 (PyTorch's ``clr``) and cast to ``dtype``."""
-    clr = lr / (1 + (step - 1) * lr_decay)
-    with np.errstate(over="ignore"):
-        c = np.array([-clr, 1.0, weight_decay, eps], dtype).tolist()
-    t = dtype.type
-    return AdagradScalars(t(c[0]), t(c[1]), t(c[2]), t(c[3]))
 
 
 @element
@@ -144,15 +106,12 @@ def _per_op_message(mode: int) -> str:
     )
 
 
-def adagrad_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    state_sum: np.ndarray,
-    scalars: AdagradScalars,
-    mode: int,
+def adagrad_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: AdagradScalars, o: tuple
 ) -> None:
-    """The same update with whole-array NumPy, in place."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    mode = o[0]
+    state_sum = state[0]
     with np.errstate(all="ignore"):
         g = grad
         if s.weight_decay != 0:
@@ -163,8 +122,7 @@ def adagrad_step_reference(
         elif mode == INSIDE:
             param += s.neg_clr * (g / np.sqrt(state_sum + s.eps))
         else:
-            one = s.eps.dtype.type(1)
-            k = np.where(state_sum > 0, one / np.sqrt(state_sum + s.eps), 0).astype(g.dtype)
+            k = np.where(state_sum > 0, s.one / np.sqrt(state_sum + s.eps), 0).astype(g.dtype)
             param += s.neg_clr * (g * k)
 
 
@@ -209,19 +167,10 @@ class Adagrad(Optimizer):
         maximize: ascend the gradient. Default ``False``.
         eps_mode: ``"outside"`` (default, PyTorch), ``"inside"`` (Keras 3) or
             ``"inside_guarded"`` (optax).
-        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step;
-            ``eps_dominated`` counts coordinates with ``eps >= sqrt(S)`` ("outside") or
-            ``eps >= S`` (the inside placements); over 16-bit buffers also ``underflow``
-            (``sum`` stored as 0 with a nonzero gradient) and ``lost_updates``.
-        check_finite: refuse a step that would make a parameter NaN or infinite.
-        state_dtype: the dtype of ``sum`` (``None``: the parameter's); see
-            :class:`~minnet.optim.optimizer.Optimizer`.
-        rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
-            docstring); ``"per_op"`` is PyTorch's default loop on half tensors and needs
-            ``eps_mode="outside"``.
-        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
-            accepted so that PyTorch calls port unchanged (see
-            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
+        track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
+            differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s; ``eps_dominated``
+            counts ``eps >= sqrt(S)`` ("outside") or ``eps >= S`` (the inside placements), and
+            ``rounding="per_op"`` (module docstring) needs ``eps_mode="outside"``.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -251,57 +200,33 @@ class Adagrad(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "lr_decay": lr_decay,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "initial_accumulator_value": initial_accumulator_value,
-            "maximize": maximize,
-            "eps_mode": eps_mode,
-        }
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, maximize=maximize,
+                        eps_mode=eps_mode)
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
             foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
         )  # fmt: skip
-        for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
-            for flat in self._flats[i]:
-                if flat.formats is not None:
-                    self._kernel(group, False, True, flat.formats)
 
     rule = RULE
+    reference = staticmethod(adagrad_reference)
     eps_modes = ADAGRAD_EPS_MODES
-
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        # PyTorch's order: lr, lr_decay, weight_decay, initial_accumulator_value, eps.
-        lr = check_lr(group["lr"])
-        lr_decay = check_nonnegative("lr_decay", group["lr_decay"])
-        weight_decay = check_weight_decay(group["weight_decay"])
-        initial = check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
-        eps = check_eps(group["eps"])
-        return {
-            "lr": lr,
-            "lr_decay": lr_decay,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "initial_accumulator_value": initial,
-            "maximize": check_bool("maximize", group["maximize"]),
-            "eps_mode": check_choice("eps_mode", group["eps_mode"], ADAGRAD_EPS_MODES),
-        }
+    checks = {  # PyTorch's order
+        "lr": check_lr,
+        "lr_decay": partial(check_nonnegative, "lr_decay"),
+        "weight_decay": check_weight_decay,
+        "initial_accumulator_value": partial(check_nonnegative, "initial_accumulator_value"),
+        "eps": check_eps,
+    }
+    _eps0_advice = ", initial_accumulator_value > 0 or eps_mode='inside_guarded'"
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"sum": group["initial_accumulator_value"]}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdagradScalars:
-        return adagrad_scalars(
-            dtype,
-            lr=group["lr"],
-            lr_decay=group["lr_decay"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            step=step,
-        )
+        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        return cast_scalars(AdagradScalars, dtype, -clr, 1.0, group["weight_decay"], group["eps"])
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (ADAGRAD_EPS_MODES.index(group["eps_mode"]), formats is not None)
@@ -309,14 +234,6 @@ class Adagrad(Optimizer):
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
         mode = ADAGRAD_EPS_MODES.index(group["eps_mode"])
         return None if mode == OUTSIDE else _per_op_message(mode)
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        mode = ADAGRAD_EPS_MODES.index(group["eps_mode"])
-
-        def reference(param, grad, state_sum, scalars):  # type: ignore[no-untyped-def]
-            adagrad_step_reference(param, grad, state_sum, scalars, mode)
-
-        return reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
@@ -338,30 +255,3 @@ class Adagrad(Optimizer):
             if group["eps_mode"] == "inside_guarded":
                 k = np.where(acc > 0, k, 0.0)
             return k
-
-    def _nonfinite_cause(
-        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
-    ) -> str | None:
-        dt = state["sum"].dtype
-        if group["eps"] > 0 and self.rounding == "per_op" and is_16bit(dt):
-            name16 = "bfloat16" if dt == bfloat16 else str(dt)
-            with np.errstate(under="ignore"):
-                stored = float(np.float32(group["eps"]).astype(dt))
-            if stored == 0:
-                return (
-                    f"eps={group['eps']} is 0 in {name16} and rounding='per_op' adds it in the "
-                    f"state dtype, so where sum of {name} is or underflows to 0 the update is "
-                    "g/0 = inf (0/0 = NaN for a zero gradient); use a larger eps, "
-                    "state_dtype='float32' or rounding='fused'"
-                )
-        if (
-            group["eps"] == 0
-            and group["eps_mode"] != "inside_guarded"
-            and ((state["sum"] == 0) & (grad == 0)).any()
-        ):
-            return (
-                f"eps=0 and some coordinates of {name} have only ever had zero gradient "
-                "(sum = 0 with initial_accumulator_value=0), so their update is 0/0 = NaN; use "
-                "eps > 0, initial_accumulator_value > 0 or eps_mode='inside_guarded'"
-            )
-        return None

@@ -1,4 +1,5 @@
-r"""Adam, AMSGrad and AdamW: the class, its element rule and a plain-NumPy reference, side by side.
+r"""Adam and AMSGrad (AdamW: :mod:`minnet.optim.adamw`): the class, its element rule and a
+plain-NumPy reference, side by side.
 
 Notation, tutorial name first and PyTorch's second: ``V_dw = exp_avg`` (first moment, EMA of
 gradients), ``S_dw = exp_avg_sq`` (second moment, EMA of squared gradients), ``S_max =
@@ -40,7 +41,7 @@ from minnet.optim.optimizer import (
     check_weight_decay,
 )
 
-__all__ = ["Adam", "AdamW", "EPS_MODES", "AMSGRAD_MAX_MODES"]
+__all__ = ["Adam", "EPS_MODES", "AMSGRAD_MAX_MODES"]
 
 EPS_MODES = ("outside", "hat", "inside", "atan2")
 AMSGRAD_MAX_MODES = ("raw", "corrected", "paper")
@@ -393,48 +394,3 @@ class Adam(Optimizer):
             root = np.sqrt(v_hat)
             k = ATAN2_SCALE * np.arctan2(m_hat, root) / m_hat
             return np.where(m_hat == 0, ATAN2_SCALE / root, k)
-
-
-class AdamW(Adam):
-    r"""Adam with decoupled weight decay: PyTorch's ``torch.optim.AdamW``.
-
-    Exactly :class:`Adam` with ``decoupled_weight_decay=True`` and ``weight_decay=1e-2`` by
-    default; with ``t``, ``V_hat``, ``S_hat`` as in :class:`Adam`:
-
-    .. code-block:: text
-
-        param = param * (1 - lr * weight_decay)          (before the moments are updated)
-        param = param - lr * V_hat / (sqrt(S_hat) + eps)  (eps outside the root, after bias
-                                                            correction; eps_mode moves it)
-
-    Args are :class:`Adam`'s; ``eps_mode`` and ``amsgrad_max`` work as there.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Parameter] | Iterable[dict[str, Any]],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        eps_mode: str = "outside",
-        amsgrad_max: str = "raw",
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
-    ) -> None:
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
-            maximize=maximize, eps_mode=eps_mode, amsgrad_max=amsgrad_max,
-            track_stats=track_stats, check_finite=check_finite, state_dtype=state_dtype,
-            rounding=rounding, foreach=foreach, fused=fused, capturable=capturable,
-            differentiable=differentiable,
-        )  # fmt: skip

@@ -26,31 +26,18 @@ Defaults: PyTorch and optax ``lr=2e-3, betas=(0.9, 0.999), eps=1e-8``; Keras 3 A
 ``learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7``. Keras's code computes
 ``lr * m / ((1 - beta1**t) * (u + eps))``, the same value up to round-off.
 
-The per-step constants are computed once in float64 (as PyTorch does in Python) and cast to the
-arrays' dtype, so every per-element operation runs in one dtype and the loop vectorizes.
-
-16-bit parameters and state (``state_dtype``, ``rounding``; see :mod:`minnet.optim.optimizer`):
-the kernel reads float16/bfloat16 buffers as ``uint16`` bit patterns and computes in float32.
-``rounding="fused"`` computes the step above in float32 and rounds each stored value once.
-``rounding="per_op"`` rounds every intermediate to the dtype of the tensor PyTorch's
-single-tensor ``_single_tensor_adamax`` writes it to (``rp``: parameter/gradient dtype, ``rs``:
-state dtype), in its order (eps_mode "max" only):
-
-    g = rp(g + weight_decay * param)                 grad.add(param, alpha=weight_decay)
-    m = rs(lerp(m, g, 1 - beta1))                     exp_avg.lerp_(grad, 1 - beta1)
-    u = rs(u * beta2)                                 exp_inf.mul_(beta2)
-    a = rp(|g| + eps)                                 grad.abs().add_(eps)
-    u = rs(max(u, a))                                 torch.maximum(..., out=exp_inf)
-    param = rp(param + (-clr * m) / u)                param.addcdiv_(exp_avg, exp_inf, value=-clr)
-
-No PyTorch fixture covers Adamax in 16-bit: "per_op" is this transcription of PyTorch's source
-(its op order and float32 op-math), checked against the NumPy reference below, not against
-recorded PyTorch runs.
+The per-step constants are computed once in float64 and cast (``neg_clr = -(lr / bc1)``, as
+PyTorch). 16-bit storage: ``rounding="fused"`` computes the step above in float32 and rounds each
+stored value once; ``rounding="per_op"`` (eps_mode "max" only) rounds each op's result, as the
+rule's ``round_to`` calls mark, to the dtype of the tensor PyTorch's ``_single_tensor_adamax``
+writes it to. No PyTorch fixture covers Adamax in 16-bit: "per_op" is a transcription of
+PyTorch's source (its op order and float32 op-math), checked against the NumPy reference, not
+against recorded PyTorch runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -60,9 +47,8 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
+    cast_scalars,
     check_betas,
-    check_bool,
-    check_choice,
     check_eps,
     check_lr,
     check_weight_decay,
@@ -89,28 +75,6 @@ class AdamaxScalars(NamedTuple):
     eps: np.floating
     neg_clr: np.floating  # -lr / (1 - beta1**t)
     weight_decay: np.floating  # the L2 term folded into g
-
-
-def adamax_scalars(
-    dtype: np.dtype,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    step: int,
-) -> AdamaxScalars:
-    """Step ``step``'s constants, computed in float64 and cast to ``dtype`` (``neg_clr`` is
-    PyTorch's ``-(lr / (1 - beta1**step))``)."""
-    bc1 = 1.0 - beta1**step
-    with np.errstate(over="ignore"):
-        c = np.array(
-            [1.0 - beta1, beta2, eps, -(lr / bc1), weight_decay], dtype
-        ).tolist()  # fmt: skip
-    t = dtype.type
-    lerp_w = t(c[0])
-    return AdamaxScalars(lerp_w, t(1) - lerp_w, t(c[1]), t(c[2]), t(c[3]), t(c[4]))
 
 
 @element
@@ -157,16 +121,11 @@ _PER_OP_MESSAGE = (
 )
 
 
-def adamax_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_inf: np.ndarray,
-    scalars: AdamaxScalars,
-    mode: int,
+def adamax_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: AdamaxScalars, o: tuple
 ) -> None:
-    """The same update as the kernel, with whole-array NumPy operations, in place."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    exp_avg, exp_inf = state
     with np.errstate(all="ignore"):
         g = grad
         if s.weight_decay != 0:
@@ -176,7 +135,7 @@ def adamax_step_reference(
         else:
             exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
         exp_inf *= s.beta2
-        if mode == MAX:
+        if o[0] == MAX:
             np.maximum(exp_inf, np.abs(g) + s.eps, out=exp_inf)
             param += s.neg_clr * (exp_avg / exp_inf)
         else:
@@ -223,17 +182,8 @@ class Adamax(Optimizer):
         eps_mode: ``"max"`` (default) or ``"outside"``.
         maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
             Default ``False``.
-        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
-        check_finite: refuse a step that would make a parameter NaN or infinite.
-        state_dtype: dtype of ``exp_avg`` and ``exp_inf`` (``None``: the parameter's; float16,
-            bfloat16 or float32 with 16-bit parameters).
-        rounding: 16-bit buffers only: ``"fused"`` (default; float32 compute, one rounding per
-            stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
-            intermediate rounded; ``eps_mode="max"`` only; a transcription of PyTorch's source,
-            not checked against recorded PyTorch runs). See the module docstring.
-        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
-            accepted so that PyTorch calls port unchanged (see
-            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
+        track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
+            differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -262,14 +212,8 @@ class Adamax(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "eps_mode": eps_mode,
-            "maximize": maximize,
-        }
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, eps_mode=eps_mode,
+                        maximize=maximize)
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
@@ -277,52 +221,25 @@ class Adamax(Optimizer):
         )  # fmt: skip
 
     rule = RULE
+    reference = staticmethod(adamax_reference)
     eps_modes = ADAMAX_EPS_MODES
-
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        # PyTorch's order: lr, eps, betas, weight_decay.
-        lr = check_lr(group["lr"])
-        eps = check_eps(group["eps"])
-        betas = check_betas(group["betas"])
-        weight_decay = check_weight_decay(group["weight_decay"])
-        eps_mode = check_choice("eps_mode", group["eps_mode"], ADAMAX_EPS_MODES)
-        return {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "eps_mode": eps_mode,
-            "maximize": check_bool("maximize", group["maximize"]),
-        }
+    checks = {"lr": check_lr, "eps": check_eps, "betas": check_betas,
+              "weight_decay": check_weight_decay}  # PyTorch's order
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"exp_avg": 0.0, "exp_inf": 0.0}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdamaxScalars:
         beta1, beta2 = group["betas"]
-        return adamax_scalars(
-            dtype,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            step=step,
-        )
+        s = cast_scalars(AdamaxScalars, dtype, 1.0 - beta1, 0.0, beta2, group["eps"],
+                         -(group["lr"] / (1.0 - beta1**step)), group["weight_decay"])
+        return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w)
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (ADAMAX_EPS_MODES.index(group["eps_mode"]),)
 
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
         return None if group["eps_mode"] == "max" else _PER_OP_MESSAGE
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        (mode,) = self._options(group)
-
-        def reference(param, grad, exp_avg, exp_inf, scalars):  # type: ignore[no-untyped-def]
-            adamax_step_reference(param, grad, exp_avg, exp_inf, scalars, mode)
-
-        return reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
@@ -341,14 +258,3 @@ class Adamax(Optimizer):
             if group["eps_mode"] == "max":
                 return 1.0 / u
             return 1.0 / (u + group["eps"])
-
-    def _nonfinite_cause(
-        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
-    ) -> str | None:
-        beta2 = group["betas"][1]
-        if group["eps"] == 0 and ((state["exp_inf"] * beta2 == 0) & (grad == 0)).any():
-            return (
-                f"eps=0 and some coordinates of {name} have only ever had zero gradient "
-                "(m = u = 0), so their update is 0/0 = NaN; use eps > 0"
-            )
-        return None

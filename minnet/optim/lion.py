@@ -35,14 +35,20 @@ updates: every step moves a coordinate by ``lr``, and in bfloat16 ``1.0 - 1e-4``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
-from minnet.optim.optimizer import Optimizer, check_betas, check_lr, check_weight_decay
+from minnet.optim.optimizer import (
+    Optimizer,
+    cast_scalars,
+    check_betas,
+    check_lr,
+    check_weight_decay,
+)
 
 __all__ = ["Lion"]
 
@@ -56,16 +62,6 @@ class LionScalars(NamedTuple):
     beta2: np.floating
     weight_decay: np.floating
     neg_lr: np.floating  # -lr
-
-
-def lion_scalars(
-    dtype: np.dtype, *, lr: float, beta1: float, beta2: float, weight_decay: float
-) -> LionScalars:
-    """The constants (the same at every step), computed in float64 and cast to ``dtype``."""
-    with np.errstate(over="ignore"):
-        c = np.array([1.0 - beta1, beta1, 1.0 - beta2, beta2, weight_decay, -lr], dtype).tolist()
-    t = dtype.type
-    return LionScalars(*(t(x) for x in c))
 
 
 @element
@@ -87,11 +83,11 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
 RULE = Rule(update)
 
 
-def lion_step_reference(
-    param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, scalars: LionScalars
+def lion_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: LionScalars, o: tuple
 ) -> None:
-    """The same update with whole-array NumPy, in place (tests hold the kernel to it)."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    exp_avg = state[0]
     with np.errstate(all="ignore"):
         u = np.sign(s.one_minus_beta1 * grad + s.beta1 * exp_avg)
         exp_avg[...] = s.one_minus_beta2 * grad + s.beta2 * exp_avg
@@ -160,29 +156,20 @@ class Lion(Optimizer):
         )  # fmt: skip
 
     rule = RULE
-
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "lr": check_lr(group["lr"]),
-            "betas": check_betas(group["betas"]),
-            "weight_decay": check_weight_decay(group["weight_decay"]),
-        }
+    reference = staticmethod(lion_reference)
+    checks = {"lr": check_lr, "betas": check_betas, "weight_decay": check_weight_decay}
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"exp_avg": 0.0}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> LionScalars:
         beta1, beta2 = group["betas"]
-        return lion_scalars(
-            dtype, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"]
-        )
+        return cast_scalars(LionScalars, dtype, 1.0 - beta1, beta1, 1.0 - beta2, beta2,
+                            group["weight_decay"], -group["lr"])  # the same at every step
 
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
         return (
             "Lion: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
             "implementation, and PyTorch has no Lion; use rounding='fused' (per_op exists for "
-            "Adam, AdamW, Adamax with eps_mode='max', Adadelta, NAdam and RAdam)"
+            "the optimizers PyTorch has)"
         )
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        return lion_step_reference

@@ -1,56 +1,29 @@
 r"""NAdam (Adam with Nesterov momentum, Dozat 2016): the class, its Numba kernel and a
 plain-NumPy reference, side by side. PyTorch's ``torch.optim.NAdam``.
 
-One step ``t`` (counting from 1), in PyTorch's order of operations (its single-tensor path), with
-``m = exp_avg``, ``v = exp_avg_sq`` (both start at 0) and ``P = mu_product`` (starts at 1):
-
-    param = param * (1 - lr * weight_decay)         (decoupled_weight_decay=True, weight_decay != 0)
-    g     = grad + weight_decay * param             (L2: weight_decay != 0 and not decoupled)
-    mu_t      = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
-    mu_{t+1}  = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
-    P     = P * mu_t                                (the running product, kept across steps)
-    m     = lerp(m, g, 1 - beta1)                   = m + (1 - beta1) * (g - m)
-    v     = v * beta2 + (1 - beta2) * g * g
-    D     = sqrt(v / (1 - beta2**t)) + eps          eps OUTSIDE the root, after bias correction
-    param = param + (c_g * g) / D                   c_g = -lr * (1 - mu_t) / (1 - P)
-    param = param + (c_m * m) / D                   c_m = -lr * mu_{t+1} / (1 - P * mu_{t+1})
-
-``mu_t``, ``mu_{t+1}``, ``P`` and the two coefficients are computed once per step in float64
-(:func:`nadam_scalars`; PyTorch keeps ``P`` as a tensor of the default dtype, float64 in its
-recorded fixtures) and cast to the arrays' dtype, so the loop stays in one dtype. ``P`` is the
-group's scalar state ``"mu_product"``: it is kept across steps (not recomputed from ``t``, so a
-change of ``betas`` or ``momentum_decay`` mid-run acts as in PyTorch) and appears in every
-parameter's state-dict entry, PyTorch's layout: ``"step"``, ``"mu_product"``, ``"exp_avg"``,
+The update is in :class:`NAdam`'s docstring, in PyTorch's order of operations (its single-tensor
+path), so that float64 agrees with it to round-off. ``mu_t``, ``mu_{t+1}``, ``P = mu_product``
+and the two coefficients ``c_g = -lr * (1 - mu_t) / (1 - P)`` and ``c_m = -lr * mu_{t+1} / (1 -
+P * mu_{t+1})`` are computed once per step in float64 (PyTorch keeps ``P`` as a tensor of the
+default dtype, float64 in its recorded fixtures) and cast to the arrays' dtype. ``P`` is the
+group's scalar state ``"mu_product"``: kept across steps (not recomputed from ``t``, so a change
+of ``betas`` or ``momentum_decay`` mid-run acts as in PyTorch) and in every parameter's
+state-dict entry, PyTorch's layout: ``"step"``, ``"mu_product"``, ``"exp_avg"``,
 ``"exp_avg_sq"``.
 
-Where eps sits is the same as Adam's: outside the square root of the bias-corrected second
-moment. With ``eps=0``, a coordinate whose gradient has always been zero gets ``0/0 = NaN``.
-
-16-bit parameters and state (``state_dtype``, ``rounding``; see :mod:`minnet.optim.optimizer`):
-the kernel reads float16/bfloat16 buffers as ``uint16`` bit patterns and computes in float32.
-``rounding="fused"`` computes the step above in float32 and rounds each stored value once.
-``rounding="per_op"`` rounds every intermediate to the dtype of the tensor PyTorch's
-``_single_tensor_nadam`` writes it to (``rp``: parameter/gradient dtype, ``rs``: state dtype;
-``D`` is a new tensor of the state dtype), in its order:
-
-    param = rp(param * (1 - lr * weight_decay))       param.mul_(...)   (decoupled)
-    g     = rp(g + weight_decay * param)              grad.add(param, alpha=weight_decay)  (L2)
-    m     = rs(lerp(m, g, 1 - beta1))                 exp_avg.lerp_(grad, 1 - beta1)
-    v     = rs(rs(v * beta2) + (1 - beta2) * g * g)   exp_avg_sq.mul_(beta2).addcmul_(...)
-    D     = rs(rs(sqrt(rs(v / (1 - beta2**t)))) + eps)   exp_avg_sq.div(bc2).sqrt(); add_(eps)
-    param = rp(param + (c_g * g) / D)                 param.addcdiv_(grad, D, value=c_g)
-    param = rp(param + (c_m * m) / D)                 param.addcdiv_(exp_avg, D, value=c_m)
-
-In float16 the default eps=1e-8 is 0 (the optimizer warns) and ``v`` of a gradient below about
-5e-3 underflows to 0, so "per_op" divides by 0 (inf, or NaN for a zero gradient) where "fused"
-stays finite. No PyTorch fixture covers NAdam in 16-bit: "per_op" is this transcription of
-PyTorch's source (its op order and float32 op-math), checked against the NumPy reference below,
-not against recorded PyTorch runs.
+16-bit storage: ``rounding="fused"`` computes the step in float32 and rounds each stored value
+once; ``rounding="per_op"`` rounds each op's result, as the rule's ``round_to`` calls mark, to the
+dtype of the tensor PyTorch's ``_single_tensor_nadam`` writes it to (the denominator is a new
+tensor of the state dtype, so eps=1e-8 is 0 there in float16 and a ``v`` below about 5e-3
+underflows: "per_op" divides by 0 where "fused" stays finite). No PyTorch fixture covers NAdam in
+16-bit: "per_op" is a transcription of PyTorch's source (its op order and float32 op-math),
+checked against the NumPy reference, not against recorded PyTorch runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -61,8 +34,8 @@ from minnet.optim._kernel import Rule, element
 from minnet.optim.adam import moments
 from minnet.optim.optimizer import (
     Optimizer,
+    cast_scalars,
     check_betas,
-    check_bool,
     check_eps,
     check_lr,
     check_nonnegative,
@@ -93,47 +66,6 @@ def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
     return beta1 * (1.0 - 0.5 * (0.96 ** (float(step) * momentum_decay)))
 
 
-def nadam_scalars(
-    dtype: np.dtype,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    momentum_decay: float,
-    mu_product: float,
-    step: int,
-    decoupled_weight_decay: bool = False,
-) -> NAdamScalars:
-    """Step ``step``'s constants, computed in float64 and cast to ``dtype``.
-
-    ``mu_product`` is ``P_t``, the product ``mu_1 * ... * mu_t`` *including* this step's
-    ``mu_t`` (what :meth:`NAdam._advance_group_state` returns for this step).
-    """
-    t = float(step)
-    mu = nadam_mu(beta1, momentum_decay, step)
-    mu_next = nadam_mu(beta1, momentum_decay, step + 1)
-    mu_product_next = mu_product * mu_next
-    coef_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
-    coef_avg = (-lr * mu_next) / (1.0 - mu_product_next)
-    decoupled = decoupled_weight_decay and weight_decay != 0
-    l2 = 0.0 if decoupled_weight_decay else weight_decay
-    decay = 1.0 - lr * weight_decay if decoupled else 1.0
-    with np.errstate(over="ignore"):
-        c = np.array(
-            [1.0 - beta1, beta2, 1.0 - beta2, 1.0 - beta2**t, eps, coef_grad, coef_avg, l2,
-             decay],
-            dtype,
-        ).tolist()  # fmt: skip
-    f = dtype.type
-    lerp_w = f(c[0])
-    return NAdamScalars(
-        lerp_w, f(1) - lerp_w, f(c[1]), f(c[2]), f(c[3]), f(c[4]), f(c[5]), f(c[6]), f(c[7]),
-        f(c[8]),
-    )  # fmt: skip
-
-
 # -- the element rule ---------------------------------------------------------------------------
 
 
@@ -154,18 +86,13 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=1)
 
 
-def nadam_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    scalars: NAdamScalars,
-    decoupled: bool,
+def nadam_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: NAdamScalars, o: tuple
 ) -> None:
-    """The same update as the kernel, written with whole-array NumPy operations, in place."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    exp_avg, exp_avg_sq = state
     with np.errstate(all="ignore"):
-        if decoupled:
+        if o[0]:  # decoupled
             param *= s.decay
         g = grad
         if s.weight_decay != 0:
@@ -226,17 +153,8 @@ class NAdam(Optimizer):
             (NAdamW). Default ``False``.
         maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
             Default ``False``.
-        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
-        check_finite: refuse a step that would make a parameter NaN or infinite.
-        state_dtype: dtype of ``exp_avg`` and ``exp_avg_sq`` (``None``: the parameter's;
-            float16, bfloat16 or float32 with 16-bit parameters).
-        rounding: 16-bit buffers only: ``"fused"`` (default; float32 compute, one rounding per
-            stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
-            intermediate rounded; a transcription of PyTorch's source, not checked against
-            recorded PyTorch runs). See the module docstring.
-        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
-            accepted so that PyTorch calls port unchanged (see
-            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
+        track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
+            differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -266,15 +184,9 @@ class NAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "momentum_decay": momentum_decay,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            "maximize": maximize,
-        }
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        momentum_decay=momentum_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
@@ -282,24 +194,10 @@ class NAdam(Optimizer):
         )  # fmt: skip
 
     rule = RULE
-
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        # PyTorch's order of checks: lr, eps, betas, weight_decay, momentum_decay.
-        lr = check_lr(group["lr"])
-        eps = check_eps(group["eps"])
-        betas = check_betas(group["betas"])
-        weight_decay = check_weight_decay(group["weight_decay"])
-        momentum_decay = check_nonnegative("momentum_decay", group["momentum_decay"])
-        decoupled = check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
-        return {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "momentum_decay": momentum_decay,
-            "decoupled_weight_decay": decoupled,
-            "maximize": check_bool("maximize", group["maximize"]),
-        }
+    reference = staticmethod(nadam_reference)
+    checks = {"lr": check_lr, "eps": check_eps, "betas": check_betas,
+              "weight_decay": check_weight_decay,
+              "momentum_decay": partial(check_nonnegative, "momentum_decay")}  # PyTorch's order
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
@@ -326,30 +224,21 @@ class NAdam(Optimizer):
             for k in range(1, step + 1):
                 prod *= nadam_mu(group["betas"][0], group["momentum_decay"], k)
             group_state = {"mu_product": prod}
-        beta1, beta2 = group["betas"]
-        return nadam_scalars(
-            dtype,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum_decay=group["momentum_decay"],
-            mu_product=group_state["mu_product"],
-            step=step,
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-        )
+        (beta1, beta2), lr, wd = group["betas"], group["lr"], group["weight_decay"]
+        mu = nadam_mu(beta1, group["momentum_decay"], step)
+        mu_next = nadam_mu(beta1, group["momentum_decay"], step + 1)
+        prod = group_state["mu_product"]  # P_t, including this step's mu_t
+        coef_grad = -lr * (1.0 - mu) / (1.0 - prod)
+        coef_avg = (-lr * mu_next) / (1.0 - prod * mu_next)
+        decoupled = group["decoupled_weight_decay"]
+        l2 = 0.0 if decoupled else wd
+        decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
+        s = cast_scalars(NAdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2,
+                         1.0 - beta2 ** float(step), group["eps"], coef_grad, coef_avg, l2, decay)
+        return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w)
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        (decoupled,) = self._options(group)
-
-        def reference(param, grad, exp_avg, exp_avg_sq, scalars):  # type: ignore[no-untyped-def]
-            nadam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
-
-        return reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
@@ -366,13 +255,3 @@ class NAdam(Optimizer):
         v_hat = state["exp_avg_sq"].astype(np.float64) / (1.0 - beta2 ** float(step))
         with np.errstate(divide="ignore"):
             return 1.0 / (np.sqrt(v_hat) + group["eps"])
-
-    def _nonfinite_cause(
-        self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
-    ) -> str | None:
-        if group["eps"] == 0 and ((state["exp_avg_sq"] == 0) & (grad == 0)).any():
-            return (
-                f"eps=0 and some coordinates of {name} have only ever had zero gradient "
-                "(v = 0), so their update is 0/0 = NaN; use eps > 0"
-            )
-        return None

@@ -24,9 +24,10 @@ One file per optimizer (``minnet/optim/<name>.py``) holds its math and a thin cl
   its eps are written in compiled code. Wrap each op that PyTorch's for-loop implementation
   rounds in ``round_to(x, rp)`` (parameter/gradient dtype) or ``round_to(x, rs)`` (state dtype):
   that is the 16-bit ``rounding="per_op"`` model, and it compiles to nothing otherwise;
-* a hand-written NumPy reference of the same update over float64 arrays (tests hold the kernel
-  to it, 1e-12 relative; a reference generated from the rule would check nothing);
-* the class: ``rule = RULE`` and
+* a hand-written NumPy reference of the same update over whole float arrays, with the rule's
+  arguments, ``reference(param, grad, state, s, o)``, in place (tests hold the kernel to it,
+  1e-12 relative in float64; a reference generated from the rule would check nothing);
+* the class: ``rule = RULE``, ``reference = staticmethod(<the reference>)`` and
 
 ``__init__(self, params, <hyperparameters with PyTorch's names and defaults>, *,
 track_stats=False, check_finite=False, state_dtype=None, rounding="fused")``
@@ -34,10 +35,11 @@ track_stats=False, check_finite=False, state_dtype=None, rounding="fused")``
     state_dtype=..., rounding=...)`` with ``defaults`` the dict of its hyperparameters (every
     group option, in signature order).
 
-``_validate(self, group: Mapping[str, Any]) -> dict[str, Any]``
-    Checks one group's options (a mapping holding at least every key of ``defaults``) with
-    the helpers below, raising PyTorch's messages, and returns them normalized (floats as
-    ``float``, pairs as tuples, ...), one entry per ``defaults`` key. Called for each group at
+``checks: dict[str, Callable]``
+    Each non-flag option's check, ``{name: check(value) -> normalized value}`` (the helpers
+    below, with PyTorch's messages), in PyTorch's order of checks; flags are checked as bools
+    and ``eps_mode`` against ``eps_modes``. Checks that involve several options go in
+    ``_check_group(self, hp)``. The base's ``_validate`` runs them for each group at
     construction, by :meth:`~Optimizer.add_param_group`, by :meth:`~Optimizer.load_state_dict`,
     and at the next :meth:`~Optimizer.step` after a user edited ``param_groups[i]``.
 
@@ -48,10 +50,8 @@ track_stats=False, check_finite=False, state_dtype=None, rounding="fused")``
     after the group is created.
 
 ``_scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> NamedTuple``
-    The per-step constants for step ``step`` (1 on the first call of ``step()``).
-
-``_float_reference(self, group) -> Callable``
-    The hand-written reference as ``ref(param, grad, *state, scalars) -> None``, in place.
+    The per-step constants for step ``step`` (1 on the first call of ``step()``), computed in
+    float64 and cast by :func:`cast_scalars`.
 
 Optional:
 
@@ -70,7 +70,8 @@ Optional:
     flat buffer; ``None`` (the default) when the update has no eps.
 ``_nonfinite_cause(self, group, name, grad, state) -> str | None``
     Why a parameter with a finite value and a finite gradient would end non-finite, for
-    ``check_finite``'s message (e.g. "eps=0 and ... 0/0"); ``None`` falls back to overflow.
+    ``check_finite``'s message; ``None`` falls back to overflow. The default covers eps meeting
+    the rule's second moment (eps=0 where it is 0: 0/0; eps rounded to 0 by ``"per_op"``).
 ``_group_state_spec(self, group) -> dict[str, float]`` and
 ``_advance_group_state(self, group, state, step) -> dict[str, float]``
     Scalars that a group carries from step to step (NAdam's running product ``mu_product``),
@@ -96,12 +97,13 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
 
 .. code-block:: python
 
+    from functools import partial
     from typing import NamedTuple
 
     import numpy as np
 
     from minnet.optim._kernel import Rule, element
-    from minnet.optim.optimizer import Optimizer, check_lr, check_nonnegative
+    from minnet.optim.optimizer import Optimizer, cast_scalars, check_lr, check_nonnegative
 
 
     class SDScalars(NamedTuple):
@@ -116,13 +118,15 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
         return p, new, (), new - p, new - p, False, g
 
 
-    def sd_reference(param, grad, s):
+    def sd_reference(param, grad, state, s, o):
         param[...] = param * s.decay + s.neg_lr * grad
 
 
     class SD(Optimizer):
         # param = param * (1 - lr * decay) - lr * grad
         rule = Rule(sd_update)
+        reference = staticmethod(sd_reference)
+        checks = {"lr": check_lr, "decay": partial(check_nonnegative, "decay")}
 
         def __init__(self, params, lr=1e-3, decay=0.0, *, track_stats=False,
                      check_finite=False, state_dtype=None, rounding="fused"):
@@ -130,20 +134,12 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
                              check_finite=check_finite, state_dtype=state_dtype,
                              rounding=rounding)
 
-        def _validate(self, group):
-            return {"lr": check_lr(group["lr"]),
-                    "decay": check_nonnegative("decay", group["decay"])}
-
         def _state_spec(self, group):
             return {}  # e.g. {"momentum_buffer": 0.0}
 
         def _scalars(self, group, dtype, step):
-            c = np.array([-group["lr"], 1.0 - group["lr"] * group["decay"]], dtype).tolist()
-            t = dtype.type
-            return SDScalars(t(c[0]), t(c[1]))
-
-        def _float_reference(self, group):
-            return sd_reference
+            lr, decay = group["lr"], group["decay"]
+            return cast_scalars(SDScalars, dtype, -lr, 1.0 - lr * decay)
 
 :mod:`minnet.optim.lion` and :mod:`minnet.optim.sgd` are the smallest real ones;
 :mod:`minnet.optim.adam` the largest.
@@ -899,13 +895,27 @@ class Optimizer:
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
     ) -> str | None:
-        """Why ``check_finite`` refused parameter ``name``: by default ``eps=0`` where the rule's
-        second moment (:attr:`Rule.second_moment`) and the gradient are 0 (0/0 = NaN)."""
+        """Why ``check_finite`` refused parameter ``name``, where the rule's second moment
+        (:attr:`Rule.second_moment`) meets eps: ``rounding="per_op"`` rounds eps to 0 in a 16-bit
+        state (``g/0``), or ``eps=0`` where the moment and the gradient are 0 (0/0 = NaN)."""
         k = -1 if self.rule is None else self.rule.second_moment
-        if k < 0 or group.get("eps") != 0 or self.eps_compared_with_options(group) is None:
+        eps = group.get("eps")
+        if k < 0 or self.eps_compared_with_options(group) is None:
             return None
         key = list(state)[k]
-        if ((state[key] == 0) & (grad == 0)).any():
+        dt = state[key].dtype
+        if eps and self.rounding == "per_op" and is_16bit(dt):
+            with np.errstate(under="ignore"):
+                stored = float(np.float32(eps).astype(dt))
+            if stored == 0:
+                return (
+                    f"eps={eps} is 0 in {'bfloat16' if dt == bfloat16 else dt} and "
+                    "rounding='per_op' adds it in the state dtype, so where "
+                    f"{key} of {name} is or underflows to 0 the update is g/0 = inf (0/0 = NaN "
+                    "for a zero gradient); use a larger eps, state_dtype='float32' or "
+                    "rounding='fused'"
+                )
+        if eps == 0 and ((state[key] == 0) & (grad == 0)).any():
             return (
                 f"eps=0 and some coordinates of {name} have only ever had zero gradient ({key} "
                 f"= 0), so their update is 0/0 = NaN; use eps > 0{self._eps0_advice}"

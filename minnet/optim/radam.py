@@ -1,59 +1,28 @@
 r"""RAdam (rectified Adam, Liu et al. 2020): the class, its Numba kernel and a plain-NumPy
 reference, side by side. PyTorch's ``torch.optim.RAdam``.
 
-One step ``t`` (counting from 1), in PyTorch's order of operations (its single-tensor path), with
-``m = exp_avg`` and ``v = exp_avg_sq`` (both start at 0), ``bc1 = 1 - beta1**t`` and
-``bc2 = 1 - beta2**t``:
-
-    param = param * (1 - lr * weight_decay)         (decoupled_weight_decay=True, weight_decay != 0)
-    g     = grad + weight_decay * param             (L2: weight_decay != 0 and not decoupled)
-    m     = lerp(m, g, 1 - beta1)                   = m + (1 - beta1) * (g - m)
-    v     = v * beta2 + (1 - beta2) * g * g
-    rho_inf = 2 / (1 - beta2) - 1
-    rho_t   = rho_inf - 2 * t * beta2**t / bc2
-    rho_t > 5 (rectified):
-        r     = sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-        param = param - (((m / bc1) * lr) * (sqrt(bc2) / (sqrt(v) + eps))) * r
-    otherwise (unrectified: plain momentum SGD with a bias-corrected m, and no eps at all):
-        param = param - (m / bc1) * lr
-
-``rho_inf``, ``rho_t``, the branch and ``r`` are computed once per step in float64
-(:func:`radam_scalars`) and the constants cast to the arrays' dtype. The kernel takes the branch
-once per call, outside the loop, so each branch is its own vectorized loop.
+The update is in :class:`RAdam`'s docstring, in PyTorch's order of operations (its single-tensor
+path, ``param - (((m / bc1) * lr) * (sqrt(bc2) / (sqrt(v) + eps))) * r`` in rectified steps), so
+that float64 agrees with it to round-off. ``rho_inf``, ``rho_t``, the branch and ``r`` are
+computed once per step in float64 and the constants cast to the arrays' dtype; the kernel takes
+the branch once per call (``Rule.branch``), so each branch is its own vectorized loop.
 
 Where eps sits: next to the *raw* ``sqrt(v)``, before the bias correction ``sqrt(bc2)`` is
-applied (Adam's eps sits next to ``sqrt(v / bc2)``). And eps only matters from the first
-rectified step on: with ``beta2 = 0.999``, ``rho_t`` is 4.996 at ``t = 5`` and 5.994 at
-``t = 6``, so steps 1 to 5 ignore eps entirely and step 6 is the first that uses it (with
-``beta2 = 0.99``: 4.96 and 5.94, also step 6; a smaller ``beta2`` may never rectify: ``rho_inf``
-must exceed 5, i.e. ``beta2 > 2/3``). With ``eps=0``, a coordinate whose gradient has always
-been zero gets ``0 * inf = NaN`` from the first rectified step on.
+applied (Adam's eps sits next to ``sqrt(v / bc2)``), and only from the first rectified step on:
+with ``beta2 = 0.999``, ``rho_t`` is 4.996 at ``t = 5`` and 5.994 at ``t = 6`` (with ``beta2 =
+0.99``: 4.96 and 5.94); a ``beta2 <= 2/3`` never rectifies (``rho_inf`` must exceed 5).
 
-16-bit parameters and state (``state_dtype``, ``rounding``; see :mod:`minnet.optim.optimizer`):
-the kernel reads float16/bfloat16 buffers as ``uint16`` bit patterns and computes in float32.
-``rounding="fused"`` computes the step above in float32 and rounds each stored value once.
-``rounding="per_op"`` rounds every intermediate to the dtype of the tensor PyTorch's
-``_single_tensor_radam`` writes it to (``rp``: parameter/gradient dtype, ``rs``: state dtype;
-the step ``x`` is a new tensor of the state dtype), in its order:
-
-    param = rp(param * (1 - lr * weight_decay))       param.mul_(...)   (decoupled)
-    g     = rp(g + weight_decay * param)              grad.add(param, alpha=weight_decay)  (L2)
-    m     = rs(lerp(m, g, 1 - beta1))                 exp_avg.lerp_(grad, 1 - beta1)
-    v     = rs(rs(v * beta2) + (1 - beta2) * g * g)   exp_avg_sq.mul_(beta2).addcmul_(...)
-    x     = rs(rs(m / bc1) * lr)                      bias_corrected_exp_avg * lr
-    rectified steps:
-      a   = rs(sqrt(bc2) / rs(rs(sqrt(v)) + eps))     exp_avg_sq.sqrt().add_(eps); bc2**0.5 / .
-      x   = rs(rs(x * a) * r)                         ... * adaptive_lr * rect
-    param = rp(param - x)                             param.add_(x, alpha=-1.0)
-
-No PyTorch fixture covers RAdam in 16-bit: "per_op" is this transcription of PyTorch's source
-(its op order and float32 op-math), checked against the NumPy reference below, not against
-recorded PyTorch runs.
+16-bit storage: ``rounding="fused"`` computes the step in float32 and rounds each stored value
+once; ``rounding="per_op"`` rounds each op's result, as the rule's ``round_to`` calls mark, to the
+dtype of the tensor PyTorch's ``_single_tensor_radam`` writes it to (the step is a new tensor of
+the state dtype). No PyTorch fixture covers RAdam in 16-bit: "per_op" is a transcription of
+PyTorch's source (its op order and float32 op-math), checked against the NumPy reference, not
+against recorded PyTorch runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numba
@@ -65,8 +34,8 @@ from minnet.optim._kernel import Rule, element
 from minnet.optim.adam import moments
 from minnet.optim.optimizer import (
     Optimizer,
+    cast_scalars,
     check_betas,
-    check_bool,
     check_eps,
     check_lr,
     check_weight_decay,
@@ -110,43 +79,6 @@ def radam_first_rectified_step(beta2: float, limit: int = 10_000) -> int | None:
     return None
 
 
-def radam_scalars(
-    dtype: np.dtype,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    step: int,
-    decoupled_weight_decay: bool = False,
-) -> RAdamScalars:
-    """Step ``step``'s constants: ``rho_t``, the branch and ``r`` in float64, cast to ``dtype``."""
-    t = float(step)
-    rho_inf, rho_t = radam_rho(beta2, step)
-    rectified = rho_t > 5.0
-    rect = 1.0
-    if rectified:
-        rect = (
-            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-        ) ** 0.5
-    decoupled = decoupled_weight_decay and weight_decay != 0
-    l2 = 0.0 if decoupled_weight_decay else weight_decay
-    decay = 1.0 - lr * weight_decay if decoupled else 1.0
-    with np.errstate(over="ignore"):
-        c = np.array(
-            [1.0 - beta1, beta2, 1.0 - beta2, 1.0 - beta1**t, lr, (1.0 - beta2**t) ** 0.5, eps,
-             rect, l2, decay],
-            dtype,
-        ).tolist()  # fmt: skip
-    f = dtype.type
-    lerp_w = f(c[0])
-    return RAdamScalars(
-        lerp_w, f(1) - lerp_w, f(c[1]), f(c[2]), f(c[3]), f(c[4]), f(c[5]), f(c[6]), f(c[7]),
-        f(c[8]), f(c[9]), bool(rectified),
-    )  # fmt: skip
-
-
 # -- the element rule ---------------------------------------------------------------------------
 
 
@@ -178,18 +110,13 @@ def _rectified(s):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=1, branch=_rectified)
 
 
-def radam_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    scalars: RAdamScalars,
-    decoupled: bool,
+def radam_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: RAdamScalars, o: tuple
 ) -> None:
-    """The same update as the kernel, written with whole-array NumPy operations, in place."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    exp_avg, exp_avg_sq = state
     with np.errstate(all="ignore"):
-        if decoupled:
+        if o[0]:  # decoupled
             param *= s.decay
         g = grad
         if s.weight_decay != 0:
@@ -250,17 +177,8 @@ class RAdam(Optimizer):
             (RAdamW). Default ``False``.
         maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
             Default ``False``.
-        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step.
-        check_finite: refuse a step that would make a parameter NaN or infinite.
-        state_dtype: dtype of ``exp_avg`` and ``exp_avg_sq`` (``None``: the parameter's;
-            float16, bfloat16 or float32 with 16-bit parameters).
-        rounding: 16-bit buffers only: ``"fused"`` (default; float32 compute, one rounding per
-            stored value) or ``"per_op"`` (PyTorch's single-tensor op order with every
-            intermediate rounded; a transcription of PyTorch's source, not checked against
-            recorded PyTorch runs). See the module docstring.
-        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
-            accepted so that PyTorch calls port unchanged (see
-            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
+        track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
+            differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -289,14 +207,8 @@ class RAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            "maximize": maximize,
-        }
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
@@ -304,49 +216,31 @@ class RAdam(Optimizer):
         )  # fmt: skip
 
     rule = RULE
-
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        # PyTorch's order of checks: lr, eps, betas, weight_decay.
-        lr = check_lr(group["lr"])
-        eps = check_eps(group["eps"])
-        betas = check_betas(group["betas"])
-        weight_decay = check_weight_decay(group["weight_decay"])
-        decoupled = check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
-        return {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "decoupled_weight_decay": decoupled,
-            "maximize": check_bool("maximize", group["maximize"]),
-        }
+    reference = staticmethod(radam_reference)
+    checks = {"lr": check_lr, "eps": check_eps, "betas": check_betas,
+              "weight_decay": check_weight_decay}  # PyTorch's order
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> RAdamScalars:
-        beta1, beta2 = group["betas"]
-        return radam_scalars(
-            dtype,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            step=step,
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-        )
+        (beta1, beta2), lr, wd, t = group["betas"], group["lr"], group["weight_decay"], step
+        rho_inf, rho_t = radam_rho(beta2, step)
+        rectified = rho_t > 5.0
+        rect = 1.0
+        if rectified:
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            rect = rect**0.5
+        decoupled = group["decoupled_weight_decay"]
+        l2 = 0.0 if decoupled else wd
+        decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
+        s = cast_scalars(RAdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2,
+                         1.0 - beta1 ** float(t), lr, (1.0 - beta2 ** float(t)) ** 0.5,
+                         group["eps"], rect, l2, decay, 0.0)  # fmt: skip
+        return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w, rectified=rectified)
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        (decoupled,) = self._options(group)
-
-        def reference(param, grad, exp_avg, exp_avg_sq, scalars):  # type: ignore[no-untyped-def]
-            radam_step_reference(param, grad, exp_avg, exp_avg_sq, scalars, decoupled)
-
-        return reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
@@ -360,12 +254,8 @@ class RAdam(Optimizer):
         """The multiplier ``k`` of ``param -= lr * k * m_hat`` in step ``step`` (float64):
         ``r * sqrt(1 - beta2**t) / (sqrt(v) + eps)`` in a rectified step, 1 in an unrectified
         one (no eps there); ``inf`` where ``eps=0`` and a coordinate never saw a gradient."""
-        beta2 = group["betas"][1]
         v = state["exp_avg_sq"].astype(np.float64)
-        s = radam_scalars(
-            np.dtype(np.float64), lr=group["lr"], beta1=group["betas"][0], beta2=beta2,
-            eps=group["eps"], weight_decay=0.0, step=step,
-        )  # fmt: skip
+        s = self._scalars({**group, "weight_decay": 0.0}, np.dtype(np.float64), step)
         if not s.rectified:
             return np.ones_like(v)
         with np.errstate(divide="ignore"):

@@ -1,72 +1,36 @@
 r"""RMSprop, plain or centered, with momentum and two eps placements: the class, its element
 rule and a plain-NumPy reference, side by side.
 
-One step (``g`` the gradient, state arrays by PyTorch's names: ``square_avg`` = v,
-``grad_avg`` = a, ``momentum_buffer`` = b, all starting at 0), in PyTorch's order of operations
-(``torch.optim.RMSprop``) so that float64 agrees with it to round-off:
+The update and both eps placements (``"outside"``: PyTorch; ``"inside"``: Keras 3, optax) are
+in :class:`RMSprop`'s docstring, in PyTorch's order of operations (``torch.optim.RMSprop``), so
+that float64 agrees with it to round-off.
 
-    g   = -grad if maximize else grad
-    g   = g + weight_decay * param                        (L2, only if weight_decay != 0)
-    v   = v * alpha + (1 - alpha) * g * g
-    a   = lerp(a, g, 1 - alpha)                           (centered only)
-    var = v - a * a  if centered  else  v
-
-where eps sits (``eps_mode``):
-
-    "outside"  D = sqrt(var) + eps        torch.optim.RMSprop
-    "inside"   D = sqrt(var + eps)        Keras 3 RMSprop; optax.rmsprop (eps_in_sqrt=True,
-                                          its default)
-
-and the step:
-
-    momentum > 0:  b = b * momentum + g / D;  param = param + (-lr) * b
-    momentum = 0:  param = param + (-lr) * (g / D)
-
-Keras and optax keep the learning rate inside the momentum buffer (``b = momentum*b + lr*g/D``,
-``param -= b``); that equals the above only while lr is constant (a schedule changes the lr of
-past steps still in the buffer in PyTorch's form, not in theirs). minnet follows PyTorch.
-
-16-bit storage (float16 / bfloat16 parameters or state; ``R_p``/``R_s`` round a float32 value to
-the parameter's / the state's dtype, ``lp_p(c)``/``lp_s(c)`` a constant). ``rounding="fused"``
-loads every value to float32, runs the update above in float32 (both eps placements) and rounds
-once per stored array (PyTorch has no fused RMSprop; this is what its fused Adam does).
-``rounding="per_op"`` is PyTorch's ``_single_tensor_rmsprop`` on half tensors, each op rounding
-its result, so it exists for ``eps_mode="outside"`` only (centered and momentum included):
-
-    g   = -grad if maximize else grad                             (exact)
-    g   = R_p(g + lp_p(weight_decay) * param)                     grad.add(param, alpha=wd)
-    v   = R_s(v * alpha);  v = R_s(v + (1 - alpha) * g * g)       v.mul_(alpha).addcmul_(g, g,
-                                                                    value=1 - alpha)
-    a   = R_s(a + (1 - alpha) * (g - a))                          a.lerp_(g, 1 - alpha)
-    avg = R_s(sqrt(R_s(v - a * a)))  if centered  else  R_s(sqrt(v))
-    avg = R_s(avg + lp_s(eps))                                    avg.add_(eps): eps=1e-8 is 0
-                                                                    in float16
-    b   = R_s(b * momentum);  b = R_s(b + g / avg)                buf.mul_(m).addcdiv_(g, avg)
-    param = R_p(param + lp_p(-lr) * b)                            param.add_(buf, alpha=-lr)
-    param = R_p(param + (-lr * g) / avg)                          momentum = 0: param.addcdiv_(
-                                                                    g, avg, value=-lr)
-
-Every op computes in float32; products and sums are separate float32 roundings (PyTorch's
+16-bit storage (float16 / bfloat16 parameters or state): ``rounding="fused"`` loads every value
+to float32, runs the update in float32 (both eps placements) and rounds once per stored array
+(PyTorch has no fused RMSprop; this is what its fused Adam does). ``rounding="per_op"`` is
+PyTorch's ``_single_tensor_rmsprop`` on half tensors, for ``eps_mode="outside"`` only (centered
+and momentum included): the rule's ``round_to`` calls round each op's result to the dtype of the
+tensor PyTorch writes it to, and ``avg.add_(eps)`` adds eps in the state dtype, where 1e-8 is 0
+in float16: a second moment that underflows to 0 then gives ``g / 0``, inf (NaN for a zero
+gradient), from the first step on. Products and sums are separate float32 roundings (PyTorch's
 addcmul fuses one into an fma, so a rare last-bit difference before the 16-bit rounding can
-remain). In float16 with eps=1e-8, a second moment that underflows to 0 gives ``g / 0``: inf,
-or NaN for a zero gradient, from the first step on.
+remain).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from minnet._lowp import NATIVE, round_to
-from minnet.dtypes import bfloat16, is_16bit
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element, slot
 from minnet.optim.optimizer import (
     Optimizer,
-    check_bool,
-    check_choice,
+    cast_scalars,
     check_eps,
     check_lr,
     check_momentum,
@@ -92,29 +56,6 @@ class RMSpropScalars(NamedTuple):
     one_minus_lerp_w: np.floating  # 1 - lerp_w in the arrays' dtype (PyTorch's lerp, w >= 0.5)
     momentum: np.floating
     eps: np.floating
-
-
-def rmsprop_scalars(
-    dtype: np.dtype,
-    *,
-    lr: float,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-) -> RMSpropScalars:
-    """The constants of a step, computed in float64 and cast to ``dtype`` (RMSprop's do not
-    depend on the step count)."""
-    with np.errstate(over="ignore"):
-        c = np.array(
-            [-lr, weight_decay, alpha, 1.0 - alpha, momentum, eps],
-            dtype,
-        ).tolist()
-    t = dtype.type
-    lerp_w = t(c[3])
-    return RMSpropScalars(
-        t(c[0]), t(c[1]), t(c[2]), t(c[3]), lerp_w, t(1) - lerp_w, t(c[4]), t(c[5])
-    )
 
 
 _PER_OP_MESSAGE = (
@@ -175,18 +116,12 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=0)
 
 
-def rmsprop_step_reference(
-    param: np.ndarray,
-    grad: np.ndarray,
-    square_avg: np.ndarray,
-    momentum_buffer: np.ndarray | None,
-    grad_avg: np.ndarray | None,
-    scalars: RMSpropScalars,
-    mode: int,
+def rmsprop_reference(
+    param: np.ndarray, grad: np.ndarray, state: tuple, s: RMSpropScalars, o: tuple
 ) -> None:
-    """The same update with whole-array NumPy, in place (``momentum_buffer`` is ``None``
-    without momentum, ``grad_avg`` ``None`` unless centered)."""
-    s = scalars
+    """The same update with whole-array NumPy, in place (the rule's arguments)."""
+    mode, centered, has_momentum = o
+    square_avg = state[0]
     with np.errstate(all="ignore"):
         g = grad
         if s.weight_decay != 0:
@@ -194,17 +129,19 @@ def rmsprop_step_reference(
         square_avg *= s.alpha
         square_avg += s.one_minus_alpha * g * g
         var = square_avg
-        if grad_avg is not None:
+        if centered:
+            grad_avg = state[-1]
             if s.lerp_w < 0.5:
                 grad_avg += s.lerp_w * (g - grad_avg)
             else:
                 grad_avg[...] = g - (g - grad_avg) * s.one_minus_lerp_w
             var = square_avg - grad_avg * grad_avg
         denom = np.sqrt(var) + s.eps if mode == OUTSIDE else np.sqrt(var + s.eps)
-        if momentum_buffer is not None:
-            momentum_buffer *= s.momentum
-            momentum_buffer += g / denom
-            param += s.neg_lr * momentum_buffer
+        if has_momentum:
+            buf = state[1]
+            buf *= s.momentum
+            buf += g / denom
+            param += s.neg_lr * buf
         else:
             param += s.neg_lr * (g / denom)
 
@@ -237,9 +174,7 @@ class RMSprop(Optimizer):
 
     State arrays (PyTorch's names): ``"square_avg"``, ``"momentum_buffer"`` (only when
     ``momentum > 0``) and ``"grad_avg"`` (only when ``centered``), so ``centered`` and
-    whether ``momentum`` is 0 cannot change after the group is created. Parameter groups,
-    ``state_dict``, ``track_stats`` and ``check_finite`` are
-    :class:`~minnet.optim.optimizer.Optimizer`'s.
+    whether ``momentum`` is 0 cannot change after the group is created.
 
     Args:
         params: iterable of :class:`minnet.nn.Parameter`, or of dicts defining parameter groups.
@@ -253,19 +188,10 @@ class RMSprop(Optimizer):
         centered: divide by the estimated variance ``v - a**2`` instead of ``v``.
         maximize: ascend the gradient. Default ``False``.
         eps_mode: ``"outside"`` (default, PyTorch) or ``"inside"`` (Keras 3, optax).
-        track_stats: record :class:`~minnet.optim.optimizer.OptimizerStats` in every step;
-            ``eps_dominated`` counts coordinates with ``eps >= sqrt(var)`` ("outside") or
-            ``eps >= var`` ("inside"); over 16-bit buffers also ``underflow`` (``square_avg``
-            stored as 0 with a nonzero gradient) and ``lost_updates``.
-        check_finite: refuse a step that would make a parameter NaN or infinite.
-        state_dtype: the state arrays' dtype (``None``: the parameter's); see
-            :class:`~minnet.optim.optimizer.Optimizer`.
-        rounding: ``"fused"`` (default) or ``"per_op"`` for 16-bit buffers (module
-            docstring); ``"per_op"`` is PyTorch's default loop on half tensors and needs
-            ``eps_mode="outside"``.
-        foreach, fused, capturable, differentiable: PyTorch's implementation switches,
-            accepted so that PyTorch calls port unchanged (see
-            :meth:`~minnet.optim.optimizer.Optimizer._check_torch_flags`).
+        track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
+            differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s; ``eps_dominated``
+            counts ``eps >= sqrt(var)`` ("outside") or ``eps >= var`` ("inside"), and
+            ``rounding="per_op"`` (module docstring) needs ``eps_mode="outside"``.
 
     Raises:
         ValueError: on an invalid hyperparameter, with PyTorch's message (NaN is rejected).
@@ -296,64 +222,31 @@ class RMSprop(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "alpha": alpha,
-            "eps": eps,
-            "centered": centered,
-            "weight_decay": weight_decay,
-            "maximize": maximize,
-            "eps_mode": eps_mode,
-        }
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, maximize=maximize, eps_mode=eps_mode)
         super().__init__(
             params, defaults, track_stats=track_stats, check_finite=check_finite,
             state_dtype=state_dtype, rounding=rounding,
             foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
         )  # fmt: skip
-        for i, group in enumerate(self.param_groups):  # refuse an unsupported per_op now
-            for flat in self._flats[i]:
-                if flat.formats is not None:
-                    self._kernel(group, False, True, flat.formats)
 
     rule = RULE
+    reference = staticmethod(rmsprop_reference)
     eps_modes = RMSPROP_EPS_MODES
-
-    def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        # PyTorch's order: lr, eps, momentum, weight_decay, alpha.
-        lr = check_lr(group["lr"])
-        eps = check_eps(group["eps"])
-        momentum = check_momentum(group["momentum"])
-        weight_decay = check_weight_decay(group["weight_decay"])
-        alpha = check_nonnegative("alpha", group["alpha"])
-        return {
-            "lr": lr,
-            "momentum": momentum,
-            "alpha": alpha,
-            "eps": eps,
-            "centered": check_bool("centered", group["centered"]),
-            "weight_decay": weight_decay,
-            "maximize": check_bool("maximize", group["maximize"]),
-            "eps_mode": check_choice("eps_mode", group["eps_mode"], RMSPROP_EPS_MODES),
-        }
+    checks = {"lr": check_lr, "eps": check_eps, "momentum": check_momentum,
+              "weight_decay": check_weight_decay,
+              "alpha": partial(check_nonnegative, "alpha")}  # PyTorch's order; fmt: skip
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
-        spec = {"square_avg": 0.0}
-        if group["momentum"] > 0:
-            spec["momentum_buffer"] = 0.0
-        if group["centered"]:
-            spec["grad_avg"] = 0.0
-        return spec
+        momentum = {"momentum_buffer": 0.0} if group["momentum"] > 0 else {}
+        centered = {"grad_avg": 0.0} if group["centered"] else {}
+        return {"square_avg": 0.0, **momentum, **centered}
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> RMSpropScalars:
-        return rmsprop_scalars(
-            dtype,
-            lr=group["lr"],
-            alpha=group["alpha"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum=group["momentum"],
-        )
+        alpha = group["alpha"]  # RMSprop's constants do not depend on the step count
+        s = cast_scalars(RMSpropScalars, dtype, -group["lr"], group["weight_decay"], alpha,
+                         1.0 - alpha, 1.0 - alpha, 0.0, group["momentum"], group["eps"])
+        return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w)
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         mode = RMSPROP_EPS_MODES.index(group["eps_mode"])
@@ -361,17 +254,6 @@ class RMSprop(Optimizer):
 
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
         return None if group["eps_mode"] == "outside" else _PER_OP_MESSAGE
-
-    def _float_reference(self, group: Mapping[str, Any]) -> Callable[..., None]:
-        mode, centered, has_momentum = self._options(group)
-
-        def reference(param, grad, square_avg, *rest):  # type: ignore[no-untyped-def]
-            rest = list(rest)
-            buf = rest.pop(0) if has_momentum else None
-            grad_avg = rest.pop(0) if centered else None
-            rmsprop_step_reference(param, grad, square_avg, buf, grad_avg, rest[0], mode)
-
-        return reference
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
@@ -398,23 +280,9 @@ class RMSprop(Optimizer):
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
     ) -> str | None:
-        dt = state["square_avg"].dtype
-        if group["eps"] > 0 and self.rounding == "per_op" and is_16bit(dt):
-            name16 = "bfloat16" if dt == bfloat16 else str(dt)
-            with np.errstate(under="ignore"):
-                stored = float(np.float32(group["eps"]).astype(dt))
-            if stored == 0:
-                return (
-                    f"eps={group['eps']} is 0 in {name16} and rounding='per_op' adds it in the "
-                    f"state dtype, so where square_avg of {name} is or underflows to 0 the update "
-                    "is g/0 = inf (0/0 = NaN for a zero gradient); use a larger eps, "
-                    "state_dtype='float32' or rounding='fused'"
-                )
-        if group["eps"] == 0 and ((state["square_avg"] == 0) & (grad == 0)).any():
-            return (
-                f"eps=0 and some coordinates of {name} have only ever had zero gradient "
-                "(square_avg = 0), so their update is 0/0 = NaN; use eps > 0"
-            )
+        cause = super()._nonfinite_cause(group, name, grad, state)
+        if cause is not None:
+            return cause
         if group["centered"]:
             # This step's averages, without the L2 term (an estimate of the cause, not the step).
             alpha = group["alpha"]
