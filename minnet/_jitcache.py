@@ -5,35 +5,82 @@ Numba's own cache key for a closure pickles the closure's variables, and a compi
 another compiled function would recompile in every process (numba issue #6264).
 :func:`cache_on_source` gives such a function a cache whose key describes each closure variable
 by value (numbers, strings, tuples) or, for a compiled function, by its module, name, bytecode,
-file stamp and own closure; plus the stamps of every minnet source file, because a kernel may
-inline code from any of them (``minnet/_lowp.py``'s conversions, the optimizer skeleton). A
-second process finds the compiled code on disk; an edit anywhere in minnet recompiles.
+file stamp and own closure; plus the stamps of the minnet source files it can reach
+(:func:`source_files`: the files of every function it calls or captures, followed through their
+globals and closures, and ``minnet/_lowp.py``, whose ``@overload``/``@intrinsic`` conversions any
+kernel may inline). A second process finds the compiled code on disk; an edit of a file that a
+kernel reaches recompiles it, and an edit elsewhere (the lab, the layers) does not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numba
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 
-__all__ = ["Undescribable", "describe", "source_stamps", "cache_on_source", "generated"]
+__all__ = [
+    "Undescribable", "describe", "source_files", "source_stamps", "cache_on_source", "generated",
+]  # fmt: skip
+
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+#: Always part of a key: the 16-bit conversions are ``@overload``/``@intrinsic`` registrations
+#: that a kernel reaches through Numba's typing, not through a name it calls.
+_ALWAYS = (os.path.join(_ROOT, "_lowp.py"),)
 
 
-def source_stamps() -> tuple[tuple[str, float, int], ...]:
-    """``(file, mtime, size)`` of every minnet module: a kernel may call code in any of them."""
-    root = os.path.dirname(os.path.abspath(__file__))
+def _names(code: types.CodeType) -> Iterable[str]:
+    """The global names ``code`` and the code objects nested in it refer to."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _names(const)
+
+
+def source_files(*objs: Any) -> tuple[str, ...]:
+    """The minnet source files that the functions in ``objs`` (compiled or Python functions,
+    tuples of them) reach: their own, and those of every minnet function or module they name as
+    a global or capture in a closure, recursively, plus ``minnet/_lowp.py``."""
+    files: set[str] = set(_ALWAYS)
+    seen: set[int] = set()
+
+    def visit(obj: Any) -> None:
+        if isinstance(obj, numba.core.registry.CPUDispatcher):
+            obj = obj.py_func
+        if isinstance(obj, tuple):
+            for o in obj:
+                visit(o)
+        elif isinstance(obj, types.ModuleType):
+            path = getattr(obj, "__file__", None) or ""
+            if path.startswith(_ROOT):
+                files.add(path)
+        elif isinstance(obj, types.FunctionType) and id(obj.__code__) not in seen:
+            seen.add(id(obj.__code__))
+            path = obj.__code__.co_filename
+            if not path.startswith(_ROOT):
+                return
+            files.add(path)
+            for name in set(_names(obj.__code__)):
+                if name in obj.__globals__:
+                    visit(obj.__globals__[name])
+            for cell in obj.__closure__ or ():
+                visit(cell.cell_contents)
+
+    for obj in objs:
+        visit(obj)
+    return tuple(sorted(files))
+
+
+def source_stamps(files: Iterable[str]) -> tuple[tuple[str, float, int], ...]:
+    """``(file, mtime, size)`` of each file, relative to the minnet package."""
     out = []
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in sorted(files):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(folder, name))
-                out.append((os.path.relpath(os.path.join(folder, name), root), st.st_mtime,
-                            st.st_size))  # fmt: skip
+    for path in files:
+        st = os.stat(path)
+        out.append((os.path.relpath(path, _ROOT), st.st_mtime, st.st_size))
     return tuple(out)
 
 
@@ -93,14 +140,16 @@ class _SourceKeyedCache(FunctionCache):
 
 def cache_on_source(dispatcher: Any, extra: Any = ()) -> bool:
     """Give ``dispatcher`` (a ``numba.njit`` of a closure) an on-disk cache keyed on its closure
-    variables (:func:`describe`), minnet's source stamps and ``extra``. Returns ``False`` (and
-    leaves it uncached) when a closure variable cannot be described."""
+    variables (:func:`describe`), the stamps of the source files it reaches
+    (:func:`source_files`) and ``extra``. Returns ``False`` (and leaves it uncached) when a
+    closure variable cannot be described."""
     py = dispatcher.py_func
     try:
         cells = tuple(describe(c.cell_contents) for c in (py.__closure__ or ()))
     except Undescribable:
         return False
-    dispatcher._cache = _SourceKeyedCache(py, (cells, describe(extra), source_stamps()))
+    stamps = source_stamps(source_files(py))
+    dispatcher._cache = _SourceKeyedCache(py, (cells, describe(extra), stamps))
     return True
 
 

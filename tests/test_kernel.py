@@ -114,3 +114,49 @@ def test_a_rule_from_an_unimportable_module_does_not_break_other_kernels(tmp_pat
                    capture_output=True)  # fmt: skip
     out = subprocess.run([*run, adam], env=env, check=True, capture_output=True, text=True)
     assert float(out.stdout) == pytest.approx(1.0 - 1e-3)
+
+
+STEP_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    import minnet.optim as optim
+    from minnet.nn import Parameter
+    for name in ("Adam", "NAdam", "SGD"):
+        p = Parameter(np.ones(8))
+        opt = getattr(optim, name)([p])
+        kernel = opt._kernel(opt.param_groups[0], False, True)
+        p.grad[...] = 1.0
+        opt.step()
+        print(name, sum(kernel.stats.cache_hits.values()))
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_disk_cache_key_follows_the_files_a_kernel_reaches(tmp_path) -> None:
+    """In a copy of the package: an edit of a file no kernel reaches (the lab) keeps every
+    kernel on disk; an edit of ``adam.py`` recompiles Adam and NAdam (whose rule calls Adam's
+    ``moments``) but not SGD."""
+    import shutil
+
+    import minnet
+
+    root = tmp_path / "src"
+    shutil.copytree(os.path.dirname(minnet.__file__), root / "minnet",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(root))
+
+    def hits() -> dict[str, int]:
+        out = subprocess.run([sys.executable, "-c", STEP_SCRIPT], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return {name: int(n) for name, n in (line.split() for line in out.splitlines())}
+
+    def touch(path) -> None:
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    assert hits() == {"Adam": 0, "NAdam": 0, "SGD": 0}  # the first process compiles
+    touch(root / "minnet" / "lab" / "plots.py")
+    assert hits() == {"Adam": 1, "NAdam": 1, "SGD": 1}  # nothing a kernel reaches changed
+    touch(root / "minnet" / "optim" / "adam.py")
+    assert hits() == {"Adam": 0, "NAdam": 0, "SGD": 1}

@@ -49,9 +49,10 @@ and those plus ``(underflow, lost updates)`` over 16-bit ones (zeros when not tr
 buffers under ``"fused"`` rounding take a loop that reads and writes two elements per 32-bit
 word (no widening or narrowing shuffles) for their plain update.
 
-Compiled kernels are cached on disk, keyed on the rule's source, the options and every minnet
-source file (:mod:`minnet._jitcache`), so a second process compiles nothing and an edit
-recompiles.
+Compiled kernels are cached on disk, keyed on the rule's source, the options and the source
+files the kernel reaches (the rule's module and those of what it calls, this skeleton,
+``_lowp.py``: :mod:`minnet._jitcache`), so a second process compiles nothing, an edit of the rule
+recompiles its kernels, and an edit elsewhere recompiles none.
 """
 
 from __future__ import annotations
