@@ -352,10 +352,73 @@ def np_lion(s, w, g, lr, *, betas=(0.9, 0.99), weight_decay=0.0):
     return w - lr * (c + weight_decay * w)
 
 
+def np_rprop(s, w, g, lr, *, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False,
+             variant="torch"):
+    """NumPy transcription of torch.optim.Rprop (_single_tensor_rprop) / optax.rprop."""
+    eta_minus, eta_plus = etas
+    lo, hi = step_sizes
+    prev = _zeros(s, "prev", w)
+    step = _zeros(s, "step_size", w, lr)
+    d = -g if maximize else g
+    if variant == "optax":
+        prod = d * prev
+        new_step = np.where(prod == 0, step,
+                            np.clip(step * np.where(prod > 0, eta_plus, eta_minus), lo, hi))
+        s["step_size"] = new_step
+        s["prev"] = np.where(prod < 0, 0.0, new_step * np.sign(d))
+        return w - np.where(prod < 0, 0.0, prev)
+    sign = np.sign(d * prev)
+    factor = np.where(sign > 0, eta_plus, np.where(sign < 0, eta_minus, 1.0))
+    s["step_size"] = np.clip(step * factor, lo, hi)
+    d = np.where(sign < 0, 0.0, d)
+    s["prev"] = d
+    return w - np.sign(d) * s["step_size"]
+
+
+def np_asgd(s, w, g, lr, *, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False):
+    """NumPy transcription of torch.optim.ASGD (_single_tensor_asgd); eta, mu in float64."""
+    t = _count(s)
+    eta, mu = s.get("eta", lr), s.get("mu", 1.0)
+    d = -g if maximize else g
+    if weight_decay:
+        d = d + weight_decay * w
+    w = w * (1 - lambd * eta) - eta * d
+    ax = _zeros(s, "ax", w)
+    s["ax"] = ax + (w - ax) * mu if mu != 1 else w.copy()
+    s["eta"] = lr / ((1 + lambd * lr * t) ** alpha)
+    s["mu"] = 1 / max(1, t - t0)
+    return w
+
+
+def np_yogi(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-3, initial_accumulator_value=1e-6):
+    """NumPy transcription of optax.yogi (scale_by_yogi, eps_root=0)."""
+    b1, b2 = betas
+    t = _count(s)
+    m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w, initial_accumulator_value)
+    v = _zeros(s, "v", w, initial_accumulator_value)
+    v = s["v"] = v - (1 - b2) * np.sign(v - g * g) * g * g
+    return w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+
+
+def np_adopt(s, w, g, lr, *, betas=(0.9, 0.9999), eps=1e-6, nesterov=False, use_clipping=True):
+    """NumPy transcription of optax.contrib.adopt (scale_by_adopt)."""
+    c = _count(s) - 1  # optax's count before this step
+    b1, b2 = betas if c > 0 else (1.0, 0.0)
+    v = _zeros(s, "v", w)
+    x = g / np.maximum(np.sqrt(v), eps)
+    if use_clipping:
+        x = np.clip(x, -(c**0.25), c**0.25)
+    s["v"] = (1 - b2) * g * g + b2 * v
+    m = s["m"] = (1 - b1) * x + b1 * _zeros(s, "m", w)
+    u = (1 - b1) * x + b1 * m if nesterov else m
+    return w - lr * u
+
+
 TRANSCRIPTIONS: dict[str, Callable] = {
     "SGD": np_sgd, "Adam": np_adam, "AdamW": np_adamw, "RMSprop": np_rmsprop,
     "Adagrad": np_adagrad, "Adadelta": np_adadelta, "Adamax": np_adamax, "NAdam": np_nadam,
-    "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion,
+    "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion, "Rprop": np_rprop,
+    "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -382,8 +445,9 @@ def torch_lrs(scheduler: dict | None, lr0: float) -> list[float]:
 
 
 def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list[float],
-               extra: dict | None = None) -> np.ndarray:  # fmt: skip
-    """Run the NumPy transcription of fx's optimizer with ``kwargs``; parameters after each step."""
+               extra: dict | None = None, capture: dict | None = None) -> np.ndarray:  # fmt: skip
+    """Run the NumPy transcription of fx's optimizer with ``kwargs``; parameters after each step
+    (and, for each key of ``capture``, that state array after each step appended to its list)."""
     dtype = np.dtype(fx["dtype"])
     a, b = matrix(problem), problem["b"]
     w = problem["w0"].astype(dtype)
@@ -402,6 +466,8 @@ def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list
             new[lo:hi] = fn(st, w[lo:hi], g[lo:hi], lr, **kw)
         w = new
         out[k] = w
+        for key, rows in (capture or {}).items():
+            rows.append(np.concatenate([st[key] for st in states]))
     return out
 
 
@@ -445,6 +511,9 @@ def record_torch(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
         if sched is not None:
             sched.step()
         out.append(torch.cat([p.detach() for p in tensors]).numpy().copy())
+        for key in fx.get("state_keys", ()):
+            rows = fx.setdefault("recorded_states", {}).setdefault(key, [])
+            rows.append(torch.cat([opt.state[p][key].detach() for p in tensors]).numpy().copy())
     return np.array(out)
 
 
@@ -700,6 +769,59 @@ def build_fixtures() -> list[dict]:
                        "weight_decay=0.1)",
              minnet_kwargs=dict(lr=3e-4, betas=(0.8, 0.95), weight_decay=0.1)),
     ]  # fmt: skip
+    # Rprop: no eps. PyTorch's (prev = the gradient, 0 after a sign flip) and optax's (prev =
+    # the previous update, applied one step late: its first step moves nothing).
+    fx += [
+        torch_fx("Rprop", "defaults", dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50)),
+                 minnet_extra=dict(variant="torch")),
+        torch_fx("Rprop", "etas_steps_maximize", dict(lr=3e-3, etas=(0.3, 1.5),
+                 step_sizes=(1e-8, 0.1), maximize=True), grad_scale=-1.0,
+                 minnet_extra=dict(variant="torch")),
+        dict(optimizer="Rprop", lib="optax", detail="defaults",
+             reference="optax.rprop(0.01, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-06, "
+                       "max_step_size=50.0)",
+             minnet_kwargs=dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
+                                variant="optax")),
+        dict(optimizer="Rprop", lib="optax", detail="etas_steps",
+             reference="optax.rprop(0.003, eta_minus=0.3, eta_plus=1.5, min_step_size=1e-08, "
+                       "max_step_size=0.1)",
+             minnet_kwargs=dict(lr=3e-3, etas=(0.3, 1.5), step_sizes=(1e-8, 0.1),
+                                variant="optax")),
+    ]  # fmt: skip
+    # ASGD: no eps; t0 within the 300 steps so that the average (ax, recorded too) moves.
+    fx += [
+        torch_fx("ASGD", "defaults", dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6),
+                 state_keys=["ax"]),
+        torch_fx("ASGD", "t0_50_lambd_wd", dict(lr=2e-2, lambd=1e-2, alpha=0.6, t0=50.0,
+                 weight_decay=0.05), state_keys=["ax"]),
+        torch_fx("ASGD", "t0_0_maximize", dict(lr=1e-2, lambd=1e-3, alpha=0.75, t0=0.0,
+                 maximize=True), grad_scale=-1.0, state_keys=["ax"]),
+    ]  # fmt: skip
+    # Yogi (optax): both moments start at 1e-6; eps outside the root, default 1e-3 (dominates
+    # the small columns) and 0.1 (dominates all but the largest).
+    for eps, betas, lr in ((1e-3, b_small, 1e-2), (1e-1, b_short, 3e-2), (1e-8, b_small, 1e-3)):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        fx.append(
+            dict(optimizer="Yogi", lib="optax", detail=tag,
+                 reference=f"optax.yogi({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, eps={eps!r})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps))
+        )  # fmt: skip
+    # ADOPT (optax.contrib): eps a floor under sqrt(v), default 1e-6 and 1e-2 (the floor wins
+    # on the small columns); the clip at (t-1)**0.25; Nesterov; without clipping.
+    for eps, betas, lr, extra in ((1e-6, (0.9, 0.9999), 1e-2, {}),
+                                  (1e-2, b_short, 3e-3, {}),
+                                  (1e-6, b_short, 3e-3, {"nesterov": True}),
+                                  (1e-2, (0.9, 0.9999), 1e-3, {"use_clipping": False})):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        call = "".join(f", {k}={v!r}" for k, v in extra.items())
+        fx.append(
+            dict(optimizer="ADOPT", lib="optax",
+                 detail="_".join([tag, *(k if v else f"no_{k.split('_')[-1]}"
+                                         for k, v in extra.items())]),
+                 reference=f"optax.contrib.adopt({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, "
+                           f"eps={eps!r}{call})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, **extra))
+        )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
     fx += [
@@ -773,7 +895,12 @@ def main() -> None:
         lr0 = fx["minnet_kwargs"]["lr"]
         lrs = torch_lrs(fx.get("scheduler"), lr0) if fx["lib"] == "torch" else [lr0] * STEPS
         tol = 1e-9 if dtype == np.float64 else 1e-4
-        ours = transcribe(fx, problem, fx["minnet_kwargs"], lrs)
+        captured: dict[str, list] = {key: [] for key in fx.get("state_keys", ())}
+        ours = transcribe(fx, problem, fx["minnet_kwargs"], lrs, capture=captured)
+        for key, rows in captured.items():  # recorded state arrays (ASGD's ax) as well
+            lib_rows = fx["recorded_states"][key]
+            gap = max(rel_gap(a, b) for a, b in zip(rows, lib_rows, strict=True))
+            assert gap <= 1e-9, f"{fx['name']}: state {key} differs by {gap:.3g}"
         gaps = [rel_gap(ours[k], traj[k]) for k in range(STEPS)]
         assert max(gaps) <= tol, (
             f"{fx['name']}: library differs from the NumPy transcription by {max(gaps):.3g} "
@@ -813,7 +940,7 @@ def main() -> None:
             "problem": PROBLEM_FILE,
             "problem_sha256": sha,
         }
-        for key in ("groups", "scheduler", "note"):
+        for key in ("groups", "scheduler", "note", "state_keys"):
             if fx.get(key):
                 config[key] = fx[key]
         arrays = {
@@ -823,6 +950,8 @@ def main() -> None:
         }
         if fx.get("scheduler"):
             arrays["lrs"] = np.array(lrs)
+        for key, rows in fx.get("recorded_states", {}).items():
+            arrays[f"state_{key}"] = np.array(rows)[[c - 1 for c in CHECKPOINTS]]
         np.savez_compressed(args.out / f"{fx['name']}.npz", **arrays)
         moved = np.abs(traj[-1] - problem["w0"]).max()
         print(f"{line}; max |w - w0| = {moved:.3g}", flush=True)

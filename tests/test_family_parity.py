@@ -113,8 +113,11 @@ def build(cfg: dict[str, Any], params: list[Parameter], kwargs: dict[str, Any]) 
     return opt, sched
 
 
-def replay(cfg: dict[str, Any], **override: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(parameters after every step, lr used at every step) of minnet on the fixture's problem.
+def replay(
+    cfg: dict[str, Any], **override: Any
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(parameters after every step, lr used at every step, the state arrays named by the
+    fixture's ``state_keys`` after every step) of minnet on the fixture's problem.
 
     ``override`` replaces entries of ``minnet_kwargs`` (the default-placement check).
     """
@@ -129,6 +132,7 @@ def replay(cfg: dict[str, Any], **override: Any) -> tuple[np.ndarray, np.ndarray
     steps = cfg["steps"]
     out = np.empty((steps, w0.size), dtype)
     lrs = np.empty(steps)
+    states = {key: np.empty((steps, w0.size), dtype) for key in cfg.get("state_keys", ())}
     for t in range(steps):
         w = np.concatenate([p.data for p in params]).astype(np.float64)
         g = cfg["grad_scale"] * (a.T @ (a @ w - b) / a.shape[0])
@@ -139,15 +143,22 @@ def replay(cfg: dict[str, Any], **override: Any) -> tuple[np.ndarray, np.ndarray
         if sched is not None:
             sched.step()
         out[t] = np.concatenate([p.data for p in params])
-    return out, lrs
+        if states:
+            entries = opt.state_dict()["state"]
+            for key, rows in states.items():
+                rows[t] = np.concatenate([entries[i][key].ravel() for i in range(len(params))])
+    return out, lrs, states
 
 
 @functools.cache
-def replayed(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """(config, fixture arrays, minnet's trajectory, minnet's lrs), once per file."""
+def replayed(
+    path: Path,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(config, fixture arrays, minnet's trajectory, minnet's lrs, minnet's recorded state
+    arrays), once per file."""
     cfg, data = load(path)
-    ours, lrs = replay(cfg)
-    return cfg, data, ours, lrs
+    ours, lrs, states = replay(cfg)
+    return cfg, data, ours, lrs, states
 
 
 def rel_gap(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -165,8 +176,10 @@ EXPECTED = {
     ("Adadelta", None, "PyTorch"), ("Adadelta", None, "Keras 3"), ("Adamax", "max", "PyTorch"),
     ("Adamax", "max", "optax"), ("Adamax", "outside", "Keras 3"), ("NAdam", None, "PyTorch"),
     ("RAdam", None, "PyTorch"), ("AdaBelief", None, "optax"), ("Lion", None, "optax"),
-    ("Lion", None, "Keras 3"),
+    ("Lion", None, "Keras 3"), ("Rprop", None, "PyTorch"), ("Rprop", None, "optax"),
+    ("ASGD", None, "PyTorch"), ("Yogi", None, "optax"), ("ADOPT", None, "optax"),
 }  # fmt: skip
+NO_EPS = ("SGD", "Lion", "Rprop", "ASGD")
 
 
 def test_fixture_set_is_complete() -> None:
@@ -192,7 +205,7 @@ def test_fixture_set_is_complete() -> None:
             extras["float32"].add(cfg["optimizer"])
     assert set(eps_values) == EXPECTED
     for key, values in eps_values.items():
-        if key[0] not in ("SGD", "Lion"):
+        if key[0] not in NO_EPS:
             assert len(values) >= 2, f"{key}: only eps {sorted(values)}"
     assert extras == {
         "groups": {"Adam", "RMSprop"},
@@ -205,7 +218,7 @@ def test_fixture_set_is_complete() -> None:
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_matches_reference_library(path: Path) -> None:
-    cfg, data, ours, lrs = replayed(path)
+    cfg, data, ours, lrs, states = replayed(path)
     tol = TOL[cfg["dtype"]]
     assert ours.dtype == np.dtype(cfg["dtype"])
     where = f"{cfg['reference']} ({cfg['library']} {cfg['library_version']})"
@@ -215,6 +228,11 @@ def test_matches_reference_library(path: Path) -> None:
     for step, ref in zip(cfg["checkpoints"], data["checkpoints"], strict=True):
         gap = rel_gap(ours[step - 1], ref)
         assert gap <= tol, f"after step {step}: relative gap {gap:.3g} to {where}"
+    assert sorted(states) == sorted(k[6:] for k in data if k.startswith("state_"))
+    for key, rows in states.items():  # state arrays the library's state holds (ASGD's ax)
+        for step, ref in zip(cfg["checkpoints"], data[f"state_{key}"], strict=True):
+            gap = rel_gap(rows[step - 1], ref)
+            assert gap <= tol, f"{key} after step {step}: relative gap {gap:.3g} to {where}"
     norms = np.linalg.norm(ours.astype(np.float64), axis=1)
     step_gaps = np.abs(norms - data["norms"]) / data["norms"]
     worst = int(step_gaps.argmax())
@@ -242,6 +260,6 @@ def test_default_placement_misses(path: Path) -> None:
         declared = inspect.signature(cls).parameters["eps_mode"].default
         assert declared == default, f"{cfg['optimizer']}'s default eps_mode is {declared!r}"
     with np.errstate(all="ignore"):
-        ours, _ = replay(cfg, eps_mode=default)
+        ours, _, _ = replay(cfg, eps_mode=default)
     gap = rel_gap(ours[-1], data["checkpoints"][-1])
     assert gap > MISS, f"eps_mode={default!r} is only {gap:.3g} away from {cfg['reference']}"

@@ -15,12 +15,16 @@ from minnet.optim.adagrad import Adagrad
 from minnet.optim.adam import AMSGRAD_MAX_MODES, EPS_MODES, Adam
 from minnet.optim.adamax import Adamax
 from minnet.optim.adamw import AdamW
+from minnet.optim.adopt import ADOPT
+from minnet.optim.asgd import ASGD
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import AdamStats, LowPrecisionWarning, Optimizer, OptimizerStats
 from minnet.optim.radam import RAdam
 from minnet.optim.rmsprop import RMSprop
+from minnet.optim.rprop import Rprop
 from minnet.optim.sgd import SGD
+from minnet.optim.yogi import Yogi
 
 __all__ = [
     "Optimizer",
@@ -38,6 +42,10 @@ __all__ = [
     "Lion",
     "Adamax",
     "Adadelta",
+    "Rprop",
+    "ASGD",
+    "Yogi",
+    "ADOPT",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",
