@@ -42,6 +42,8 @@ from test_checkpoint import assert_identical
 import minnet
 from minnet.nn import Parameter
 from minnet.optim import (
+    ADOPT,
+    ASGD,
     SGD,
     AdaBelief,
     Adadelta,
@@ -56,6 +58,8 @@ from minnet.optim import (
     OptimizerStats,
     RAdam,
     RMSprop,
+    Rprop,
+    Yogi,
 )
 from minnet.optim.adagrad import ADAGRAD_EPS_MODES
 from minnet.optim.adam import AMSGRAD_MAX_MODES, EPS_MODES
@@ -64,8 +68,11 @@ from minnet.optim.optimizer import required
 from minnet.optim.rmsprop import RMSPROP_EPS_MODES
 
 CLASSES: list[type[Optimizer]] = [
-    SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion,
+    SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
+    ASGD, Yogi, ADOPT,
 ]  # fmt: skip
+#: Optimizers whose first step moves nothing (in every variant, or in the one named).
+FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
 HELPER = str(Path(__file__).with_name("_train_with_checkpoints.py"))
 
 
@@ -113,6 +120,15 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (AdaBelief, {"lr": 0.05, "eps": 0.0, "eps_root": 1e-12}),
     (Lion, {"lr": 0.01}),
     (Lion, {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.1}),
+    (Rprop, {"lr": 0.01}),
+    (Rprop, {"lr": 0.01, "etas": (0.3, 1.5), "step_sizes": (1e-4, 0.1), "maximize": True}),
+    (Rprop, {"lr": 0.01, "variant": "optax"}),
+    (ASGD, {"lr": 0.05}),
+    (ASGD, {"lr": 0.05, "lambd": 0.1, "t0": 1.0, "weight_decay": 0.1, "maximize": True}),
+    (Yogi, {"lr": 0.05}),
+    (Yogi, {"lr": 0.05, "eps": 1e-8, "initial_accumulator_value": 0.0}),
+    (ADOPT, {"lr": 0.05}),
+    (ADOPT, {"lr": 0.05, "nesterov": True, "use_clipping": False}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -171,13 +187,15 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
         ({"track_stats": 1}, TypeError, "track_stats must be a bool"),
         ({"check_finite": "no"}, TypeError, "check_finite must be a bool"),
     ]],
-    *[(cls, kw, exc, msg) for cls in CLASSES if cls is not AdaBelief for kw, exc, msg in [
+    *[(cls, kw, exc, msg) for cls in CLASSES if cls not in (AdaBelief, Rprop, Yogi, ADOPT)
+      for kw, exc, msg in [
         ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5$"),
         ({"weight_decay": math.nan}, ValueError, "Invalid weight_decay value: nan$"),
     ]],
-    *[(cls, kw, exc, msg) for cls in CLASSES if cls not in (SGD, Lion)
+    *[(cls, kw, exc, msg) for cls in CLASSES if cls not in (SGD, Lion, Rprop, ASGD)
       for kw, exc, msg in _EPS_ERRORS],
-    *[(cls, kw, exc, msg) for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion)
+    *[(cls, kw, exc, msg)
+      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT)
       for kw, exc, msg in _BETA_ERRORS],
     *[(cls, kw, exc, msg) for cls in (Adam, AdamW) for kw, exc, msg in [
         ({"betas": (0.9, None)}, TypeError, "betas[1] must be a real number"),
@@ -232,6 +250,35 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Lion, {"betas": (0.9, 1.5)}, ValueError, "Invalid beta parameter at index 1: 1.5$"),
     (Lion, {"weight_decay": "1e-3"}, TypeError, "weight_decay must be a real number"),
     (Lion, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
+    # Rprop: PyTorch's eta check; the step-size bounds must be ordered (PyTorch checks none).
+    (Rprop, {"etas": (1.0, 1.2)}, ValueError, "Invalid eta values: 1.0, 1.2$"),
+    (Rprop, {"etas": (0.5, 1.0)}, ValueError, "Invalid eta values: 0.5, 1.0$"),
+    (Rprop, {"etas": (0.0, 1.2)}, ValueError, "Invalid eta values: 0.0, 1.2$"),
+    (Rprop, {"etas": (math.nan, 1.2)}, ValueError, "Invalid eta values: nan, 1.2$"),
+    (Rprop, {"etas": 0.5}, TypeError, "etas must be a pair (eta_minus, eta_plus)"),
+    (Rprop, {"step_sizes": (1.0, 1e-6)}, ValueError,
+     "Invalid step_sizes: 1.0, 1e-06; expected 0 <= min <= max$"),
+    (Rprop, {"step_sizes": (-1.0, 50)}, ValueError, "Invalid step_sizes: -1.0, 50"),
+    (Rprop, {"step_sizes": (1e-6, math.nan)}, ValueError, "Invalid step_sizes: 1e-06, nan"),
+    (Rprop, {"step_sizes": (1e-6, None)}, TypeError, "step_sizes[1] must be a real number"),
+    (Rprop, {"variant": "keras"}, ValueError,
+     "Invalid variant: 'keras'; expected one of ('torch', 'optax')$"),
+    (Rprop, {"maximize": "no"}, TypeError, "maximize must be a bool"),
+    (Rprop, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
+    # ASGD: PyTorch checks lr and weight_decay; minnet also refuses a NaN or infinite schedule.
+    (ASGD, {"lr": -1.0, "weight_decay": -1.0}, ValueError, "Invalid learning rate: -1.0$"),
+    (ASGD, {"lambd": math.nan}, ValueError, "Invalid lambd value: nan$"),
+    (ASGD, {"alpha": math.inf}, ValueError, "Invalid alpha value: inf$"),
+    (ASGD, {"t0": "1e6"}, TypeError, "t0 must be a real number"),
+    (ASGD, {"maximize": 1}, TypeError, "maximize must be a bool"),
+    (ASGD, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
+    (Yogi, {"initial_accumulator_value": -1e-6}, ValueError,
+     "Invalid initial_accumulator_value value: -1e-06$"),
+    (Yogi, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
+    (Yogi, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    (ADOPT, {"nesterov": 1}, TypeError, "nesterov must be a bool"),
+    (ADOPT, {"use_clipping": "yes"}, TypeError, "use_clipping must be a bool"),
+    (ADOPT, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -318,6 +365,10 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (RAdam, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "weight_decay": 0.0}),
     (AdaBelief, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "eps_root": 0.0}),
     (Lion, {"lr": 0.0, "betas": (0.0, 0.0), "weight_decay": 0.0}),
+    (Rprop, {"lr": 0.0, "etas": (0.01, 100.0), "step_sizes": (0.0, 0.0)}),
+    (ASGD, {"lr": 0.0, "lambd": 0.0, "alpha": 0.0, "t0": 0.0, "weight_decay": 0.0}),
+    (Yogi, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "initial_accumulator_value": 0.0}),
+    (ADOPT, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0}),
 ]
 
 
@@ -352,6 +403,13 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
             "decoupled_weight_decay": False, "maximize": False},
     AdaBelief: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-16, "eps_root": 1e-16},
     Lion: {"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0},
+    Rprop: {"lr": 1e-2, "etas": (0.5, 1.2), "step_sizes": (1e-6, 50), "maximize": False,
+            "variant": "torch"},
+    ASGD: {"lr": 1e-2, "lambd": 1e-4, "alpha": 0.75, "t0": 1e6, "weight_decay": 0.0,
+           "maximize": False},
+    Yogi: {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-3, "initial_accumulator_value": 1e-6},
+    ADOPT: {"lr": 1e-3, "betas": (0.9, 0.9999), "eps": 1e-6, "nesterov": False,
+            "use_clipping": True},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
@@ -365,7 +423,7 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    flags = _TORCH_FLAGS if cls not in (AdaBelief, Lion) else {}
+    flags = _TORCH_FLAGS if cls not in (AdaBelief, Lion, Yogi, ADOPT) else {}
     assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON, **flags}
     assert set(expected) - set(defaults) <= {"decoupled_weight_decay"}  # fixed in AdamW
     # Positional arguments in PyTorch's order.
@@ -395,7 +453,14 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (RAdam, {}, ["exp_avg", "exp_avg_sq"]),
     (AdaBelief, {}, ["exp_avg", "exp_avg_var"]),
     (Lion, {}, ["exp_avg"]),
+    (Rprop, {}, ["prev", "step_size"]),
+    (Rprop, {"variant": "optax"}, ["prev", "step_size"]),
+    (ASGD, {}, ["eta", "mu", "ax"]),
+    (Yogi, {}, ["exp_avg", "exp_avg_sq"]),
+    (ADOPT, {}, ["exp_avg", "exp_avg_sq"]),
 ]
+#: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
+GROUP_SCALARS = {"mu_product", "eta", "mu"}
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "names"), STATE_NAMES,
@@ -413,7 +478,7 @@ def test_state_dict_layout_is_pytorchs(cls: type, kwargs: dict, names: list[str]
         entry = sd["state"][i]
         assert list(entry) == ["step", *names] and entry["step"] == 3.0
         for name in names:
-            if name == "mu_product":  # a group scalar, kept per parameter as in PyTorch
+            if name in GROUP_SCALARS:  # a group scalar, kept per parameter as in PyTorch
                 assert isinstance(entry[name], float)
             else:
                 assert entry[name].shape == p.data.shape and entry[name].dtype == p.data.dtype
@@ -728,6 +793,8 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (NAdam, {}, 0),
     (RAdam, {}, 5),
     (AdaBelief, {"eps_root": 0.0}, 0),
+    (Yogi, {"initial_accumulator_value": 0.0}, 0),  # v starts at 1e-6 by default: never 0
+    (ADOPT, {}, 0),  # step 1: 0 * (0/0) for a zero gradient, as optax
 ]
 
 
@@ -787,6 +854,11 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (RAdam, {}, "sqrt(v)"),
     (AdaBelief, {}, "sqrt(s_hat)"),
     (Lion, {}, None),
+    (Rprop, {}, None),
+    (Rprop, {"variant": "optax"}, None),
+    (ASGD, {}, None),
+    (Yogi, {}, "sqrt(v_hat)"),
+    (ADOPT, {}, "sqrt(v)"),
 ]  # fmt: skip
 
 
@@ -827,6 +899,10 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     RAdam: [{}],
     AdaBelief: [{}],
     Lion: [{}],
+    Rprop: [{"variant": v} for v in ("torch", "optax")],
+    ASGD: [{}],
+    Yogi: [{}],
+    ADOPT: [{"nesterov": n, "use_clipping": c} for n in (False, True) for c in (True, False)],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -902,11 +978,37 @@ HYPER: dict[type[Optimizer], Any] = {
         "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.99), (0.5, 0.9), (0.99, 0.999)]),
         "weight_decay": st.sampled_from([0.0, 1e-3, 0.1]),
     }),
+    Rprop: st.fixed_dictionaries({
+        "lr": _LR,
+        "etas": st.sampled_from([(0.5, 1.2), (0.1, 3.0), (0.9, 1.01)]),
+        "step_sizes": st.sampled_from([(1e-6, 50.0), (0.0, 1e-3), (1e-2, 1e-2), (0.0, 0.0)]),
+        "maximize": st.booleans(),
+    }),
+    ASGD: st.fixed_dictionaries({
+        "lr": _LR,
+        "lambd": st.sampled_from([0.0, 1e-4, 0.5]),
+        "alpha": st.sampled_from([0.0, 0.75, 1.0]),
+        "t0": st.sampled_from([0.0, 3.0, 1e6]),  # averaging from step 1, from step 5, never
+        "weight_decay": _WD,
+        "maximize": st.booleans(),
+    }),
+    Yogi: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.999), (0.5, 0.9), (0.99, 0.9999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-8, 1e-3, 1.0]),
+        "initial_accumulator_value": st.sampled_from([0.0, 1e-6, 1.0]),
+    }),
+    ADOPT: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.9999), (0.5, 0.9), (0.99, 0.999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-6, 1e-2, 1.0]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
-    NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150,
+    NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
+    ADOPT: 40,
 }  # fmt: skip
 
 
@@ -1032,6 +1134,8 @@ def test_eps_zero_and_zero_gradients_match_reference(
     kwargs = {**variant, "eps": 0.0, "lr": 1e-2}
     if cls is AdaBelief:
         kwargs["eps_root"] = 0.0
+    if cls is Yogi:  # its moments start at 1e-6 by default: no 0/0
+        kwargs["initial_accumulator_value"] = 0.0
     ours, ref = run_kernel_and_reference(cls, kwargs, 64, 8, 0.5, 1)
     guarded = variant.get("eps_mode") == "inside_guarded"
     assert np.isnan(ours[0]).any() is not guarded
@@ -1077,7 +1181,9 @@ def test_dry_run_writes_nothing_and_counts_like_the_real_step(
             dry = opt._kernel(group, True, False)(*flat.args, flat.ensure_scratch(), s)
             assert all(a.tobytes() == b.tobytes() for a, b in zip(flat.args, before, strict=True))
             real = opt._kernel(group, True, True)(*before, flat.ensure_scratch(), s)
-            assert real == dry and real[2] > 0  # it computed the update ...
+            still = t == 1 and cls in FIRST_STEP_STILL and (
+                FIRST_STEP_STILL[cls].items() <= variant.items())
+            assert real == dry and (real[2] > 0) is not still  # it computed the update ...
             opt.step()
             # ... which is the step's own, bit for bit
             assert all(a.tobytes() == b.tobytes() for a, b in zip(flat.args, before, strict=True))
@@ -1151,6 +1257,13 @@ RESUME: dict[str, dict[str, Any]] = {
     "adabelief-eps0": {"optimizer": "AdaBelief", "lr": 1e-2, "eps": 0.0, "eps_root": 1e-12},
     "lion": {"optimizer": "Lion", "lr": 1e-3},
     "lion-wd": {"optimizer": "Lion", "lr": 1e-3, "betas": (0.8, 0.95), "weight_decay": 0.1},
+    "rprop": {"optimizer": "Rprop", "lr": 1e-3, "step_sizes": (1e-6, 1e-2)},
+    "rprop-optax": {"optimizer": "Rprop", "lr": 1e-3, "step_sizes": (1e-6, 1e-2),
+                    "variant": "optax"},
+    "asgd": {"optimizer": "ASGD", "lr": 1e-2, "lambd": 1e-2, "t0": 100.0,
+             "weight_decay": 1e-3},
+    "yogi": {"optimizer": "Yogi", "lr": 1e-2, "betas": (0.9, 0.99)},
+    "adopt": {"optimizer": "ADOPT", "lr": 1e-2, "nesterov": True},
 }  # fmt: skip
 
 
@@ -1245,6 +1358,16 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     # Lion's sign steps end in a cycle of amplitude ~lr around the minimum.
     (Lion, {"lr": 1e-2}, "parabola", 10_000, 2e-2),
     (Lion, {"lr": 1e-3}, "rosenbrock", 10_000, 2e-2),
+    (Rprop, {"lr": 1e-2}, "parabola", 2000, 1e-4),
+    (Rprop, {"lr": 1e-3}, "rosenbrock", 10_000, 2e-2),
+    (Rprop, {"lr": 1e-2, "variant": "optax"}, "parabola", 2000, 1e-4),
+    (Rprop, {"lr": 1e-3, "variant": "optax"}, "rosenbrock", 10_000, 2e-2),
+    (ASGD, {"lr": 1e-1}, "parabola", 2000, 1e-4),
+    (ASGD, {"lr": 1.5e-3}, "rosenbrock", 10_000, 2e-2),
+    (Yogi, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (Yogi, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    (ADOPT, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (ADOPT, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 
