@@ -69,10 +69,14 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     "RAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}],
     "AdaBelief": [{}],
     "Lion": [{}, {"weight_decay": 0.1}],
+    "Rprop": [{}, {"variant": "optax"}, {"step_sizes": (1e-4, 0.5), "maximize": True}],
+    "ASGD": [{}, {"t0": 0.0, "lambd": 0.1, "weight_decay": 0.1, "maximize": True}],
+    "Yogi": [{}],
+    "ADOPT": [{}, {"nesterov": True, "use_clipping": False}],
 }  # fmt: skip
 HAS_EPS = {n for n in FAMILY if "eps" in inspect.signature(getattr(optim, n)).parameters}
 #: Signed state arrays; every other one is nonnegative (a second moment, sum or norm).
-SIGNED_STATE = {"exp_avg", "momentum_buffer", "grad_avg"}
+SIGNED_STATE = {"exp_avg", "momentum_buffer", "grad_avg", "prev", "ax"}
 
 #: (parameter dtype, state dtype): all float16, all bfloat16, float32 master state for float16
 #: parameters, bfloat16 state for float32 parameters, float16 state for bfloat16 parameters.
@@ -213,6 +217,18 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op")  # no 16-bit buffer: same
 
 
+@pytest.mark.parametrize(("name", "options"), [("Yogi", {}), ("ADOPT", {}),
+                                             ("Rprop", {"variant": "optax"})])
+def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
+    """Yogi and ADOPT (PyTorch has neither) and optax's Rprop (not PyTorch's algorithm) have
+    no per_op model; PyTorch's Rprop and ASGD have one."""
+    for dtype in (float16, bfloat16):
+        with pytest.raises(ValueError, match=rf"^{name}: rounding='per_op' "):
+            _make(name, [Parameter(np.ones(4, dtype))], rounding="per_op", **options)
+    _make(name, [Parameter(np.ones(4, float32))], rounding="per_op", **options)  # no 16-bit
+    assert {"Rprop", "ASGD"} <= PER_OP and not {"Yogi", "ADOPT"} & PER_OP
+
+
 def test_adamax_per_op_needs_pytorchs_eps_placement() -> None:
     p = Parameter(np.ones(4, float16))
     with pytest.raises(ValueError, match="Adamax: rounding='per_op' .*needs eps_mode='max'"):
@@ -309,10 +325,13 @@ def test_lost_updates_in_bfloat16(name: str, rounding: str) -> None:
     q = Parameter(np.full(n, 1.0, float32))  # float32 buffers: no 16-bit stats
     # AdamW's default decay: a lost update is one whose parameter stays at the *decayed* value,
     # p * (1 - lr * wd) = 255.997, which the stored 256 is not; without decay it is counted.
-    extra = {"weight_decay": 0.0} if name == "AdamW" else {}
+    # ASGD's shrink by 1 - lambd * eta likewise. ADOPT's first step only initialises v.
+    extra = {"AdamW": {"weight_decay": 0.0}, "ASGD": {"lambd": 0.0}}.get(name, {})
     opt = _make(name, [p, q], lr=lr, track_stats=True, rounding=rounding, **extra)
     p.grad[...] = np.linspace(0.5, 1.0, n).astype(bfloat16)
     q.grad[...] = 0.5
+    if name == "ADOPT":
+        opt.step()
     before = p.data.copy()
     opt.step()
     assert opt.stats is not None

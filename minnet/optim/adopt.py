@@ -49,7 +49,8 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     root = np.sqrt(v)  # the previous steps' second moment
     x = g / np.maximum(root, s.eps)
     if clipping:
-        x = np.minimum(np.maximum(x, -s.clip), s.clip)
+        # "+ 0": Numba's minimum/maximum keep a -0.0 that NumPy's turn into 0.0
+        x = np.minimum(np.maximum(x, -s.clip), s.clip) + (s.beta1 - s.beta1)
     v = s.one_minus_beta2 * (g * g) + s.beta2 * v
     m = s.one_minus_beta1 * x + s.beta1 * m
     u = s.one_minus_beta1 * x + s.beta1 * m if nesterov else m

@@ -67,7 +67,7 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
         clipped = np.minimum(np.maximum(step_size * factor, s.step_size_min), s.step_size_max)
         step_size = select(prod == 0, step_size, clipped)
         flipped = prod < 0
-        new_prev = select(flipped, zero, step_size * np.sign(g))
+        new_prev = select(flipped, zero, step_size * (np.sign(g) + zero))  # sign(-0.0) = 0.0
         delta = select(flipped, zero, -prev)  # the previous step's update, one step late
         return p, p + delta, (new_prev, step_size), delta, delta, False, g
     # PyTorch: sign -> eta_plus (> 0), eta_minus (< 0), 1 (== 0); NaN stays NaN.
@@ -75,7 +75,9 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     scaled = round_to(step_size * factor, rs)  # step_size.mul_(sign)
     step_size = round_to(np.minimum(np.maximum(scaled, s.step_size_min), s.step_size_max), rs)
     g = select(factor == s.eta_minus, zero, g)  # grad[sign.eq(etaminus)] = 0
-    delta = -(np.sign(g) * step_size)  # param.addcmul_(grad.sign(), step_size, value=-1)
+    # param.addcmul_(grad.sign(), step_size, value=-1); "+ zero" turns Numba's sign(-0.0) =
+    # -0.0 into NumPy's and PyTorch's 0.0
+    delta = -((np.sign(g) + zero) * step_size)
     return p, p + delta, (g, step_size), delta, delta, False, g
 
 
