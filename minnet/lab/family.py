@@ -7,8 +7,9 @@ sets none.
 
 Everything else comes from the optimizer: its eps placements (the class's ``eps_modes``,
 default first; empty when it has no ``eps_mode`` keyword: one fixed placement, recorded as
-``eps_mode="none"`` in ``runs.csv``), whether it has an eps at all (an ``eps`` argument; SGD
-and Lion have none: the lab trains them once per seed and scenario and records ``eps`` as NaN),
+``eps_mode="none"`` in ``runs.csv``), whether it has an eps at all (an ``eps`` argument; SGD,
+Lion, Rprop and ASGD have none: the lab trains them once per seed and scenario and records
+``eps`` as NaN),
 what eps is compared with and the step multiplier
 (:meth:`~minnet.optim.Optimizer.eps_compared_with`, :meth:`~minnet.optim.Optimizer.multipliers`).
 Optimizers listed here but not (yet) in :mod:`minnet.optim` are absent from :func:`available`.
@@ -87,6 +88,10 @@ FAMILY: tuple[Member, ...] = (
     Member("RAdam", 1e-4, "Adam's lr"),
     Member("AdaBelief", 1e-4, "Adam's lr"),
     Member("Lion", 1e-4, "its default lr (sign steps of size lr)"),
+    Member("Rprop", 1e-2, "its default lr (only the initial step size, which adapts)"),
+    Member("ASGD", 1e-4, "SGD's lr (its default 1e-2 diverges on the sum-MSE problem)"),
+    Member("Yogi", 1e-3, "10x Adam's lr (Adam's trains it too, more slowly)"),
+    Member("ADOPT", 1e-4, "Adam's lr (its first step only initialises v)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}
