@@ -115,6 +115,11 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("RAdam", {}, r"\bvsqrtps\b", 1, 21),
     ("AdaBelief", {}, _SOME_PACKED, 6, 21),
     ("Lion", {}, _SOME_PACKED, 6, 21),
+    ("Rprop", {}, r"\bv(?:cmp\w*|blendm|mul)ps\b", 6, 21),  # compares, selects, clamp
+    ("Rprop", {"variant": "optax"}, r"\bv(?:cmp\w*|blendm|mul)ps\b", 6, 21),
+    ("ASGD", {}, _SOME_PACKED, 4, 21),
+    ("Yogi", {}, r"\bvsqrtps\b", 1, 21),
+    ("ADOPT", {}, r"\bvsqrtps\b", 1, 21),
 ]
 
 

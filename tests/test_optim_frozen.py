@@ -17,6 +17,7 @@ CASES = [
     ("RMSprop", {"lr": 1e-2, "weight_decay": 0.1}),
     ("Adagrad", {"lr": 1e-2, "weight_decay": 0.1}),
     ("Lion", {"lr": 1e-2, "weight_decay": 0.1}),
+    ("ASGD", {"lr": 1e-2, "lambd": 0.5, "weight_decay": 0.1}),
 ]
 
 

@@ -52,6 +52,7 @@ class RpropScalars(NamedTuple):
     eta_plus: np.floating  # ... where it kept its sign
     step_size_min: np.floating
     step_size_max: np.floating
+    one: np.floating  # 1 (the factor where g * prev == 0), in the arrays' dtype
 
 
 @element
@@ -71,7 +72,7 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
         delta = select(flipped, zero, -prev)  # the previous step's update, one step late
         return p, p + delta, (new_prev, step_size), delta, delta, False, g
     # PyTorch: sign -> eta_plus (> 0), eta_minus (< 0), 1 (== 0); NaN stays NaN.
-    factor = select(prod > 0, s.eta_plus, select(prod < 0, s.eta_minus, prod - prod + 1))
+    factor = select(prod > 0, s.eta_plus, select(prod < 0, s.eta_minus, s.one + (prod - prod)))
     scaled = round_to(step_size * factor, rs)  # step_size.mul_(sign)
     step_size = round_to(np.minimum(np.maximum(scaled, s.step_size_min), s.step_size_max), rs)
     g = select(factor == s.eta_minus, zero, g)  # grad[sign.eq(etaminus)] = 0
@@ -231,7 +232,7 @@ class Rprop(Optimizer):
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> RpropScalars:
         (eta_minus, eta_plus), (lo, hi) = group["etas"], group["step_sizes"]
-        return cast_scalars(RpropScalars, dtype, eta_minus, eta_plus, lo, hi)
+        return cast_scalars(RpropScalars, dtype, eta_minus, eta_plus, lo, hi, 1.0)
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (group["variant"] == "optax",)
