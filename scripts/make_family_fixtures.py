@@ -100,6 +100,32 @@ Lion [optax.lion (weight_decay 1e-3 default there), Keras 3 Lion; defaults lr=1e
     c = sign(b1*m + (1-b1)*g)   (sign(0) = 0: an all-zero column never moves)
     m = b2*m + (1-b2)*g;  w -= lr*(c + wd*w)   (decoupled, scaled by lr)          (no eps)
 
+Rprop [torch.optim.Rprop, optax.rprop (variant="optax"); defaults lr=1e-2, etas=(0.5, 1.2),
+       step_sizes=(1e-6, 50); state prev = 0, step_size = lr]                       (no eps)
+    torch: s = sign(d*prev);  step_size = clamp(step_size*(eta_plus if s>0, eta_minus if s<0,
+           1 if s=0), lo, hi);  d = 0 where s<0;  w -= sign(d)*step_size;  prev = d
+    optax: s = g*prev;  step_size unchanged where s=0, else clip(step_size*(eta_plus if s>0
+           else eta_minus), lo, hi);  w -= (0 where s<0 else prev);
+           prev = 0 where s<0 else step_size*sign(g)      (prev is the previous UPDATE)
+
+ASGD [torch.optim.ASGD; defaults lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, wd=0]; wd is L2
+    eta, mu: the previous step's (lr and 1 at t=1)
+    w = w*(1 - lambd*eta) - eta*d;  ax = ax + (w - ax)*mu if mu != 1 else w      (no eps)
+    then eta = lr/(1 + lambd*lr*t)^alpha, mu = 1/max(1, t - t0)  (float64: default dtype)
+    The fixtures also hold ax at the checkpoints (``state_ax``).
+
+Yogi [optax.yogi; defaults b1=0.9, b2=0.999, eps=1e-3; m and v START AT 1e-6]
+    m = (1-b1)*g + b1*m;  v = v - (1-b2)*sign(v - g^2)*g^2
+    w -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)       eps outside the root, after the
+                                                              bias correction of v
+
+ADOPT [optax.contrib.adopt; defaults b1=0.9, b2=0.9999, eps=1e-6, nesterov=False,
+       use_clipping=True]; c = t - 1 (optax's count before the step)
+    x = g / max(sqrt(v), eps)          eps a FLOOR under the root of the previous v
+    x = clip(x, -c^0.25, c^0.25)       (use_clipping; 0 at t=1)
+    b1, b2 = (1, 0) at t=1, else (b1, b2):  v = (1-b2)*g^2 + b2*v;  m = (1-b1)*x + b1*m
+    w -= lr*m   (nesterov: lr*((1-b1)*x + b1*m))            the first step moves nothing
+
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
     CosineAnnealingLR: PyTorch's recursive form of eta_min + (lr0-eta_min)(1+cos(pi*k/T_max))/2
@@ -113,7 +139,8 @@ transcription (w0 nudged by 1e-13, relative: the gap must stay below 1e-9) and t
 below were chosen to pass it.
 
 Keys of each ``family_<optimizer>_<placement>_<lib>_<detail>.npz``: ``config`` (JSON text:
-name, optimizer (minnet.optim class name), minnet_kwargs, groups (optional: list of
+name, optimizer (minnet.optim class name), minnet_kwargs, state_keys (optional: state arrays
+also recorded, as ``state_<key>``), groups (optional: list of
 {"slice": [start, stop], **kwargs overriding minnet_kwargs}, one minnet Parameter per slice),
 scheduler (optional: {"name", "kwargs"}), grad_scale (the gradient fed to the optimizer is
 grad_scale * g), library, library_version, reference (the call as text), note, dtype, steps,
