@@ -501,8 +501,8 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 
 #: Every optimizer of the family with PyTorch's defaults (SGD with momentum 0.9, the usual
 #: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
-#: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief and Lion,
-#: which PyTorch lacks, against optax's jitted update.
+#: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief, Lion,
+#: Yogi and ADOPT, which PyTorch lacks, against optax's jitted update.
 FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
                 *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),
@@ -518,6 +518,12 @@ FAMILY: tuple[FamilyEntry, ...] = (
                 {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-16, "eps_root": 1e-16}),
     FamilyEntry("Lion", {"lr": 1e-4}, "optax", "lion",
                 {"learning_rate": 1e-4, "b1": 0.9, "b2": 0.99, "weight_decay": 0.0}),
+    FamilyEntry("Rprop", {"lr": 1e-2}, *_torch_peer("Rprop", lr=1e-2, foreach=True)),
+    FamilyEntry("ASGD", {"lr": 1e-2}, *_torch_peer("ASGD", lr=1e-2, foreach=True)),
+    FamilyEntry("Yogi", {"lr": 1e-2}, "optax", "yogi",
+                {"learning_rate": 1e-2, "b1": 0.9, "b2": 0.999, "eps": 1e-3}),
+    FamilyEntry("ADOPT", {"lr": 1e-3}, "optax", "contrib.adopt",
+                {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.9999, "eps": 1e-6}),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}
@@ -590,7 +596,10 @@ def family_peer(name: str, n: int) -> Step:
     import jax.numpy as jnp
     import optax
 
-    tx = getattr(optax, entry.peer_name)(**entry.peer_kwargs)
+    factory: Any = optax
+    for part in entry.peer_name.split("."):  # "contrib.adopt": optax.contrib.adopt
+        factory = getattr(factory, part)
+    tx = factory(**entry.peer_kwargs)
     grads = jnp.asarray(g)
 
     def update(p: jax.Array, s: Any, g: jax.Array) -> tuple:
