@@ -26,7 +26,7 @@ from minnet import _lowp, _pool
 from minnet.dtypes import float32, is_16bit
 from minnet.nn import Parameter
 
-__all__ = ["FlatBuffers", "StorageFormats", "sum_squares"]
+__all__ = ["FlatBuffers", "StorageFormats"]
 
 
 class StorageFormats(NamedTuple):
@@ -46,18 +46,6 @@ _LIVE: weakref.WeakValueDictionary[int, FlatBuffers] = weakref.WeakValueDictiona
 
 def _kernel_view(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint16) if is_16bit(a.dtype) else a
-
-
-@numba.njit(error_model="numpy", fastmath={"reassoc"})
-def sum_squares(x, n):  # pragma: no cover - compiled
-    """``sum(float64(x[:n])**2)``, for the kernels' ``update_rms``. ``reassoc`` lets this
-    reduction alone use SIMD lanes; it is a separate function so that the flag never touches
-    an update's arithmetic."""
-    total = 0.0
-    for i in range(n):
-        d = np.float64(x[i])
-        total += d * d
-    return total
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
