@@ -17,6 +17,7 @@ another precision is cast to the layer's dtype (so float64 data can feed a float
 from minnet.nn import functional, init, utils  # noqa: F401
 from minnet.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from minnet.nn.container import Identity, ModuleDict, ModuleList, Sequential
+from minnet.nn.conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
 from minnet.nn.dropout import Dropout
 from minnet.nn.flatten import Flatten
 from minnet.nn.grad_mode import is_grad_enabled, no_grad
@@ -30,6 +31,10 @@ __all__ = [
     "Parameter",
     "Module",
     "Linear",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
     "ReLU",
     "Tanh",
     "Sigmoid",
