@@ -47,7 +47,8 @@ def _softmax(s: np.ndarray, safe: bool) -> np.ndarray:
     m = s.max(axis=-1, keepdims=True)
     if safe:
         m = np.where(np.isneginf(m), m.dtype.type(0), m)
-    e = np.exp(s - m)
+    with np.errstate(invalid="ignore"):  # -inf - -inf: the NaN row PyTorch gives too
+        e = np.exp(s - m)
     z = e.sum(axis=-1, keepdims=True)
     if safe:
         z = np.where(z == 0, z.dtype.type(1), z)
