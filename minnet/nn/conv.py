@@ -232,14 +232,19 @@ class Conv2d(Module):
                 f"(input shape {x.shape[1:] if unbatched else x.shape})"
             )
         cd = _compute(self.dtype)
-        xp = np.zeros((n, c, hp, wp), cd)
-        xp[:, :, top : top + h, left : left + w] = x
         g = self.groups
-        win = _windows(xp, (kh, kw), (sh, sw), (dh, dw), (ho, wo))  # (N, C, Ho, Wo, kh, kw)
-        # cols[g, (c, i, j), (n, h, w)]: one copy of the windows, in the products' layout
-        cols = np.ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3)).reshape(
-            g, c // g * kh * kw, n * ho * wo
-        )
+        # im2col in the channels-first layout (C, N, H, W): each kernel position is one strided
+        # slice copy into cols[c, i, j] = (N, H_out, W_out)
+        xp = np.zeros((c, n, hp, wp), cd)
+        xp[:, :, top : top + h, left : left + w] = x.transpose(1, 0, 2, 3)
+        cols6 = np.empty((c, kh, kw, n, ho, wo), cd)
+        for i in range(kh):
+            r = i * dh
+            for j in range(kw):
+                q = j * dw
+                cols6[:, i, j] = xp[:, :, r : r + sh * (ho - 1) + 1 : sh,
+                                    q : q + sw * (wo - 1) + 1 : sw]  # fmt: skip
+        cols = cols6.reshape(g, c // g * kh * kw, n * ho * wo)
         wmat = self.weight.data.astype(cd, copy=False).reshape(g, self.out_channels // g, -1)
         out = np.matmul(wmat[0], cols[0])[None] if g == 1 else np.matmul(wmat, cols)
         y = out.reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3)
@@ -286,19 +291,33 @@ class Conv2d(Module):
         gt = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3), dtype=cd).reshape(g, og, -1)
         weight = self.weight
         if weight.requires_grad:
-            dw = np.matmul(gt, cols.transpose(0, 2, 1)).reshape(weight.data.shape)
-            _accumulate_grad(weight, dw.astype(self.dtype, copy=False), self)
+            if g == 1:
+                dw = np.matmul(gt[0], cols[0].T)
+            else:
+                dw = np.matmul(gt, cols.transpose(0, 2, 1))
+            _accumulate_grad(weight, dw.reshape(weight.data.shape).astype(self.dtype), self)
         if self.bias is not None and self.bias.requires_grad:
-            db = grad_out.astype(cd, copy=False).sum(axis=(0, 2, 3))
+            db = gt.reshape(self.out_channels, -1).sum(axis=1)
             _accumulate_grad(self.bias, db.astype(self.dtype, copy=False), self)
         if not input_grad:
             return None
         wmat = weight.data.astype(cd, copy=False).reshape(g, og, -1)
-        dcols = np.matmul(wmat.transpose(0, 2, 1), gt)  # (g, C/g * kh * kw, N * Ho * Wo)
-        dwin = dcols.reshape(c, kh, kw, n, ho, wo).transpose(3, 0, 4, 5, 1, 2)
-        dxp = np.zeros((n, c, hp, wp), cd)
-        _add_windows(dxp, dwin, self.stride, self.dilation)
-        dx = np.ascontiguousarray(dxp[:, :, top : top + h, left : left + w], dtype=self.dtype)
+        if g == 1:
+            dcols = np.matmul(wmat[0].T, gt[0])
+        else:
+            dcols = np.matmul(wmat.transpose(0, 2, 1), gt)  # (g, C/g * kh * kw, N * Ho * Wo)
+        dcols6 = dcols.reshape(c, kh, kw, n, ho, wo)
+        # col2im in the layout (C, N, H, W): one strided add per kernel position
+        (sh, sw), (dh, dw_) = self.stride, self.dilation
+        dxp = np.zeros((c, n, hp, wp), cd)
+        for i in range(kh):
+            r = i * dh
+            for j in range(kw):
+                q = j * dw_
+                dxp[:, :, r : r + sh * (ho - 1) + 1 : sh,
+                    q : q + sw * (wo - 1) + 1 : sw] += dcols6[:, i, j]  # fmt: skip
+        dx = dxp[:, :, top : top + h, left : left + w].transpose(1, 0, 2, 3)
+        dx = np.ascontiguousarray(dx, dtype=self.dtype)
         return dx[0] if unbatched else dx
 
     def extra_repr(self) -> str:
