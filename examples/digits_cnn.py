@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> float:
     model = build_model()
     loss_fn = nn.CrossEntropyLoss()
     optimizer = minnet.optim.Adam(model.parameters(), lr=args.lr)
-    # the learning rate falls from lr to 0 along a half cosine over the epochs
-    scheduler = minnet.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
 
     test_acc = float("nan")
     for epoch in range(1, args.epochs + 1):
@@ -101,7 +99,6 @@ def main(argv: list[str] | None = None) -> float:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        scheduler.step()
         test_acc = accuracy(model, x_test, y_test)
         if not args.quiet:
             print(f"epoch {epoch:3d}  last batch loss {float(loss):.4f}  test acc {test_acc:.4f}")

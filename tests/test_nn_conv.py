@@ -216,3 +216,18 @@ def test_sgd_steps_reduce_a_cnn_loss() -> None:
         loss.backward()
         opt.step()
     assert float(loss) < 0.5 * first
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_conv_is_the_float32_computation_rounded_once(dtype: str) -> None:
+    low = nn.Conv2d(3, 4, 3, padding=1, rng=0).to(dtype)
+    ref = nn.Conv2d(3, 4, 3, padding=1, rng=0)
+    for p, q in zip(ref.parameters(), low.parameters()):
+        p.data[...] = q.data.astype(np.float32)
+    x = RNG.standard_normal((2, 3, 6, 6)).astype(low.dtype)
+    g = RNG.standard_normal((2, 4, 6, 6)).astype(low.dtype)
+    y, y32 = low(x), ref(x.astype(np.float32))
+    assert y.dtype == low.dtype and np.array_equal(y, y32.astype(low.dtype))
+    dx, dx32 = low.backward(g), ref.backward(g.astype(np.float32))
+    assert dx.dtype == low.dtype and np.array_equal(dx, dx32.astype(low.dtype))
+    assert np.array_equal(low.weight.grad, ref.weight.grad.astype(low.dtype))
