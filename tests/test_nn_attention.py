@@ -380,3 +380,20 @@ def test_mha_parameters_names_and_pytorch_init() -> None:
 def test_errors(run: Any, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         run()
+
+
+def test_a_second_input_computed_by_numpy_is_refused_and_backward_runs_once() -> None:
+    lin, mha = nn.Linear(E, E, rng=1), nn.MultiheadAttention(E, 2, rng=2)
+    x = RNG.standard_normal((L, E))
+    h = lin(x)
+    out = mha(h, np.tanh(h), h)[0]  # the key: NumPy on a module's output, not recorded
+    with pytest.raises(RuntimeError, match="does not record"):
+        out.sum().backward()
+    h = lin(x)
+    out = mha(h, lin(x), h)[0]
+    out.sum().backward(retain_graph=True)
+    first = lin.weight.grad.copy()
+    out.sum().backward()
+    np.testing.assert_allclose(lin.weight.grad, 2 * first, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        out.sum().backward()

@@ -1,16 +1,18 @@
 """``Conv2d`` and the 2-D pooling layers, on ``(N, C, H, W)`` arrays as PyTorch's.
 
-The convolution is im2col on a strided view: the padded input's windows are copied once into
-``cols`` of shape ``(groups, C/groups * kH * kW, N * H_out * W_out)``, so that the forward and
-both products of the backward are one BLAS matrix product per group (NumPy's ``matmul``):
+The convolution is im2col: the padded input's windows are copied once into ``cols`` of shape
+``(groups, C/groups * kH * kW, N * H_out * W_out)`` (one strided slice copy per kernel position,
+in the layout ``(C, N, H, W)``), so that the forward and both products of the backward are one
+BLAS matrix product per group (NumPy's ``matmul``):
 
     y[g]     = W[g] @ cols[g]                 W[g]: (out/groups, C/groups * kH * kW)
     dW[g]   += dY[g] @ cols[g].T              dY[g]: (out/groups, N * H_out * W_out)
     dcols[g] = W[g].T @ dY[g]                 then added back window by window (col2im)
 
 Windows start at ``h_out * stride`` in the padded input and read every ``dilation``-th row and
-column. A float16 or bfloat16 layer computes in float32 and rounds each result once, as the other
-layers do (``minnet.nn.Linear``).
+column. The pooling layers read the same windows through a strided view (no copy). A float16
+or bfloat16 layer computes in float32 and rounds each result once, as the other layers do
+(``minnet.nn.Linear``).
 """
 
 from __future__ import annotations
