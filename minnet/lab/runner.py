@@ -167,6 +167,13 @@ _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 # -- runs -----------------------------------------------------------------------------------------
 
 
+def _builtin_problem(name: str) -> bool:
+    """Whether ``name`` is a built-in Problem's (:data:`minnet.lab.digits.PROBLEMS`)."""
+    from minnet.lab.digits import PROBLEMS
+
+    return name in PROBLEMS
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one training run (the run is a pure function of it).
@@ -184,7 +191,7 @@ class RunSpec:
         seed: seed of the data and the initial weights.
         scenario: a :class:`~minnet.lab.scenarios.Scenario` or its name (``"zero_features=100"``),
             a :class:`~minnet.lab.problem.Problem` of your own, or a built-in problem's name
-            (``"digits"``, :data:`minnet.lab.digits.PROBLEMS`).
+            (``"digits"``, ``"digits_cnn"``, :data:`minnet.lab.digits.PROBLEMS`).
         dtype: ``"float32"``, ``"float64"``, ``"float16"`` or ``"bfloat16"``: the seed problem's
             data, model and parameters (:func:`~minnet.lab.scenarios.make_problem`); a Problem's
             model decides its own (``"float32"`` or ``"float64"`` only, recorded as given).
@@ -311,7 +318,7 @@ class RunSpec:
     def _check_dtypes(self) -> None:
         """Normalize ``dtype``, ``state_dtype`` and ``rounding`` (names, ``"same"`` resolved)."""
         problem = isinstance(self.scenario, Problem) or (
-            isinstance(self.scenario, str) and self.scenario == "digits"
+            isinstance(self.scenario, str) and _builtin_problem(self.scenario)
         )
         dtype, state = _resolve_precision(self.dtype, self.state_dtype, problem)
         object.__setattr__(self, "dtype", dtype)
@@ -701,7 +708,9 @@ def grid(
     def precisions(scenario: Any) -> list[tuple[str, str, str]]:
         """The distinct (dtype, state_dtype, rounding) runs (see the docstring)."""
         out: dict[tuple[str, str, str], None] = {}
-        problem = isinstance(scenario, Problem) or scenario == "digits"
+        problem = isinstance(scenario, Problem) or (
+            isinstance(scenario, str) and _builtin_problem(scenario)
+        )
         for dt in dtype_list:
             for sd in state_list:
                 dt_name, sd_name = _resolve_precision(dt, sd, problem)

@@ -16,7 +16,9 @@ another precision is cast to the layer's dtype (so float64 data can feed a float
 # torch.nn.functional, torch.nn.init, torch.nn.utils (clip_grad_norm_, clip_grad_value_)
 from minnet.nn import functional, init, utils  # noqa: F401
 from minnet.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from minnet.nn.attention import MultiheadAttention, ScaledDotProductAttention
 from minnet.nn.container import Identity, ModuleDict, ModuleList, Sequential
+from minnet.nn.conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
 from minnet.nn.dropout import Dropout
 from minnet.nn.flatten import Flatten
 from minnet.nn.grad_mode import is_grad_enabled, no_grad
@@ -30,6 +32,12 @@ __all__ = [
     "Parameter",
     "Module",
     "Linear",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "ScaledDotProductAttention",
+    "MultiheadAttention",
     "ReLU",
     "Tanh",
     "Sigmoid",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from minnet.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from minnet.nn.attention import scaled_dot_product_attention
 from minnet.nn.dropout import Dropout
 from minnet.nn.linear import Linear
 from minnet.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -22,6 +23,7 @@ from minnet.nn.parameter import Parameter
 __all__ = [
     "linear", "relu", "gelu", "tanh", "sigmoid", "leaky_relu", "softmax", "log_softmax",
     "dropout", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits",
+    "scaled_dot_product_attention",
 ]  # fmt: skip
 
 

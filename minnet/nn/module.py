@@ -172,6 +172,10 @@ class Module:
     #: Whether this module's forward calls modules whose calls must be recorded in its own.
     _records: bool = False
     _is_loss: bool = False
+    #: Names of the array arguments a built-in layer with several inputs differentiates
+    #: (attention's ``("query", "key", "value")``): its calls record the producer of each
+    #: (see :meth:`_call_inputs`). Empty for the usual one-input layer.
+    _inputs: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -316,6 +320,8 @@ class Module:
         thread = _thread
         if thread.next is not None:
             thread.next = None
+        if self._inputs and kind == _STATE:
+            return self._call_inputs(args, kwargs)
         parent = None
         if args and type(args[0]) is Output:
             x = args[0]
@@ -353,6 +359,45 @@ class Module:
             out = out.view(Output)
             out._node = node
             return out
+        return _graph.wrap(out, node)
+
+    def _call_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """:meth:`__call__` of a built-in layer with several inputs (:attr:`_inputs`).
+
+        Each input is passed to ``forward`` as a plain array (one array object for arguments
+        that were the same object, so ``forward`` can tell self-attention by ``is``); the call
+        records each input's producer (:class:`~minnet.nn.graph.Call`'s ``parent`` and
+        ``others``), or only the first when every input is the same array. A tuple result (an
+        output and attention weights) gets its first array recorded; the other arrays are
+        returned as outputs that no call produced, so a loss computed from them refuses to
+        backpropagate instead of missing their gradient."""
+        args = list(args)
+        plain: dict[int, Any] = {}
+        parents: list[Any] = []
+        seen: list[int] = []
+        for i, name in enumerate(self._inputs):
+            if i < len(args):
+                value, put = args[i], functools.partial(args.__setitem__, i)
+            elif name in kwargs:
+                value, put = kwargs[name], functools.partial(kwargs.__setitem__, name)
+            else:
+                continue
+            key = id(value)
+            seen.append(key)
+            if key not in plain:
+                plain[key] = _graph.unwrap(value)
+            arr, parent = plain[key]
+            put(arr)
+            parents.append(parent)
+        out = self.forward(*args, **kwargs)
+        others = None if len(set(seen)) <= 1 else tuple(parents[1:])
+        node = Call(self, self._take(), parents[0] if parents else None, None, others)
+        if _thread.recording is not None:
+            _thread.recording.append(node)
+        self.__dict__["_last"] = node
+        if type(out) is tuple:
+            rest = tuple(_graph.wrap(v, None) if isinstance(v, np.ndarray) else v for v in out[1:])
+            return (_graph.wrap(out[0], node), *rest)
         return _graph.wrap(out, node)
 
     # ------------------------------------------------------------------- per-call state
