@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -52,12 +52,16 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
+    Options,
     cast_scalars,
     check_betas,
     check_eps,
     check_lr,
     check_nonnegative,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AdaBelief"]
 
@@ -164,17 +168,10 @@ class AdaBelief(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-16,
         eps_root: float = 1e-16,
-        *,
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
+        **options: Unpack[Options],
     ) -> None:
         defaults = {"lr": lr, "betas": betas, "eps": eps, "eps_root": eps_root}
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     # Both are checked against the state dtype: eps_root is stored in s every step.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numba
 import numpy as np
@@ -33,6 +33,7 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element, slot
 from minnet.optim.optimizer import (
     Optimizer,
+    TorchOptions,
     cast_scalars,
     check_betas,
     check_choice,
@@ -40,6 +41,9 @@ from minnet.optim.optimizer import (
     check_lr,
     check_weight_decay,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Adam", "EPS_MODES", "AMSGRAD_MAX_MODES"]
 
@@ -309,23 +313,12 @@ class Adam(Optimizer):
         decoupled_weight_decay: bool = False,
         eps_mode: str = "outside",
         amsgrad_max: str = "raw",
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
+        **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         decoupled_weight_decay=decoupled_weight_decay, eps_mode=eps_mode,
                         amsgrad_max=amsgrad_max, maximize=maximize)  # fmt: skip
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(adam_reference)

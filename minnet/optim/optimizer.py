@@ -29,11 +29,14 @@ One file per optimizer (``minnet/optim/<name>.py``) holds its math and a thin cl
   1e-12 relative in float64; a reference generated from the rule would check nothing);
 * the class: ``rule = RULE``, ``reference = staticmethod(<the reference>)`` and
 
-``__init__(self, params, <hyperparameters with PyTorch's names and defaults>, *,
-track_stats=False, check_finite=False, state_dtype=None, rounding="fused")``
-    Calls ``super().__init__(params, defaults, track_stats=..., check_finite=...,
-    state_dtype=..., rounding=...)`` with ``defaults`` the dict of its hyperparameters (every
-    group option, in signature order).
+``__init__(self, params, <hyperparameters with PyTorch's names and defaults>, **options:
+Unpack[TorchOptions])``
+    Calls ``super().__init__(params, defaults, **options)`` with ``defaults`` the dict of its
+    hyperparameters (every group option, in signature order). ``options`` are the base's
+    keywords (:class:`Options`: ``track_stats``, ``check_finite``, ``state_dtype``,
+    ``rounding``; :class:`TorchOptions` adds PyTorch's ``foreach``, ``fused``, ``capturable``,
+    ``differentiable`` for an optimizer PyTorch has); the signature that ``help()`` and
+    ``inspect`` show lists them with their defaults.
 
 ``checks: dict[str, Callable]``
     Each non-flag option's check, ``{name: check(value) -> normalized value}`` (the helpers
@@ -128,11 +131,8 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
         reference = staticmethod(sd_reference)
         checks = {"lr": check_lr, "decay": partial(check_nonnegative, "decay")}
 
-        def __init__(self, params, lr=1e-3, decay=0.0, *, track_stats=False,
-                     check_finite=False, state_dtype=None, rounding="fused"):
-            super().__init__(params, {"lr": lr, "decay": decay}, track_stats=track_stats,
-                             check_finite=check_finite, state_dtype=state_dtype,
-                             rounding=rounding)
+        def __init__(self, params, lr=1e-3, decay=0.0, **options: "Unpack[Options]"):
+            super().__init__(params, {"lr": lr, "decay": decay}, **options)
 
         def _state_spec(self, group):
             return {}  # e.g. {"momentum_buffer": 0.0}
@@ -154,10 +154,11 @@ state dict is the group's step count. A parameter whose ``requires_grad`` is fal
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 import numpy as np
 
@@ -187,6 +188,8 @@ __all__ = [
     "check_momentum",
     "check_nonnegative",
     "cast_scalars",
+    "Options",
+    "TorchOptions",
 ]
 
 T = TypeVar("T")
@@ -289,6 +292,32 @@ def cast_scalars(cls: Callable[..., T], dtype: np.dtype, *values: float) -> T:
     return cls(*[t(x) for x in c])
 
 
+# -- the keywords every optimizer takes --------------------------------------------------------
+
+
+class Options(TypedDict, total=False):
+    """The keywords of every optimizer besides its hyperparameters (:class:`Optimizer`'s);
+    an optimizer's ``__init__`` takes them as ``**options: Unpack[Options]``."""
+
+    track_stats: bool
+    check_finite: bool
+    state_dtype: Any
+    rounding: str
+
+
+class TorchOptions(Options, total=False):
+    """:class:`Options` plus PyTorch's implementation switches, for the optimizers PyTorch
+    has (``**options: Unpack[TorchOptions]``; see :meth:`Optimizer._check_torch_flags`)."""
+
+    foreach: bool | None
+    fused: bool | None
+    capturable: bool
+    differentiable: bool
+
+
+_TORCH_FLAGS = tuple(TorchOptions.__annotations__)[len(Options.__annotations__):]
+
+
 # -- stats ------------------------------------------------------------------------------------
 
 
@@ -384,6 +413,29 @@ class Optimizer:
     #: Options a loaded state dict may lack (they take their defaults).
     _load_optional: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass ``__init__`` that ends in ``**options: Unpack[Options]`` (or
+        ``TorchOptions``) gets a signature that lists those keywords with their defaults, so
+        ``help()``, ``inspect.signature`` and the lab see them."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+        params = list(sig.parameters.values())
+        if not params or params[-1].kind is not inspect.Parameter.VAR_KEYWORD:
+            return
+        torch = "TorchOptions" in str(params[-1].annotation)
+        base = [
+            p for p in inspect.signature(Optimizer.__init__).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and (torch or p.name not in _TORCH_FLAGS)
+        ]  # fmt: skip
+        init.__signature__ = sig.replace(parameters=[*params[:-1], *base])
+        cls._torch_flags = torch
+
+    #: Whether the constructor takes PyTorch's implementation switches (``TorchOptions``).
+    _torch_flags = True
+
     def __init__(
         self,
         params: Any,
@@ -397,7 +449,18 @@ class Optimizer:
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        **unexpected: Any,
     ) -> None:
+        if unexpected:  # a misspelt keyword, named for the class the user called
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword "
+                            f"argument {next(iter(unexpected))!r}")  # fmt: skip
+        if not self._torch_flags:
+            given = [k for k, v in (("foreach", foreach), ("fused", fused)) if v is not None]
+            given += [k for k, v in (("capturable", capturable),
+                                     ("differentiable", differentiable)) if v]  # fmt: skip
+            if given:
+                raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword "
+                                f"argument {given[0]!r}")  # fmt: skip
         object.__setattr__(self, "defaults", dict(defaults))
         self.track_stats = check_bool("track_stats", track_stats)
         self.check_finite = check_bool("check_finite", check_finite)
