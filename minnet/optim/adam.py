@@ -192,6 +192,26 @@ def _defaults(s):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=1, common=_defaults)
 
 
+def moments_reference(
+    param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, s: Any, decoupled: bool
+) -> np.ndarray:
+    """:func:`moments` with whole-array NumPy, in place (Adam's, NAdam's and RAdam's
+    references): the decoupled decay of ``param``, the moments ``m``/``v``; returns ``g`` with
+    the L2 term."""
+    if decoupled:
+        param *= s.decay
+    g = grad
+    if s.weight_decay != 0:
+        g = g + s.weight_decay * param
+    if s.lerp_w < 0.5:
+        m += s.lerp_w * (g - m)
+    else:
+        m[...] = g - (g - m) * s.one_minus_lerp_w
+    v *= s.beta2
+    v += s.one_minus_beta2 * g * g
+    return g
+
+
 def adam_reference(
     param: np.ndarray, grad: np.ndarray, state: tuple, s: AdamScalars, o: tuple
 ) -> None:
@@ -200,17 +220,7 @@ def adam_reference(
     mode, ams, decoupled = o
     exp_avg, exp_avg_sq = state[0], state[1]
     with np.errstate(all="ignore"):
-        if decoupled:
-            param *= s.decay
-        g = grad
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * param
-        if s.lerp_w < 0.5:
-            exp_avg += s.lerp_w * (g - exp_avg)
-        else:
-            exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
-        exp_avg_sq *= s.beta2
-        exp_avg_sq += s.one_minus_beta2 * g * g
+        moments_reference(param, grad, exp_avg, exp_avg_sq, s, decoupled)
         src = exp_avg_sq
         if ams != NO_MAX:
             cand = exp_avg_sq / s.max_div if ams == MAX_CORRECTED else exp_avg_sq

@@ -31,7 +31,7 @@ import numpy as np
 from minnet._lowp import round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
-from minnet.optim.adam import moments
+from minnet.optim.adam import moments, moments_reference
 from minnet.optim.optimizer import (
     Optimizer,
     TorchOptions,
@@ -120,17 +120,7 @@ def radam_reference(
     """The same update with whole-array NumPy, in place (the rule's arguments)."""
     exp_avg, exp_avg_sq = state
     with np.errstate(all="ignore"):
-        if o[0]:  # decoupled
-            param *= s.decay
-        g = grad
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * param
-        if s.lerp_w < 0.5:
-            exp_avg += s.lerp_w * (g - exp_avg)
-        else:
-            exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
-        exp_avg_sq *= s.beta2
-        exp_avg_sq += s.one_minus_beta2 * g * g
+        moments_reference(param, grad, exp_avg, exp_avg_sq, s, o[0])  # o[0]: decoupled
         step = (exp_avg / s.bc1) * s.lr
         if s.rectified:
             step = (step * (s.sqrt_bc2 / (np.sqrt(exp_avg_sq) + s.eps))) * s.rect
