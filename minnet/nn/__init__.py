@@ -22,9 +22,21 @@ from minnet.nn.flatten import Flatten
 from minnet.nn.grad_mode import is_grad_enabled, no_grad
 from minnet.nn.graph import Output
 from minnet.nn.linear import Linear
-from minnet.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from minnet.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from minnet.nn.module import Module
+from minnet.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 from minnet.nn.parameter import Parameter
+from minnet.nn.sparse import Embedding
 
 __all__ = [
     "Parameter",
@@ -47,6 +59,18 @@ __all__ = [
     "MSELoss",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
+    "NLLLoss",
+    "BCELoss",
+    "L1Loss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "KLDivLoss",
+    "LayerNorm",
+    "RMSNorm",
+    "GroupNorm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Embedding",
     "no_grad",
     "is_grad_enabled",
 ]
