@@ -618,9 +618,10 @@ class L1Loss(_PointwiseLoss):
 class SmoothL1Loss(_PointwiseLoss):
     """PyTorch's ``SmoothL1Loss(reduction="mean", beta=1.0)``: with ``d = input - target``,
     ``0.5 * d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 * beta``; ``beta = 0`` is
-    :class:`L1Loss`. Backward: ``d / beta`` inside, ``sign(d)`` outside (PyTorch's kernel:
-    ``-1`` for ``d <= -beta``, ``1`` for ``d >= beta``, so ``beta = 0`` gives ``-1`` at
-    ``d = 0``). It equals ``HuberLoss(delta=beta) / beta``.
+    :class:`L1Loss`. Backward: ``d / beta`` inside, ``sign(d)`` outside (``-1`` for ``d <=
+    -beta``, ``1`` for ``d >= beta``, as PyTorch's kernel); ``beta = 0`` is PyTorch's
+    ``l1_loss``, whose derivative is ``sign(d)`` (0 at ``d = 0``). It equals
+    ``HuberLoss(delta=beta) / beta``.
 
     Args:
         reduction: "mean" (default), "sum" or "none".
@@ -639,15 +640,12 @@ class SmoothL1Loss(_PointwiseLoss):
         d = x - t
         z = np.abs(d)
         beta = x.dtype.type(self.beta)
-        if self.beta == 0.0:
-            loss = z
-            inner = np.zeros_like(d)
-        else:
-            half = x.dtype.type(0.5)
-            loss = np.where(z < beta, half * d * d / beta, z - half * beta)
-            inner = d / beta
+        if self.beta == 0.0:  # PyTorch runs l1_loss then: sign(d), 0 at d = 0
+            return z, np.sign(d)
+        half = x.dtype.type(0.5)
+        loss = np.where(z < beta, half * d * d / beta, z - half * beta)
         one = x.dtype.type(1)
-        dloss = np.where(d <= -beta, -one, np.where(d >= beta, one, inner))
+        dloss = np.where(d <= -beta, -one, np.where(d >= beta, one, d / beta))
         return loss, dloss
 
     def extra_repr(self) -> str:
@@ -688,8 +686,10 @@ class HuberLoss(_PointwiseLoss):
 #: PyTorch's floor of ``log(x)`` and ``log(1 - x)`` in ``BCELoss`` (so ``x = 0`` or ``1``
 #: gives a finite loss of at most 100 per element).
 BCE_LOG_FLOOR = -100.0
-#: PyTorch's floor of ``x * (1 - x)`` in ``BCELoss``'s backward (``EPSILON`` in its kernel).
-BCE_GRAD_EPS = 1e-12
+#: PyTorch's floor of ``x * (1 - x)`` in ``BCELoss``'s backward: its kernel's ``EPSILON = 1e-12``
+#: is a C++ ``float``, so the floor is float32's nearest value to 1e-12 (9.999999960041972e-13)
+#: in float64 too.
+BCE_GRAD_EPS = float(np.float32(1e-12))
 
 
 class BCELoss(_PointwiseLoss):
@@ -701,8 +701,9 @@ class BCELoss(_PointwiseLoss):
     Two constants act like an eps here, both PyTorch's and neither configurable: the clamp of
     each log at ``-100`` (:data:`BCE_LOG_FLOOR`; a probability of exactly 0 or 1 costs at most
     100 instead of ``inf``) and the floor ``1e-12`` (:data:`BCE_GRAD_EPS`) of ``x * (1 - x)``
-    in the gradient (at ``x = 0`` with ``t = 1`` the gradient is ``-1e12``, not ``-inf``; the
-    gradient is this formula even where the forward's log was clamped). Keras's
+    in the gradient (at ``x = 0`` with ``t = 1`` the gradient is about ``-1e12``, not ``-inf``;
+    the floor is float32's 1e-12, 9.999999960041972e-13, in every dtype, as in PyTorch's
+    kernel; the gradient is this formula even where the forward's log was clamped). Keras's
     ``binary_crossentropy`` clips ``x`` to ``[eps, 1 - eps]`` with ``eps = 1e-7`` instead. On
     logits, :class:`BCEWithLogitsLoss` is exact and needs neither.
 
