@@ -37,13 +37,16 @@ W4 = [0.5, 2.0, 1.0, 3.0]
 # "idx": integer input (Embedding). Loss specs: input kind and target kind.
 # fmt: off
 CASES: list[tuple[str, str, str, dict, dict]] = [
-    ("layernorm", "layer", "LayerNorm", {"normalized_shape": 5}, {"shape": [4, 3, 5], "scale": 2.0}),
-    ("layernorm_small", "layer", "LayerNorm", {"normalized_shape": 5}, {"shape": [4, 5], "scale": 1e-2}),
+    ("layernorm", "layer", "LayerNorm", {"normalized_shape": 5},
+     {"shape": [4, 3, 5], "scale": 2.0}),
+    ("layernorm_small", "layer", "LayerNorm", {"normalized_shape": 5},
+     {"shape": [4, 5], "scale": 1e-2}),
     ("layernorm_2d_eps", "layer", "LayerNorm", {"normalized_shape": [3, 5], "eps": 1e-3},
      {"shape": [2, 3, 5], "scale": 3e-2}),
     ("layernorm_nobias", "layer", "LayerNorm", {"normalized_shape": 5, "bias": False},
      {"shape": [3, 5], "scale": 1.0}),
-    ("layernorm_noaffine", "layer", "LayerNorm", {"normalized_shape": 5, "elementwise_affine": False},
+    ("layernorm_noaffine", "layer", "LayerNorm",
+     {"normalized_shape": 5, "elementwise_affine": False},
      {"shape": [3, 5], "scale": 1e-2}),
     ("rmsnorm", "layer", "RMSNorm", {"normalized_shape": 5}, {"shape": [4, 3, 5], "scale": 2.0}),
     ("rmsnorm_tiny", "layer", "RMSNorm", {"normalized_shape": 5}, {"shape": [4, 5], "scale": 3e-4}),
@@ -67,7 +70,8 @@ CASES: list[tuple[str, str, str, dict, dict]] = [
     ("batchnorm1d_noaffine_mom", "layer", "BatchNorm1d",
      {"num_features": 3, "affine": False, "momentum": 0.3},
      {"shape": [5, 3, 2], "scale": 1.0, "steps": 3, "eval": True}),
-    ("batchnorm1d_notrack", "layer", "BatchNorm1d", {"num_features": 3, "track_running_stats": False},
+    ("batchnorm1d_notrack", "layer", "BatchNorm1d",
+     {"num_features": 3, "track_running_stats": False},
      {"shape": [5, 3], "scale": 1.0, "steps": 2, "eval": True}),
     ("batchnorm2d", "layer", "BatchNorm2d", {"num_features": 2},
      {"shape": [3, 2, 4, 4], "scale": 1.5, "steps": 3, "eval": True}),
@@ -75,36 +79,46 @@ CASES: list[tuple[str, str, str, dict, dict]] = [
      {"shape": [2, 2, 3, 3], "scale": 3e-2, "steps": 3, "eval": True}),
     ("embedding", "layer", "Embedding", {"num_embeddings": 10, "embedding_dim": 4},
      {"idx": [3, 5], "steps": 2}),
-    ("embedding_pad", "layer", "Embedding", {"num_embeddings": 6, "embedding_dim": 3, "padding_idx": 2},
+    ("embedding_pad", "layer", "Embedding",
+     {"num_embeddings": 6, "embedding_dim": 3, "padding_idx": 2},
      {"idx": [4, 6], "steps": 2}),
     ("embedding_pad_neg_sparse", "layer", "Embedding",
      {"num_embeddings": 12, "embedding_dim": 3, "padding_idx": -1, "sparse": True},
      {"idx": [2, 5], "steps": 2}),
-    ("linear_3d", "layer", "Linear", {"in_features": 5, "out_features": 3}, {"shape": [2, 4, 5], "scale": 1.0}),
-    ("linear_1d", "layer", "Linear", {"in_features": 5, "out_features": 3}, {"shape": [5], "scale": 1.0}),
+    ("linear_3d", "layer", "Linear", {"in_features": 5, "out_features": 3},
+     {"shape": [2, 4, 5], "scale": 1.0}),
+    ("linear_1d", "layer", "Linear", {"in_features": 5, "out_features": 3},
+     {"shape": [5], "scale": 1.0}),
     ("nll", "loss", "NLLLoss", {}, {"x": "logp", "t": "idx"}),
     ("nll_sum", "loss", "NLLLoss", {"reduction": "sum"}, {"x": "logp", "t": "idx"}),
     ("nll_none_ignore", "loss", "NLLLoss", {"reduction": "none"}, {"x": "logp", "t": "idx_ign"}),
     ("nll_weight_ignore", "loss", "NLLLoss", {"weight": W4}, {"x": "logp", "t": "idx_ign"}),
-    ("nll_ignore_index_1", "loss", "NLLLoss", {"ignore_index": 1, "weight": W4}, {"x": "logp", "t": "idx_ign"}),
+    ("nll_ignore_index_1", "loss", "NLLLoss", {"ignore_index": 1, "weight": W4},
+     {"x": "logp", "t": "idx_ign"}),
     ("nll_nd", "loss", "NLLLoss", {"weight": W4}, {"x": "logp_nd", "t": "idx"}),
     ("bce", "loss", "BCELoss", {}, {"x": "prob", "t": "bin"}),
     ("bce_sum", "loss", "BCELoss", {"reduction": "sum"}, {"x": "prob", "t": "bin"}),
-    ("bce_none_weight", "loss", "BCELoss", {"reduction": "none", "weight": W4}, {"x": "prob", "t": "bin"}),
+    ("bce_none_weight", "loss", "BCELoss", {"reduction": "none", "weight": W4},
+     {"x": "prob", "t": "bin"}),
     ("bce_edges", "loss", "BCELoss", {"reduction": "none"}, {"x": "prob_edges", "t": "bin_edges"}),
     ("bce_edges_mean", "loss", "BCELoss", {}, {"x": "prob_edges", "t": "bin_edges"}),
     ("l1", "loss", "L1Loss", {}, {"x": "real", "t": "real_ties"}),
     ("l1_sum", "loss", "L1Loss", {"reduction": "sum"}, {"x": "real", "t": "real"}),
     ("l1_none", "loss", "L1Loss", {"reduction": "none"}, {"x": "real", "t": "real"}),
     ("smooth_l1", "loss", "SmoothL1Loss", {}, {"x": "real", "t": "real"}),
-    ("smooth_l1_beta05_none", "loss", "SmoothL1Loss", {"reduction": "none", "beta": 0.5}, {"x": "real", "t": "real"}),
+    ("smooth_l1_beta05_none", "loss", "SmoothL1Loss", {"reduction": "none", "beta": 0.5},
+     {"x": "real", "t": "real"}),
     ("smooth_l1_beta0", "loss", "SmoothL1Loss", {"beta": 0.0}, {"x": "real", "t": "real_ties"}),
-    ("smooth_l1_beta2_sum", "loss", "SmoothL1Loss", {"reduction": "sum", "beta": 2.0}, {"x": "real", "t": "real"}),
+    ("smooth_l1_beta2_sum", "loss", "SmoothL1Loss", {"reduction": "sum", "beta": 2.0},
+     {"x": "real", "t": "real"}),
     ("huber", "loss", "HuberLoss", {}, {"x": "real", "t": "real"}),
-    ("huber_delta03_none", "loss", "HuberLoss", {"reduction": "none", "delta": 0.3}, {"x": "real", "t": "real"}),
-    ("huber_delta2_sum", "loss", "HuberLoss", {"reduction": "sum", "delta": 2.0}, {"x": "real", "t": "real"}),
+    ("huber_delta03_none", "loss", "HuberLoss", {"reduction": "none", "delta": 0.3},
+     {"x": "real", "t": "real"}),
+    ("huber_delta2_sum", "loss", "HuberLoss", {"reduction": "sum", "delta": 2.0},
+     {"x": "real", "t": "real"}),
     ("kldiv_mean", "loss", "KLDivLoss", {}, {"x": "logp", "t": "prob_zeros"}),
-    ("kldiv_batchmean", "loss", "KLDivLoss", {"reduction": "batchmean"}, {"x": "logp", "t": "prob_zeros"}),
+    ("kldiv_batchmean", "loss", "KLDivLoss", {"reduction": "batchmean"},
+     {"x": "logp", "t": "prob_zeros"}),
     ("kldiv_sum", "loss", "KLDivLoss", {"reduction": "sum"}, {"x": "logp", "t": "prob_zeros"}),
     ("kldiv_none", "loss", "KLDivLoss", {"reduction": "none"}, {"x": "logp", "t": "prob_zeros"}),
     ("kldiv_log_target", "loss", "KLDivLoss", {"reduction": "batchmean", "log_target": True},
@@ -178,7 +192,9 @@ def record_layer(name: str, cls: str, kwargs: dict, spec: dict, rng: np.random.G
         xs = [rng.standard_normal(spec["shape"]) * spec["scale"] + 0.3 * spec["scale"]
               for _ in calls]  # fmt: skip
     mod64 = getattr(torch.nn, cls)(**_torch_kwargs(kwargs, torch.float64), dtype=torch.float64)
-    params = {n: rng.standard_normal(tuple(p.shape)) * 0.5 + 1.0 for n, p in mod64.named_parameters()}
+    params = {
+        n: rng.standard_normal(tuple(p.shape)) * 0.5 + 1.0 for n, p in mod64.named_parameters()
+    }
     for dtype in ("float64", "float32"):
         tdt = getattr(torch, dtype)
         mod = getattr(torch.nn, cls)(**_torch_kwargs(kwargs, tdt), dtype=tdt)
@@ -208,7 +224,8 @@ def record_layer(name: str, cls: str, kwargs: dict, spec: dict, rng: np.random.G
                     grad = grad.coalesce()
                     out[f"{key}/rows"] = np.unique(grad.indices().numpy().reshape(-1))
                     grad = grad.to_dense()
-                out[f"{key}/g/{n}"] = (torch.zeros_like(p) if grad is None else grad).detach().numpy()
+                grad = torch.zeros_like(p) if grad is None else grad
+                out[f"{key}/g/{n}"] = grad.detach().numpy()
             for n, b in mod.named_buffers():
                 out[f"{key}/b/{n}"] = b.detach().numpy().copy()
 
