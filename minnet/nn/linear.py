@@ -207,8 +207,9 @@ class Linear(Module):
             if x.ndim != 2 and x.ndim >= 1 and x.shape[-1] == self.in_features and x.size > 0:
                 return self._forward_nd(x)
             raise ValueError(
-                f"{self._label()}: expected input of shape (*, {self.in_features}) with at "
-                f"least one row (in_features={self.in_features}), got shape {x.shape}"
+                f"{self._label()}: expected input of shape (N, {self.in_features}) (or (*, "
+                f"{self.in_features})) with at least one row (in_features={self.in_features}), "
+                f"got shape {x.shape}"
             )
         keep = self._keep()
         if keep:

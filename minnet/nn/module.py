@@ -345,7 +345,11 @@ class Module:
         if root is None:
             raise NotImplementedError(
                 f"{type(self).__name__} defines no backward() and has no recorded call to "
-                "backpropagate (call it as module(x) outside no_grad(), or use loss.backward())"
+                "backpropagate: call it as module(x) outside no_grad() with a forward that calls "
+                "registered modules (loss.backward() then runs through their calls), or write "
+                "`def backward(self, grad_out):` returning dLoss/d(input) for dLoss/d(output) "
+                "`grad_out` and adding into its parameters' .grad (call each sub-module's "
+                "backward in reverse order of the forward)"
             )
         _thread.next = None
         return _graph.run_backward(root, grad_out, False, inside)
@@ -364,7 +368,11 @@ class Module:
         kind = self._kind
         if kind == _COMPOSITE:
             out = self.forward(*args, **kwargs)
-            self.__dict__["_last"] = getattr(out, "_node", None)  # for module.backward(g)
+            node = getattr(out, "_node", None)
+            if node is None and type(out) is Output:
+                # NumPy computed the output from module outputs: backward must say what to write
+                node = out._node = _graph.NeedsBackward(self)
+            self.__dict__["_last"] = node  # for module.backward(g)
             return out
         thread = _thread
         if thread.next is not None:
