@@ -32,7 +32,8 @@ class Embedding(Module):
     that appeared. minnet's optimizers work on flat dense buffers, so ``weight.grad`` stays a
     dense array (zeros in the rows that did not appear) and the layer records the rows it
     touched in ``weight.grad_rows``: a sorted, unique int64 array, the union over every backward
-    since the last ``Module.zero_grad()`` (which empties it), ``padding_idx`` excluded. A row
+    since the last ``Module.zero_grad()`` (which empties it; an optimizer's ``zero_grad()`` fills
+    the flat gradient buffers and leaves ``grad_rows`` alone), ``padding_idx`` excluded. A row
     outside ``grad_rows`` had *no* gradient (a lazy optimizer such as SparseAdam skips it: its
     moments stay and no eps is ever divided by), a row inside it had a gradient, possibly zero.
     With ``sparse=False`` (the default) ``grad_rows`` is ``None``: dense Adam sees a zero
