@@ -96,7 +96,7 @@ def test_module_without_backward_says_what_to_write() -> None:
             self.fc = nn.Linear(3, 2)
 
         def forward(self, x):
-            return nn.functional.relu(self.fc(x)) * 2.0
+            return nn.functional.tanh(self.fc(x)) * 2.0
 
     f = Fine()
     nn.MSELoss()(f(x), np.zeros((4, 2), np.float32)).backward()
@@ -145,3 +145,22 @@ def test_clip_grad_norm_adds_pytorchs_1e6() -> None:
     assert float(total) == pytest.approx(5e-6, rel=1e-12)
     np.testing.assert_allclose(p.grad, p.data * 5e-6 / (5e-6 + 1e-6), rtol=1e-12)
     assert minnet.nn.utils.clip_grad_norm_ is nn.utils.clip_grad_norm_
+
+
+def test_reset_parameters() -> None:
+    bn = nn.BatchNorm1d(3)
+    bn.weight.data[...] = 5
+    bn(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    bn.reset_parameters()
+    np.testing.assert_array_equal(bn.weight.data, 1)
+    np.testing.assert_array_equal(bn.running_mean, 0)
+    assert int(bn.num_batches_tracked) == 0
+    ln = nn.LayerNorm(3)
+    ln.bias.data[...] = 2
+    ln.reset_parameters()
+    np.testing.assert_array_equal(ln.bias.data, 0)
+    e = nn.Embedding(6, 2, padding_idx=1, rng=0)
+    e.weight.data[...] = 7
+    e.reset_parameters(generator=3)
+    np.testing.assert_array_equal(e.weight.data[1], 0)
+    assert (e.weight.data != 7).all(axis=1).sum() == 6

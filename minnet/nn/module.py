@@ -686,7 +686,8 @@ class Module:
 
     def train(self, mode: bool = True) -> Module:
         """Set training mode (``mode=True``) or evaluation mode on this module and every
-        descendant; returns ``self``. Only ``Dropout`` behaves differently in the two modes."""
+        descendant; returns ``self``. ``Dropout`` and ``BatchNorm1d``/``BatchNorm2d`` behave
+        differently in the two modes."""
         if not isinstance(mode, (bool, np.bool_)):
             raise ValueError("training mode is expected to be boolean")
         for m in self.modules():
@@ -694,7 +695,8 @@ class Module:
         return self
 
     def eval(self) -> Module:
-        """``train(False)``: evaluation mode (``Dropout`` passes its input through)."""
+        """``train(False)``: evaluation mode (``Dropout`` passes its input through, BatchNorm
+        uses its running statistics)."""
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
@@ -806,20 +808,30 @@ class Module:
 
     def _state_entries(self) -> dict[str, tuple[str, Any, Any]]:
         """``{key: (kind, owner, name)}`` for every entry of :meth:`state_dict`, in PyTorch's
-        order: each module's parameters, then its persistent buffers, then its children's."""
-        entries: dict[str, tuple[str, Any, Any]] = {}
-        seen: set[int] = set()
+        order: each module's parameters (as :meth:`named_parameters` lists them), then its
+        persistent buffers, then its children's."""
+        params = list(self.named_parameters())
+        buffers: list[tuple[str, Module, str]] = []
         for prefix, m in self.named_modules():
-            dot = f"{prefix}." if prefix else ""
-            for name, p in _registry(m, "_parameters").items():
-                if p is None or id(p) in seen:
-                    continue
-                seen.add(id(p))
-                entries[dot + name] = ("param", p, name)
             skip = m.__dict__.get("_non_persistent_buffers_set") or ()
             for name, b in _registry(m, "_buffers").items():
                 if b is not None and name not in skip:
-                    entries[dot + name] = ("buffer", m, name)
+                    buffers.append((prefix, m, name))
+        if not buffers:
+            return {k: ("param", p, k) for k, p in params}
+        by_prefix: dict[str, list[tuple[str, Parameter]]] = {}
+        for key, p in params:
+            by_prefix.setdefault(key.rpartition(".")[0], []).append((key, p))
+        entries: dict[str, tuple[str, Any, Any]] = {}
+        for prefix, _ in self.named_modules():
+            for key, p in by_prefix.pop(prefix, []):
+                entries[key] = ("param", p, key)
+            for bprefix, m, name in buffers:
+                if bprefix == prefix:
+                    entries[f"{prefix}.{name}" if prefix else name] = ("buffer", m, name)
+        for rest in by_prefix.values():  # parameters declared outside the module tree
+            for key, p in rest:
+                entries[key] = ("param", p, key)
         return entries
 
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -102,6 +102,13 @@ class _Norm(Module):
     def _reset(self) -> None:
         self._saved = None
 
+    def reset_parameters(self) -> None:
+        """``weight`` to ones and ``bias`` to zeros (in place), PyTorch's initialisation."""
+        for name, value in (("weight", 1), ("bias", 0)):
+            p = getattr(self, name, None)
+            if p is not None:
+                p.data[...] = value
+
     def _input(self, x: Any) -> np.ndarray:
         x = _as_float_array(x, self._label(), "input", self.dtype)
         if x.size == 0:
@@ -513,6 +520,11 @@ class _BatchNorm(_Norm):
             self.running_mean[...] = 0
             self.running_var[...] = 1
             self.num_batches_tracked[...] = 0
+
+    def reset_parameters(self) -> None:
+        """:meth:`reset_running_stats`, ``weight`` to ones and ``bias`` to zeros."""
+        self.reset_running_stats()
+        super().reset_parameters()
 
     def _compute(self, x: np.ndarray, xc: np.ndarray) -> tuple[np.ndarray, tuple[Any, ...]]:
         if xc.ndim not in self._ndims:

@@ -130,6 +130,15 @@ class Embedding(Module):
     def _reset(self) -> None:
         self._idx = None
 
+    def reset_parameters(self, generator: Any = None) -> None:
+        """Redraw the weight ``N(0, 1)`` in place (from ``generator``: a
+        ``np.random.Generator``, an int seed or ``None`` for minnet's default generator) and
+        zero the ``padding_idx`` row, PyTorch's initialisation."""
+        w = self.weight.data
+        w[...] = resolve_rng(generator, "Embedding").standard_normal(w.shape).astype(w.dtype)
+        if self.padding_idx is not None:
+            w[self.padding_idx] = 0
+
     def __call__(self, input: Any, *args: Any, **kwargs: Any) -> Any:
         # Indices carry no gradient: an index array computed from a module's output (argmax,
         # sampling) is data here, not a break in the graph.
