@@ -8,7 +8,7 @@ Every module follows one contract (as micrograd's ``_backward`` closures, made e
 * ``backward(grad_out)`` takes dLoss/d(output) and returns dLoss/d(input), and *adds* the
   parameter gradients into each ``Parameter.grad`` (call ``zero_grad()`` between steps).
 
-Shapes follow PyTorch: ``Linear`` maps ``(N, in_features) -> (N, out_features)`` with a weight of
+Shapes follow PyTorch: ``Linear`` maps ``(*, in_features) -> (*, out_features)`` with a weight of
 shape ``(out_features, in_features)``. Inputs must be real floating-point arrays; a float array of
 another precision is cast to the layer's dtype (so float64 data can feed a float32 model).
 """
