@@ -8,7 +8,7 @@ Every module follows one contract (as micrograd's ``_backward`` closures, made e
 * ``backward(grad_out)`` takes dLoss/d(output) and returns dLoss/d(input), and *adds* the
   parameter gradients into each ``Parameter.grad`` (call ``zero_grad()`` between steps).
 
-Shapes follow PyTorch: ``Linear`` maps ``(N, in_features) -> (N, out_features)`` with a weight of
+Shapes follow PyTorch: ``Linear`` maps ``(*, in_features) -> (*, out_features)`` with a weight of
 shape ``(out_features, in_features)``. Inputs must be real floating-point arrays; a float array of
 another precision is cast to the layer's dtype (so float64 data can feed a float32 model).
 """
@@ -24,9 +24,21 @@ from minnet.nn.flatten import Flatten
 from minnet.nn.grad_mode import is_grad_enabled, no_grad
 from minnet.nn.graph import Output
 from minnet.nn.linear import Linear
-from minnet.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from minnet.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from minnet.nn.module import Module
+from minnet.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 from minnet.nn.parameter import Parameter
+from minnet.nn.sparse import Embedding
 
 __all__ = [
     "Parameter",
@@ -55,6 +67,18 @@ __all__ = [
     "MSELoss",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
+    "NLLLoss",
+    "BCELoss",
+    "L1Loss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "KLDivLoss",
+    "LayerNorm",
+    "RMSNorm",
+    "GroupNorm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Embedding",
     "no_grad",
     "is_grad_enabled",
 ]

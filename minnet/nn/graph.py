@@ -61,6 +61,35 @@ class _DerivedMarker:
 DERIVED: Any = _DerivedMarker()
 
 
+class NeedsBackward:
+    """The producer of an output that a module with only a ``forward`` computed by NumPy from
+    its sub-modules' outputs: backward cannot run through it, and says what to write."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def parents(self) -> tuple[Any, ...]:
+        return ()
+
+    def error(self) -> NotImplementedError:
+        name = type(self.module).__name__
+        return NotImplementedError(
+            f"{self.module._label()} defines no backward(), and its forward computed its output "
+            "from its sub-modules' outputs with operations minnet does not record (NumPy "
+            "arithmetic, indexing, reshapes, concatenation, ...), so backward cannot run through "
+            f"it. Give {name} a method `def backward(self, grad_out):` that returns dLoss/d(input) "
+            "for dLoss/d(output) `grad_out`: call each sub-module's backward in reverse order of "
+            "the forward's calls (`g = self.fc2.backward(g)`; it adds into their parameters' "
+            ".grad) and write the derivative of the NumPy steps in between; or make the forward "
+            "call modules only (nn.functional, nn.Flatten, ...)."
+        )
+
+    def __repr__(self) -> str:
+        return f"<needs a backward(): {self.module._label()}>"
+
+
 class Call:
     """One call of a module outside ``no_grad``: the module, its saved state and the call that
     produced its input (``parent``; ``None`` for data, :data:`DERIVED` for an array computed
@@ -159,6 +188,8 @@ def _check(node: Any) -> None:
                 "forward does this a backward() method, or pass .detach() of the array if no "
                 "gradient should flow there."
             )
+    elif type(node) is NeedsBackward:
+        raise node.error()
     elif node.done:
         raise RuntimeError(_SECOND)
 

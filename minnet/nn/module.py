@@ -190,6 +190,8 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_non_persistent_buffers_set", set())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -215,7 +217,15 @@ class Module:
                 )
             params = self.__dict__.get("_parameters")
             modules = self.__dict__.get("_modules")
-            if params and name in params:
+            buffers = self.__dict__.get("_buffers")
+            if buffers and name in buffers:
+                if value is not None and not isinstance(value, np.ndarray):
+                    raise TypeError(
+                        f"cannot assign '{type(value).__name__}' as buffer '{name}' "
+                        "(np.ndarray or None expected)"
+                    )
+                buffers[name] = value
+            elif params and name in params:
                 if value is not None:
                     raise TypeError(
                         f"cannot assign '{type(value).__name__}' as parameter '{name}' "
@@ -242,7 +252,7 @@ class Module:
         self.__dict__.update(state)
 
     def __delattr__(self, name: str) -> None:
-        for kind in ("_parameters", "_modules"):
+        for kind in ("_parameters", "_modules", "_buffers"):
             d = self.__dict__.get(kind)
             if d and name in d:
                 del d[name]
@@ -253,6 +263,9 @@ class Module:
         modules = _registry(self, "_modules")
         params.pop(name, None)
         modules.pop(name, None)
+        buffers = self.__dict__.get("_buffers")
+        if buffers:
+            buffers.pop(name, None)
         if isinstance(value, Parameter):
             params[name] = value
         else:
@@ -269,6 +282,46 @@ class Module:
         else:
             self._register(name, param)
             object.__setattr__(self, name, param)
+
+    def register_buffer(
+        self, name: str, tensor: np.ndarray | None, persistent: bool = True
+    ) -> None:
+        """Register ``tensor`` (a NumPy array, or ``None``) as the buffer ``name``, as PyTorch's
+        ``register_buffer``: state that is not a parameter (BatchNorm's ``running_mean``).
+
+        A buffer is an attribute (``self.name``), is listed by :meth:`buffers` /
+        :meth:`named_buffers`, is cast by ``float()``/``double()``/``half()``/``to(dtype)``
+        (floating-point buffers only, as PyTorch), and, when ``persistent`` (the default), is
+        saved by :meth:`state_dict` and loaded by :meth:`load_state_dict` under its dotted name
+        (``"bn.running_mean"``). It is not in :meth:`parameters`: no optimizer sees it, and it
+        gets no gradient. Assigning an array to ``self.name`` later replaces the buffer.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"buffer name should be a string. Got {type(name).__name__}")
+        if "." in name:
+            raise KeyError('buffer name can\'t contain "."')
+        if name == "":
+            raise KeyError('buffer name can\'t be empty string ""')
+        buffers = _registry(self, "_buffers")
+        if hasattr(self, name) and name not in buffers:
+            raise KeyError(f"attribute '{name}' already exists")
+        if tensor is not None and not isinstance(tensor, np.ndarray):
+            raise TypeError(
+                f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
+                "(np.ndarray or None required)"
+            )
+        if tensor is not None and type(tensor) is not np.ndarray:
+            tensor = tensor.view(np.ndarray)  # a module's Output: its plain array
+        buffers[name] = tensor
+        non_persistent = self.__dict__.get("_non_persistent_buffers_set")
+        if non_persistent is None:
+            non_persistent = set()
+            object.__setattr__(self, "_non_persistent_buffers_set", non_persistent)
+        if persistent:
+            non_persistent.discard(name)
+        else:
+            non_persistent.add(name)
+        object.__setattr__(self, name, tensor)
 
     def add_module(self, name: str, module: Module | None) -> None:
         """Register the child ``module`` (or ``None``) under ``name``, as ``setattr`` does."""
@@ -296,7 +349,11 @@ class Module:
         if root is None:
             raise NotImplementedError(
                 f"{type(self).__name__} defines no backward() and has no recorded call to "
-                "backpropagate (call it as module(x) outside no_grad(), or use loss.backward())"
+                "backpropagate: call it as module(x) outside no_grad() with a forward that calls "
+                "registered modules (loss.backward() then runs through their calls), or write "
+                "`def backward(self, grad_out):` returning dLoss/d(input) for dLoss/d(output) "
+                "`grad_out` and adding into its parameters' .grad (call each sub-module's "
+                "backward in reverse order of the forward)"
             )
         _thread.next = None
         return _graph.run_backward(root, grad_out, False, inside)
@@ -315,7 +372,11 @@ class Module:
         kind = self._kind
         if kind == _COMPOSITE:
             out = self.forward(*args, **kwargs)
-            self.__dict__["_last"] = getattr(out, "_node", None)  # for module.backward(g)
+            node = getattr(out, "_node", None)
+            if node is None and type(out) is Output:
+                # NumPy computed the output from module outputs: backward must say what to write
+                node = out._node = _graph.NeedsBackward(self)
+            self.__dict__["_last"] = node  # for module.backward(g)
             return out
         thread = _thread
         if thread.next is not None:
@@ -637,18 +698,41 @@ class Module:
         """
         return [p for _, p in self.named_parameters(recurse=recurse)]
 
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(dotted name, array)`` for every buffer (see :meth:`register_buffer`), in
+        :meth:`state_dict` order; non-persistent buffers included, ``None`` ones skipped."""
+        seen: set[int] = set()
+        mods = self.named_modules(prefix=prefix) if recurse else iter([(prefix, self)])
+        for mod_prefix, m in mods:
+            for name, b in _registry(m, "_buffers").items():
+                if b is None or (remove_duplicate and id(b) in seen):
+                    continue
+                seen.add(id(b))
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), b
+
+    def buffers(self, recurse: bool = True) -> list[np.ndarray]:
+        """Every buffer's array (a list; PyTorch returns an iterator)."""
+        return [b for _, b in self.named_buffers(recurse=recurse)]
+
     def zero_grad(self) -> None:
         """Fill every parameter gradient with zeros (in place, so an optimizer's flat buffers
-        stay shared; PyTorch's default sets them to ``None`` instead)."""
+        stay shared; PyTorch's default sets them to ``None`` instead). A parameter that records
+        which rows received a gradient (``grad_rows``, a sparse ``Embedding``'s weight) records
+        none afterwards."""
         for p in self.parameters():
             if p.grad is not None:
                 p.grad.fill(0)
+            if getattr(p, "grad_rows", None) is not None:
+                p.grad_rows = np.empty(0, np.int64)
 
     # ---------------------------------------------------------------------------- modes
 
     def train(self, mode: bool = True) -> Module:
         """Set training mode (``mode=True``) or evaluation mode on this module and every
-        descendant; returns ``self``. Only ``Dropout`` behaves differently in the two modes."""
+        descendant; returns ``self``. ``Dropout`` and ``BatchNorm1d``/``BatchNorm2d`` behave
+        differently in the two modes."""
         if not isinstance(mode, (bool, np.bool_)):
             raise ValueError("training mode is expected to be boolean")
         for m in self.modules():
@@ -656,7 +740,8 @@ class Module:
         return self
 
     def eval(self) -> Module:
-        """``train(False)``: evaluation mode (``Dropout`` passes its input through)."""
+        """``train(False)``: evaluation mode (``Dropout`` passes its input through, BatchNorm
+        uses its running statistics)."""
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
@@ -679,6 +764,12 @@ class Module:
                 if p is not None and p.data.dtype != dt:
                     p.data = p.data.astype(dt)
                     p.grad = None if p.grad is None else p.grad.astype(dt)
+                    changed = True
+            buffers = _registry(m, "_buffers")
+            for name, b in list(buffers.items()):
+                if b is not None and _is_float(b.dtype) and b.dtype != dt:
+                    buffers[name] = b.astype(dt)
+                    object.__setattr__(m, name, buffers[name])
                     changed = True
             if "dtype" in m.__dict__ and m.__dict__["dtype"] != dt:
                 m.dtype = dt
@@ -760,9 +851,42 @@ class Module:
 
     # ------------------------------------------------------------------------- state
 
+    def _state_entries(self) -> dict[str, tuple[str, Any, Any]]:
+        """``{key: (kind, owner, name)}`` for every entry of :meth:`state_dict`, in PyTorch's
+        order: each module's parameters (as :meth:`named_parameters` lists them), then its
+        persistent buffers, then its children's."""
+        params = list(self.named_parameters())
+        buffers: list[tuple[str, Module, str]] = []
+        for prefix, m in self.named_modules():
+            skip = m.__dict__.get("_non_persistent_buffers_set") or ()
+            for name, b in _registry(m, "_buffers").items():
+                if b is not None and name not in skip:
+                    buffers.append((prefix, m, name))
+        if not buffers:
+            return {k: ("param", p, k) for k, p in params}
+        by_prefix: dict[str, list[tuple[str, Parameter]]] = {}
+        for key, p in params:
+            by_prefix.setdefault(key.rpartition(".")[0], []).append((key, p))
+        entries: dict[str, tuple[str, Any, Any]] = {}
+        for prefix, _ in self.named_modules():
+            for key, p in by_prefix.pop(prefix, []):
+                entries[key] = ("param", p, key)
+            for bprefix, m, name in buffers:
+                if bprefix == prefix:
+                    entries[f"{prefix}.{name}" if prefix else name] = ("buffer", m, name)
+        for rest in by_prefix.values():  # parameters declared outside the module tree
+            for key, p in rest:
+                entries[key] = ("param", p, key)
+        return entries
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """``{name: copy of values}``, names as PyTorch's: ``"0.weight"``, ``"fc1.bias"``, ..."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """``{name: copy of values}``, names as PyTorch's: ``"0.weight"``, ``"fc1.bias"``, ...,
+        and the persistent buffers (``"bn.running_mean"``, ``"bn.num_batches_tracked"``)."""
+        out = {}
+        for key, (kind, owner, name) in self._state_entries().items():
+            arr = owner.data if kind == "param" else _registry(owner, "_buffers")[name]
+            out[key] = arr.copy()
+        return out
 
     def extra_repr(self) -> str:
         """The text inside this module's parentheses in ``repr`` (empty by default)."""
@@ -788,7 +912,11 @@ class Module:
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"load_state_dict expects a dict, got {type(state_dict).__name__}")
-        params = dict(self.named_parameters())
+        entries = self._state_entries()
+        params = {
+            k: (owner if kind == "param" else _BufferRef(owner, name))
+            for k, (kind, owner, name) in entries.items()
+        }
         missing = [k for k in params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in params]
         errors = []
@@ -827,3 +955,21 @@ class Module:
         for name, arr in arrays.items():
             params[name].data[...] = arr
         return _IncompatibleKeys(missing, unexpected)
+
+
+class _BufferRef:
+    """A registered buffer seen as :meth:`Module.load_state_dict` sees a parameter (``data``,
+    ``dtype``, ``shape``), so both are checked and written by the same code."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, module: Module, name: str) -> None:
+        self.data = _registry(module, "_buffers")[name]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape

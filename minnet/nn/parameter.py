@@ -21,9 +21,14 @@ class Parameter:
 
     ``requires_grad`` (default ``True``, as PyTorch's): when ``False`` (``module.requires_grad_(
     False)``), backward adds nothing into ``grad`` and the optimizer leaves the parameter alone.
+
+    ``grad_rows`` is ``None`` except on the weight of an ``Embedding(..., sparse=True)``: there
+    ``grad`` stays a dense array (optimizers work on flat buffers) and ``grad_rows`` lists, sorted
+    and unique, the rows that received a gradient since the last ``Module.zero_grad()``, so
+    that a lazy optimizer can tell "no gradient" from "a zero gradient".
     """
 
-    __slots__ = ("data", "grad", "name", "requires_grad")
+    __slots__ = ("data", "grad", "name", "requires_grad", "grad_rows")
 
     def __init__(self, data: np.ndarray, name: str = "") -> None:
         where = f"Parameter {name!r}" if name else "Parameter"
@@ -37,6 +42,10 @@ class Parameter:
         self.grad: np.ndarray = np.zeros_like(self.data)
         self.name = name
         self.requires_grad: bool = True
+        #: ``None`` (the usual dense gradient), or, for the weight of an ``Embedding`` with
+        #: ``sparse=True``, the sorted unique rows that received a gradient since the last
+        #: ``zero_grad()`` (an int64 array; rows not listed had no gradient, not a zero one).
+        self.grad_rows: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
