@@ -208,7 +208,7 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
     p = Parameter(np.ones(4, dtype))
     with pytest.raises(ValueError, match=rf"^{name}: rounding='per_op' .*PyTorch has no {name}"):
         _make(name, [p], rounding="per_op")
-    with pytest.raises(ValueError, match="per_op exists for Adam, AdamW, Adamax"):
+    with pytest.raises(ValueError, match="per_op exists for the optimizers PyTorch has"):
         _make(name, [Parameter(np.ones(4, float32))], state_dtype="bfloat16", rounding="per_op")
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op")  # no 16-bit buffer: same
 
