@@ -202,6 +202,7 @@ class AdaBelief(Optimizer):
     rule = RULE
     # Both are checked against the state dtype: eps_root is stored in s every step.
     _eps_options = ("eps", "eps_root")
+    _eps_in_state = ("eps_root",)  # added to exp_avg_var and stored there
 
     def _validate(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {

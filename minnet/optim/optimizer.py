@@ -180,6 +180,7 @@ __all__ = [
     "Optimizer",
     "OptimizerStats",
     "AdamStats",
+    "EpsWarning",
     "LowPrecisionWarning",
     "ROUNDING_MODES",
     "StorageFormats",
@@ -312,9 +313,22 @@ class OptimizerStats(NamedTuple):
 ROUNDING_MODES = ("fused", "per_op")
 
 
-class LowPrecisionWarning(UserWarning):
-    """A hyperparameter that the state dtype cannot hold (``eps`` rounds to 0 or to a
-    subnormal): warned once when the optimizer is created."""
+class EpsWarning(UserWarning):
+    """What an optimizer's eps does not do in this set-up (``eps=0`` where a zero gradient
+    gives 0/0, or an eps that 16-bit storage loses): warned once when the optimizer is
+    created."""
+
+
+class LowPrecisionWarning(EpsWarning):
+    """What 16-bit storage loses: an eps that rounds to 0 or to a subnormal where the chosen
+    rounding model holds it, or a second moment that float16 state stores as 0 for small
+    gradients: warned once when the optimizer is created."""
+
+
+def _lowp_format(dtype: np.dtype) -> int:
+    from minnet import _lowp
+
+    return _lowp.storage_format(np.dtype(dtype))
 
 
 class _Run(NamedTuple):
@@ -604,50 +618,205 @@ class Optimizer:
             )
         return state
 
-    #: The options that must be representable in the state dtype (checked by
-    #: :meth:`_check_eps_representable`): ``("eps",)``; AdaBelief adds ``"eps_root"``.
+    #: The eps options (checked by :meth:`_check_eps_representable`): ``("eps",)``; AdaBelief
+    #: adds ``"eps_root"``.
     _eps_options: tuple[str, ...] = ("eps",)
+    #: The eps options that the update adds into a state array, which stores them in the state
+    #: dtype whatever the rounding model (AdaBelief's ``"eps_root"``).
+    _eps_in_state: tuple[str, ...] = ()
 
     def _check_eps_representable(self, group: Mapping[str, Any], params: list[Any]) -> None:
-        """Warn once (``check_finite``: raise ``ValueError``) if one of the group's
-        :attr:`_eps_options` is 0 or subnormal in the state dtype of one of its parameters."""
-        messages = []
-        for option in self._eps_options:
-            message = self._eps_problem(option, group.get(option), params)
-            if message is not None:
-                messages.append(message)
+        """Warn once about what the group's eps options lose in this set-up, for the
+        rounding model in use (see :meth:`_eps_problems`). ``check_finite`` turns it into a
+        ``ValueError`` only where no eps survives at all (a denominator that can be 0)."""
+        messages, lowp, fatal = self._eps_problems(group, params)
         if not messages:
             return
         message = "; ".join(messages)
-        if self.check_finite:
+        if self.check_finite and fatal:
             raise ValueError(message + " (check_finite=True)")
         if not self._warned_lowp:
             self._warned_lowp = True
-            warnings.warn(message, LowPrecisionWarning, stacklevel=_caller_level())
+            category = LowPrecisionWarning if lowp else EpsWarning
+            warnings.warn(message, category, stacklevel=_caller_level())
 
-    def _eps_problem(self, option: str, eps: Any, params: list[Any]) -> str | None:
-        """Why ``option=eps`` cannot be held by the state dtype of ``params``, or ``None``."""
-        if not isinstance(eps, float) or not eps > 0:
-            return None
-        for dt in dict.fromkeys(self._state_dtype_for(p.data.dtype) for p in params):
-            if not is_16bit(dt):
+    def _eps_holder(self, option: str, dtype: np.dtype) -> np.dtype:
+        """The dtype that holds ``option`` for parameters of ``dtype``: the state dtype for an
+        option stored in the state or with ``rounding="per_op"`` (each op rounded to its
+        storage dtype, PyTorch's for-loop model), else the kernel's compute dtype (float32
+        for 16-bit buffers, as PyTorch's ``fused=True``)."""
+        state = self._state_dtype_for(dtype)
+        if option in self._eps_in_state or self.rounding == "per_op":
+            return state
+        return np.dtype(np.float32) if is_16bit(dtype) or is_16bit(state) else state
+
+    def _eps_problems(
+        self, group: Mapping[str, Any], params: list[Any]
+    ) -> tuple[list[str], bool, bool]:
+        """What the group's eps options lose in this set-up, as messages; whether one of them
+        is about 16-bit storage; whether the loss is fatal (a coordinate whose gradient is 0
+        gets 0/0 in the 16-bit set-up although it does not in float64).
+
+        An eps is lost where the dtype that holds it (:meth:`_eps_holder`) rounds it to 0 or
+        a subnormal; an eps option that the update stores in a state array
+        (:attr:`_eps_in_state`) is still added in float32 within a step with
+        ``rounding="fused"``, only not carried from step to step; float16 state stores the
+        second moment (``Rule.second_moment``) as 0 for small gradients in both rounding
+        models; ``eps=0`` warns where a zero gradient gives 0/0 (float64 included)."""
+        owner = type(self).__name__
+        options = [o for o in self._eps_options if isinstance(group.get(o), float)]
+        if not options:
+            return [], False, False
+        messages: list[str] = []
+        dtypes = list(dict.fromkeys(p.data.dtype for p in params))
+        for option in options:
+            eps = group[option]
+            if not eps > 0:
                 continue
-            tiny = float(np.finfo(np.float16).tiny) if dt == np.float16 else float(
-                np.finfo(np.float32).tiny
+            for dt in dtypes:
+                holder = self._eps_holder(option, dt)
+                if holder == np.float64:
+                    continue
+                tiny = float(np.finfo(np.float16 if holder == np.float16 else np.float32).tiny)
+                with np.errstate(under="ignore"):
+                    stored = float(np.float32(eps).astype(holder))
+                if stored >= tiny:
+                    continue
+                name = "bfloat16" if holder == bfloat16 else str(holder)
+                what = "0" if stored == 0 else f"the subnormal {stored:.6g}"
+                if option in self._eps_in_state:
+                    lost = (
+                        f"{option}={eps} is added to the state and stored there every step: "
+                        f"{name} state holds it as {what}, so it does not accumulate from "
+                        "step to step as in float32/float64"
+                    )
+                    if self.rounding == "fused":
+                        lost += " (each step still adds it in float32 before the division)"
+                    else:
+                        lost += " and each op rounds it to the state dtype"
+                else:
+                    where = name
+                    if self.rounding == "per_op" and holder == self._state_dtype_for(dt):
+                        where += " (the state dtype: rounding='per_op' rounds every op to it)"
+                    effect = (
+                        "so it cannot keep the denominator away from 0"
+                        if stored == 0
+                        else "so it keeps the denominator away from 0 with few bits"
+                    )
+                    lost = f"{option}={eps} is {what} in {where}, {effect}"
+                fixes = f"use a larger {option} (at least {tiny:.6g}, the smallest normal "
+                fixes += f"{name} number) or state_dtype='float32'"
+                if self.rounding == "per_op" and option not in self._eps_in_state:
+                    fixes += ", or rounding='fused' (which keeps eps in float32)"
+                messages.append(f"{owner}: {lost}; {fixes}")
+                break
+        underflow = self._second_moment_underflow(group, dtypes)
+        if underflow is not None:
+            messages.append(underflow)
+        lowp = bool(messages)
+        fatal = lowp and self._zero_gradient_gives_nan(group, dtypes)
+        if any(group[o] == 0 for o in options) and self._zero_gradient_gives_nan(group, []):
+            zero = ", ".join(f"{o}=0" for o in options if group[o] == 0)
+            messages.append(
+                f"{owner}: with {zero}, a coordinate whose gradient has been 0 so far (its "
+                "state still at its initial value) divides 0 by 0: its update and then its "
+                "parameter are NaN (check_finite=True refuses such a step)"
             )
-            with np.errstate(under="ignore"):
-                stored = float(np.float32(eps).astype(dt))
-            if stored >= tiny:
+        return messages, lowp, fatal
+
+    def _probe(
+        self,
+        group: Mapping[str, Any],
+        grads: np.ndarray,
+        param_dtype: np.dtype | None = None,
+        steps: int = 1,
+    ) -> dict[str, np.ndarray]:
+        """``steps`` steps from the initial state on ``param = 1`` with gradient ``grads``
+        (a 1-D array) every step, by the hand-written float64 reference (``param_dtype``
+        ``None``) or by the rule in this optimizer's 16-bit set-up for parameters of
+        ``param_dtype``: the parameter and the state arrays after them, by name."""
+        if param_dtype is None:
+            formats, dt, state_dt = None, np.dtype(np.float64), np.dtype(np.float64)
+            compute = dt
+        else:
+            dt, state_dt = np.dtype(param_dtype), self._state_dtype_for(param_dtype)
+            formats = StorageFormats(_lowp_format(dt), _lowp_format(state_dt), self.rounding)
+            compute = np.dtype(np.float32)
+        spec = self._state_spec(group)
+        param = np.ones(grads.size, dt)
+        g = grads.astype(dt)
+        arrays = {n: np.full(grads.size, v, state_dt) for n, v in spec.items()}
+        ref = self._reference(group, formats)
+        group_state = self._group_state_spec(group)
+        with np.errstate(all="ignore"):
+            for t in range(1, steps + 1):
+                extra: tuple[Any, ...] = ()
+                if group_state:
+                    group_state = self._advance_group_state(group, group_state, t)
+                    extra = (group_state,)
+                ref(param, g, *arrays.values(), self._scalars(group, compute, t, *extra))
+        return {"param": param, **arrays}
+
+    def _second_moment_underflow(
+        self, group: Mapping[str, Any], dtypes: list[np.dtype]
+    ) -> str | None:
+        """For float16 state: the largest gradient for which a first step stores the second
+        moment (``Rule.second_moment``) as 0 where float64 keeps it non-zero, as a message;
+        ``None`` without float16 state, without a second moment, or if no gradient of at
+        least 1e-7 underflows."""
+        owner = type(self).__name__
+        second = -1 if self.rule is None else int(self.rule.second_moment)
+        if second < 0:
+            return None
+        name = list(self._state_spec(group))[second]
+        for dt in dtypes:
+            if self._state_dtype_for(dt) != np.float16:
                 continue
-            what = "0" if stored == 0 else f"the subnormal {stored:.6g}"
-            name = "bfloat16" if dt == bfloat16 else str(dt)
+            grads = np.logspace(-7, 0, 141)
+            if dt == np.float16:
+                grads = grads.astype(np.float16).astype(np.float64)
+            low = self._probe(group, grads, dt)[name]
+            high = self._probe(group, grads)[name]
+            lost = (low == 0) & (high != 0)
+            if not lost.any():
+                return None
+            g = float(grads[lost].max())
+            against = self.eps_compared_with_options(group) or "its denominator"
+            kept = (
+                "eps stays in float32 with rounding='fused', so such a step is finite but "
+                "as large as eps lets it be"
+                if self.rounding == "fused"
+                else "with rounding='per_op' eps is rounded to float16 as well"
+            )
             return (
-                f"{type(self).__name__}: {option}={eps} is {what} in {name} (the state dtype), "
-                f"so it cannot keep the denominator away from 0; the smallest safe {option} in "
-                f"{name} is {tiny:.6g} (its smallest normal number). Use a larger {option} or "
-                "state_dtype='float32'"
+                f"{owner}: float16 state stores {name} as 0 after a first step whose gradient "
+                f"is below about {g:.2g} in magnitude (float16's smallest subnormal is "
+                f"{float(np.finfo(np.float16).smallest_subnormal):.3g}); there {against} is "
+                f"0 and eps alone remains; {kept}. optimizer.stats.underflow "
+                "(track_stats=True) counts such coordinates; state_dtype='float32' keeps them"
             )
         return None
+
+    def _zero_gradient_gives_nan(self, group: Mapping[str, Any], dtypes: list[np.dtype]) -> bool:
+        """Whether ten steps with a zero gradient from the initial state make the parameter
+        NaN (0/0): by the float64 reference (``dtypes`` empty), or in this optimizer's 16-bit
+        set-up for one of ``dtypes`` while the float64 reference stays finite."""
+        try:
+            if not dtypes:
+                return bool(np.isnan(self._probe(group, np.zeros(1), None, 10)["param"]).any())
+            if self._zero_gradient_gives_nan(group, []):
+                return False
+            for dt in dtypes:
+                state = self._state_dtype_for(dt)
+                if not (is_16bit(dt) or is_16bit(state)):
+                    continue
+                if self.rounding == "per_op" and self._per_op_refusal(group) is not None:
+                    continue  # refused when the group is installed
+                if np.isnan(self._probe(group, np.zeros(1), dt, 10)["param"]).any():
+                    return True
+        except NotImplementedError:  # an optimizer without a reference
+            return False
+        return False
 
     def _install_group(self, group: dict[str, Any]) -> None:
         """Append a prepared group: rebind its parameters to new flat buffers."""
