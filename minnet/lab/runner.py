@@ -87,7 +87,7 @@ from minnet.lab.problem import Problem, train_problem
 from minnet.lab.scenarios import Scenario, make_problem
 from minnet.nn import Parameter
 from minnet.optim import Adam, Optimizer, validate_adam_hyperparameters
-from minnet.optim.optimizer import ROUNDING_MODES, LowPrecisionWarning
+from minnet.optim.optimizer import ROUNDING_MODES, EpsWarning
 
 __all__ = [
     "DEFAULT_EPS",
@@ -295,7 +295,7 @@ class RunSpec:
             # support, rounding models), with its own messages.
             dt = "float32" if isinstance(scenario, Problem) else self.dtype
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", LowPrecisionWarning)  # the point of the sweep
+                warnings.simplefilter("ignore", EpsWarning)  # the point of the sweep
                 member.cls([Parameter(np.zeros(1, dtype=as_dtype(dt)))],
                            **self._constructor_kwargs())  # fmt: skip
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
@@ -496,7 +496,7 @@ def run(spec: RunSpec) -> RunResult:
     if isinstance(spec.scenario, Problem):
         return _run_problem(spec)
     with _one_blas_thread(), np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowPrecisionWarning)  # an eps that rounds to 0: swept
+        warnings.simplefilter("ignore", EpsWarning)  # an eps that rounds to 0: swept
         problem = make_problem(spec.scenario, seed=spec.seed, dtype=spec.dtype)
         model, x, y, loss_fn = problem.model, problem.x, problem.y, problem.loss_fn
         optimizer = lookup(spec.optimizer).cls(model.parameters(), **spec.optimizer_kwargs())
@@ -540,7 +540,7 @@ def _run_problem(spec: RunSpec) -> RunResult:
     if spec.rounding != "fused":
         knobs["rounding"] = spec.rounding
     with _one_blas_thread(), np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowPrecisionWarning)
+        warnings.simplefilter("ignore", EpsWarning)
         rec = train_problem(problem, seed=spec.seed, lr=spec.lr, eps=spec.eps,
                             knobs=knobs, steps=spec.steps)  # fmt: skip
         optimizer = rec["optimizer"]

@@ -377,7 +377,10 @@ class Optimizer:
             ``FloatingPointError`` naming the parameters and the likely cause, and leave
             parameters and state as they were. Costs one extra read-only pass over the
             buffers; off by default (PyTorch lets NaN through). Also turns the warning about
-            an eps that the state dtype cannot hold into a ``ValueError`` at construction.
+            an eps that 16-bit storage loses into a ``ValueError`` at construction when the
+            loss is fatal (a zero gradient then gives 0/0, as ``rounding="per_op"`` with
+            ``eps=1e-8`` in float16); a set-up that works (``rounding="fused"`` keeps eps in
+            float32) only warns.
         state_dtype: the dtype of the optimizer state (``"float16"``, ``"bfloat16"``,
             ``"float32"``, ``"float64"`` or a NumPy dtype); ``None`` (default): each
             parameter's dtype. float64 only goes with float64.
