@@ -39,9 +39,9 @@ has no AdaBelief (no library fixture exists for AdaBelief in 16-bit either). The
 survives; ``eps_root`` is added to ``s`` in float32 and the step divides by that float32 ``s``,
 but ``s`` is *stored* in the state dtype, so a float16 state keeps none of it: it no longer
 accumulates from step to step (``s_hat`` carries one step's ``eps_root / bc2`` instead of up to
-``eps_root / (1 - beta2)``), and float16 stores ``s`` as 0 for prediction errors below about
-5.6e-3. The optimizer warns about both at construction; in bfloat16 (float32's range) both
-survive.
+``eps_root / (1 - beta2)``), and float16 stores ``s`` as 0 after a first step whose gradient
+is below about 5.6e-3. The optimizer warns about both at construction; in bfloat16 (float32's
+range) both survive.
 """
 
 from __future__ import annotations
