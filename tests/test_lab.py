@@ -259,6 +259,8 @@ def test_diverged_runs_are_kept(small_sweep: tuple) -> None:
         rows = result.runs.where(run=run_id)
         assert len(rows) == 6 and np.isnan(rows["loss"][1:]).all()
     assert info.where(diverged=True)["first_nonfinite_step"].tolist() == [1, 1]
+    # a run that never diverged has no first non-finite step: NaN (missing), not 0
+    assert np.isnan(info.where(diverged=False)["first_nonfinite_step"]).all()
 
 
 def test_csv_round_trip_is_exact(small_sweep: tuple, tmp_path) -> None:

@@ -970,7 +970,9 @@ class SweepResult:
         """One row per run: the run columns plus ``final_loss`` (loss at the last step),
         ``final_metric`` (the last metric evaluated, NaN if none),
         ``diverged`` (a non-finite loss or parameter at any step) and ``first_nonfinite_step``
-        (first step after which a parameter was NaN/inf, 0 if none)."""
+        (first step after which a parameter was NaN/inf, as a float; NaN for a run whose
+        parameters stayed finite, as ``final_metric`` without a metric, so that pandas reads
+        it as missing: ``df.first_nonfinite_step.isna()`` selects those runs)."""
         t = self.runs
         run_ids = t["run"]
         starts = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1]])
@@ -986,10 +988,11 @@ class SweepResult:
         cols["final_metric"] = final_metric
         bad = ~np.isfinite(t["loss"]) | (t["nonfinite"] > 0)
         cols["diverged"] = np.logical_or.reduceat(bad, starts) if len(t) else bad
-        first = np.zeros(len(starts), dtype=np.int64)
+        first = np.full(len(starts), np.nan)
         for j, (a, b) in enumerate(zip(starts, ends)):
             hits = np.flatnonzero(t["nonfinite"][a : b + 1] > 0)
-            first[j] = t["step"][a + hits[0]] if len(hits) else 0
+            if len(hits):
+                first[j] = t["step"][a + hits[0]]
         cols["first_nonfinite_step"] = first
         return Table(cols)
 
