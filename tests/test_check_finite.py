@@ -153,6 +153,7 @@ def test_off_by_default_and_identical_when_finite() -> None:
         max_size=4,
     ),
 )
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # eps=0 on purpose
 def test_parameters_stay_finite_or_the_step_is_refused(
     variant: dict[str, Any], dtype: type, eps: float, grads: list[np.ndarray]
 ) -> None:

@@ -53,6 +53,7 @@ def test_optimizer_skips_frozen_parameters(optimizer: str, kwargs: dict) -> None
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # eps=0 on purpose
 def test_frozen_from_the_start_with_eps_zero_stays_finite() -> None:
     model = nn.Sequential(nn.Linear(4, 3, dtype=np.float64, rng=0))
     model[0].bias.requires_grad = False

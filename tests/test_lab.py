@@ -125,6 +125,7 @@ def test_large_eps_slows_training_and_dominates_the_denominator(seed_runs: dict)
 
 
 @pytest.mark.parametrize("scenario", ["zero_features=100", "dead_units=10"])
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # eps=0 on purpose
 def test_eps_zero_turns_zero_gradient_weights_nan_at_step_1_and_everything_follows(
     scenario: str,
 ) -> None:

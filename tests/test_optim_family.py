@@ -63,6 +63,9 @@ from minnet.optim.adamax import ADAMAX_EPS_MODES
 from minnet.optim.optimizer import required
 from minnet.optim.rmsprop import RMSPROP_EPS_MODES
 
+# the tables take eps=0 on purpose (0/0 is what several tests check)
+pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
+
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion,
 ]  # fmt: skip

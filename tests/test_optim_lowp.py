@@ -78,6 +78,7 @@ def run_both(cls, dtype, state_dtype, rounding, options, eps, steps=6, n=257, se
     return p, opt
 
 
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # float16 state on purpose
 def test_per_op_rounds_every_op() -> None:
     # The two models must differ on float16 (else per_op would not round anything).
     a, _ = run_both(Adam, F16, None, "per_op", {}, 1e-4)
@@ -216,6 +217,7 @@ RECIPES = list(itertools.product(DTYPES, [None, "float32"]))
 
 
 @pytest.mark.parametrize(("dtype", "state_dtype"), RECIPES)
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # float16 state on purpose
 def test_state_dict_round_trip_16bit(dtype, state_dtype, tmp_path) -> None:
     rng = np.random.default_rng(5)
     values = rng.standard_normal(6)

@@ -41,7 +41,7 @@ F32 = np.dtype(np.float32)
 def _make(name: str, params: list[Parameter], **kwargs: Any) -> optim.Optimizer:
     """The optimizer ``name``, its eps warnings silenced."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowPrecisionWarning)
+        warnings.simplefilter("ignore", optim.EpsWarning)  # LowPrecisionWarning and eps=0
         return getattr(optim, name)(params, **kwargs)
 
 

@@ -27,7 +27,8 @@ from minnet.optim.optimizer import LowPrecisionWarning, Optimizer
 
 # Compiles ~100 kernel specialisations on a cold Numba cache: runs in `make test` (and CI),
 # skipped by `make test-fast`.
-pytestmark = pytest.mark.slow
+# float16 state on purpose: its warnings are tested where they are asserted (test_eps_warning).
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")]
 
 N = 261  # not a multiple of any vector width: the scalar tail runs too
 

@@ -912,7 +912,9 @@ class Optimizer:
             flat.zero_grad(threads, set_to_none)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Apply one update to every parameter, in place (every group, every dtype).
+        """Apply one update to every parameter that has a gradient, in place (every group,
+        every dtype). A parameter whose ``grad`` is ``None`` or whose ``requires_grad`` is
+        false is skipped, as in PyTorch: its values, state and step count stay as they are.
 
         ``closure``, as in PyTorch, is called first (it should recompute the loss and the
         gradients) and its value is returned. Options edited in ``param_groups`` are validated
