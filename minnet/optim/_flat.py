@@ -11,6 +11,11 @@ Parameters may be float16, bfloat16, float32 or float64, and the state may have 
 ``.grad``), while the kernel's arguments (:attr:`FlatBuffers.args`) are ``uint16`` views of the
 16-bit ones: kernels read and write the bit patterns with :mod:`minnet._lowp` and compute in
 :attr:`FlatBuffers.compute_dtype`.
+
+A parameter without a gradient (``p.grad is None``, PyTorch's cleared state) keeps its place
+in ``grad``, filled with zeros (``Parameter.grad``'s setter and :meth:`FlatBuffers.zero_grad`
+keep it so), and a step leaves it out: :meth:`FlatBuffers.step_runs` gives the runs of
+parameters that take the step, with their own step counts.
 """
 
 from __future__ import annotations

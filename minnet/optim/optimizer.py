@@ -168,7 +168,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from minnet import _pool
+from minnet import _lowp, _pool
 from minnet import threads as _threads
 from minnet.dtypes import FLOAT_DTYPES, as_dtype, bfloat16, float64, is_16bit
 from minnet.nn import Parameter
@@ -326,8 +326,6 @@ class LowPrecisionWarning(EpsWarning):
 
 
 def _lowp_format(dtype: np.dtype) -> int:
-    from minnet import _lowp
-
     return _lowp.storage_format(np.dtype(dtype))
 
 
