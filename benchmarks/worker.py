@@ -1,7 +1,8 @@
 """One benchmark worker process: builds one implementation, then times blocks of calls on demand.
 
 ``python -m benchmarks.worker step NAME`` | ``mlp NAME`` | ``opt NAME SHAPES`` |
-``stream N_STATE SIZES`` | ``family OPTIMIZER minnet|peer SIZES`` | ``lowp ROW SIZES`` (``ROW``: a
+``stream N_STATE SIZES`` | ``family OPTIMIZER minnet|peer SIZES`` | ``lowp ROW SIZES`` |
+``layer WORKLOAD/NAME THREADS`` (``benchmarks.layers``) (``ROW``: a
 name in ``benchmarks.impls.LOWP``, one argument); ``SHAPES`` is ``seed`` (the
 seed model's four arrays) or a parameter count, ``SIZES`` a comma-separated list of parameter
 counts (one instance per size). It prints one JSON line: ``{"ready": true, "per_call": {key:
@@ -38,6 +39,11 @@ def _build(argv: list[str]) -> dict[str, impls.Step]:
     if kind == "family":
         build = impls.family_minnet if argv[2] == "minnet" else impls.family_peer
         return {s: build(name, int(s)) for s in argv[3].split(",")}
+    if kind == "layer":
+        from benchmarks import layers
+
+        workload, impl = name.split("/")
+        return {"": layers.build(workload, impl, argv[2])}
     if kind == "lowp":
         return {s: impls.lowp_step(name, int(s)) for s in argv[2].split(",")}
     raise SystemExit(f"unknown worker kind {kind!r}")

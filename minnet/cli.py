@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="scenarios by name: digits (the digits classifier; needs scikit-learn: pip "
-        "install 'minnet[data]'), seed, zero_features=K, dead_units=K. Alone, only these are "
+        "install 'minnet[data]'), digits_cnn (a small CNN on the same digits), seed, "
+        "zero_features=K, dead_units=K. Alone, only these are "
         "trained; with --zero-features or --dead-units, they are added to those",
     )
     sw.add_argument(
@@ -437,11 +438,14 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name in args.scenarios or []:
         if name not in [str(s) for s in scenarios]:
             scenarios.append(name)
-    if "digits" in scenarios:
+    from minnet.lab.digits import PROBLEMS
+
+    if wanted := [s for s in scenarios if isinstance(s, str) and s in PROBLEMS]:
         try:
             import sklearn  # noqa: F401
         except ImportError:
-            parser.error("--scenarios digits needs scikit-learn: pip install 'minnet[data]'")
+            parser.error(f"--scenarios {' '.join(wanted)} needs scikit-learn: pip install "
+                         "'minnet[data]'")  # fmt: skip
     amsgrad = {"off": [False], "on": [True], "both": [False, True]}[args.amsgrad]
     eps = list(dict.fromkeys(args.eps))
     optimizers = list(dict.fromkeys(args.optimizer))

@@ -88,10 +88,20 @@ def test_wrong_feature_count_names_layer_expected_and_received() -> None:
         model[2](np.zeros((3, 10), np.float32))
 
 
-@pytest.mark.parametrize("shape", [(1000,), (2, 3, 1000), (0, 1000)])
-def test_wrong_ndim_or_empty_batch(shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("shape", [(0, 1000), (2, 0, 1000), ()])
+def test_empty_batch_or_scalar(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 1000\)"):
         seed_model()(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("shape", [(1000,), (2, 3, 1000)])
+def test_leading_dimensions_map_as_pytorch(shape: tuple[int, ...]) -> None:
+    # (*, in_features) -> (*, out_features): the rows of the 2-D call, reshaped.
+    model = seed_model()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    y = model(x)
+    assert y.shape == shape[:-1] + (10,)
+    np.testing.assert_array_equal(y.reshape(-1, 10), model(x.reshape(-1, 1000)))
 
 
 @pytest.mark.parametrize(

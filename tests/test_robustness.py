@@ -31,6 +31,9 @@ import minnet
 from minnet.nn import Linear, MSELoss, Parameter, ReLU, Sequential
 from minnet.optim import Adam
 
+# eps=0 on purpose in the edge-case tests
+pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
+
 SETTINGS = settings(
     max_examples=60,
     deadline=None,
@@ -122,7 +125,8 @@ def test_linear_forward_backward(
     x = maybe_list(data.draw, data.draw(any_array(shape)))
 
     def shape_ok(s: tuple[int, ...]) -> tuple[type, list[str]] | None:
-        if len(s) == 2 and s[1] == in_f and s[0] >= 1:
+        # (*, in_features) with at least one row, as PyTorch's Linear
+        if len(s) >= 1 and s[-1] == in_f and int(np.prod(s[:-1])) >= 1:
             return None
         return ValueError, [f"{label}: expected input of shape (N, {in_f})", f"got shape {s}"]
 
@@ -136,7 +140,7 @@ def test_linear_forward_backward(
     out = layer(x)
     w = layer.weight.data
     ref = xa @ w.T + (layer.bias.data if bias else 0)
-    assert out.dtype == dtype and out.shape == (xa.shape[0], out_f)
+    assert out.dtype == dtype and out.shape == xa.shape[:-1] + (out_f,)
     np.testing.assert_allclose(out, ref, rtol=TOL[dtype], atol=TOL[dtype])
 
     g_shape = data.draw(
@@ -156,10 +160,12 @@ def test_linear_forward_backward(
         check_error(exc, expected)
         assert not layer.weight.grad.any()  # nothing accumulated on error
         return
-    ga = g.astype(dtype)
+    ga = g.astype(dtype).reshape(-1, out_f)
+    xa2 = xa.reshape(-1, in_f)
     dx = layer.backward(g)
-    np.testing.assert_allclose(dx, ga @ w, rtol=TOL[dtype], atol=TOL[dtype])
-    np.testing.assert_allclose(layer.weight.grad, ga.T @ xa, rtol=TOL[dtype], atol=TOL[dtype])
+    assert dx.shape == xa.shape
+    np.testing.assert_allclose(dx.reshape(-1, in_f), ga @ w, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(layer.weight.grad, ga.T @ xa2, rtol=TOL[dtype], atol=TOL[dtype])
     if bias:
         np.testing.assert_allclose(layer.bias.grad, ga.sum(0), rtol=TOL[dtype], atol=TOL[dtype])
 

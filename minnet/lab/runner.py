@@ -87,7 +87,7 @@ from minnet.lab.problem import Problem, train_problem
 from minnet.lab.scenarios import Scenario, make_problem
 from minnet.nn import Parameter
 from minnet.optim import Adam, Optimizer
-from minnet.optim.optimizer import ROUNDING_MODES, LowPrecisionWarning
+from minnet.optim.optimizer import ROUNDING_MODES, EpsWarning
 
 __all__ = [
     "DEFAULT_EPS",
@@ -167,6 +167,13 @@ _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 # -- runs -----------------------------------------------------------------------------------------
 
 
+def _builtin_problem(name: str) -> bool:
+    """Whether ``name`` is a built-in Problem's (:data:`minnet.lab.digits.PROBLEMS`)."""
+    from minnet.lab.digits import PROBLEMS
+
+    return name in PROBLEMS
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one training run (the run is a pure function of it).
@@ -184,7 +191,7 @@ class RunSpec:
         seed: seed of the data and the initial weights.
         scenario: a :class:`~minnet.lab.scenarios.Scenario` or its name (``"zero_features=100"``),
             a :class:`~minnet.lab.problem.Problem` of your own, or a built-in problem's name
-            (``"digits"``, :data:`minnet.lab.digits.PROBLEMS`).
+            (``"digits"``, ``"digits_cnn"``, :data:`minnet.lab.digits.PROBLEMS`).
         dtype: ``"float32"``, ``"float64"``, ``"float16"`` or ``"bfloat16"``: the seed problem's
             data, model and parameters (:func:`~minnet.lab.scenarios.make_problem`); a Problem's
             model decides its own (``"float32"`` or ``"float64"`` only, recorded as given).
@@ -275,8 +282,10 @@ class RunSpec:
             object.__setattr__(self, "eps", float(eps))
         # The optimizer's own checks (lr, betas, modes and their combination), before any run.
         if name in ("Adam", "AdamW"):
-            Adam([Parameter(np.zeros(1))], lr=self.lr, betas=self.betas, eps=self.eps,
-                 amsgrad=self.amsgrad, eps_mode=self.eps_mode, amsgrad_max=self.amsgrad_max)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", EpsWarning)  # eps=0 is swept on purpose
+                Adam([Parameter(np.zeros(1))], lr=self.lr, betas=self.betas, eps=self.eps,
+                     amsgrad=self.amsgrad, eps_mode=self.eps_mode, amsgrad_max=self.amsgrad_max)
         if member is not None:
             if self.amsgrad or self.amsgrad_max != "raw":
                 if name not in ("Adam", "AdamW"):
@@ -294,7 +303,7 @@ class RunSpec:
             # support, rounding models), with its own messages.
             dt = "float32" if isinstance(scenario, Problem) else self.dtype
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", LowPrecisionWarning)  # the point of the sweep
+                warnings.simplefilter("ignore", EpsWarning)  # the point of the sweep
                 member.cls([Parameter(np.zeros(1, dtype=as_dtype(dt)))],
                            **self._constructor_kwargs())  # fmt: skip
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
@@ -311,7 +320,7 @@ class RunSpec:
     def _check_dtypes(self) -> None:
         """Normalize ``dtype``, ``state_dtype`` and ``rounding`` (names, ``"same"`` resolved)."""
         problem = isinstance(self.scenario, Problem) or (
-            isinstance(self.scenario, str) and self.scenario == "digits"
+            isinstance(self.scenario, str) and _builtin_problem(self.scenario)
         )
         dtype, state = _resolve_precision(self.dtype, self.state_dtype, problem)
         object.__setattr__(self, "dtype", dtype)
@@ -495,7 +504,7 @@ def run(spec: RunSpec) -> RunResult:
     if isinstance(spec.scenario, Problem):
         return _run_problem(spec)
     with _one_blas_thread(), np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowPrecisionWarning)  # an eps that rounds to 0: swept
+        warnings.simplefilter("ignore", EpsWarning)  # an eps that rounds to 0: swept
         problem = make_problem(spec.scenario, seed=spec.seed, dtype=spec.dtype)
         model, x, y, loss_fn = problem.model, problem.x, problem.y, problem.loss_fn
         optimizer = lookup(spec.optimizer).cls(model.parameters(), **spec.optimizer_kwargs())
@@ -539,7 +548,7 @@ def _run_problem(spec: RunSpec) -> RunResult:
     if spec.rounding != "fused":
         knobs["rounding"] = spec.rounding
     with _one_blas_thread(), np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowPrecisionWarning)
+        warnings.simplefilter("ignore", EpsWarning)
         rec = train_problem(problem, seed=spec.seed, lr=spec.lr, eps=spec.eps,
                             knobs=knobs, steps=spec.steps)  # fmt: skip
         optimizer = rec["optimizer"]
@@ -701,7 +710,9 @@ def grid(
     def precisions(scenario: Any) -> list[tuple[str, str, str]]:
         """The distinct (dtype, state_dtype, rounding) runs (see the docstring)."""
         out: dict[tuple[str, str, str], None] = {}
-        problem = isinstance(scenario, Problem) or scenario == "digits"
+        problem = isinstance(scenario, Problem) or (
+            isinstance(scenario, str) and _builtin_problem(scenario)
+        )
         for dt in dtype_list:
             for sd in state_list:
                 dt_name, sd_name = _resolve_precision(dt, sd, problem)
@@ -969,7 +980,9 @@ class SweepResult:
         """One row per run: the run columns plus ``final_loss`` (loss at the last step),
         ``final_metric`` (the last metric evaluated, NaN if none),
         ``diverged`` (a non-finite loss or parameter at any step) and ``first_nonfinite_step``
-        (first step after which a parameter was NaN/inf, 0 if none)."""
+        (first step after which a parameter was NaN/inf, as a float; NaN for a run whose
+        parameters stayed finite, as ``final_metric`` without a metric, so that pandas reads
+        it as missing: ``df.first_nonfinite_step.isna()`` selects those runs)."""
         t = self.runs
         run_ids = t["run"]
         starts = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1]])
@@ -985,10 +998,11 @@ class SweepResult:
         cols["final_metric"] = final_metric
         bad = ~np.isfinite(t["loss"]) | (t["nonfinite"] > 0)
         cols["diverged"] = np.logical_or.reduceat(bad, starts) if len(t) else bad
-        first = np.zeros(len(starts), dtype=np.int64)
+        first = np.full(len(starts), np.nan)
         for j, (a, b) in enumerate(zip(starts, ends)):
             hits = np.flatnonzero(t["nonfinite"][a : b + 1] > 0)
-            first[j] = t["step"][a + hits[0]] if len(hits) else 0
+            if len(hits):
+                first[j] = t["step"][a + hits[0]]
         cols["first_nonfinite_step"] = first
         return Table(cols)
 

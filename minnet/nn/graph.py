@@ -61,36 +61,79 @@ class _DerivedMarker:
 DERIVED: Any = _DerivedMarker()
 
 
+class NeedsBackward:
+    """The producer of an output that a module with only a ``forward`` computed by NumPy from
+    its sub-modules' outputs: backward cannot run through it, and says what to write."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def parents(self) -> tuple[Any, ...]:
+        return ()
+
+    def error(self) -> NotImplementedError:
+        name = type(self.module).__name__
+        return NotImplementedError(
+            f"{self.module._label()} defines no backward(), and its forward computed its output "
+            "from its sub-modules' outputs with operations minnet does not record (NumPy "
+            "arithmetic, indexing, reshapes, concatenation, ...), so backward cannot run through "
+            f"it. Give {name} a method `def backward(self, grad_out):` that returns dLoss/d(input) "
+            "for dLoss/d(output) `grad_out`: call each sub-module's backward in reverse order of "
+            "the forward's calls (`g = self.fc2.backward(g)`; it adds into their parameters' "
+            ".grad) and write the derivative of the NumPy steps in between; or make the forward "
+            "call modules only (nn.functional, nn.Flatten, ...)."
+        )
+
+    def __repr__(self) -> str:
+        return f"<needs a backward(): {self.module._label()}>"
+
+
 class Call:
     """One call of a module outside ``no_grad``: the module, its saved state and the call that
     produced its input (``parent``; ``None`` for data, :data:`DERIVED` for an array computed
     from a module's output by NumPy).
 
+    A module with several array inputs (attention's query, key and value) records the producer
+    of its first input in ``parent`` and those of the others in ``others`` (a tuple; ``None``
+    for the usual one-input call); its backward then returns one gradient per input, in order.
+    When every input is the same array (self-attention), the call has that one input and its
+    backward returns one gradient (the sum over the roles the array played).
+
     ``state`` is ``None`` once backward has used it. A module with a hand-written ``backward``
     that calls other modules keeps their calls in ``children`` instead of a state of its own.
     """
 
-    __slots__ = ("module", "state", "parent", "children", "__weakref__")
+    __slots__ = ("module", "state", "parent", "children", "others", "__weakref__")
 
-    def __init__(self, module: Any, state: Any, parent: Any, children: list[Any] | None = None):
+    def __init__(self, module: Any, state: Any, parent: Any, children: list[Any] | None = None,
+                 others: tuple[Any, ...] | None = None) -> None:  # fmt: skip
         self.module = module
         self.state = state
         self.parent = parent
         self.children = children
+        self.others = others
 
     def parents(self) -> tuple[Any, ...]:
-        """The calls whose outputs this call's input came from."""
-        return (self.parent,)
+        """The calls whose outputs this call's inputs came from."""
+        if self.others is None:
+            return (self.parent,)
+        return (self.parent, *self.others)
 
     def name(self) -> str:
         """``"LinearBackward"``, ... (PyTorch's ``grad_fn`` names end in ``Backward0``)."""
         return f"{type(self.module).__name__}Backward"
 
     def apply(self, grad: Any, retain: bool) -> tuple[Any, ...]:
-        """Run the module's backward on this call's state: ``(dLoss/d(input),)``."""
+        """Run the module's backward on this call's state: ``(dLoss/d(input),)``, or one
+        gradient per input for a call with several inputs."""
         if self.state is None and self.children is None:
             raise RuntimeError(_SECOND)
-        return (self.module._run_call(self, grad, self.parent is not None, retain),)
+        if self.others is None:
+            return (self.module._run_call(self, grad, self.parent is not None, retain),)
+        wanted = any(p is not None for p in self.parents())
+        return tuple(self.module._run_call(self, grad, wanted, retain))
 
     def __repr__(self) -> str:
         return f"<{self.name()} of {self.module._label()}>"
@@ -137,7 +180,7 @@ def _check(node: Any) -> None:
     if type(node) is Call:
         if node.state is None and node.children is None:
             raise RuntimeError(f"{node.module._label()}: {_SECOND}")
-        if node.parent is DERIVED:
+        if node.parent is DERIVED or (node.others is not None and DERIVED in node.others):
             raise RuntimeError(
                 f"{node.module._label()}: its input was computed from a module's output by an "
                 "operation minnet does not record (NumPy arithmetic, indexing, concatenation, "
@@ -145,6 +188,8 @@ def _check(node: Any) -> None:
                 "forward does this a backward() method, or pass .detach() of the array if no "
                 "gradient should flow there."
             )
+    elif type(node) is NeedsBackward:
+        raise node.error()
     elif node.done:
         raise RuntimeError(_SECOND)
 
@@ -161,7 +206,7 @@ def run_backward(root: Any, grad: Any, retain: bool = False, inside: Any = None)
     # The usual graph is a chain of module calls (a loss after a model): checked, then run.
     chain = []
     node = root
-    while type(node) is Call:
+    while type(node) is Call and node.others is None:
         if node.parent is DERIVED or (node.state is None and node.children is None):
             _check(node)
         chain.append(node)
@@ -198,7 +243,7 @@ def run_backward(root: Any, grad: Any, retain: bool = False, inside: Any = None)
         for node in order:  # a chain: each call's input gradient goes to the next one
             g = node.apply(g, retain)[0]
             if not retain and type(node) is Call:
-                node.parent = None
+                node.parent = node.others = None
         return
     # A graph with shared calls: run a call once every consumer has added its gradient.
     grads: dict[int, Any] = {id(root): grad}
@@ -217,7 +262,7 @@ def run_backward(root: Any, grad: Any, retain: bool = False, inside: Any = None)
             if pending[k] == 0:
                 ready.append(p)
         if not retain and type(node) is Call:
-            node.parent = None
+            node.parent = node.others = None
 
 
 def _run_inside(root: Any, grad: Any, retain: bool, inside: set[int]) -> Any:
@@ -233,7 +278,7 @@ def _run_inside(root: Any, grad: Any, retain: bool, inside: set[int]) -> Any:
     stack, seen = [root], {id(root)}
     while stack:
         node = stack.pop()
-        if type(node) is not Call or node.parent is not DERIVED:  # DERIVED: a boundary
+        if type(node) is not Call or DERIVED not in node.parents():  # DERIVED: a boundary
             _check(node)
         order.append(node)
         for p in node.parents():

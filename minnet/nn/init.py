@@ -23,7 +23,7 @@ from minnet.random import resolve_rng
 
 __all__ = [
     "calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",
-    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_",
 ]  # fmt: skip
 
 
@@ -155,3 +155,53 @@ def kaiming_normal_(
     """He normal: ``N(0, std**2)``, ``std = gain / sqrt(fan)``."""
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std, generator)
+
+
+def trunc_normal_(
+    tensor: Any,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    generator: Any = None,
+) -> Any:
+    """Fill with ``N(mean, std**2)`` truncated to ``[a, b]`` (PyTorch's defaults ``a=-2, b=2``
+    are absolute bounds, not multiples of ``std``). Drawn by PyTorch's method: uniform on
+    ``[cdf(a), cdf(b)]`` of the standard normal, mapped through the inverse CDF (``erfinv``),
+    scaled by ``std``, shifted by ``mean`` and clipped to ``[a, b]``."""
+    arr = _array(tensor, "trunc_normal_")
+    if not std >= 0 or not a < b:
+        raise ValueError(f"trunc_normal_: need std >= 0 and a < b, got std={std}, a={a}, b={b}")
+
+    def cdf(v: float) -> float:
+        return (1.0 + math.erf(v / math.sqrt(2.0))) / 2.0
+
+    if std == 0:
+        return _fill(tensor, np.clip(np.full(arr.shape, float(mean)), a, b), "trunc_normal_")
+    lo, hi = cdf((a - mean) / std), cdf((b - mean) / std)
+    u = resolve_rng(generator, "trunc_normal_").uniform(2 * lo - 1, 2 * hi - 1, arr.shape)
+    values = _erfinv(u) * (std * math.sqrt(2.0)) + mean
+    return _fill(tensor, np.clip(values, a, b), "trunc_normal_")
+
+
+def _erfinv(y: np.ndarray) -> np.ndarray:
+    """Inverse error function on ``(-1, 1)``: Giles's single-precision approximation refined
+    by two Newton steps on ``erf`` (float64-accurate)."""
+    y = np.clip(np.asarray(y, dtype=np.float64), -1 + 1e-16, 1 - 1e-16)
+    w = -np.log((1.0 - y) * (1.0 + y))
+    small = w < 5.0
+    ws = w - 2.5
+    p1 = 2.81022636e-08
+    for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
+              -0.00417768164, 0.246640727, 1.50140941):  # fmt: skip
+        p1 = c + p1 * ws
+    wl = np.sqrt(w) - 3.0
+    p2 = -0.000200214257
+    for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
+              0.00943887047, 1.00167406, 2.83297682):  # fmt: skip
+        p2 = c + p2 * wl
+    x = np.where(small, p1, p2) * y
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    for _ in range(2):
+        x = x - (erf(x) - y) / (2.0 / math.sqrt(math.pi) * np.exp(-x * x))
+    return x

@@ -12,8 +12,9 @@ from minnet import _pool
 from minnet import threads as _threads
 from minnet.nn._util import FLOAT32, _as_float_array, _float_dtype, _is_low
 from minnet.nn.activation import ReLU, _relu_into
+from minnet.nn.grad_mode import is_grad_enabled
 from minnet.nn.module import Module
-from minnet.nn.parameter import Parameter, _accumulate_grad
+from minnet.nn.parameter import Parameter, _accumulate_grad, _grad_to_add_into
 from minnet.random import resolve_rng
 
 
@@ -190,19 +191,25 @@ class Linear(Module):
         self._grads_ok = ()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x @ W.T + b`` for ``x`` of shape ``(N, in_features)``; a new array.
+        """``x @ W.T + b`` for ``x`` of shape ``(*, in_features)``; a new array of shape
+        ``(*, out_features)``, as PyTorch's.
 
-        Only 2-D input: PyTorch also maps ``(*, in_features)`` over leading dimensions, minnet
-        asks for ``Flatten()`` first (images) or a reshape to ``(N, in_features)``.
+        An input of other than two dimensions (a sequence batch ``(N, T, in_features)``, a
+        single row ``(in_features,)``) is reshaped to ``(-1, in_features)`` (a view when NumPy
+        can make one), runs the 2-D products, and the result and the input gradient are
+        reshaped back.
         """
         return self._forward(x, False)
 
     def _forward(self, x: np.ndarray, internal: bool) -> np.ndarray:
         x = _as_float_array(x, self._label(), "input", self.dtype)
         if x.ndim != 2 or x.shape[1] != self.in_features or x.shape[0] == 0:
+            if x.ndim != 2 and x.ndim >= 1 and x.shape[-1] == self.in_features and x.size > 0:
+                return self._forward_nd(x)
             raise ValueError(
-                f"{self._label()}: expected input of shape (N, {self.in_features}) with N >= 1 "
-                f"(in_features={self.in_features}), got shape {x.shape}"
+                f"{self._label()}: expected input of shape (N, {self.in_features}) (or (*, "
+                f"{self.in_features})) with at least one row (in_features={self.in_features}), "
+                f"got shape {x.shape}"
             )
         keep = self._keep()
         if keep:
@@ -235,6 +242,30 @@ class Linear(Module):
         # C-contiguous array, so a kept y_pred is never overwritten by the next forward.
         return out_t.T if internal else np.ascontiguousarray(out_t.T)
 
+    def _forward_nd(self, x: np.ndarray) -> np.ndarray:
+        """The forward of an input ``(*, in_features)`` of other than 2 dimensions: the 2-D
+        forward on ``(-1, in_features)``, reshaped; the N-D input is kept, so that backward
+        knows the shape to return."""
+        lead = x.shape[:-1]
+        out = self._forward(x.reshape(-1, self.in_features), False)
+        if self._x is not None and is_grad_enabled():
+            self._x = x
+        return out.reshape(lead + (self.out_features,))
+
+    def _backward_nd(self, x: np.ndarray, grad_out: Any, input_grad: bool) -> Any:
+        """The backward of :meth:`_forward_nd`'s call: the 2-D backward on the reshaped
+        arrays, the input gradient reshaped to ``x``'s shape."""
+        lead = x.shape[:-1]
+        g = _as_float_array(grad_out, self._label(), "grad_out", self.dtype)
+        expected = lead + (self.out_features,)
+        if g.shape != expected:
+            raise ValueError(
+                f"{self._label()}: grad_out must have the output's shape {expected}, got {g.shape}"
+            )
+        self._x = x.reshape(-1, self.in_features)
+        dx = self._backward(g.reshape(-1, self.out_features), False, input_grad)
+        return None if dx is None else dx.reshape(x.shape)
+
     def _forward_low(self, x: np.ndarray) -> np.ndarray:
         """The 16-bit forward: float32 products and bias, one rounding to ``self.dtype``."""
         out_t = np.empty((self.out_features, x.shape[0]), FLOAT32)
@@ -251,6 +282,8 @@ class Linear(Module):
         x = self._x
         if x is None:
             raise self._nothing_saved()
+        if x.ndim != 2:
+            return self._backward_nd(x, grad_out, input_grad)
         grad_out = _as_float_array(grad_out, self._label(), "grad_out", self.dtype)
         expected = (x.shape[0], self.out_features)
         if grad_out.shape != expected:
@@ -324,9 +357,7 @@ class Linear(Module):
             if p is None or not p.requires_grad:
                 grads.append(None)
                 continue
-            g = p.grad
-            if g is None:  # PyTorch's cleared state: start from zeros
-                g = p.grad = np.zeros(p.data.shape, p.data.dtype)
+            g = _grad_to_add_into(p)  # a None (cleared) .grad starts from zeros
             if (
                 not isinstance(g, np.ndarray)
                 or g.shape != p.data.shape

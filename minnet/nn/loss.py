@@ -17,6 +17,7 @@ model's last layer expects.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any
 
@@ -312,9 +313,7 @@ class CrossEntropyLoss(_Loss):
                 f"CrossEntropyLoss: label_smoothing must be a float, got {label_smoothing!r}"
             )
         if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(
-                f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}"
-            )
+            raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
         self._saved: tuple[Any, ...] | None = None
 
@@ -529,3 +528,383 @@ class BCEWithLogitsLoss(_Loss):
         if g is not None:
             dx *= g
         return dx if dx.dtype == in_dtype else dx.astype(in_dtype)
+
+
+def _broadcast_weight(
+    arr: np.ndarray | None, where: str, what: str, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray | None:
+    """``arr`` (a weight) cast to ``dtype`` and broadcast to the input's ``shape``."""
+    if arr is None:
+        return None
+    try:
+        return np.broadcast_to(arr.astype(dtype), shape)
+    except ValueError:
+        raise ValueError(
+            f"{where}: {what} of shape {arr.shape} cannot be broadcast to the input's shape {shape}"
+        ) from None
+
+
+class _PointwiseLoss(_Loss):
+    """A loss that is a function of each element of ``input`` and ``target`` (same shapes):
+    subclasses give ``_pointwise(x, t) -> (loss, dloss/dx)`` per element, computed in the
+    input's compute dtype; the reduction and ``backward`` are shared. ``"mean"`` divides by the
+    number of elements (``_divisor`` may change that)."""
+
+    _state_attrs = ("_saved",)
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self._saved: tuple[Any, ...] | None = None
+
+    def _pointwise(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _divisor(self, x: np.ndarray) -> int:
+        return x.size
+
+    def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
+        """The loss (a NumPy scalar of ``input``'s dtype, float32 for 16-bit input; an array
+        of the input's shape for "none")."""
+        name = type(self).__name__
+        x, in_dtype = self._input(input)
+        dtype = x.dtype
+        t = _as_float_array(target, name, "target", dtype)
+        if t.shape != x.shape:
+            raise ValueError(
+                f"{name}: input shape {x.shape} and target shape {t.shape} differ (minnet does "
+                "not broadcast; use the same shape)"
+            )
+        if x.size == 0:
+            raise ValueError(f"{name}: got empty input of shape {x.shape}")
+        loss, dloss = self._pointwise(x, t)
+        if is_grad_enabled():
+            self._saved = (dloss, self._divisor(x), in_dtype)
+        if self.reduction == "none":
+            return loss
+        total = loss.sum()
+        if self.reduction in ("mean", "batchmean"):
+            total = total / dtype.type(self._divisor(x))
+        return dtype.type(total)
+
+    def backward(self, grad: Any = None) -> np.ndarray:
+        """dLoss/d(input): the elementwise derivative times ``grad`` (and ``1 / n`` for
+        "mean")."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
+        if self._saved is None:
+            raise ValueError(f"{type(self).__name__}: backward called before the loss was computed")
+        dloss, divisor, in_dtype = self._saved
+        dtype = dloss.dtype
+        g = self._upstream(grad, dloss.shape, dtype)
+        dx = dloss.copy()
+        if self.reduction in ("mean", "batchmean"):
+            dx /= dtype.type(divisor)
+        if g is not None:
+            dx *= g
+        return dx if dx.dtype == in_dtype else dx.astype(in_dtype)
+
+
+class L1Loss(_PointwiseLoss):
+    """Absolute error, PyTorch's ``L1Loss``: ``|input - target|`` per element; "mean" (the
+    default) divides the sum by the number of elements. Backward: ``sign(input - target)``
+    (0 where they are equal, as PyTorch)."""
+
+    def _pointwise(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = x - t
+        return np.abs(d), np.sign(d)
+
+
+class SmoothL1Loss(_PointwiseLoss):
+    """PyTorch's ``SmoothL1Loss(reduction="mean", beta=1.0)``: with ``d = input - target``,
+    ``0.5 * d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 * beta``; ``beta = 0`` is
+    :class:`L1Loss`. Backward: ``d / beta`` inside, ``sign(d)`` outside (``-1`` for ``d <=
+    -beta``, ``1`` for ``d >= beta``, as PyTorch's kernel); ``beta = 0`` is PyTorch's
+    ``l1_loss``, whose derivative is ``sign(d)`` (0 at ``d = 0``). It equals
+    ``HuberLoss(delta=beta) / beta``.
+
+    Args:
+        reduction: "mean" (default), "sum" or "none".
+        beta: the threshold between the quadratic and the linear part, ``>= 0``. Default 1.0.
+    """
+
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
+            raise TypeError(f"SmoothL1Loss: beta must be a float, got {beta!r}")
+        if not beta >= 0:
+            raise ValueError("smooth_l1_loss does not support negative values for beta.")
+        self.beta = float(beta)
+
+    def _pointwise(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = x - t
+        z = np.abs(d)
+        beta = x.dtype.type(self.beta)
+        if self.beta == 0.0:  # PyTorch runs l1_loss then: sign(d), 0 at d = 0
+            return z, np.sign(d)
+        half = x.dtype.type(0.5)
+        loss = np.where(z < beta, half * d * d / beta, z - half * beta)
+        one = x.dtype.type(1)
+        dloss = np.where(d <= -beta, -one, np.where(d >= beta, one, d / beta))
+        return loss, dloss
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, beta={self.beta}"
+
+
+class HuberLoss(_PointwiseLoss):
+    """PyTorch's ``HuberLoss(reduction="mean", delta=1.0)``: with ``d = input - target``,
+    ``0.5 * d**2`` where ``|d| < delta``, else ``delta * (|d| - 0.5 * delta)``. Backward:
+    ``d`` inside, ``delta * sign(d)`` outside (``|d| > delta``).
+
+    Args:
+        reduction: "mean" (default), "sum" or "none".
+        delta: the threshold, ``> 0``. Default 1.0.
+    """
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float, np.integer, np.floating)):
+            raise TypeError(f"HuberLoss: delta must be a float, got {delta!r}")
+        if not delta > 0:
+            raise ValueError("huber_loss does not support non-positive values for delta.")
+        self.delta = float(delta)
+
+    def _pointwise(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = x - t
+        z = np.abs(d)
+        delta = x.dtype.type(self.delta)
+        half = x.dtype.type(0.5)
+        loss = np.where(z < delta, half * d * d, delta * (z - half * delta))
+        dloss = np.where(d < -delta, -delta, np.where(d > delta, delta, d))
+        return loss, dloss
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, delta={self.delta}"
+
+
+#: PyTorch's floor of ``log(x)`` and ``log(1 - x)`` in ``BCELoss`` (so ``x = 0`` or ``1``
+#: gives a finite loss of at most 100 per element).
+BCE_LOG_FLOOR = -100.0
+#: PyTorch's floor of ``x * (1 - x)`` in ``BCELoss``'s backward: its kernel's ``EPSILON = 1e-12``
+#: is a C++ ``float``, so the floor is float32's nearest value to 1e-12 (9.999999960041972e-13)
+#: in float64 too.
+BCE_GRAD_EPS = float(np.float32(1e-12))
+
+
+class BCELoss(_PointwiseLoss):
+    """Binary cross entropy of probabilities, PyTorch's ``BCELoss``::
+
+        l = -weight * (t * max(log(x), -100) + (1 - t) * max(log1p(-x), -100))
+        dl/dx = weight * (x - t) / max(x * (1 - x), 1e-12)
+
+    Two constants act like an eps here, both PyTorch's and neither configurable: the clamp of
+    each log at ``-100`` (:data:`BCE_LOG_FLOOR`; a probability of exactly 0 or 1 costs at most
+    100 instead of ``inf``) and the floor ``1e-12`` (:data:`BCE_GRAD_EPS`) of ``x * (1 - x)``
+    in the gradient (at ``x = 0`` with ``t = 1`` the gradient is about ``-1e12``, not ``-inf``;
+    the floor is float32's 1e-12, 9.999999960041972e-13, in every dtype, as in PyTorch's
+    kernel; the gradient is this formula even where the forward's log was clamped). Keras's
+    ``binary_crossentropy`` clips ``x`` to ``[eps, 1 - eps]`` with ``eps = 1e-7`` instead. On
+    logits, :class:`BCEWithLogitsLoss` is exact and needs neither.
+
+    ``input`` must lie in ``[0, 1]`` (``ValueError`` otherwise, as PyTorch's check).
+
+    Args:
+        weight: rescaling broadcast to ``input``'s shape. Default ``None``.
+        reduction: "mean" (default), "sum" or "none".
+    """
+
+    def __init__(self, weight: np.ndarray | None = None, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.weight = _weight_vector(weight, "BCELoss", "weight")
+
+    def _pointwise(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not np.all((x >= 0) & (x <= 1)):
+            raise ValueError("BCELoss: all elements of input should be between 0 and 1")
+        dtype = x.dtype
+        one = dtype.type(1)
+        floor = dtype.type(BCE_LOG_FLOOR)
+        with np.errstate(divide="ignore"):
+            log_x = np.maximum(np.log(x), floor)
+            log_1mx = np.maximum(np.log1p(-x), floor)
+        loss = (t - one) * log_1mx - t * log_x
+        dloss = (x - t) / np.maximum((one - x) * x, dtype.type(BCE_GRAD_EPS))
+        w = _broadcast_weight(self.weight, "BCELoss", "weight", x.shape, dtype)
+        if w is not None:
+            loss = loss * w
+            dloss = dloss * w
+        return loss, dloss
+
+
+class KLDivLoss(_PointwiseLoss):
+    """Kullback-Leibler divergence, PyTorch's ``KLDivLoss(reduction="mean", log_target=False)``:
+    ``input`` holds log-probabilities, ``target`` probabilities (``log_target=False``) or
+    log-probabilities (``True``)::
+
+        l = t * (log(t) - x)            (0 where t = 0: xlogy(t, t) - t * x)
+        l = exp(t) * (t - x)            (log_target=True)
+
+    Backward: ``-t`` (``-exp(t)`` with ``log_target``). Reductions: "none", "sum", "mean" (the
+    sum divided by the number of *elements*, PyTorch's default, which is not the KL divergence:
+    PyTorch warns, and so does minnet) and "batchmean" (the sum divided by the batch size
+    ``input.shape[0]``: the KL divergence per sample, what the math means).
+
+    Args:
+        reduction: "mean" (default), "batchmean", "sum" or "none".
+        log_target: whether ``target`` is given as log-probabilities. Default ``False``.
+    """
+
+    def __init__(self, reduction: str = "mean", log_target: bool = False) -> None:
+        if reduction not in _REDUCTIONS + ("batchmean",):
+            raise ValueError(
+                f"{reduction!r} is not a valid value for reduction; use 'none', 'mean', "
+                "'batchmean' or 'sum'"
+            )
+        super().__init__("mean" if reduction == "batchmean" else reduction)
+        self.reduction = reduction
+        if not isinstance(log_target, (bool, np.bool_)):
+            raise TypeError(f"KLDivLoss: log_target must be a bool, got {log_target!r}")
+        self.log_target = bool(log_target)
+
+    def _divisor(self, x: np.ndarray) -> int:
+        if self.reduction == "batchmean":
+            return x.shape[0] if x.ndim > 0 else 1
+        return x.size
+
+    def _pointwise(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.reduction == "mean":
+            warnings.warn(
+                "reduction: 'mean' divides the total loss by both the batch size and the "
+                "support size.'batchmean' divides only by the batch size, and aligns with the "
+                "KL div math definition.'mean' will be changed to behave the same as "
+                "'batchmean' in the next major release.",
+                UserWarning,
+                stacklevel=4,
+            )
+        if self.log_target:
+            et = np.exp(t)
+            return et * (t - x), -et
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xlogy = np.where(t == 0, t.dtype.type(0), t * np.log(t))
+        return xlogy - t * x, -t
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, log_target={self.log_target}"
+
+
+class NLLLoss(_Loss):
+    """Negative log likelihood of log-probabilities, PyTorch's ``NLLLoss``: ``l_n = -w[y_n] *
+    input[n, y_n]`` (0 where ``y_n == ignore_index``); "mean" divides the sum by ``sum_n
+    w[y_n]`` over the non-ignored samples (NaN when all are ignored), as
+    :class:`CrossEntropyLoss` does. ``CrossEntropyLoss(x, y) == NLLLoss(log_softmax(x), y)``.
+    Backward: ``-w[y_n]`` at ``(n, y_n)``, zero elsewhere (divided by the divisor for "mean").
+
+    Shapes: ``input`` ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)``; ``target`` integer class
+    indices ``(N,)``, ``()`` or ``(N, d1, ...)``.
+
+    Args:
+        weight: per-class rescaling ``(C,)``. Default ``None``.
+        ignore_index: target value that contributes neither loss nor gradient. Default -100.
+        reduction: "mean" (default), "sum" or "none".
+    """
+
+    _state_attrs = ("_saved",)
+
+    def __init__(
+        self, weight: np.ndarray | None = None, ignore_index: int = -100, reduction: str = "mean"
+    ) -> None:
+        super().__init__(reduction)
+        self.weight = _weight_vector(weight, "NLLLoss", "weight")
+        if self.weight is not None and self.weight.ndim != 1:
+            raise ValueError(
+                f"NLLLoss: weight must be 1-D (one entry per class), got shape {self.weight.shape}"
+            )
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            raise TypeError(f"NLLLoss: ignore_index must be an int, got {ignore_index!r}")
+        self.ignore_index = int(ignore_index)
+        self._saved: tuple[Any, ...] | None = None
+
+    def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
+        """The loss (a NumPy scalar of ``input``'s dtype, float32 for 16-bit input; an array
+        of the target's shape for "none")."""
+        x, in_dtype = self._input(input)
+        dtype = x.dtype
+        if x.ndim == 0 or x.size == 0:
+            raise ValueError(
+                "NLLLoss: expected input of shape (N, C) or (C,) with at least one element, "
+                f"got {x.shape}"
+            )
+        c = x.shape[0] if x.ndim == 1 else x.shape[1]
+        t = _asarray(target, "NLLLoss", "target")
+        batch_shape = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
+        if t.dtype.kind not in "iu":
+            raise TypeError(f"NLLLoss: target must hold integer class indices, got dtype {t.dtype}")
+        if t.shape != batch_shape:
+            raise ValueError(
+                f"NLLLoss: target shape {t.shape} does not match input shape {x.shape}: "
+                f"expected {batch_shape} (the input's shape without the class dimension 1)"
+            )
+        w = None
+        if self.weight is not None:
+            if self.weight.shape != (c,):
+                raise RuntimeError(
+                    f"NLLLoss: weight tensor should be defined either for all {c} classes or "
+                    f"no classes but got weight tensor of shape: {list(self.weight.shape)}"
+                )
+            w = self.weight.astype(dtype)
+        x2 = x.reshape(1, c) if x.ndim == 1 else np.moveaxis(x, 1, -1).reshape(-1, c)
+        y = t.reshape(-1).astype(np.int64)
+        ignored = y == self.ignore_index
+        bad = ~ignored & ((y < 0) | (y >= c))
+        if bad.any():
+            raise IndexError(
+                f"NLLLoss: Target {int(y[bad][0])} is out of bounds (classes 0..{c - 1}, "
+                f"ignore_index={self.ignore_index})"
+            )
+        yc = np.where(ignored, 0, y)
+        rows = np.arange(y.shape[0])
+        wy = (w[yc] if w is not None else np.ones(y.shape[0], dtype)).astype(dtype)
+        wy[ignored] = 0
+        per = -wy * x2[rows, yc]
+        divisor = wy.sum(dtype=dtype)
+        if is_grad_enabled():
+            self._saved = (yc, wy, divisor, x.shape, batch_shape, in_dtype, dtype)
+        if self.reduction == "none":
+            return per.reshape(batch_shape)
+        total = per.sum()
+        if self.reduction == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = total / divisor
+        return dtype.type(total)
+
+    def backward(self, grad: Any = None) -> np.ndarray:
+        """dLoss/d(input): ``-w[y_n]`` at each target position, times ``grad`` (and ``1 /
+        divisor`` for "mean")."""
+        return self._legacy(self._loss_backward, grad)
+
+    def _loss_backward(self, grad: Any) -> np.ndarray:
+        if self._saved is None:
+            raise ValueError("NLLLoss: backward called before the loss was computed")
+        yc, wy, divisor, in_shape, batch_shape, in_dtype, dtype = self._saved
+        g = self._upstream(grad, batch_shape, dtype)
+        c = in_shape[0] if len(in_shape) == 1 else in_shape[1]
+        coef = -wy
+        if self.reduction == "none":
+            coef = coef * g.reshape(-1)
+        else:
+            if self.reduction == "mean":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    coef = coef / divisor
+            if g is not None:
+                coef = coef * g
+        dx = np.zeros((yc.shape[0], c), dtype)
+        dx[np.arange(yc.shape[0]), yc] = coef
+        if dx.dtype != in_dtype:
+            dx = dx.astype(in_dtype)
+        if len(in_shape) == 1:
+            return dx.reshape(in_shape)
+        moved = (in_shape[0],) + in_shape[2:] + (in_shape[1],)
+        return np.ascontiguousarray(np.moveaxis(dx.reshape(moved), -1, 1))
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"

@@ -14,7 +14,7 @@ from minnet.nn import graph as _graph
 from minnet.nn._util import BFLOAT16, _asarray, _float_dtype, _is_float
 from minnet.nn.grad_mode import _mode, is_grad_enabled
 from minnet.nn.graph import Call, Output
-from minnet.nn.parameter import Parameter
+from minnet.nn.parameter import Parameter, _revive_grads
 
 _PLAIN = (bool, np.ndarray)
 
@@ -83,6 +83,7 @@ def _user_backward(fn: Any) -> Any:
     @functools.wraps(fn)
     def backward(self: Module, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
+        _revive_grads(self._grad_params())  # so that ``p.grad += g`` works after zero_grad()
         if d.get("_in_backward"):  # super().backward(), or a run that queued the calls already
             return fn(self, *args, **kwargs)
         call = self._pick_call()
@@ -172,6 +173,10 @@ class Module:
     #: Whether this module's forward calls modules whose calls must be recorded in its own.
     _records: bool = False
     _is_loss: bool = False
+    #: Names of the array arguments a built-in layer with several inputs differentiates
+    #: (attention's ``("query", "key", "value")``): its calls record the producer of each
+    #: (see :meth:`_call_inputs`). Empty for the usual one-input layer.
+    _inputs: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -186,6 +191,8 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_non_persistent_buffers_set", set())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -211,7 +218,15 @@ class Module:
                 )
             params = self.__dict__.get("_parameters")
             modules = self.__dict__.get("_modules")
-            if params and name in params:
+            buffers = self.__dict__.get("_buffers")
+            if buffers and name in buffers:
+                if value is not None and not isinstance(value, np.ndarray):
+                    raise TypeError(
+                        f"cannot assign '{type(value).__name__}' as buffer '{name}' "
+                        "(np.ndarray or None expected)"
+                    )
+                buffers[name] = value
+            elif params and name in params:
                 if value is not None:
                     raise TypeError(
                         f"cannot assign '{type(value).__name__}' as parameter '{name}' "
@@ -238,7 +253,7 @@ class Module:
         self.__dict__.update(state)
 
     def __delattr__(self, name: str) -> None:
-        for kind in ("_parameters", "_modules"):
+        for kind in ("_parameters", "_modules", "_buffers"):
             d = self.__dict__.get(kind)
             if d and name in d:
                 del d[name]
@@ -249,6 +264,9 @@ class Module:
         modules = _registry(self, "_modules")
         params.pop(name, None)
         modules.pop(name, None)
+        buffers = self.__dict__.get("_buffers")
+        if buffers:
+            buffers.pop(name, None)
         if isinstance(value, Parameter):
             params[name] = value
         else:
@@ -265,6 +283,46 @@ class Module:
         else:
             self._register(name, param)
             object.__setattr__(self, name, param)
+
+    def register_buffer(
+        self, name: str, tensor: np.ndarray | None, persistent: bool = True
+    ) -> None:
+        """Register ``tensor`` (a NumPy array, or ``None``) as the buffer ``name``, as PyTorch's
+        ``register_buffer``: state that is not a parameter (BatchNorm's ``running_mean``).
+
+        A buffer is an attribute (``self.name``), is listed by :meth:`buffers` /
+        :meth:`named_buffers`, is cast by ``float()``/``double()``/``half()``/``to(dtype)``
+        (floating-point buffers only, as PyTorch), and, when ``persistent`` (the default), is
+        saved by :meth:`state_dict` and loaded by :meth:`load_state_dict` under its dotted name
+        (``"bn.running_mean"``). It is not in :meth:`parameters`: no optimizer sees it, and it
+        gets no gradient. Assigning an array to ``self.name`` later replaces the buffer.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"buffer name should be a string. Got {type(name).__name__}")
+        if "." in name:
+            raise KeyError('buffer name can\'t contain "."')
+        if name == "":
+            raise KeyError('buffer name can\'t be empty string ""')
+        buffers = _registry(self, "_buffers")
+        if hasattr(self, name) and name not in buffers:
+            raise KeyError(f"attribute '{name}' already exists")
+        if tensor is not None and not isinstance(tensor, np.ndarray):
+            raise TypeError(
+                f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
+                "(np.ndarray or None required)"
+            )
+        if tensor is not None and type(tensor) is not np.ndarray:
+            tensor = tensor.view(np.ndarray)  # a module's Output: its plain array
+        buffers[name] = tensor
+        non_persistent = self.__dict__.get("_non_persistent_buffers_set")
+        if non_persistent is None:
+            non_persistent = set()
+            object.__setattr__(self, "_non_persistent_buffers_set", non_persistent)
+        if persistent:
+            non_persistent.discard(name)
+        else:
+            non_persistent.add(name)
+        object.__setattr__(self, name, tensor)
 
     def add_module(self, name: str, module: Module | None) -> None:
         """Register the child ``module`` (or ``None``) under ``name``, as ``setattr`` does."""
@@ -292,7 +350,11 @@ class Module:
         if root is None:
             raise NotImplementedError(
                 f"{type(self).__name__} defines no backward() and has no recorded call to "
-                "backpropagate (call it as module(x) outside no_grad(), or use loss.backward())"
+                "backpropagate: call it as module(x) outside no_grad() with a forward that calls "
+                "registered modules (loss.backward() then runs through their calls), or write "
+                "`def backward(self, grad_out):` returning dLoss/d(input) for dLoss/d(output) "
+                "`grad_out` and adding into its parameters' .grad (call each sub-module's "
+                "backward in reverse order of the forward)"
             )
         _thread.next = None
         return _graph.run_backward(root, grad_out, False, inside)
@@ -311,11 +373,17 @@ class Module:
         kind = self._kind
         if kind == _COMPOSITE:
             out = self.forward(*args, **kwargs)
-            self.__dict__["_last"] = getattr(out, "_node", None)  # for module.backward(g)
+            node = getattr(out, "_node", None)
+            if node is None and type(out) is Output:
+                # NumPy computed the output from module outputs: backward must say what to write
+                node = out._node = _graph.NeedsBackward(self)
+            self.__dict__["_last"] = node  # for module.backward(g)
             return out
         thread = _thread
         if thread.next is not None:
             thread.next = None
+        if self._inputs and kind == _STATE:
+            return self._call_inputs(args, kwargs)
         parent = None
         if args and type(args[0]) is Output:
             x = args[0]
@@ -353,6 +421,45 @@ class Module:
             out = out.view(Output)
             out._node = node
             return out
+        return _graph.wrap(out, node)
+
+    def _call_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """:meth:`__call__` of a built-in layer with several inputs (:attr:`_inputs`).
+
+        Each input is passed to ``forward`` as a plain array (one array object for arguments
+        that were the same object, so ``forward`` can tell self-attention by ``is``); the call
+        records each input's producer (:class:`~minnet.nn.graph.Call`'s ``parent`` and
+        ``others``), or only the first when every input is the same array. A tuple result (an
+        output and attention weights) gets its first array recorded; the other arrays are
+        returned as outputs that no call produced, so a loss computed from them refuses to
+        backpropagate instead of missing their gradient."""
+        args = list(args)
+        plain: dict[int, Any] = {}
+        parents: list[Any] = []
+        seen: list[int] = []
+        for i, name in enumerate(self._inputs):
+            if i < len(args):
+                value, put = args[i], functools.partial(args.__setitem__, i)
+            elif name in kwargs:
+                value, put = kwargs[name], functools.partial(kwargs.__setitem__, name)
+            else:
+                continue
+            key = id(value)
+            seen.append(key)
+            if key not in plain:
+                plain[key] = _graph.unwrap(value)
+            arr, parent = plain[key]
+            put(arr)
+            parents.append(parent)
+        out = self.forward(*args, **kwargs)
+        others = None if len(set(seen)) <= 1 else tuple(parents[1:])
+        node = Call(self, self._take(), parents[0] if parents else None, None, others)
+        if _thread.recording is not None:
+            _thread.recording.append(node)
+        self.__dict__["_last"] = node
+        if type(out) is tuple:
+            rest = tuple(_graph.wrap(v, None) if isinstance(v, np.ndarray) else v for v in out[1:])
+            return (_graph.wrap(out[0], node), *rest)
         return _graph.wrap(out, node)
 
     # ------------------------------------------------------------------- per-call state
@@ -396,6 +503,7 @@ class Module:
         """Backward of one recorded call: its state put back, the module's backward run, the
         state freed (kept with ``retain``)."""
         calls, state = call.children, call.state
+        _revive_grads(self._grad_params())  # a cleared (None) .grad: zeros to add into
         if calls is None and self._kind == _STATE:  # a layer's call: the usual case
             self._put(state)
             try:
@@ -451,6 +559,14 @@ class Module:
             return n
         return None
 
+    def _grad_params(self) -> Any:
+        """The parameters whose ``.grad`` this module's backward adds into: its own (a
+        container whose backward runs every module inside it returns theirs). Before the
+        backward runs, those whose gradient was cleared (``None``) get zeros, so a backward
+        may add into ``.grad`` whatever ``zero_grad`` did."""
+        params = self.__dict__.get("_parameters")
+        return params.values() if params else ()
+
     def _children_calls(self) -> list[Call]:
         """For a container: the pending latest call of each layer inside (none by default)."""
         return []
@@ -459,6 +575,7 @@ class Module:
         """``module.backward(g)``: run the backward ``impl`` on the state of :meth:`_pick_call`'s
         call (or on what a direct ``forward()`` kept)."""
         call = self._pick_call()
+        _revive_grads(self._grad_params())  # a cleared (None) .grad: zeros to add into
         if call is None or call is _ATTRS:
             if _thread.next is not None:
                 _thread.next = None
@@ -592,18 +709,44 @@ class Module:
         """
         return [p for _, p in self.named_parameters(recurse=recurse)]
 
-    def zero_grad(self) -> None:
-        """Fill every parameter gradient with zeros (in place, so an optimizer's flat buffers
-        stay shared; PyTorch's default sets them to ``None`` instead)."""
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(dotted name, array)`` for every buffer (see :meth:`register_buffer`), in
+        :meth:`state_dict` order; non-persistent buffers included, ``None`` ones skipped."""
+        seen: set[int] = set()
+        mods = self.named_modules(prefix=prefix) if recurse else iter([(prefix, self)])
+        for mod_prefix, m in mods:
+            for name, b in _registry(m, "_buffers").items():
+                if b is None or (remove_duplicate and id(b) in seen):
+                    continue
+                seen.add(id(b))
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), b
+
+    def buffers(self, recurse: bool = True) -> list[np.ndarray]:
+        """Every buffer's array (a list; PyTorch returns an iterator)."""
+        return [b for _, b in self.named_buffers(recurse=recurse)]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter gradient, as PyTorch's ``Module.zero_grad``: set it to ``None``
+        (the default; the next backward writes it, and ``optimizer.step()`` skips a parameter
+        that got none), or with ``set_to_none=False`` fill it with zeros in place. A parameter
+        that records which rows received a gradient (``grad_rows``, a sparse ``Embedding``'s
+        weight) records none afterwards."""
         for p in self.parameters():
-            if p.grad is not None:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
                 p.grad.fill(0)
+            if getattr(p, "grad_rows", None) is not None:
+                p.grad_rows = np.empty(0, np.int64)
 
     # ---------------------------------------------------------------------------- modes
 
     def train(self, mode: bool = True) -> Module:
         """Set training mode (``mode=True``) or evaluation mode on this module and every
-        descendant; returns ``self``. Only ``Dropout`` behaves differently in the two modes."""
+        descendant; returns ``self``. ``Dropout`` and ``BatchNorm1d``/``BatchNorm2d`` behave
+        differently in the two modes."""
         if not isinstance(mode, (bool, np.bool_)):
             raise ValueError("training mode is expected to be boolean")
         for m in self.modules():
@@ -611,7 +754,8 @@ class Module:
         return self
 
     def eval(self) -> Module:
-        """``train(False)``: evaluation mode (``Dropout`` passes its input through)."""
+        """``train(False)``: evaluation mode (``Dropout`` passes its input through, BatchNorm
+        uses its running statistics)."""
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
@@ -634,6 +778,12 @@ class Module:
                 if p is not None and p.data.dtype != dt:
                     p.data = p.data.astype(dt)
                     p.grad = None if p.grad is None else p.grad.astype(dt)
+                    changed = True
+            buffers = _registry(m, "_buffers")
+            for name, b in list(buffers.items()):
+                if b is not None and _is_float(b.dtype) and b.dtype != dt:
+                    buffers[name] = b.astype(dt)
+                    object.__setattr__(m, name, buffers[name])
                     changed = True
             if "dtype" in m.__dict__ and m.__dict__["dtype"] != dt:
                 m.dtype = dt
@@ -715,9 +865,42 @@ class Module:
 
     # ------------------------------------------------------------------------- state
 
+    def _state_entries(self) -> dict[str, tuple[str, Any, Any]]:
+        """``{key: (kind, owner, name)}`` for every entry of :meth:`state_dict`, in PyTorch's
+        order: each module's parameters (as :meth:`named_parameters` lists them), then its
+        persistent buffers, then its children's."""
+        params = list(self.named_parameters())
+        buffers: list[tuple[str, Module, str]] = []
+        for prefix, m in self.named_modules():
+            skip = m.__dict__.get("_non_persistent_buffers_set") or ()
+            for name, b in _registry(m, "_buffers").items():
+                if b is not None and name not in skip:
+                    buffers.append((prefix, m, name))
+        if not buffers:
+            return {k: ("param", p, k) for k, p in params}
+        by_prefix: dict[str, list[tuple[str, Parameter]]] = {}
+        for key, p in params:
+            by_prefix.setdefault(key.rpartition(".")[0], []).append((key, p))
+        entries: dict[str, tuple[str, Any, Any]] = {}
+        for prefix, _ in self.named_modules():
+            for key, p in by_prefix.pop(prefix, []):
+                entries[key] = ("param", p, key)
+            for bprefix, m, name in buffers:
+                if bprefix == prefix:
+                    entries[f"{prefix}.{name}" if prefix else name] = ("buffer", m, name)
+        for rest in by_prefix.values():  # parameters declared outside the module tree
+            for key, p in rest:
+                entries[key] = ("param", p, key)
+        return entries
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """``{name: copy of values}``, names as PyTorch's: ``"0.weight"``, ``"fc1.bias"``, ..."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """``{name: copy of values}``, names as PyTorch's: ``"0.weight"``, ``"fc1.bias"``, ...,
+        and the persistent buffers (``"bn.running_mean"``, ``"bn.num_batches_tracked"``)."""
+        out = {}
+        for key, (kind, owner, name) in self._state_entries().items():
+            arr = owner.data if kind == "param" else _registry(owner, "_buffers")[name]
+            out[key] = arr.copy()
+        return out
 
     def extra_repr(self) -> str:
         """The text inside this module's parentheses in ``repr`` (empty by default)."""
@@ -743,7 +926,11 @@ class Module:
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"load_state_dict expects a dict, got {type(state_dict).__name__}")
-        params = dict(self.named_parameters())
+        entries = self._state_entries()
+        params = {
+            k: (owner if kind == "param" else _BufferRef(owner, name))
+            for k, (kind, owner, name) in entries.items()
+        }
         missing = [k for k in params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in params]
         errors = []
@@ -782,3 +969,21 @@ class Module:
         for name, arr in arrays.items():
             params[name].data[...] = arr
         return _IncompatibleKeys(missing, unexpected)
+
+
+class _BufferRef:
+    """A registered buffer seen as :meth:`Module.load_state_dict` sees a parameter (``data``,
+    ``dtype``, ``shape``), so both are checked and written by the same code."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, module: Module, name: str) -> None:
+        self.data = _registry(module, "_buffers")[name]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape

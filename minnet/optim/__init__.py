@@ -19,7 +19,13 @@ from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
-from minnet.optim.optimizer import AdamStats, LowPrecisionWarning, Optimizer, OptimizerStats
+from minnet.optim.optimizer import (
+    AdamStats,
+    EpsWarning,
+    LowPrecisionWarning,
+    Optimizer,
+    OptimizerStats,
+)
 from minnet.optim.radam import RAdam
 from minnet.optim.rmsprop import RMSprop
 from minnet.optim.rprop import Rprop
@@ -30,6 +36,7 @@ __all__ = [
     "Optimizer",
     "OptimizerStats",
     "AdamStats",
+    "EpsWarning",
     "LowPrecisionWarning",
     "Adam",
     "AdamW",

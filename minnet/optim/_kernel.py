@@ -67,7 +67,7 @@ from numba.extending import overload
 
 from minnet._jitcache import cache_on_source, generated
 from minnet._lowp import BF16, LITTLE_ENDIAN, NATIVE, hi16, lo16, load, pack16, store
-from minnet.optim._flat import StorageFormats, sum_squares
+from minnet.optim._flat import StorageFormats
 
 __all__ = ["Rule", "kernel", "slot", "select", "element"]
 
@@ -213,6 +213,18 @@ def _slot_impl(values, k, default):  # type: ignore[no-untyped-def]
 
 
 # -- the loop ----------------------------------------------------------------------------------
+
+
+@numba.njit(error_model="numpy", fastmath={"reassoc"})
+def sum_squares(x, n):  # pragma: no cover - compiled
+    """``sum(float64(x[:n])**2)``, for the kernels' ``update_rms``. ``reassoc`` lets this
+    reduction alone use SIMD lanes; it is a separate function so that the flag never touches
+    an update's arithmetic."""
+    total = 0.0
+    for i in range(n):
+        d = np.float64(x[i])
+        total += d * d
+    return total
 
 
 @numba.njit(inline="always", error_model="numpy")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numba
 import numpy as np
@@ -33,6 +33,7 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element, slot
 from minnet.optim.optimizer import (
     Optimizer,
+    TorchOptions,
     cast_scalars,
     check_betas,
     check_choice,
@@ -40,6 +41,9 @@ from minnet.optim.optimizer import (
     check_lr,
     check_weight_decay,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Adam", "EPS_MODES", "AMSGRAD_MAX_MODES"]
 
@@ -188,6 +192,26 @@ def _defaults(s):  # pragma: no cover - compiled
 RULE = Rule(update, second_moment=1, common=_defaults)
 
 
+def moments_reference(
+    param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, s: Any, decoupled: bool
+) -> np.ndarray:
+    """:func:`moments` with whole-array NumPy, in place (Adam's, NAdam's and RAdam's
+    references): the decoupled decay of ``param``, the moments ``m``/``v``; returns ``g`` with
+    the L2 term."""
+    if decoupled:
+        param *= s.decay
+    g = grad
+    if s.weight_decay != 0:
+        g = g + s.weight_decay * param
+    if s.lerp_w < 0.5:
+        m += s.lerp_w * (g - m)
+    else:
+        m[...] = g - (g - m) * s.one_minus_lerp_w
+    v *= s.beta2
+    v += s.one_minus_beta2 * g * g
+    return g
+
+
 def adam_reference(
     param: np.ndarray, grad: np.ndarray, state: tuple, s: AdamScalars, o: tuple
 ) -> None:
@@ -196,17 +220,7 @@ def adam_reference(
     mode, ams, decoupled = o
     exp_avg, exp_avg_sq = state[0], state[1]
     with np.errstate(all="ignore"):
-        if decoupled:
-            param *= s.decay
-        g = grad
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * param
-        if s.lerp_w < 0.5:
-            exp_avg += s.lerp_w * (g - exp_avg)
-        else:
-            exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
-        exp_avg_sq *= s.beta2
-        exp_avg_sq += s.one_minus_beta2 * g * g
+        moments_reference(param, grad, exp_avg, exp_avg_sq, s, decoupled)
         src = exp_avg_sq
         if ams != NO_MAX:
             cand = exp_avg_sq / s.max_div if ams == MAX_CORRECTED else exp_avg_sq
@@ -309,23 +323,12 @@ class Adam(Optimizer):
         decoupled_weight_decay: bool = False,
         eps_mode: str = "outside",
         amsgrad_max: str = "raw",
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
+        **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         decoupled_weight_decay=decoupled_weight_decay, eps_mode=eps_mode,
                         amsgrad_max=amsgrad_max, maximize=maximize)  # fmt: skip
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(adam_reference)

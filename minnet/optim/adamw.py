@@ -4,10 +4,14 @@ defaults (``torch.optim.AdamW``); its rule and reference are Adam's."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minnet.nn import Parameter
 from minnet.optim.adam import Adam
+from minnet.optim.optimizer import TorchOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AdamW"]
 
@@ -39,19 +43,8 @@ class AdamW(Adam):
         maximize: bool = False,
         eps_mode: str = "outside",
         amsgrad_max: str = "raw",
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
+        **options: Unpack[TorchOptions],
     ) -> None:
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
-            maximize=maximize, eps_mode=eps_mode, amsgrad_max=amsgrad_max,
-            track_stats=track_stats, check_finite=check_finite, state_dtype=state_dtype,
-            rounding=rounding, foreach=foreach, fused=fused, capturable=capturable,
-            differentiable=differentiable,
-        )  # fmt: skip
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True, eps_mode=eps_mode, amsgrad_max=amsgrad_max,
+                         **options)  # fmt: skip

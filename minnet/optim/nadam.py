@@ -24,16 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from minnet._lowp import round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
-from minnet.optim.adam import moments
+from minnet.optim.adam import moments, moments_reference
 from minnet.optim.optimizer import (
     Optimizer,
+    TorchOptions,
     cast_scalars,
     check_betas,
     check_eps,
@@ -41,6 +42,9 @@ from minnet.optim.optimizer import (
     check_nonnegative,
     check_weight_decay,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["NAdam"]
 
@@ -92,17 +96,7 @@ def nadam_reference(
     """The same update with whole-array NumPy, in place (the rule's arguments)."""
     exp_avg, exp_avg_sq = state
     with np.errstate(all="ignore"):
-        if o[0]:  # decoupled
-            param *= s.decay
-        g = grad
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * param
-        if s.lerp_w < 0.5:
-            exp_avg += s.lerp_w * (g - exp_avg)
-        else:
-            exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
-        exp_avg_sq *= s.beta2
-        exp_avg_sq += s.one_minus_beta2 * g * g
+        g = moments_reference(param, grad, exp_avg, exp_avg_sq, s, o[0])  # o[0]: decoupled
         denom = np.sqrt(exp_avg_sq / s.bc2) + s.eps
         param += (s.coef_grad * g) / denom
         param += (s.coef_avg * exp_avg) / denom
@@ -175,23 +169,12 @@ class NAdam(Optimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
+        **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(nadam_reference)

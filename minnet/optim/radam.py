@@ -23,7 +23,7 @@ against recorded PyTorch runs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numba
 import numpy as np
@@ -31,15 +31,19 @@ import numpy as np
 from minnet._lowp import round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
-from minnet.optim.adam import moments
+from minnet.optim.adam import moments, moments_reference
 from minnet.optim.optimizer import (
     Optimizer,
+    TorchOptions,
     cast_scalars,
     check_betas,
     check_eps,
     check_lr,
     check_weight_decay,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["RAdam"]
 
@@ -116,17 +120,7 @@ def radam_reference(
     """The same update with whole-array NumPy, in place (the rule's arguments)."""
     exp_avg, exp_avg_sq = state
     with np.errstate(all="ignore"):
-        if o[0]:  # decoupled
-            param *= s.decay
-        g = grad
-        if s.weight_decay != 0:
-            g = g + s.weight_decay * param
-        if s.lerp_w < 0.5:
-            exp_avg += s.lerp_w * (g - exp_avg)
-        else:
-            exp_avg[...] = g - (g - exp_avg) * s.one_minus_lerp_w
-        exp_avg_sq *= s.beta2
-        exp_avg_sq += s.one_minus_beta2 * g * g
+        moments_reference(param, grad, exp_avg, exp_avg_sq, s, o[0])  # o[0]: decoupled
         step = (exp_avg / s.bc1) * s.lr
         if s.rectified:
             step = (step * (s.sqrt_bc2 / (np.sqrt(exp_avg_sq) + s.eps))) * s.rect
@@ -198,22 +192,11 @@ class RAdam(Optimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
+        **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(radam_reference)
