@@ -17,13 +17,23 @@ op-by-op rounding, and PyTorch has no ADOPT.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
-from minnet.optim.optimizer import Optimizer, cast_scalars, check_betas, check_eps, check_lr
+from minnet.optim.optimizer import (
+    Optimizer,
+    Options,
+    cast_scalars,
+    check_betas,
+    check_eps,
+    check_lr,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ADOPT"]
 
@@ -134,18 +144,11 @@ class ADOPT(Optimizer):
         eps: float = 1e-6,
         nesterov: bool = False,
         use_clipping: bool = True,
-        *,
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
+        **options: Unpack[Options],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, nesterov=nesterov,
                         use_clipping=use_clipping)  # fmt: skip
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(adopt_reference)

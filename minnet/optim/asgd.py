@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -39,11 +39,15 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
+    TorchOptions,
     cast_scalars,
     check_lr,
     check_real,
     check_weight_decay,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ASGD"]
 
@@ -175,22 +179,11 @@ class ASGD(Optimizer):
         weight_decay: float = 0.0,
         *,
         maximize: bool = False,
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
+        **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
                         maximize=maximize)  # fmt: skip
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(asgd_reference)

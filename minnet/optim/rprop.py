@@ -30,14 +30,24 @@ the NumPy reference. optax's variant has no per_op model (refused).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from minnet._lowp import round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element, select
-from minnet.optim.optimizer import Optimizer, cast_scalars, check_choice, check_lr, check_real
+from minnet.optim.optimizer import (
+    Optimizer,
+    TorchOptions,
+    cast_scalars,
+    check_choice,
+    check_lr,
+    check_real,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Rprop", "RPROP_VARIANTS"]
 
@@ -205,22 +215,11 @@ class Rprop(Optimizer):
         *,
         maximize: bool = False,
         variant: str = "torch",
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
+        **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize,
                         variant=variant)  # fmt: skip
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-            foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(rprop_reference)

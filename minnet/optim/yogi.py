@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -25,12 +25,16 @@ from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
     Optimizer,
+    Options,
     cast_scalars,
     check_betas,
     check_eps,
     check_lr,
     check_nonnegative,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Yogi"]
 
@@ -129,18 +133,11 @@ class Yogi(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-3,
         initial_accumulator_value: float = 1e-6,
-        *,
-        track_stats: bool = False,
-        check_finite: bool = False,
-        state_dtype: Any = None,
-        rounding: str = "fused",
+        **options: Unpack[Options],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps,
                         initial_accumulator_value=initial_accumulator_value)  # fmt: skip
-        super().__init__(
-            params, defaults, track_stats=track_stats, check_finite=check_finite,
-            state_dtype=state_dtype, rounding=rounding,
-        )  # fmt: skip
+        super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(yogi_reference)
