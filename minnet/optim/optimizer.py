@@ -1405,9 +1405,11 @@ class Optimizer:
             if not used_ids.isdisjoint(ids):
                 raise ValueError("loaded param groups share parameter indices")
             used_ids.update(ids)
-            missing = [k for k in self._keys if k not in saved and k not in self._load_optional]
+            optional = {*self._load_optional, "maximize"}  # PyTorch fills these in __setstate__
+            missing = [k for k in self._keys if k not in saved and k not in optional]
             if missing:
                 raise ValueError(f"loaded param group lacks {missing}")
+            self._refuse_other_options(saved)
             candidate = {k: v for k, v in saved.items() if k != "params"}
             for k in self._keys:
                 candidate.setdefault(k, self.defaults[k])
@@ -1432,9 +1434,19 @@ class Optimizer:
                     new_group_states[id(p)] = spec_state
                     continue
                 entry = state[k]
-                if not isinstance(entry, dict) or "step" not in entry:
+                if not isinstance(entry, dict):
+                    raise ValueError(f"loaded state for parameter {k} must be a dict")
+                value = entry.get("step", self._missing_step(entry))
+                if value is None:
                     raise ValueError(f"loaded state for parameter {k} lacks 'step'")
-                value = entry["step"]
+                extra = sorted(n for n, v in entry.items() if v is not None and n != "step"
+                               and n not in names and n not in spec_state)  # fmt: skip
+                if extra:
+                    raise ValueError(
+                        f"loaded state for parameter {k} has {extra}, which {owner} "
+                        f"({', '.join(f'{o}={current[o]}' for o in self._keys)}) does not "
+                        f"keep (it keeps {names}); it was saved by another optimizer or setting"
+                    )
                 value = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
                 if not _is_real_number(value) or not (
                     math.isfinite(value) and value >= 0 and float(value) == math.floor(value)
@@ -1490,6 +1502,41 @@ class Optimizer:
                         if id(p) in loaded:
                             view[...] = loaded[id(p)][name]
         self.stats = None
+
+    def _missing_step(self, entry: Mapping[str, Any]) -> int | None:
+        """The step count of a loaded state entry without ``"step"``, or ``None`` (refused).
+        PyTorch's SGD keeps no step: :class:`~minnet.optim.sgd.SGD` infers it."""
+        return None
+
+    def _refuse_other_options(self, saved: Mapping[str, Any]) -> None:
+        """Refuse a loaded param group that holds another optimizer's options (Adam's
+        ``amsgrad`` in RAdam's, Adam's ``eps`` in Lion's): it was saved by another class. Keys
+        that no minnet optimizer has (a scheduler's ``initial_lr``, a user's own) are kept,
+        as PyTorch keeps them."""
+        known: dict[str, list[str]] = {}
+        todo = list(Optimizer.__subclasses__())
+        while todo:
+            cls = todo.pop()
+            todo.extend(cls.__subclasses__())
+            for name in cls._option_names():
+                known.setdefault(name, []).append(cls.__name__)
+        other = sorted(k for k in saved if k in known and k not in self._keys)
+        if other:
+            owners = sorted({c for k in other for c in known[k]})
+            raise ValueError(
+                f"loaded param group has {other}, options of {', '.join(owners)} that "
+                f"{type(self).__name__} does not have: the state dict was saved by another "
+                "optimizer"
+            )
+
+    @classmethod
+    def _option_names(cls) -> tuple[str, ...]:
+        """The options a class takes (its constructor's keywords that are group options)."""
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return ()
+        skip = {"self", "params", *TorchOptions.__annotations__}
+        return tuple(n for n in inspect.signature(init).parameters if n not in skip)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
