@@ -81,3 +81,19 @@ def test_keys_no_optimizer_has_are_kept() -> None:
     _, opt = _fresh(Adam)
     opt.load_state_dict(sd)
     assert opt.param_groups[0]["name"] == "decay" and opt.param_groups[0]["initial_lr"] == 1e-2
+
+
+def test_adagrad_starts_every_group_at_the_constructors_accumulator() -> None:
+    """PyTorch's Adagrad fills ``sum`` with the constructor's ``initial_accumulator_value``
+    and ignores a group's own (kept in the group)."""
+    from minnet.optim import Adagrad
+
+    a, b = Parameter(np.ones(3)), Parameter(np.ones(3))
+    opt = Adagrad([{"params": [a]}, {"params": [b], "initial_accumulator_value": 0.5}],
+                  lr=0.1, initial_accumulator_value=0.25)  # fmt: skip
+    assert opt.param_groups[1]["initial_accumulator_value"] == 0.5
+    a.grad[...] = b.grad[...] = 1.0
+    opt.step()
+    sums = [opt.state_dict()["state"][i]["sum"] for i in (0, 1)]
+    np.testing.assert_array_equal(sums[0], 1.25)
+    np.testing.assert_array_equal(sums[1], 1.25)
