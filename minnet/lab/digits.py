@@ -30,7 +30,7 @@ import minnet
 from minnet.lab.problem import Problem, accuracy
 from minnet.random import default_generator
 
-__all__ = ["PROBLEMS", "digits_cnn_problem", "digits_problem", "load_digits_split"]
+__all__ = ["NEEDS_SKLEARN", "PROBLEMS", "digits_cnn_problem", "digits_problem", "load_digits_split"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -151,8 +151,18 @@ def digits_cnn_problem(epochs: int = 10) -> Problem:
     )
 
 
+def _char_transformer_problem() -> Problem:
+    from minnet.lab.chars import char_transformer_problem
+
+    return char_transformer_problem()
+
+
 #: Built-in problems by scenario name: ``RunSpec(scenario="digits")``, ``minnet sweep``.
 PROBLEMS: dict[str, Callable[[], Problem]] = {
     "digits": digits_problem,
     "digits_cnn": digits_cnn_problem,
+    "char_transformer": _char_transformer_problem,  # minnet/lab/chars.py; needs no scikit-learn
 }
+
+#: The built-in problems whose data is scikit-learn's digits.
+NEEDS_SKLEARN: frozenset[str] = frozenset({"digits", "digits_cnn"})
