@@ -11,7 +11,7 @@ The model (``minnet/lab/chars.py``, where the lab's ``char_transformer`` scenari
 ``TransformerBlock`` is a ``minnet.nn.Module`` with a hand-written ``backward``: its residual sums
 are NumPy arithmetic, which the per-call graph does not record, so it calls its sub-modules'
 backward in reverse and adds the residual gradients itself (README, "Writing a block").
-Training: ``CrossEntropyLoss`` over ``(batch * time, vocab)``, ``AdamW(lr=3e-3, betas=(0.9,
+Training: ``CrossEntropyLoss`` over ``(batch * time, vocab)``, ``AdamW(lr=1e-2, betas=(0.9,
 0.99), weight_decay=0.1)`` with the decay on matrices only (parameter groups: weights of
 ``Linear``, ``Embedding`` and attention; no decay on biases and LayerNorm), a linear warm-up
 over 30 steps then cosine decay to 0 (``SequentialLR(LinearLR, CosineAnnealingLR)``),
@@ -21,8 +21,11 @@ distinct, on CPython 3.11), or ``--text FILE``; the last 10% is held out.
 
 Prints the batch loss every ``--print-every`` steps beside the training text's unigram entropy
 (the loss of the best model that ignores context), the held-out loss at the end, then a sample
-drawn with minnet's generator. On this 2-core machine shared with other jobs (CPython 3.11,
-seed 0, the defaults: 600 steps): MEASURED.
+drawn with minnet's generator. Measured with the defaults (600 steps, seed 0, CPython 3.11) on
+this 2-core machine shared with other jobs (load average 9): the loss falls from 4.76 at step 1
+to 1.82 (mean of the last 20 batches), 1.48 nats/char below the unigram entropy of 3.30; the
+held-out loss is 1.92. The run takes 98 s (40 s of CPU time; about 65 ms of CPU per step). With
+lr 3e-3 the same run ends at 2.28 (held-out 2.32).
 
 What differs from PyTorch: the imports, batches are NumPy arrays, and the block's backward is
 written by hand.
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--print-every", type=int, default=50)

@@ -39,11 +39,11 @@ from minnet.data import DataLoader, TensorDataset
 def build_model() -> nn.Sequential:
     """The CNN, its initial weights drawn from minnet's default generator."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
+        nn.Conv2d(1, 16, 3, padding=1, bias=False),  # BatchNorm2d's shift replaces the bias
+        nn.BatchNorm2d(16),
         nn.ReLU(),
-        # BatchNorm2d(16) belongs here (and after the second convolution) once minnet.nn has
-        # it: Conv2d(..., bias=False) -> BatchNorm2d -> ReLU, PyTorch's usual block.
-        nn.Conv2d(16, 32, 3, padding=1),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
