@@ -123,6 +123,12 @@ def test_sampling_is_seeded_and_greedy_is_deterministic() -> None:
     g1, g2 = sample(model, prompt, 6, 0.0), sample(model, prompt, 6, 0.0)
     assert g1.tolist() == g2.tolist()
     assert model.training
+    with pytest.raises(ValueError, match="prompt must be a non-empty 1-D"):
+        sample(model, np.array([], np.int64), 3)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        sample(model, prompt, 3, -1.0)
+    with pytest.raises(ValueError, match=r"T <= context = 4, got shape \(1, 5\)"):
+        model(np.zeros((1, 5), np.int64))
 
 
 def test_example_loss_falls_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -321,6 +321,9 @@ def sample(model: CharTransformer, prompt: np.ndarray, length: int, temperature:
     (argmax). Runs in eval mode without keeping anything for backward."""
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise ValueError(f"sample: temperature must be >= 0, got {temperature!r}")
+    if np.ndim(prompt) != 1 or np.size(prompt) == 0:
+        raise ValueError(f"sample: prompt must be a non-empty 1-D array of indices, got shape "
+                         f"{np.shape(prompt)}")  # fmt: skip
     gen = default_generator() if rng is None else rng
     out = list(np.asarray(prompt, np.int64))
     model.eval()
