@@ -270,8 +270,7 @@ def _lab_test() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _lab_model() -> nn.Module:
-    default_generator()  # the run's seeded generator draws every initial weight
-    size = LAB_SIZE
+    size = LAB_SIZE  # initial weights: from the default generator, which the run seeds
     model = CharTransformer(_lab_windows()[2], size["context"], size["d_model"],
                             size["n_layers"], size["n_heads"])  # fmt: skip
     return nn.Sequential(model, nn.Flatten(0, 1))  # logits (N * T, vocab)
