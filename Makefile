@@ -16,9 +16,14 @@ $(VENV)/.installed: $(PY) pyproject.toml
 
 $(VENV)/.installed-dev: $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-data
+
+# The data extra (scikit-learn's load_digits) for the README's next examples.
+$(VENV)/.installed-data: $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[data]'
 	touch $@ $(VENV)/.installed
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-data
 	$(PY) examples/seed_example.py
 
 # The README's epsilon plots (plots/*.png) and their CSV data (runs/eps_comparison/).

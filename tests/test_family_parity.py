@@ -233,6 +233,7 @@ NON_DEFAULT = [p for p in FIXTURES if _non_default(p)]
 
 
 @pytest.mark.parametrize("path", NON_DEFAULT, ids=[p.stem for p in NON_DEFAULT])
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # fixtures with eps=0
 def test_default_placement_misses(path: Path) -> None:
     """The fixture tells the placements apart: minnet's default eps_mode would miss it."""
     cfg, data = load(path)

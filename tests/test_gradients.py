@@ -102,5 +102,11 @@ def test_backward_accumulates_parameter_grads() -> None:
     layer.backward(g)
     np.testing.assert_allclose(layer.weight.grad, 2 * once[0], rtol=1e-15)
     np.testing.assert_allclose(layer.bias.grad, 2 * once[1], rtol=1e-15)
-    layer.zero_grad()
+    layer.zero_grad(set_to_none=False)
     assert not layer.weight.grad.any() and not layer.bias.grad.any()
+    layer.zero_grad()  # PyTorch's default: no gradient until the next backward writes one
+    assert layer.weight.grad is None and layer.bias.grad is None
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_array_equal(layer.weight.grad, once[0])
+    np.testing.assert_array_equal(layer.bias.grad, once[1])

@@ -135,6 +135,7 @@ def test_the_update_is_packed(
 
 @pytest.mark.skipif(not _has_avx2(), reason="needs an AVX2 CPU (ymm registers)")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # float16 state on purpose
 def test_16bit_adam_converts_in_32bit_lanes(dtype: str) -> None:
     asm = lowp_adam_asm(dtype)
     packed = PACKED_WIDE.findall(asm)

@@ -140,6 +140,7 @@ def family_sweep() -> tuple[list[RunSpec], SweepResult]:
     return specs, sweep(specs, workers=1, progress=False)
 
 
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # eps=0 in the grid
 def test_rows_record_optimizer_placement_and_what_eps_is_compared_with(family_sweep) -> None:  # type: ignore[no-untyped-def]
     specs, result = family_sweep
     assert result.runs.names == list(RUN_COLUMNS)

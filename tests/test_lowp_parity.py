@@ -31,6 +31,9 @@ import pytest
 import minnet
 from minnet.nn import Parameter
 
+# float16 state on purpose (PyTorch parity); the warnings are tested in test_optim_lowp_family.py
+pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
+
 FIXTURE_DIR = Path(__file__).parent / "fixtures"
 GRAD_FILE = "lowp_gradients.npz"
 FIXTURES = sorted(p for p in FIXTURE_DIR.glob("lowp_*.npz") if p.name != GRAD_FILE)

@@ -103,14 +103,20 @@ def test_sparse_records_touched_rows_and_zero_grad_resets_them() -> None:
     np.testing.assert_array_equal(e.weight.grad[3], 2)  # the dense array holds the sums
     untouched = np.setdiff1d(np.arange(10), e.weight.grad_rows)
     np.testing.assert_array_equal(e.weight.grad[untouched], 0)
-    e.zero_grad()
+    e.zero_grad()  # set_to_none=True, PyTorch's default
     np.testing.assert_array_equal(e.weight.grad_rows, np.empty(0, np.int64))
-    np.testing.assert_array_equal(e.weight.grad, 0)
+    assert e.weight.grad is None
     model = nn.Sequential(e)
     model(np.array([5])).backward(np.ones((1, 2), np.float32))
     np.testing.assert_array_equal(e.weight.grad_rows, [5])
     model.zero_grad()
     assert e.weight.grad_rows.size == 0
+    # the optimizer's zero_grad forgets the rows too (a lazy optimizer reads them each step)
+    opt = minnet.optim.SGD(model.parameters(), lr=0.1)
+    model(np.array([2, 6])).backward(np.ones((2, 2), np.float32))
+    np.testing.assert_array_equal(e.weight.grad_rows, [2, 6])
+    opt.zero_grad()
+    assert e.weight.grad_rows.size == 0 and e.weight.grad is None
 
 
 def test_frozen_weight_gets_nothing() -> None:

@@ -46,8 +46,10 @@ def test_step_touches_all_parameters_and_zero_grad_clears() -> None:
     opt.step()
     for name, value in model.state_dict().items():
         assert not np.array_equal(value, before[name]), name
-    opt.zero_grad()
+    opt.zero_grad(set_to_none=False)
     assert all(not p.grad.any() for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_replaced_data_array_is_detected() -> None:

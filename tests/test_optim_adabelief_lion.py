@@ -66,6 +66,7 @@ def test_adabelief_eps_dominated_counts_eps_against_sqrt_s_hat() -> None:
     assert opt.stats.update_rms == pytest.approx(rms, rel=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # eps=0 on purpose
 def test_adabelief_check_finite_refuses_eps_zero_zero_over_zero() -> None:
     model = Sequential(Linear(3, 2, dtype=np.float64, rng=0))
     opt = AdaBelief(model.parameters(), eps=0.0, eps_root=0.0, check_finite=True)

@@ -63,6 +63,9 @@ from minnet.optim.adamax import ADAMAX_EPS_MODES
 from minnet.optim.optimizer import required
 from minnet.optim.rmsprop import RMSPROP_EPS_MODES
 
+# the tables take eps=0 on purpose (0/0 is what several tests check)
+pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
+
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion,
 ]  # fmt: skip
@@ -565,20 +568,13 @@ def test_load_state_dict_checks_groups_before_writing() -> None:
         (lambda sd: sd["param_groups"][1]["params"].append(5), "3 parameters in group 1"),
         (lambda sd: sd["param_groups"][1].update(momentum=0.0),
          "loaded state has momentum=0.0 but this optimizer has momentum=0.9"),
-        (lambda sd: sd["state"].pop(1), "entries for parameters [2] of group 1, expected all"),
-        (lambda sd: sd["state"][1].update(step=2.0), "different step counts: [1, 2]"),
-        (lambda sd: [sd["state"][k].update(step=2.0) for k in (1, 2)], None),  # accepted
+        (lambda sd: sd["state"][1].update(step=-1.0), "must be a non-negative integer"),
         (lambda sd: sd["state"].update({7: {"step": 1.0}}), "unknown parameters [7]"),
         (lambda sd: sd["param_groups"][0].update(lr=math.nan), "Invalid learning rate: nan"),
     ]  # fmt: skip
     for mutate, message in bad_groups:
         sd = opt.state_dict()
         mutate(sd)
-        if message is None:
-            opt.load_state_dict(sd)
-            assert opt._steps == [1, 2]
-            opt.load_state_dict(before)
-            continue
         with pytest.raises(ValueError) as info:
             opt.load_state_dict(sd)
         assert message in str(info.value), str(info.value)

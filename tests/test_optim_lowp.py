@@ -78,6 +78,7 @@ def run_both(cls, dtype, state_dtype, rounding, options, eps, steps=6, n=257, se
     return p, opt
 
 
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # float16 state on purpose
 def test_per_op_rounds_every_op() -> None:
     # The two models must differ on float16 (else per_op would not round anything).
     a, _ = run_both(Adam, F16, None, "per_op", {}, 1e-4)
@@ -134,22 +135,35 @@ def test_views_keep_their_dtype() -> None:
 
 
 def test_eps_warning_once_and_check_finite_error() -> None:
+    """per_op rounds eps to the float16 state (0 for 1e-8): a warning, an error with
+    check_finite. fused keeps eps in float32: only the second moment's underflow is said, and
+    check_finite builds the optimizer."""
     ps = [param16(np.ones(2), np.float16) for _ in range(2)]
     with pytest.warns(LowPrecisionWarning) as record:
-        Adam([{"params": [ps[0]]}, {"params": [ps[1]]}])
+        Adam([{"params": [ps[0]]}, {"params": [ps[1]]}], rounding="per_op")
     assert len(record) == 1
     message = str(record[0].message)
-    assert message.startswith("Adam: eps=1e-08 is 0 in float16")
-    assert "6.10352e-05" in message
+    assert message.startswith("Adam: eps=1e-08 is 0 in float16 (the state dtype")
+    assert "6.10352e-05" in message and "rounding='fused'" in message
+    assert "stores exp_avg_sq as 0 after a first step whose gradient is below about 0.005" in (
+        message
+    )
     with pytest.warns(LowPrecisionWarning, match="eps=1e-06 is the subnormal 1.01328e-06"):
-        Adam([param16(np.ones(2), np.float16)], eps=1e-6)
+        Adam([param16(np.ones(2), np.float16)], eps=1e-6, rounding="per_op")
     with pytest.raises(ValueError, match="eps=1e-08 is 0 in float16"):
-        Adam([param16(np.ones(2), np.float16)], check_finite=True)
+        Adam([param16(np.ones(2), np.float16)], check_finite=True, rounding="per_op")
+    with pytest.warns(LowPrecisionWarning) as record:
+        opt = Adam([param16(np.ones(2), np.float16)], check_finite=True)  # fused: builds
+    message = str(record[0].message)
+    assert "eps=1e-08 is" not in message and "eps stays in float32" in message
+    opt.params[0].grad[...] = [1e-3, 0.0]  # the first underflows, the second is 0: finite
+    opt.step()
+    assert np.isfinite(opt.params[0].data).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Adam([param16(np.ones(2), np.float16)], eps=1e-4)  # a normal float16: no warning
         Adam([param16(np.ones(2), np.float16)], state_dtype="float32")  # eps fits float32
         Adam([param16(np.ones(2), bfloat16)])  # 1e-8 is a normal bfloat16
+        Adam([param16(np.ones(2), bfloat16)], rounding="per_op")
 
 
 def test_stats_underflow_and_lost_updates() -> None:
@@ -203,6 +217,7 @@ RECIPES = list(itertools.product(DTYPES, [None, "float32"]))
 
 
 @pytest.mark.parametrize(("dtype", "state_dtype"), RECIPES)
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # float16 state on purpose
 def test_state_dict_round_trip_16bit(dtype, state_dtype, tmp_path) -> None:
     rng = np.random.default_rng(5)
     values = rng.standard_normal(6)

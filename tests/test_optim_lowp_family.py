@@ -41,7 +41,7 @@ F32 = np.dtype(np.float32)
 def _make(name: str, params: list[Parameter], **kwargs: Any) -> optim.Optimizer:
     """The optimizer ``name``, its eps warnings silenced."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowPrecisionWarning)
+        warnings.simplefilter("ignore", optim.EpsWarning)  # LowPrecisionWarning and eps=0
         return getattr(optim, name)(params, **kwargs)
 
 
@@ -208,7 +208,7 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
     p = Parameter(np.ones(4, dtype))
     with pytest.raises(ValueError, match=rf"^{name}: rounding='per_op' .*PyTorch has no {name}"):
         _make(name, [p], rounding="per_op")
-    with pytest.raises(ValueError, match="per_op exists for Adam, AdamW, Adamax"):
+    with pytest.raises(ValueError, match="per_op exists for the optimizers PyTorch has"):
         _make(name, [Parameter(np.ones(4, float32))], state_dtype="bfloat16", rounding="per_op")
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op")  # no 16-bit buffer: same
 
@@ -219,33 +219,87 @@ def test_adamax_per_op_needs_pytorchs_eps_placement() -> None:
         _make("Adamax", [p], eps_mode="outside", rounding="per_op")
 
 
+# name, kwargs (float16 parameters), parts of the warning, parts it must not have, whether
+# check_finite refuses it. fused keeps eps in float32, so only the second moment's underflow
+# (and AdaBelief's stored eps_root) is said; per_op rounds eps to the float16 state.
 EPS_WARNINGS = [
-    ("Adamax", {}, float16, ["eps=1e-08 is 0 in float16"]),
-    ("Adadelta", {}, float16, ["eps=1e-06 is the subnormal"]),
-    ("NAdam", {}, float16, ["eps=1e-08 is 0 in float16"]),
-    ("RAdam", {"eps": 1e-7}, float16, ["eps=1e-07 is the subnormal"]),
-    ("AdaBelief", {}, float16, ["eps=1e-16 is 0 in float16", "eps_root=1e-16 is 0 in float16"]),
-    ("AdaBelief", {"eps": 1e-3}, float16, ["eps_root=1e-16 is 0 in float16"]),
-    ("AdaBelief", {"eps_root": 1e-3}, float16, ["eps=1e-16 is 0 in float16"]),
-]
+    ("Adam", {}, ["stores exp_avg_sq as 0", "eps stays in float32"], ["eps=1e-08 is"], False),
+    ("Adam", {"rounding": "per_op"}, ["eps=1e-08 is 0 in float16 (the state dtype"], [], True),
+    ("Adamax", {}, None, [], False),  # eps_mode='max': |g| + eps in float32, each step
+    ("Adamax", {"rounding": "per_op"}, ["eps=1e-08 is 0 in float16"], [], True),
+    ("Adadelta", {}, ["stores square_avg as 0"], ["eps=1e-06 is"], False),
+    ("Adadelta", {"rounding": "per_op"}, ["eps=1e-06 is the subnormal"], [], False),
+    ("NAdam", {}, ["stores exp_avg_sq as 0"], ["eps=1e-08 is"], False),
+    ("NAdam", {"rounding": "per_op"}, ["eps=1e-08 is 0 in float16"], [], True),
+    # the subnormal eps: sqrt(bc2) / eps overflows float16, inf * 0 = NaN for a zero gradient
+    ("RAdam", {"eps": 1e-7, "rounding": "per_op"}, ["eps=1e-07 is the subnormal"], [], True),
+    ("RAdam", {}, ["stores exp_avg_sq as 0"], ["eps=1e-08 is"], False),
+    ("AdaBelief", {}, ["eps_root=1e-16 is added to the state and stored there every step",
+                       "float16 state holds it as 0", "each step still adds it in float32",
+                       "stores exp_avg_var as 0"], ["eps=1e-16 is"], False),
+    ("AdaBelief", {"eps_root": 1e-3}, None, [], False),  # s >= eps_root: nothing underflows
+    ("RMSprop", {}, ["stores square_avg as 0"], ["eps=1e-08 is"], False),
+    ("Adagrad", {}, ["stores sum as 0"], ["eps=1e-10 is"], False),
+    ("SGD", {}, None, [], False),
+    ("Lion", {}, None, [], False),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "kwargs", "dtype", "expected"), EPS_WARNINGS)
-def test_eps_that_the_state_dtype_cannot_hold_warns(
-    name: str, kwargs: dict[str, Any], dtype: np.dtype, expected: list[str]
+@pytest.mark.parametrize(("name", "kwargs", "expected", "absent", "fatal"), EPS_WARNINGS)
+def test_eps_warning_says_what_the_rounding_model_loses(
+    name: str, kwargs: dict[str, Any], expected: list[str] | None, absent: list[str], fatal: bool
 ) -> None:
+    def make(**more: Any) -> optim.Optimizer:
+        return getattr(optim, name)([Parameter(np.ones(3, float16))], **kwargs, **more)
+
+    if expected is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            make()
+            make(check_finite=True)
+        return
     with pytest.warns(LowPrecisionWarning) as record:
-        getattr(optim, name)([Parameter(np.ones(3, dtype))], **kwargs)
+        make()
     assert len(record) == 1
     message = str(record[0].message)
+    assert message.startswith(f"{name}: ")
     for part in expected:
         assert part in message
-    assert message.startswith(f"{name}: ")
-    if name == "AdaBelief" and len(expected) == 1:
-        other = "eps=" if expected[0].startswith("eps_root") else "eps_root="
-        assert f"; {other}" not in message and not message.startswith(f"{name}: {other}")
-    with pytest.raises(ValueError, match="check_finite=True"):
-        getattr(optim, name)([Parameter(np.ones(3, dtype))], check_finite=True, **kwargs)
+    for part in absent:
+        assert part not in message
+    if fatal:
+        with pytest.raises(ValueError, match="check_finite=True"):
+            make(check_finite=True)
+    else:
+        with pytest.warns(LowPrecisionWarning):
+            make(check_finite=True)  # a set-up that works is not refused
+
+
+@pytest.mark.parametrize("name", [n for n in optim.__all__ if n in {
+    "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Adadelta", "NAdam", "RAdam", "AdaBelief"}])
+def test_eps_zero_warns_where_a_zero_gradient_gives_nan(name: str) -> None:
+    """eps=0 (and eps_root=0 for AdaBelief): a coordinate whose gradient has been 0 gets 0/0,
+    in float64 too; the warning says so, and the step indeed makes it NaN."""
+    kw: dict[str, Any] = {"eps": 0.0}
+    if name == "AdaBelief":
+        kw["eps_root"] = 0.0
+    p = Parameter(np.ones(2))
+    with pytest.warns(optim.EpsWarning, match=r"divides 0 by 0"):
+        opt = getattr(optim, name)([p], **kw)
+    for _ in range(10):  # RAdam's first steps have no denominator
+        p.grad[...] = [1.0, 0.0]
+        with np.errstate(all="ignore"):
+            opt.step()
+    assert np.isnan(p.data[1]) and np.isfinite(p.data[0])
+
+
+def test_eps_zero_without_zero_over_zero_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optim.Adagrad([Parameter(np.ones(2))], eps=0.0, initial_accumulator_value=0.1)
+        optim.AdaBelief([Parameter(np.ones(2))], eps=0.0)  # eps_root=1e-16 is stored
+        optim.Adagrad([Parameter(np.ones(2))], eps=0.0, eps_mode="inside_guarded")
+        optim.SGD([Parameter(np.ones(2))], lr=0.1)
 
 
 @pytest.mark.parametrize(

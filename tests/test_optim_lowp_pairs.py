@@ -95,6 +95,7 @@ CASES = [(Adam, {}, layout) for layout in LAYOUTS] + [
 @pytest.mark.parametrize(
     ("cls", "options", "layout"), CASES, ids=lambda x: getattr(x, "__name__", str(x))
 )
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # eps=0 rows
 def test_pair_kernel_stores_the_bits_of_the_element_loop(cls, options, layout) -> None:
     sizes, frozen = LAYOUTS[layout]
     _, fast = _run(cls, sizes, frozen, track=False, steps=4, **options)

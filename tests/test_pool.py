@@ -312,6 +312,7 @@ def test_the_lab_hold_means_the_serial_path() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # float16 state on purpose
 def test_16bit_optimizer_steps_on_the_pool_bit_for_bit(small_pool, dtype: str) -> None:
     """16-bit buffers (untracked) take the pool too; every kernel is elementwise, so the bits
     equal one serial call's, the word-pair loop's odd segment starts included."""

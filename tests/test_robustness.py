@@ -31,6 +31,9 @@ import minnet
 from minnet.nn import Linear, MSELoss, Parameter, ReLU, Sequential
 from minnet.optim import Adam
 
+# eps=0 on purpose in the edge-case tests
+pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
+
 SETTINGS = settings(
     max_examples=60,
     deadline=None,

@@ -192,9 +192,14 @@ def test_zero_grad_on_the_pool_clears_every_gradient(monkeypatch: pytest.MonkeyP
         opt = minnet.optim.Adam(model.parameters())
         for p in model.parameters():
             p.grad[...] = 3.0
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=False)
         for p in model.parameters():
             np.testing.assert_array_equal(p.grad, np.zeros_like(p.data), err_msg=p.name)
+        for p in model.parameters():
+            p.grad[...] = 3.0
+        opt.zero_grad()  # None, over a zero buffer that a backward adds into
+        assert all(p.grad is None for p in model.parameters())
+        assert not opt._groups[0].grad.any()
         assert opt._groups[0]._all_segments.shape == (2, len(model.parameters()), 2)
     finally:
         minnet.set_num_threads(None)

@@ -1136,15 +1136,16 @@ def draw_eps_lowp(
             n = _n_params(result, row["run"])
             counts_only = counts_only or n is None
             y = values.astype(float) / n * 100 if n else values.astype(float)
-            stop = row["first_nonfinite_step"]
-            if stop:
+            stop = row["first_nonfinite_step"]  # NaN: the run stayed finite
+            diverged = bool(np.isfinite(stop))
+            if diverged:
                 keep = steps <= stop
                 steps, y = steps[keep], y[keep]
             ax.plot(steps, y, ls=st["ls"], color=st["color"], lw=st["lw"],
                     drawstyle="steps-post", label=_precision_label(*key))  # fmt: skip
-            if stop:
+            if diverged:
                 ax.plot(steps[-1], y[-1], "X", ms=9, color=st["color"], mec="black", mew=0.6)
-                ax.annotate(f"NaN/inf after step {stop}", (steps[-1], y[-1]), fontsize=7,
+                ax.annotate(f"NaN/inf after step {int(stop)}", (steps[-1], y[-1]), fontsize=7,
                             xytext=(8, 4), textcoords="offset points", color=st["color"])
             peak = max(peak, float(np.nanmax(y, initial=0.0)))
         ax.set_xscale("log")

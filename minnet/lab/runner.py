@@ -87,7 +87,7 @@ from minnet.lab.problem import Problem, train_problem
 from minnet.lab.scenarios import Scenario, make_problem
 from minnet.nn import Parameter
 from minnet.optim import Adam, Optimizer
-from minnet.optim.optimizer import ROUNDING_MODES, LowPrecisionWarning
+from minnet.optim.optimizer import ROUNDING_MODES, EpsWarning
 
 __all__ = [
     "DEFAULT_EPS",
@@ -283,8 +283,10 @@ class RunSpec:
             object.__setattr__(self, "eps", float(eps))
         # The optimizer's own checks (lr, betas, modes and their combination), before any run.
         if name in ("Adam", "AdamW"):
-            Adam([Parameter(np.zeros(1))], lr=self.lr, betas=self.betas, eps=self.eps,
-                 amsgrad=self.amsgrad, eps_mode=self.eps_mode, amsgrad_max=self.amsgrad_max)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", EpsWarning)  # eps=0 is swept on purpose
+                Adam([Parameter(np.zeros(1))], lr=self.lr, betas=self.betas, eps=self.eps,
+                     amsgrad=self.amsgrad, eps_mode=self.eps_mode, amsgrad_max=self.amsgrad_max)
         if member is not None:
             if self.amsgrad or self.amsgrad_max != "raw":
                 if name not in ("Adam", "AdamW"):
@@ -302,7 +304,7 @@ class RunSpec:
             # support, rounding models), with its own messages.
             dt = "float32" if isinstance(scenario, Problem) else self.dtype
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", LowPrecisionWarning)  # the point of the sweep
+                warnings.simplefilter("ignore", EpsWarning)  # the point of the sweep
                 member.cls([Parameter(np.zeros(1, dtype=as_dtype(dt)))],
                            **self._constructor_kwargs())  # fmt: skip
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
@@ -503,7 +505,7 @@ def run(spec: RunSpec) -> RunResult:
     if isinstance(spec.scenario, Problem):
         return _run_problem(spec)
     with _one_blas_thread(), np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowPrecisionWarning)  # an eps that rounds to 0: swept
+        warnings.simplefilter("ignore", EpsWarning)  # an eps that rounds to 0: swept
         problem = make_problem(spec.scenario, seed=spec.seed, dtype=spec.dtype)
         model, x, y, loss_fn = problem.model, problem.x, problem.y, problem.loss_fn
         optimizer = lookup(spec.optimizer).cls(model.parameters(), **spec.optimizer_kwargs())
@@ -547,7 +549,7 @@ def _run_problem(spec: RunSpec) -> RunResult:
     if spec.rounding != "fused":
         knobs["rounding"] = spec.rounding
     with _one_blas_thread(), np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowPrecisionWarning)
+        warnings.simplefilter("ignore", EpsWarning)
         rec = train_problem(problem, seed=spec.seed, lr=spec.lr, eps=spec.eps,
                             knobs=knobs, steps=spec.steps)  # fmt: skip
         optimizer = rec["optimizer"]
@@ -979,7 +981,9 @@ class SweepResult:
         """One row per run: the run columns plus ``final_loss`` (loss at the last step),
         ``final_metric`` (the last metric evaluated, NaN if none),
         ``diverged`` (a non-finite loss or parameter at any step) and ``first_nonfinite_step``
-        (first step after which a parameter was NaN/inf, 0 if none)."""
+        (first step after which a parameter was NaN/inf, as a float; NaN for a run whose
+        parameters stayed finite, as ``final_metric`` without a metric, so that pandas reads
+        it as missing: ``df.first_nonfinite_step.isna()`` selects those runs)."""
         t = self.runs
         run_ids = t["run"]
         starts = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1]])
@@ -995,10 +999,11 @@ class SweepResult:
         cols["final_metric"] = final_metric
         bad = ~np.isfinite(t["loss"]) | (t["nonfinite"] > 0)
         cols["diverged"] = np.logical_or.reduceat(bad, starts) if len(t) else bad
-        first = np.zeros(len(starts), dtype=np.int64)
+        first = np.full(len(starts), np.nan)
         for j, (a, b) in enumerate(zip(starts, ends)):
             hits = np.flatnonzero(t["nonfinite"][a : b + 1] > 0)
-            first[j] = t["step"][a + hits[0]] if len(hits) else 0
+            if len(hits):
+                first[j] = t["step"][a + hits[0]]
         cols["first_nonfinite_step"] = first
         return Table(cols)
 

@@ -217,6 +217,10 @@ class Sequential(Module):
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         return self._backward_impl(grad_out, input_grad)
 
+    def _grad_params(self) -> Any:
+        # Its backward runs every module inside it.
+        return [p for m in self._layers for p in m._grad_params()]
+
     def __getitem__(self, index: int) -> Module:
         return self._layers[index]
 

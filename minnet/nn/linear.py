@@ -14,7 +14,7 @@ from minnet.nn._util import FLOAT32, _as_float_array, _float_dtype, _is_low
 from minnet.nn.activation import ReLU, _relu_into
 from minnet.nn.grad_mode import is_grad_enabled
 from minnet.nn.module import Module
-from minnet.nn.parameter import Parameter, _accumulate_grad
+from minnet.nn.parameter import Parameter, _accumulate_grad, _grad_to_add_into
 from minnet.random import resolve_rng
 
 
@@ -357,9 +357,7 @@ class Linear(Module):
             if p is None or not p.requires_grad:
                 grads.append(None)
                 continue
-            g = p.grad
-            if g is None:  # PyTorch's cleared state: start from zeros
-                g = p.grad = np.zeros(p.data.shape, p.data.dtype)
+            g = _grad_to_add_into(p)  # a None (cleared) .grad starts from zeros
             if (
                 not isinstance(g, np.ndarray)
                 or g.shape != p.data.shape

@@ -14,7 +14,7 @@ from minnet.nn import graph as _graph
 from minnet.nn._util import BFLOAT16, _asarray, _float_dtype, _is_float
 from minnet.nn.grad_mode import _mode, is_grad_enabled
 from minnet.nn.graph import Call, Output
-from minnet.nn.parameter import Parameter
+from minnet.nn.parameter import Parameter, _revive_grads
 
 _PLAIN = (bool, np.ndarray)
 
@@ -83,6 +83,7 @@ def _user_backward(fn: Any) -> Any:
     @functools.wraps(fn)
     def backward(self: Module, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
+        _revive_grads(self._grad_params())  # so that ``p.grad += g`` works after zero_grad()
         if d.get("_in_backward"):  # super().backward(), or a run that queued the calls already
             return fn(self, *args, **kwargs)
         call = self._pick_call()
@@ -502,6 +503,7 @@ class Module:
         """Backward of one recorded call: its state put back, the module's backward run, the
         state freed (kept with ``retain``)."""
         calls, state = call.children, call.state
+        _revive_grads(self._grad_params())  # a cleared (None) .grad: zeros to add into
         if calls is None and self._kind == _STATE:  # a layer's call: the usual case
             self._put(state)
             try:
@@ -557,6 +559,14 @@ class Module:
             return n
         return None
 
+    def _grad_params(self) -> Any:
+        """The parameters whose ``.grad`` this module's backward adds into: its own (a
+        container whose backward runs every module inside it returns theirs). Before the
+        backward runs, those whose gradient was cleared (``None``) get zeros, so a backward
+        may add into ``.grad`` whatever ``zero_grad`` did."""
+        params = self.__dict__.get("_parameters")
+        return params.values() if params else ()
+
     def _children_calls(self) -> list[Call]:
         """For a container: the pending latest call of each layer inside (none by default)."""
         return []
@@ -565,6 +575,7 @@ class Module:
         """``module.backward(g)``: run the backward ``impl`` on the state of :meth:`_pick_call`'s
         call (or on what a direct ``forward()`` kept)."""
         call = self._pick_call()
+        _revive_grads(self._grad_params())  # a cleared (None) .grad: zeros to add into
         if call is None or call is _ATTRS:
             if _thread.next is not None:
                 _thread.next = None
@@ -716,13 +727,16 @@ class Module:
         """Every buffer's array (a list; PyTorch returns an iterator)."""
         return [b for _, b in self.named_buffers(recurse=recurse)]
 
-    def zero_grad(self) -> None:
-        """Fill every parameter gradient with zeros (in place, so an optimizer's flat buffers
-        stay shared; PyTorch's default sets them to ``None`` instead). A parameter that records
-        which rows received a gradient (``grad_rows``, a sparse ``Embedding``'s weight) records
-        none afterwards."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter gradient, as PyTorch's ``Module.zero_grad``: set it to ``None``
+        (the default; the next backward writes it, and ``optimizer.step()`` skips a parameter
+        that got none), or with ``set_to_none=False`` fill it with zeros in place. A parameter
+        that records which rows received a gradient (``grad_rows``, a sparse ``Embedding``'s
+        weight) records none afterwards."""
         for p in self.parameters():
-            if p.grad is not None:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
                 p.grad.fill(0)
             if getattr(p, "grad_rows", None) is not None:
                 p.grad_rows = np.empty(0, np.int64)

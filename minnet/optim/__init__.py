@@ -17,7 +17,13 @@ from minnet.optim.adamax import Adamax
 from minnet.optim.adamw import AdamW
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
-from minnet.optim.optimizer import AdamStats, LowPrecisionWarning, Optimizer, OptimizerStats
+from minnet.optim.optimizer import (
+    AdamStats,
+    EpsWarning,
+    LowPrecisionWarning,
+    Optimizer,
+    OptimizerStats,
+)
 from minnet.optim.radam import RAdam
 from minnet.optim.rmsprop import RMSprop
 from minnet.optim.sgd import SGD
@@ -26,6 +32,7 @@ __all__ = [
     "Optimizer",
     "OptimizerStats",
     "AdamStats",
+    "EpsWarning",
     "LowPrecisionWarning",
     "Adam",
     "AdamW",

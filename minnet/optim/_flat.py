@@ -11,6 +11,11 @@ Parameters may be float16, bfloat16, float32 or float64, and the state may have 
 ``.grad``), while the kernel's arguments (:attr:`FlatBuffers.args`) are ``uint16`` views of the
 16-bit ones: kernels read and write the bit patterns with :mod:`minnet._lowp` and compute in
 :attr:`FlatBuffers.compute_dtype`.
+
+A parameter without a gradient (``p.grad is None``, PyTorch's cleared state) keeps its place
+in ``grad``, filled with zeros (``Parameter.grad``'s setter and :meth:`FlatBuffers.zero_grad`
+keep it so), and a step leaves it out: :meth:`FlatBuffers.step_runs` gives the runs of
+parameters that take the step, with their own step counts.
 """
 
 from __future__ import annotations
@@ -120,19 +125,29 @@ class FlatBuffers:
         )
         #: Holds each coordinate's update while stats are summed (allocated on first use).
         self.scratch = np.empty(0, dtype=self.compute_dtype)
+        self._grad_views: list[np.ndarray] = []
         for p, off, size in zip(self.params, self.offsets, self.sizes):
             data_view = self.data[off : off + size].reshape(p.data.shape)
             grad_view = self.grad[off : off + size].reshape(p.data.shape)
             data_view[...] = p.data
-            grad_view[...] = p.grad
+            had_grad = p.grad is not None
+            grad_view[...] = p.grad if had_grad else 0  # a None gradient's place holds zeros
             p.data = data_view
-            p.grad = grad_view
+            p._home = None
+            p.grad = grad_view if had_grad else None
+            p._bind_grad(grad_view)
+            self._grad_views.append(grad_view)
         self._data_views = [p.data for p in self.params]
-        self._grad_views = [p.grad for p in self.params]
         _LIVE[id(self.data)] = self
-        self._runs_key: tuple[bool, ...] | None = None
-        self._runs: list[tuple[np.ndarray, ...]] = []
-        self._all_runs = [self.args]
+        #: Each parameter's step count (PyTorch's per-parameter ``"step"``): a step advances
+        #: those of the parameters it updates (see :meth:`step_runs`).
+        self.steps: list[int] = [0] * len(self.params)
+        #: Each parameter's scalar state carried from step to step (NAdam's ``mu_product``).
+        self.group_states: list[dict[str, float]] = [{} for _ in self.params]
+        self._uniform = True  # every parameter has the same step count and scalar state
+        self._all_js = list(range(len(self.params)))
+        self._runs_key: tuple[Any, ...] | None = None
+        self._runs: list[tuple[int, int, list[int]]] = []
         self._n_trainable = total
         self._segments_key: tuple[Any, ...] | None = None
         self._segments = np.zeros((0, 0, 2), np.int64)
@@ -152,10 +167,11 @@ class FlatBuffers:
         return self.scratch
 
     def check_bound(self) -> None:
-        """Raise ``RuntimeError`` if a parameter's ``.data`` or ``.grad`` no longer views the
-        flat buffers (the optimizer would silently stop updating it)."""
+        """Raise ``RuntimeError`` if a parameter's ``.data`` no longer views the flat buffers,
+        or its ``.grad`` was replaced by an array that does not fit them (the optimizer would
+        silently stop updating it). A ``None`` gradient is fine: the step skips it."""
         for p, d, g in zip(self.params, self._data_views, self._grad_views):
-            if p.data is not d or p.grad is not g:
+            if p.data is not d or p._home is not g:
                 newer = _LIVE.get(id(p.data.base))
                 if newer is not None and newer is not self and newer.data is p.data.base:
                     raise RuntimeError(
@@ -166,12 +182,24 @@ class FlatBuffers:
                         "parameter groups for different settings ([{'params': a}, {'params': b, "
                         "'lr': 1e-2}])."
                     )
-                which = ".data" if p.data is not d else ".grad"
+                if p.data is not d:
+                    raise RuntimeError(
+                        f"{self.owner}: parameter {p.name or '?'} .data was replaced by another "
+                        "array, so the optimizer no longer sees it. Write values in place "
+                        "(p.data[...] = x), or create the optimizer after the replacement; a "
+                        "parameter can belong to only one optimizer."
+                    )
+                got = p.grad
+                what = (
+                    f"an array of shape {got.shape} and dtype {got.dtype}"
+                    if isinstance(got, np.ndarray)
+                    else f"a {type(got).__name__}"
+                )
                 raise RuntimeError(
-                    f"{self.owner}: parameter {p.name or '?'} {which} was replaced by another "
-                    "array, so the optimizer no longer sees it. Write values in place "
-                    "(p.data[...] = x), or create the optimizer after the replacement; a "
-                    "parameter can belong to only one optimizer."
+                    f"{self.owner}: parameter {p.name or '?'} .grad was set to {what}; a "
+                    f"gradient must be an array of the parameter's shape {d.shape} and dtype "
+                    f"{d.dtype} (it is then copied into the optimizer's buffer), or None to "
+                    "skip the parameter in the next step."
                 )
 
     def views(self, name: str) -> list[np.ndarray]:
@@ -190,75 +218,116 @@ class FlatBuffers:
         full = (self.data, self.grad, *self.arrays) if typed else self.args
         return tuple(a[lo:hi] for a in full)
 
-    def trainable_runs(self) -> list[tuple[np.ndarray, ...]]:
-        """``(data, grad, *arrays)`` over each contiguous run of parameters whose
-        ``requires_grad`` is true: ``[self.args]`` when none is frozen (the usual case), so a
-        frozen parameter (``module.requires_grad_(False)``) is neither read nor written, as in
-        PyTorch, where it has no gradient. Recomputed only when the frozen set changes."""
-        for p in self.params:  # the usual case, without allocating anything
-            if getattr(p, "requires_grad", True) is False:
+    def _taking(self) -> tuple[bool, ...] | None:
+        """Which parameters a step updates: those with ``requires_grad`` and a gradient
+        (``grad`` not ``None``), as PyTorch's optimizers skip a parameter whose ``grad`` is
+        ``None``; ``None`` when all of them (the usual case, checked without allocating)."""
+        for p in self.params:
+            if p._grad is None or p.requires_grad is False:
                 break
         else:
+            return None
+        return tuple(p._grad is not None and p.requires_grad is not False for p in self.params)
+
+    def step_runs(self) -> list[tuple[tuple[np.ndarray, ...], list[int], int, dict[str, float]]]:
+        """What a step updates, as ``(args, js, step, group_state)`` per run: ``args`` the
+        kernel's ``(data, grad, *arrays)`` over a contiguous run of parameters ``js`` that
+        take this step and share their step count ``step`` (before the step) and scalar
+        state. ``[(self.args, every j, ...)]`` in the usual case (one kernel call over the
+        whole buffer); a parameter without a gradient or frozen splits it, and so do
+        parameters whose step counts differ (each run gets its own bias corrections).
+        Updates :attr:`n_trainable`."""
+        key = self._taking()
+        if key is None and self._uniform:
             self._n_trainable = self.size
-            return self._all_runs
-        key = tuple(getattr(p, "requires_grad", True) is not False for p in self.params)
-        if key == self._runs_key:
-            return self._runs
-        runs: list[tuple[np.ndarray, ...]] = []
-        j = 0
-        while j < len(key):
-            if not key[j]:
+            return [(self.args, self._all_js, self.steps[0], self.group_states[0])]
+        steps, states = self.steps, self.group_states
+        full = (key or (True,) * len(self.params), tuple(steps), self._uniform)
+        if full != self._runs_key:
+            taking = full[0]
+            runs: list[tuple[int, int, list[int]]] = []
+            j = 0
+            while j < len(taking):
+                if not taking[j]:
+                    j += 1
+                    continue
+                js = [j]
                 j += 1
-                continue
-            lo = self.offsets[j]
-            while j < len(key) and key[j]:
-                j += 1
-            hi = self.offsets[j - 1] + self.sizes[j - 1]
-            runs.append(
-                self.args if (lo, hi) == (0, self.size) else tuple(a[lo:hi] for a in self.args)
-            )
-        self._runs_key, self._runs = key, runs
-        self._n_trainable = sum(r[0].size for r in runs)
-        return runs
+                while (
+                    j < len(taking)
+                    and taking[j]
+                    and steps[j] == steps[js[0]]
+                    and states[j] == states[js[0]]
+                ):
+                    js.append(j)
+                    j += 1
+                runs.append((self.offsets[js[0]], self.offsets[js[-1]] + self.sizes[js[-1]], js))
+            self._runs_key, self._runs = full, runs
+        out = []
+        n = 0
+        for lo, hi, js in self._runs:
+            args = self.args if (lo, hi) == (0, self.size) else tuple(a[lo:hi] for a in self.args)
+            out.append((args, js, steps[js[0]], states[js[0]]))
+            n += hi - lo
+        self._n_trainable = n
+        return out
+
+    def advance(self, js: list[int], group_state: dict[str, float]) -> None:
+        """After a step over parameters ``js``: their step counts go up by one and their
+        scalar state becomes ``group_state``."""
+        steps, states = self.steps, self.group_states
+        for j in js:
+            steps[j] += 1
+            states[j] = group_state
+        if len(js) != len(steps):
+            self.check_uniform()
+
+    def check_uniform(self) -> None:
+        """Note whether every parameter has the same step count and scalar state."""
+        steps, states = self.steps, self.group_states
+        self._uniform = all(s == steps[0] for s in steps) and all(
+            g == states[0] for g in states
+        )
 
     def thread_segments(self, threads: int) -> np.ndarray:
-        """The row-ownership table of :func:`minnet._pool.thread_segments` over the trainable
-        parameters (frozen ones are left out): ``segs[t, j] = (lo, hi)``, the flat range that
-        thread ``t`` of ``threads`` updates of the ``j``-th trainable parameter. Recomputed only
-        when ``threads`` or the frozen set changes."""
-        runs = self.trainable_runs()
-        key = (threads, None if runs is self._all_runs else self._runs_key)
-        if key != self._segments_key:
-            keep = [
-                j
-                for j, p in enumerate(self.params)
-                if getattr(p, "requires_grad", True) is not False
-            ]
+        """The row-ownership table of :func:`minnet._pool.thread_segments` over the parameters
+        that take the step (as of the latest :meth:`step_runs`; the others are left out):
+        ``segs[t, j] = (lo, hi)``, the flat range that thread ``t`` of ``threads`` updates of
+        the ``j``-th of them. Recomputed only when ``threads`` or that set changes."""
+        key = self._taking()
+        if (threads, key) != self._segments_key:
+            keep = [j for j in range(len(self.params)) if key is None or key[j]]
             self._segments = _pool.thread_segments(
                 [self.params[j].data.shape for j in keep], [self.offsets[j] for j in keep], threads
             )
-            self._segments_key = key
+            self._segments_key = (threads, key)
         return self._segments
 
-    def zero_grad(self, threads: int) -> None:
-        """Fill ``grad`` with zeros. With ``threads > 1`` (minnet's pool) and at least
+    def zero_grad(self, threads: int, set_to_none: bool = False) -> None:
+        """Fill ``grad`` with zeros, and with ``set_to_none`` make every parameter's ``.grad``
+        ``None`` (PyTorch's cleared state; the zeros are where the next backward adds).
+        With ``threads > 1`` (minnet's pool) and at least
         :data:`minnet._pool.OPTIM_MIN_SIZE` elements, thread ``t`` zeroes the rows it owns
         (:func:`minnet._pool.owned_rows`) of every parameter, frozen ones included: the rows it
         then adds into in a pooled ``Linear`` backward and updates in the step, so they stay in
         its core's cache; else one ``fill``."""
         if threads < 2 or self.size < _pool.OPTIM_MIN_SIZE:
             self.grad.fill(0)
-            return
-        segs = self._all_segments
-        if segs.shape[0] != threads:
-            segs = self._all_segments = _pool.thread_segments(
-                [p.data.shape for p in self.params], self.offsets, threads
-            )
-        _zero_segments(self.args[1], segs)
+        else:
+            segs = self._all_segments
+            if segs.shape[0] != threads:
+                segs = self._all_segments = _pool.thread_segments(
+                    [p.data.shape for p in self.params], self.offsets, threads
+                )
+            _zero_segments(self.args[1], segs)
+        if set_to_none:
+            for p, g in zip(self.params, self._grad_views):
+                if p._home is g:
+                    p._grad = None
 
     @property
     def n_trainable(self) -> int:
-        """Coordinates updated by a step (as of the latest :meth:`trainable_runs`)."""
+        """Coordinates updated by a step (as of the latest :meth:`step_runs`)."""
         return self._n_trainable
 
     def reset_state(self) -> None:

@@ -34,10 +34,14 @@ fixtures.
 reads float16/bfloat16 buffers as ``uint16`` bit patterns, computes the step above in float32
 and rounds each stored value once (``rounding="fused"``, what optax does with float32
 promotion). ``rounding="per_op"`` is refused: it means PyTorch's op-by-op rounding, and PyTorch
-has no AdaBelief (no library fixture exists for AdaBelief in 16-bit either). Both epsilons
-matter in float16: the defaults ``eps = eps_root = 1e-16`` are 0 there, and ``eps_root`` is
-*stored* in ``s`` every step, so a float16 ``s`` cannot hold it at all (the optimizer warns for
-each, naming it); in bfloat16 (float32's range) both survive.
+has no AdaBelief (no library fixture exists for AdaBelief in 16-bit either). The defaults
+``eps = eps_root = 1e-16`` are 0 in float16. ``eps`` is a float32 constant of the step, so it
+survives; ``eps_root`` is added to ``s`` in float32 and the step divides by that float32 ``s``,
+but ``s`` is *stored* in the state dtype, so a float16 state keeps none of it: it no longer
+accumulates from step to step (``s_hat`` carries one step's ``eps_root / bc2`` instead of up to
+``eps_root / (1 - beta2)``), and float16 stores ``s`` as 0 after a first step whose gradient
+is below about 5.6e-3. The optimizer warns about both at construction; in bfloat16 (float32's
+range) both survive.
 """
 
 from __future__ import annotations
@@ -176,6 +180,7 @@ class AdaBelief(Optimizer):
     rule = RULE
     # Both are checked against the state dtype: eps_root is stored in s every step.
     _eps_options = ("eps", "eps_root")
+    _eps_in_state = ("eps_root",)  # added to exp_avg_var and stored there
 
     reference = staticmethod(adabelief_reference)
     checks = {"lr": check_lr, "betas": check_betas, "eps": check_eps,

@@ -82,9 +82,9 @@ Optional:
     those before it (computed in float64). With a non-empty spec, :meth:`~Optimizer.step`
     calls ``_scalars(group, dtype, step, group_state)`` with the advanced values, and keeps
     them only once the step has been applied (a step that ``check_finite`` refuses leaves them
-    as they were). Every parameter's state-dict entry holds them as floats right after
-    ``"step"`` (PyTorch keeps such scalars per parameter); :meth:`load_state_dict` needs them
-    equal across a group. Default: no group state.
+    as they were). They are kept per parameter, as PyTorch does (a parameter that skips a step
+    keeps its values): every state-dict entry holds them as floats right after ``"step"``.
+    Default: no group state.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
@@ -144,12 +144,15 @@ decoupled shrink, ``param = param * (1 - lr * decay) - lr * grad``, no state, no
 :mod:`minnet.optim.lion` and :mod:`minnet.optim.sgd` are the smallest real ones;
 :mod:`minnet.optim.adam` the largest.
 
-Differences from PyTorch, for every optimizer: gradients are arrays that :meth:`zero_grad`
-fills with zeros (never ``None``), so a parameter that got no gradient still takes a step with
-``g = 0``; all parameters of a group step together, so the per-parameter ``"step"`` in the
-state dict is the group's step count. A parameter whose ``requires_grad`` is false (frozen with
-``module.requires_grad_(False)``) is skipped as in PyTorch: neither it nor its state changes
-(the kernel runs over the contiguous runs of trainable parameters).
+Parameters without a gradient, as in PyTorch: :meth:`~Optimizer.zero_grad` (default
+``set_to_none=True``) makes every ``p.grad`` ``None`` until a backward writes it, and
+:meth:`~Optimizer.step` skips a parameter whose ``grad`` is ``None`` or whose
+``requires_grad`` is false (frozen with ``module.requires_grad_(False)``): neither it, its
+state nor its own step count changes. Each parameter has its own step count (the state dict's
+``"step"``) and scalar state. The usual step, where every parameter takes it with one step
+count, is one kernel call over the whole flat buffer; otherwise the kernel runs over each
+contiguous run of parameters that take the step with equal step counts, with that run's
+constants (:meth:`minnet.optim._flat.FlatBuffers.step_runs`).
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ from typing import Any, NamedTuple, TypedDict, TypeVar
 
 import numpy as np
 
-from minnet import _pool
+from minnet import _lowp, _pool
 from minnet import threads as _threads
 from minnet.dtypes import FLOAT_DTYPES, as_dtype, bfloat16, float64, is_16bit
 from minnet.nn import Parameter
@@ -174,6 +177,7 @@ __all__ = [
     "Optimizer",
     "OptimizerStats",
     "AdamStats",
+    "EpsWarning",
     "LowPrecisionWarning",
     "ROUNDING_MODES",
     "StorageFormats",
@@ -348,9 +352,33 @@ class OptimizerStats(NamedTuple):
 ROUNDING_MODES = ("fused", "per_op")
 
 
-class LowPrecisionWarning(UserWarning):
-    """A hyperparameter that the state dtype cannot hold (``eps`` rounds to 0 or to a
-    subnormal): warned once when the optimizer is created."""
+class EpsWarning(UserWarning):
+    """What an optimizer's eps does not do in this set-up (``eps=0`` where a zero gradient
+    gives 0/0, or an eps that 16-bit storage loses): warned once when the optimizer is
+    created."""
+
+
+class LowPrecisionWarning(EpsWarning):
+    """What 16-bit storage loses: an eps that rounds to 0 or to a subnormal where the chosen
+    rounding model holds it, or a second moment that float16 state stores as 0 for small
+    gradients: warned once when the optimizer is created."""
+
+
+def _lowp_format(dtype: np.dtype) -> int:
+    return _lowp.storage_format(np.dtype(dtype))
+
+
+class _Run(NamedTuple):
+    """Parameters that one kernel call updates in a step: ``args`` the kernel's ``(data, grad,
+    *state)`` over their contiguous range, ``js`` their positions in the flat buffer, ``step``
+    their step count after this step, ``state`` their scalar state after it (NAdam's
+    ``mu_product``; ``{}`` for most optimizers), ``scalars`` the step's constants."""
+
+    args: tuple[np.ndarray, ...]
+    js: list[int]
+    step: int
+    state: dict[str, float]
+    scalars: Any
 
 
 #: The name ``Adam(track_stats=True)`` used before the family; the same class.
@@ -386,7 +414,10 @@ class Optimizer:
             ``FloatingPointError`` naming the parameters and the likely cause, and leave
             parameters and state as they were. Costs one extra read-only pass over the
             buffers; off by default (PyTorch lets NaN through). Also turns the warning about
-            an eps that the state dtype cannot hold into a ``ValueError`` at construction.
+            an eps that 16-bit storage loses into a ``ValueError`` at construction when the
+            loss is fatal (a zero gradient then gives 0/0, as ``rounding="per_op"`` with
+            ``eps=1e-8`` in float16); a set-up that works (``rounding="fused"`` keeps eps in
+            float32) only warns.
         state_dtype: the dtype of the optimizer state (``"float16"``, ``"bfloat16"``,
             ``"float32"``, ``"float64"`` or a NumPy dtype); ``None`` (default): each
             parameter's dtype. float64 only goes with float64.
@@ -476,8 +507,6 @@ class Optimizer:
         self._keys = tuple(self.defaults)
         self._checked: list[tuple[Any, ...]] = []  # each group's options as last validated
         self._valid: list[dict[str, Any]] = []  # ... and as a dict (normalized)
-        self._steps: list[int] = []  # each group's step count
-        self._group_states: list[dict[str, float]] = []  # each group's scalar state
         self._kernels: list[dict[tuple[Any, ...], Any]] = []  # each group's kernels, by flags
         self._flats: list[list[FlatBuffers]] = []  # each group's buffers, one per dtype
         self._groups: list[FlatBuffers] = []  # every group's buffers, in order
@@ -572,9 +601,9 @@ class Optimizer:
 
     @property
     def step_count(self) -> int:
-        """The largest step count of any group (every group steps together, so all groups
-        created at construction share it)."""
-        return max(self._steps, default=0)
+        """The largest step count of any parameter (calls of :meth:`step` that updated it;
+        parameters that always have a gradient share it)."""
+        return max((max(flat.steps) for flat in self._groups), default=0)
 
     def _prepare_group(self, param_group: Any, seen: set[int]) -> dict[str, Any]:
         """Check one group (PyTorch's ``add_param_group`` checks) and return it completed with
@@ -602,14 +631,23 @@ class Optimizer:
                     f"optimizer can only optimize minnet.nn.Parameter objects, but element {i} "
                     f"is {type(p).__name__}"
                 )
-            if p.data.dtype not in FLOAT_DTYPES or p.grad.dtype != p.data.dtype:
+            grad = p.grad
+            if grad is not None and not isinstance(grad, np.ndarray):
+                raise TypeError(
+                    f"{owner}: parameter {i} ({p.name or '?'}) has a grad of type "
+                    f"{type(grad).__name__}; it must be an array or None"
+                )
+            if p.data.dtype not in FLOAT_DTYPES or (
+                grad is not None and grad.dtype != p.data.dtype
+            ):
+                got = "" if grad is None else f" and grad of dtype {grad.dtype}"
                 raise TypeError(
                     f"{owner}: parameter {i} ({p.name or '?'}) has data of dtype "
-                    f"{p.data.dtype} and grad of dtype {p.grad.dtype}; both must be the same "
-                    "of float16, bfloat16, float32 or float64"
+                    f"{p.data.dtype}{got}; both must be the same of float16, bfloat16, "
+                    "float32 or float64"
                 )
             self._state_dtype_for(p.data.dtype, f"parameter {i} ({p.name or '?'})")
-            if p.grad.shape != p.data.shape:
+            if grad is not None and grad.shape != p.data.shape:
                 raise ValueError(
                     f"{owner}: parameter {i} ({p.name or '?'}) has grad of shape "
                     f"{p.grad.shape}, expected its data's shape {p.data.shape}"
@@ -654,50 +692,205 @@ class Optimizer:
             )
         return state
 
-    #: The options that must be representable in the state dtype (checked by
-    #: :meth:`_check_eps_representable`): ``("eps",)``; AdaBelief adds ``"eps_root"``.
+    #: The eps options (checked by :meth:`_check_eps_representable`): ``("eps",)``; AdaBelief
+    #: adds ``"eps_root"``.
     _eps_options: tuple[str, ...] = ("eps",)
+    #: The eps options that the update adds into a state array, which stores them in the state
+    #: dtype whatever the rounding model (AdaBelief's ``"eps_root"``).
+    _eps_in_state: tuple[str, ...] = ()
 
     def _check_eps_representable(self, group: Mapping[str, Any], params: list[Any]) -> None:
-        """Warn once (``check_finite``: raise ``ValueError``) if one of the group's
-        :attr:`_eps_options` is 0 or subnormal in the state dtype of one of its parameters."""
-        messages = []
-        for option in self._eps_options:
-            message = self._eps_problem(option, group.get(option), params)
-            if message is not None:
-                messages.append(message)
+        """Warn once about what the group's eps options lose in this set-up, for the
+        rounding model in use (see :meth:`_eps_problems`). ``check_finite`` turns it into a
+        ``ValueError`` only where no eps survives at all (a denominator that can be 0)."""
+        messages, lowp, fatal = self._eps_problems(group, params)
         if not messages:
             return
         message = "; ".join(messages)
-        if self.check_finite:
+        if self.check_finite and fatal:
             raise ValueError(message + " (check_finite=True)")
         if not self._warned_lowp:
             self._warned_lowp = True
-            warnings.warn(message, LowPrecisionWarning, stacklevel=_caller_level())
+            category = LowPrecisionWarning if lowp else EpsWarning
+            warnings.warn(message, category, stacklevel=_caller_level())
 
-    def _eps_problem(self, option: str, eps: Any, params: list[Any]) -> str | None:
-        """Why ``option=eps`` cannot be held by the state dtype of ``params``, or ``None``."""
-        if not isinstance(eps, float) or not eps > 0:
-            return None
-        for dt in dict.fromkeys(self._state_dtype_for(p.data.dtype) for p in params):
-            if not is_16bit(dt):
+    def _eps_holder(self, option: str, dtype: np.dtype) -> np.dtype:
+        """The dtype that holds ``option`` for parameters of ``dtype``: the state dtype for an
+        option stored in the state or with ``rounding="per_op"`` (each op rounded to its
+        storage dtype, PyTorch's for-loop model), else the kernel's compute dtype (float32
+        for 16-bit buffers, as PyTorch's ``fused=True``)."""
+        state = self._state_dtype_for(dtype)
+        if option in self._eps_in_state or self.rounding == "per_op":
+            return state
+        return np.dtype(np.float32) if is_16bit(dtype) or is_16bit(state) else state
+
+    def _eps_problems(
+        self, group: Mapping[str, Any], params: list[Any]
+    ) -> tuple[list[str], bool, bool]:
+        """What the group's eps options lose in this set-up, as messages; whether one of them
+        is about 16-bit storage; whether the loss is fatal (a coordinate whose gradient is 0
+        gets 0/0 in the 16-bit set-up although it does not in float64).
+
+        An eps is lost where the dtype that holds it (:meth:`_eps_holder`) rounds it to 0 or
+        a subnormal; an eps option that the update stores in a state array
+        (:attr:`_eps_in_state`) is still added in float32 within a step with
+        ``rounding="fused"``, only not carried from step to step; float16 state stores the
+        second moment (``Rule.second_moment``) as 0 for small gradients in both rounding
+        models; ``eps=0`` warns where a zero gradient gives 0/0 (float64 included)."""
+        owner = type(self).__name__
+        options = [o for o in self._eps_options if isinstance(group.get(o), float)]
+        if not options:
+            return [], False, False
+        messages: list[str] = []
+        dtypes = list(dict.fromkeys(p.data.dtype for p in params))
+        for option in options:
+            eps = group[option]
+            if not eps > 0:
                 continue
-            tiny = float(np.finfo(np.float16).tiny) if dt == np.float16 else float(
-                np.finfo(np.float32).tiny
+            for dt in dtypes:
+                holder = self._eps_holder(option, dt)
+                if holder == np.float64:
+                    continue
+                tiny = float(np.finfo(np.float16 if holder == np.float16 else np.float32).tiny)
+                with np.errstate(under="ignore"):
+                    stored = float(np.float32(eps).astype(holder))
+                if stored >= tiny:
+                    continue
+                name = "bfloat16" if holder == bfloat16 else str(holder)
+                what = "0" if stored == 0 else f"the subnormal {stored:.6g}"
+                if option in self._eps_in_state:
+                    lost = (
+                        f"{option}={eps} is added to the state and stored there every step: "
+                        f"{name} state holds it as {what}, so it does not accumulate from "
+                        "step to step as in float32/float64"
+                    )
+                    if self.rounding == "fused":
+                        lost += " (each step still adds it in float32 before the division)"
+                    else:
+                        lost += " and each op rounds it to the state dtype"
+                else:
+                    where = name
+                    if self.rounding == "per_op" and holder == self._state_dtype_for(dt):
+                        where += " (the state dtype: rounding='per_op' rounds every op to it)"
+                    effect = (
+                        "so it cannot keep the denominator away from 0"
+                        if stored == 0
+                        else "so it keeps the denominator away from 0 with few bits"
+                    )
+                    lost = f"{option}={eps} is {what} in {where}, {effect}"
+                fixes = f"use a larger {option} (at least {tiny:.6g}, the smallest normal "
+                fixes += f"{name} number) or state_dtype='float32'"
+                if self.rounding == "per_op" and option not in self._eps_in_state:
+                    fixes += ", or rounding='fused' (which keeps eps in float32)"
+                messages.append(f"{owner}: {lost}; {fixes}")
+                break
+        underflow = self._second_moment_underflow(group, dtypes)
+        if underflow is not None:
+            messages.append(underflow)
+        lowp = bool(messages)
+        fatal = lowp and self._zero_gradient_gives_nan(group, dtypes)
+        if any(group[o] == 0 for o in options) and self._zero_gradient_gives_nan(group, []):
+            zero = ", ".join(f"{o}=0" for o in options if group[o] == 0)
+            messages.append(
+                f"{owner}: with {zero}, a coordinate whose gradient has been 0 so far (its "
+                "state still at its initial value) divides 0 by 0: its update and then its "
+                "parameter are NaN (check_finite=True refuses such a step)"
             )
-            with np.errstate(under="ignore"):
-                stored = float(np.float32(eps).astype(dt))
-            if stored >= tiny:
+        return messages, lowp, fatal
+
+    def _probe(
+        self,
+        group: Mapping[str, Any],
+        grads: np.ndarray,
+        param_dtype: np.dtype | None = None,
+        steps: int = 1,
+    ) -> dict[str, np.ndarray]:
+        """``steps`` steps from the initial state on ``param = 1`` with gradient ``grads``
+        (a 1-D array) every step, by the hand-written float64 reference (``param_dtype``
+        ``None``) or by the rule in this optimizer's 16-bit set-up for parameters of
+        ``param_dtype``: the parameter and the state arrays after them, by name."""
+        if param_dtype is None:
+            formats, dt, state_dt = None, np.dtype(np.float64), np.dtype(np.float64)
+            compute = dt
+        else:
+            dt, state_dt = np.dtype(param_dtype), self._state_dtype_for(param_dtype)
+            formats = StorageFormats(_lowp_format(dt), _lowp_format(state_dt), self.rounding)
+            compute = np.dtype(np.float32)
+        spec = self._state_spec(group)
+        param = np.ones(grads.size, dt)
+        g = grads.astype(dt)
+        arrays = {n: np.full(grads.size, v, state_dt) for n, v in spec.items()}
+        ref = self._reference(group, formats)
+        group_state = self._group_state_spec(group)
+        with np.errstate(all="ignore"):
+            for t in range(1, steps + 1):
+                extra: tuple[Any, ...] = ()
+                if group_state:
+                    group_state = self._advance_group_state(group, group_state, t)
+                    extra = (group_state,)
+                ref(param, g, *arrays.values(), self._scalars(group, compute, t, *extra))
+        return {"param": param, **arrays}
+
+    def _second_moment_underflow(
+        self, group: Mapping[str, Any], dtypes: list[np.dtype]
+    ) -> str | None:
+        """For float16 state: the largest gradient for which a first step stores the second
+        moment (``Rule.second_moment``) as 0 where float64 keeps it non-zero, as a message;
+        ``None`` without float16 state, without a second moment, or if no gradient of at
+        least 1e-7 underflows."""
+        owner = type(self).__name__
+        second = -1 if self.rule is None else int(self.rule.second_moment)
+        if second < 0:
+            return None
+        name = list(self._state_spec(group))[second]
+        for dt in dtypes:
+            if self._state_dtype_for(dt) != np.float16:
                 continue
-            what = "0" if stored == 0 else f"the subnormal {stored:.6g}"
-            name = "bfloat16" if dt == bfloat16 else str(dt)
+            grads = np.logspace(-7, 0, 141)
+            if dt == np.float16:
+                grads = grads.astype(np.float16).astype(np.float64)
+            low = self._probe(group, grads, dt)[name]
+            high = self._probe(group, grads)[name]
+            lost = (low == 0) & (high != 0)
+            if not lost.any():
+                return None
+            g = float(grads[lost].max())
+            against = self.eps_compared_with_options(group) or "its denominator"
+            kept = (
+                "eps stays in float32 with rounding='fused', so such a step is finite but "
+                "as large as eps lets it be"
+                if self.rounding == "fused"
+                else "with rounding='per_op' eps is rounded to float16 as well"
+            )
             return (
-                f"{type(self).__name__}: {option}={eps} is {what} in {name} (the state dtype), "
-                f"so it cannot keep the denominator away from 0; the smallest safe {option} in "
-                f"{name} is {tiny:.6g} (its smallest normal number). Use a larger {option} or "
-                "state_dtype='float32'"
+                f"{owner}: float16 state stores {name} as 0 after a first step whose gradient "
+                f"is below about {g:.2g} in magnitude (float16's smallest subnormal is "
+                f"{float(np.finfo(np.float16).smallest_subnormal):.3g}); there {against} is "
+                f"0 and eps alone remains; {kept}. optimizer.stats.underflow "
+                "(track_stats=True) counts such coordinates; state_dtype='float32' keeps them"
             )
         return None
+
+    def _zero_gradient_gives_nan(self, group: Mapping[str, Any], dtypes: list[np.dtype]) -> bool:
+        """Whether ten steps with a zero gradient from the initial state make the parameter
+        NaN (0/0): by the float64 reference (``dtypes`` empty), or in this optimizer's 16-bit
+        set-up for one of ``dtypes`` while the float64 reference stays finite."""
+        try:
+            if not dtypes:
+                return bool(np.isnan(self._probe(group, np.zeros(1), None, 10)["param"]).any())
+            if self._zero_gradient_gives_nan(group, []):
+                return False
+            for dt in dtypes:
+                state = self._state_dtype_for(dt)
+                if not (is_16bit(dt) or is_16bit(state)):
+                    continue
+                if self.rounding == "per_op" and self._per_op_refusal(group) is not None:
+                    continue  # refused when the group is installed
+                if np.isnan(self._probe(group, np.zeros(1), dt, 10)["param"]).any():
+                    return True
+        except NotImplementedError:  # an optimizer without a reference
+            return False
+        return False
 
     def _install_group(self, group: dict[str, Any]) -> None:
         """Append a prepared group: rebind its parameters to new flat buffers."""
@@ -716,8 +909,9 @@ class Optimizer:
         self.param_groups.append(group)
         self._checked.append(self._snapshot(group))
         self._valid.append({k: group[k] for k in self._keys})
-        self._steps.append(0)
-        self._group_states.append(dict(self._group_state_spec(group)))
+        group_state = dict(self._group_state_spec(group))
+        for flat in flats:
+            flat.group_states = [group_state] * len(flat.params)
         self._kernels.append({})
         self._flats.append(flats)
         self._groups.extend(flats)
@@ -772,19 +966,31 @@ class Optimizer:
     # -- stepping -----------------------------------------------------------------------------
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Set every gradient to zero (one fill per flat buffer; on minnet's pool, each thread
-        fills the rows it owns, see :meth:`FlatBuffers.zero_grad`).
+        """Reset the gradients, as PyTorch's ``Optimizer.zero_grad``.
 
-        ``set_to_none`` is accepted for PyTorch compatibility and ignored: gradients are views
-        of the flat buffer, so minnet always fills zeros (a parameter without a gradient in a
-        step then takes that step with ``g = 0``).
+        ``set_to_none=True`` (default): every ``p.grad`` becomes ``None`` until a backward
+        writes it, and :meth:`step` skips a parameter whose ``grad`` is still ``None`` (its
+        values, state and step count stay as they are). ``set_to_none=False``: gradients are
+        filled with zeros, so a parameter that gets no gradient takes the next step with
+        ``g = 0`` (its moments decay, its step count advances).
+
+        Either way the flat gradient buffer is filled with zeros (one fill per buffer; on
+        minnet's pool each thread fills the rows it owns, see :meth:`FlatBuffers.zero_grad`):
+        a backward adds into them once it has made the gradient visible again. A parameter
+        that records which rows received a gradient (``grad_rows``: a sparse ``Embedding``'s
+        weight) records none afterwards.
         """
         threads = _threads.pool_threads()
         for flat in self._groups:
-            flat.zero_grad(threads)
+            flat.zero_grad(threads, set_to_none)
+        for p in self._all_params:
+            if p.grad_rows is not None:
+                p.grad_rows = np.empty(0, np.int64)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Apply one update to every parameter, in place (every group, every dtype).
+        """Apply one update to every parameter that has a gradient, in place (every group,
+        every dtype). A parameter whose ``grad`` is ``None`` or whose ``requires_grad`` is
+        false is skipped, as in PyTorch: its values, state and step count stay as they are.
 
         ``closure``, as in PyTorch, is called first (it should recompute the loss and the
         gradients) and its value is returned. Options edited in ``param_groups`` are validated
@@ -801,52 +1007,64 @@ class Optimizer:
         for flat in self._groups:
             flat.check_bound()
         track = self.track_stats
-        plans = []
-        advanced: list[tuple[int, dict[str, float]]] = []
+        # One plan per flat buffer: its kernel and, per run of parameters that take the step
+        # with one step count (the whole buffer, usually), the step's constants.
+        plans: list[tuple[int, FlatBuffers, Any, list[_Run]]] = []
         for i, group in enumerate(groups):
-            step = self._steps[i] + 1
-            extra: tuple[Any, ...] = ()
-            if self._group_states[i]:
-                new = self._advance_group_state(group, self._group_states[i], step)
-                advanced.append((i, new))
-                extra = (new,)
             for flat in self._flats[i]:
                 kernel = self._kernel_of(i, track, True, flat.formats)
-                scalars = self._scalars(group, flat.compute_dtype, step, *extra)
-                plans.append((i, flat, kernel, scalars))
+                runs = []
+                for args, js, before, group_state in flat.step_runs():
+                    step = before + 1
+                    if group_state:
+                        new = self._advance_group_state(group, group_state, step)
+                        scalars = self._scalars(group, flat.compute_dtype, step, new)
+                    else:
+                        new = group_state
+                        scalars = self._scalars(group, flat.compute_dtype, step)
+                    runs.append(_Run(args, js, step, new, scalars))
+                plans.append((i, flat, kernel, runs))
         if self.check_finite:
             self._refuse_nonfinite(plans)
         n_dominated = n_nonfinite = n_underflow = n_lost = 0
         sum_sq = 0.0
         threads = _threads.pool_threads()
-        for _, flat, kernel, scalars in plans:
+        for _, flat, kernel, runs in plans:
+            if not runs:
+                continue
             scratch = flat.ensure_scratch() if track else flat.scratch
             pooled = flat.formats is None or not track  # 16-bit: the 5 counts are not summed
-            if threads > 1 and pooled and flat.size >= _pool.OPTIM_MIN_SIZE:
+            first = runs[0]
+            if (
+                threads > 1
+                and pooled
+                and flat.size >= _pool.OPTIM_MIN_SIZE
+                and all(r.step == first.step and r.state == first.state for r in runs)
+            ):
                 # minnet's pool (minnet._pool): thread t updates the rows it owns of every
                 # parameter, the rows whose gradient it computed in a pooled Linear backward
                 # (16-bit layers keep the serial route, but their optimizer step is split the
                 # same way: every kernel is elementwise, so the bits do not depend on it).
                 segs = flat.thread_segments(threads)
-                counts = _pool.optimizer_step(kernel, flat.args, scratch, scalars, segs)
+                counts = _pool.optimizer_step(kernel, flat.args, scratch, first.scalars, segs)
                 if counts is not None:
                     n_dominated += counts[0]
                     n_nonfinite += counts[1]
                     sum_sq += counts[2]
                     continue
-            for args in flat.trainable_runs():
+            for run in runs:
+                args = run.args
                 run_scratch = scratch[: args[0].size] if track else scratch
-                counts = kernel(*args, run_scratch, scalars)
+                counts = kernel(*args, run_scratch, run.scalars)
                 n_dominated += counts[0]
                 n_nonfinite += counts[1]
                 sum_sq += counts[2]
                 if len(counts) > 3:
                     n_underflow += counts[3]
                     n_lost += counts[4]
-        for i in range(len(groups)):
-            self._steps[i] += 1
-        for i, new in advanced:
-            self._group_states[i] = new
+        for _, flat, _, runs in plans:
+            for run in runs:
+                flat.advance(run.js, run.state)
         if track:
             n = sum(flat.n_trainable for flat in self._groups)
             self.stats = OptimizerStats(
@@ -876,28 +1094,29 @@ class Optimizer:
             kernels[track, write, formats] = kernel
         return kernel
 
-    def _refuse_nonfinite(self, plans: list[tuple[int, FlatBuffers, Any, Any]]) -> None:
+    def _refuse_nonfinite(self, plans: list[tuple[int, FlatBuffers, Any, list[_Run]]]) -> None:
         """Dry-run the step; if a parameter or a state value would end non-finite, raise and
         change nothing."""
         bad = []
-        for i, flat, _, scalars in plans:
+        for i, flat, _, runs in plans:
             dry = self._kernel_of(i, True, False, flat.formats)
             scratch = flat.ensure_scratch()
-            if all(dry(*a, scratch[: a[0].size], scalars)[1] == 0 for a in flat.trainable_runs()):
-                continue
-            # Rare path: find which parameters, and why, one slice at a time.
-            for j, p in enumerate(flat.params):
-                if getattr(p, "requires_grad", True) is False:
+            for run in runs:
+                a = run.args
+                if dry(*a, scratch[: a[0].size], run.scalars)[1] == 0:
                     continue
-                args = flat.param_slices(j)
-                n_bad = dry(*args, scratch[: flat.sizes[j]], scalars)[1]
-                if n_bad:
-                    bad.append((i, p, n_bad, flat.param_slices(j, typed=True)))
+                # Rare path: find which parameters, and why, one slice at a time.
+                for j in run.js:
+                    args = flat.param_slices(j)
+                    n_bad = dry(*args, scratch[: flat.sizes[j]], run.scalars)[1]
+                    if n_bad:
+                        p = flat.params[j]
+                        bad.append((i, p, n_bad, flat.param_slices(j, typed=True), run.step))
         if not bad:
             return
         parts = []
         causes = set()
-        for i, p, n_bad, (data, grad, *arrays) in bad:
+        for i, p, n_bad, (data, grad, *arrays), _ in bad:
             name = p.name or "?"
             parts.append(f"{name} ({n_bad} of {p.data.size} elements)")
             if not np.isfinite(grad).all():
@@ -911,7 +1130,7 @@ class Optimizer:
                 state = dict(zip(self._state_spec(group), arrays))
                 cause = self._nonfinite_cause(group, name, grad, state)
                 causes.add(cause or f"the update of {name} overflows; lower the learning rate")
-        step = max(self._steps[i] + 1 for i, *_ in bad)
+        step = max(b[4] for b in bad)
         raise FloatingPointError(
             f"{type(self).__name__} (check_finite=True): step {step} would make parameters "
             "or optimizer state non-finite: " + ", ".join(parts) + ". Likely cause: "
@@ -939,17 +1158,32 @@ class Optimizer:
     def multipliers(self) -> np.ndarray | None:
         """The per-coordinate step multiplier ``1 / (denominator including eps)`` after the
         latest step, as a float64 array over every parameter in state-dict index order;
-        ``None`` when the update has no eps. Raises ``ValueError`` before the first step."""
+        ``None`` when the update has no eps. Each parameter's multiplier uses its own step
+        count; a parameter that no step has updated yet gets NaN. Raises ``ValueError``
+        before the first step."""
         if self.step_count == 0:
             raise ValueError("multipliers() needs at least one optimizer step")
         per_param: dict[int, np.ndarray] = {}
         for i, group in enumerate(self.param_groups):
             for flat in self._flats[i]:
-                k = self._multipliers(group, flat.state, self._steps[i])
-                if k is None:
-                    return None
-                for p, off, size in zip(flat.params, flat.offsets, flat.sizes):
-                    per_param[self._index[id(p)]] = k[off : off + size]
+                if flat.steps and all(t == flat.steps[0] > 0 for t in flat.steps):
+                    k = self._multipliers(group, flat.state, flat.steps[0])
+                    if k is None:
+                        return None
+                    parts = [k[off : off + size] for off, size in zip(flat.offsets, flat.sizes)]
+                else:  # step counts differ: one parameter at a time
+                    parts = []
+                    for off, size, t in zip(flat.offsets, flat.sizes, flat.steps):
+                        if t == 0:
+                            parts.append(np.full(size, np.nan))
+                            continue
+                        state = {n: a[off : off + size] for n, a in flat.state.items()}
+                        k = self._multipliers(group, state, t)
+                        if k is None:
+                            return None
+                        parts.append(k)
+                for p, k in zip(flat.params, parts):
+                    per_param[self._index[id(p)]] = k
         return np.concatenate([per_param[j] for j in range(len(self._all_params))])
 
     #: Another way out than ``eps > 0``, for the message of :meth:`_nonfinite_cause`.
@@ -1091,8 +1325,10 @@ class Optimizer:
 
         ``{"state": {i: {"step": float, <state name>: array, ...}}, "param_groups": [{<every
         option>, "params": [i, ...]}]}`` where ``i`` numbers the parameters across all groups
-        in order. A group that has not stepped yet has no entries in ``"state"`` (PyTorch's
-        state is empty before the first step).
+        in order. ``"step"`` is the parameter's own step count (the steps that updated it:
+        a step skips a parameter whose ``grad`` is ``None`` or that is frozen); a parameter
+        that no step has updated has no entry in ``"state"``, as PyTorch's state is created at
+        a parameter's first step.
         """
         state: dict[int, dict[str, Any]] = {}
         groups = []
@@ -1100,13 +1336,15 @@ class Optimizer:
             packed = {k: v for k, v in group.items() if k != "params"}
             packed["params"] = [self._index[id(p)] for p in group["params"]]
             groups.append(packed)
-            if self._steps[i] == 0:
-                continue
             for flat in self._flats[i]:
+                if not any(flat.steps):
+                    continue
                 views = {name: flat.views(name) for name in flat.state}
                 for j, p in enumerate(flat.params):
-                    entry: dict[str, Any] = {"step": float(self._steps[i])}
-                    entry.update(self._group_states[i])
+                    if flat.steps[j] == 0:
+                        continue
+                    entry: dict[str, Any] = {"step": float(flat.steps[j])}
+                    entry.update(flat.group_states[j])
                     for name in flat.state:
                         entry[name] = views[name][j].copy()
                     state[self._index[id(p)]] = entry
@@ -1145,8 +1383,8 @@ class Optimizer:
                 f"loaded state keys must be parameter indices, got {sorted(map(str, state))}"
             ) from None
         new_groups: list[dict[str, Any]] = []
-        new_steps: list[int] = []
-        new_group_states: list[dict[str, float]] = []
+        new_steps: dict[int, int] = {}  # by id(parameter)
+        new_group_states: dict[int, dict[str, float]] = {}
         loaded: dict[int, dict[str, np.ndarray]] = {}  # converted copies, written at the end
         used_ids: set[int] = set()
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
@@ -1186,19 +1424,13 @@ class Optimizer:
                 )
             candidate["params"] = params
             new_groups.append(candidate)
-            group_state = dict(self._group_state_spec(current))
-            new_group_states.append(group_state)
-            present = [k for k in ids if k in state]
-            if not present:
-                new_steps.append(0)
-                continue
-            if len(present) != len(ids):
-                raise ValueError(
-                    f"loaded state has entries for parameters {sorted(present)} of group {i}, "
-                    f"expected all of {ids}"
-                )
-            steps = set()
-            for k in ids:
+            spec_state = dict(self._group_state_spec(current))
+            names = list(self._state_spec(current))
+            for k, p in zip(ids, params):
+                if k not in state:  # a parameter no step has updated (PyTorch: no state)
+                    new_steps[id(p)] = 0
+                    new_group_states[id(p)] = spec_state
+                    continue
                 entry = state[k]
                 if not isinstance(entry, dict) or "step" not in entry:
                     raise ValueError(f"loaded state for parameter {k} lacks 'step'")
@@ -1211,19 +1443,12 @@ class Optimizer:
                         f"loaded step count for parameter {k} must be a non-negative integer, "
                         f"got {value!r}"
                     )
-                steps.add(int(value))
-            if len(steps) != 1:
-                raise ValueError(f"loaded state has different step counts: {sorted(steps)}")
-            step = steps.pop()
-            new_steps.append(step)
-            if step == 0:
-                continue
-            for name in group_state:
-                values = set()
-                for k in ids:
-                    if name not in state[k]:
+                new_steps[id(p)] = int(value)
+                group_state = dict(spec_state)
+                for name in group_state:
+                    if name not in entry:
                         raise ValueError(f"loaded state for parameter {k} lacks '{name}'")
-                    value = state[k][name]
+                    value = entry[name]
                     if isinstance(value, np.ndarray) and value.size == 1:
                         value = value.item()
                     if not _is_real_number(value) or not math.isfinite(value):
@@ -1231,20 +1456,13 @@ class Optimizer:
                             f"loaded '{name}' for parameter {k} must be a finite real number, "
                             f"got {value!r}"
                         )
-                    values.add(float(value))
-                if len(values) != 1:
-                    raise ValueError(
-                        f"loaded state has different '{name}' values in group {i}: "
-                        f"{sorted(values)}"
-                    )
-                group_state[name] = values.pop()
-            names = list(self._state_spec(current))
-            for k, p in zip(ids, params):
+                    group_state[name] = float(value)
+                new_group_states[id(p)] = group_state
                 arrays = {}
                 for name in names:
-                    if name not in state[k]:
+                    if name not in entry:
                         raise ValueError(f"loaded state for parameter {k} lacks '{name}'")
-                    arr = np.asarray(state[k][name])
+                    arr = np.asarray(entry[name])
                     where = f"loaded state '{name}' for parameter {k} ({p.name or '?'})"
                     if arr.dtype.kind not in "fiu" and arr.dtype != bfloat16:
                         raise ValueError(f"{where} has dtype {arr.dtype}, expected real numbers")
@@ -1262,15 +1480,15 @@ class Optimizer:
             self._checked[i] = self._snapshot(group)
             self._valid[i] = {k: group[k] for k in self._keys}
             self._kernels[i].clear()
-            self._steps[i] = new_steps[i]
-            self._group_states[i] = new_group_states[i]
             for flat in self._flats[i]:
-                if new_steps[i] == 0:
-                    flat.reset_state()
-                    continue
+                flat.reset_state()
+                flat.steps = [new_steps[id(p)] for p in flat.params]
+                flat.group_states = [new_group_states[id(p)] for p in flat.params]
+                flat.check_uniform()
                 for name in flat.state:
                     for p, view in zip(flat.params, flat.views(name)):
-                        view[...] = loaded[id(p)][name]
+                        if id(p) in loaded:
+                            view[...] = loaded[id(p)][name]
         self.stats = None
 
     def __repr__(self) -> str:
