@@ -97,3 +97,25 @@ def test_adagrad_starts_every_group_at_the_constructors_accumulator() -> None:
     sums = [opt.state_dict()["state"][i]["sum"] for i in (0, 1)]
     np.testing.assert_array_equal(sums[0], 1.25)
     np.testing.assert_array_equal(sums[1], 1.25)
+
+
+def test_groups_appended_to_param_groups_directly_are_installed() -> None:
+    """``param_groups.append`` / ``extend`` (as PyTorch's own tests do) work as
+    ``add_param_group``; a removed group is refused with a message that says what to do."""
+    a, b, c = (Parameter(np.ones(2)) for _ in range(3))
+    opt = Adam([a], lr=0.1)
+    opt.param_groups.append({"params": [b], "lr": 0.2})
+    opt.param_groups.extend([{"params": [c]}])
+    for p in (a, b, c):
+        p.grad[...] = 1.0
+    opt.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2, 0.1]
+    assert len(opt.state_dict()["param_groups"]) == 3 and opt.state_dict()["state"][2]["step"] == 1
+    assert not np.array_equal(c.data, 1.0)
+    opt.param_groups.append({"params": [a]})  # a is in group 0 already: PyTorch's error
+    with pytest.raises(ValueError, match="some parameters appear in more than one"):
+        opt.step()
+    opt.param_groups.pop()
+    opt.param_groups.pop()
+    with pytest.raises(RuntimeError, match="cannot be removed.*create a new optimizer"):
+        opt.step()

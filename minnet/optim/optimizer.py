@@ -923,6 +923,29 @@ class Optimizer:
         with options overriding ``defaults``. Its step count starts at 0."""
         self._install_group(self._prepare_group(param_group, set()))
 
+    def _sync_groups(self) -> None:
+        """Install the groups appended to ``param_groups`` directly (``append``, ``extend``:
+        PyTorch's own tests do so) as :meth:`add_param_group` would, all checked before any is
+        installed; refuse a removed group with a message that says what to do."""
+        groups, n = self.param_groups, len(self._valid)
+        if len(groups) == n:
+            return
+        owner = type(self).__name__
+        if len(groups) < n:
+            raise RuntimeError(
+                f"{owner}: param_groups has {len(groups)} groups but the optimizer holds {n}: "
+                "a group cannot be removed (its parameters live in the optimizer's buffers); "
+                "create a new optimizer over the parameters you want"
+            )
+        prepared, seen = [], set()
+        for group in groups[n:]:
+            new = self._prepare_group(group, seen)
+            seen.update(id(p) for p in new["params"])
+            prepared.append(new)
+        del groups[n:]
+        for new in prepared:
+            self._install_group(new)
+
     def _snapshot(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(group.get(k, _MISSING) for k in self._keys)
 
@@ -980,6 +1003,7 @@ class Optimizer:
         that records which rows received a gradient (``grad_rows``: a sparse ``Embedding``'s
         weight) records none afterwards.
         """
+        self._sync_groups()
         threads = _threads.pool_threads()
         for flat in self._groups:
             flat.zero_grad(threads, set_to_none)
@@ -999,6 +1023,7 @@ class Optimizer:
         """
         _threads.tick()
         loss = closure() if closure is not None else None
+        self._sync_groups()
         groups = self.param_groups
         checked = self._checked
         for i, group in enumerate(groups):
@@ -1330,6 +1355,7 @@ class Optimizer:
         that no step has updated has no entry in ``"state"``, as PyTorch's state is created at
         a parameter's first step.
         """
+        self._sync_groups()
         state: dict[int, dict[str, Any]] = {}
         groups = []
         for i, group in enumerate(self.param_groups):
@@ -1358,6 +1384,7 @@ class Optimizer:
         as it was. Raises ``ValueError`` naming what does not fit.
         """
         owner = type(self).__name__
+        self._sync_groups()
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(
