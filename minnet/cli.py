@@ -295,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="scenarios by name: digits (the digits classifier; needs scikit-learn: pip "
-        "install 'minnet[data]'), digits_cnn (a small CNN on the same digits), seed, "
+        "install 'minnet[data]'), digits_cnn (a small CNN on the same digits), "
+        "char_transformer (a small character-level transformer on the standard library's "
+        "docstrings), seed, "
         "zero_features=K, dead_units=K. Alone, only these are "
         "trained; with --zero-features or --dead-units, they are added to those",
     )
@@ -438,9 +440,9 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name in args.scenarios or []:
         if name not in [str(s) for s in scenarios]:
             scenarios.append(name)
-    from minnet.lab.digits import PROBLEMS
+    from minnet.lab.digits import NEEDS_SKLEARN
 
-    if wanted := [s for s in scenarios if isinstance(s, str) and s in PROBLEMS]:
+    if wanted := [s for s in scenarios if isinstance(s, str) and s in NEEDS_SKLEARN]:
         try:
             import sklearn  # noqa: F401
         except ImportError:

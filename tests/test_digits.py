@@ -87,7 +87,8 @@ def test_minnet_sweep_scenarios_adds_to_the_seed_scenarios(tmp_path: Path, capsy
     "argv, message",
     [
         (["sweep", "--scenarios", "mnist"], "argument --scenarios: unknown scenario 'mnist': "
-                                            "expected digits, digits_cnn, seed, zero_features=K"),
+                                            "expected char_transformer, digits, digits_cnn, seed, "
+                                            "zero_features=K"),
         (["sweep", "--scenarios", "zero_features=x"], "unknown scenario 'zero_features=x'"),
     ],
 )  # fmt: skip

@@ -3,8 +3,10 @@
 * :mod:`minnet.lab.scenarios` builds the training problems (the seed problem, and variants with
   input features that are always zero or hidden units that start dead);
 * :mod:`minnet.lab.problem` wraps a problem of your own (a model factory, data, a loss and a
-  metric) as a :class:`Problem` that sweeps like a scenario; :mod:`minnet.lab.digits` is the
-  built-in ``digits`` classifier;
+  metric) as a :class:`Problem` that sweeps like a scenario; :mod:`minnet.lab.digits` holds the
+  built-in ``digits`` and ``digits_cnn`` classifiers and :mod:`minnet.lab.chars` the
+  ``char_transformer`` language model (the list of built-in problems is
+  :data:`minnet.lab.digits.PROBLEMS`);
 * :mod:`minnet.lab.runner` trains one run per (eps, variant, seed, scenario) on local processes or a
   Dask cluster and returns a tidy :class:`~minnet.lab.runner.Table` (one row per run and step);
 * :mod:`minnet.lab.family` lists the optimizers it knows (placements, learning rates);

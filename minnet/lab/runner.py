@@ -191,7 +191,8 @@ class RunSpec:
         seed: seed of the data and the initial weights.
         scenario: a :class:`~minnet.lab.scenarios.Scenario` or its name (``"zero_features=100"``),
             a :class:`~minnet.lab.problem.Problem` of your own, or a built-in problem's name
-            (``"digits"``, ``"digits_cnn"``, :data:`minnet.lab.digits.PROBLEMS`).
+            (``"digits"``, ``"digits_cnn"``, ``"char_transformer"``,
+            :data:`minnet.lab.digits.PROBLEMS`).
         dtype: ``"float32"``, ``"float64"``, ``"float16"`` or ``"bfloat16"``: the seed problem's
             data, model and parameters (:func:`~minnet.lab.scenarios.make_problem`); a Problem's
             model decides its own (``"float32"`` or ``"float64"`` only, recorded as given).

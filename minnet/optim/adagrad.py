@@ -155,10 +155,10 @@ class Adagrad(Optimizer):
     optax ``initial_accumulator_value=0.1, eps=1e-7``; neither has ``lr_decay``. With their
     non-zero initial accumulator, S never is 0, so eps=0 is safe there in every placement.
 
-    State array (PyTorch's name): ``"sum"``. ``initial_accumulator_value`` is read when the
-    group is created (as in PyTorch); changing it later changes nothing. Parameter groups,
-    ``state_dict``, ``track_stats`` and ``check_finite`` are
-    :class:`~minnet.optim.optimizer.Optimizer`'s.
+    State array (PyTorch's name): ``"sum"``, which starts at the *constructor's*
+    ``initial_accumulator_value`` in every group: PyTorch's ``Adagrad.__init__`` fills it so,
+    and a param group's own ``initial_accumulator_value`` is kept in the group but changes
+    nothing, as in PyTorch (nor does changing it later).
 
     Args:
         params: iterable of :class:`minnet.nn.Parameter`, or of dicts defining parameter groups.
@@ -215,7 +215,7 @@ class Adagrad(Optimizer):
     _eps0_advice = ", initial_accumulator_value > 0 or eps_mode='inside_guarded'"
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
-        return {"sum": group["initial_accumulator_value"]}
+        return {"sum": float(self.defaults["initial_accumulator_value"])}  # PyTorch's choice
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdagradScalars:
         clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])

@@ -923,6 +923,29 @@ class Optimizer:
         with options overriding ``defaults``. Its step count starts at 0."""
         self._install_group(self._prepare_group(param_group, set()))
 
+    def _sync_groups(self) -> None:
+        """Install the groups appended to ``param_groups`` directly (``append``, ``extend``:
+        PyTorch's own tests do so) as :meth:`add_param_group` would, all checked before any is
+        installed; refuse a removed group with a message that says what to do."""
+        groups, n = self.param_groups, len(self._valid)
+        if len(groups) == n:
+            return
+        owner = type(self).__name__
+        if len(groups) < n:
+            raise RuntimeError(
+                f"{owner}: param_groups has {len(groups)} groups but the optimizer holds {n}: "
+                "a group cannot be removed (its parameters live in the optimizer's buffers); "
+                "create a new optimizer over the parameters you want"
+            )
+        prepared, seen = [], set()
+        for group in groups[n:]:
+            new = self._prepare_group(group, seen)
+            seen.update(id(p) for p in new["params"])
+            prepared.append(new)
+        del groups[n:]
+        for new in prepared:
+            self._install_group(new)
+
     def _snapshot(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(group.get(k, _MISSING) for k in self._keys)
 
@@ -980,6 +1003,7 @@ class Optimizer:
         that records which rows received a gradient (``grad_rows``: a sparse ``Embedding``'s
         weight) records none afterwards.
         """
+        self._sync_groups()
         threads = _threads.pool_threads()
         for flat in self._groups:
             flat.zero_grad(threads, set_to_none)
@@ -999,6 +1023,7 @@ class Optimizer:
         """
         _threads.tick()
         loss = closure() if closure is not None else None
+        self._sync_groups()
         groups = self.param_groups
         checked = self._checked
         for i, group in enumerate(groups):
@@ -1330,6 +1355,7 @@ class Optimizer:
         that no step has updated has no entry in ``"state"``, as PyTorch's state is created at
         a parameter's first step.
         """
+        self._sync_groups()
         state: dict[int, dict[str, Any]] = {}
         groups = []
         for i, group in enumerate(self.param_groups):
@@ -1358,6 +1384,7 @@ class Optimizer:
         as it was. Raises ``ValueError`` naming what does not fit.
         """
         owner = type(self).__name__
+        self._sync_groups()
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(
@@ -1405,9 +1432,11 @@ class Optimizer:
             if not used_ids.isdisjoint(ids):
                 raise ValueError("loaded param groups share parameter indices")
             used_ids.update(ids)
-            missing = [k for k in self._keys if k not in saved and k not in self._load_optional]
+            optional = {*self._load_optional, "maximize"}  # PyTorch fills these in __setstate__
+            missing = [k for k in self._keys if k not in saved and k not in optional]
             if missing:
                 raise ValueError(f"loaded param group lacks {missing}")
+            self._refuse_other_options(saved)
             candidate = {k: v for k, v in saved.items() if k != "params"}
             for k in self._keys:
                 candidate.setdefault(k, self.defaults[k])
@@ -1432,9 +1461,19 @@ class Optimizer:
                     new_group_states[id(p)] = spec_state
                     continue
                 entry = state[k]
-                if not isinstance(entry, dict) or "step" not in entry:
+                if not isinstance(entry, dict):
+                    raise ValueError(f"loaded state for parameter {k} must be a dict")
+                value = entry.get("step", self._missing_step(entry))
+                if value is None:
                     raise ValueError(f"loaded state for parameter {k} lacks 'step'")
-                value = entry["step"]
+                extra = sorted(n for n, v in entry.items() if v is not None and n != "step"
+                               and n not in names and n not in spec_state)  # fmt: skip
+                if extra:
+                    raise ValueError(
+                        f"loaded state for parameter {k} has {extra}, which {owner} "
+                        f"({', '.join(f'{o}={current[o]}' for o in self._keys)}) does not "
+                        f"keep (it keeps {names}); it was saved by another optimizer or setting"
+                    )
                 value = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
                 if not _is_real_number(value) or not (
                     math.isfinite(value) and value >= 0 and float(value) == math.floor(value)
@@ -1490,6 +1529,41 @@ class Optimizer:
                         if id(p) in loaded:
                             view[...] = loaded[id(p)][name]
         self.stats = None
+
+    def _missing_step(self, entry: Mapping[str, Any]) -> int | None:
+        """The step count of a loaded state entry without ``"step"``, or ``None`` (refused).
+        PyTorch's SGD keeps no step: :class:`~minnet.optim.sgd.SGD` infers it."""
+        return None
+
+    def _refuse_other_options(self, saved: Mapping[str, Any]) -> None:
+        """Refuse a loaded param group that holds another optimizer's options (Adam's
+        ``amsgrad`` in RAdam's, Adam's ``eps`` in Lion's): it was saved by another class. Keys
+        that no minnet optimizer has (a scheduler's ``initial_lr``, a user's own) are kept,
+        as PyTorch keeps them."""
+        known: dict[str, list[str]] = {}
+        todo = list(Optimizer.__subclasses__())
+        while todo:
+            cls = todo.pop()
+            todo.extend(cls.__subclasses__())
+            for name in cls._option_names():
+                known.setdefault(name, []).append(cls.__name__)
+        other = sorted(k for k in saved if k in known and k not in self._keys)
+        if other:
+            owners = sorted({c for k in other for c in known[k]})
+            raise ValueError(
+                f"loaded param group has {other}, options of {', '.join(owners)} that "
+                f"{type(self).__name__} does not have: the state dict was saved by another "
+                "optimizer"
+            )
+
+    @classmethod
+    def _option_names(cls) -> tuple[str, ...]:
+        """The options a class takes (its constructor's keywords that are group options)."""
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return ()
+        skip = {"self", "params", *TorchOptions.__annotations__}
+        return tuple(n for n in inspect.signature(init).parameters if n not in skip)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

@@ -180,6 +180,10 @@ class SGD(Optimizer):
         if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
+    def _missing_step(self, entry: Mapping[str, Any]) -> int | None:
+        # PyTorch's SGD keeps no step: a momentum buffer means the first step has been taken.
+        return 1 if entry.get("momentum_buffer") is not None else 0
+
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"momentum_buffer": 0.0} if group["momentum"] != 0 else {}
 
