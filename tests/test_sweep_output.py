@@ -27,13 +27,24 @@ fcntl = pytest.importorskip("fcntl")
 ARGS = ["sweep", "--eps", "0", "1e-8", "1e-4", "1", "--amsgrad", "both", "--seeds", "2",
         "--steps", "40", "--zero-features", "0", "20", "--no-plots", "--no-progress"]  # fmt: skip
 TOTAL = 32
-# The same without the second scenario and with longer runs: 16 runs of 300 steps.
-LONG = [*ARGS[:10], "--steps", "300", "--no-plots", "--no-progress"]
+# The same without the second scenario and with longer runs: 16 runs of 1,000 steps (seconds
+# of work after the first run is saved, so that a signal sent then lands mid-sweep; 40-step
+# runs all finish within a few tens of ms of each other once compiled).
+LONG = [*ARGS[:10], "--steps", "1000", "--no-plots", "--no-progress"]
+TOTAL_LONG = 16
 PROC = Path("/proc")
 
 
 def _tables(out: Path) -> tuple[bytes, bytes]:
     return (out / "runs.csv").read_bytes(), (out / "multipliers.csv").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def reference_long(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """The tables of the uninterrupted ``LONG`` sweep (one process)."""
+    out = tmp_path_factory.mktemp("reference_long")
+    assert main([*LONG, "--workers", "1", "--out", str(out)]) == 0
+    return _tables(out)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +124,7 @@ def test_a_second_sweep_into_a_busy_directory_fails_at_once(tmp_path: Path, caps
     first = _start([*LONG, "--workers", "1", "--out", str(out)])
     try:
         line = first.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("minnet sweep: 16 runs of 300 steps"), line + _end(first)[1]
+        assert line.startswith("minnet sweep: 16 runs of 1000 steps"), line + _end(first)[1]
         # The first holds the lock from before this line until it exits.
         with pytest.raises(SystemExit) as info:
             main([*ARGS, "--seeds", "1", "--workers", "1", "--out", str(out)])
@@ -324,10 +335,10 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not (PROC / "self" / "stat").exists(), reason="needs Linux /proc")
 def test_ctrl_c_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(
-    tmp_path: Path, reference: tuple[bytes, bytes]
+    tmp_path: Path, reference_long: tuple[bytes, bytes]
 ) -> None:
     out = tmp_path / "interrupted"
-    proc = _start([*ARGS, "--workers", "2", "--out", str(out)])
+    proc = _start([*LONG, "--workers", "2", "--out", str(out)])
     try:
         assert _wait_for(lambda: _finished(out) >= 1 or proc.poll() is not None, 240)
         assert proc.poll() is None, _end(proc)[1]
@@ -340,14 +351,14 @@ def test_ctrl_c_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(
     assert code == 130, err
     assert gone
     done = _finished(out)
-    assert 1 <= done < TOTAL
+    assert 1 <= done < TOTAL_LONG
     assert err.splitlines()[-1] == (
-        f"minnet sweep: interrupted: {done} of {TOTAL} runs finished and kept in {out}; to "
-        f"train the other {TOTAL - done}, run the same command with --resume"
+        f"minnet sweep: interrupted: {done} of {TOTAL_LONG} runs finished and kept in {out}; to "
+        f"train the other {TOTAL_LONG - done}, run the same command with --resume"
     )
     assert "Traceback" not in err
-    assert main([*ARGS, "--workers", "1", "--out", str(out), "--resume"]) == 0
-    assert _tables(out) == reference
+    assert main([*LONG, "--workers", "1", "--out", str(out), "--resume"]) == 0
+    assert _tables(out) == reference_long
 
 
 @pytest.mark.slow
