@@ -27,24 +27,13 @@ fcntl = pytest.importorskip("fcntl")
 ARGS = ["sweep", "--eps", "0", "1e-8", "1e-4", "1", "--amsgrad", "both", "--seeds", "2",
         "--steps", "40", "--zero-features", "0", "20", "--no-plots", "--no-progress"]  # fmt: skip
 TOTAL = 32
-# The same without the second scenario and with longer runs: 16 runs of 1,000 steps (seconds
-# of work after the first run is saved, so that a signal sent then lands mid-sweep; 40-step
-# runs all finish within a few tens of ms of each other once compiled).
-LONG = [*ARGS[:10], "--steps", "1000", "--no-plots", "--no-progress"]
-TOTAL_LONG = 16
+# The same without the second scenario and with longer runs: 16 runs of 300 steps.
+LONG = [*ARGS[:10], "--steps", "300", "--no-plots", "--no-progress"]
 PROC = Path("/proc")
 
 
 def _tables(out: Path) -> tuple[bytes, bytes]:
     return (out / "runs.csv").read_bytes(), (out / "multipliers.csv").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def reference_long(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    """The tables of the uninterrupted ``LONG`` sweep (one process)."""
-    out = tmp_path_factory.mktemp("reference_long")
-    assert main([*LONG, "--workers", "1", "--out", str(out)]) == 0
-    return _tables(out)
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +51,17 @@ def _finished(out: Path) -> int:
 
 def _start(argv: list[str]) -> subprocess.Popen:
     """``python -m minnet <argv>`` in its own session (so that the test can clean up its whole
-    process group, and Ctrl-C can be sent as a terminal would: to the group)."""
+    process group, and Ctrl-C can be sent as a terminal would: to the group), with Ctrl-C's
+    default disposition: a test run launched in the background of a non-interactive shell
+    ignores SIGINT, and an ignored signal is inherited through ``exec``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "minnet", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=_default_sigint)  # fmt: skip
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _end(proc: subprocess.Popen) -> tuple[str, str]:
@@ -124,7 +119,7 @@ def test_a_second_sweep_into_a_busy_directory_fails_at_once(tmp_path: Path, caps
     first = _start([*LONG, "--workers", "1", "--out", str(out)])
     try:
         line = first.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("minnet sweep: 16 runs of 1000 steps"), line + _end(first)[1]
+        assert line.startswith("minnet sweep: 16 runs of 300 steps"), line + _end(first)[1]
         # The first holds the lock from before this line until it exits.
         with pytest.raises(SystemExit) as info:
             main([*ARGS, "--seeds", "1", "--workers", "1", "--out", str(out)])
@@ -335,10 +330,10 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not (PROC / "self" / "stat").exists(), reason="needs Linux /proc")
 def test_ctrl_c_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(
-    tmp_path: Path, reference_long: tuple[bytes, bytes]
+    tmp_path: Path, reference: tuple[bytes, bytes]
 ) -> None:
     out = tmp_path / "interrupted"
-    proc = _start([*LONG, "--workers", "2", "--out", str(out)])
+    proc = _start([*ARGS, "--workers", "2", "--out", str(out)])
     try:
         assert _wait_for(lambda: _finished(out) >= 1 or proc.poll() is not None, 240)
         assert proc.poll() is None, _end(proc)[1]
@@ -351,14 +346,14 @@ def test_ctrl_c_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(
     assert code == 130, err
     assert gone
     done = _finished(out)
-    assert 1 <= done < TOTAL_LONG
+    assert 1 <= done < TOTAL
     assert err.splitlines()[-1] == (
-        f"minnet sweep: interrupted: {done} of {TOTAL_LONG} runs finished and kept in {out}; to "
-        f"train the other {TOTAL_LONG - done}, run the same command with --resume"
+        f"minnet sweep: interrupted: {done} of {TOTAL} runs finished and kept in {out}; to "
+        f"train the other {TOTAL - done}, run the same command with --resume"
     )
     assert "Traceback" not in err
-    assert main([*LONG, "--workers", "1", "--out", str(out), "--resume"]) == 0
-    assert _tables(out) == reference_long
+    assert main([*ARGS, "--workers", "1", "--out", str(out), "--resume"]) == 0
+    assert _tables(out) == reference
 
 
 @pytest.mark.slow
