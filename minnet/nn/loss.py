@@ -33,6 +33,27 @@ from minnet.nn.module import _STATE, Module
 _REDUCTIONS = ("none", "mean", "sum")
 
 
+def _class_targets(
+    owner: str, target: np.ndarray, c: int, ignore_index: int, w: np.ndarray | None,
+    dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Class-index targets flattened and checked (PyTorch's out-of-bounds ``IndexError``):
+    ``(rows, classes with ignored ones at 0, per-target weights with ignored ones at 0,
+    ignored)``."""
+    y = target.reshape(-1).astype(np.int64)
+    ignored = y == ignore_index
+    bad = ~ignored & ((y < 0) | (y >= c))
+    if bad.any():
+        raise IndexError(
+            f"{owner}: Target {int(y[bad][0])} is out of bounds (classes 0..{c - 1}, "
+            f"ignore_index={ignore_index})"
+        )
+    yc = np.where(ignored, 0, y)
+    wy = (w[yc] if w is not None else np.ones(y.shape[0], dtype)).astype(dtype)
+    wy[ignored] = 0
+    return np.arange(y.shape[0]), yc, wy, ignored
+
+
 class _Loss(Module):
     """Base of the losses: ``reduction`` validated with PyTorch's message, ``loss(input,
     target)`` calls :meth:`forward`."""
@@ -372,18 +393,8 @@ class CrossEntropyLoss(_Loss):
                     f"{x.shape}: expected {batch_shape} (the input's shape without the class "
                     "dimension 1)"
                 )
-            y = t.reshape(-1).astype(np.int64)
-            ignored = y == self.ignore_index
-            bad = ~ignored & ((y < 0) | (y >= c))
-            if bad.any():
-                raise IndexError(
-                    f"CrossEntropyLoss: Target {int(y[bad][0])} is out of bounds "
-                    f"(classes 0..{c - 1}, ignore_index={self.ignore_index})"
-                )
-            yc = np.where(ignored, 0, y)
-            rows = np.arange(y.shape[0])
-            wy = (w[yc] if w is not None else np.ones(y.shape[0], dtype)).astype(dtype)
-            wy[ignored] = 0
+            rows, yc, wy, ignored = _class_targets("CrossEntropyLoss", t, c, self.ignore_index,
+                                                   w, dtype)  # fmt: skip
             q = np.zeros_like(logp)
             q[rows, yc] = wy * dtype.type(1 - eps)
             if eps > 0:
@@ -853,18 +864,7 @@ class NLLLoss(_Loss):
                 )
             w = self.weight.astype(dtype)
         x2 = x.reshape(1, c) if x.ndim == 1 else np.moveaxis(x, 1, -1).reshape(-1, c)
-        y = t.reshape(-1).astype(np.int64)
-        ignored = y == self.ignore_index
-        bad = ~ignored & ((y < 0) | (y >= c))
-        if bad.any():
-            raise IndexError(
-                f"NLLLoss: Target {int(y[bad][0])} is out of bounds (classes 0..{c - 1}, "
-                f"ignore_index={self.ignore_index})"
-            )
-        yc = np.where(ignored, 0, y)
-        rows = np.arange(y.shape[0])
-        wy = (w[yc] if w is not None else np.ones(y.shape[0], dtype)).astype(dtype)
-        wy[ignored] = 0
+        rows, yc, wy, ignored = _class_targets("NLLLoss", t, c, self.ignore_index, w, dtype)
         per = -wy * x2[rows, yc]
         divisor = wy.sum(dtype=dtype)
         if is_grad_enabled():
