@@ -122,6 +122,23 @@ class _Loss(Module):
     def _loss_backward(self, grad: Any) -> np.ndarray:
         raise NotImplementedError
 
+    def _class_input(
+        self, input: Any, target: Any
+    ) -> tuple[np.ndarray, np.dtype, int, np.ndarray, tuple[int, ...]]:
+        """For the losses over class scores (``(N, C, ...)`` or ``(C,)`` input):
+        ``(input in its compute dtype, its own dtype, C, target array, the batch shape)``."""
+        name = type(self).__name__
+        x, in_dtype = self._input(input)
+        if x.ndim == 0 or x.size == 0:
+            raise ValueError(
+                f"{name}: expected input of shape (N, C) or (C,) with at least one element, "
+                f"got {x.shape}"
+            )
+        c = x.shape[0] if x.ndim == 1 else x.shape[1]
+        t = _asarray(target, name, "target")
+        batch_shape = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
+        return x, in_dtype, c, t, batch_shape
+
     def _input(self, input: Any) -> tuple[np.ndarray, np.dtype]:
         """``(input in its compute dtype, input's own float dtype)``: 16-bit inputs are widened
         to float32; non-float inputs raise ``TypeError`` naming the loss."""
@@ -341,16 +358,8 @@ class CrossEntropyLoss(_Loss):
     def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
         """The loss (a NumPy scalar of ``input``'s dtype, float32 for 16-bit input; an array
         for "none")."""
-        x, in_dtype = self._input(input)
+        x, in_dtype, c, t, batch_shape = self._class_input(input, target)
         dtype = x.dtype
-        if x.ndim == 0 or x.size == 0:
-            raise ValueError(
-                "CrossEntropyLoss: expected input of shape (N, C) or (C,) with at least one "
-                f"element, got {x.shape}"
-            )
-        c = x.shape[0] if x.ndim == 1 else x.shape[1]
-        t = _asarray(target, "CrossEntropyLoss", "target")
-        batch_shape = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
         # (M, C): one row per sample, classes last.
         x2 = x.reshape(1, c) if x.ndim == 1 else np.moveaxis(x, 1, -1).reshape(-1, c)
         logp = _log_softmax_rows(x2)
@@ -838,16 +847,8 @@ class NLLLoss(_Loss):
     def forward(self, input: np.ndarray, target: np.ndarray) -> Any:
         """The loss (a NumPy scalar of ``input``'s dtype, float32 for 16-bit input; an array
         of the target's shape for "none")."""
-        x, in_dtype = self._input(input)
+        x, in_dtype, c, t, batch_shape = self._class_input(input, target)
         dtype = x.dtype
-        if x.ndim == 0 or x.size == 0:
-            raise ValueError(
-                "NLLLoss: expected input of shape (N, C) or (C,) with at least one element, "
-                f"got {x.shape}"
-            )
-        c = x.shape[0] if x.ndim == 1 else x.shape[1]
-        t = _asarray(target, "NLLLoss", "target")
-        batch_shape = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
         if t.dtype.kind not in "iu":
             raise TypeError(f"NLLLoss: target must hold integer class indices, got dtype {t.dtype}")
         if t.shape != batch_shape:
