@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +123,16 @@ CNN_BATCH = 64
 CHAR = {"vocab": 101, "context": 64, "d_model": 64, "layers": 2, "heads": 4, "batch": 32}
 
 
+def _cnn(nn: Any) -> Any:
+    """``examples/digits_cnn.py``'s CNN from ``minnet.nn`` or ``torch.nn`` (same signatures)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
+        nn.Linear(64, 10),
+    )  # fmt: skip
+
+
 def cnn_step_minnet(threads: int) -> Step:
     """``examples/digits_cnn.py``'s training step, minnet."""
     import minnet
@@ -129,12 +140,7 @@ def cnn_step_minnet(threads: int) -> Step:
     minnet.set_num_threads(threads)
     minnet.manual_seed(0)
     nn = minnet.nn
-    model = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
-        nn.Linear(64, 10),
-    )  # fmt: skip
+    model = _cnn(nn)
     x, _ = _data((CNN_BATCH, 1, 8, 8), (1,))
     y = np.random.default_rng(1).integers(0, 10, CNN_BATCH)
     loss_fn = nn.CrossEntropyLoss()
@@ -156,12 +162,7 @@ def cnn_step_torch(threads: int) -> Step:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     nn = torch.nn
-    model = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
-        nn.Linear(64, 10),
-    )  # fmt: skip
+    model = _cnn(nn)
     x = torch.from_numpy(_data((CNN_BATCH, 1, 8, 8), (1,))[0])
     y = torch.from_numpy(np.random.default_rng(1).integers(0, 10, CNN_BATCH))
     loss_fn = nn.CrossEntropyLoss()
