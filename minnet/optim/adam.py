@@ -104,9 +104,9 @@ def adam_scalars(
     v_div = 1.0 if corrected else bc2
     l2 = 0.0 if decoupled_weight_decay else weight_decay
     decay = 1.0 - lr * weight_decay if decoupled_weight_decay else 1.0
-    s = cast_scalars(AdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2, neg_step,
-                     bc2 if corrected else 1.0, root_div, v_div, bc1, eps, l2, decay)  # fmt: skip
-    return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w)
+    max_div = bc2 if corrected else 1.0
+    return cast_scalars(AdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2, neg_step,
+                        max_div, root_div, v_div, bc1, eps, l2, decay)  # fmt: skip
 
 
 OUTSIDE, HAT, INSIDE, ATAN2 = 0, 1, 2, 3  # indices into EPS_MODES

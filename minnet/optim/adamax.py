@@ -224,9 +224,8 @@ class Adamax(Optimizer):
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdamaxScalars:
         beta1, beta2 = group["betas"]
-        s = cast_scalars(AdamaxScalars, dtype, 1.0 - beta1, 0.0, beta2, group["eps"],
-                         -(group["lr"] / (1.0 - beta1**step)), group["weight_decay"])
-        return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w)
+        return cast_scalars(AdamaxScalars, dtype, 1.0 - beta1, 0.0, beta2, group["eps"],
+                            -(group["lr"] / (1.0 - beta1**step)), group["weight_decay"])
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (ADAMAX_EPS_MODES.index(group["eps_mode"]),)

@@ -216,9 +216,9 @@ class NAdam(Optimizer):
         decoupled = group["decoupled_weight_decay"]
         l2 = 0.0 if decoupled else wd
         decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
-        s = cast_scalars(NAdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2,
-                         1.0 - beta2 ** float(step), group["eps"], coef_grad, coef_avg, l2, decay)
-        return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w)
+        bc2 = 1.0 - beta2 ** float(step)
+        return cast_scalars(NAdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2, bc2,
+                            group["eps"], coef_grad, coef_avg, l2, decay)  # fmt: skip
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)

@@ -157,6 +157,7 @@ constants (:meth:`minnet.optim._flat.FlatBuffers.step_runs`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -289,11 +290,30 @@ def cast_scalars(cls: Callable[..., T], dtype: np.dtype, *values: float) -> T:
     """``cls(*values)`` with every value (computed in float64, as PyTorch computes its
     per-step constants in Python) cast to ``dtype`` in one conversion, so that every per-element
     operation of the rule stays in one dtype. An lr too large for float32 becomes inf, as in
-    PyTorch's float32 arithmetic."""
-    with np.errstate(over="ignore"):
-        c = np.array(values, dtype).tolist()
-    t = dtype.type
-    return cls(*[t(x) for x in c])
+    PyTorch's float32 arithmetic. A field ``one_minus_lerp_w`` (pass 0.0 for it) becomes
+    ``1 - lerp_w`` computed in ``dtype``, the weight PyTorch's ``lerp`` uses for ``w >= 0.5``.
+    This runs once per step and buffer, so it is kept to one array conversion (~2 us)."""
+    if -_F32_MAX < min(values) and max(values) < _F32_MAX:  # also False for a NaN
+        c = np.array(values, dtype)
+    else:
+        with np.errstate(over="ignore"):
+            c = np.array(values, dtype)
+    pair = _complement_fields(cls)
+    if pair is not None:
+        c[pair[0]] = 1 - c[pair[1]]
+    return cls(*c)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+@functools.cache
+def _complement_fields(cls: Any) -> tuple[int, int] | None:
+    """The indices of ``one_minus_lerp_w`` and ``lerp_w`` in a scalars class, if it has both."""
+    fields = getattr(cls, "_fields", ())
+    if "one_minus_lerp_w" in fields and "lerp_w" in fields:
+        return fields.index("one_minus_lerp_w"), fields.index("lerp_w")
+    return None
 
 
 # -- the keywords every optimizer takes --------------------------------------------------------

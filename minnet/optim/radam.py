@@ -220,7 +220,7 @@ class RAdam(Optimizer):
         s = cast_scalars(RAdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2,
                          1.0 - beta1 ** float(t), lr, (1.0 - beta2 ** float(t)) ** 0.5,
                          group["eps"], rect, l2, decay, 0.0)  # fmt: skip
-        return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w, rectified=rectified)
+        return s._replace(rectified=rectified)
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)

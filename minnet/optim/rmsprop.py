@@ -237,9 +237,8 @@ class RMSprop(Optimizer):
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> RMSpropScalars:
         alpha = group["alpha"]  # RMSprop's constants do not depend on the step count
-        s = cast_scalars(RMSpropScalars, dtype, -group["lr"], group["weight_decay"], alpha,
-                         1.0 - alpha, 1.0 - alpha, 0.0, group["momentum"], group["eps"])
-        return s._replace(one_minus_lerp_w=dtype.type(1) - s.lerp_w)
+        return cast_scalars(RMSpropScalars, dtype, -group["lr"], group["weight_decay"], alpha,
+                            1.0 - alpha, 1.0 - alpha, 0.0, group["momentum"], group["eps"])
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         mode = RMSPROP_EPS_MODES.index(group["eps_mode"])
