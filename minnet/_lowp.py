@@ -64,12 +64,12 @@ NATIVE, F16, BF16 = 0, 1, 2
 
 def storage_format(dtype: np.dtype) -> int:
     """The format constant of a buffer dtype: ``F16``, ``BF16`` or ``NATIVE`` (float32/64)."""
-    from minnet.dtypes import bfloat16
+    from minnet.dtypes import is_bfloat16
 
     dtype = np.dtype(dtype)
     if dtype == np.float16:
         return F16
-    if dtype == bfloat16:
+    if is_bfloat16(dtype):
         return BF16
     return NATIVE
 

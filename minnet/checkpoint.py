@@ -46,7 +46,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from minnet.dtypes import bfloat16
+from minnet.dtypes import is_bfloat16, load_bfloat16
 from minnet.nn.graph import Output
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
@@ -100,7 +100,7 @@ class _Encoder:
     def encode(self, obj: Any, where: str = "obj") -> Any:
         if obj is None or isinstance(obj, (bool, str)):
             return obj
-        if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype == bfloat16:
+        if isinstance(obj, (np.ndarray, np.generic)) and is_bfloat16(obj.dtype):
             # No .npy dtype for bfloat16: its bit patterns as uint16, tagged.
             kind = "bfloat16" if isinstance(obj, np.ndarray) else "bfloat16_scalar"
             bits = np.asarray(obj).view(np.uint16)
@@ -386,7 +386,7 @@ def _decode(node: Any, arrays: list[np.ndarray], used: list[bool]) -> Any:
         if kind.startswith("bfloat16"):
             if arr.dtype != np.uint16:
                 raise CheckpointError(f"bfloat16 array {value} is stored as {arr.dtype}")
-            arr = arr.view(bfloat16)
+            arr = arr.view(load_bfloat16())
             kind = "scalar" if kind == "bfloat16_scalar" else "array"
         if kind == "scalar":
             if arr.ndim != 0:

@@ -9,23 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+from minnet.dtypes import is_16bit, is_bfloat16, is_float_dtype, load_bfloat16
+
 FLOAT32 = np.dtype(np.float32)
-_FLOAT_DTYPES = (FLOAT32, np.dtype(np.float64))
-#: The 16-bit storage dtypes: computed in float32, stored in 16 bits.
-_LOW_DTYPES = (np.dtype(np.float16), BFLOAT16)
-#: Every dtype a model (its parameters and layers) may have.
-_MODEL_DTYPES = _LOW_DTYPES + _FLOAT_DTYPES
 _MODEL_NAMES = "float16, bfloat16, float32 or float64"
 
 
 def _to_dtype(dtype: Any) -> np.dtype:
     """``np.dtype(dtype)``, with ``"bfloat16"`` (and ``ml_dtypes.bfloat16``) understood."""
     if isinstance(dtype, str) and dtype.strip().lower() in ("bfloat16", "bf16"):
-        return BFLOAT16
+        return load_bfloat16()
     return np.dtype(dtype)
 
 
@@ -35,19 +30,19 @@ def _float_dtype(dtype: Any, where: str) -> np.dtype:
         dt = _to_dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"{where}: dtype must be {_MODEL_NAMES}, got {dtype!r}") from exc
-    if dt not in _MODEL_DTYPES:
+    if not is_float_dtype(dt):
         raise TypeError(f"{where}: dtype must be {_MODEL_NAMES}, got {dt}")
     return dt
 
 
 def _is_low(dtype: np.dtype) -> bool:
     """Whether ``dtype`` is a 16-bit storage dtype (float16 or bfloat16)."""
-    return dtype.itemsize == 2 and dtype in _LOW_DTYPES
+    return dtype.itemsize == 2 and is_16bit(dtype)
 
 
 def _is_float(dtype: np.dtype) -> bool:
     """Real floating point as minnet understands it: NumPy's floats and bfloat16."""
-    return dtype.kind == "f" or dtype == BFLOAT16
+    return dtype.kind == "f" or is_bfloat16(dtype)
 
 
 def _compute(dtype: np.dtype) -> np.dtype:

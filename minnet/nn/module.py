@@ -10,8 +10,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from minnet.dtypes import load_bfloat16
 from minnet.nn import graph as _graph
-from minnet.nn._util import BFLOAT16, _asarray, _float_dtype, _is_float
+from minnet.nn._util import _asarray, _float_dtype, _is_float
 from minnet.nn.grad_mode import _mode, is_grad_enabled
 from minnet.nn.graph import Call, Output
 from minnet.nn.parameter import Parameter, _revive_grads
@@ -818,7 +819,7 @@ class Module:
     def bfloat16(self) -> Module:
         """Cast every parameter (and gradient) to bfloat16 (``ml_dtypes.bfloat16``); returns
         ``self`` (see :meth:`half` for how 16-bit models compute)."""
-        return self._cast(BFLOAT16)
+        return self._cast(load_bfloat16())
 
     def to(self, *args: Any, **kwargs: Any) -> Module:
         """Cast every parameter (and gradient) to a dtype: float16, bfloat16 (or the string

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from minnet.nn._util import _MODEL_DTYPES, _MODEL_NAMES, _asarray
+from minnet.dtypes import is_float_dtype
+from minnet.nn._util import _MODEL_NAMES, _asarray
 
 
 class Parameter:
@@ -41,7 +42,7 @@ class Parameter:
     def __init__(self, data: np.ndarray, name: str = "") -> None:
         where = f"Parameter {name!r}" if name else "Parameter"
         arr = _asarray(data, where, "data")
-        if arr.dtype not in _MODEL_DTYPES:
+        if not is_float_dtype(arr.dtype):
             raise TypeError(
                 f"{where}: data has dtype {arr.dtype}; parameters must be {_MODEL_NAMES} "
                 "arrays (cast with .astype)"

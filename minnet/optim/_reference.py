@@ -17,21 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from minnet._lowp import BF16, F16, NATIVE
-from minnet.dtypes import bfloat16
+from minnet._lowp import F16, NATIVE
+from minnet.dtypes import load_bfloat16
 from minnet.optim._flat import StorageFormats
 
 __all__ = ["rule_reference", "numpy_rule"]
 
 _F32 = np.float32
-_DTYPES = {F16: np.dtype(np.float16), BF16: np.dtype(bfloat16)}
 
 
 def _round_to(x: Any, fmt: int) -> Any:
     """NumPy's ``minnet._lowp.round_to``: ``x`` rounded to ``fmt``'s precision, as float32."""
     if fmt == NATIVE:
         return x
-    return np.asarray(x, _F32).astype(_DTYPES[fmt]).astype(_F32)
+    return np.asarray(x, _F32).astype(np.float16 if fmt == F16 else load_bfloat16()).astype(_F32)
 
 
 def numpy_rule(compiled: Any) -> Callable[..., Any]:

@@ -168,7 +168,7 @@ import numpy as np
 
 from minnet import _lowp, _pool
 from minnet import threads as _threads
-from minnet.dtypes import FLOAT_DTYPES, as_dtype, bfloat16, float64, is_16bit
+from minnet.dtypes import as_dtype, float64, is_16bit, is_bfloat16, is_float_dtype
 from minnet.nn import Parameter
 from minnet.optim._flat import FlatBuffers, StorageFormats
 from minnet.optim._kernel import Rule, kernel
@@ -657,7 +657,7 @@ class Optimizer:
                     f"{owner}: parameter {i} ({p.name or '?'}) has a grad of type "
                     f"{type(grad).__name__}; it must be an array or None"
                 )
-            if p.data.dtype not in FLOAT_DTYPES or (
+            if not is_float_dtype(p.data.dtype) or (
                 grad is not None and grad.dtype != p.data.dtype
             ):
                 got = "" if grad is None else f" and grad of dtype {grad.dtype}"
@@ -776,7 +776,7 @@ class Optimizer:
                     stored = float(np.float32(eps).astype(holder))
                 if stored >= tiny:
                     continue
-                name = "bfloat16" if holder == bfloat16 else str(holder)
+                name = "bfloat16" if is_bfloat16(holder) else str(holder)
                 what = "0" if stored == 0 else f"the subnormal {stored:.6g}"
                 if option in self._eps_in_state:
                     lost = (
@@ -1251,7 +1251,7 @@ class Optimizer:
                 stored = float(np.float32(eps).astype(dt))
             if stored == 0:
                 return (
-                    f"eps={eps} is 0 in {'bfloat16' if dt == bfloat16 else dt} and "
+                    f"eps={eps} is 0 in {'bfloat16' if is_bfloat16(dt) else dt} and "
                     "rounding='per_op' adds it in the state dtype, so where "
                     f"{key} of {name} is or underflows to 0 the update is g/0 = inf (0/0 = NaN "
                     "for a zero gradient); use a larger eps, state_dtype='float32' or "
@@ -1523,7 +1523,7 @@ class Optimizer:
                         raise ValueError(f"loaded state for parameter {k} lacks '{name}'")
                     arr = np.asarray(entry[name])
                     where = f"loaded state '{name}' for parameter {k} ({p.name or '?'})"
-                    if arr.dtype.kind not in "fiu" and arr.dtype != bfloat16:
+                    if arr.dtype.kind not in "fiu" and not is_bfloat16(arr.dtype):
                         raise ValueError(f"{where} has dtype {arr.dtype}, expected real numbers")
                     if arr.shape != p.data.shape:
                         raise ValueError(f"{where} has shape {arr.shape}, expected {p.data.shape}")
