@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -531,6 +532,15 @@ FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}
 
 #: Environment variable that sets PyTorch's intra-op threads in the family table's workers.
 TORCH_THREADS_ENV = "MINNET_BENCH_TORCH_THREADS"
+#: The family table's thread setting, set by ``python -m benchmarks --family-threads``:
+#: ``"default"`` (every library on its own default: minnet's thread policy and pool, PyTorch's
+#: one intra-op thread per core, XLA's) or ``"1"`` (every library on one thread).
+FAMILY_THREADS_ENV = "MINNET_BENCH_FAMILY_THREADS"
+
+
+def family_one_thread() -> bool:
+    """Whether the family table runs every library on one thread (else on its defaults)."""
+    return os.environ.get(FAMILY_THREADS_ENV, "default") == "1"
 
 
 class Unavailable(ImportError):
@@ -563,7 +573,7 @@ def family_minnet(name: str, n: int) -> Step:
     """``minnet.optim.<name>(**kwargs).step()`` on one float32 parameter of ``n`` values."""
     import minnet
 
-    minnet.set_num_threads(1)  # the family table compares one-thread kernels (see its title)
+    minnet.set_num_threads(1 if family_one_thread() else None)  # like the peer's threads
     entry = FAMILY_BY_NAME[name]
     p = minnet.nn.Parameter(np.ones(n, np.float32))
     optimizer = _minnet_class(name)([p], **entry.kwargs)
@@ -585,6 +595,8 @@ def family_peer(name: str, n: int) -> Step:
 
         if os.environ.get(TORCH_THREADS_ENV):
             torch.set_num_threads(int(os.environ[TORCH_THREADS_ENV]))
+        elif family_one_thread():
+            torch.set_num_threads(1)
 
         cls = getattr(torch.optim, entry.peer_name, None)
         if cls is None:
@@ -592,6 +604,9 @@ def family_peer(name: str, n: int) -> Step:
         p = torch.nn.Parameter(torch.ones(n))
         p.grad = torch.from_numpy(g)
         return cls([p], **entry.peer_kwargs).step
+    if family_one_thread() and "jax" not in sys.modules:  # XLA reads its flags at import
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
     import jax
     import jax.numpy as jnp
     import optax

@@ -1006,6 +1006,13 @@ def main(argv: list[str] | None = None) -> int:
         "mlp, optimizer, optimizers and lowp sections also time its minnet rows, alternated "
         "with this checkout's, and a last table gives the per-round time ratios",
     )
+    parser.add_argument(
+        "--family-threads",
+        choices=("default", "1"),
+        default="default",
+        help="family table: every library on its default threads (minnet's policy and pool, "
+        "PyTorch's intra-op threads, XLA's) or every library on one thread (default: default)",
+    )
     parser.add_argument("--plots", type=Path, default=ROOT / "plots", help="where the PNGs go")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNGs")
     args = parser.parse_args(argv)
@@ -1019,6 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.torch_threads < 1:
             parser.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
         os.environ[impls.TORCH_THREADS_ENV] = str(args.torch_threads)  # read by the workers
+    os.environ[impls.FAMILY_THREADS_ENV] = args.family_threads  # read by the workers
     rounds, k = (3, 50) if args.quick else (args.rounds, args.steps)
     sizes = (
         [10**4, 10**5, 10**6, 10**7]
@@ -1094,7 +1102,13 @@ def main(argv: list[str] | None = None) -> int:
         block = 0.03 if args.quick else 0.1
         print(
             "## The optimizer family, each step alone (float32, one parameter of n values; "
-            f"{rounds} rounds of ~{block * 1e3:.0f} ms blocks)"
+            f"{rounds} rounds of ~{block * 1e3:.0f} ms blocks; "
+            + (
+                "every library on one thread)"
+                if args.family_threads == "1"
+                else "every library on its default threads: minnet's policy and pool, "
+                f"PyTorch's {_torch_threads(args.torch_threads)} intra-op threads, XLA's own)"
+            )
         )
         print(
             "Counterpart: PyTorch's fastest CPU implementation (fused=True for SGD, Adam, AdamW, "
@@ -1178,8 +1192,13 @@ def main(argv: list[str] | None = None) -> int:
             plot_family(
                 family,
                 args.plots / "bench_family.png",
-                "Optimizer step alone, float32: minnet (one thread) vs PyTorch "
-                f"({_torch_threads(args.torch_threads)} threads) / optax\n{cpu}",
+                "Optimizer step alone, float32, "
+                + (
+                    "every library on one thread"
+                    if args.family_threads == "1"
+                    else f"default threads (PyTorch: {_torch_threads(args.torch_threads)})"
+                )
+                + f": minnet vs PyTorch / optax\n{cpu}",
             )
         print(f"plots written to {args.plots}")
     return 0
