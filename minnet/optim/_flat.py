@@ -62,6 +62,23 @@ def _zero_segments(buf, segs):  # pragma: no cover - compiled
             buf[segs[t, j, 0] : segs[t, j, 1]] = 0  # a slice: one memset (an index loop is not)
 
 
+#: Bytes between the flat buffers' addresses modulo 4096 (see :func:`_staggered`).
+_STAGGER = 512
+
+
+def _staggered(size: int, dtype: np.dtype, k: int) -> np.ndarray:
+    """An uninitialised 1-D array of ``size`` elements that starts ``k * 512`` bytes (mod 4096)
+    past a 4096-byte boundary. Large NumPy arrays all start at the same offset within a page,
+    so a kernel streaming through several of them meets *4K aliasing*: a load whose address
+    has the same low 12 bits as a pending store to another array waits for it. Staggering the
+    buffers (data 0, grad 1, state arrays 2, 3, ...) avoids it; every offset is a multiple of
+    64 bytes, so vector loads stay cache-line aligned."""
+    itemsize = np.dtype(dtype).itemsize
+    owner = np.empty(size + 4096 // itemsize, dtype)  # the views' ``base`` (see check_bound)
+    start = (k * _STAGGER - owner.ctypes.data) % 4096 // itemsize
+    return owner[start : start + size]
+
+
 class FlatBuffers:
     """Parameters of one dtype packed into contiguous buffers, with named state arrays.
 
@@ -110,13 +127,14 @@ class FlatBuffers:
             self.offsets.append(self.offsets[-1] + size)
         total = sum(self.sizes)
         self.size = total
-        self.data = np.empty(total, dtype=self.dtype)
-        self.grad = np.empty(total, dtype=self.dtype)
+        self.data = _staggered(total, self.dtype, 0)
+        self.grad = _staggered(total, self.dtype, 1)
         self.spec = dict(spec)
         #: ``{name: flat array}``, in ``spec`` order.
-        self.state: dict[str, np.ndarray] = {
-            name: np.full(total, init, dtype=self.state_dtype) for name, init in self.spec.items()
-        }
+        self.state: dict[str, np.ndarray] = {}
+        for k, (name, init) in enumerate(self.spec.items()):
+            self.state[name] = _staggered(total, self.state_dtype, 2 + k)
+            self.state[name].fill(init)
         #: The state arrays in ``spec`` order, as the kernel takes them.
         self.arrays: tuple[np.ndarray, ...] = tuple(self.state.values())
         #: ``(data, grad, *arrays)``: a kernel's leading arguments (16-bit ones as uint16).
@@ -138,7 +156,7 @@ class FlatBuffers:
             p._bind_grad(grad_view)
             self._grad_views.append(grad_view)
         self._data_views = [p.data for p in self.params]
-        _LIVE[id(self.data)] = self
+        _LIVE[id(self.data.base)] = self  # keyed by the owner of the memory: p.data.base
         #: Each parameter's step count (PyTorch's per-parameter ``"step"``): a step advances
         #: those of the parameters it updates (see :meth:`step_runs`).
         self.steps: list[int] = [0] * len(self.params)
@@ -173,7 +191,7 @@ class FlatBuffers:
         for p, d, g in zip(self.params, self._data_views, self._grad_views):
             if p.data is not d or p._home is not g:
                 newer = _LIVE.get(id(p.data.base))
-                if newer is not None and newer is not self and newer.data is p.data.base:
+                if newer is not None and newer is not self and newer.data.base is p.data.base:
                     raise RuntimeError(
                         f"{self.owner}: parameter {p.name or '?'} now belongs to another "
                         f"optimizer ({newer.owner}) created after this one: a parameter's values "
