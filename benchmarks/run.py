@@ -199,37 +199,83 @@ def summarize(res: dict, base: str) -> list[dict]:
     return rows
 
 
-def print_busy_table(rows: list[dict], idle: list[dict], base: str) -> None:
+def print_busy_table(
+    rows: list[dict], idle: list[dict], base: str, floor: float | None = None
+) -> None:
     """Markdown table for a run under load: means and 90th percentiles, ratios of round means,
-    and each implementation's mean against its own idle median."""
+    and each implementation's mean against its own idle median (and with ``floor``, the
+    one-core floor in seconds, each mean's share of it)."""
     idle_median = {r["name"]: r["median"] for r in idle}
     print(
         "| implementation | mean us | median us | p90 us | x minnet mean (per-round median) "
-        "| mean / own idle median |"
+        "| mean / own idle median |" + (" share of one core's floor |" if floor else "")
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if floor else ""))
     for r in rows:
         own = idle_median.get(r["name"])
         print(
             f"| {r['name']} | {r['mean'] * 1e6:.0f} | {r['median'] * 1e6:.0f} | "
             f"{r['p90'] * 1e6:.0f} | {r['mean_ratio']:.2f} | "
             f"{r['mean'] / own if own else float('nan'):.2f} |"
+            + (f" {floor / r['mean']:.0%} |" if floor else "")
         )
 
 
-def print_table(rows: list[dict], base: str, unit: float = 1e6, label: str = "us") -> None:
-    """Markdown table: time per call and how many times slower than ``base``."""
+def print_table(
+    rows: list[dict], base: str, unit: float = 1e6, label: str = "us", floor: float | None = None
+) -> None:
+    """Markdown table: time per call and how many times slower than ``base``; with ``floor``
+    (seconds: the machine's floor for this computation, :func:`work_floor`) a last column gives
+    each row's share of it (floor / median time)."""
     print(
         f"| implementation | median {label} | IQR {label} | round medians {label} | "
-        f"x {base} time (per-round median, min-max) |"
+        f"x {base} time (per-round median, min-max) |" + (" share of floor |" if floor else "")
     )
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if floor else ""))
     for r in rows:
         print(
             f"| {r['name']} | {r['median'] * unit:.0f} | {r['q1'] * unit:.0f}-{r['q3'] * unit:.0f}"
             f" | {r['round_min'] * unit:.0f}-{r['round_max'] * unit:.0f} | "
             f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
+            + (f" {floor / r['median']:.0%} |" if floor else "")
         )
+
+
+# -- the machine's floor (benchmarks.floor) ------------------------------------------------------
+
+#: The seed step's products (forward 64x1000x100 and 64x100x10; dW of both layers and dX of
+#: the second: the first layer's input gradient is not computed) and its AMSGrad pass (101,110
+#: float32 parameters: param, grad and three state arrays read, param and state written).
+SEED_FLOP = 2 * 64 * (2 * 1000 * 100 + 3 * 100 * 10)
+SEED_BYTES = 101_110 * 9 * 4
+#: The larger MLP's products (forward and dW of the three layers, dX of the last two) and its
+#: Adam pass (1,863,690 parameters: param, grad and two moments read; param and moments written).
+MLP_FLOP = 2 * 256 * (2 * (784 * 1024 + 1024 * 1024 + 1024 * 10) + 1024 * 1024 + 1024 * 10)
+MLP_BYTES = 1_863_690 * 7 * 4
+#: The peak FMA figures of this run (:func:`benchmarks.floor.measure`), set by :func:`main`.
+FLOOR = None
+
+
+def work_floor(flop: float, nbytes: float, threads: int) -> float:
+    """Seconds: ``flop`` at this run's peak FMA rate plus ``nbytes`` at the triad bandwidth
+    measured now on a working set of the same size (cache-resident for the seed step, DRAM for
+    the MLP), on ``threads`` threads (1, or every core). A bound: the two overlap at best."""
+    from benchmarks import floor as floor_mod
+
+    peak = FLOOR.gflops_1 if threads <= 1 else FLOOR.gflops_all
+    gbs = floor_mod.triad_gbs(threads, n=max(int(nbytes) // 12, 4096))
+    return flop / (peak * 1e9) + nbytes / (gbs * 1e9)
+
+
+def print_floor(what: str, flop: float, nbytes: float, threads: int) -> float:
+    """Print and return :func:`work_floor` of ``what``."""
+    s = work_floor(flop, nbytes, threads)
+    print(
+        f"- floor of {what} on {threads} thread{'s' if threads > 1 else ''}: {s * 1e6:,.0f} us "
+        f"({flop / 1e6:,.1f} MFLOP at peak FMA, {nbytes / 1e6:,.2f} MB at the triad bandwidth "
+        "of a working set that size; `python -m benchmarks.floor`)"
+    )
+    return s
 
 
 # -- machine description ----------------------------------------------------------------------
@@ -1037,6 +1083,12 @@ def main(argv: list[str] | None = None) -> int:
     print("## Machine")
     for line in machine():
         print("- " + line)
+    global FLOOR
+    if {"step", "mlp", "optimizer"} & set(run):
+        from benchmarks import floor as floor_mod
+
+        FLOOR = floor_mod.measure()
+        print("- " + FLOOR.describe())
     print(f"- method: {rounds} rounds, implementations alternated, each in its own process")
     if os.getloadavg()[0] > 0.5:
         print("- WARNING: the machine is busy (load above 0.5); timings will be noisy")
@@ -1049,7 +1101,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         busy_rows: list[dict] = []
         step_rows, notes = bench_step(rounds, k, busy_rows)
-        print_table(step_rows, "minnet")
+        seed_floor = print_floor("the seed step", SEED_FLOP, SEED_BYTES, FLOOR.threads)
+        print()
+        print_table(step_rows, "minnet", floor=seed_floor)
         for note in notes:
             print(f"- {note}")
         print()
@@ -1057,7 +1111,9 @@ def main(argv: list[str] | None = None) -> int:
             "## Seed training step, one core busy (a `while True: pass` process started before "
             "and killed after these rounds; the same workers)"
         )
-        print_busy_table(busy_rows, step_rows, "minnet")
+        busy_floor = print_floor("the seed step", SEED_FLOP, SEED_BYTES, 1)
+        print()
+        print_busy_table(busy_rows, step_rows, "minnet", floor=busy_floor)
         print()
     if "parts" in run:
         print(
@@ -1073,14 +1129,18 @@ def main(argv: list[str] | None = None) -> int:
             f"CrossEntropyLoss, Adam (blocks of at least {mk} steps and {POLICY_BLOCK} s)"
         )
         mlp_rows, notes = bench_mlp(rounds, mk)
-        print_table(mlp_rows, "minnet", 1e3, "ms")
+        mlp_floor = print_floor("the MLP step", MLP_FLOP, MLP_BYTES, FLOOR.threads)
+        print()
+        print_table(mlp_rows, "minnet", 1e3, "ms", floor=mlp_floor)
         for note in notes:
             print(f"- {note}")
         print()
     if "optimizer" in run:
         print("## AMSGrad step alone, seed model's 101,110 float32 parameters")
         opt_rows, notes = bench_optimizer(rounds, 5 * k)
-        print_table(opt_rows, "minnet")
+        opt_floor = print_floor("the AMSGrad pass", 0, SEED_BYTES, FLOOR.threads)
+        print()
+        print_table(opt_rows, "minnet", floor=opt_floor)
         for note in notes:
             print(f"- {note}")
         print()
