@@ -105,6 +105,17 @@ CASES: list[tuple[str, str, dict, dict, str]] = [
      "mha_cross"),
     ("mha_unbatched", "MultiheadAttention", {"embed_dim": 8, "num_heads": 2},
      {"attn_mask": "mha_bool_ls"}, "mha_unbatched"),
+    ("conv_reflect", "Conv2d", {"in_channels": 4, "out_channels": 3, "kernel_size": 3,
+                                "padding": (2, 3), "padding_mode": "reflect"}, {}, "img"),
+    ("conv_replicate_stride", "Conv2d", {"in_channels": 4, "out_channels": 3,
+                                         "kernel_size": (3, 2), "stride": 2, "padding": (3, 1),
+                                         "padding_mode": "replicate"}, {}, "img"),
+    ("conv_circular_dilation", "Conv2d", {"in_channels": 4, "out_channels": 2, "kernel_size": 3,
+                                          "dilation": 2, "padding": (7, 6),
+                                          "padding_mode": "circular"}, {}, "img"),
+    ("conv_same_reflect_even", "Conv2d", {"in_channels": 4, "out_channels": 3,
+                                          "kernel_size": (4, 2), "padding": "same",
+                                          "padding_mode": "reflect"}, {}, "img"),
 ]
 # fmt: on
 

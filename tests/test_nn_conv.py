@@ -148,7 +148,10 @@ def test_conv2d_output_shapes(options: dict, shape: tuple) -> None:
         (lambda: nn.Conv2d(4, 6, 3, padding=-1), ValueError, "negative padding"),
         (lambda: nn.Conv2d(4, 6, 0), ValueError, "kernel_size must be >= 1"),
         (lambda: nn.Conv2d(4, 6, 3, padding_mode="mirror"), ValueError, "padding_mode must be"),
-        (lambda: nn.Conv2d(4, 6, 3, padding_mode="reflect"), NotImplementedError, "reflect"),
+        (lambda: nn.Conv2d(4, 6, 3, padding=(7, 1), padding_mode="reflect")(X), ValueError,
+         r"padding \(7, 7\) at dimension 2 .* less than the input size 7"),
+        (lambda: nn.Conv2d(4, 6, 3, padding=(1, 7), padding_mode="circular")(X), ValueError,
+         r"padding \(7, 7\) at dimension 3 .* at most the input size 6"),
         (lambda: nn.MaxPool2d(2, padding=2)(X), ValueError, "pad should be at most half"),
         (lambda: nn.AvgPool2d(3, padding=2)(X), ValueError, "pad should be at most half"),
         (lambda: nn.AdaptiveAvgPool2d(0), ValueError, "output_size"),
@@ -231,3 +234,13 @@ def test_16_bit_conv_is_the_float32_computation_rounded_once(dtype: str) -> None
     dx, dx32 = low.backward(g), ref.backward(g.astype(np.float32))
     assert dx.dtype == low.dtype and np.array_equal(dx, dx32.astype(low.dtype))
     assert np.array_equal(low.weight.grad, ref.weight.grad.astype(low.dtype))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_padding_modes_pass_gradcheck(mode: str) -> None:
+    """Each padded position's gradient goes back to the input position it copies."""
+    layer = nn.Conv2d(2, 3, 3, padding=(2, 1), stride=(1, 2), padding_mode=mode, dtype=np.float64,
+                      rng=0)  # fmt: skip
+    x = np.random.default_rng(1).standard_normal((2, 2, 5, 4))
+    assert gradcheck(layer, x)
+    assert f"padding_mode={mode}" in repr(layer)

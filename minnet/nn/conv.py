@@ -112,8 +112,11 @@ class Conv2d(Module):
             odd one on the bottom/right side, as PyTorch). Default 0.
         groups: input and output channels split into ``groups`` independent convolutions.
         bias: learn an additive bias per output channel. Default ``True``.
-        padding_mode: ``"zeros"`` only (PyTorch's ``"reflect"``, ``"replicate"`` and
-            ``"circular"`` raise ``NotImplementedError``).
+        padding_mode: what the padding holds: ``"zeros"`` (default), ``"reflect"`` (the input
+            mirrored without repeating its edge: pad < input size), ``"replicate"`` (the edge
+            repeated) or ``"circular"`` (wrapped around: pad <= input size), as PyTorch (which
+            pads with ``F.pad`` in that mode, then convolves without padding). The backward adds
+            each padded position's gradient back to the input position it copies.
         dtype, rng: as for :class:`~minnet.nn.Linear`.
 
     Weight ``(out_channels, in_channels / groups, kH, kW)``; weight and bias start
@@ -164,10 +167,6 @@ class Conv2d(Module):
                 f"padding_mode must be one of {set(_PADDING_MODES)}, but got "
                 f"padding_mode='{padding_mode}'"
             )
-        if padding_mode != "zeros":
-            raise NotImplementedError(
-                f"Conv2d: padding_mode={padding_mode!r} is not implemented (only 'zeros')"
-            )
         super().__init__()
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -205,6 +204,31 @@ class Conv2d(Module):
     def _reset(self) -> None:
         self._cols = self._geom = None
 
+    def _pad_sources(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``padding_mode != "zeros"``: the input row and column each row and column of the
+        padded input copies (``padding_mode``'s rule), or ``ValueError`` as PyTorch's pad."""
+        top, bottom, left, right = self._pads()
+        out = []
+        for dim, size, lo, hi in ((2, x.shape[2], top, bottom), (3, x.shape[3], left, right)):
+            mode = self.padding_mode
+            if (mode == "reflect" and max(lo, hi) >= size) or (
+                mode == "circular" and max(lo, hi) > size
+            ):
+                raise ValueError(
+                    f"{self._label()}: padding ({lo}, {hi}) at dimension {dim} of input "
+                    f"{list(x.shape)} is too large for padding_mode={mode!r} (it must be "
+                    f"{'less than' if mode == 'reflect' else 'at most'} the input size {size})"
+                )
+            p = np.arange(-lo, size + hi)
+            if mode == "reflect":
+                p = np.where(p < 0, -p, np.where(p >= size, 2 * (size - 1) - p, p))
+            elif mode == "replicate":
+                p = np.clip(p, 0, size - 1)
+            else:
+                p = p % size
+            out.append(p)
+        return out[0], out[1]
+
     def _pads(self) -> tuple[int, int, int, int]:
         """``(top, bottom, left, right)`` zeros added around the input."""
         if self.padding == "valid":
@@ -220,8 +244,12 @@ class Conv2d(Module):
         """The convolution of ``x`` ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``."""
         x = _as_float_array(x, self._label(), "input", self.dtype)
         x, unbatched = _image_input(self, x, self.in_channels)
+        sources = None
+        if self.padding_mode != "zeros":
+            sources = (x.shape, *self._pad_sources(x))
+            x = x[:, :, sources[1]][:, :, :, sources[2]]  # padded by copies; no zeros below
         n, c, h, w = x.shape
-        top, bottom, left, right = self._pads()
+        top, bottom, left, right = self._pads() if sources is None else (0, 0, 0, 0)
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         hp, wp = h + top + bottom, w + left + right
         ho = (hp - dh * (kh - 1) - 1) // sh + 1
@@ -255,7 +283,7 @@ class Conv2d(Module):
         y = np.ascontiguousarray(y, dtype=self.dtype)
         if self._keep():
             self._cols = cols
-            self._geom = (x.shape, (hp, wp), (top, left), unbatched)
+            self._geom = (x.shape, (hp, wp), (top, left), unbatched, sources)
         return y[0] if unbatched else y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -266,7 +294,7 @@ class Conv2d(Module):
         cols, geom = self._cols, self._geom
         if cols is None:
             raise self._nothing_saved()
-        (n, c, h, w), (hp, wp), (top, left), unbatched = geom
+        (n, c, h, w), (hp, wp), (top, left), unbatched, sources = geom
         (kh, kw), g = self.kernel_size, self.groups
         ho_wo = cols.shape[2] // n
         grad_out = _as_float_array(grad_out, self._label(), "grad_out", self.dtype)
@@ -319,6 +347,12 @@ class Conv2d(Module):
                 dxp[:, :, r : r + sh * (ho - 1) + 1 : sh,
                     q : q + sw * (wo - 1) + 1 : sw] += dcols6[:, i, j]  # fmt: skip
         dx = dxp[:, :, top : top + h, left : left + w].transpose(1, 0, 2, 3)
+        if sources is not None:  # each padded row and column back onto the one it copies
+            shape, rows, cols_ = sources
+            folded = np.zeros((n, c, shape[2], w), cd)
+            np.add.at(folded, (slice(None), slice(None), rows), dx)
+            dx = np.zeros(shape, cd)
+            np.add.at(dx, (slice(None), slice(None), slice(None), cols_), folded)
         dx = np.ascontiguousarray(dx, dtype=self.dtype)
         return dx[0] if unbatched else dx
 
@@ -337,6 +371,8 @@ class Conv2d(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
