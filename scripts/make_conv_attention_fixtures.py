@@ -13,7 +13,8 @@ loads the same parameters). Keys per case and dtype, ``<case>/<dtype>/<name>``:
   ``q`` only and passes the same array three times), masks (``attn_mask``,
   ``key_padding_mask``), parameters ``p:<name>`` (PyTorch's ``named_parameters`` names);
 * ``grad``: the upstream gradient of the (first) output;
-* PyTorch's results: ``out``, ``weights`` (MultiheadAttention with ``need_weights``), input
+* PyTorch's results: ``out``, ``weights`` (MultiheadAttention with ``need_weights``),
+  ``indices`` (MaxPool2d with ``return_indices``), input
   gradients ``dx`` / ``dq``, ``dk``, ``dv``, parameter gradients ``g:<name>``.
 
 ``cases`` is the JSON list ``[name, class, constructor kwargs, call kwargs, input spec]``;
@@ -116,6 +117,10 @@ CASES: list[tuple[str, str, dict, dict, str]] = [
     ("conv_same_reflect_even", "Conv2d", {"in_channels": 4, "out_channels": 3,
                                           "kernel_size": (4, 2), "padding": "same",
                                           "padding_mode": "reflect"}, {}, "img"),
+    ("maxpool_indices", "MaxPool2d", {"kernel_size": 3, "stride": 2, "padding": 1,
+                                      "dilation": (1, 2), "return_indices": True}, {}, "img"),
+    ("maxpool_indices_ties", "MaxPool2d", {"kernel_size": 2, "ceil_mode": True,
+                                           "return_indices": True}, {}, "ties"),
 ]
 # fmt: on
 
@@ -230,6 +235,9 @@ def record(case: tuple, dtype_name: str, rng_seed: int, store: dict[str, np.ndar
     else:
         out = module(tensors["x"])
         weights = None
+        if isinstance(out, tuple):  # MaxPool2d(return_indices=True)
+            out, indices = out
+            store[f"{key}/indices"] = indices.numpy()
     grad = rng.standard_normal(tuple(out.shape)).astype(npdt)
     store[f"{key}/grad"] = grad
     out.backward(torch.tensor(grad))

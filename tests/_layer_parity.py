@@ -53,6 +53,10 @@ def replay(case: list[Any], dtype: str) -> None:
     grad = DATA[f"{key}/grad"]
     if f"{key}/x" in DATA.files:
         out = layer(DATA[f"{key}/x"])
+        if isinstance(out, tuple):  # MaxPool2d(return_indices=True): PyTorch's exact indices
+            out, indices = out
+            np.testing.assert_array_equal(indices, DATA[f"{key}/indices"])
+            assert indices.dtype == np.int64
         grads = {"dx": layer.backward(grad)}
     else:
         q = DATA[f"{key}/q"]

@@ -374,3 +374,40 @@ def test_every_layer_kind_keeps_its_own_call(make) -> None:
 def test_recorded_chain_passes_gradcheck() -> None:
     model = nn.Sequential(nn.Linear(6, 6, rng=0, dtype=F64), Inner(), nn.Linear(6, 3, rng=2))
     assert minnet.testing.gradcheck(model, np.random.default_rng(8).standard_normal((3, 6)))
+
+
+def test_every_built_in_layer_keeps_its_saved_state_per_call() -> None:
+    """A layer class with saved state (its own ``_state_attrs`` or a base's, as the pooling
+    layers share theirs) is recorded per call, so an extra forward cannot change a gradient."""
+    import inspect
+
+    from minnet.nn import module as module_mod
+
+    layers = [
+        getattr(nn, n) for n in dir(nn)
+        if inspect.isclass(getattr(nn, n)) and issubclass(getattr(nn, n), nn.Module)
+        and getattr(nn, n)._state_attrs
+    ]  # fmt: skip
+    assert nn.MaxPool2d in layers and nn.AvgPool2d in layers
+    assert [c.__name__ for c in layers if c._kind != module_mod._STATE] == []
+
+
+@pytest.mark.parametrize(
+    "pool", [nn.MaxPool2d(2), nn.AvgPool2d(2), nn.MaxPool2d(2, return_indices=True)]
+)
+def test_a_pooling_layer_called_again_keeps_the_first_calls_gradient(pool: nn.Module) -> None:
+    rng = np.random.default_rng(0)
+    conv = nn.Conv2d(1, 2, 1, bias=False, dtype=np.float64, rng=0)
+    x1, x2 = rng.standard_normal((2, 1, 1, 4, 4))
+
+    def loss_of(x: np.ndarray) -> object:
+        y = pool(conv(x))
+        return (y[0] if isinstance(y, tuple) else y).sum()
+
+    loss_of(x1).backward()
+    expected = conv.weight.grad.copy()
+    conv.weight.grad = None
+    loss = loss_of(x1)
+    loss_of(x2)  # another call of both layers before the first loss's backward
+    loss.backward()
+    np.testing.assert_array_equal(conv.weight.grad, expected)

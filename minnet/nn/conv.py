@@ -473,7 +473,9 @@ class MaxPool2d(_Pool2d):
     Ties go to the first maximum in the window's row-major order, as PyTorch's CPU kernel (which
     replaces the running maximum only by a strictly greater value). A NaN is the maximum; where a
     window holds several NaNs PyTorch picks the last one and minnet the first (the output is NaN
-    either way). ``return_indices=True`` is not implemented.
+    either way). ``return_indices=True`` makes a call return ``(output, indices)``, PyTorch's
+    int64 indices of each maximum in its input plane (``row * W + column`` of the unpadded
+    input); the indices take no gradient.
     """
 
     def __init__(
@@ -485,14 +487,14 @@ class MaxPool2d(_Pool2d):
         return_indices: bool = False,
         ceil_mode: bool = False,
     ) -> None:
-        if return_indices:
-            raise NotImplementedError("MaxPool2d: return_indices=True is not implemented")
+        if not isinstance(return_indices, (bool, np.bool_)):
+            raise TypeError(f"MaxPool2d: return_indices must be a bool, got {return_indices!r}")
         super().__init__(kernel_size, stride, padding, ceil_mode)
         self.dilation = self._dilation = _pair(dilation, "dilation", "MaxPool2d", 1)
-        self.return_indices = False
+        self.return_indices = bool(return_indices)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """The window maxima of ``x``."""
+    def forward(self, x: np.ndarray) -> Any:
+        """The window maxima of ``x`` (and with ``return_indices``, where they are)."""
         x = _float_input(self, x)
         x, unbatched, (shape, (hp, wp), (ho, wo)) = self._layout(x)
         n, c, h, w = shape
@@ -511,16 +513,26 @@ class MaxPool2d(_Pool2d):
         if self._keep():
             self._saved = arg
             self._geom = (shape, (hp, wp), (ho, wo), unbatched, x.dtype)
-        return y[0] if unbatched else y
+        if not self.return_indices:
+            return y[0] if unbatched else y
+        rows, cols = self._sources(arg, ho, wo)
+        index = (rows - ph) * w + (cols - pw)
+        return (y[0], index[0]) if unbatched else (y, index)
+
+    def _sources(self, arg: np.ndarray, ho: int, wo: int) -> tuple[np.ndarray, np.ndarray]:
+        """The padded input's row and column of each window's maximum (``arg``: its index in
+        the window's row-major order), as int64 arrays of the output's shape."""
+        kw, (sh, sw), (dh, dw) = self.kernel_size[1], self.stride, self.dilation
+        rows = np.arange(ho)[:, None] * sh + (arg // kw) * dh  # (N, C, Ho, Wo) broadcast
+        cols = np.arange(wo)[None, :] * sw + (arg % kw) * dw
+        return rows, cols
 
     def _backward(self, grad_out: np.ndarray, internal: bool, input_grad: bool) -> Any:
         geom = self._geom
         g, arg = self._grad_in(grad_out)
         (n, c, h, w), (hp, wp), (ho, wo), unbatched, dtype = geom
-        kw, (sh, sw), (dh, dw) = self.kernel_size[1], self.stride, self.dilation
         (ph, pw) = self.padding
-        rows = np.arange(ho)[:, None] * sh + (arg // kw) * dh  # (N, C, Ho, Wo) broadcast
-        cols = np.arange(wo)[None, :] * sw + (arg % kw) * dw
+        rows, cols = self._sources(arg, ho, wo)
         plane = np.arange(n * c).reshape(n, c, 1, 1) * (hp * wp)
         index = (plane + rows * wp + cols).ravel()
         dxp = np.bincount(index, weights=g.ravel(), minlength=n * c * hp * wp)
@@ -532,6 +544,7 @@ class MaxPool2d(_Pool2d):
         return (
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+            + (", return_indices=True" if self.return_indices else "")
         )
 
 

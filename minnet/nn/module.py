@@ -183,7 +183,10 @@ class Module:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
         if "backward" in own or "_backward" in own:
-            cls._kind = _STATE if "_state_attrs" in own else _USER
+            # A built-in layer (its ``_backward`` and ``_state_attrs``, its own or a base's, as
+            # the pooling layers share theirs) keeps its saved state per call.
+            state = "_state_attrs" in own or ("backward" not in own and bool(cls._state_attrs))
+            cls._kind = _STATE if state else _USER
             if cls._kind == _USER and "backward" in own:
                 cls.backward = _user_backward(own["backward"])  # type: ignore[method-assign]
         elif "forward" in own or "_forward" in own:
@@ -403,6 +406,8 @@ class Module:
                 d["_owner"] = weakref.ref(node)
             if thread.recording is not None:
                 thread.recording.append(node)
+            if type(out) is tuple:  # (output, indices): the first is what backward takes
+                return (_graph.wrap(out[0], node), *out[1:])
             return _graph.wrap(out, node)
         else:
             outer = thread.recording
