@@ -121,6 +121,12 @@ CASES: list[tuple[str, str, dict, dict, str]] = [
                                       "dilation": (1, 2), "return_indices": True}, {}, "img"),
     ("maxpool_indices_ties", "MaxPool2d", {"kernel_size": 2, "ceil_mode": True,
                                            "return_indices": True}, {}, "ties"),
+    ("mha_kdim_vdim", "MultiheadAttention", {"embed_dim": 8, "num_heads": 2, "kdim": 6,
+                                             "vdim": 3}, {"key_padding_mask": "kpm_bool"},
+     "mha_kv_dims"),
+    ("mha_kdim_vdim_bf_no_bias", "MultiheadAttention",
+     {"embed_dim": 8, "num_heads": 4, "kdim": 6, "vdim": 3, "batch_first": True, "bias": False},
+     {"average_attn_weights": False}, "mha_kv_bf"),
 ]
 # fmt: on
 
@@ -133,6 +139,8 @@ SHAPES = {
     "mha_cross": ((5, 2, 8), (7, 2, 8)),
     "mha_bf": ((2, 5, 8), (2, 7, 8)),
     "mha_unbatched": ((5, 8), (7, 8)),
+    "mha_kv_dims": ((5, 2, 8), (7, 2, 6), (7, 2, 3)),
+    "mha_kv_bf": ((2, 5, 8), (2, 7, 6), (2, 7, 3)),
 }
 
 
@@ -144,9 +152,9 @@ def make_inputs(spec: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return {"x": rng.standard_normal(shape)}
     if spec in ("sdpa_self", "mha_self"):
         return {"q": rng.standard_normal(shape)}
-    qs, ks = shape
+    qs, ks, *vs = shape
     return {"q": rng.standard_normal(qs), "k": rng.standard_normal(ks),
-            "v": rng.standard_normal(ks)}  # fmt: skip
+            "v": rng.standard_normal(vs[0] if vs else ks)}  # fmt: skip
 
 
 def make_mask(spec: str, L: int, S: int, n: int, heads: int, rng: np.random.Generator) -> Any:

@@ -354,7 +354,12 @@ def test_mha_parameters_names_and_pytorch_init() -> None:
     ("run", "error", "message"),
     [
         (lambda: nn.MultiheadAttention(10, 3), ValueError, "embed_dim must be divisible by"),
-        (lambda: nn.MultiheadAttention(6, 2, kdim=4), NotImplementedError, "kdim"),
+        (lambda: nn.MultiheadAttention(6, 2, add_bias_kv=True), NotImplementedError,
+         "add_bias_kv"),
+        (lambda: nn.MultiheadAttention(6, 2, kdim=0), ValueError, "kdim must be a positive"),
+        (lambda: nn.MultiheadAttention(8, 2, kdim=6)(np.ones((5, 2, 8)), np.ones((7, 2, 8)),
+                                                     np.ones((7, 2, 8))),
+         ValueError, r"must be \(S, N, kdim\) and \(S, N, vdim\) .* kdim=6, vdim=8"),
         (lambda: nn.MultiheadAttention(6, 2)(*[np.ones((4, 2, 5))] * 3), ValueError,
          "expecting embedding dimension of 6"),
         (lambda: nn.MultiheadAttention(6, 2)(np.ones((4, 2, 6)), np.ones((5, 2, 6)),
@@ -397,3 +402,30 @@ def test_a_second_input_computed_by_numpy_is_refused_and_backward_runs_once() ->
     np.testing.assert_allclose(lin.weight.grad, 2 * first, rtol=1e-6)
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         out.sum().backward()
+
+
+def test_kdim_vdim_keeps_pytorch_parameter_names_and_passes_gradcheck() -> None:
+    """Other key/value widths: q_proj_weight, k_proj_weight and v_proj_weight (PyTorch's names
+    and order), no in_proj_weight; the three input gradients pass a finite-difference check."""
+    m = nn.MultiheadAttention(4, 2, kdim=3, vdim=5, dtype=np.float64, rng=0)
+    assert [n for n, _ in m.named_parameters()] == [
+        "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias",
+        "out_proj.weight", "out_proj.bias",
+    ]  # fmt: skip
+    assert m.in_proj_weight is None and m.k_proj_weight.shape == (4, 3)
+    rng = np.random.default_rng(1)
+    q, k, v = rng.standard_normal((3, 2, 4)), rng.standard_normal((5, 2, 3)), rng.standard_normal(
+        (5, 2, 5)
+    )
+    g = rng.standard_normal((3, 2, 4))
+    out, _ = m(q, k, v)
+    dq, dk, dv = m.backward(g)
+    eps = 1e-6
+    for x, dx in ((q, dq), (k, dk), (v, dv)):
+        for idx in [(0, 0, 0), (2, 1, x.shape[2] - 1)]:
+            x[idx] += eps
+            up = float((m.forward(q, k, v)[0] * g).sum())
+            x[idx] -= 2 * eps
+            down = float((m.forward(q, k, v)[0] * g).sum())
+            x[idx] += eps
+            assert abs((up - down) / (2 * eps) - dx[idx]) < 1e-7

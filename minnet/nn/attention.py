@@ -303,14 +303,18 @@ class MultiheadAttention(Module):
     (``U(-a, a)``, ``a = sqrt(6 / (E + 3E))``), ``in_proj_bias`` and ``out_proj.bias`` zeros,
     ``out_proj.weight`` ``Linear``'s ``U(-1/sqrt(E), 1/sqrt(E))``. Keras's ``MultiHeadAttention``
     has separate query/key/value kernels of shape ``(E, heads, key_dim)``, Glorot uniform each.
-    Only ``kdim = vdim = embed_dim`` and ``add_bias_kv = add_zero_attn = False`` (PyTorch's
-    defaults) are implemented.
+    With ``kdim`` or ``vdim`` other than ``embed_dim`` (keys and values of other widths), the
+    projections are three parameters as in PyTorch, ``q_proj_weight`` ``(E, E)``,
+    ``k_proj_weight`` ``(E, kdim)`` and ``v_proj_weight`` ``(E, vdim)`` (Xavier uniform each),
+    and ``in_proj_weight`` is ``None``. ``add_bias_kv`` and ``add_zero_attn`` are not
+    implemented (``NotImplementedError``).
 
     Args:
         embed_dim: ``E``, divisible by ``num_heads``.
         num_heads: number of heads.
         dropout: dropout probability on the attention weights (training mode). Default 0.
         bias: ``in_proj_bias`` and ``out_proj.bias``. Default ``True``.
+        kdim, vdim: the key's and the value's last dimension (``None``: ``embed_dim``).
         batch_first: ``(N, L, E)`` inputs and outputs instead of ``(L, N, E)``.
         dtype, rng: as for :class:`~minnet.nn.Linear`; ``rng`` also draws the dropout masks
             (``None``: minnet's default generator at each draw).
@@ -344,17 +348,24 @@ class MultiheadAttention(Module):
                 f"MultiheadAttention: embed_dim must be divisible by num_heads (embed_dim="
                 f"{embed_dim}, num_heads={num_heads})"
             )
-        if add_bias_kv or add_zero_attn or kdim not in (None, embed_dim) or (
-            vdim not in (None, embed_dim)
-        ):
+        if add_bias_kv or add_zero_attn:
             raise NotImplementedError(
-                "MultiheadAttention: only kdim = vdim = embed_dim and add_bias_kv = "
-                "add_zero_attn = False are implemented"
+                "MultiheadAttention: only add_bias_kv = add_zero_attn = False are implemented"
             )
+        for arg, value in (("kdim", kdim), ("vdim", vdim)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+            ):
+                raise ValueError(
+                    f"MultiheadAttention: {arg} must be a positive integer or None, got {value!r}"
+                )
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"MultiheadAttention: bias must be a bool, got {bias!r}")
         super().__init__()
-        self.embed_dim = self.kdim = self.vdim = int(embed_dim)
+        self.embed_dim = int(embed_dim)
+        self.kdim = self.embed_dim if kdim is None else int(kdim)
+        self.vdim = self.embed_dim if vdim is None else int(vdim)
+        self._qkv_same_embed_dim = self.kdim == self.embed_dim == self.vdim
         self.num_heads = int(num_heads)
         self.head_dim = self.embed_dim // self.num_heads
         self.dropout = _check_p(dropout, "MultiheadAttention")
@@ -363,19 +374,42 @@ class MultiheadAttention(Module):
         gen = resolve_rng(rng, "MultiheadAttention")
         self._rng = None if rng is None else gen
         e = self.embed_dim
-        self.in_proj_weight = Parameter(np.zeros((3 * e, e), self.dtype), "in_proj_weight")
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = Parameter(np.zeros((3 * e, e), self.dtype), "in_proj_weight")
+            for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self.register_parameter(name, None)
+        else:
+            for name, width in (("q", e), ("k", self.kdim), ("v", self.vdim)):
+                weight = Parameter(np.zeros((e, width), self.dtype), f"{name}_proj_weight")
+                setattr(self, f"{name}_proj_weight", weight)
+            self.register_parameter("in_proj_weight", None)
         if bias:
             self.in_proj_bias = Parameter(np.zeros(3 * e, self.dtype), "in_proj_bias")
         else:
             self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(e, e, bias=bool(bias), dtype=self.dtype, rng=gen)
-        xavier_uniform_(self.in_proj_weight, generator=gen)
+        for weight in self._proj_weights():
+            xavier_uniform_(weight, generator=gen)
         if bias:
             self.out_proj.bias.data[...] = 0
         self._saved: Any = None
 
     def _reset(self) -> None:
         self._saved = None
+
+    def _proj_weights(self) -> list[Parameter]:
+        """The parameters holding the query, key and value projections: ``[in_proj_weight]``,
+        or ``[q_proj_weight, k_proj_weight, v_proj_weight]`` with other key/value widths."""
+        if self._qkv_same_embed_dim:
+            return [self.in_proj_weight]
+        return [self.q_proj_weight, self.k_proj_weight, self.v_proj_weight]
+
+    def _proj(self, i: int, cd: np.dtype) -> np.ndarray:
+        """Projection ``i`` (0: query, 1: key, 2: value) as an ``(E, width)`` array of ``cd``."""
+        if self._qkv_same_embed_dim:
+            e = self.embed_dim
+            return self.in_proj_weight.data[i * e : (i + 1) * e].astype(cd, copy=False)
+        return self._proj_weights()[i].data.astype(cd, copy=False)
 
     # ---------------------------------------------------------------------------- checks
 
@@ -401,10 +435,11 @@ class MultiheadAttention(Module):
                 f"{where}: was expecting embedding dimension of {self.embed_dim}, but got "
                 f"query of shape {q.shape}"
             )
-        if k.shape != v.shape or k.shape[-1] != self.embed_dim:
+        if k.shape[:-1] != v.shape[:-1] or (k.shape[-1], v.shape[-1]) != (self.kdim, self.vdim):
             raise ValueError(
-                f"{where}: key shape {k.shape} does not match value shape {v.shape} (both "
-                f"(S, N, {self.embed_dim}) or (N, S, {self.embed_dim}) with batch_first)"
+                f"{where}: key shape {k.shape} and value shape {v.shape} must be (S, N, kdim) "
+                f"and (S, N, vdim) ((N, S, ...) with batch_first) with kdim={self.kdim}, "
+                f"vdim={self.vdim}"
             )
         unbatched = q.ndim == 2
         if unbatched:
@@ -477,17 +512,16 @@ class MultiheadAttention(Module):
         S = k_in.shape[1]
         h, d = self.num_heads, self.head_dim
         cd = _compute(self.dtype)
-        w = self.in_proj_weight.data.astype(cd, copy=False)
         b = None if self.in_proj_bias is None else self.in_proj_bias.data.astype(cd, copy=False)
         q_in, k_in, v_in = (a.astype(cd, copy=False) for a in (q_in, k_in, v_in))
-        if same:
-            qkv = np.matmul(q_in, w.T)
+        if same:  # one array as query, key and value (so kdim = vdim = embed_dim)
+            qkv = np.matmul(q_in, self.in_proj_weight.data.astype(cd, copy=False).T)
             if b is not None:
                 qkv += b
             Q, K, V = qkv[..., :e], qkv[..., e : 2 * e], qkv[..., 2 * e :]
         else:
             Q, K, V = (
-                np.matmul(x, w[i * e : (i + 1) * e].T)
+                np.matmul(x, self._proj(i, cd).T)
                 + (0 if b is None else b[i * e : (i + 1) * e])
                 for i, x in enumerate((q_in, k_in, v_in))
             )
@@ -551,9 +585,9 @@ class MultiheadAttention(Module):
         do = do.reshape(n, L, h, d).transpose(0, 2, 1, 3)
         dqh, dkh, dvh = _attend_backward(do, *heads, p, keep, scale)
         dQ, dK, dV = (a.transpose(0, 2, 1, 3).reshape(n, -1, e) for a in (dqh, dkh, dvh))
-        w = self.in_proj_weight.data.astype(cd, copy=False)
         wp, bp = self.in_proj_weight, self.in_proj_bias
         if same:
+            w = wp.data.astype(cd, copy=False)
             dqkv = np.concatenate((dQ, dK, dV), axis=-1).reshape(n * L, 3 * e)
             if wp.requires_grad:
                 dw = np.matmul(dqkv.T, q_in.reshape(n * L, e))
@@ -565,13 +599,17 @@ class MultiheadAttention(Module):
         grads = []
         dws, dbs = [], []
         for i, (dy, x) in enumerate(((dQ, q_in), (dK, k_in), (dV, v_in))):
-            rows = slice(i * e, (i + 1) * e)
             dy2 = dy.reshape(-1, e)
-            dws.append(np.matmul(dy2.T, x.reshape(-1, e)))
+            dws.append(np.matmul(dy2.T, x.reshape(-1, x.shape[-1])))
             dbs.append(dy2.sum(axis=0))
-            grads.append(self._to_layout(np.matmul(dy, w[rows]), unbatched))
-        if wp.requires_grad:
-            _accumulate_grad(wp, np.concatenate(dws).astype(self.dtype, copy=False), self)
+            grads.append(self._to_layout(np.matmul(dy, self._proj(i, cd)), unbatched))
+        if self._qkv_same_embed_dim:
+            if wp.requires_grad:
+                _accumulate_grad(wp, np.concatenate(dws).astype(self.dtype, copy=False), self)
+        else:
+            for weight, dw in zip(self._proj_weights(), dws):
+                if weight.requires_grad:
+                    _accumulate_grad(weight, dw.astype(self.dtype, copy=False), self)
         if bp is not None and bp.requires_grad:
             _accumulate_grad(bp, np.concatenate(dbs).astype(self.dtype, copy=False), self)
         return tuple(grads)
@@ -588,6 +626,7 @@ class MultiheadAttention(Module):
         return (
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "
             f"batch_first={self.batch_first}"
+            + ("" if self._qkv_same_embed_dim else f", kdim={self.kdim}, vdim={self.vdim}")
         )
 
     def __repr__(self) -> str:
