@@ -126,6 +126,12 @@ ADOPT [optax.contrib.adopt; defaults b1=0.9, b2=0.9999, eps=1e-6, nesterov=False
     b1, b2 = (1, 0) at t=1, else (b1, b2):  v = (1-b2)*g^2 + b2*v;  m = (1-b1)*x + b1*m
     w -= lr*m   (nesterov: lr*((1-b1)*x + b1*m))            the first step moves nothing
 
+Adan [optax.adan; defaults b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=1e-8, wd=0]
+    diff = g - g_prev (0 at t=1);  m = (1-b1)*g + b1*m;  v = (1-b2)*diff + b2*v
+    n = (1-b3)*(g + (1-b2)*diff)^2 + b3*n
+    u = (m/(1-b1^t) + (1-b2)*v/(1-b2^t)) / (sqrt(n/(1-b3^t) + eps_root) + eps)
+    w -= lr*(u + wd*w)                   eps_root inside the root, eps outside; wd scaled by lr
+
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
     CosineAnnealingLR: PyTorch's recursive form of eta_min + (lr0-eta_min)(1+cos(pi*k/T_max))/2
@@ -441,11 +447,27 @@ def np_adopt(s, w, g, lr, *, betas=(0.9, 0.9999), eps=1e-6, nesterov=False, use_
     return w - lr * u
 
 
+def np_adan(s, w, g, lr, *, betas=(0.98, 0.92, 0.99), eps=1e-8, eps_root=1e-8,
+            weight_decay=0.0):  # fmt: skip
+    """NumPy transcription of optax.adan (scale_by_adan + add_decayed_weights)."""
+    b1, b2, b3 = betas
+    t = _count(s)
+    diff = g - s["g"] if t > 1 else np.zeros_like(g)
+    s["g"] = g.copy()
+    m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w)
+    v = s["v"] = (1 - b2) * diff + b2 * _zeros(s, "v", w)
+    sq = g + (1 - b2) * diff
+    n = s["n"] = (1 - b3) * sq * sq + b3 * _zeros(s, "n", w)
+    u = (m / (1 - b1**t) + (1 - b2) * (v / (1 - b2**t)))
+    u = u / (np.sqrt(n / (1 - b3**t) + eps_root) + eps)
+    return w - lr * (u + weight_decay * w)
+
+
 TRANSCRIPTIONS: dict[str, Callable] = {
     "SGD": np_sgd, "Adam": np_adam, "AdamW": np_adamw, "RMSprop": np_rmsprop,
     "Adagrad": np_adagrad, "Adadelta": np_adadelta, "Adamax": np_adamax, "NAdam": np_nadam,
     "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion, "Rprop": np_rprop,
-    "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt,
+    "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -848,6 +870,22 @@ def build_fixtures() -> list[dict]:
                  reference=f"optax.contrib.adopt({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, "
                            f"eps={eps!r}{call})",
                  minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, **extra))
+        )  # fmt: skip
+    # Adan (optax): eps_root inside the root, eps outside. The alias's defaults (both 1e-8:
+    # eps_root dominates where n_hat < 1e-8); eps=1e-3 alone (dominates the small columns);
+    # eps_root=1e-8 alone; and the weight decay (added to the update, scaled by lr).
+    for eps, eps_root, lr, wd, tag in ((1e-8, 1e-8, 1e-2, 0.0, "defaults"),
+                                       (1e-3, 0.0, 1e-2, 0.0, "eps1e-3_root0"),
+                                       (0.0, 1e-8, 1e-2, 0.0, "eps0_root1e-8"),
+                                       (1e-8, 1e-8, 1e-2, 0.1, "defaults_wd0.1")):
+        betas = (0.98, 0.92, 0.99)
+        fx.append(
+            dict(optimizer="Adan", lib="optax", detail=tag,
+                 reference=f"optax.adan({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, "
+                           f"b3={betas[2]!r}, eps={eps!r}, eps_root={eps_root!r}, "
+                           f"weight_decay={wd!r})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, eps_root=eps_root,
+                                    weight_decay=wd))
         )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
