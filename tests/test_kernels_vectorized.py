@@ -121,6 +121,7 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("Yogi", {}, r"\bvsqrtps\b", 1, 21),
     ("ADOPT", {}, r"\bvsqrtps\b", 1, 21),
     ("Adan", {}, r"\bvsqrtps\b", 1, 21),
+    ("AdEMAMix", {}, r"\bvsqrtps\b", 1, 21),
 ]
 
 

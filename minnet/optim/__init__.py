@@ -16,6 +16,7 @@ from minnet.optim.adam import AMSGRAD_MAX_MODES, EPS_MODES, Adam
 from minnet.optim.adamax import Adamax
 from minnet.optim.adamw import AdamW
 from minnet.optim.adan import Adan
+from minnet.optim.ademamix import AdEMAMix
 from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
 from minnet.optim.lion import Lion
@@ -55,6 +56,7 @@ __all__ = [
     "Yogi",
     "ADOPT",
     "Adan",
+    "AdEMAMix",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",
