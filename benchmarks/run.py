@@ -896,7 +896,7 @@ def plot_family(rows: list[dict], path: Path, title: str) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     if any(r["peer_label"].startswith("optax") for r in rows):
         handles.append(matplotlib.patches.Patch(color="tab:green"))
-        labels.append("optax, jit (AdaBelief, Lion, Yogi, ADOPT)")
+        labels.append("optax, jit (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix)")
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle(
         title + "\nright-hand numbers: counterpart's time / minnet's (per-round median)",
@@ -1172,8 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             "Counterpart: PyTorch's fastest CPU implementation (fused=True for SGD, Adam, AdamW, "
-            "Adagrad; foreach=True otherwise); optax's jitted update for AdaBelief, Lion, Yogi and "
-            "ADOPT. "
+            "Adagrad; foreach=True otherwise); optax's jitted update for AdaBelief, Lion, Yogi, "
+            "ADOPT, Adan and AdEMAMix. "
             "GB/s: the bytes each step must move (param, grad and every state array read; "
             "param and state written) / median time; the same-streams loop makes those reads "
             "and writes on one thread with no arithmetic. Targets: counterpart / minnet time "

@@ -126,6 +126,18 @@ ADOPT [optax.contrib.adopt; defaults b1=0.9, b2=0.9999, eps=1e-6, nesterov=False
     b1, b2 = (1, 0) at t=1, else (b1, b2):  v = (1-b2)*g^2 + b2*v;  m = (1-b1)*x + b1*m
     w -= lr*m   (nesterov: lr*((1-b1)*x + b1*m))            the first step moves nothing
 
+Adan [optax.adan; defaults b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=1e-8, wd=0]
+    diff = g - g_prev (0 at t=1);  m = (1-b1)*g + b1*m;  v = (1-b2)*diff + b2*v
+    n = (1-b3)*(g + (1-b2)*diff)^2 + b3*n
+    u = (m/(1-b1^t) + (1-b2)*v/(1-b2^t)) / (sqrt(n/(1-b3^t) + eps_root) + eps)
+    w -= lr*(u + wd*w)                   eps_root inside the root, eps outside; wd scaled by lr
+
+AdEMAMix [optax.contrib.ademamix; defaults b1=0.9, b2=0.999, b3=0.9999, alpha=5, eps=1e-8,
+          eps_root=0, wd=0; b3 and alpha constant (optax's schedules of them not recorded)]
+    m1 = (1-b1)*g + b1*m1;  m2 = (1-b3)*g + b3*m2;  nu = (1-b2)*g^2 + b2*nu
+    w -= lr*((m1/(1-b1^t) + alpha*m2) / (sqrt(nu/(1-b2^t) + eps_root) + eps) + wd*w)
+                                         m2 NOT bias-corrected; eps outside the root
+
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
     CosineAnnealingLR: PyTorch's recursive form of eta_min + (lr0-eta_min)(1+cos(pi*k/T_max))/2
@@ -441,11 +453,40 @@ def np_adopt(s, w, g, lr, *, betas=(0.9, 0.9999), eps=1e-6, nesterov=False, use_
     return w - lr * u
 
 
+def np_adan(s, w, g, lr, *, betas=(0.98, 0.92, 0.99), eps=1e-8, eps_root=1e-8,
+            weight_decay=0.0):  # fmt: skip
+    """NumPy transcription of optax.adan (scale_by_adan + add_decayed_weights)."""
+    b1, b2, b3 = betas
+    t = _count(s)
+    diff = g - s["g"] if t > 1 else np.zeros_like(g)
+    s["g"] = g.copy()
+    m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w)
+    v = s["v"] = (1 - b2) * diff + b2 * _zeros(s, "v", w)
+    sq = g + (1 - b2) * diff
+    n = s["n"] = (1 - b3) * sq * sq + b3 * _zeros(s, "n", w)
+    u = (m / (1 - b1**t) + (1 - b2) * (v / (1 - b2**t)))
+    u = u / (np.sqrt(n / (1 - b3**t) + eps_root) + eps)
+    return w - lr * (u + weight_decay * w)
+
+
+def np_ademamix(s, w, g, lr, *, betas=(0.9, 0.999, 0.9999), alpha=5.0, eps=1e-8,
+                eps_root=0.0, weight_decay=0.0):  # fmt: skip
+    """NumPy transcription of optax.contrib.ademamix (scale_by_ademamix + add_decayed_weights)."""
+    b1, b2, b3 = betas
+    t = _count(s)
+    m1 = s["m1"] = (1 - b1) * g + b1 * _zeros(s, "m1", w)
+    m2 = s["m2"] = (1 - b3) * g + b3 * _zeros(s, "m2", w)
+    nu = s["nu"] = (1 - b2) * g * g + b2 * _zeros(s, "nu", w)
+    u = (m1 / (1 - b1**t) + alpha * m2) / (np.sqrt(nu / (1 - b2**t) + eps_root) + eps)
+    return w - lr * (u + weight_decay * w)
+
+
 TRANSCRIPTIONS: dict[str, Callable] = {
     "SGD": np_sgd, "Adam": np_adam, "AdamW": np_adamw, "RMSprop": np_rmsprop,
     "Adagrad": np_adagrad, "Adadelta": np_adadelta, "Adamax": np_adamax, "NAdam": np_nadam,
     "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion, "Rprop": np_rprop,
-    "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt,
+    "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
+    "AdEMAMix": np_ademamix,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -848,6 +889,38 @@ def build_fixtures() -> list[dict]:
                  reference=f"optax.contrib.adopt({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, "
                            f"eps={eps!r}{call})",
                  minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, **extra))
+        )  # fmt: skip
+    # Adan (optax): eps_root inside the root, eps outside. The alias's defaults (both 1e-8:
+    # eps_root dominates where n_hat < 1e-8); eps=1e-3 alone (dominates the small columns);
+    # eps_root=1e-8 alone; and the weight decay (added to the update, scaled by lr).
+    for eps, eps_root, lr, wd, tag in ((1e-8, 1e-8, 1e-2, 0.0, "defaults"),
+                                       (1e-3, 0.0, 1e-2, 0.0, "eps1e-3_root0"),
+                                       (0.0, 1e-8, 1e-2, 0.0, "eps0_root1e-8"),
+                                       (1e-8, 1e-8, 1e-2, 0.1, "defaults_wd0.1")):
+        betas = (0.98, 0.92, 0.99)
+        fx.append(
+            dict(optimizer="Adan", lib="optax", detail=tag,
+                 reference=f"optax.adan({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, "
+                           f"b3={betas[2]!r}, eps={eps!r}, eps_root={eps_root!r}, "
+                           f"weight_decay={wd!r})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, eps_root=eps_root,
+                                    weight_decay=wd))
+        )  # fmt: skip
+    # AdEMAMix (optax.contrib): eps outside the root. The alias's defaults; eps=1e-3 (dominates
+    # the small columns); the weight decay; eps_root alone. b3 = 0.999 in the last three, so
+    # that the slow EMA (not bias-corrected) fills within the 300 steps.
+    for betas, alpha, eps, eps_root, lr, wd, tag in (
+            ((0.9, 0.999, 0.9999), 5.0, 1e-8, 0.0, 1e-3, 0.0, "defaults"),
+            ((0.9, 0.999, 0.999), 5.0, 1e-3, 0.0, 1e-3, 0.0, "eps1e-3"),
+            ((0.8, 0.99, 0.999), 2.0, 1e-8, 0.0, 1e-3, 0.1, "eps1e-8_wd0.1"),
+            ((0.9, 0.999, 0.999), 5.0, 0.0, 1e-8, 1e-3, 0.0, "eps0_root1e-8")):
+        fx.append(
+            dict(optimizer="AdEMAMix", lib="optax", detail=tag,
+                 reference=f"optax.contrib.ademamix({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}, "
+                           f"b3={betas[2]!r}, alpha={alpha!r}, eps={eps!r}, "
+                           f"eps_root={eps_root!r}, weight_decay={wd!r})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, alpha=alpha, eps=eps, eps_root=eps_root,
+                                    weight_decay=wd))
         )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]

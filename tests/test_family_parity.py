@@ -178,6 +178,7 @@ EXPECTED = {
     ("RAdam", None, "PyTorch"), ("AdaBelief", None, "optax"), ("Lion", None, "optax"),
     ("Lion", None, "Keras 3"), ("Rprop", None, "PyTorch"), ("Rprop", None, "optax"),
     ("ASGD", None, "PyTorch"), ("Yogi", None, "optax"), ("ADOPT", None, "optax"),
+    ("Adan", None, "optax"), ("AdEMAMix", None, "optax"),
 }  # fmt: skip
 NO_EPS = ("SGD", "Lion", "Rprop", "ASGD")
 

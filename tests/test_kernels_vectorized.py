@@ -120,6 +120,8 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("ASGD", {}, _SOME_PACKED, 4, 21),
     ("Yogi", {}, r"\bvsqrtps\b", 1, 21),
     ("ADOPT", {}, r"\bvsqrtps\b", 1, 21),
+    ("Adan", {}, r"\bvsqrtps\b", 1, 21),
+    ("AdEMAMix", {}, r"\bvsqrtps\b", 1, 21),
 ]
 
 

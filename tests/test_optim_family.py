@@ -52,6 +52,8 @@ from minnet.optim import (
     Adamax,
     AdamStats,
     AdamW,
+    Adan,
+    AdEMAMix,
     Lion,
     NAdam,
     Optimizer,
@@ -72,7 +74,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
-    ASGD, Yogi, ADOPT,
+    ASGD, Yogi, ADOPT, Adan, AdEMAMix,
 ]  # fmt: skip
 #: Optimizers whose first step moves nothing (in every variant, or in the one named).
 FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
@@ -132,6 +134,11 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Yogi, {"lr": 0.05, "eps": 1e-8, "initial_accumulator_value": 0.0}),
     (ADOPT, {"lr": 0.05}),
     (ADOPT, {"lr": 0.05, "nesterov": True, "use_clipping": False}),
+    (Adan, {"lr": 0.05}),
+    (Adan, {"lr": 0.05, "eps": 0.0, "eps_root": 1e-12, "weight_decay": 0.1}),
+    (AdEMAMix, {"lr": 0.05}),
+    (AdEMAMix, {"lr": 0.05, "betas": (0.8, 0.99, 0.9), "alpha": 2.0, "eps": 0.0,
+                "eps_root": 1e-12, "weight_decay": 0.1}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -282,6 +289,27 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (ADOPT, {"nesterov": 1}, TypeError, "nesterov must be a bool"),
     (ADOPT, {"use_clipping": "yes"}, TypeError, "use_clipping must be a bool"),
     (ADOPT, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
+    # Adan: three betas, two epsilons (optax's b1, b2, b3, eps, eps_root).
+    (Adan, {"betas": (0.98, 0.92, 1.0)}, ValueError, "Invalid beta parameter at index 2: 1.0$"),
+    (Adan, {"betas": (0.98, math.nan, 0.99)}, ValueError,
+     "Invalid beta parameter at index 1: nan$"),
+    (Adan, {"betas": (-0.1, 0.92, 0.99)}, ValueError, "Invalid beta parameter at index 0: -0.1$"),
+    (Adan, {"betas": (0.98, 0.92)}, TypeError, "betas must be a triple (beta1, beta2, beta3)"),
+    (Adan, {"betas": (0.98, 0.92, None)}, TypeError, "betas[2] must be a real number"),
+    (Adan, {"eps_root": -1e-8}, ValueError, "Invalid eps_root value: -1e-08$"),
+    (Adan, {"eps_root": math.nan}, ValueError, "Invalid eps_root value: nan$"),
+    (Adan, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    # AdEMAMix: three betas (the fast EMA, the second moment, the slow EMA), alpha, two epsilons.
+    (AdEMAMix, {"betas": (0.9, 0.999, 1.0)}, ValueError,
+     "Invalid beta parameter at index 2: 1.0$"),
+    (AdEMAMix, {"betas": (0.9, 0.999)}, TypeError,
+     "betas must be a triple (beta1, beta2, beta3)"),
+    (AdEMAMix, {"alpha": math.nan}, ValueError, "Invalid alpha value: nan$"),
+    (AdEMAMix, {"alpha": math.inf}, ValueError, "Invalid alpha value: inf$"),
+    (AdEMAMix, {"alpha": "5"}, TypeError, "alpha must be a real number"),
+    (AdEMAMix, {"eps_root": -1.0}, ValueError, "Invalid eps_root value: -1.0$"),
+    (AdEMAMix, {"b3_scheduler": None}, TypeError, "unexpected keyword argument"),
+    (AdEMAMix, {"maximize": True}, TypeError, "unexpected keyword argument"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -372,6 +400,11 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (ASGD, {"lr": 0.0, "lambd": 0.0, "alpha": 0.0, "t0": 0.0, "weight_decay": 0.0}),
     (Yogi, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "initial_accumulator_value": 0.0}),
     (ADOPT, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0}),
+    (Adan, {"lr": 0.0, "betas": (0.0, 0.0, 0.0), "eps": 0.0, "eps_root": 0.0,
+            "weight_decay": 0.0}),
+    (AdEMAMix, {"lr": 0.0, "betas": (0.0, 0.0, 0.0), "alpha": 0.0, "eps": 0.0, "eps_root": 0.0,
+                "weight_decay": 0.0}),
+    (AdEMAMix, {"alpha": -1.0}),  # optax takes any alpha
 ]
 
 
@@ -413,6 +446,10 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
     Yogi: {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-3, "initial_accumulator_value": 1e-6},
     ADOPT: {"lr": 1e-3, "betas": (0.9, 0.9999), "eps": 1e-6, "nesterov": False,
             "use_clipping": True},
+    Adan: {"lr": 1e-3, "betas": (0.98, 0.92, 0.99), "eps": 1e-8, "eps_root": 1e-8,
+           "weight_decay": 0.0},
+    AdEMAMix: {"lr": 1e-3, "betas": (0.9, 0.999, 0.9999), "alpha": 5.0, "eps": 1e-8,
+               "eps_root": 0.0, "weight_decay": 0.0},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
@@ -426,7 +463,7 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    flags = _TORCH_FLAGS if cls not in (AdaBelief, Lion, Yogi, ADOPT) else {}
+    flags = _TORCH_FLAGS if cls not in (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix) else {}
     assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON, **flags}
     assert set(expected) - set(defaults) <= {"decoupled_weight_decay"}  # fixed in AdamW
     # Positional arguments in PyTorch's order.
@@ -461,6 +498,8 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (ASGD, {}, ["eta", "mu", "ax"]),
     (Yogi, {}, ["exp_avg", "exp_avg_sq"]),
     (ADOPT, {}, ["exp_avg", "exp_avg_sq"]),
+    (Adan, {}, ["exp_avg", "exp_avg_diff", "exp_avg_sq", "g"]),
+    (AdEMAMix, {}, ["exp_avg_fast", "exp_avg_slow", "exp_avg_sq"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
 GROUP_SCALARS = {"mu_product", "eta", "mu"}
@@ -791,6 +830,8 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (AdaBelief, {"eps_root": 0.0}, 0),
     (Yogi, {"initial_accumulator_value": 0.0}, 0),  # v starts at 1e-6 by default: never 0
     (ADOPT, {}, 0),  # step 1: 0 * (0/0) for a zero gradient, as optax
+    (Adan, {"eps_root": 0.0}, 0),  # its default eps_root=1e-8 keeps sqrt(n_hat) off 0
+    (AdEMAMix, {}, 0),
 ]
 
 
@@ -855,6 +896,10 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (ASGD, {}, None),
     (Yogi, {}, "sqrt(v_hat)"),
     (ADOPT, {}, "sqrt(v)"),
+    (Adan, {}, "sqrt(n_hat + eps_root)"),
+    (Adan, {"eps_root": 0.0}, "sqrt(n_hat)"),
+    (AdEMAMix, {}, "sqrt(nu_hat)"),
+    (AdEMAMix, {"eps_root": 1e-8}, "sqrt(nu_hat + eps_root)"),
 ]  # fmt: skip
 
 
@@ -899,6 +944,8 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     ASGD: [{}],
     Yogi: [{}],
     ADOPT: [{"nesterov": n, "use_clipping": c} for n in (False, True) for c in (True, False)],
+    Adan: [{}],
+    AdEMAMix: [{}],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -999,12 +1046,29 @@ HYPER: dict[type[Optimizer], Any] = {
         "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.9999), (0.5, 0.9), (0.99, 0.999)]),
         "eps": st.sampled_from([0.0, 1e-16, 1e-6, 1e-2, 1.0]),
     }),
+    Adan: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.0, 0.0, 0.0), (0.98, 0.92, 0.99), (0.5, 0.9, 0.999),
+                                  (0.9, 0.0, 0.5)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-8, 1e-3, 1.0]),
+        "eps_root": st.sampled_from([0.0, 1e-16, 1e-8, 1e-2]),
+        "weight_decay": st.sampled_from([0.0, 1e-2]),
+    }),
+    AdEMAMix: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.0, 0.0, 0.0), (0.9, 0.999, 0.9999), (0.5, 0.9, 0.99),
+                                  (0.99, 0.9999, 0.0)]),
+        "alpha": st.sampled_from([0.0, 2.0, 5.0, -1.0]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-8, 1e-3, 1.0]),
+        "eps_root": st.sampled_from([0.0, 1e-16, 1e-8, 1e-2]),
+        "weight_decay": st.sampled_from([0.0, 1e-2]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
-    ADOPT: 40,
+    ADOPT: 40, Adan: 150, AdEMAMix: 150,
 }  # fmt: skip
 
 
@@ -1128,7 +1192,7 @@ def test_eps_zero_and_zero_gradients_match_reference(
     """The corner the property test may not draw every time: eps=0 on coordinates that never
     saw a gradient (0/0: NaN in both, never an exception), past RAdam's first rectified step."""
     kwargs = {**variant, "eps": 0.0, "lr": 1e-2}
-    if cls is AdaBelief:
+    if cls in (AdaBelief, Adan, AdEMAMix):
         kwargs["eps_root"] = 0.0
     if cls is Yogi:  # its moments start at 1e-6 by default: no 0/0
         kwargs["initial_accumulator_value"] = 0.0
@@ -1260,6 +1324,9 @@ RESUME: dict[str, dict[str, Any]] = {
              "weight_decay": 1e-3},
     "yogi": {"optimizer": "Yogi", "lr": 1e-2, "betas": (0.9, 0.99)},
     "adopt": {"optimizer": "ADOPT", "lr": 1e-2, "nesterov": True},
+    "adan": {"optimizer": "Adan", "lr": 1e-2, "weight_decay": 1e-3},
+    "ademamix": {"optimizer": "AdEMAMix", "lr": 1e-2, "betas": (0.9, 0.99, 0.999),
+                 "weight_decay": 1e-3},
 }  # fmt: skip
 
 
@@ -1364,6 +1431,10 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Yogi, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
     (ADOPT, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
     (ADOPT, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    (Adan, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (Adan, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    (AdEMAMix, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (AdEMAMix, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

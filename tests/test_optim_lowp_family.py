@@ -73,10 +73,13 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     "ASGD": [{}, {"t0": 0.0, "lambd": 0.1, "weight_decay": 0.1, "maximize": True}],
     "Yogi": [{}],
     "ADOPT": [{}, {"nesterov": True, "use_clipping": False}],
+    "Adan": [{}, {"weight_decay": 0.1}],
+    "AdEMAMix": [{}, {"weight_decay": 0.1, "eps_root": 1e-8}],
 }  # fmt: skip
 HAS_EPS = {n for n in FAMILY if "eps" in inspect.signature(getattr(optim, n)).parameters}
 #: Signed state arrays; every other one is nonnegative (a second moment, sum or norm).
-SIGNED_STATE = {"exp_avg", "momentum_buffer", "grad_avg", "prev", "ax"}
+SIGNED_STATE = {"exp_avg", "momentum_buffer", "grad_avg", "prev", "ax", "exp_avg_diff", "g",
+                "exp_avg_fast", "exp_avg_slow"}
 
 #: (parameter dtype, state dtype): all float16, all bfloat16, float32 master state for float16
 #: parameters, bfloat16 state for float32 parameters, float16 state for bfloat16 parameters.
@@ -173,7 +176,7 @@ def test_kernel_matches_reference_bitwise(
     kwargs = dict(options, lr=lr, state_dtype=fs, rounding=rounding)
     if eps is not None and name in HAS_EPS:
         kwargs["eps"] = eps
-        if name == "AdaBelief":
+        if name in ("AdaBelief", "Adan", "AdEMAMix"):
             kwargs["eps_root"] = eps
     p = Parameter(np.asarray(data, np.float32).astype(fp))
     q = Parameter(p.data.copy())
@@ -217,16 +220,16 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op")  # no 16-bit buffer: same
 
 
-@pytest.mark.parametrize(("name", "options"), [("Yogi", {}), ("ADOPT", {}),
-                                             ("Rprop", {"variant": "optax"})])
+@pytest.mark.parametrize(("name", "options"), [("Yogi", {}), ("ADOPT", {}), ("Adan", {}),
+                                             ("AdEMAMix", {}), ("Rprop", {"variant": "optax"})])
 def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
-    """Yogi and ADOPT (PyTorch has neither) and optax's Rprop (not PyTorch's algorithm) have
-    no per_op model; PyTorch's Rprop and ASGD have one."""
+    """Yogi, ADOPT, Adan and AdEMAMix (PyTorch has none of them) and optax's Rprop (not PyTorch's
+    algorithm) have no per_op model; PyTorch's Rprop and ASGD have one."""
     for dtype in (float16, bfloat16):
         with pytest.raises(ValueError, match=rf"^{name}: rounding='per_op' "):
             _make(name, [Parameter(np.ones(4, dtype))], rounding="per_op", **options)
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op", **options)  # no 16-bit
-    assert {"Rprop", "ASGD"} <= PER_OP and not {"Yogi", "ADOPT"} & PER_OP
+    assert {"Rprop", "ASGD"} <= PER_OP and not {"Yogi", "ADOPT", "Adan", "AdEMAMix"} & PER_OP
 
 
 def test_adamax_per_op_needs_pytorchs_eps_placement() -> None:

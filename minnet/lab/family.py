@@ -92,6 +92,8 @@ FAMILY: tuple[Member, ...] = (
     Member("ASGD", 1e-4, "SGD's lr (its default 1e-2 diverges on the sum-MSE problem)"),
     Member("Yogi", 1e-3, "10x Adam's lr (Adam's trains it too, more slowly)"),
     Member("ADOPT", 1e-4, "Adam's lr (its first step only initialises v)"),
+    Member("Adan", 1e-3, "its authors' default (Adam's 1e-4 ends at 0.025: beta1=0.98 is slow)"),
+    Member("AdEMAMix", 1e-3, "its authors' default (Adam's 1e-4 ends at 0.16)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}

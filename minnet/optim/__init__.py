@@ -15,6 +15,8 @@ from minnet.optim.adagrad import Adagrad
 from minnet.optim.adam import AMSGRAD_MAX_MODES, EPS_MODES, Adam
 from minnet.optim.adamax import Adamax
 from minnet.optim.adamw import AdamW
+from minnet.optim.adan import Adan
+from minnet.optim.ademamix import AdEMAMix
 from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
 from minnet.optim.lion import Lion
@@ -53,6 +55,8 @@ __all__ = [
     "ASGD",
     "Yogi",
     "ADOPT",
+    "Adan",
+    "AdEMAMix",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",

@@ -286,6 +286,19 @@ def check_betas(betas: object) -> tuple[float, float]:
     return b
 
 
+def check_betas3(betas: object) -> tuple[float, float, float]:
+    """A triple ``(beta1, beta2, beta3)``, each in ``[0, 1)`` (Adan, AdEMAMix): PyTorch's
+    ``Invalid beta parameter at index {i}: {beta}``; ``TypeError`` for anything but a triple of
+    real numbers."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 3:
+        raise TypeError(f"betas must be a triple (beta1, beta2, beta3) of floats, got {betas!r}")
+    b = tuple(check_real(f"betas[{i}]", betas[i]) for i in range(3))
+    for i in range(3):
+        if not 0.0 <= b[i] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+    return b  # type: ignore[return-value]
+
+
 def cast_scalars(cls: Callable[..., T], dtype: np.dtype, *values: float) -> T:
     """``cls(*values)`` with every value (computed in float64, as PyTorch computes its
     per-step constants in Python) cast to ``dtype`` in one conversion, so that every per-element
