@@ -23,8 +23,15 @@ import numpy as np
 import pytest
 
 from minnet import dtypes
-from minnet._lowp import bf16_to_f32, cpu_has_f16c, f16_to_f32, f32_to_bf16, f32_to_f16
-from minnet._lowp import f16_to_f32_hw, f32_to_f16_hw
+from minnet._lowp import (
+    bf16_to_f32,
+    cpu_has_f16c,
+    f16_to_f32,
+    f16_to_f32_hw,
+    f32_to_bf16,
+    f32_to_f16,
+    f32_to_f16_hw,
+)
 
 BF16 = dtypes.bfloat16
 #: float16's two implementations; the hardware one only where the CPU has F16C.
