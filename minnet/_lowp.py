@@ -4,20 +4,38 @@ Numba has no float16 or bfloat16 arithmetic, so a kernel over 16-bit storage get
 ``uint16`` views, converts every value it reads to float32 and every value it stores back. The
 four conversions here are exact, branch-free (selects, not jumps, so loops that use them
 vectorize) and agree bit for bit with NumPy's ``float16`` casts and ``ml_dtypes``' ``bfloat16``
-casts (``tests/test_lowp.py`` checks all 65,536 16-bit patterns, every float32 pattern for
-bfloat16, and for float16 every tie, subnormal and overflow edge plus random patterns):
+casts on every value but float16's signalling NaNs, which they quiet (``tests/test_lowp.py``
+checks all 65,536 16-bit patterns, every float32 pattern for bfloat16, and for float16 every tie,
+subnormal and overflow edge plus random patterns):
 
     f16_to_f32(h)    exact (every float16 is a float32): normals, subnormals (m * 2**-24), +-0,
-                     +-inf; a NaN keeps its sign and its payload in the top mantissa bits
-                     (``0x7f800000 | m << 13``, as NumPy: a signalling NaN stays signalling)
+                     +-inf; a NaN keeps its sign and its payload in the top mantissa bits and is
+                     quiet (``0x7fc00000 | m << 13``; NumPy keeps a signalling NaN signalling)
     f32_to_f16(x)    round to nearest, ties to even; below 2**-14 to float16's subnormals (by
                      the same rounding); |x| >= 65520 to inf; a NaN stays NaN with its sign and
-                     the top 10 payload bits (``0x7c00 | m >> 13``, or ``0x7c01`` when those
-                     bits are 0 so it does not become inf), as NumPy
+                     the top 10 payload bits, quiet (``0x7e00 | m >> 13``; NumPy: ``0x7c00 | m
+                     >> 13``, ``0x7c01`` when those bits are 0)
     bf16_to_f32(b)   exact: the 16 bits become the top half of the float32 (payload kept)
     f32_to_bf16(x)   round to nearest, ties to even (the largest finite float32s round to inf);
                      a NaN becomes the quiet NaN ``0x7fc0`` with its sign (payload dropped, as
                      ml_dtypes)
+
+**float16 by the CPU (F16C).** Where the CPU has F16C (x86 since 2012; :func:`cpu_has_f16c`),
+the kernels convert float16 with ``vcvtph2ps`` / ``vcvtps2ph`` instead: :func:`f16_to_f32_hw`
+and :func:`f32_to_f16_hw` are LLVM's ``fpext`` from / ``fptrunc`` to ``half`` on the 16 bits, one
+instruction for 16 values on AVX-512, where the integer code takes about a dozen. They give the
+same bits as the integer code for every input: IEEE 754 rounding of finite values, and for a NaN
+what the instructions do, which is why the integer code quiets NaNs too. That is also PyTorch's:
+its vectorised CPU conversions are these instructions, and its scalar ones (``c10::Half``) quiet
+a NaN when widening and store ``0x7e00`` with the sign when narrowing (the payload dropped; the
+same bits as here for every NaN that float32 arithmetic creates, whose top payload bits are 0).
+:data:`F16_HARDWARE` holds the choice, made once at import: F16C where the CPU has it, unless
+``MINNET_F16C=0``. A compiled kernel is cached on disk per choice (:mod:`minnet._jitcache`). The
+kernels store the same bits either way (``tests/test_lowp_f16c.py``), except that a NaN's own bits
+may differ where two NaNs meet in one operation (which one x86 returns depends on the order LLVM
+gives the operands). bfloat16 keeps its integer code: widening is one shift already, and the
+one narrowing instruction (AVX-512 BF16's ``vcvtneps2bf16``) treats float32 subnormals as zero,
+so it would not be exact.
 
 Storage formats are small ints that kernels take as compile-time constants:
 
@@ -28,7 +46,7 @@ Storage formats are small ints that kernels take as compile-time constants:
 :func:`load` / :func:`store` convert one element for a format and :func:`round_to` rounds a
 float32 value to a format's precision and back (``per_op`` rounding). They are intrinsics that
 pick the conversion from the literal format while typing, so no branch reaches the kernel. The
-four conversions are LLVM intrinsics in 32-bit integer ops.
+four integer conversions are LLVM intrinsics in 32-bit integer ops.
 """
 
 from __future__ import annotations
