@@ -8,7 +8,9 @@ by value (numbers, strings, tuples) or, for a compiled function, by its module, 
 file stamp and own closure; plus the stamps of the minnet source files it can reach
 (:func:`source_files`: the files of every function it calls or captures, followed through their
 globals and closures, and ``minnet/_lowp.py``, whose ``@overload``/``@intrinsic`` conversions any
-kernel may inline). A second process finds the compiled code on disk; an edit of a file that a
+kernel may inline), and the build-time choice of float16 conversion (``_lowp.F16_HARDWARE``:
+F16C instructions or integer code), so a process that chose the other conversion never loads a
+kernel compiled with it. A second process finds the compiled code on disk; an edit of a file that a
 kernel reaches recompiles it, and an edit elsewhere (the lab, the layers) does not.
 """
 
@@ -23,8 +25,11 @@ from typing import Any
 import numba
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 
+from minnet import _lowp
+
 __all__ = [
     "Undescribable", "describe", "source_files", "source_stamps", "cache_on_source", "generated",
+    "build_choices",
 ]  # fmt: skip
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -141,16 +146,25 @@ class _SourceKeyedCache(FunctionCache):
 def cache_on_source(dispatcher: Any, extra: Any = ()) -> bool:
     """Give ``dispatcher`` (a ``numba.njit`` of a closure) an on-disk cache keyed on its closure
     variables (:func:`describe`), the stamps of the source files it reaches
-    (:func:`source_files`) and ``extra``. Returns ``False`` (and leaves it uncached) when a
-    closure variable cannot be described."""
+    (:func:`source_files`), the float16 conversion it is built with (:func:`build_choices`) and
+    ``extra``. Returns ``False`` (and leaves it uncached) when a closure variable cannot be
+    described."""
     py = dispatcher.py_func
     try:
         cells = tuple(describe(c.cell_contents) for c in (py.__closure__ or ()))
     except Undescribable:
         return False
     stamps = source_stamps(source_files(py))
-    dispatcher._cache = _SourceKeyedCache(py, (cells, describe(extra), stamps))
+    key = (cells, describe(extra), stamps, build_choices())
+    dispatcher._cache = _SourceKeyedCache(py, key)
     return True
+
+
+def build_choices() -> tuple[tuple[str, Any], ...]:
+    """The process-wide choices that change a kernel's machine code without changing a source
+    file, as part of every key: the float16 conversion (``_lowp.F16_HARDWARE``, read from the
+    CPU and ``MINNET_F16C`` at import)."""
+    return (("f16_hardware", _lowp.F16_HARDWARE),)
 
 
 def generated(source: str, filename: str, **names: Any) -> Callable[..., Any]:

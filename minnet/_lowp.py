@@ -4,20 +4,38 @@ Numba has no float16 or bfloat16 arithmetic, so a kernel over 16-bit storage get
 ``uint16`` views, converts every value it reads to float32 and every value it stores back. The
 four conversions here are exact, branch-free (selects, not jumps, so loops that use them
 vectorize) and agree bit for bit with NumPy's ``float16`` casts and ``ml_dtypes``' ``bfloat16``
-casts (``tests/test_lowp.py`` checks all 65,536 16-bit patterns, every float32 pattern for
-bfloat16, and for float16 every tie, subnormal and overflow edge plus random patterns):
+casts on every value but float16's signalling NaNs, which they quiet (``tests/test_lowp.py``
+checks all 65,536 16-bit patterns, every float32 pattern for bfloat16, and for float16 every tie,
+subnormal and overflow edge plus random patterns):
 
     f16_to_f32(h)    exact (every float16 is a float32): normals, subnormals (m * 2**-24), +-0,
-                     +-inf; a NaN keeps its sign and its payload in the top mantissa bits
-                     (``0x7f800000 | m << 13``, as NumPy: a signalling NaN stays signalling)
+                     +-inf; a NaN keeps its sign and its payload in the top mantissa bits and is
+                     quiet (``0x7fc00000 | m << 13``; NumPy keeps a signalling NaN signalling)
     f32_to_f16(x)    round to nearest, ties to even; below 2**-14 to float16's subnormals (by
                      the same rounding); |x| >= 65520 to inf; a NaN stays NaN with its sign and
-                     the top 10 payload bits (``0x7c00 | m >> 13``, or ``0x7c01`` when those
-                     bits are 0 so it does not become inf), as NumPy
+                     the top 10 payload bits, quiet (``0x7e00 | m >> 13``; NumPy: ``0x7c00 | m
+                     >> 13``, ``0x7c01`` when those bits are 0)
     bf16_to_f32(b)   exact: the 16 bits become the top half of the float32 (payload kept)
     f32_to_bf16(x)   round to nearest, ties to even (the largest finite float32s round to inf);
                      a NaN becomes the quiet NaN ``0x7fc0`` with its sign (payload dropped, as
                      ml_dtypes)
+
+**float16 by the CPU (F16C).** Where the CPU has F16C (x86 since 2012; :func:`cpu_has_f16c`),
+the kernels convert float16 with ``vcvtph2ps`` / ``vcvtps2ph`` instead: :func:`f16_to_f32_hw`
+and :func:`f32_to_f16_hw` are LLVM's ``fpext`` from / ``fptrunc`` to ``half`` on the 16 bits, one
+instruction for 16 values on AVX-512, where the integer code takes about a dozen. They give the
+same bits as the integer code for every input: IEEE 754 rounding of finite values, and for a NaN
+what the instructions do, which is why the integer code quiets NaNs too. That is also PyTorch's:
+its vectorised CPU conversions are these instructions, and its scalar ones (``c10::Half``) quiet
+a NaN when widening and store ``0x7e00`` with the sign when narrowing (the payload dropped; the
+same bits as here for every NaN that float32 arithmetic creates, whose top payload bits are 0).
+:data:`F16_HARDWARE` holds the choice, made once at import: F16C where the CPU has it, unless
+``MINNET_F16C=0``. A compiled kernel is cached on disk per choice (:mod:`minnet._jitcache`). The
+kernels store the same bits either way (``tests/test_lowp_f16c.py``), except that a NaN's own bits
+may differ where two NaNs meet in one operation (which one x86 returns depends on the order LLVM
+gives the operands). bfloat16 keeps its integer code: widening is one shift already, and the
+one narrowing instruction (AVX-512 BF16's ``vcvtneps2bf16``) treats float32 subnormals as zero,
+so it would not be exact.
 
 Storage formats are small ints that kernels take as compile-time constants:
 
@@ -28,17 +46,20 @@ Storage formats are small ints that kernels take as compile-time constants:
 :func:`load` / :func:`store` convert one element for a format and :func:`round_to` rounds a
 float32 value to a format's precision and back (``per_op`` rounding). They are intrinsics that
 pick the conversion from the literal format while typing, so no branch reaches the kernel. The
-four conversions are LLVM intrinsics in 32-bit integer ops.
+four integer conversions are LLVM intrinsics in 32-bit integer ops.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 __all__ = [
@@ -49,6 +70,10 @@ __all__ = [
     "f32_to_f16",
     "bf16_to_f32",
     "f32_to_bf16",
+    "f16_to_f32_hw",
+    "f32_to_f16_hw",
+    "cpu_has_f16c",
+    "F16_HARDWARE",
     "load",
     "store",
     "round_to",
@@ -104,8 +129,8 @@ def f16_to_f32(typingctx, h):  # type: ignore[no-untyped-def]
 
     With ``e = h & 0x7c00`` and ``m = h & 0x3ff``: a normal moves its exponent and mantissa up
     13 bits and rebiases the exponent by 127 - 15 = 112; a subnormal is ``float32(m) * 2**-24``
-    (exact, ``m < 2**10``); inf and NaN get the exponent 255 and keep ``m << 13`` (a signalling
-    NaN stays signalling); the sign moves up 16 bits."""
+    (exact, ``m < 2**10``); inf and NaN get the exponent 255 and keep ``m << 13``, a NaN with
+    the quiet bit ``0x400000`` set; the sign moves up 16 bits."""
     if not isinstance(h, types.Integer):
         return None
 
@@ -117,6 +142,8 @@ def f16_to_f32(typingctx, h):  # type: ignore[no-untyped-def]
         m = b.and_(v, _c(0x03FF))
         normal = b.add(b.shl(b.and_(v, _c(0x7FFF)), _c(13)), _c(112 << 23))
         infnan = b.add(normal, _c(112 << 23))  # exponent 31 + 112 + 112 = 255, m << 13 kept
+        quiet = b.select(b.icmp_unsigned("!=", m, _c(0)), _c(0x400000), _c(0))  # NaN: quiet bit
+        infnan = b.or_(infnan, quiet)
         sub = b.bitcast(b.fmul(b.uitofp(m, _F32), ir.Constant(_F32, 2.0**-24)), _I32)
         bits = b.select(b.icmp_unsigned("!=", e, _c(0)), normal, sub)
         bits = b.select(b.icmp_unsigned("==", e, _c(0x7C00)), infnan, bits)
@@ -133,8 +160,8 @@ def f32_to_f16(typingctx, x):  # type: ignore[no-untyped-def]
     and 13 mantissa bits are dropped with RNE, ``(a - (112 << 23) + 0xfff + ((a >> 13) & 1))
     >> 13`` (a carry rolls into the exponent, up to inf); below it float32 addition rounds:
     ``bits(|x| + 0.5) - bits(0.5)`` is |x| in units of 2**-24, rounded to nearest even; from
-    65520 (``a >= 0x47800000``) it is inf; a NaN keeps its top 10 payload bits (``0x7c01`` when
-    they are 0). The sign is ``(bits(x) >> 16) & 0x8000``."""
+    65520 (``a >= 0x47800000``) it is inf; a NaN is ``0x7e00 | (a >> 13) & 0x3ff`` (quiet, its
+    top 10 payload bits kept). The sign is ``(bits(x) >> 16) & 0x8000``."""
     if x != types.float32:
         return None
 
@@ -149,8 +176,7 @@ def f32_to_f16(typingctx, x):  # type: ignore[no-untyped-def]
         )  # fmt: skip
         half = ir.Constant(_F32, 0.5)
         sub = b.sub(b.bitcast(b.fadd(b.bitcast(a, _F32), half), _I32), _c(0x3F000000))
-        payload = b.and_(top, _c(0x3FF))
-        nan = b.or_(_c(0x7C00), b.select(b.icmp_unsigned("==", payload, _c(0)), _c(1), payload))
+        nan = b.or_(b.and_(top, _c(0x3FF)), _c(0x7E00))  # quiet, the top payload bits kept
         out = b.select(b.icmp_unsigned(">=", a, _c(0x38800000)), normal, sub)
         out = b.select(b.icmp_unsigned(">=", a, _c(0x47800000)), _c(0x7C00), out)
         out = b.select(b.icmp_unsigned(">", a, _c(0x7F800000)), nan, out)
@@ -189,6 +215,74 @@ def f32_to_bf16(typingctx, x):  # type: ignore[no-untyped-def]
         # One unordered float compare finds a NaN (cheaper than testing the bits).
         is_nan = b.fcmp_unordered("uno", args[0], args[0])
         return b.trunc(b.select(is_nan, nan, rounded), ir.IntType(16))
+
+    return types.uint16(x), codegen
+
+
+# -- float16 by the CPU's conversion instructions (F16C) ---------------------------------------
+#
+# LLVM converts between ``half`` and ``float`` with ``fpext`` / ``fptrunc``; where the target CPU
+# has F16C they compile to ``vcvtph2ps`` / ``vcvtps2ph`` (on xmm/ymm, or zmm with AVX-512), one
+# instruction for 4 to 16 values, and a loop over them still vectorizes. Without F16C LLVM would
+# call a runtime helper instead (which Numba's JIT may not even link), so the hardware path is
+# taken only where :func:`cpu_has_f16c` says the instructions exist.
+
+_I16 = ir.IntType(16)
+_HALF = ir.HalfType()
+
+
+def cpu_has_f16c() -> bool:
+    """Whether the CPU that Numba compiles for has the F16C float16 conversion instructions:
+    the host's features (llvmlite's ``get_host_cpu_features()``), or ``NUMBA_CPU_FEATURES``
+    when set; a ``NUMBA_CPU_NAME`` other than ``host`` without features counts as no F16C
+    (a portable build must not assume it)."""
+    if numba_config.CPU_FEATURES is not None:
+        return "+f16c" in numba_config.CPU_FEATURES.split(",")
+    if numba_config.CPU_NAME not in (None, "host"):
+        return False
+    try:
+        return bool(llvm.get_host_cpu_features().get("f16c", False))
+    except RuntimeError:  # llvmlite cannot read the host's features here
+        return False
+
+
+#: Whether :func:`load`, :func:`store` and :func:`round_to` convert float16 with F16C
+#: (:func:`f16_to_f32_hw`, :func:`f32_to_f16_hw`) instead of the integer code of
+#: :func:`f16_to_f32` / :func:`f32_to_f16` (the same bits either way). Decided once, at import:
+#: the CPU has F16C and the environment variable ``MINNET_F16C`` is not ``0``. Compiled
+#: kernels are cached on disk per choice (:mod:`minnet._jitcache` keys on it).
+F16_HARDWARE: bool = os.environ.get("MINNET_F16C", "").strip() != "0" and cpu_has_f16c()
+
+
+@intrinsic
+def f16_to_f32_hw(typingctx, h):  # type: ignore[no-untyped-def]
+    """float16 bits (any integer holding 16 bits) -> float32 by LLVM's ``fpext`` from ``half``
+    (``vcvtph2ps``): the bits of :func:`f16_to_f32` for every input (a NaN is quieted, its
+    payload kept). Only for a CPU with F16C (:func:`cpu_has_f16c`)."""
+    if not isinstance(h, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        v = args[0]
+        if v.type.width > 16:
+            v = builder.trunc(v, _I16)
+        elif v.type.width < 16:
+            v = builder.zext(v, _I16)
+        return builder.fpext(builder.bitcast(v, _HALF), _F32)
+
+    return types.float32(h), codegen
+
+
+@intrinsic
+def f32_to_f16_hw(typingctx, x):  # type: ignore[no-untyped-def]
+    """float32 -> float16 bits (uint16) by LLVM's ``fptrunc`` to ``half`` (``vcvtps2ph``, round
+    to nearest even): the bits of :func:`f32_to_f16` for every input. Only for a CPU with F16C
+    (:func:`cpu_has_f16c`)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(builder.fptrunc(args[0], _HALF), _I16)
 
     return types.uint16(x), codegen
 
@@ -251,9 +345,13 @@ def pack16(typingctx, lo, hi):  # type: ignore[no-untyped-def]
 # a 16-bit kernel has dozens of them (13 s to compile one Adam kernel instead of 2 s).
 
 
+# The float16 pair that the kernels use: F16C's instructions or the integer code, chosen once.
+_f16_in, _f16_out = (f16_to_f32_hw, f32_to_f16_hw) if F16_HARDWARE else (f16_to_f32, f32_to_f16)
+
+
 @numba.njit(error_model="numpy")
 def _load_f16(x):  # pragma: no cover - compiled
-    return f16_to_f32(x)
+    return _f16_in(x)
 
 
 @numba.njit(error_model="numpy")
@@ -263,7 +361,7 @@ def _load_bf16(x):  # pragma: no cover - compiled
 
 @numba.njit(error_model="numpy")
 def _store_f16(x):  # pragma: no cover - compiled
-    return f32_to_f16(x)
+    return _f16_out(x)
 
 
 @numba.njit(error_model="numpy")
@@ -273,7 +371,7 @@ def _store_bf16(x):  # pragma: no cover - compiled
 
 @numba.njit(error_model="numpy")
 def _round_f16(x):  # pragma: no cover - compiled
-    return f16_to_f32(f32_to_f16(x))
+    return _f16_in(_f16_out(x))
 
 
 @numba.njit(error_model="numpy")

@@ -8,12 +8,18 @@ optimizer and eps placement, the packed operations its update needs (the eps-bea
 or square root). Adam's 16-bit kernels
 (float16 and bfloat16 storage) must also convert in 32-bit integer lanes: no widening of the
 16-bit values to 64 bits and no packed 64-bit integer arithmetic, which would halve the number of
-lanes per register. Nothing here is timed.
+lanes per register. Where the CPU has F16C the float16 kernel converts with the packed
+``vcvtph2ps`` / ``vcvtps2ph`` instead (``minnet._lowp.F16_HARDWARE``), and the integer code of
+the fallback (``MINNET_F16C=0``) is checked as well, compiled in a second process. Nothing here
+is timed.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ import pytest
 
 import minnet
 import minnet.optim as optim
+from minnet import _lowp
 from minnet.optim import Optimizer
 
 OPTIMIZERS = sorted(
@@ -49,6 +56,10 @@ PACKED_INT64 = re.compile(
 #: 16-bit values in 32-bit lanes: widened to or narrowed from them, or shifted within them (the
 #: bfloat16 kernel reads two values per 32-bit word and takes the halves apart with shifts).
 PACKED_16_32 = re.compile(r"\bv(?:pmov[sz]xwd|pmovdw|pslld|psrld)\b[^\n]*%[yz]mm\d+")
+#: F16C's packed float16 -> float32 and float32 -> float16 conversions on a 256- or 512-bit
+#: register (``vcvtps2ph`` narrows a zmm into a ymm: either register counts).
+PACKED_PH2PS = re.compile(r"\bvcvtph2ps\b[^\n]*%[yz]mm\d+")
+PACKED_PS2PH = re.compile(r"\bvcvtps2ph\b[^\n]*%[yz]mm\d+")
 
 
 def _has_avx2() -> bool:
@@ -140,11 +151,32 @@ def test_the_update_is_packed(
     assert wide >= min_wide and packed >= min_ops, f"{wide} ymm/zmm uses, {packed} of {ops}"
 
 
+def float16_adam_asm(hardware: bool) -> str:
+    """:func:`lowp_adam_asm` of float16 with F16C's instructions or the integer code: in this
+    process if that is its choice (``minnet._lowp.F16_HARDWARE``, fixed at import), else in a
+    second one started with ``MINNET_F16C`` set."""
+    if _lowp.F16_HARDWARE == hardware:
+        return lowp_adam_asm("float16")
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore'); sys.path.insert(0, sys.argv[1]); "
+        "import test_kernels_vectorized as t; assert t._lowp.F16_HARDWARE == (sys.argv[2] == '1');"
+        " print(t.lowp_adam_asm('float16'))"
+    )
+    env = dict(os.environ, MINNET_F16C="1" if hardware else "0")
+    here = str(Path(__file__).parent)
+    args = [sys.executable, "-c", code, here, "1" if hardware else "0"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 @pytest.mark.skipif(not _has_avx2(), reason="needs an AVX2 CPU (ymm registers)")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # float16 state on purpose
 def test_16bit_adam_converts_in_32bit_lanes(dtype: str) -> None:
-    asm = lowp_adam_asm(dtype)
+    """The integer conversions (bfloat16's, and float16's fallback without F16C)."""
+    asm = lowp_adam_asm(dtype) if dtype == "bfloat16" else float16_adam_asm(hardware=False)
+    assert not re.findall(r"\bvcvt(?:ph2ps|ps2ph)\b", asm), f"{dtype} Adam: F16C conversions"
     packed = PACKED_WIDE.findall(asm)
     lanes32 = PACKED_16_32.findall(asm)
     lanes64 = PACKED_INT64.findall(asm)
@@ -154,6 +186,24 @@ def test_16bit_adam_converts_in_32bit_lanes(dtype: str) -> None:
         f"{dtype} Adam: {len(lanes64)} packed 64-bit integer instructions (the conversions "
         f"run in 64-bit lanes), e.g. {sorted(set(lanes64))[:3]}"
     )
+
+
+@pytest.mark.skipif(not _lowp.cpu_has_f16c(), reason="the CPU has no F16C")
+@pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")  # float16 state on purpose
+def test_float16_adam_converts_with_f16c() -> None:
+    """Where the CPU has F16C, the float16 kernel loads with packed ``vcvtph2ps`` and stores
+    with packed ``vcvtps2ph`` (4 arrays read, 3 written), with none of the integer code's
+    32-bit shifts and shuffles left and no 64-bit integer lanes."""
+    asm = float16_adam_asm(hardware=True)
+    loads, stores = PACKED_PH2PS.findall(asm), PACKED_PS2PH.findall(asm)
+    lanes32 = PACKED_16_32.findall(asm)
+    lanes64 = PACKED_INT64.findall(asm)
+    assert len(PACKED_WIDE.findall(asm)) >= 4, "float16 Adam: the update is not packed"
+    assert len(loads) >= 4 and len(stores) >= 3, (
+        f"float16 Adam: {len(loads)} packed vcvtph2ps, {len(stores)} packed vcvtps2ph"
+    )
+    assert not lanes32, f"float16 Adam: integer conversion code left: {sorted(set(lanes32))[:3]}"
+    assert not lanes64, f"float16 Adam: 64-bit integer lanes: {sorted(set(lanes64))[:3]}"
 
 
 @pytest.mark.skipif(not _has_avx2(), reason="needs an AVX2 CPU (ymm registers)")

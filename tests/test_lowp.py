@@ -1,11 +1,19 @@
-"""The 16-bit conversions of minnet._lowp against NumPy's float16 and ml_dtypes' bfloat16 casts.
+"""The 16-bit conversions of minnet._lowp against NumPy's float16 and ml_dtypes' bfloat16 casts,
+and float16's two implementations (integer code and the CPU's F16C instructions) against each other.
 
 16 -> 32 bits: all 65,536 patterns of each format. 32 -> 16 bits: bfloat16 on every one of the
 2**32 float32 patterns (slow-marked, chunked: ml_dtypes' cast is fast); float16 on every pattern
 within 3 units of each float16 value and of each midpoint between neighbours (every tie, both
 subnormal edges, the overflow edge at 65520), every 127th pattern of the float32 exponents around
 float16's subnormal and overflow limits, every NaN with each of the 1024 top payloads, and 2**21
-random patterns (NumPy's float16 cast, ~100 ns per element here, is too slow for all 2**32).
+random patterns (NumPy's float16 cast, ~100 ns per element here, is too slow for all 2**32), by
+both implementations; and the two float16 implementations against each other on every one of the
+2**32 float32 patterns (slow-marked; where the CPU has F16C).
+
+NaN: minnet's float16 conversions quiet a NaN (as IEEE 754's convertFormat, the F16C instructions
+and PyTorch's conversions do) and keep its sign and payload bits; NumPy keeps a signalling NaN
+signalling. So a NaN's expected bits are NumPy's with the quiet bit set (``0x400000`` in float32,
+``0x200`` in float16), and every other pattern is NumPy's exactly.
 """
 
 from __future__ import annotations
@@ -15,9 +23,24 @@ import numpy as np
 import pytest
 
 from minnet import dtypes
-from minnet._lowp import bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16
+from minnet._lowp import (
+    bf16_to_f32,
+    cpu_has_f16c,
+    f16_to_f32,
+    f16_to_f32_hw,
+    f32_to_bf16,
+    f32_to_f16,
+    f32_to_f16_hw,
+)
 
 BF16 = dtypes.bfloat16
+#: float16's two implementations; the hardware one only where the CPU has F16C.
+PATHS = [
+    "software",
+    pytest.param(
+        "hardware", marks=pytest.mark.skipif(not cpu_has_f16c(), reason="the CPU has no F16C")
+    ),
+]
 
 
 @numba.njit(error_model="numpy")
@@ -39,6 +62,18 @@ def _to_f16(x, out):  # pragma: no cover - compiled
 
 
 @numba.njit(error_model="numpy")
+def _to_f32_f16_hw(h, out):  # pragma: no cover - compiled
+    for i in range(h.shape[0]):
+        out[i] = f16_to_f32_hw(h[i])
+
+
+@numba.njit(error_model="numpy")
+def _to_f16_hw(x, out):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        out[i] = f32_to_f16_hw(x[i])
+
+
+@numba.njit(error_model="numpy")
 def _to_bf16(x, out):  # pragma: no cover - compiled
     for i in range(x.shape[0]):
         out[i] = f32_to_bf16(x[i])
@@ -56,27 +91,37 @@ def _mismatch(bits: np.ndarray, got: np.ndarray, want: np.ndarray) -> str:
         f"{[hex(v) for v in got[i]]}, want {[hex(v) for v in want[i]]}"  # fmt: skip
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float16-hardware"])
 def test_16_to_32_every_pattern(dtype: str) -> None:
+    if dtype == "float16-hardware" and not cpu_has_f16c():
+        pytest.skip("the CPU has no F16C")
+    convert = {"float16": _to_f32_f16, "bfloat16": _to_f32_bf16, "float16-hardware": _to_f32_f16_hw}
     h = np.arange(65536, dtype=np.uint16)
     out = np.empty(65536, np.float32)
-    (_to_f32_f16 if dtype == "float16" else _to_f32_bf16)(h, out)
-    want = h.view(dtypes.as_dtype(dtype)).astype(np.float32).view(np.uint32)
+    convert[dtype](h, out)
+    want = h.view(dtypes.as_dtype(dtype.split("-")[0])).astype(np.float32).view(np.uint32)
+    if dtype != "bfloat16":  # a float16 NaN is quieted (module docstring)
+        want = np.where(np.isnan(want.view(np.float32)), want | 0x400000, want)
     got = out.view(np.uint32)
     assert np.array_equal(got, want), _mismatch(h, got, want)
 
 
-def _check_f16(bits: np.ndarray) -> None:
+def _check_f16(bits: np.ndarray, path: str) -> None:
     bits = bits.astype(np.uint32)
     x = bits.view(np.float32)
     out = np.empty(x.size, np.uint16)
-    _to_f16(x, out)
+    (_to_f16 if path == "software" else _to_f16_hw)(x, out)
     with np.errstate(over="ignore", invalid="ignore"):
         want = x.astype(np.float16).view(np.uint16)
+    nan = np.isnan(x)
+    # A NaN: the quiet NaN with the sign and the top 10 payload bits (NumPy: 0x7c01 for a
+    # signalling NaN whose top payload bits are 0).
+    want[nan] = ((bits[nan] >> 16) & 0x8000) | 0x7E00 | ((bits[nan] >> 13) & 0x3FF)
     assert np.array_equal(out, want), _mismatch(bits, out, want)
 
 
-def test_32_to_f16_boundaries_and_random() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_32_to_f16_boundaries_and_random(path: str) -> None:
     h = np.arange(0x7C01, dtype=np.uint32)  # +0 ... +inf
     v = h.astype(np.uint16).view(np.float16).astype(np.float32).view(np.uint32).astype(np.int64)
     mids = (v[:-1] + v[1:]) // 2  # the float32 midpoint of neighbours (exact: they are even)
@@ -92,7 +137,22 @@ def test_32_to_f16_boundaries_and_random() -> None:
     rng = np.random.default_rng(0)
     rand = rng.integers(0, 1 << 31, size=1 << 21, dtype=np.int64)
     allpos = np.concatenate([pos, *edges, nan, nan + 1, [0x7F800000, 0x7FFFFFFF], rand])
-    _check_f16(np.concatenate([allpos, allpos | 0x80000000]))
+    _check_f16(np.concatenate([allpos, allpos | 0x80000000]), path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_f16c(), reason="the CPU has no F16C")
+def test_f16_software_and_hardware_agree_on_every_pattern() -> None:
+    n = 1 << 26
+    bits = np.empty(n, np.uint32)
+    soft = np.empty(n, np.uint16)
+    hard = np.empty(n, np.uint16)
+    for start in range(0, 1 << 32, n):
+        _iota(start, bits)
+        _to_f16(bits.view(np.float32), soft)
+        _to_f16_hw(bits.view(np.float32), hard)
+        if not np.array_equal(soft, hard):
+            pytest.fail(_mismatch(bits, hard, soft))
 
 
 @pytest.mark.slow

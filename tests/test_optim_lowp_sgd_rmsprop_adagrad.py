@@ -229,5 +229,7 @@ def test_lowp_kernels_vectorize_in_float32(
     asm = "\n".join(uncached.inspect_asm().values())
     wide = len(re.findall(r"\b[yz]mm\d+\b", asm))
     packed = len(re.findall(r"\bv(?:mul|add|div|sqrt)ps\b", asm))
-    assert wide > 100 and packed > 3, f"{wide} ymm/zmm uses, {packed} packed-single ops"
+    # A scalar loop uses none; float16 by F16C (minnet._lowp.F16_HARDWARE) is the shortest
+    # vectorized kernel (SGD per_op: 85 uses here, 1468 with the integer conversions).
+    assert wide > 40 and packed > 3, f"{wide} ymm/zmm uses, {packed} packed-single ops"
     assert not _DOUBLE_ARITH.findall(asm), set(_DOUBLE_ARITH.findall(asm))

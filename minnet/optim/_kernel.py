@@ -51,8 +51,9 @@ word (no widening or narrowing shuffles) for their plain update.
 
 Compiled kernels are cached on disk, keyed on the rule's source, the options and the source
 files the kernel reaches (the rule's module and those of what it calls, this skeleton,
-``_lowp.py``: :mod:`minnet._jitcache`), so a second process compiles nothing, an edit of the rule
-recompiles its kernels, and an edit elsewhere recompiles none.
+``_lowp.py``: :mod:`minnet._jitcache`) and the float16 conversion chosen at import (F16C's
+instructions or integer code, ``_lowp.F16_HARDWARE``), so a second process compiles nothing,
+an edit of the rule recompiles its kernels, and an edit elsewhere recompiles none.
 """
 
 from __future__ import annotations
