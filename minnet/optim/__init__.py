@@ -17,6 +17,7 @@ from minnet.optim.adamax import Adamax
 from minnet.optim.adamw import AdamW
 from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
+from minnet.optim.ftrl import Ftrl
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import (
@@ -30,6 +31,8 @@ from minnet.optim.radam import RAdam
 from minnet.optim.rmsprop import RMSprop
 from minnet.optim.rprop import Rprop
 from minnet.optim.sgd import SGD
+from minnet.optim.signsgd import SignSGD
+from minnet.optim.signum import Signum
 from minnet.optim.yogi import Yogi
 
 __all__ = [
@@ -53,6 +56,9 @@ __all__ = [
     "ASGD",
     "Yogi",
     "ADOPT",
+    "Ftrl",
+    "SignSGD",
+    "Signum",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",
