@@ -71,7 +71,9 @@ class SignSGD(Optimizer):
     :meth:`eps_compared_with` and :meth:`~minnet.optim.optimizer.Optimizer.multipliers` are
     ``None``, and the lab trains it once per seed and scenario (``eps`` recorded as NaN). Every
     coordinate with a non-zero gradient moves by exactly ``lr``; a coordinate whose gradient is 0
-    does not move.
+    does not move. An infinite gradient is a step of ``lr`` too (``sign(inf) = 1``, as optax),
+    so ``check_finite``, which refuses steps that make a parameter or state non-finite, lets it
+    through; a NaN gradient gives a NaN parameter, which it refuses.
 
     Defaults: optax's ``sign_sgd(learning_rate)`` has no default learning rate and no weight
     decay (chain one yourself, as with optax); minnet's ``lr=1e-3``. PyTorch and Keras 3 have
