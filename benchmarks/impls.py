@@ -492,6 +492,8 @@ class FamilyEntry(NamedTuple):
         """How the tables name the counterpart."""
         if self.peer == "optax":
             return f"optax.{self.peer_name}, jit"
+        if self.peer == "keras":
+            return f"Keras 3 {self.peer_name} (JAX backend), jit"
         flag = "fused" if self.peer_kwargs.get("fused") else "foreach"
         return f"PyTorch {self.peer_name}({flag}=True)"
 
@@ -503,7 +505,10 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 #: Every optimizer of the family with PyTorch's defaults (SGD with momentum 0.9, the usual
 #: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
 #: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief, Lion,
-#: Yogi, ADOPT, Adan and AdEMAMix, which PyTorch lacks, against optax's jitted update.
+#: Yogi, ADOPT, Adan, AdEMAMix, SignSGD and Signum, which PyTorch lacks, against optax's jitted
+#: update; Ftrl
+#: (in neither) against Keras 3's jitted ``stateless_apply`` on its JAX backend (skipped with a
+#: note where Keras is not installed).
 FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
                 *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),
@@ -531,6 +536,9 @@ FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("AdEMAMix", {"lr": 1e-3}, "optax", "contrib.ademamix",
                 {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "b3": 0.9999, "alpha": 5.0,
                  "eps": 1e-8}),
+    FamilyEntry("Ftrl", {"lr": 1e-3}, "keras", "Ftrl", {"learning_rate": 1e-3}),
+    FamilyEntry("SignSGD", {"lr": 1e-3}, "optax", "sign_sgd", {"learning_rate": 1e-3}),
+    FamilyEntry("Signum", {"lr": 1e-3}, "optax", "signum", {"learning_rate": 1e-3, "beta": 0.9}),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}
@@ -596,6 +604,8 @@ def family_peer(name: str, n: int) -> Step:
     """
     entry = FAMILY_BY_NAME[name]
     g = _grads([(n,)])[0]
+    if entry.peer == "keras":
+        return _keras_peer(entry, g)
     if entry.peer == "torch":
         import torch
 
@@ -635,6 +645,34 @@ def family_peer(name: str, n: int) -> Step:
         p, s = jitted(state[0], state[1], grads)
         state[0], state[1] = p, s
         p.block_until_ready()
+
+    return step
+
+
+def _keras_peer(entry: FamilyEntry, g: np.ndarray) -> Step:
+    """Keras 3's optimizer on its JAX backend: ``stateless_apply`` jitted with donated buffers,
+    one call per step, waited for with ``block_until_ready``."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # read when keras is first imported
+    try:
+        import keras
+    except ImportError as exc:
+        raise Unavailable("keras is not installed (pip install keras; KERAS_BACKEND=jax)") from exc
+    if keras.backend.backend() != "jax":
+        raise Unavailable(f"Keras runs on {keras.backend.backend()}, not jax (KERAS_BACKEND)")
+    import jax
+    import jax.numpy as jnp
+
+    optimizer = getattr(keras.optimizers, entry.peer_name)(**entry.peer_kwargs)
+    variable = keras.Variable(np.ones(g.size, np.float32))
+    optimizer.build([variable])
+    grads = [jnp.asarray(g)]
+    jitted = jax.jit(optimizer.stateless_apply, donate_argnums=(0, 2))
+    state = [[v.value for v in optimizer.variables], [variable.value]]
+
+    def step() -> None:
+        params, opt_vars = jitted(state[0], grads, state[1])
+        state[0], state[1] = opt_vars, params
+        params[0].block_until_ready()
 
     return step
 

@@ -871,8 +871,10 @@ def plot_family(rows: list[dict], path: Path, title: str) -> None:
         mine = [at[k]["minnet_gbs"] if k in at else np.nan for k in names]
         peer = [at[k].get("peer_gbs", np.nan) if k in at else np.nan for k in names]
         loop = [at[k]["stream_gbs"] if k in at else np.nan for k in names]
+        peer_colors = {"optax": "tab:green", "Keras": "tab:purple"}
         colors = [
-            "tab:green" if k in at and at[k]["peer_label"].startswith("optax") else "tab:orange"
+            peer_colors.get(at[k]["peer_label"].split(".")[0].split()[0], "tab:orange")
+            if k in at else "tab:orange"
             for k in names
         ]
         ax.barh(y - 0.2, mine, height=0.4, color="tab:blue", label="minnet")
@@ -896,7 +898,10 @@ def plot_family(rows: list[dict], path: Path, title: str) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     if any(r["peer_label"].startswith("optax") for r in rows):
         handles.append(matplotlib.patches.Patch(color="tab:green"))
-        labels.append("optax, jit (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix)")
+        labels.append("optax, jit (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum)")
+    if any(r["peer_label"].startswith("Keras") for r in rows):
+        handles.append(matplotlib.patches.Patch(color="tab:purple"))
+        labels.append("Keras 3 on JAX, jit (Ftrl)")
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle(
         title + "\nright-hand numbers: counterpart's time / minnet's (per-round median)",
@@ -1173,7 +1178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "Counterpart: PyTorch's fastest CPU implementation (fused=True for SGD, Adam, AdamW, "
             "Adagrad; foreach=True otherwise); optax's jitted update for AdaBelief, Lion, Yogi, "
-            "ADOPT, Adan and AdEMAMix. "
+            "ADOPT, Adan, AdEMAMix, SignSGD and Signum; Keras 3's jitted stateless_apply (JAX "
+            "backend) for Ftrl. "
             "GB/s: the bytes each step must move (param, grad and every state array read; "
             "param and state written) / median time; the same-streams loop makes those reads "
             "and writes on one thread with no arithmetic. Targets: counterpart / minnet time "

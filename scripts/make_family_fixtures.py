@@ -138,6 +138,18 @@ AdEMAMix [optax.contrib.ademamix; defaults b1=0.9, b2=0.999, b3=0.9999, alpha=5,
     w -= lr*((m1/(1-b1^t) + alpha*m2) / (sqrt(nu/(1-b2^t) + eps_root) + eps) + wd*w)
                                          m2 NOT bias-corrected; eps outside the root
 
+Ftrl [Keras 3 keras.optimizers.Ftrl; defaults learning_rate=1e-3, learning_rate_power=-0.5,
+      initial_accumulator_value=0.1, l1=l2=shrinkage=0, beta=0]; q = -learning_rate_power
+    n starts at initial_accumulator_value, z at 0
+    gs = g + 2*shrinkage*w;  n_new = n + g^2;  z = z + (gs - (n_new^q - n^q)/lr * w)
+    quadratic = n_new^q/lr + 2*(l2 + beta/(2*lr));  w = (clip(z, -l1, l1) - z) / quadratic
+    No eps argument: initial_accumulator_value is an eps INSIDE the root (n = init + sum g^2),
+    beta one OUTSIDE it (w = -lr*z/(n^q + beta + 2*lr*l2)); minnet sweeps the former as eps.
+
+SignSGD [optax.sign_sgd]                 w -= lr*sign(g)    (sign(0) = 0)             (no eps)
+Signum [optax.signum; beta=0.9 default]  m = (1-beta)*g + beta*m (not debiased);
+                                         w -= lr*sign(m)                              (no eps)
+
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
     CosineAnnealingLR: PyTorch's recursive form of eta_min + (lr0-eta_min)(1+cos(pi*k/T_max))/2
@@ -481,12 +493,39 @@ def np_ademamix(s, w, g, lr, *, betas=(0.9, 0.999, 0.9999), alpha=5.0, eps=1e-8,
     return w - lr * (u + weight_decay * w)
 
 
+def np_ftrl(s, w, g, lr, *, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+            l1_regularization_strength=0.0, l2_regularization_strength=0.0,
+            l2_shrinkage_regularization_strength=0.0, beta=0.0):  # fmt: skip
+    """NumPy transcription of Keras 3's Ftrl (update_step)."""
+    q = -learning_rate_power
+    n = _zeros(s, "n", w, initial_accumulator_value)
+    z = _zeros(s, "z", w)
+    gs = g + 2 * l2_shrinkage_regularization_strength * w
+    n_new = n + g * g
+    z = s["z"] = z + (gs - (n_new**q - n**q) / lr * w)
+    quadratic = n_new**q / lr + 2 * (l2_regularization_strength + beta / (2.0 * lr))
+    l1 = l1_regularization_strength
+    s["n"] = n_new
+    return (np.clip(z, -l1, l1) - z) / quadratic
+
+
+def np_signsgd(s, w, g, lr):
+    """NumPy transcription of optax.sign_sgd."""
+    return w + np.sign(g) * -lr
+
+
+def np_signum(s, w, g, lr, *, beta=0.9):
+    """NumPy transcription of optax.signum (ema without debiasing, sign, -lr)."""
+    m = s["m"] = (1 - beta) * g + beta * _zeros(s, "m", w)
+    return w + np.sign(m) * -lr
+
+
 TRANSCRIPTIONS: dict[str, Callable] = {
     "SGD": np_sgd, "Adam": np_adam, "AdamW": np_adamw, "RMSprop": np_rmsprop,
     "Adagrad": np_adagrad, "Adadelta": np_adadelta, "Adamax": np_adamax, "NAdam": np_nadam,
     "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion, "Rprop": np_rprop,
     "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
-    "AdEMAMix": np_ademamix,
+    "AdEMAMix": np_ademamix, "Ftrl": np_ftrl, "SignSGD": np_signsgd, "Signum": np_signum,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -922,6 +961,39 @@ def build_fixtures() -> list[dict]:
                  minnet_kwargs=dict(lr=lr, betas=betas, alpha=alpha, eps=eps, eps_root=eps_root,
                                     weight_decay=wd))
         )  # fmt: skip
+    # Ftrl (Keras 3): no eps argument; initial_accumulator_value (eps inside the root, the one
+    # minnet sweeps) at its default 0.1 and at 1e-6, where it is the whole early denominator of
+    # the small columns (and of the all-zero ones: w stays 0 there, not 0/0); the three
+    # regularizations; beta (eps outside the root) > 0; learning_rate_power other than -0.5.
+    ftrl = (
+        ("defaults", 0.05, {}),
+        ("init1e-6", 0.05, {"initial_accumulator_value": 1e-6}),
+        ("l1_l2_shrinkage", 0.05, {"l1_regularization_strength": 1e-3,
+                                   "l2_regularization_strength": 0.1,
+                                   "l2_shrinkage_regularization_strength": 0.05}),
+        ("beta0.5", 0.05, {"beta": 0.5}),
+        ("power-0.3_init1e-6", 0.02, {"learning_rate_power": -0.3,
+                                      "initial_accumulator_value": 1e-6}),
+    )  # fmt: skip
+    for tag, lr, extra in ftrl:
+        call = "".join(f", {k}={v!r}" for k, v in extra.items())
+        fx.append(
+            dict(optimizer="Ftrl", lib="keras", detail=tag,
+                 reference=f"keras.optimizers.Ftrl(learning_rate={lr!r}{call})",
+                 minnet_kwargs=dict(lr=lr, **extra))
+        )  # fmt: skip
+    # SignSGD and Signum (optax): no eps; sign(0) = 0 keeps the all-zero columns where they are.
+    fx += [
+        dict(optimizer="SignSGD", lib="optax", detail="lr1e-3",
+             reference="optax.sign_sgd(0.001)", minnet_kwargs=dict(lr=1e-3)),
+        dict(optimizer="SignSGD", lib="optax", detail="lr1e-4",
+             reference="optax.sign_sgd(0.0001)", minnet_kwargs=dict(lr=1e-4)),
+        dict(optimizer="Signum", lib="optax", detail="beta0.9",
+             reference="optax.signum(0.001, beta=0.9)", minnet_kwargs=dict(lr=1e-3, beta=0.9)),
+        dict(optimizer="Signum", lib="optax", detail="beta0.5",
+             reference="optax.signum(0.0003, beta=0.5)",
+             minnet_kwargs=dict(lr=3e-4, beta=0.5)),
+    ]  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
     fx += [

@@ -179,8 +179,9 @@ EXPECTED = {
     ("Lion", None, "Keras 3"), ("Rprop", None, "PyTorch"), ("Rprop", None, "optax"),
     ("ASGD", None, "PyTorch"), ("Yogi", None, "optax"), ("ADOPT", None, "optax"),
     ("Adan", None, "optax"), ("AdEMAMix", None, "optax"),
+    ("Ftrl", None, "Keras 3"), ("SignSGD", None, "optax"), ("Signum", None, "optax"),
 }  # fmt: skip
-NO_EPS = ("SGD", "Lion", "Rprop", "ASGD")
+NO_EPS = ("SGD", "Lion", "Rprop", "ASGD", "SignSGD", "Signum")
 
 
 def test_fixture_set_is_complete() -> None:
@@ -193,7 +194,9 @@ def test_fixture_set_is_complete() -> None:
         cfg, data = load(path)
         kw = cfg["minnet_kwargs"]
         key = (cfg["optimizer"], kw.get("eps_mode"), cfg["library"])
-        eps_values.setdefault(key, set()).add(kw.get("eps"))
+        # the argument that plays eps's role (Ftrl's initial_accumulator_value; None: default)
+        eps_arg = getattr(getattr(minnet.optim, cfg["optimizer"], None), "eps_arg", "eps")
+        eps_values.setdefault(key, set()).add(kw.get(eps_arg))
         assert cfg["steps"] == 300 and cfg["checkpoints"][-1] == cfg["steps"], path.name
         assert data["checkpoints"].shape == (len(cfg["checkpoints"]), 192), path.name
         assert data["checkpoints"].dtype == np.dtype(cfg["dtype"]), path.name

@@ -133,6 +133,9 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("ADOPT", {}, r"\bvsqrtps\b", 1, 21),
     ("Adan", {}, r"\bvsqrtps\b", 1, 21),
     ("AdEMAMix", {}, r"\bvsqrtps\b", 1, 21),
+    ("Ftrl", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),
+    ("SignSGD", {}, _SOME_PACKED, 2, 21),
+    ("Signum", {}, _SOME_PACKED, 4, 21),
 ]
 
 

@@ -42,7 +42,7 @@ def _figure_text(fig) -> str:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("member", MEMBERS, ids=lambda m: m.name)
 def test_registry_matches_the_optimizer_class(member) -> None:  # type: ignore[no-untyped-def]
     params = inspect.signature(member.cls).parameters
-    assert ("eps" in params) == member.has_eps
+    assert (member.eps_arg in params) == member.has_eps
     assert ("eps_mode" in params) == bool(member.eps_modes)
     if member.eps_modes:
         assert params["eps_mode"].default == member.default_mode

@@ -54,6 +54,7 @@ from minnet.optim import (
     AdamW,
     Adan,
     AdEMAMix,
+    Ftrl,
     Lion,
     NAdam,
     Optimizer,
@@ -61,6 +62,8 @@ from minnet.optim import (
     RAdam,
     RMSprop,
     Rprop,
+    SignSGD,
+    Signum,
     Yogi,
 )
 from minnet.optim.adagrad import ADAGRAD_EPS_MODES
@@ -74,7 +77,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
-    ASGD, Yogi, ADOPT, Adan, AdEMAMix,
+    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum,
 ]  # fmt: skip
 #: Optimizers whose first step moves nothing (in every variant, or in the one named).
 FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
@@ -139,6 +142,13 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (AdEMAMix, {"lr": 0.05}),
     (AdEMAMix, {"lr": 0.05, "betas": (0.8, 0.99, 0.9), "alpha": 2.0, "eps": 0.0,
                 "eps_root": 1e-12, "weight_decay": 0.1}),
+    (Ftrl, {"lr": 0.05}),
+    (Ftrl, {"lr": 0.05, "learning_rate_power": -0.3, "initial_accumulator_value": 1e-6,
+            "l1_regularization_strength": 1e-3, "l2_regularization_strength": 0.1,
+            "l2_shrinkage_regularization_strength": 0.05, "beta": 0.5}),
+    (SignSGD, {"lr": 0.01}),
+    (Signum, {"lr": 0.01}),
+    (Signum, {"lr": 0.01, "beta": 0.5}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -197,12 +207,14 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
         ({"track_stats": 1}, TypeError, "track_stats must be a bool"),
         ({"check_finite": "no"}, TypeError, "check_finite must be a bool"),
     ]],
-    *[(cls, kw, exc, msg) for cls in CLASSES if cls not in (AdaBelief, Rprop, Yogi, ADOPT)
+    *[(cls, kw, exc, msg) for cls in CLASSES
+      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum)
       for kw, exc, msg in [
         ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5$"),
         ({"weight_decay": math.nan}, ValueError, "Invalid weight_decay value: nan$"),
     ]],
-    *[(cls, kw, exc, msg) for cls in CLASSES if cls not in (SGD, Lion, Rprop, ASGD)
+    *[(cls, kw, exc, msg) for cls in CLASSES
+      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum)
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
       for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT)
@@ -310,6 +322,31 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (AdEMAMix, {"eps_root": -1.0}, ValueError, "Invalid eps_root value: -1.0$"),
     (AdEMAMix, {"b3_scheduler": None}, TypeError, "unexpected keyword argument"),
     (AdEMAMix, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    # Ftrl: Keras's checks (every strength >= 0, learning_rate_power <= 0), PyTorch's wording.
+    (Ftrl, {"initial_accumulator_value": -0.1}, ValueError,
+     "Invalid initial_accumulator_value value: -0.1$"),
+    (Ftrl, {"initial_accumulator_value": math.nan}, ValueError,
+     "Invalid initial_accumulator_value value: nan$"),
+    (Ftrl, {"learning_rate_power": 0.5}, ValueError, "Invalid learning_rate_power value: 0.5$"),
+    (Ftrl, {"learning_rate_power": math.nan}, ValueError,
+     "Invalid learning_rate_power value: nan$"),
+    (Ftrl, {"l1_regularization_strength": -1.0}, ValueError,
+     "Invalid l1_regularization_strength value: -1.0$"),
+    (Ftrl, {"l2_regularization_strength": math.nan}, ValueError,
+     "Invalid l2_regularization_strength value: nan$"),
+    (Ftrl, {"l2_shrinkage_regularization_strength": -1e-3}, ValueError,
+     "Invalid l2_shrinkage_regularization_strength value: -0.001$"),
+    (Ftrl, {"beta": -0.5}, ValueError, "Invalid beta value: -0.5$"),
+    (Ftrl, {"beta": "0"}, TypeError, "beta must be a real number"),
+    (Ftrl, {"learning_rate": 0.1}, TypeError, "unexpected keyword argument"),
+    (Ftrl, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
+    (SignSGD, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
+    (SignSGD, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
+    (Signum, {"beta": 1.0}, ValueError, "Invalid beta parameter: 1.0$"),
+    (Signum, {"beta": math.nan}, ValueError, "Invalid beta parameter: nan$"),
+    (Signum, {"beta": -0.1}, ValueError, "Invalid beta parameter: -0.1$"),
+    (Signum, {"beta": None}, TypeError, "beta must be a real number"),
+    (Signum, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -405,6 +442,11 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (AdEMAMix, {"lr": 0.0, "betas": (0.0, 0.0, 0.0), "alpha": 0.0, "eps": 0.0, "eps_root": 0.0,
                 "weight_decay": 0.0}),
     (AdEMAMix, {"alpha": -1.0}),  # optax takes any alpha
+    (Ftrl, {"lr": 0.0, "learning_rate_power": 0.0, "initial_accumulator_value": 0.0,
+            "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0,
+            "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0}),
+    (SignSGD, {"lr": 0.0}),
+    (Signum, {"lr": 0.0, "beta": 0.0}),
 ]
 
 
@@ -450,6 +492,11 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
            "weight_decay": 0.0},
     AdEMAMix: {"lr": 1e-3, "betas": (0.9, 0.999, 0.9999), "alpha": 5.0, "eps": 1e-8,
                "eps_root": 0.0, "weight_decay": 0.0},
+    Ftrl: {"lr": 1e-3, "learning_rate_power": -0.5, "initial_accumulator_value": 0.1,
+           "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0,
+           "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
+    SignSGD: {"lr": 1e-3},
+    Signum: {"lr": 1e-3, "beta": 0.9},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
@@ -463,7 +510,8 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    flags = _TORCH_FLAGS if cls not in (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix) else {}
+    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum)
+    flags = _TORCH_FLAGS if cls not in options_only else {}
     assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON, **flags}
     assert set(expected) - set(defaults) <= {"decoupled_weight_decay"}  # fixed in AdamW
     # Positional arguments in PyTorch's order.
@@ -500,6 +548,9 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (ADOPT, {}, ["exp_avg", "exp_avg_sq"]),
     (Adan, {}, ["exp_avg", "exp_avg_diff", "exp_avg_sq", "g"]),
     (AdEMAMix, {}, ["exp_avg_fast", "exp_avg_slow", "exp_avg_sq"]),
+    (Ftrl, {}, ["accumulator", "linear"]),
+    (SignSGD, {}, []),
+    (Signum, {}, ["exp_avg"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
 GROUP_SCALARS = {"mu_product", "eta", "mu"}
@@ -900,6 +951,10 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Adan, {"eps_root": 0.0}, "sqrt(n_hat)"),
     (AdEMAMix, {}, "sqrt(nu_hat)"),
     (AdEMAMix, {"eps_root": 1e-8}, "sqrt(nu_hat + eps_root)"),
+    (Ftrl, {}, "sum(g**2)"),
+    (Ftrl, {"beta": 0.5, "learning_rate_power": 0.0}, "sum(g**2)"),
+    (SignSGD, {}, None),
+    (Signum, {}, None),
 ]  # fmt: skip
 
 
@@ -946,6 +1001,9 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     ADOPT: [{"nesterov": n, "use_clipping": c} for n in (False, True) for c in (True, False)],
     Adan: [{}],
     AdEMAMix: [{}],
+    Ftrl: [{"learning_rate_power": q} for q in (-0.5, -0.3)],  # sqrt, or a power
+    SignSGD: [{}],
+    Signum: [{}],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1063,12 +1121,22 @@ HYPER: dict[type[Optimizer], Any] = {
         "eps_root": st.sampled_from([0.0, 1e-16, 1e-8, 1e-2]),
         "weight_decay": st.sampled_from([0.0, 1e-2]),
     }),
+    Ftrl: st.fixed_dictionaries({
+        "lr": _LR,
+        "initial_accumulator_value": st.sampled_from([0.0, 1e-6, 0.1]),
+        "l1_regularization_strength": st.sampled_from([0.0, 1e-3, 1.0]),
+        "l2_regularization_strength": st.sampled_from([0.0, 0.1]),
+        "l2_shrinkage_regularization_strength": st.sampled_from([0.0, 0.1]),
+        "beta": st.sampled_from([0.0, 1e-8, 1.0]),
+    }),
+    SignSGD: st.fixed_dictionaries({"lr": _LR}),
+    Signum: st.fixed_dictionaries({"lr": _LR, "beta": st.sampled_from([0.0, 0.5, 0.9, 0.99])}),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
-    ADOPT: 40, Adan: 150, AdEMAMix: 150,
+    ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60,
 }  # fmt: skip
 
 
@@ -1327,6 +1395,10 @@ RESUME: dict[str, dict[str, Any]] = {
     "adan": {"optimizer": "Adan", "lr": 1e-2, "weight_decay": 1e-3},
     "ademamix": {"optimizer": "AdEMAMix", "lr": 1e-2, "betas": (0.9, 0.99, 0.999),
                  "weight_decay": 1e-3},
+    "ftrl": {"optimizer": "Ftrl", "lr": 3e-2, "l1_regularization_strength": 1e-4,
+             "l2_shrinkage_regularization_strength": 1e-3, "beta": 0.1},
+    "signsgd": {"optimizer": "SignSGD", "lr": 1e-3},
+    "signum": {"optimizer": "Signum", "lr": 1e-3, "beta": 0.8},
 }  # fmt: skip
 
 
@@ -1435,6 +1507,15 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Adan, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
     (AdEMAMix, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
     (AdEMAMix, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    (Ftrl, {"lr": 1.0}, "parabola", 10_000, 2e-2),
+    (Ftrl, {"lr": 0.1}, "rosenbrock", 10_000, 2e-2),
+    # Sign steps end in a cycle of amplitude ~lr around the minimum, as Lion's. Without momentum
+    # they move every coordinate by lr, so SignSGD cannot follow Rosenbrock's curved valley
+    # (still 0.1 away after 20,000 steps at lr 1e-4): it gets the quadratic's curvatures instead.
+    (SignSGD, {"lr": 1e-2}, "parabola", 10_000, 2e-2),
+    (SignSGD, {"lr": 1e-3}, "quadratic", 10_000, 2e-2),
+    (Signum, {"lr": 3e-3}, "parabola", 10_000, 2e-2),
+    (Signum, {"lr": 2e-4}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

@@ -7,9 +7,10 @@ sets none.
 
 Everything else comes from the optimizer: its eps placements (the class's ``eps_modes``,
 default first; empty when it has no ``eps_mode`` keyword: one fixed placement, recorded as
-``eps_mode="none"`` in ``runs.csv``), whether it has an eps at all (an ``eps`` argument; SGD,
-Lion, Rprop and ASGD have none: the lab trains them once per seed and scenario and records
-``eps`` as NaN),
+``eps_mode="none"`` in ``runs.csv``), whether it has an eps at all (an ``eps`` argument, or the
+argument its class names as ``eps_arg``: Ftrl's ``initial_accumulator_value``, which the lab
+sweeps as eps; SGD, Lion, Rprop, ASGD, SignSGD and Signum have none: the lab trains them once
+per seed and scenario and records ``eps`` as NaN),
 what eps is compared with and the step multiplier
 (:meth:`~minnet.optim.Optimizer.eps_compared_with`, :meth:`~minnet.optim.Optimizer.multipliers`).
 Optimizers listed here but not (yet) in :mod:`minnet.optim` are absent from :func:`available`.
@@ -57,9 +58,15 @@ class Member:
         return tuple(getattr(self.cls, "eps_modes", ()))
 
     @property
+    def eps_arg(self) -> str:
+        """The constructor argument the lab sweeps as eps (the class's ``eps_arg``: ``"eps"``,
+        or the argument that plays its role, Ftrl's ``"initial_accumulator_value"``)."""
+        return str(getattr(self.cls, "eps_arg", "eps"))
+
+    @property
     def has_eps(self) -> bool:
-        """Whether its update has an eps (its constructor takes one)."""
-        return "eps" in inspect.signature(self.cls).parameters
+        """Whether its update has an eps (its constructor takes :attr:`eps_arg`)."""
+        return self.eps_arg in inspect.signature(self.cls).parameters
 
     @property
     def default_mode(self) -> str:
@@ -94,6 +101,9 @@ FAMILY: tuple[Member, ...] = (
     Member("ADOPT", 1e-4, "Adam's lr (its first step only initialises v)"),
     Member("Adan", 1e-3, "its authors' default (Adam's 1e-4 ends at 0.025: beta1=0.98 is slow)"),
     Member("AdEMAMix", 1e-3, "its authors' default (Adam's 1e-4 ends at 0.16)"),
+    Member("Ftrl", 1e-2, "Adagrad's lr (eps: its initial_accumulator_value)"),
+    Member("SignSGD", 1e-4, "Lion's lr (sign steps of size lr)"),
+    Member("Signum", 1e-4, "Lion's lr (sign steps of size lr)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}

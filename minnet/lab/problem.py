@@ -244,7 +244,9 @@ def make_optimizer(
     ``knobs`` (``betas``, ``amsgrad``, ``eps_mode``, ``amsgrad_max``) and ``track_stats=True`` are
     passed only where the optimizer's signature takes them; a knob it does not take must be at
     its default (else ``ValueError`` naming it). ``eps`` is required of the optimizer, since the
-    lab sweeps it, unless it is NaN (the lab's eps for an optimizer without one: SGD, Lion).
+    lab sweeps it, unless it is NaN (the lab's eps for an optimizer without one: SGD, Lion); it
+    is passed as the argument the class names ``eps_arg`` (``eps``; Ftrl's
+    ``initial_accumulator_value``).
     """
     cls = getattr(minnet.optim, optimizer) if isinstance(optimizer, str) else optimizer
     name = getattr(cls, "__name__", repr(cls))
@@ -259,8 +261,9 @@ def make_optimizer(
         return takes_any or key in accepted
 
     kwargs: dict[str, Any] = {"lr": lr}
-    if takes("eps"):
-        kwargs["eps"] = eps
+    eps_arg = str(getattr(cls, "eps_arg", "eps"))  # Ftrl: initial_accumulator_value
+    if takes(eps_arg):
+        kwargs[eps_arg] = eps
     elif not math.isnan(eps):  # NaN: the lab's record of "this optimizer has no eps"
         raise ValueError(f"the lab sweeps eps, but optimizer {name} takes no eps argument")
     for key, value in (knobs or {}).items():

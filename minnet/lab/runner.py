@@ -258,7 +258,8 @@ class RunSpec:
         object.__setattr__(self, "optimizer", name)
         hyper = dict(self.hyperparameters)
         clash = sorted(set(hyper) & {"lr", "eps", "eps_mode", "betas", "amsgrad", "amsgrad_max",
-                                     "params", "track_stats", "state_dtype", "rounding"})
+                                     "params", "track_stats", "state_dtype", "rounding",
+                                     member.eps_arg if member else "eps"})
         if clash:
             raise ValueError(f"hyperparameters must not set {', '.join(clash)} (RunSpec fields "
                              "or set by the lab)")  # fmt: skip
@@ -358,7 +359,7 @@ class RunSpec:
         kwargs: dict[str, Any] = {"lr": self.lr}
         member = lookup(self.optimizer)  # type: ignore[arg-type]
         if member.has_eps:
-            kwargs["eps"] = self.eps
+            kwargs[member.eps_arg] = self.eps
         if member.eps_modes:
             kwargs["eps_mode"] = self.eps_mode
         if self.betas is not None:

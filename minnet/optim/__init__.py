@@ -19,6 +19,7 @@ from minnet.optim.adan import Adan
 from minnet.optim.ademamix import AdEMAMix
 from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
+from minnet.optim.ftrl import Ftrl
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import (
@@ -32,6 +33,8 @@ from minnet.optim.radam import RAdam
 from minnet.optim.rmsprop import RMSprop
 from minnet.optim.rprop import Rprop
 from minnet.optim.sgd import SGD
+from minnet.optim.signsgd import SignSGD
+from minnet.optim.signum import Signum
 from minnet.optim.yogi import Yogi
 
 __all__ = [
@@ -57,6 +60,9 @@ __all__ = [
     "ADOPT",
     "Adan",
     "AdEMAMix",
+    "Ftrl",
+    "SignSGD",
+    "Signum",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",

@@ -1197,6 +1197,12 @@ class Optimizer:
 
     # -- what eps does (for the lab) ----------------------------------------------------------
 
+    #: The constructor argument that plays eps's role: the one the lab sweeps as eps and
+    #: :meth:`eps_compared_with` describes. ``"eps"`` for every optimizer with an eps; an
+    #: optimizer whose library has no argument of that name names its own (Keras's FTRL:
+    #: ``"initial_accumulator_value"``). An optimizer without it in its signature has no eps.
+    eps_arg: str = "eps"
+
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
         """What eps is added to or compared with for these group options, as short text
