@@ -600,10 +600,14 @@ def family_peer(name: str, n: int) -> Step:
     jitted update with donated buffers (one call, waited for with ``block_until_ready``).
 
     PyTorch keeps its default intra-op thread count unless the environment variable
-    :data:`TORCH_THREADS_ENV` sets one (``python -m benchmarks --torch-threads N``).
+    :data:`TORCH_THREADS_ENV` sets one (``python -m benchmarks --torch-threads N``); with
+    ``--family-threads 1`` PyTorch and XLA (optax, Keras on JAX) run on one thread.
     """
     entry = FAMILY_BY_NAME[name]
     g = _grads([(n,)])[0]
+    if family_one_thread() and "jax" not in sys.modules:  # XLA reads its flags at import
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
     if entry.peer == "keras":
         return _keras_peer(entry, g)
     if entry.peer == "torch":
@@ -620,9 +624,6 @@ def family_peer(name: str, n: int) -> Step:
         p = torch.nn.Parameter(torch.ones(n))
         p.grad = torch.from_numpy(g)
         return cls([p], **entry.peer_kwargs).step
-    if family_one_thread() and "jax" not in sys.modules:  # XLA reads its flags at import
-        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
     import jax
     import jax.numpy as jnp
     import optax
