@@ -17,6 +17,8 @@ from minnet.optim.adamax import Adamax
 from minnet.optim.adamw import AdamW
 from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
+from minnet.optim.lamb import Lamb
+from minnet.optim.lars import Lars
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import (
@@ -53,6 +55,8 @@ __all__ = [
     "ASGD",
     "Yogi",
     "ADOPT",
+    "Lamb",
+    "Lars",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",

@@ -1073,9 +1073,12 @@ class Optimizer:
             self._refuse_nonfinite(plans)
         n_dominated = n_nonfinite = n_underflow = n_lost = 0
         sum_sq = 0.0
+        per_tensor = self.rule is not None and self.rule.tensor is not None
+        if per_tensor:
+            n_dominated, n_nonfinite, sum_sq, n_underflow, n_lost = self._step_per_tensor(plans)
         threads = _threads.pool_threads()
         for _, flat, kernel, runs in plans:
-            if not runs:
+            if not runs or per_tensor:
                 continue
             scratch = flat.ensure_scratch() if track else flat.scratch
             pooled = flat.formats is None or not track  # 16-bit: the 5 counts are not summed
@@ -1123,6 +1126,24 @@ class Optimizer:
             )
         return loss
 
+    def _step_per_tensor(
+        self, plans: list[tuple[int, FlatBuffers, Any, list[_Run]]]
+    ) -> tuple[int, int, float, int, int]:
+        """:meth:`step`'s kernel calls for a rule with a per-tensor stage: one call per run of
+        parameters (the whole buffer, usually), each parameter a tensor (its segment of the
+        flat buffer, :meth:`FlatBuffers.bounds`); the summed counts. Serial: the pool's row
+        split would cut the tensors whose norms the stage takes."""
+        counts = [0, 0, 0.0, 0, 0]
+        for _, flat, kernel, runs in plans:
+            scratch = flat.ensure_scratch()
+            for run in runs:
+                args, js = run.args, run.js
+                got = kernel(*args, scratch[: args[0].size], run.scalars, bounds=flat.bounds(js),
+                             record=flat.tensor_norms[js[0] : js[-1] + 1])  # fmt: skip
+                for k, c in enumerate(got):
+                    counts[k] += c
+        return tuple(counts)  # type: ignore[return-value]
+
     def _kernel_of(
         self, i: int, track: bool, write: bool, formats: StorageFormats | None = None
     ) -> Callable[..., Any]:
@@ -1146,9 +1167,11 @@ class Optimizer:
         for i, flat, _, runs in plans:
             dry = self._kernel_of(i, True, False, flat.formats)
             scratch = flat.ensure_scratch()
+            tensor = self.rule is not None and self.rule.tensor is not None
             for run in runs:
                 a = run.args
-                if dry(*a, scratch[: a[0].size], run.scalars)[1] == 0:
+                extra = {"bounds": flat.bounds(run.js)} if tensor else {}
+                if dry(*a, scratch[: a[0].size], run.scalars, **extra)[1] == 0:
                     continue
                 # Rare path: find which parameters, and why, one slice at a time.
                 for j in run.js:
@@ -1211,8 +1234,9 @@ class Optimizer:
         per_param: dict[int, np.ndarray] = {}
         for i, group in enumerate(self.param_groups):
             for flat in self._flats[i]:
+                full = self._multiplier_state(flat)
                 if flat.steps and all(t == flat.steps[0] > 0 for t in flat.steps):
-                    k = self._multipliers(group, flat.state, flat.steps[0])
+                    k = self._multipliers(group, full, flat.steps[0])
                     if k is None:
                         return None
                     parts = [k[off : off + size] for off, size in zip(flat.offsets, flat.sizes)]
@@ -1222,7 +1246,7 @@ class Optimizer:
                         if t == 0:
                             parts.append(np.full(size, np.nan))
                             continue
-                        state = {n: a[off : off + size] for n, a in flat.state.items()}
+                        state = {n: a[off : off + size] for n, a in full.items()}
                         k = self._multipliers(group, state, t)
                         if k is None:
                             return None
@@ -1230,6 +1254,19 @@ class Optimizer:
                 for p, k in zip(flat.params, parts):
                     per_param[self._index[id(p)]] = k
         return np.concatenate([per_param[j] for j in range(len(self._all_params))])
+
+    def _multiplier_state(self, flat: FlatBuffers) -> dict[str, np.ndarray]:
+        """The arrays :meth:`_multipliers` gets: the state, and for a rule with a per-tensor
+        stage also ``"param_norm"`` and ``"update_norm"``, each tensor's norms of its latest
+        step (``FlatBuffers.tensor_norms``) repeated over its coordinates."""
+        if self.rule is None or self.rule.tensor is None:
+            return flat.state
+        norms = flat.tensor_norms
+        return {
+            **flat.state,
+            "param_norm": np.repeat(norms[:, 0], flat.sizes),
+            "update_norm": np.repeat(norms[:, 1], flat.sizes),
+        }
 
     #: Another way out than ``eps > 0``, for the message of :meth:`_nonfinite_cause`.
     _eps0_advice = ""
