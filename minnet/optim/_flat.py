@@ -283,8 +283,9 @@ class FlatBuffers:
         out = self._bounds.get(key)
         if out is None:
             lo = self.offsets[js[0]]
-            ends = [self.offsets[j] - lo for j in js] + [self.offsets[js[-1]] + self.sizes[js[-1]] - lo]
-            out = self._bounds[key] = np.array(ends, np.int64)
+            end = self.offsets[js[-1]] + self.sizes[js[-1]]
+            out = np.array([self.offsets[j] - lo for j in js] + [end - lo], np.int64)
+            self._bounds[key] = out
         return out
 
     def advance(self, js: list[int], group_state: dict[str, float]) -> None:

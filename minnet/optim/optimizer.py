@@ -1134,12 +1134,14 @@ class Optimizer:
         flat buffer, :meth:`FlatBuffers.bounds`); the summed counts. Serial: the pool's row
         split would cut the tensors whose norms the stage takes."""
         counts = [0, 0, 0.0, 0, 0]
-        for _, flat, kernel, runs in plans:
+        for _, flat, run_kernel, runs in plans:
             scratch = flat.ensure_scratch()
             for run in runs:
                 args, js = run.args, run.js
-                got = kernel(*args, scratch[: args[0].size], run.scalars, bounds=flat.bounds(js),
-                             record=flat.tensor_norms[js[0] : js[-1] + 1])  # fmt: skip
+                record = flat.tensor_norms[js[0] : js[-1] + 1]
+                bounds = flat.bounds(js)
+                got = run_kernel(*args, scratch[: args[0].size], run.scalars, bounds=bounds,
+                                 record=record)  # fmt: skip
                 for k, c in enumerate(got):
                     counts[k] += c
         return tuple(counts)  # type: ignore[return-value]
