@@ -52,6 +52,8 @@ from minnet.optim import (
     Adamax,
     AdamStats,
     AdamW,
+    Lamb,
+    Lars,
     Lion,
     NAdam,
     Optimizer,
@@ -72,8 +74,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
-    ASGD, Yogi, ADOPT,
+    ASGD, Yogi, ADOPT, Lamb, Lars,
 ]  # fmt: skip
+#: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
+PER_TENSOR = (Lamb, Lars)
 #: Optimizers whose first step moves nothing (in every variant, or in the one named).
 FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
 HELPER = str(Path(__file__).with_name("_train_with_checkpoints.py"))
@@ -132,6 +136,11 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Yogi, {"lr": 0.05, "eps": 1e-8, "initial_accumulator_value": 0.0}),
     (ADOPT, {"lr": 0.05}),
     (ADOPT, {"lr": 0.05, "nesterov": True, "use_clipping": False}),
+    (Lamb, {"lr": 0.05}),
+    (Lamb, {"lr": 0.05, "variant": "optax", "weight_decay": 0.1}),
+    (Lars, {"lr": 0.5}),
+    (Lars, {"lr": 0.5, "eps": 1e-3, "weight_decay": 0.1, "nesterov": True}),
+    (Lars, {"lr": 0.05, "trust_ratio": False, "momentum": 0.5}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -198,7 +207,7 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     *[(cls, kw, exc, msg) for cls in CLASSES if cls not in (SGD, Lion, Rprop, ASGD)
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
-      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT)
+      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb)
       for kw, exc, msg in _BETA_ERRORS],
     *[(cls, kw, exc, msg) for cls in (Adam, AdamW) for kw, exc, msg in [
         ({"betas": (0.9, None)}, TypeError, "betas[1] must be a real number"),
@@ -282,6 +291,16 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (ADOPT, {"nesterov": 1}, TypeError, "nesterov must be a bool"),
     (ADOPT, {"use_clipping": "yes"}, TypeError, "use_clipping must be a bool"),
     (ADOPT, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
+    (Lamb, {"variant": "torch"}, ValueError, "Invalid variant: 'torch'; expected one of"),
+    (Lamb, {"weight_decay": 0.1}, ValueError, "Lamb: weight_decay=0.1 is optax's"),
+    (Lamb, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    (Lamb, {"fused": True}, TypeError, "unexpected keyword argument"),
+    (Lars, {"momentum": -0.9}, ValueError, "Invalid momentum value: -0.9$"),
+    (Lars, {"trust_coefficient": math.nan}, ValueError,
+     "Invalid trust_coefficient value: nan$"),
+    (Lars, {"nesterov": 1}, TypeError, "nesterov must be a bool"),
+    (Lars, {"trust_ratio": "yes"}, TypeError, "trust_ratio must be a bool"),
+    (Lars, {"betas": (0.9, 0.99)}, TypeError, "unexpected keyword argument"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -372,6 +391,10 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (ASGD, {"lr": 0.0, "lambd": 0.0, "alpha": 0.0, "t0": 0.0, "weight_decay": 0.0}),
     (Yogi, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "initial_accumulator_value": 0.0}),
     (ADOPT, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0}),
+    (Lamb, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "weight_decay": 0.0}),
+    (Lamb, {"variant": "optax", "weight_decay": 1.0}),
+    (Lars, {"lr": 0.0, "weight_decay": 0.0, "trust_coefficient": 0.0, "eps": 0.0,
+            "momentum": 0.0}),
 ]
 
 
@@ -413,6 +436,10 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
     Yogi: {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-3, "initial_accumulator_value": 1e-6},
     ADOPT: {"lr": 1e-3, "betas": (0.9, 0.9999), "eps": 1e-6, "nesterov": False,
             "use_clipping": True},
+    Lamb: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7, "weight_decay": 0.0,
+           "variant": "keras"},
+    Lars: {"lr": 1.0, "weight_decay": 0.0, "trust_coefficient": 1e-3, "eps": 0.0,
+           "trust_ratio": True, "momentum": 0.9, "nesterov": False},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
@@ -426,7 +453,10 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    flags = _TORCH_FLAGS if cls not in (AdaBelief, Lion, Yogi, ADOPT) else {}
+    flags = _TORCH_FLAGS if cls not in (AdaBelief, Lion, Yogi, ADOPT, Lamb, Lars) else {}
+    if cls is Lamb:  # eps=None: the variant's (Keras's 1e-7 for the default variant)
+        assert defaults.pop("eps") is None
+        defaults["eps"] = expected["eps"]
     assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON, **flags}
     assert set(expected) - set(defaults) <= {"decoupled_weight_decay"}  # fixed in AdamW
     # Positional arguments in PyTorch's order.
@@ -461,6 +491,8 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (ASGD, {}, ["eta", "mu", "ax"]),
     (Yogi, {}, ["exp_avg", "exp_avg_sq"]),
     (ADOPT, {}, ["exp_avg", "exp_avg_sq"]),
+    (Lamb, {}, ["exp_avg", "exp_avg_sq"]),
+    (Lars, {}, ["trace"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
 GROUP_SCALARS = {"mu_product", "eta", "mu"}
@@ -733,7 +765,13 @@ def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwar
         opt.step()
     msg = str(info.value)
     assert f"{cls.__name__} (check_finite=True): step 2" in msg
-    assert "b (1 of 2 elements)" in msg and "w (" not in msg and "NaN or infinite gradient" in msg
+    # A per-tensor stage spreads the NaN over its tensor (its norm is NaN), as the libraries do;
+    # Keras's Lamb takes the ratio 1 for a NaN norm and keeps it to the one element.
+    whole = (cls is Lars and kwargs.get("trust_ratio", True)) or (
+        cls is Lamb and kwargs.get("variant") == "optax")
+    n_bad = 2 if whole else 1
+    assert f"b ({n_bad} of 2 elements)" in msg and "w (" not in msg
+    assert "NaN or infinite gradient" in msg
     assert_identical(before, ([p.data.copy() for p in ps], opt.state_dict()))
 
 
@@ -791,6 +829,7 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (AdaBelief, {"eps_root": 0.0}, 0),
     (Yogi, {"initial_accumulator_value": 0.0}, 0),  # v starts at 1e-6 by default: never 0
     (ADOPT, {}, 0),  # step 1: 0 * (0/0) for a zero gradient, as optax
+    (Lamb, {}, 0),  # Keras's trust ratio is 1 for a NaN norm: the NaN stays where the 0/0 is
 ]
 
 
@@ -855,6 +894,9 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (ASGD, {}, None),
     (Yogi, {}, "sqrt(v_hat)"),
     (ADOPT, {}, "sqrt(v)"),
+    (Lamb, {}, "sqrt(v_hat)"),
+    (Lamb, {"variant": "optax"}, "sqrt(v_hat)"),
+    (Lars, {}, "||u|| (per tensor)"),
 ]  # fmt: skip
 
 
@@ -899,6 +941,8 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     ASGD: [{}],
     Yogi: [{}],
     ADOPT: [{"nesterov": n, "use_clipping": c} for n in (False, True) for c in (True, False)],
+    Lamb: [{"variant": v} for v in ("keras", "optax")],
+    Lars: [{"trust_ratio": r, "nesterov": n} for r in (True, False) for n in (False, True)],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -999,12 +1043,24 @@ HYPER: dict[type[Optimizer], Any] = {
         "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.9999), (0.5, 0.9), (0.99, 0.999)]),
         "eps": st.sampled_from([0.0, 1e-16, 1e-6, 1e-2, 1.0]),
     }),
+    Lamb: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.999), (0.5, 0.9), (0.99, 0.9999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-7, 1e-3, 1.0]),
+    }),
+    Lars: st.fixed_dictionaries({
+        "lr": st.sampled_from([0.0, 1e-3, 0.1, 1.0]),
+        "weight_decay": _WD,
+        "trust_coefficient": st.sampled_from([0.0, 1e-3, 1.0]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-3, 1.0]),
+        "momentum": st.sampled_from([0.0, 0.5, 0.9]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
-    ADOPT: 40,
+    ADOPT: 40, Lamb: 60, Lars: 40,
 }  # fmt: skip
 
 
@@ -1143,7 +1199,7 @@ def test_kernel_matches_reference_float32(cls: type[Optimizer], variant: dict[st
     """float32 buffers stay float32 (so do the per-step constants) and agree with the reference
     to float32 round-off."""
     kwargs = dict(variant)
-    if "weight_decay" in inspect.signature(cls).parameters:
+    if "weight_decay" in inspect.signature(cls).parameters and variant.get("variant") != "keras":
         kwargs["weight_decay"] = 1e-2
     opt = cls([Parameter(np.zeros(1, np.float32))], **kwargs)
     s = opt._scalars(opt.param_groups[0], np.dtype(np.float32), 1)
@@ -1260,6 +1316,8 @@ RESUME: dict[str, dict[str, Any]] = {
              "weight_decay": 1e-3},
     "yogi": {"optimizer": "Yogi", "lr": 1e-2, "betas": (0.9, 0.99)},
     "adopt": {"optimizer": "ADOPT", "lr": 1e-2, "nesterov": True},
+    "lamb": {"optimizer": "Lamb", "lr": 1e-2, "variant": "optax", "weight_decay": 1e-2},
+    "lars": {"optimizer": "Lars", "lr": 1.0, "nesterov": True},
 }  # fmt: skip
 
 
@@ -1364,6 +1422,10 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Yogi, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
     (ADOPT, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
     (ADOPT, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    (Lamb, {"lr": 1e-2}, "parabola", 10_000, 2e-2),
+    (Lamb, {"lr": 1e-3, "variant": "optax"}, "rosenbrock", 10_000, 2e-2),
+    (Lars, {"lr": 1.0}, "parabola", 10_000, 2e-2),
+    (Lars, {"lr": 0.1}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 
