@@ -502,7 +502,7 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 #: Every optimizer of the family with PyTorch's defaults (SGD with momentum 0.9, the usual
 #: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
 #: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief, Lion,
-#: Yogi and ADOPT, which PyTorch lacks, against optax's jitted update.
+#: Yogi, ADOPT, Lamb and Lars, which PyTorch lacks, against optax's jitted update.
 FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
                 *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),
@@ -524,6 +524,10 @@ FAMILY: tuple[FamilyEntry, ...] = (
                 {"learning_rate": 1e-2, "b1": 0.9, "b2": 0.999, "eps": 1e-3}),
     FamilyEntry("ADOPT", {"lr": 1e-3}, "optax", "contrib.adopt",
                 {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.9999, "eps": 1e-6}),
+    FamilyEntry("Lamb", {"lr": 1e-3, "variant": "optax"}, "optax", "lamb",
+                {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-6}),
+    FamilyEntry("Lars", {"lr": 1.0}, "optax", "lars",
+                {"learning_rate": 1.0, "trust_coefficient": 1e-3, "momentum": 0.9}),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}

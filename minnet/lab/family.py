@@ -92,6 +92,8 @@ FAMILY: tuple[Member, ...] = (
     Member("ASGD", 1e-4, "SGD's lr (its default 1e-2 diverges on the sum-MSE problem)"),
     Member("Yogi", 1e-3, "10x Adam's lr (Adam's trains it too, more slowly)"),
     Member("ADOPT", 1e-4, "Adam's lr (its first step only initialises v)"),
+    Member("Lamb", 1e-3, "its (Keras's) default lr: steps of about lr times each tensor's norm"),
+    Member("Lars", 1.0, "its default lr (steps of lr * 1e-3 times each tensor's norm)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}

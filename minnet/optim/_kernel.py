@@ -49,6 +49,14 @@ and those plus ``(underflow, lost updates)`` over 16-bit ones (zeros when not tr
 buffers under ``"fused"`` rounding take a loop that reads and writes two elements per 32-bit
 word (no widening or narrowing shuffles) for their plain update.
 
+Rules with a per-tensor stage (``Rule.tensor``, a :class:`Tensor`: LAMB's and LARS's trust
+ratios) get :func:`tensor_kernel` instead, one compiled call over a run of parameters: pass 1
+runs the element rule over the whole range and keeps its ``change`` (the direction ``u``) in
+``scratch``; then for each tensor ``[bounds[j], bounds[j + 1])`` one pass sums ``p**2`` and
+``u**2`` in float64, ``scale`` turns them into the tensor's scalar ``k``, and pass 2 runs
+``apply`` over the tensor. The counts are the same (a tensor whose ``scale`` says eps dominates
+counts all its coordinates). Elementwise rules never reach this code.
+
 Compiled kernels are cached on disk, keyed on the rule's source, the options and the source
 files the kernel reaches (the rule's module and those of what it calls, this skeleton,
 ``_lowp.py``: :mod:`minnet._jitcache`), so a second process compiles nothing, an edit of the rule

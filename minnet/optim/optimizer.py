@@ -85,6 +85,17 @@ Optional:
     as they were). They are kept per parameter, as PyTorch does (a parameter that skips a step
     keeps its values): every state-dict entry holds them as floats right after ``"step"``.
     Default: no group state.
+``Rule(..., tensor=Tensor(scale, apply, first))`` (:class:`minnet.optim._kernel.Tensor`)
+    A per-tensor stage, for updates that need a norm per parameter (LAMB's and LARS's trust
+    ratios): pass 1, the element rule, updates the state arrays ``[0, first)`` and returns the
+    raw direction ``u`` as its ``change``; per parameter (its segment of the flat buffer) the
+    compiled ``scale(sum(p**2), sum(u**2), s, o) -> (k, dominated)`` gives one scalar from
+    float64 sums; pass 2, ``apply(p, u, k, state, s, o, rp, rs) -> (p_in, p_new, new_state,
+    delta, change)``, updates the parameter and the arrays ``[first, ..)``. One compiled call per
+    run of parameters (:meth:`FlatBuffers.bounds` gives its tensors), serial (the pool's row
+    split would cut tensors); ``reference`` takes an optional ``bounds`` for several tensors;
+    :meth:`_multipliers` also gets ``"param_norm"`` and ``"update_norm"`` per coordinate.
+    :mod:`minnet.optim.lamb` and :mod:`minnet.optim.lars` are the examples.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
