@@ -168,7 +168,8 @@ def test_every_optimizer_is_in_every_table() -> None:
         assert cls in VARIANTS and cls in HYPER and cls in DEFAULTS
         assert any(v["optimizer"] == cls.__name__ for v in RESUME.values())
     with_eps = {c for c in CLASSES if "eps" in inspect.signature(c).parameters}
-    assert {row[0] for row in EPS_ZERO} == with_eps
+    # Lars: eps is next to a tensor's norm, and a zero norm takes the ratio 1: never 0/0.
+    assert {row[0] for row in EPS_ZERO} == with_eps - {Lars}
 
 
 # -- errors (PyTorch's messages), edge values, defaults ----------------------------------------
@@ -867,6 +868,20 @@ def test_check_finite_refuses_eps_zero_zero_over_zero(
     w, opt = warmed_up(1e-8)
     opt.step()
     assert np.isfinite(w.data).all() and opt.step_count == warmup + 1
+
+
+def test_lars_eps_zero_never_divides_zero_by_zero() -> None:
+    """optax's trust ratio is 1 where a norm is 0: a tensor with all-zero weights or gradient
+    takes a plain momentum step, and check_finite lets eps=0 through."""
+    w = Parameter(np.zeros((2, 2)), name="w")
+    b = Parameter(np.array([1.0, 2.0]), name="b")
+    opt = Lars([w, b], lr=0.5, eps=0.0, check_finite=True, track_stats=True)
+    w.grad[...] = [[1.0, 0.0], [0.0, 0.0]]
+    b.grad[...] = 0.0
+    opt.step()
+    np.testing.assert_array_equal(w.data, [[-0.5, 0.0], [0.0, 0.0]])  # ||w|| = 0: ratio 1
+    np.testing.assert_array_equal(b.data, [1.0, 2.0])  # ||u|| = 0: ratio 1, u = 0
+    assert opt.stats is not None and opt.stats.nonfinite == 0
 
 
 #: What eps is added to or compared with (``eps_compared_with``), by options.

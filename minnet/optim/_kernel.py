@@ -498,23 +498,33 @@ def tensor_kernel(
     receives each tensor's ``(||p||, ||u||)`` as the stage saw them. Returns the counts of
     :func:`kernel`. One compiled call does pass 1 over the whole range, the stage and pass 2
     per tensor."""
-    compiled = _tensor_kernel(rule, o, track, write, fp, fs, per_op, negate)
-    native = fp == NATIVE and fs == NATIVE
+    return _TensorPass(_tensor_kernel(rule, o, track, write, fp, fs, per_op, negate),
+                       fp == NATIVE and fs == NATIVE)  # fmt: skip
 
-    def run(param: np.ndarray, grad: np.ndarray, *rest: Any, bounds: Any = None,
-            record: Any = None) -> Any:  # fmt: skip
+
+class _TensorPass:
+    """:func:`tensor_kernel`'s callable: the defaults of ``bounds``, ``record`` and a short
+    ``scratch`` around the one compiled call (``compiled``; ``stats`` are its cache's)."""
+
+    def __init__(self, compiled: Any, native: bool) -> None:
+        self.compiled = compiled
+        self.native = native
+
+    @property
+    def stats(self) -> Any:
+        return self.compiled.stats
+
+    def __call__(self, param: np.ndarray, grad: np.ndarray, *rest: Any, bounds: Any = None,
+                 record: Any = None) -> Any:  # fmt: skip
         *state, scratch, s = rest
         n = param.shape[0]
         if scratch.shape[0] < n:
-            scratch = np.empty(n, np.float32 if not native else param.dtype)
+            scratch = np.empty(n, param.dtype if self.native else np.float32)
         if bounds is None:
             bounds = np.array([0, n], np.int64)
         if record is None:
             record = np.empty((bounds.shape[0] - 1, 2))
-        return compiled(param, grad, tuple(state), scratch, s, bounds, record)
-
-    run.compiled = compiled  # type: ignore[attr-defined]
-    return run
+        return self.compiled(param, grad, tuple(state), scratch, s, bounds, record)
 
 
 @functools.cache
