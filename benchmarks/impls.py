@@ -505,10 +505,9 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 #: Every optimizer of the family with PyTorch's defaults (SGD with momentum 0.9, the usual
 #: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
 #: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief, Lion,
-#: Yogi, ADOPT, Adan, AdEMAMix, SignSGD and Signum, which PyTorch lacks, against optax's jitted
-#: update; Ftrl
-#: (in neither) against Keras 3's jitted ``stateless_apply`` on its JAX backend (skipped with a
-#: note where Keras is not installed).
+#: Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb and Lars, which PyTorch lacks, against
+#: optax's jitted update; Ftrl (in neither) against Keras 3's jitted ``stateless_apply`` on its
+#: JAX backend (skipped with a note where Keras is not installed).
 FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
                 *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),
@@ -539,6 +538,10 @@ FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("Ftrl", {"lr": 1e-3}, "keras", "Ftrl", {"learning_rate": 1e-3}),
     FamilyEntry("SignSGD", {"lr": 1e-3}, "optax", "sign_sgd", {"learning_rate": 1e-3}),
     FamilyEntry("Signum", {"lr": 1e-3}, "optax", "signum", {"learning_rate": 1e-3, "beta": 0.9}),
+    FamilyEntry("Lamb", {"lr": 1e-3, "variant": "optax"}, "optax", "lamb",
+                {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-6}),
+    FamilyEntry("Lars", {"lr": 1.0}, "optax", "lars",
+                {"learning_rate": 1.0, "trust_coefficient": 1e-3, "momentum": 0.9}),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}

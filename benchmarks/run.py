@@ -898,7 +898,9 @@ def plot_family(rows: list[dict], path: Path, title: str) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     if any(r["peer_label"].startswith("optax") for r in rows):
         handles.append(matplotlib.patches.Patch(color="tab:green"))
-        labels.append("optax, jit (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum)")
+        labels.append(
+            "optax, jit (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb, Lars)"
+        )
     if any(r["peer_label"].startswith("Keras") for r in rows):
         handles.append(matplotlib.patches.Patch(color="tab:purple"))
         labels.append("Keras 3 on JAX, jit (Ftrl)")
@@ -1178,7 +1180,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "Counterpart: PyTorch's fastest CPU implementation (fused=True for SGD, Adam, AdamW, "
             "Adagrad; foreach=True otherwise); optax's jitted update for AdaBelief, Lion, Yogi, "
-            "ADOPT, Adan, AdEMAMix, SignSGD and Signum; Keras 3's jitted stateless_apply (JAX "
+            "ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb and Lars; Keras 3's jitted "
+            "stateless_apply (JAX "
             "backend) for Ftrl. "
             "GB/s: the bytes each step must move (param, grad and every state array read; "
             "param and state written) / median time; the same-streams loop makes those reads "

@@ -149,6 +149,18 @@ Ftrl [Keras 3 keras.optimizers.Ftrl; defaults learning_rate=1e-3, learning_rate_
 SignSGD [optax.sign_sgd]                 w -= lr*sign(g)    (sign(0) = 0)             (no eps)
 Signum [optax.signum; beta=0.9 default]  m = (1-beta)*g + beta*m (not debiased);
                                          w -= lr*sign(m)                              (no eps)
+Lamb [keras.optimizers.Lamb (variant="keras": lr=1e-3, betas=(0.9, 0.999), eps=1e-7) and optax.lamb
+      (variant="optax": eps=1e-6, eps_root=0, weight_decay=0)]; per TENSOR (a minnet Parameter,
+      an optax leaf, a Keras variable): the fixtures split w into TENSORS shapes
+    keras: m += (g - m)*(1-b1);  v += (g^2 - v)*(1-b2)
+    optax: m = (1-b1)*g + b1*m;  v = (1-b2)*g^2 + b2*v
+    u = (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)   (+ wd*w: optax's add_decayed_weights)
+    ratio = ||w||/||u||, 1 where a norm is 0 (no eps in the ratio);  w -= lr*ratio*u
+
+Lars [optax.lars; defaults weight_decay=0, trust_coefficient=1e-3, eps=0, momentum=0.9,
+      nesterov=False]; per TENSOR as Lamb
+    u = g + wd*w;  ratio = tc*||w||/(||u|| + eps), 1 where a norm is 0;  x = -lr*ratio*u
+    trace = x + momentum*trace;  w += x + momentum*trace if nesterov else trace
 
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
@@ -196,6 +208,8 @@ CHECKPOINTS = (1, 2, 5, 6, 20, 100, 300)  # RAdam: step 6 is the first rectified
 PROBLEM_FILE = "lsq_problem.npz"
 N_PARAMS = 192
 SPLIT = 80  # parameter groups: w[:80] and w[80:]
+#: Per-tensor optimizers (Lamb, Lars): w split into parameters of these shapes, in order.
+TENSORS = [[8, 10], [40], [3, 4, 6]]
 
 
 def problem_sha256(problem: dict[str, np.ndarray]) -> str:
@@ -518,6 +532,46 @@ def np_signum(s, w, g, lr, *, beta=0.9):
     """NumPy transcription of optax.signum (ema without debiasing, sign, -lr)."""
     m = s["m"] = (1 - beta) * g + beta * _zeros(s, "m", w)
     return w + np.sign(m) * -lr
+def np_lamb(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-7, weight_decay=0.0, variant="keras"):
+    """NumPy transcription of keras.optimizers.Lamb / optax.lamb, ``w`` one tensor."""
+    b1, b2 = betas
+    t = _count(s)
+    m, v = _zeros(s, "m", w), _zeros(s, "v", w)
+    if variant == "keras":
+        m = s["m"] = m + (g - m) * (1 - b1)
+        v = s["v"] = v + (g * g - v) * (1 - b2)
+    else:
+        m = s["m"] = (1 - b1) * g + b1 * m
+        v = s["v"] = (1 - b2) * g * g + b2 * v
+    u = (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps) + weight_decay * w
+    w_norm, u_norm = np.linalg.norm(w), np.linalg.norm(u)
+    ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+    return w - lr * ratio * u
+
+
+def np_lars(s, w, g, lr, *, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0, momentum=0.9,
+            nesterov=False, trust_ratio=True):  # fmt: skip
+    """NumPy transcription of optax.lars, ``w`` one tensor."""
+    u = g + weight_decay * w
+    w_norm, u_norm = np.linalg.norm(w), np.linalg.norm(u)
+    ratio = 1.0
+    if trust_ratio and w_norm > 0 and u_norm > 0:
+        ratio = trust_coefficient * w_norm / (u_norm + eps)
+    x = -lr * ratio * u
+    trace = s["trace"] = x + momentum * _zeros(s, "trace", w)
+    return w + (x + momentum * trace if nesterov else trace)
+
+
+def tensor_slices(fx: dict) -> list[list[int]] | None:
+    """The flat ranges of the fixture's tensors (``fx["tensors"]`` shapes), or None."""
+    if not fx.get("tensors"):
+        return None
+    out, lo = [], 0
+    for shape in fx["tensors"]:
+        out.append([lo, lo + math.prod(shape)])
+        lo += math.prod(shape)
+    assert lo == N_PARAMS
+    return out
 
 
 TRANSCRIPTIONS: dict[str, Callable] = {
@@ -526,6 +580,7 @@ TRANSCRIPTIONS: dict[str, Callable] = {
     "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion, "Rprop": np_rprop,
     "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
     "AdEMAMix": np_ademamix, "Ftrl": np_ftrl, "SignSGD": np_signsgd, "Signum": np_signum,
+    "Lamb": np_lamb, "Lars": np_lars,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -560,6 +615,8 @@ def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list
     w = problem["w0"].astype(dtype)
     fn = TRANSCRIPTIONS[fx["optimizer"]]
     groups = fx.get("groups") or [{"slice": [0, N_PARAMS]}]
+    if fx.get("tensors"):  # one state (and one norm) per tensor
+        groups = [{"slice": sl} for sl in tensor_slices(fx)]
     states: list[dict] = [{} for _ in groups]
     out = np.empty((STEPS, N_PARAMS), dtype)
     for k in range(STEPS):
@@ -640,6 +697,11 @@ def record_optax(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
     a, b = matrix(problem), problem["b"]
     tx = eval(fx["reference"], {"optax": optax})  # the reference text is the call itself
     params = jnp.asarray(problem["w0"], dtype=jnp.float64)
+    slices = tensor_slices(fx)
+    if slices is not None:  # a list of leaves of the fixture's shapes
+        w0 = problem["w0"]
+        params = [jnp.asarray(w0[lo:hi].reshape(shape), dtype=jnp.float64)
+                  for (lo, hi), shape in zip(slices, fx["tensors"], strict=True)]  # fmt: skip
     state = tx.init(params)
 
     @jax.jit
@@ -647,12 +709,20 @@ def record_optax(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
+    def flat(ps):
+        return np.asarray(ps) if slices is None else np.concatenate([np.ravel(p) for p in ps])
+
     out = []
     for _ in range(STEPS):
-        g = jnp.asarray(gradient(a, b, np.asarray(params)))
+        g = fx.get("grad_scale", 1.0) * gradient(a, b, flat(params))
+        if slices is None:
+            g = jnp.asarray(g)
+        else:
+            g = [jnp.asarray(g[lo:hi].reshape(shape))
+                 for (lo, hi), shape in zip(slices, fx["tensors"], strict=True)]  # fmt: skip
         params, state = apply(g, state, params)
-        assert params.dtype == jnp.float64
-        out.append(np.asarray(params).copy())
+        out.append(flat(params).copy())
+        assert out[-1].dtype == np.float64
     return np.array(out)
 
 
@@ -664,14 +734,25 @@ def record_keras(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
     assert keras.backend.backend() == "jax", "run with KERAS_BACKEND=jax (the default here)"
     keras.config.set_floatx("float64")
     a, b = matrix(problem), problem["b"]
-    w = keras.Variable(problem["w0"], dtype="float64")
+    slices = tensor_slices(fx) or [[0, N_PARAMS]]
+    shapes = fx.get("tensors") or [[N_PARAMS]]
+    w0 = problem["w0"]
+    ws = [keras.Variable(w0[lo:hi].reshape(shape), dtype="float64")
+          for (lo, hi), shape in zip(slices, shapes, strict=True)]  # fmt: skip
     opt = eval(fx["reference"], {"keras": keras})  # the reference text is the call itself
+
+    def flat() -> np.ndarray:
+        return np.concatenate([np.ravel(np.asarray(w.value)) for w in ws])
+
     out = []
     for _ in range(STEPS):
-        g = gradient(a, b, np.asarray(w.value))
-        opt.apply_gradients([(keras.ops.convert_to_tensor(g, dtype="float64"), w)])
-        assert w.dtype == "float64"
-        out.append(np.asarray(w.value).copy())
+        g = fx.get("grad_scale", 1.0) * gradient(a, b, flat())
+        opt.apply_gradients([
+            (keras.ops.convert_to_tensor(g[lo:hi].reshape(shape), dtype="float64"), w)
+            for (lo, hi), shape, w in zip(slices, shapes, ws, strict=True)
+        ])  # fmt: skip
+        assert all(w.dtype == "float64" for w in ws)
+        out.append(flat().copy())
     return np.array(out)
 
 
@@ -994,6 +1075,35 @@ def build_fixtures() -> list[dict]:
              reference="optax.signum(0.0003, beta=0.5)",
              minnet_kwargs=dict(lr=3e-4, beta=0.5)),
     ]  # fmt: skip
+    # Lamb (Keras 3 and optax) and Lars (optax): per-tensor trust ratios over the TENSORS split
+    # of w (three parameters of different shapes). Lamb's eps at each default and at 1e-2, where
+    # it dominates sqrt(v_hat) on the small columns; optax's weight decay before the ratio.
+    for variant, eps, lr, wd in (("keras", 1e-7, 1e-2, 0.0), ("keras", 1e-2, 1e-2, 0.0),
+                                 ("optax", 1e-6, 1e-2, 0.0), ("optax", 1e-2, 3e-3, 0.1)):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-") + (f"_wd{wd:g}" if wd else "")
+        if variant == "keras":
+            ref = (f"keras.optimizers.Lamb(learning_rate={lr!r}, beta_1=0.9, beta_2=0.999, "
+                   f"epsilon={eps!r})")
+        else:
+            ref = f"optax.lamb({lr!r}, b1=0.9, b2=0.999, eps={eps!r}, weight_decay={wd!r})"
+        fx.append(
+            dict(optimizer="Lamb", lib=variant, detail=tag, reference=ref, tensors=TENSORS,
+                 minnet_kwargs=dict(lr=lr, betas=(0.9, 0.999), eps=eps, weight_decay=wd,
+                                    variant=variant))
+        )  # fmt: skip
+    # Lars (optax): defaults; eps=1e-3 dominating ||u|| (gradients scaled by 1e-6); Nesterov;
+    # weight decay before the ratio. lr=0.1: at lr=1 the normalised steps oscillate around the
+    # minimum and the trajectory is chaotic (a 1e-16 change grows past 1e-9).
+    for detail, kw, scale in (("defaults", {}, 1.0),
+                              ("eps1e-3_tiny_grads", {"eps": 1e-3}, 1e-6),
+                              ("nesterov", {"nesterov": True, "momentum": 0.8}, 1.0),
+                              ("wd", {"weight_decay": 1e-2, "trust_coefficient": 2e-3}, 1.0)):
+        call = "".join(f", {k}={v!r}" for k, v in kw.items())
+        fx.append(
+            dict(optimizer="Lars", lib="optax", detail=detail, tensors=TENSORS,
+                 grad_scale=scale, reference=f"optax.lars(0.1{call})",
+                 minnet_kwargs=dict(lr=0.1, **kw))
+        )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
     fx += [
@@ -1112,7 +1222,7 @@ def main() -> None:
             "problem": PROBLEM_FILE,
             "problem_sha256": sha,
         }
-        for key in ("groups", "scheduler", "note", "state_keys"):
+        for key in ("groups", "scheduler", "note", "state_keys", "tensors"):
             if fx.get(key):
                 config[key] = fx[key]
         arrays = {

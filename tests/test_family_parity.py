@@ -127,22 +127,28 @@ def replay(
     a = prob["a_int8"].astype(np.float64) * np.exp2(prob["a_col_exp"].astype(np.float64))
     b, w0 = prob["b"], prob["w0"]
     slices = [g["slice"] for g in cfg.get("groups") or [{"slice": [0, w0.size]}]]
-    params = [Parameter(w0[lo:hi].astype(dtype)) for lo, hi in slices]
+    shapes = [[hi - lo] for lo, hi in slices]
+    if cfg.get("tensors"):  # per-tensor optimizers: parameters of these shapes, in order
+        shapes = cfg["tensors"]
+        ends = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+        slices = [[int(lo), int(hi)] for lo, hi in zip(ends[:-1], ends[1:])]
+    params = [Parameter(w0[lo:hi].astype(dtype).reshape(shape))
+              for (lo, hi), shape in zip(slices, shapes, strict=True)]  # fmt: skip
     opt, sched = build(cfg, params, _tuples({**cfg["minnet_kwargs"], **override}))
     steps = cfg["steps"]
     out = np.empty((steps, w0.size), dtype)
     lrs = np.empty(steps)
     states = {key: np.empty((steps, w0.size), dtype) for key in cfg.get("state_keys", ())}
     for t in range(steps):
-        w = np.concatenate([p.data for p in params]).astype(np.float64)
+        w = np.concatenate([p.data.ravel() for p in params]).astype(np.float64)
         g = cfg["grad_scale"] * (a.T @ (a @ w - b) / a.shape[0])
         for p, (lo, hi) in zip(params, slices, strict=True):
-            p.grad[...] = g[lo:hi]
+            p.grad[...] = g[lo:hi].reshape(p.data.shape)
         lrs[t] = opt.param_groups[0]["lr"]
         opt.step()
         if sched is not None:
             sched.step()
-        out[t] = np.concatenate([p.data for p in params])
+        out[t] = np.concatenate([p.data.ravel() for p in params])
         if states:
             entries = opt.state_dict()["state"]
             for key, rows in states.items():
@@ -180,6 +186,7 @@ EXPECTED = {
     ("ASGD", None, "PyTorch"), ("Yogi", None, "optax"), ("ADOPT", None, "optax"),
     ("Adan", None, "optax"), ("AdEMAMix", None, "optax"),
     ("Ftrl", None, "Keras 3"), ("SignSGD", None, "optax"), ("Signum", None, "optax"),
+    ("Lamb", None, "Keras 3"), ("Lamb", None, "optax"), ("Lars", None, "optax"),
 }  # fmt: skip
 NO_EPS = ("SGD", "Lion", "Rprop", "ASGD", "SignSGD", "Signum")
 
@@ -189,7 +196,7 @@ def test_fixture_set_is_complete() -> None:
     plus parameter groups, two schedules and float32 recordings; the set stays small."""
     assert FIXTURES, "no family fixtures"
     eps_values: dict[tuple[str, str | None, str], set[float]] = {}
-    extras = {"groups": set(), "scheduler": set(), "float32": set()}
+    extras = {"groups": set(), "scheduler": set(), "float32": set(), "tensors": set()}
     for path in FIXTURES:
         cfg, data = load(path)
         kw = cfg["minnet_kwargs"]
@@ -207,6 +214,9 @@ def test_fixture_set_is_complete() -> None:
             extras["scheduler"].add(cfg["scheduler"]["name"])
         if cfg["dtype"] == "float32":
             extras["float32"].add(cfg["optimizer"])
+        if cfg.get("tensors"):  # several parameters of different shapes: per-tensor norms
+            assert len({tuple(shape) for shape in cfg["tensors"]}) >= 3, path.name
+            extras["tensors"].add(cfg["optimizer"])
     assert set(eps_values) == EXPECTED
     for key, values in eps_values.items():
         if key[0] not in NO_EPS:
@@ -215,6 +225,7 @@ def test_fixture_set_is_complete() -> None:
         "groups": {"Adam", "RMSprop"},
         "scheduler": {"StepLR", "CosineAnnealingLR"},
         "float32": {"Adam", "RMSprop", "Adagrad", "SGD"},
+        "tensors": {"Lamb", "Lars"},
     }
     total = sum(p.stat().st_size for p in FIXTURES)
     assert total < 1_500_000, f"family fixtures take {total} bytes"

@@ -78,9 +78,17 @@ def default_kernel_asm(name: str, **options: Any) -> str:
     group = optimizer.param_groups[0]
     (flat,) = optimizer._flats[0]
     kernel = optimizer._kernel(group, False, True)
+    s = optimizer._scalars(group, flat.dtype, 1)
+    # A rule with a per-tensor stage: a thin wrapper around its one compiled call.
+    compiled = getattr(kernel, "compiled", kernel)
     # The disk-cached kernel cannot show its assembly: compile the same function again.
-    fresh = numba.njit(error_model="numpy", nogil=True)(kernel.py_func)
-    fresh(*flat.args, flat.scratch, optimizer._scalars(group, flat.dtype, 1))
+    fresh = numba.njit(error_model="numpy", nogil=True)(compiled.py_func)
+    if compiled is kernel:
+        fresh(*flat.args, flat.scratch, s)
+    else:
+        data, grad, *state = flat.args
+        bounds = np.array([0, flat.size], np.int64)
+        fresh(data, grad, tuple(state), flat.ensure_scratch(), s, bounds, np.empty((1, 2)))
     return "\n".join(fresh.inspect_asm().values())
 
 
@@ -136,6 +144,10 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("Ftrl", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),
     ("SignSGD", {}, _SOME_PACKED, 2, 21),
     ("Signum", {}, _SOME_PACKED, 4, 21),
+    ("Lamb", {}, r"\bvsqrtps\b", 1, 21),  # pass 1 (pass 2 is one multiply-add)
+    ("Lamb", {"variant": "optax"}, r"\bvsqrtps\b", 1, 21),
+    ("Lars", {}, _SOME_PACKED, 4, 21),
+    ("Lars", {"nesterov": True}, _SOME_PACKED, 4, 21),
 ]
 
 

@@ -55,6 +55,8 @@ from minnet.optim import (
     Adan,
     AdEMAMix,
     Ftrl,
+    Lamb,
+    Lars,
     Lion,
     NAdam,
     Optimizer,
@@ -77,8 +79,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
-    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum,
+    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
 ]  # fmt: skip
+#: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
+PER_TENSOR = (Lamb, Lars)
 #: Optimizers whose first step moves nothing (in every variant, or in the one named).
 FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
 HELPER = str(Path(__file__).with_name("_train_with_checkpoints.py"))
@@ -149,6 +153,11 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (SignSGD, {"lr": 0.01}),
     (Signum, {"lr": 0.01}),
     (Signum, {"lr": 0.01, "beta": 0.5}),
+    (Lamb, {"lr": 0.05}),
+    (Lamb, {"lr": 0.05, "variant": "optax", "weight_decay": 0.1}),
+    (Lars, {"lr": 0.5}),
+    (Lars, {"lr": 0.5, "eps": 1e-3, "weight_decay": 0.1, "nesterov": True}),
+    (Lars, {"lr": 0.05, "trust_ratio": False, "momentum": 0.5}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -176,7 +185,8 @@ def test_every_optimizer_is_in_every_table() -> None:
         assert cls in VARIANTS and cls in HYPER and cls in DEFAULTS
         assert any(v["optimizer"] == cls.__name__ for v in RESUME.values())
     with_eps = {c for c in CLASSES if "eps" in inspect.signature(c).parameters}
-    assert {row[0] for row in EPS_ZERO} == with_eps
+    # Lars: eps is next to a tensor's norm, and a zero norm takes the ratio 1: never 0/0.
+    assert {row[0] for row in EPS_ZERO} == with_eps - {Lars}
 
 
 # -- errors (PyTorch's messages), edge values, defaults ----------------------------------------
@@ -217,7 +227,7 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
       if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum)
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
-      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT)
+      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb)
       for kw, exc, msg in _BETA_ERRORS],
     *[(cls, kw, exc, msg) for cls in (Adam, AdamW) for kw, exc, msg in [
         ({"betas": (0.9, None)}, TypeError, "betas[1] must be a real number"),
@@ -347,6 +357,16 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Signum, {"beta": -0.1}, ValueError, "Invalid beta parameter: -0.1$"),
     (Signum, {"beta": None}, TypeError, "beta must be a real number"),
     (Signum, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
+    (Lamb, {"variant": "torch"}, ValueError, "Invalid variant: 'torch'; expected one of"),
+    (Lamb, {"weight_decay": 0.1}, ValueError, "Lamb: weight_decay=0.1 is optax's"),
+    (Lamb, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    (Lamb, {"fused": True}, TypeError, "unexpected keyword argument"),
+    (Lars, {"momentum": -0.9}, ValueError, "Invalid momentum value: -0.9$"),
+    (Lars, {"trust_coefficient": math.nan}, ValueError,
+     "Invalid trust_coefficient value: nan$"),
+    (Lars, {"nesterov": 1}, TypeError, "nesterov must be a bool"),
+    (Lars, {"trust_ratio": "yes"}, TypeError, "trust_ratio must be a bool"),
+    (Lars, {"betas": (0.9, 0.99)}, TypeError, "unexpected keyword argument"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -447,6 +467,10 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
             "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0}),
     (SignSGD, {"lr": 0.0}),
     (Signum, {"lr": 0.0, "beta": 0.0}),
+    (Lamb, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "weight_decay": 0.0}),
+    (Lamb, {"variant": "optax", "weight_decay": 1.0}),
+    (Lars, {"lr": 0.0, "weight_decay": 0.0, "trust_coefficient": 0.0, "eps": 0.0,
+            "momentum": 0.0}),
 ]
 
 
@@ -497,6 +521,10 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
            "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
     SignSGD: {"lr": 1e-3},
     Signum: {"lr": 1e-3, "beta": 0.9},
+    Lamb: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7, "weight_decay": 0.0,
+           "variant": "keras"},
+    Lars: {"lr": 1.0, "weight_decay": 0.0, "trust_coefficient": 1e-3, "eps": 0.0,
+           "trust_ratio": True, "momentum": 0.9, "nesterov": False},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
@@ -510,8 +538,11 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum)
+    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars)
     flags = _TORCH_FLAGS if cls not in options_only else {}
+    if cls is Lamb:  # eps=None: the variant's (Keras's 1e-7 for the default variant)
+        assert defaults.pop("eps") is None
+        defaults["eps"] = expected["eps"]
     assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON, **flags}
     assert set(expected) - set(defaults) <= {"decoupled_weight_decay"}  # fixed in AdamW
     # Positional arguments in PyTorch's order.
@@ -551,6 +582,8 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (Ftrl, {}, ["accumulator", "linear"]),
     (SignSGD, {}, []),
     (Signum, {}, ["exp_avg"]),
+    (Lamb, {}, ["exp_avg", "exp_avg_sq"]),
+    (Lars, {}, ["trace"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
 GROUP_SCALARS = {"mu_product", "eta", "mu"}
@@ -823,7 +856,13 @@ def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwar
         opt.step()
     msg = str(info.value)
     assert f"{cls.__name__} (check_finite=True): step 2" in msg
-    assert "b (1 of 2 elements)" in msg and "w (" not in msg and "NaN or infinite gradient" in msg
+    # A per-tensor stage spreads the NaN over its tensor (its norm is NaN), as the libraries do;
+    # Keras's Lamb takes the ratio 1 for a NaN norm and keeps it to the one element.
+    whole = (cls is Lars and kwargs.get("trust_ratio", True)) or (
+        cls is Lamb and kwargs.get("variant") == "optax")
+    n_bad = 2 if whole else 1
+    assert f"b ({n_bad} of 2 elements)" in msg and "w (" not in msg
+    assert "NaN or infinite gradient" in msg
     assert_identical(before, ([p.data.copy() for p in ps], opt.state_dict()))
 
 
@@ -883,6 +922,7 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (ADOPT, {}, 0),  # step 1: 0 * (0/0) for a zero gradient, as optax
     (Adan, {"eps_root": 0.0}, 0),  # its default eps_root=1e-8 keeps sqrt(n_hat) off 0
     (AdEMAMix, {}, 0),
+    (Lamb, {}, 0),  # Keras's trust ratio is 1 for a NaN norm: the NaN stays where the 0/0 is
 ]
 
 
@@ -922,6 +962,20 @@ def test_check_finite_refuses_eps_zero_zero_over_zero(
     assert np.isfinite(w.data).all() and opt.step_count == warmup + 1
 
 
+def test_lars_eps_zero_never_divides_zero_by_zero() -> None:
+    """optax's trust ratio is 1 where a norm is 0: a tensor with all-zero weights or gradient
+    takes a plain momentum step, and check_finite lets eps=0 through."""
+    w = Parameter(np.zeros((2, 2)), name="w")
+    b = Parameter(np.array([1.0, 2.0]), name="b")
+    opt = Lars([w, b], lr=0.5, eps=0.0, check_finite=True, track_stats=True)
+    w.grad[...] = [[1.0, 0.0], [0.0, 0.0]]
+    b.grad[...] = 0.0
+    opt.step()
+    np.testing.assert_array_equal(w.data, [[-0.5, 0.0], [0.0, 0.0]])  # ||w|| = 0: ratio 1
+    np.testing.assert_array_equal(b.data, [1.0, 2.0])  # ||u|| = 0: ratio 1, u = 0
+    assert opt.stats is not None and opt.stats.nonfinite == 0
+
+
 #: What eps is added to or compared with (``eps_compared_with``), by options.
 EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (SGD, {"momentum": 0.9}, None),
@@ -955,6 +1009,9 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Ftrl, {"beta": 0.5, "learning_rate_power": 0.0}, "sum(g**2)"),
     (SignSGD, {}, None),
     (Signum, {}, None),
+    (Lamb, {}, "sqrt(v_hat)"),
+    (Lamb, {"variant": "optax"}, "sqrt(v_hat)"),
+    (Lars, {}, "||u|| (per tensor)"),
 ]  # fmt: skip
 
 
@@ -1004,6 +1061,8 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     Ftrl: [{"learning_rate_power": q} for q in (-0.5, -0.3)],  # sqrt, or a power
     SignSGD: [{}],
     Signum: [{}],
+    Lamb: [{"variant": v} for v in ("keras", "optax")],
+    Lars: [{"trust_ratio": r, "nesterov": n} for r in (True, False) for n in (False, True)],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1131,12 +1190,24 @@ HYPER: dict[type[Optimizer], Any] = {
     }),
     SignSGD: st.fixed_dictionaries({"lr": _LR}),
     Signum: st.fixed_dictionaries({"lr": _LR, "beta": st.sampled_from([0.0, 0.5, 0.9, 0.99])}),
+    Lamb: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.999), (0.5, 0.9), (0.99, 0.9999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-7, 1e-3, 1.0]),
+    }),
+    Lars: st.fixed_dictionaries({
+        "lr": st.sampled_from([0.0, 1e-3, 0.1, 1.0]),
+        "weight_decay": _WD,
+        "trust_coefficient": st.sampled_from([0.0, 1e-3, 1.0]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-3, 1.0]),
+        "momentum": st.sampled_from([0.0, 0.5, 0.9]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
-    ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60,
+    ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60, Lamb: 60, Lars: 40,
 }  # fmt: skip
 
 
@@ -1275,7 +1346,7 @@ def test_kernel_matches_reference_float32(cls: type[Optimizer], variant: dict[st
     """float32 buffers stay float32 (so do the per-step constants) and agree with the reference
     to float32 round-off."""
     kwargs = dict(variant)
-    if "weight_decay" in inspect.signature(cls).parameters:
+    if "weight_decay" in inspect.signature(cls).parameters and variant.get("variant") != "keras":
         kwargs["weight_decay"] = 1e-2
     opt = cls([Parameter(np.zeros(1, np.float32))], **kwargs)
     s = opt._scalars(opt.param_groups[0], np.dtype(np.float32), 1)
@@ -1399,6 +1470,8 @@ RESUME: dict[str, dict[str, Any]] = {
              "l2_shrinkage_regularization_strength": 1e-3, "beta": 0.1},
     "signsgd": {"optimizer": "SignSGD", "lr": 1e-3},
     "signum": {"optimizer": "Signum", "lr": 1e-3, "beta": 0.8},
+    "lamb": {"optimizer": "Lamb", "lr": 1e-2, "variant": "optax", "weight_decay": 1e-2},
+    "lars": {"optimizer": "Lars", "lr": 1.0, "nesterov": True},
 }  # fmt: skip
 
 
@@ -1516,6 +1589,10 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (SignSGD, {"lr": 1e-3}, "quadratic", 10_000, 2e-2),
     (Signum, {"lr": 3e-3}, "parabola", 10_000, 2e-2),
     (Signum, {"lr": 2e-4}, "rosenbrock", 10_000, 2e-2),
+    (Lamb, {"lr": 1e-2}, "parabola", 10_000, 2e-2),
+    (Lamb, {"lr": 1e-3, "variant": "optax"}, "rosenbrock", 10_000, 2e-2),
+    (Lars, {"lr": 1.0}, "parabola", 10_000, 2e-2),
+    (Lars, {"lr": 0.1}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

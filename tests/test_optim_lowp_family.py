@@ -82,11 +82,13 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
                   "beta": 0.5}],
     "SignSGD": [{}],
     "Signum": [{}, {"beta": 0.5}],
+    "Lamb": [{}, {"variant": "optax", "weight_decay": 0.1}],
+    "Lars": [{}, {"nesterov": True, "weight_decay": 1e-2}, {"trust_ratio": False}],
 }  # fmt: skip
 HAS_EPS = {n for n in FAMILY if "eps" in inspect.signature(getattr(optim, n)).parameters}
 #: Signed state arrays; every other one is nonnegative (a second moment, sum or norm).
 SIGNED_STATE = {"exp_avg", "momentum_buffer", "grad_avg", "prev", "ax", "exp_avg_diff", "g",
-                "exp_avg_fast", "exp_avg_slow"}
+                "exp_avg_fast", "exp_avg_slow", "trace"}
 
 #: (parameter dtype, state dtype): all float16, all bfloat16, float32 master state for float16
 #: parameters, bfloat16 state for float32 parameters, float16 state for bfloat16 parameters.
@@ -229,7 +231,9 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
 
 @pytest.mark.parametrize(("name", "options"), [("Yogi", {}), ("ADOPT", {}), ("Adan", {}),
                                              ("AdEMAMix", {}), ("Rprop", {"variant": "optax"}),
-                                             ("Ftrl", {}), ("SignSGD", {}), ("Signum", {})])
+                                             ("Ftrl", {}), ("SignSGD", {}), ("Signum", {}),
+                                             ("Lamb", {}), ("Lamb", {"variant": "optax"}),
+                                             ("Lars", {})])
 def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
     """Yogi, ADOPT, Adan and AdEMAMix (PyTorch has none of them) and optax's Rprop (not PyTorch's
     algorithm) have no per_op model; PyTorch's Rprop and ASGD have one."""
@@ -238,7 +242,9 @@ def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options:
             _make(name, [Parameter(np.ones(4, dtype))], rounding="per_op", **options)
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op", **options)  # no 16-bit
     assert {"Rprop", "ASGD"} <= PER_OP
-    assert not {"Yogi", "ADOPT", "Adan", "AdEMAMix", "Ftrl", "SignSGD", "Signum"} & PER_OP
+    pytorch_lacks = {"Yogi", "ADOPT", "Adan", "AdEMAMix", "Ftrl", "SignSGD", "Signum", "Lamb",
+                     "Lars"}
+    assert not pytorch_lacks & PER_OP
 
 
 def test_adamax_per_op_needs_pytorchs_eps_placement() -> None:
@@ -482,7 +488,8 @@ def test_state_dict_round_trip_with_16bit_state(
 def test_bfloat16_trains_on_a_parabola(name: str) -> None:
     """All-bfloat16 (fused) reaches the minimum of ``sum((x - 3)**2)`` from 0."""
     kwargs = {"Adadelta": {"lr": 1.0, "eps": 1e-2}, "Lion": {"lr": 0.05},
-              "Adagrad": {"lr": 1.0}, "Ftrl": {"lr": 1.0}}.get(name, {"lr": 0.1})  # fmt: skip
+              "Adagrad": {"lr": 1.0}, "Ftrl": {"lr": 1.0}, "Lars": {"lr": 1.0}}.get(
+                  name, {"lr": 0.1})  # fmt: skip
     p = Parameter(np.zeros(16, bfloat16))
     opt = _make(name, [p], **kwargs)
     for _ in range(300):

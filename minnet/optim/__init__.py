@@ -20,6 +20,8 @@ from minnet.optim.ademamix import AdEMAMix
 from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
 from minnet.optim.ftrl import Ftrl
+from minnet.optim.lamb import Lamb
+from minnet.optim.lars import Lars
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import (
@@ -63,6 +65,8 @@ __all__ = [
     "Ftrl",
     "SignSGD",
     "Signum",
+    "Lamb",
+    "Lars",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",

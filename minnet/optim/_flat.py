@@ -170,6 +170,10 @@ class FlatBuffers:
         self._segments_key: tuple[Any, ...] | None = None
         self._segments = np.zeros((0, 0, 2), np.int64)
         self._all_segments = np.zeros((0, 0, 2), np.int64)  # every parameter, for zero_grad
+        self._bounds: dict[tuple[int, int], np.ndarray] = {}
+        #: Each parameter's ``(||p||, ||u||)`` as a per-tensor stage saw them in its latest step
+        #: (:class:`minnet.optim._kernel.Tensor`; NaN before one).
+        self.tensor_norms = np.full((len(self.params), 2), np.nan)
 
     def __getattr__(self, name: str) -> Any:
         # ``flat.exp_avg`` reads a state array (only reached when normal lookup fails).
@@ -288,6 +292,18 @@ class FlatBuffers:
             out.append((args, js, steps[js[0]], states[js[0]]))
             n += hi - lo
         self._n_trainable = n
+        return out
+
+    def bounds(self, js: list[int]) -> np.ndarray:
+        """The starts of parameters ``js`` (a contiguous run) and its end, relative to the
+        run's start (int64): the tensors of a per-tensor stage over that run."""
+        key = (js[0], js[-1])
+        out = self._bounds.get(key)
+        if out is None:
+            lo = self.offsets[js[0]]
+            end = self.offsets[js[-1]] + self.sizes[js[-1]]
+            out = np.array([self.offsets[j] - lo for j in js] + [end - lo], np.int64)
+            self._bounds[key] = out
         return out
 
     def advance(self, js: list[int], group_state: dict[str, float]) -> None:

@@ -49,6 +49,14 @@ and those plus ``(underflow, lost updates)`` over 16-bit ones (zeros when not tr
 buffers under ``"fused"`` rounding take a loop that reads and writes two elements per 32-bit
 word (no widening or narrowing shuffles) for their plain update.
 
+Rules with a per-tensor stage (``Rule.tensor``, a :class:`Tensor`: LAMB's and LARS's trust
+ratios) get :func:`tensor_kernel` instead, one compiled call over a run of parameters: pass 1
+runs the element rule over the whole range and keeps its ``change`` (the direction ``u``) in
+``scratch``; then for each tensor ``[bounds[j], bounds[j + 1])`` one pass sums ``p**2`` and
+``u**2`` in float64, ``scale`` turns them into the tensor's scalar ``k``, and pass 2 runs
+``apply`` over the tensor. The counts are the same (a tensor whose ``scale`` says eps dominates
+counts all its coordinates). Elementwise rules never reach this code.
+
 Compiled kernels are cached on disk, keyed on the rule's source, the options and the source
 files the kernel reaches (the rule's module and those of what it calls, this skeleton,
 ``_lowp.py``: :mod:`minnet._jitcache`) and the float16 conversion chosen at import (F16C's
@@ -70,7 +78,7 @@ from minnet._jitcache import cache_on_source, generated
 from minnet._lowp import BF16, LITTLE_ENDIAN, NATIVE, hi16, lo16, load, pack16, store
 from minnet.optim._flat import StorageFormats
 
-__all__ = ["Rule", "kernel", "slot", "select", "element"]
+__all__ = ["Rule", "Tensor", "kernel", "slot", "select", "element"]
 
 
 class Rule(NamedTuple):
@@ -94,6 +102,30 @@ class Rule(NamedTuple):
     second_moment: int = -1
     common: Any = None
     branch: Any = None
+    tensor: Any = None
+
+
+class Tensor(NamedTuple):
+    """A rule's per-tensor stage (``Rule.tensor``): what LAMB's and LARS's trust ratios need,
+    a scalar per parameter tensor (a segment of the flat buffers) from norms over the tensor.
+
+    With a stage, the kernel is three steps over each run of parameters (module docstring,
+    "Rules with a per-tensor stage"): the element rule (pass 1) updates the state arrays
+    ``[0, first)`` and hands its ``change`` (the raw direction ``u``) to the stage through the
+    scratch array; then, per tensor, ``k, dominated = scale(sum(p**2), sum(u**2), s, o)``
+    (float64 sums over the tensor's coordinates, before its update); then pass 2,
+    ``apply(p, u, k, state, s, o, rp, rs) -> (p_in, p_new, new_state, delta, change)`` per
+    coordinate, with ``k`` cast to the compute dtype and ``state`` the arrays ``[first, ..)``.
+
+    Attributes:
+        scale: the compiled per-tensor function (a plain ``numba.njit`` of scalars).
+        apply: the compiled element function of pass 2, made with :func:`element`.
+        first: the number of state arrays pass 1 updates; the rest are pass 2's.
+    """
+
+    scale: Any
+    apply: Any
+    first: int = 0
 
 
 def element(fn: Callable[..., Any]) -> Any:
@@ -299,12 +331,18 @@ def kernel(
     """The compiled pass of ``rule`` with compile-time ``options`` over buffers of
     ``formats`` (``None``: float32/float64 ones): ``kernel(param, grad, *state, scratch, s)``
     (module docstring). ``negate`` hands the rule ``-grad`` (PyTorch's ``maximize``). Built on
-    first use, cached in memory and on disk."""
+    first use, cached in memory and on disk.
+
+    A rule with a per-tensor stage (``rule.tensor``) gets :func:`tensor_kernel`'s pass instead,
+    ``kernel(param, grad, *state, scratch, s, bounds=None, record=None)``."""
     if formats is None:
         fp = fs = NATIVE
         per_op = False
     else:
         fp, fs, per_op = int(formats.param), int(formats.state), formats.rounding == "per_op"
+    if rule.tensor is not None:
+        return tensor_kernel(rule, tuple(options), bool(track), bool(write), fp, fs, per_op,
+                             bool(negate))  # fmt: skip
     return _kernel(rule, tuple(options), bool(track), bool(write), fp, fs, per_op, bool(negate))
 
 
@@ -369,6 +407,168 @@ def _kernel(
             if branch(rest[-1]):
                 return whole(param, grad, rest[:-2], rest[-2], rest[-1], o_true)[:n]
             return whole(param, grad, rest[:-2], rest[-2], rest[-1], o_false)[:n]
+
+    compiled = numba.njit(error_model="numpy", nogil=True)(run)
+    cache_on_source(compiled)
+    return compiled
+
+
+# -- rules with a per-tensor stage ------------------------------------------------------------
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _first_pass(
+    param, grad, arrays, scratch, s, update, o, track, write, fp, fs, rp, rs, second, negate
+):  # pragma: no cover - compiled  # fmt: skip
+    """Pass 1 of a rule with a per-tensor stage: the element rule updates its state arrays and
+    its ``change``, the direction ``u``, goes to ``scratch``. In the dry run a coordinate whose
+    stored state would be non-finite gets ``u = NaN`` (its tensor's update is then NaN, as it
+    would be at the next step). Returns ``(dominated, underflow)`` counts."""
+    n_dominated = 0
+    n_underflow = 0
+    for i in range(param.shape[0]):
+        g = load(grad[i], fp)
+        _, _, new, _, u, dominated, g2 = update(
+            load(param[i], fp), -g if negate else g, _gather(arrays, i, fs), s, o, rp, rs
+        )
+        scratch[i] = u
+        if track:
+            n_dominated += dominated
+            if not write and not _stored_finite(arrays, new, fs):
+                scratch[i] = np.nan
+            if fs != NATIVE and second >= 0:
+                n_underflow += (load(store(new[second], fs), fs) == 0) & (g2 != 0)
+        if write:
+            _scatter(arrays, i, new, fs)
+    return n_dominated, n_underflow
+
+
+@numba.njit(error_model="numpy", fastmath={"reassoc"})
+def _segment_sums(param, u, lo, hi, fp):  # pragma: no cover - compiled
+    """``(sum(float64(param[lo:hi])**2), sum(float64(u[lo:hi])**2))``, in one pass (``reassoc``
+    lets the reductions use SIMD lanes; nothing else is in this function)."""
+    pp = 0.0
+    uu = 0.0
+    for i in range(lo, hi):
+        p = np.float64(load(param[i], fp))
+        d = np.float64(u[i])
+        pp += p * p
+        uu += d * d
+    return pp, uu
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _second_pass(
+    param, arrays, scratch, k, s, lo, hi, apply, o, track, write, fp, fs, rp, rs
+):  # pragma: no cover - compiled  # fmt: skip
+    """Pass 2 over one tensor ``[lo, hi)``: ``apply`` with the tensor's scalar ``k``; with
+    ``track`` the update's change replaces ``u`` in ``scratch``. Returns ``(nonfinite, lost)``."""
+    lowp = fp != NATIVE or fs != NATIVE
+    n_nonfinite = 0
+    n_lost = 0
+    for i in range(lo, hi):
+        p_in, p, new, delta, change = apply(
+            load(param[i], fp), scratch[i], k, _gather(arrays, i, fs), s, o, rp, rs
+        )
+        p_bits = store(p, fp)
+        if track:
+            p_new = load(p_bits, fp)
+            if not write:
+                n_nonfinite += not (np.isfinite(p_new) and _stored_finite(arrays, new, fs))
+            else:
+                n_nonfinite += not np.isfinite(p_new)
+            if lowp:
+                n_lost += (p_new == p_in) & (delta != 0)
+            scratch[i] = change
+        if write:
+            param[i] = p_bits
+            _scatter(arrays, i, new, fs)
+    return n_nonfinite, n_lost
+
+
+def tensor_kernel(
+    rule: Rule, o: tuple[Any, ...], track: bool, write: bool, fp: int, fs: int, per_op: bool,
+    negate: bool,
+) -> Callable[..., Any]:  # fmt: skip
+    """The pass of a rule with a per-tensor stage (:class:`Tensor`), for one set of options and
+    storage formats: ``kernel(param, grad, *state, scratch, s, bounds=None, record=None)``.
+
+    ``scratch`` holds ``u`` between the passes (one value per coordinate in the compute dtype;
+    a shorter one is replaced by a new array); ``bounds`` (int64) are the tensors' starts and
+    the end, ``[0, n]`` (one tensor) when ``None``; ``record`` (float64, ``(tensors, 2)``)
+    receives each tensor's ``(||p||, ||u||)`` as the stage saw them. Returns the counts of
+    :func:`kernel`. One compiled call does pass 1 over the whole range, the stage and pass 2
+    per tensor."""
+    return _TensorPass(_tensor_kernel(rule, o, track, write, fp, fs, per_op, negate),
+                       fp == NATIVE and fs == NATIVE)  # fmt: skip
+
+
+class _TensorPass:
+    """:func:`tensor_kernel`'s callable: the defaults of ``bounds``, ``record`` and a short
+    ``scratch`` around the one compiled call (``compiled``; ``stats`` are its cache's)."""
+
+    def __init__(self, compiled: Any, native: bool) -> None:
+        self.compiled = compiled
+        self.native = native
+
+    @property
+    def stats(self) -> Any:
+        return self.compiled.stats
+
+    def __call__(self, param: np.ndarray, grad: np.ndarray, *rest: Any, bounds: Any = None,
+                 record: Any = None) -> Any:  # fmt: skip
+        *state, scratch, s = rest
+        n = param.shape[0]
+        if scratch.shape[0] < n:
+            scratch = np.empty(n, param.dtype if self.native else np.float32)
+        if bounds is None:
+            bounds = np.array([0, n], np.int64)
+        if record is None:
+            record = np.empty((bounds.shape[0] - 1, 2))
+        return self.compiled(param, grad, tuple(state), scratch, s, bounds, record)
+
+
+@functools.cache
+def _tensor_kernel(
+    rule: Rule, o: tuple[Any, ...], track: bool, write: bool, fp: int, fs: int, per_op: bool,
+    negate: bool,
+) -> Any:  # fmt: skip
+    assert rule.branch is None and rule.common is None, "a per-tensor rule has neither"
+    update, stage = rule.update, rule.tensor
+    scale, apply, first = stage.scale, stage.apply, int(stage.first)
+    second = int(rule.second_moment)
+    rp = fp if per_op else NATIVE
+    rs = fs if per_op else NATIVE
+    n_counts = 3 if fp == NATIVE and fs == NATIVE else 5
+
+    def run(param, grad, arrays, scratch, s, bounds, record):  # pragma: no cover - compiled
+        n = param.shape[0]
+        n_dominated, n_underflow = _first_pass(
+            param, grad, arrays[:first], scratch[:n], s, update, o, track, write, fp, fs, rp,
+            rs, second, negate,
+        )  # fmt: skip
+        later = arrays[first:]
+        ks = np.empty(1, scratch.dtype)  # k in the compute dtype
+        n_nonfinite = 0
+        n_lost = 0
+        for j in range(bounds.shape[0] - 1):
+            lo, hi = bounds[j], bounds[j + 1]
+            pp, uu = _segment_sums(param, scratch, lo, hi, fp)
+            record[j, 0] = np.sqrt(pp)
+            record[j, 1] = np.sqrt(uu)
+            k, dominated = scale(pp, uu, s, o)
+            ks[0] = k
+            if track and dominated:
+                n_dominated += hi - lo
+            bad, lost = _second_pass(
+                param, later, scratch, ks[0], s, lo, hi, apply, o, track, write, fp, fs, rp, rs
+            )
+            n_nonfinite += bad
+            n_lost += lost
+        if not track:
+            return (0, 0, 0.0, 0, 0)[:n_counts]
+        counts = (n_dominated, n_nonfinite, sum_squares(scratch, n), n_underflow, n_lost)
+        return counts[:n_counts]
 
     compiled = numba.njit(error_model="numpy", nogil=True)(run)
     cache_on_source(compiled)

@@ -53,6 +53,8 @@ def rule_reference(
     """``ref(param, grad, *state, scalars)``: the update of :func:`minnet.optim._kernel.kernel`
     for these options, formats and ``negate``, in place, over typed arrays (float16, bfloat16,
     float32) with float32 ``scalars``."""
+    if rule.tensor is not None:
+        return _tensor_reference(rule, options, formats, negate)
     update = numpy_rule(rule.update)
     branch = None if rule.branch is None else numpy_rule(rule.branch)
     per_op = formats.rounding == "per_op"
@@ -68,6 +70,39 @@ def rule_reference(
             out = update(param.astype(_F32), g, loaded, s, o, rp, rs)
         param[...] = np.asarray(out[1], _F32).astype(param.dtype)
         for a, value in zip(state, out[2]):
+            a[...] = np.asarray(value, _F32).astype(a.dtype)
+
+    return reference
+
+
+def _tensor_reference(
+    rule: Any, options: tuple[Any, ...], formats: StorageFormats, negate: bool
+) -> Callable[..., None]:
+    """:func:`rule_reference` of a rule with a per-tensor stage, the whole array one tensor
+    (``minnet.optim._kernel.tensor_kernel``): pass 1 by NumPy, the stage on float64 sums of
+    squares, pass 2 by NumPy with the tensor's scalar in float32."""
+    update, apply = numpy_rule(rule.update), numpy_rule(rule.tensor.apply)
+    scale, first = rule.tensor.scale.py_func, int(rule.tensor.first)
+    per_op = formats.rounding == "per_op"
+    rp = formats.param if per_op else NATIVE
+    rs = formats.state if per_op else NATIVE
+
+    def reference(param: np.ndarray, grad: np.ndarray, *rest: Any) -> None:
+        *state, s = rest
+        loaded = tuple(a.astype(_F32) for a in state)
+        p = param.astype(_F32)
+        g = -grad.astype(_F32) if negate else grad.astype(_F32)
+        with np.errstate(all="ignore"):
+            out = update(p, g, loaded[:first], s, options, rp, rs)
+            u = np.asarray(out[4], _F32) * np.ones_like(p)
+            pp = float(np.sum(p.astype(np.float64) ** 2))
+            uu = float(np.sum(u.astype(np.float64) ** 2))
+            k = _F32(scale(pp, uu, s, options)[0])
+            later = apply(p, u, k, loaded[first:], s, options, rp, rs)
+        param[...] = np.asarray(later[1], _F32).astype(param.dtype)
+        for a, value in zip(state[:first], out[2]):
+            a[...] = np.asarray(value, _F32).astype(a.dtype)
+        for a, value in zip(state[first:], later[2]):
             a[...] = np.asarray(value, _F32).astype(a.dtype)
 
     return reference

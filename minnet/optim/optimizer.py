@@ -85,6 +85,17 @@ Optional:
     as they were). They are kept per parameter, as PyTorch does (a parameter that skips a step
     keeps its values): every state-dict entry holds them as floats right after ``"step"``.
     Default: no group state.
+``Rule(..., tensor=Tensor(scale, apply, first))`` (:class:`minnet.optim._kernel.Tensor`)
+    A per-tensor stage, for updates that need a norm per parameter (LAMB's and LARS's trust
+    ratios): pass 1, the element rule, updates the state arrays ``[0, first)`` and returns the
+    raw direction ``u`` as its ``change``; per parameter (its segment of the flat buffer) the
+    compiled ``scale(sum(p**2), sum(u**2), s, o) -> (k, dominated)`` gives one scalar from
+    float64 sums; pass 2, ``apply(p, u, k, state, s, o, rp, rs) -> (p_in, p_new, new_state,
+    delta, change)``, updates the parameter and the arrays ``[first, ..)``. One compiled call per
+    run of parameters (:meth:`FlatBuffers.bounds` gives its tensors), serial (the pool's row
+    split would cut tensors); ``reference`` takes an optional ``bounds`` for several tensors;
+    :meth:`_multipliers` also gets ``"param_norm"`` and ``"update_norm"`` per coordinate.
+    :mod:`minnet.optim.lamb` and :mod:`minnet.optim.lars` are the examples.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
@@ -1086,9 +1097,12 @@ class Optimizer:
             self._refuse_nonfinite(plans)
         n_dominated = n_nonfinite = n_underflow = n_lost = 0
         sum_sq = 0.0
+        per_tensor = self.rule is not None and self.rule.tensor is not None
+        if per_tensor:
+            n_dominated, n_nonfinite, sum_sq, n_underflow, n_lost = self._step_per_tensor(plans)
         threads = _threads.pool_threads()
         for _, flat, kernel, runs in plans:
-            if not runs:
+            if not runs or per_tensor:
                 continue
             scratch = flat.ensure_scratch() if track else flat.scratch
             pooled = flat.formats is None or not track  # 16-bit: the 5 counts are not summed
@@ -1136,6 +1150,26 @@ class Optimizer:
             )
         return loss
 
+    def _step_per_tensor(
+        self, plans: list[tuple[int, FlatBuffers, Any, list[_Run]]]
+    ) -> tuple[int, int, float, int, int]:
+        """:meth:`step`'s kernel calls for a rule with a per-tensor stage: one call per run of
+        parameters (the whole buffer, usually), each parameter a tensor (its segment of the
+        flat buffer, :meth:`FlatBuffers.bounds`); the summed counts. Serial: the pool's row
+        split would cut the tensors whose norms the stage takes."""
+        counts = [0, 0, 0.0, 0, 0]
+        for _, flat, run_kernel, runs in plans:
+            scratch = flat.ensure_scratch()
+            for run in runs:
+                args, js = run.args, run.js
+                record = flat.tensor_norms[js[0] : js[-1] + 1]
+                bounds = flat.bounds(js)
+                got = run_kernel(*args, scratch[: args[0].size], run.scalars, bounds=bounds,
+                                 record=record)  # fmt: skip
+                for k, c in enumerate(got):
+                    counts[k] += c
+        return tuple(counts)  # type: ignore[return-value]
+
     def _kernel_of(
         self, i: int, track: bool, write: bool, formats: StorageFormats | None = None
     ) -> Callable[..., Any]:
@@ -1159,9 +1193,11 @@ class Optimizer:
         for i, flat, _, runs in plans:
             dry = self._kernel_of(i, True, False, flat.formats)
             scratch = flat.ensure_scratch()
+            tensor = self.rule is not None and self.rule.tensor is not None
             for run in runs:
                 a = run.args
-                if dry(*a, scratch[: a[0].size], run.scalars)[1] == 0:
+                extra = {"bounds": flat.bounds(run.js)} if tensor else {}
+                if dry(*a, scratch[: a[0].size], run.scalars, **extra)[1] == 0:
                     continue
                 # Rare path: find which parameters, and why, one slice at a time.
                 for j in run.js:
@@ -1230,8 +1266,9 @@ class Optimizer:
         per_param: dict[int, np.ndarray] = {}
         for i, group in enumerate(self.param_groups):
             for flat in self._flats[i]:
+                full = self._multiplier_state(flat)
                 if flat.steps and all(t == flat.steps[0] > 0 for t in flat.steps):
-                    k = self._multipliers(group, flat.state, flat.steps[0])
+                    k = self._multipliers(group, full, flat.steps[0])
                     if k is None:
                         return None
                     parts = [k[off : off + size] for off, size in zip(flat.offsets, flat.sizes)]
@@ -1241,7 +1278,7 @@ class Optimizer:
                         if t == 0:
                             parts.append(np.full(size, np.nan))
                             continue
-                        state = {n: a[off : off + size] for n, a in flat.state.items()}
+                        state = {n: a[off : off + size] for n, a in full.items()}
                         k = self._multipliers(group, state, t)
                         if k is None:
                             return None
@@ -1249,6 +1286,19 @@ class Optimizer:
                 for p, k in zip(flat.params, parts):
                     per_param[self._index[id(p)]] = k
         return np.concatenate([per_param[j] for j in range(len(self._all_params))])
+
+    def _multiplier_state(self, flat: FlatBuffers) -> dict[str, np.ndarray]:
+        """The arrays :meth:`_multipliers` gets: the state, and for a rule with a per-tensor
+        stage also ``"param_norm"`` and ``"update_norm"``, each tensor's norms of its latest
+        step (``FlatBuffers.tensor_norms``) repeated over its coordinates."""
+        if self.rule is None or self.rule.tensor is None:
+            return flat.state
+        norms = flat.tensor_norms
+        return {
+            **flat.state,
+            "param_norm": np.repeat(norms[:, 0], flat.sizes),
+            "update_norm": np.repeat(norms[:, 1], flat.sizes),
+        }
 
     #: Another way out than ``eps > 0``, for the message of :meth:`_nonfinite_cause`.
     _eps0_advice = ""
