@@ -709,6 +709,9 @@ LOWP: tuple[LowpEntry, ...] = (
     LowpEntry(
         "minnet bfloat16 (all, fused), default threads (pool)", "minnet", "bfloat16", threads=None
     ),  # fmt: skip
+    LowpEntry(
+        "minnet float16 (all, fused), default threads (pool)", "minnet", "float16", threads=None
+    ),
     LowpEntry("PyTorch float32 fused=True", "torch", "float32", torch_fused=True),
     LowpEntry("PyTorch bfloat16 fused=True", "torch", "bfloat16", torch_fused=True),
     LowpEntry("PyTorch bfloat16 default", "torch", "bfloat16", torch_fused=None),
