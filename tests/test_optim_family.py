@@ -1283,14 +1283,22 @@ def run_kernel_and_reference(
 
 
 def assert_matches_reference(
-    ours: list[np.ndarray], ref: list[np.ndarray], kwargs: dict[str, Any]
+    ours: list[np.ndarray], ref: list[np.ndarray], kwargs: dict[str, Any], per_tensor: bool = False
 ) -> None:
     """NaN exactly where the reference has NaN, else 1e-12 relative (with ``eps_mode="atan2"``,
     1e-12 of the buffer's scale: ``p + atan2(...)`` near 0 keeps ``p``'s absolute error, and
-    atan2 may differ by an ulp between Numba's libm and NumPy's)."""
+    atan2 may differ by an ulp between Numba's libm and NumPy's). With ``per_tensor`` (Lamb,
+    Lars), 1e-12 of the largest value of any of the arrays: the kernel sums a tensor's squares
+    in SIMD lanes and NumPy pairwise, so the trust ratio can differ in its last bit, and where an
+    update cancels the parameter to 0 the two keep different round-off residues (2.8e-17 against
+    0 with a momentum trace of 0.13, seen once in the property test)."""
+    scale = 0.0
+    if per_tensor:
+        finite = [np.abs(b[np.isfinite(b)]) for b in ref]
+        scale = max((float(f.max()) for f in finite if f.size), default=0.0)
     for a, b in zip(ours, ref, strict=True):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
-        atol = 1e-300
+        atol = max(1e-300, 1e-12 * scale)
         if kwargs.get("eps_mode") == "atan2":
             finite = np.abs(b[np.isfinite(b)])
             atol = 1e-12 * float(finite.max()) if finite.size else 0.0
@@ -1316,7 +1324,7 @@ def test_kernel_matches_reference_float64(cls: type[Optimizer], variant: dict[st
         ours, ref = run_kernel_and_reference(
             cls, kwargs, n, steps, zero_frac, seed, spread=spread, n_nan=n_nan
         )
-        assert_matches_reference(ours, ref, kwargs)
+        assert_matches_reference(ours, ref, kwargs, per_tensor=cls in PER_TENSOR)
 
     check()
 
@@ -1338,7 +1346,7 @@ def test_eps_zero_and_zero_gradients_match_reference(
     ours, ref = run_kernel_and_reference(cls, kwargs, 64, 8, 0.5, 1)
     guarded = variant.get("eps_mode") == "inside_guarded"
     assert np.isnan(ours[0]).any() is not guarded
-    assert_matches_reference(ours, ref, kwargs)
+    assert_matches_reference(ours, ref, kwargs, per_tensor=cls in PER_TENSOR)
 
 
 @pytest.mark.parametrize(("cls", "variant"), KERNEL_ROWS, ids=KERNEL_IDS)
