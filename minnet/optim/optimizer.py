@@ -285,29 +285,30 @@ def check_momentum(momentum: object) -> float:
     return check_nonnegative("momentum", momentum)
 
 
-def check_betas(betas: object) -> tuple[float, float]:
-    """A pair ``(beta1, beta2)``, each in ``[0, 1)``: PyTorch's ``Invalid beta parameter at
-    index {i}: {beta}``; ``TypeError`` for anything but a pair of real numbers."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2) of floats, got {betas!r}")
-    b = (check_real("betas[0]", betas[0]), check_real("betas[1]", betas[1]))
-    for i in (0, 1):
+def _check_beta_tuple(betas: object, kind: str) -> tuple[float, ...]:
+    """``betas`` as a ``kind`` (``"pair"`` or ``"triple"``) of reals, each in ``[0, 1)``: PyTorch's
+    ``Invalid beta parameter at index {i}: {beta}``; ``TypeError`` for anything else."""
+    n = 2 if kind == "pair" else 3
+    if not isinstance(betas, (tuple, list)) or len(betas) != n:
+        names = ", ".join(f"beta{i + 1}" for i in range(n))
+        raise TypeError(f"betas must be a {kind} ({names}) of floats, got {betas!r}")
+    b = tuple(check_real(f"betas[{i}]", betas[i]) for i in range(n))
+    for i in range(n):
         if not 0.0 <= b[i] < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
     return b
 
 
+def check_betas(betas: object) -> tuple[float, float]:
+    """A pair ``(beta1, beta2)``, each in ``[0, 1)``: PyTorch's ``Invalid beta parameter at
+    index {i}: {beta}``; ``TypeError`` for anything but a pair of real numbers."""
+    return _check_beta_tuple(betas, "pair")  # type: ignore[return-value]
+
+
 def check_betas3(betas: object) -> tuple[float, float, float]:
-    """A triple ``(beta1, beta2, beta3)``, each in ``[0, 1)`` (Adan, AdEMAMix): PyTorch's
-    ``Invalid beta parameter at index {i}: {beta}``; ``TypeError`` for anything but a triple of
-    real numbers."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 3:
-        raise TypeError(f"betas must be a triple (beta1, beta2, beta3) of floats, got {betas!r}")
-    b = tuple(check_real(f"betas[{i}]", betas[i]) for i in range(3))
-    for i in range(3):
-        if not 0.0 <= b[i] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
-    return b  # type: ignore[return-value]
+    """A triple ``(beta1, beta2, beta3)``, each in ``[0, 1)`` (Adan, AdEMAMix), checked as
+    :func:`check_betas` checks a pair."""
+    return _check_beta_tuple(betas, "triple")  # type: ignore[return-value]
 
 
 def cast_scalars(cls: Callable[..., T], dtype: np.dtype, *values: float) -> T:
