@@ -828,6 +828,34 @@ def test_eps_descriptions_and_multipliers() -> None:
         assert Adam.eps_compared_with_options({"eps_mode": mode}) == text
 
 
+#: The multiplier of each optimizer whose older tests do not check it, written out from its
+#: docstring (``state`` the state dict's arrays after step ``t``, ``g`` the group options).
+_DOCSTRING_MULTIPLIERS: dict[str, Callable[[dict, dict, int], np.ndarray]] = {
+    "Yogi": lambda st, g, t: 1 / (np.sqrt(st["exp_avg_sq"] / (1 - g["betas"][1] ** t)) + g["eps"]),
+    "ADOPT": lambda st, g, t: 1 / np.maximum(np.sqrt(st["exp_avg_sq"]), g["eps"]),
+    "Adan": lambda st, g, t: 1 / (np.sqrt(st["exp_avg_sq"] / (1 - g["betas"][2] ** t)
+                                          + g["eps_root"]) + g["eps"]),
+    "AdEMAMix": lambda st, g, t: 1 / (np.sqrt(st["exp_avg_sq"] / (1 - g["betas"][1] ** t)
+                                              + g["eps_root"]) + g["eps"]),
+    "Lamb": lambda st, g, t: 1 / (np.sqrt(st["exp_avg_sq"] / (1 - g["betas"][1] ** t)) + g["eps"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(_DOCSTRING_MULTIPLIERS))
+def test_rule_multiplier_matches_the_docstring(name: str) -> None:
+    """``multipliers()`` comes from the rule's ``multiplier`` (the piece its update divides by):
+    it equals the docstring's ``1 / (denominator including eps)`` after a few steps."""
+    rng = np.random.default_rng(3)
+    p = Parameter(rng.standard_normal(50))
+    opt = getattr(minnet.optim, name)([p], eps=1e-3)
+    for _ in range(3):
+        p.grad = rng.standard_normal(50) * (rng.random(50) < 0.7)
+        opt.step()
+    state = {k: v for k, v in opt.state_dict()["state"][0].items() if isinstance(v, np.ndarray)}
+    expected = _DOCSTRING_MULTIPLIERS[name](state, opt.param_groups[0], 3)
+    np.testing.assert_allclose(opt.multipliers(), expected, rtol=1e-12)
+
+
 def test_multipliers_follow_state_dict_order_across_groups_and_dtypes() -> None:
     ps = [Parameter(np.ones(2, np.float32), "a"), Parameter(np.ones(3), "b"),
           Parameter(np.ones(2, np.float32), "c")]  # fmt: skip

@@ -78,7 +78,7 @@ from minnet._jitcache import cache_on_source, generated
 from minnet._lowp import BF16, LITTLE_ENDIAN, NATIVE, hi16, lo16, load, pack16, store
 from minnet.optim._flat import StorageFormats
 
-__all__ = ["Rule", "Tensor", "kernel", "slot", "select", "element"]
+__all__ = ["Rule", "Tensor", "kernel", "slot", "select", "element", "sqrt_plus_eps"]
 
 
 class Rule(NamedTuple):
@@ -96,6 +96,14 @@ class Rule(NamedTuple):
         branch: optional compiled ``branch(s) -> bool``, a choice made once per step (RAdam's
             rectified or not): the kernel holds one loop for each value, appended to the
             options (``o[-1]``), so the element rule's branch on it is decided at compile time.
+        tensor: optional per-tensor stage (:class:`Tensor`).
+        multiplier: optional ``multiplier(state, s, o) -> k``, made with :func:`element`: the
+            step multiplier ``k`` in ``param -= lr * k * m_hat`` (``1 / (denominator including
+            eps)``) from the state values after a step and that step's constants. It is never
+            compiled into a kernel: :meth:`~minnet.optim.optimizer.Optimizer.multipliers` runs
+            it by NumPy over whole float64 arrays. It calls the same piece that the update
+            divides by (e.g. Adam's ``denominator``), so eps is written once. ``None``: the
+            update has no eps.
     """
 
     update: Any
@@ -103,6 +111,7 @@ class Rule(NamedTuple):
     common: Any = None
     branch: Any = None
     tensor: Any = None
+    multiplier: Any = None
 
 
 class Tensor(NamedTuple):
@@ -142,6 +151,15 @@ def select(cond, a, b):  # type: ignore[no-untyped-def]  # pragma: no cover - co
     """``a if cond else b`` for a per-element condition: a rule's branch on a value (both sides
     are computed; the reference run by NumPy over whole arrays reads it as ``np.where``)."""
     return a if cond else b
+
+
+@element
+def sqrt_plus_eps(x, eps):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """``(sqrt(x) + eps, eps >= sqrt(x))``: the denominator of an Adam-like update with eps
+    outside the root, and whether eps dominates it (AdaBelief, Yogi, Adan, AdEMAMix, LAMB: each
+    rule's update and its ``multiplier`` call it, so that eps is written once)."""
+    root = np.sqrt(x)
+    return root + eps, eps >= root
 
 
 # -- tuples of state arrays and values ----------------------------------------------------------

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from minnet.nn import Parameter
-from minnet.optim._kernel import Rule, element
+from minnet.optim._kernel import Rule, element, sqrt_plus_eps
 from minnet.optim.optimizer import (
     Optimizer,
     Options,
@@ -92,13 +92,19 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     e = g - m
     v = s.one_minus_beta2 * (e * e) + s.beta2 * state[1]
     v = v + s.eps_root
-    root = np.sqrt(v / s.bc2)
-    delta = (m / s.bc1) / (root + s.eps) * s.neg_lr
-    return p, p + delta, (m, v), delta, delta, s.eps >= root, e
+    den, dominated = sqrt_plus_eps(v / s.bc2, s.eps)
+    delta = (m / s.bc1) / den * s.neg_lr
+    return p, p + delta, (m, v), delta, delta, dominated, e
+
+
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * m_hat``: ``1 / (sqrt(s_hat) + eps)``."""
+    return 1.0 / sqrt_plus_eps(state[1] / s.bc2, s.eps)[0]
 
 
 #: AdaBelief's element rule; its second moment ``exp_avg_var`` is state 1.
-RULE = Rule(update, second_moment=1)
+RULE = Rule(update, second_moment=1, multiplier=multiplier)
 
 
 def adabelief_reference(
@@ -207,17 +213,6 @@ class AdaBelief(Optimizer):
         """``"sqrt(s_hat)"``: eps is added to the root of the bias-corrected ``s`` (which
         itself holds the accumulated eps_root)."""
         return "sqrt(s_hat)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``k = 1 / (sqrt(s_hat) + eps)`` in float64, ``s_hat = exp_avg_var / (1 -
-        beta2**t)`` after step ``t``, so that the update is ``param -= lr * k * m_hat``;
-        ``inf`` where the denominator is 0 (``eps = eps_root = 0`` and no prediction error)."""
-        beta2 = group["betas"][1]
-        s_hat = state["exp_avg_var"].astype(np.float64) / (1.0 - beta2 ** float(step))
-        with np.errstate(divide="ignore"):
-            return 1.0 / (np.sqrt(s_hat) + group["eps"])
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from minnet._lowp import round_to
+from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.optimizer import (
@@ -65,6 +65,13 @@ class AdadeltaScalars(NamedTuple):
 
 
 @element
+def root_eps(x, s, rs):  # pragma: no cover - compiled
+    """``sqrt(x + eps)`` (rounded after each op under ``"per_op"``): the one place Adadelta's eps
+    is written, for both of its roots."""
+    return round_to(np.sqrt(round_to(x + s.eps, rs)), rs)
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); no options, the state
     ``(square_avg, acc_delta)``. Under ``"per_op"`` rounding (PyTorch's
@@ -76,8 +83,8 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
         g = round_to(g + s.weight_decay * p, rp)
     sq = round_to(sq * s.rho, rs)  # square_avg.mul_(rho)
     sq = round_to(sq + s.one_minus_rho * g * g, rs)  # .addcmul_(grad, grad, value=1 - rho)
-    std = round_to(np.sqrt(round_to(sq + s.eps, rs)), rs)  # square_avg.add(eps).sqrt_()
-    d = round_to(np.sqrt(round_to(acc + s.eps, rs)), rs)  # acc_delta.add(eps).sqrt_()
+    std = root_eps(sq, s, rs)  # square_avg.add(eps).sqrt_()
+    d = root_eps(acc, s, rs)  # acc_delta.add(eps).sqrt_()
     d = round_to(d / std, rs)  # delta.div_(std)
     d = round_to(d * g, rs)  # .mul_(grad)
     acc = round_to(acc * s.rho, rs)  # acc_delta.mul_(rho)
@@ -86,8 +93,15 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     return p, p + delta, (sq, acc), delta, delta, s.eps >= sq, g
 
 
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * sqrt(acc_delta + eps) * g``: ``1 / sqrt(square_avg +
+    eps)``."""
+    return 1.0 / root_eps(state[0], s, NATIVE)
+
+
 #: Adadelta's element rule; the second moment ``square_avg`` is state 0.
-RULE = Rule(update, second_moment=0)
+RULE = Rule(update, second_moment=0, multiplier=multiplier)
 
 
 def adadelta_reference(
@@ -195,15 +209,6 @@ class Adadelta(Optimizer):
         """``"square_avg"``: the denominator's running average of squared gradients (eps is
         also in the numerator's root, where it is a per-coordinate step size; not counted)."""
         return "square_avg"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``1 / sqrt(Eg2 + eps)`` after the latest step (float64): the denominator's factor in
-        ``delta = sqrt(Edx2 + eps) * (1 / sqrt(Eg2 + eps)) * g``; ``inf`` where ``Eg2 + eps``
-        is 0."""
-        with np.errstate(divide="ignore"):
-            return 1.0 / np.sqrt(state["square_avg"].astype(np.float64) + group["eps"])
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from minnet._lowp import round_to
+from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element, select
 from minnet.optim.optimizer import (
@@ -67,6 +67,19 @@ class AdagradScalars(NamedTuple):
 
 
 @element
+def denominator(acc, s, mode, rs):  # pragma: no cover - compiled
+    """What the update divides ``g`` by, eps included, and whether eps dominates it: ``(sqrt(sum)
+    + eps, eps >= sqrt(sum))`` "outside" (rounded as PyTorch's for-loop Adagrad under
+    ``"per_op"``), ``(sqrt(sum + eps), eps >= sum)`` "inside" and "inside_guarded". The one
+    place Adagrad's eps is written."""
+    if mode == OUTSIDE:
+        root = round_to(np.sqrt(acc), rs)  # state_sum.sqrt()
+        eps = round_to(s.eps, rs)
+        return round_to(root + eps, rs), eps >= root  # .add_(eps)
+    return np.sqrt(acc + s.eps), s.eps >= acc
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode, lowp)``,
     the state ``(sum,)``. Over 16-bit buffers (``lowp``) "outside" divides ``-clr * g`` as
@@ -79,27 +92,25 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
         g = round_to(g + round_to(s.weight_decay, rp) * p, rp)
     acc = round_to(state[0] + g * g, rs)  # state_sum.addcmul_(grad, grad, value=1)
-    if mode == OUTSIDE:
-        root = round_to(np.sqrt(acc), rs)  # state_sum.sqrt()
-        eps = round_to(s.eps, rs)
-        std = round_to(root + eps, rs)  # .add_(eps)
-        if lowp:
-            delta = (s.neg_clr * g) / std  # param.addcdiv_(grad, std, value=-clr)
-        else:
-            delta = s.neg_clr * (g / std)
-        dominated = eps >= root
-    elif mode == INSIDE:
-        delta = s.neg_clr * (g / np.sqrt(acc + s.eps))
-        dominated = s.eps >= acc
+    std, dominated = denominator(acc, s, mode, rs)
+    if mode == OUTSIDE and lowp:
+        delta = (s.neg_clr * g) / std  # param.addcdiv_(grad, std, value=-clr)
+    elif mode != GUARDED:
+        delta = s.neg_clr * (g / std)
     else:
-        k = select(acc > 0, one / np.sqrt(acc + s.eps), zero)
-        delta = s.neg_clr * (g * k)
-        dominated = s.eps >= acc
+        delta = s.neg_clr * (g * select(acc > 0, one / std, zero))
     return p, p + delta, (acc,), delta, delta, dominated, g
 
 
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * g``: ``1 / den`` (0 where a guarded sum is 0)."""
+    k = s.one / denominator(state[0], s, o[0], NATIVE)[0]
+    return select(state[0] > 0, k, s.one - s.one) if o[0] == GUARDED else k
+
+
 #: Adagrad's element rule; the accumulator ``sum`` is state 0.
-RULE = Rule(update, second_moment=0)
+RULE = Rule(update, second_moment=0, multiplier=multiplier)
 
 
 def _per_op_message(mode: int) -> str:
@@ -232,19 +243,3 @@ class Adagrad(Optimizer):
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
         """``"sqrt(sum)"`` ("outside") or ``"sum"`` ("inside", "inside_guarded")."""
         return _EPS_COMPARED_WITH[options.get("eps_mode", "outside")]
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``k`` in ``param -= clr * k * g`` from the state after the latest step, in float64:
-        ``1 / (sqrt(S) + eps)`` ("outside"), ``1 / sqrt(S + eps)`` ("inside"; ``inf`` where
-        the denominator is 0), and the latter with 0 where ``S = 0`` ("inside_guarded")."""
-        acc = state["sum"].astype(np.float64)
-        eps = group["eps"]
-        with np.errstate(all="ignore"):
-            if group["eps_mode"] == "outside":
-                return 1.0 / (np.sqrt(acc) + eps)
-            k = 1.0 / np.sqrt(acc + eps)
-            if group["eps_mode"] == "inside_guarded":
-                k = np.where(acc > 0, k, 0.0)
-            return k

@@ -30,7 +30,7 @@ import numpy as np
 
 from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
-from minnet.optim._kernel import Rule, element, slot
+from minnet.optim._kernel import Rule, element, select, slot
 from minnet.optim.optimizer import (
     Optimizer,
     TorchOptions,
@@ -77,6 +77,7 @@ class AdamScalars(NamedTuple):
     eps: np.floating
     weight_decay: np.floating  # the L2 term folded into g (0 when decoupled)
     decay: np.floating  # param *= decay before the update: 1 - lr*weight_decay when decoupled
+    k_num: np.floating  # the multiplier's numerator: sqrt(bc2) for "hat", else 1
 
 
 def adam_scalars(
@@ -105,8 +106,9 @@ def adam_scalars(
     l2 = 0.0 if decoupled_weight_decay else weight_decay
     decay = 1.0 - lr * weight_decay if decoupled_weight_decay else 1.0
     max_div = bc2 if corrected else 1.0
+    k_num = bc2_sqrt if eps_mode == "hat" else 1.0
     return cast_scalars(AdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2, neg_step,
-                        max_div, root_div, v_div, bc1, eps, l2, decay)  # fmt: skip
+                        max_div, root_div, v_div, bc1, eps, l2, decay, k_num)  # fmt: skip
 
 
 OUTSIDE, HAT, INSIDE, ATAN2 = 0, 1, 2, 3  # indices into EPS_MODES
@@ -140,6 +142,27 @@ def moments(p, g, m, v, s, decoupled, rp, rs):  # pragma: no cover - compiled
 
 
 @element
+def denominator(src, s, mode, rs):  # pragma: no cover - compiled
+    """What the update divides ``V_dw`` by, eps included, for ``mode`` (not "atan2"), and what
+    eps is added to: ``(compared, den)`` (the table in the module docstring; rounded as
+    PyTorch's for-loop Adam under ``"per_op"``). The one place Adam's eps is written."""
+    if mode == OUTSIDE:
+        root = round_to(round_to(np.sqrt(src), rs) / s.root_div, rs)  # sqrt() / bc2_sqrt
+        return root, round_to(root + s.eps, rs)  # .add_(eps)
+    if mode == HAT:
+        root = np.sqrt(src) / s.root_div
+        return root, root + s.eps
+    v_hat = src / s.v_div
+    return v_hat, np.sqrt(v_hat + s.eps)
+
+
+@element
+def atan2_quotient(m, src, s):  # pragma: no cover - compiled
+    """Adam-atan2's ``atan2(V_hat, sqrt(S_hat))``, which replaces the quotient (no eps)."""
+    return np.arctan2(m / s.m_div, np.sqrt(src / s.v_div))
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode, ams,
     decoupled)``. Under ``"per_op"`` rounding (``rp``/``rs`` not NATIVE: PyTorch's for-loop Adam,
@@ -154,25 +177,16 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
         cand = v / s.max_div if ams == MAX_CORRECTED else v
         vmax = np.maximum(vmax, cand)  # NaN propagates, as in torch.maximum
         src = vmax
-    eps = s.eps
-    if mode == OUTSIDE:
-        root = round_to(round_to(np.sqrt(src), rs) / s.root_div, rs)  # sqrt() / bc2_sqrt
-        if per_op:
-            delta = (s.neg_step * m) / round_to(root + eps, rs)  # addcdiv_(m, denom + eps)
-        else:
-            delta = s.neg_step * (m / (root + eps))
-        dominated = eps >= root
-    elif mode == HAT:
-        root = np.sqrt(src) / s.root_div
-        delta = (m * s.neg_step) / (root + eps)
-        dominated = eps >= root
-    elif mode == INSIDE:
-        v_hat = src / s.v_div
-        delta = s.neg_step * (m / np.sqrt(v_hat + eps))
-        dominated = eps >= v_hat
-    else:
-        delta = s.neg_step * np.arctan2(m / s.m_div, np.sqrt(src / s.v_div))
+    if mode == ATAN2:
+        delta = s.neg_step * atan2_quotient(m, src, s)
         dominated = False
+    else:
+        compared, den = denominator(src, s, mode, rs)
+        if per_op or mode == HAT:
+            delta = (s.neg_step * m) / den  # addcdiv_(m, denom + eps)
+        else:
+            delta = s.neg_step * (m / den)
+        dominated = s.eps >= compared
     new = p_in + delta
     return p_in, new, (m, v, vmax), delta, new - p if decoupled else delta, dominated, g
 
@@ -184,12 +198,26 @@ def _defaults(s):  # pragma: no cover - compiled
     usual = s.weight_decay == 0 and s.lerp_w < 0.5
     return usual, AdamScalars(
         s.lerp_w, s.one_minus_lerp_w, s.beta2, s.one_minus_beta2, s.neg_step, s.max_div,
-        s.root_div, s.v_div, s.m_div, s.eps, np.float32(0.0), s.decay,
+        s.root_div, s.v_div, s.m_div, s.eps, np.float32(0.0), s.decay, s.k_num,
     )  # fmt: skip
 
 
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * V_hat`` after a step: ``k_num / den`` (``1/(sqrt(S_hat)+eps)``
+    outside, ``sqrt(bc2)/(sqrt(S)+eps)`` hat, ``1/sqrt(S_hat+eps)`` inside), or for "atan2"
+    ``1.27 * atan2(V_hat, sqrt(S_hat)) / V_hat`` (``1.27 / sqrt(S_hat)`` where ``V_hat = 0``)."""
+    mode, ams = o[0], o[1]
+    src = state[2] if ams != NO_MAX else state[1]
+    if mode == ATAN2:
+        m_hat = state[0] / s.m_div
+        limit = ATAN2_SCALE / np.sqrt(src / s.v_div)
+        return select(m_hat == 0, limit, ATAN2_SCALE * atan2_quotient(state[0], src, s) / m_hat)
+    return s.k_num / denominator(src, s, mode, NATIVE)[1]
+
+
 #: Adam's element rule; the second moment ``exp_avg_sq`` is state 1.
-RULE = Rule(update, second_moment=1, common=_defaults)
+RULE = Rule(update, second_moment=1, common=_defaults, multiplier=multiplier)
 
 
 def moments_reference(
@@ -369,31 +397,3 @@ class Adam(Optimizer):
         """``"sqrt(v_hat)"`` (outside), ``"sqrt(v)"`` (hat: the uncorrected root), ``"v_hat"``
         (inside), ``None`` (atan2 has no eps); ``v`` is the AMSGrad max when ``amsgrad``."""
         return _EPS_COMPARED_WITH.get(options.get("eps_mode", "outside"))
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``k`` in ``param -= lr * k * m_hat`` after step ``step`` (float64; ``inf`` where the
-        denominator is 0): ``1/(sqrt(v_hat)+eps)`` (outside), ``sqrt(bc2)/(sqrt(v_hat*bc2)+eps)``
-        (hat), ``1/sqrt(v_hat+eps)`` (inside), ``1.27*atan2(m_hat, sqrt(v_hat))/m_hat`` (atan2;
-        ``1.27/sqrt(v_hat)`` at ``m_hat = 0``)."""
-        beta1, beta2 = group["betas"]
-        eps, mode, ams = group["eps"], group["eps_mode"], group["amsgrad"]
-        ams_max = group["amsgrad_max"]
-        t = float(step)
-        m = state["exp_avg"].astype(np.float64)
-        v = (state["max_exp_avg_sq"] if ams else state["exp_avg_sq"]).astype(np.float64)
-        paper = ams and ams_max == "paper"
-        bc1, bc2 = (1.0, 1.0) if paper else (1.0 - beta1**t, 1.0 - beta2**t)
-        v_hat = v if (ams and ams_max in ("corrected", "paper")) else v / bc2
-        m_hat = m / bc1
-        with np.errstate(all="ignore"):
-            if mode == "outside":
-                return 1.0 / (np.sqrt(v_hat) + eps)
-            if mode == "hat":
-                return bc2**0.5 / (np.sqrt(v_hat * bc2) + eps)
-            if mode == "inside":
-                return 1.0 / np.sqrt(v_hat + eps)
-            root = np.sqrt(v_hat)
-            k = ATAN2_SCALE * np.arctan2(m_hat, root) / m_hat
-            return np.where(m_hat == 0, ATAN2_SCALE / root, k)

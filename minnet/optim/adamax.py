@@ -82,6 +82,13 @@ class AdamaxScalars(NamedTuple):
 
 
 @element
+def denominator(u, s, mode):  # pragma: no cover - compiled
+    """What the update divides ``m`` by: ``u`` under "max" (whose ``u`` took eps inside the
+    max), ``u + eps`` under "outside"."""
+    return u if mode == MAX else u + s.eps
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode,)``, the
     state ``(exp_avg, exp_inf)``. Under ``"per_op"`` rounding (PyTorch's
@@ -107,16 +114,20 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     u = round_to(np.maximum(u, a), rs)  # torch.maximum(..., out=exp_inf): NaN propagates
     if per_op:
         delta = (s.neg_clr * m) / u  # param.addcdiv_(exp_avg, exp_inf, value=-clr)
-    elif mode == MAX:
-        delta = s.neg_clr * (m / u)
     else:
-        delta = s.neg_clr * (m / (u + s.eps))
+        delta = s.neg_clr * (m / denominator(u, s, mode))
     dominated = s.eps >= np.abs(g) if mode == MAX else s.eps >= u
     return p, p + delta, (m, u), delta, delta, dominated, g
 
 
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * m_hat``: ``1 / u`` ("max") or ``1 / (u + eps)``."""
+    return 1.0 / denominator(state[1], s, o[0])
+
+
 #: Adamax's element rule; its underflow count watches ``exp_inf`` (state 1).
-RULE = Rule(update, second_moment=1)
+RULE = Rule(update, second_moment=1, multiplier=multiplier)
 
 
 _PER_OP_MESSAGE = (
@@ -238,15 +249,3 @@ class Adamax(Optimizer):
         """``"|g|"`` under "max" (eps is added to the gradient's magnitude inside the max),
         ``"u"`` under "outside" (eps is added to the running max)."""
         return _EPS_COMPARED_WITH[options.get("eps_mode", "max")]
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``k`` in ``param -= lr * k * m_hat`` after the latest step (float64): ``1 / u``
-        ("max", whose ``u`` already holds eps) or ``1 / (u + eps)`` ("outside"); ``inf`` where
-        the denominator is 0 (``eps=0`` and a coordinate that never saw a gradient)."""
-        u = state["exp_inf"].astype(np.float64)
-        with np.errstate(divide="ignore"):
-            if group["eps_mode"] == "max":
-                return 1.0 / u
-            return 1.0 / (u + group["eps"])

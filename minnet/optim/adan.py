@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from minnet.nn import Parameter
-from minnet.optim._kernel import Rule, element
+from minnet.optim._kernel import Rule, element, sqrt_plus_eps
 from minnet.optim.optimizer import (
     Optimizer,
     Options,
@@ -83,16 +83,22 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     sq = g + s.one_minus_beta2 * diff
     n = s.one_minus_beta3 * (sq * sq) + s.beta3 * n
     u = m / s.bc1 + s.one_minus_beta2 * (v / s.bc2)
-    root = np.sqrt(n / s.bc3 + s.eps_root)
-    u = u / (root + s.eps)
+    den, dominated = sqrt_plus_eps(n / s.bc3 + s.eps_root, s.eps)
+    u = u / den
     if s.weight_decay != 0:
         u = u + s.weight_decay * p
     delta = u * s.neg_lr
-    return p, p + delta, (m, v, n, g), delta, delta, s.eps >= root, sq
+    return p, p + delta, (m, v, n, g), delta, delta, dominated, sq
+
+
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * u``: ``1 / (sqrt(n_hat + eps_root) + eps)``."""
+    return 1.0 / sqrt_plus_eps(state[2] / s.bc3 + s.eps_root, s.eps)[0]
 
 
 #: Adan's element rule; the second moment ``exp_avg_sq`` is state 2.
-RULE = Rule(update, second_moment=2)
+RULE = Rule(update, second_moment=2, multiplier=multiplier)
 
 
 def adan_reference(
@@ -230,19 +236,6 @@ class Adan(Optimizer):
         if options.get("eps_root", 0.0):
             return "sqrt(n_hat + eps_root)"
         return "sqrt(n_hat)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``1 / (sqrt(n_hat + eps_root) + eps)`` (float64) of the latest step, ``n_hat =
-        exp_avg_sq / (1 - beta3**t)``; the update is ``lr * k * (m_hat + (1 - beta2) *
-        v_hat)``; ``inf`` where the denominator is 0."""
-        beta3 = group["betas"][2]
-        n_hat = state["exp_avg_sq"].astype(np.float64) / (1.0 - beta3 ** float(step))
-        with np.errstate(divide="ignore"):
-            return 1.0 / (np.sqrt(n_hat + group["eps_root"]) + group["eps"])
-
-    _eps0_advice = " or eps_root > 0"
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]

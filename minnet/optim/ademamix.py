@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from minnet.nn import Parameter
-from minnet.optim._kernel import Rule, element
+from minnet.optim._kernel import Rule, element, sqrt_plus_eps
 from minnet.optim.optimizer import (
     Optimizer,
     Options,
@@ -72,16 +72,23 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     m1 = s.one_minus_beta1 * g + s.beta1 * state[0]
     m2 = s.one_minus_beta3 * g + s.beta3 * state[1]
     nu = s.one_minus_beta2 * (g * g) + s.beta2 * state[2]
-    root = np.sqrt(nu / s.bc2 + s.eps_root)
-    u = (m1 / s.bc1 + s.alpha * m2) / (root + s.eps)
+    den, dominated = sqrt_plus_eps(nu / s.bc2 + s.eps_root, s.eps)
+    u = (m1 / s.bc1 + s.alpha * m2) / den
     if s.weight_decay != 0:
         u = u + s.weight_decay * p
     delta = u * s.neg_lr
-    return p, p + delta, (m1, m2, nu), delta, delta, s.eps >= root, g
+    return p, p + delta, (m1, m2, nu), delta, delta, dominated, g
+
+
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * (m1_hat + alpha * m2)``: ``1 / (sqrt(nu_hat + eps_root)
+    + eps)``."""
+    return 1.0 / sqrt_plus_eps(state[2] / s.bc2 + s.eps_root, s.eps)[0]
 
 
 #: AdEMAMix's element rule; the second moment ``exp_avg_sq`` is state 2.
-RULE = Rule(update, second_moment=2)
+RULE = Rule(update, second_moment=2, multiplier=multiplier)
 
 
 def ademamix_reference(
@@ -219,19 +226,6 @@ class AdEMAMix(Optimizer):
         if options.get("eps_root", 0.0):
             return "sqrt(nu_hat + eps_root)"
         return "sqrt(nu_hat)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``1 / (sqrt(nu_hat + eps_root) + eps)`` (float64) of the latest step, ``nu_hat =
-        exp_avg_sq / (1 - beta2**t)``; the update is ``lr * k * (m1_hat + alpha * m2)``;
-        ``inf`` where the denominator is 0."""
-        beta2 = group["betas"][1]
-        nu_hat = state["exp_avg_sq"].astype(np.float64) / (1.0 - beta2 ** float(step))
-        with np.errstate(divide="ignore"):
-            return 1.0 / (np.sqrt(nu_hat + group["eps_root"]) + group["eps"])
-
-    _eps0_advice = " or eps_root > 0"
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]

@@ -51,13 +51,20 @@ class ADOPTScalars(NamedTuple):
 
 
 @element
+def denominator(v, s):  # pragma: no cover - compiled
+    """``(max(sqrt(v), eps), eps >= sqrt(v))``: eps is a floor, the one place ADOPT writes it."""
+    root = np.sqrt(v)
+    return np.maximum(root, s.eps), s.eps >= root
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (nesterov,
     clipping)``; no per_op model (refused by the class)."""
     nesterov, clipping = o
     m, v = state[0], state[1]
-    root = np.sqrt(v)  # the previous steps' second moment
-    x = g / np.maximum(root, s.eps)
+    den, dominated = denominator(v, s)  # the previous steps' second moment
+    x = g / den
     if clipping:
         # "+ 0": Numba's minimum/maximum keep a -0.0 that NumPy's turn into 0.0
         x = np.minimum(np.maximum(x, -s.clip), s.clip) + (s.beta1 - s.beta1)
@@ -65,11 +72,17 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     m = s.one_minus_beta1 * x + s.beta1 * m
     u = s.one_minus_beta1 * x + s.beta1 * m if nesterov else m
     delta = s.neg_lr * u
-    return p, p + delta, (m, v), delta, delta, s.eps >= root, g
+    return p, p + delta, (m, v), delta, delta, dominated, g
+
+
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in the next step's ``g / max(sqrt(v), eps)``: ``1 / max(sqrt(v), eps)``."""
+    return 1.0 / denominator(state[1], s)[0]
 
 
 #: ADOPT's element rule; the second moment ``exp_avg_sq`` is state 1.
-RULE = Rule(update, second_moment=1)
+RULE = Rule(update, second_moment=1, multiplier=multiplier)
 
 
 def adopt_reference(
@@ -179,12 +192,3 @@ class ADOPT(Optimizer):
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
         """``"sqrt(v)"``: eps is a floor under the root of the previous second moment."""
         return "sqrt(v)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``1 / max(sqrt(v), eps)`` (float64) from the state after the latest step: the
-        factor that the next step's gradient gets (before the clip and the momentum)."""
-        root = np.sqrt(state["exp_avg_sq"].astype(np.float64))
-        with np.errstate(divide="ignore"):
-            return 1.0 / np.maximum(root, group["eps"])

@@ -71,6 +71,20 @@ class FtrlScalars(NamedTuple):
 
 
 @element
+def root_of(n, s, sqrt):  # pragma: no cover - compiled
+    """``n**-learning_rate_power`` (``sqrt(n)`` for the usual -0.5: it vectorizes)."""
+    if sqrt:
+        return np.sqrt(n)
+    return n**s.neg_power
+
+
+@element
+def quadratic_of(root, s):  # pragma: no cover - compiled
+    """Keras's ``quadratic = n**-power / lr + 2 * (l2 + beta / (2 * lr))``."""
+    return root / s.lr + s.two_l2_reg
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (sqrt,)``:
     ``learning_rate_power == -0.5``, where ``n**0.5`` is ``sqrt(n)`` (vectorizes); no per_op
@@ -79,22 +93,25 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     n, z = state[0], state[1]
     g_shrunk = g + s.two_shrink * p
     n_new = n + g * g
-    if sqrt:
-        root_new = np.sqrt(n_new)
-        root = np.sqrt(n)
-    else:
-        root_new = n_new**s.neg_power
-        root = n**s.neg_power
+    root_new = root_of(n_new, s, sqrt)
+    root = root_of(n, s, sqrt)
     z = z + (g_shrunk - ((root_new - root) / s.lr) * p)
-    quadratic = root_new / s.lr + s.two_l2_reg
+    quadratic = quadratic_of(root_new, s)
     clipped = select(z > s.l1, s.l1, select(z < s.neg_l1, s.neg_l1, z))
     new = (clipped - z) / quadratic
     delta = new - p
     return p, new, (n_new, z), delta, delta, s.initial >= n_new - s.initial, g
 
 
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param = -lr * k * (z - l1 clip)``: ``1 / (lr * quadratic)`` = ``1 / (n**-power
+    + beta + 2 * lr * l2)``."""
+    return 1.0 / (s.lr * quadratic_of(root_of(state[0], s, o[0]), s))
+
+
 #: FTRL's element rule; the accumulator of squared gradients is state 0.
-RULE = Rule(update, second_moment=0)
+RULE = Rule(update, second_moment=0, multiplier=multiplier)
 
 
 def _power(x: np.ndarray, q: np.floating) -> np.ndarray:
@@ -260,17 +277,6 @@ class Ftrl(Optimizer):
         """``"sum(g**2)"``: ``initial_accumulator_value``, the eps-like knob, is added to the
         sum of squared gradients inside the root."""
         return "sum(g**2)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``1 / (n**q + beta + 2 * lr * l2)`` (float64) from the accumulator after the latest
-        step: ``param = -lr * z * multiplier`` where ``|z| > l1 = 0``."""
-        n = state["accumulator"].astype(np.float64)
-        root = np.power(n, -group["learning_rate_power"])
-        l2 = 2.0 * group["lr"] * group["l2_regularization_strength"]
-        with np.errstate(divide="ignore"):
-            return 1.0 / (root + group["beta"] + l2)
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from minnet.nn import Parameter
-from minnet.optim._kernel import Rule, Tensor, element
+from minnet.optim._kernel import Rule, Tensor, element, sqrt_plus_eps
 from minnet.optim.optimizer import (
     Optimizer,
     Options,
@@ -75,11 +75,17 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     else:  # optax's update_moment: (1 - b) * g + b * m
         m = s.one_minus_beta1 * g + s.beta1 * m
         v = s.one_minus_beta2 * (g * g) + s.beta2 * v
-    root = np.sqrt(v / s.bc2)
-    u = (m / s.bc1) / (root + s.eps)
+    den, dominated = sqrt_plus_eps(v / s.bc2, s.eps)
+    u = (m / s.bc1) / den
     if not o[0]:
         u = u + s.weight_decay * p  # optax's add_decayed_weights, before the trust ratio
-    return p, p, (m, v), u, u, s.eps >= root, g
+    return p, p, (m, v), u, u, dominated, g
+
+
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``u = k * m_hat`` (before the trust ratio): ``1 / (sqrt(v_hat) + eps)``."""
+    return 1.0 / sqrt_plus_eps(state[1] / s.bc2, s.eps)[0]
 
 
 @numba.njit(error_model="numpy")
@@ -105,7 +111,9 @@ def apply(p, u, k, state, s, o, rp, rs):  # pragma: no cover - compiled
 
 
 #: LAMB's rule: the moments elementwise, the trust ratio per tensor; ``exp_avg_sq`` is state 1.
-RULE = Rule(update, second_moment=1, tensor=Tensor(scale, apply, first=2))
+RULE = Rule(
+    update, second_moment=1, tensor=Tensor(scale, apply, first=2), multiplier=multiplier
+)
 
 
 def lamb_reference(
@@ -258,13 +266,3 @@ class Lamb(Optimizer):
         """``"sqrt(v_hat)"``: eps is added to the root of the bias-corrected second moment
         (the trust ratio has none)."""
         return "sqrt(v_hat)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``1 / (sqrt(v_hat) + eps)`` (float64) of the latest step: Adam's part (the trust
-        ratio, per tensor, then scales the whole tensor)."""
-        beta2 = group["betas"][1]
-        v_hat = state["exp_avg_sq"].astype(np.float64) / (1.0 - beta2 ** float(step))
-        with np.errstate(divide="ignore"):
-            return 1.0 / (np.sqrt(v_hat) + group["eps"])

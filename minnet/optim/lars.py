@@ -63,6 +63,12 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     return p, p, (), u, u, False, g
 
 
+@element
+def trust_denominator(u_norm, eps):  # pragma: no cover - compiled
+    """``||u|| + eps``: the one place LARS's eps is written."""
+    return u_norm + eps
+
+
 @numba.njit(error_model="numpy")
 def scale(pp, uu, s, o):  # pragma: no cover - compiled
     """Per tensor, from ``sum(w**2)`` and ``sum(u**2)`` (float64): ``k = -lr * ratio`` with
@@ -74,7 +80,7 @@ def scale(pp, uu, s, o):  # pragma: no cover - compiled
     eps = np.float64(s.eps)
     ratio = 1.0
     if o[0] and not (w_norm == 0.0 or u_norm == 0.0):
-        ratio = np.float64(s.trust_coefficient) * w_norm / (u_norm + eps)
+        ratio = np.float64(s.trust_coefficient) * w_norm / trust_denominator(u_norm, eps)
     return -np.float64(s.lr) * ratio, o[0] and eps >= u_norm
 
 
@@ -88,8 +94,17 @@ def apply(p, u, k, state, s, o, rp, rs):  # pragma: no cover - compiled
     return p, p + delta, (trace,), delta, delta
 
 
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``ratio = trust_coefficient * ||w|| * k``: ``1 / (||u|| + eps)`` from the
+    tensor's latest ``update_norm`` (the state's last array); ``None`` without the trust ratio."""
+    if not o[0]:
+        return None
+    return 1.0 / trust_denominator(state[-1], s.eps)
+
+
 #: LARS's rule: ``u`` elementwise, the trust ratio per tensor, the trace elementwise.
-RULE = Rule(update, tensor=Tensor(scale, apply, first=0))
+RULE = Rule(update, tensor=Tensor(scale, apply, first=0), multiplier=multiplier)
 
 
 def lars_reference(
@@ -211,13 +226,3 @@ class Lars(Optimizer):
         """``"||u|| (per tensor)"``: eps is added to the norm of the tensor's direction in the
         trust ratio's denominator; ``None`` without the trust ratio."""
         return "||u|| (per tensor)" if options.get("trust_ratio", True) else None
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray | None:
-        """``1 / (||u|| + eps)`` (float64) of the latest step, each tensor's over its
-        coordinates (the ratio's denominator); ``None`` without the trust ratio."""
-        if not group["trust_ratio"]:
-            return None
-        with np.errstate(divide="ignore"):
-            return 1.0 / (state["update_norm"] + group["eps"])

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from minnet._lowp import round_to
+from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.adam import moments, moments_reference
@@ -74,20 +74,33 @@ def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
 
 
 @element
+def denominator(v, s, rs):  # pragma: no cover - compiled
+    """``(sqrt(v / bc2) + eps, eps >= sqrt(v / bc2))``, rounded as PyTorch's for-loop NAdam
+    under ``"per_op"``: the one place NAdam's eps is written."""
+    root = round_to(np.sqrt(round_to(v / s.bc2, rs)), rs)  # exp_avg_sq.div(bc2).sqrt()
+    return round_to(root + s.eps, rs), s.eps >= root  # .add_(eps)
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (decoupled,)``.
     Under ``"per_op"`` every op's result is rounded as the module docstring lists."""
     (decoupled,) = o
     p_in, g, m, v = moments(p, g, state[0], state[1], s, decoupled, rp, rs)
-    root = round_to(np.sqrt(round_to(v / s.bc2, rs)), rs)  # exp_avg_sq.div(bc2).sqrt()
-    denom = round_to(root + s.eps, rs)  # .add_(eps)
+    denom, dominated = denominator(v, s, rs)
     new = round_to(p_in + (s.coef_grad * g) / denom, rp)  # param.addcdiv_(grad, denom, c_g)
     new = new + (s.coef_avg * m) / denom  # param.addcdiv_(exp_avg, denom, c_m)
-    return p_in, new, (m, v), new - p_in, new - p, s.eps >= root, g
+    return p_in, new, (m, v), new - p_in, new - p, dominated, g
+
+
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * (mixed m_hat)``: ``1 / (sqrt(v_hat) + eps)``."""
+    return 1.0 / denominator(state[1], s, NATIVE)[0]
 
 
 #: NAdam's element rule; the second moment ``exp_avg_sq`` is state 1.
-RULE = Rule(update, second_moment=1)
+RULE = Rule(update, second_moment=1, multiplier=multiplier)
 
 
 def nadam_reference(
@@ -227,14 +240,3 @@ class NAdam(Optimizer):
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
         """``"sqrt(v_hat)"``: eps is added to the root of the bias-corrected second moment."""
         return "sqrt(v_hat)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``1 / (sqrt(v_hat) + eps)`` (float64), the factor that both of the step's terms
-        (the gradient's and the momentum's) are divided by; ``inf`` where ``eps=0`` and a
-        coordinate never saw a gradient."""
-        beta2 = group["betas"][1]
-        v_hat = state["exp_avg_sq"].astype(np.float64) / (1.0 - beta2 ** float(step))
-        with np.errstate(divide="ignore"):
-            return 1.0 / (np.sqrt(v_hat) + group["eps"])

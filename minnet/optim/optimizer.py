@@ -68,9 +68,12 @@ Optional:
 ``eps_compared_with_options(options) -> str | None`` (static or class method)
     What eps is added to or compared with, as short text (``"sqrt(v_hat)"``); ``None`` when
     the update has no eps. :meth:`Optimizer.eps_compared_with` asks it for a group.
-``_multipliers(self, group, state: dict[str, np.ndarray], step: int) -> np.ndarray | None``
-    The per-coordinate step multiplier ``1 / (denominator including eps)`` in float64 over one
-    flat buffer; ``None`` (the default) when the update has no eps.
+``Rule(..., multiplier=...)``
+    The per-coordinate step multiplier ``k`` in ``param -= lr * k * m_hat`` (``1 /
+    (denominator including eps)``) for :meth:`~Optimizer.multipliers`, from the state after a
+    step and that step's constants: an element function that calls the piece the update
+    divides by, so that eps is written once. ``None`` (no multiplier) when the update has no
+    eps. A class whose update is not an element rule overrides ``_multipliers`` instead.
 ``_nonfinite_cause(self, group, name, grad, state) -> str | None``
     Why a parameter with a finite value and a finite gradient would end non-finite, for
     ``check_finite``'s message; ``None`` falls back to overflow. The default covers eps meeting
@@ -94,7 +97,8 @@ Optional:
     delta, change)``, updates the parameter and the arrays ``[first, ..)``. One compiled call per
     run of parameters (:meth:`FlatBuffers.bounds` gives its tensors), serial (the pool's row
     split would cut tensors); ``reference`` takes an optional ``bounds`` for several tensors;
-    :meth:`_multipliers` also gets ``"param_norm"`` and ``"update_norm"`` per coordinate.
+    the rule's ``multiplier`` also gets each tensor's ``param_norm`` and ``update_norm`` per
+    coordinate, after the state arrays.
     :mod:`minnet.optim.lamb` and :mod:`minnet.optim.lars` are the examples.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
@@ -183,7 +187,7 @@ from minnet.dtypes import as_dtype, float64, is_16bit, is_bfloat16, is_float_dty
 from minnet.nn import Parameter
 from minnet.optim._flat import FlatBuffers, StorageFormats
 from minnet.optim._kernel import Rule, kernel
-from minnet.optim._reference import rule_reference
+from minnet.optim._reference import numpy_rule, rule_reference
 
 __all__ = [
     "Optimizer",
@@ -1252,41 +1256,80 @@ class Optimizer:
         return self.eps_compared_with_options(self.param_groups[group])
 
     def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
+        self,
+        group: Mapping[str, Any],
+        state: dict[str, np.ndarray],
+        step: int,
+        group_state: Mapping[str, float] | None = None,
     ) -> np.ndarray | None:
-        return None
+        """``k`` over one run of coordinates (float64) after step ``step``: the rule's
+        ``multiplier`` run by NumPy on the float64 state with that step's float64 constants;
+        ``None`` when the rule has none."""
+        rule = self.rule
+        if rule is None or rule.multiplier is None:
+            return None
+        f64 = np.dtype(np.float64)
+        if group_state:
+            s = self._scalars(group, f64, step, group_state)  # type: ignore[call-arg]
+        else:
+            s = self._scalars(group, f64, step)
+        o = self._options(group)
+        if rule.branch is not None:
+            o = (*o, bool(numpy_rule(rule.branch)(s)))
+        arrays = tuple(a.astype(np.float64) for a in state.values())
+        with np.errstate(all="ignore"):
+            k = numpy_rule(rule.multiplier)(arrays, s, o)
+        if k is None:
+            return None
+        return np.broadcast_to(np.asarray(k, np.float64), arrays[0].shape).copy()
 
     def multipliers(self) -> np.ndarray | None:
-        """The per-coordinate step multiplier ``1 / (denominator including eps)`` after the
-        latest step, as a float64 array over every parameter in state-dict index order;
-        ``None`` when the update has no eps. Each parameter's multiplier uses its own step
-        count; a parameter that no step has updated yet gets NaN. Raises ``ValueError``
-        before the first step."""
+        """The per-coordinate step multiplier ``k`` in ``param -= lr * k * m_hat`` (``1 /
+        (denominator including eps)``) after the latest step, as a float64 array over every
+        parameter in state-dict index order; ``None`` when the update has no eps. It comes from
+        the rule (``Rule.multiplier``, the same piece the update divides by). Each parameter's
+        multiplier uses its own step count; a parameter that no step has updated yet gets NaN.
+        Raises ``ValueError`` before the first step."""
         if self.step_count == 0:
             raise ValueError("multipliers() needs at least one optimizer step")
         per_param: dict[int, np.ndarray] = {}
         for i, group in enumerate(self.param_groups):
             for flat in self._flats[i]:
                 full = self._multiplier_state(flat)
-                if flat.steps and all(t == flat.steps[0] > 0 for t in flat.steps):
-                    k = self._multipliers(group, full, flat.steps[0])
+                steps, states = flat.steps, flat.group_states
+                if steps and all(t == steps[0] > 0 and g == states[0]
+                                 for t, g in zip(steps, states)):  # fmt: skip
+                    k = self._multiplier_run(group, full, steps[0], states[0])
                     if k is None:
                         return None
                     parts = [k[off : off + size] for off, size in zip(flat.offsets, flat.sizes)]
                 else:  # step counts differ: one parameter at a time
                     parts = []
-                    for off, size, t in zip(flat.offsets, flat.sizes, flat.steps):
+                    for off, size, t, g in zip(flat.offsets, flat.sizes, steps, states):
                         if t == 0:
                             parts.append(np.full(size, np.nan))
                             continue
                         state = {n: a[off : off + size] for n, a in full.items()}
-                        k = self._multipliers(group, state, t)
+                        k = self._multiplier_run(group, state, t, g)
                         if k is None:
                             return None
                         parts.append(k)
                 for p, k in zip(flat.params, parts):
                     per_param[self._index[id(p)]] = k
         return np.concatenate([per_param[j] for j in range(len(self._all_params))])
+
+    def _multiplier_run(
+        self,
+        group: Mapping[str, Any],
+        state: dict[str, np.ndarray],
+        step: int,
+        group_state: Mapping[str, float],
+    ) -> np.ndarray | None:
+        # The group state only when there is one, so that an override of ``_multipliers`` with
+        # the three arguments of a class without group state keeps working.
+        if group_state:
+            return self._multipliers(group, state, step, group_state)
+        return self._multipliers(group, state, step)
 
     def _multiplier_state(self, flat: FlatBuffers) -> dict[str, np.ndarray]:
         """The arrays :meth:`_multipliers` gets: the state, and for a rule with a per-tensor

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numba
 import numpy as np
 
-from minnet._lowp import round_to
+from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
 from minnet.optim._kernel import Rule, element
 from minnet.optim.adam import moments, moments_reference
@@ -87,6 +87,14 @@ def radam_first_rectified_step(beta2: float, limit: int = 10_000) -> int | None:
 
 
 @element
+def adaptive_lr(v, s, rs):  # pragma: no cover - compiled
+    """``(sqrt(bc2) / (sqrt(v) + eps), eps >= sqrt(v))``, rounded as PyTorch's for-loop RAdam
+    under ``"per_op"``: the one place RAdam's eps is written."""
+    root = round_to(np.sqrt(v), rs)  # exp_avg_sq.sqrt()
+    return round_to(s.sqrt_bc2 / round_to(root + s.eps, rs), rs), s.eps >= root
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (decoupled,
     rectified)``, the second chosen once per step (:func:`_rectified`), so each branch is its
@@ -96,10 +104,8 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     step = round_to(round_to(m / s.bc1, rs) * s.lr, rs)  # bias_corrected_exp_avg * lr
     dominated = False
     if rectified:
-        root = round_to(np.sqrt(v), rs)  # exp_avg_sq.sqrt()
-        adaptive = round_to(s.sqrt_bc2 / round_to(root + s.eps, rs), rs)  # bc2**0.5 / (. + eps)
+        adaptive, dominated = adaptive_lr(v, s, rs)
         step = round_to(round_to(step * adaptive, rs) * s.rect, rs)  # ... * adaptive_lr * rect
-        dominated = s.eps >= root
     new = p_in - step  # param.add_(x, alpha=-1.0)
     return p_in, new, (m, v), -step, new - p, dominated, g
 
@@ -109,9 +115,18 @@ def _rectified(s):  # pragma: no cover - compiled
     return s.rectified
 
 
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * m_hat``: ``rect * sqrt(bc2) / (sqrt(v) + eps)`` on a
+    rectified step, else 1."""
+    if o[-1]:
+        return s.rect * adaptive_lr(state[1], s, NATIVE)[0]
+    return 1.0
+
+
 #: RAdam's element rule; the second moment ``exp_avg_sq`` is state 1; rectified or not is
 #: decided once per step.
-RULE = Rule(update, second_moment=1, branch=_rectified)
+RULE = Rule(update, second_moment=1, branch=_rectified, multiplier=multiplier)
 
 
 def radam_reference(
@@ -230,19 +245,6 @@ class RAdam(Optimizer):
         """``"sqrt(v)"``: eps is added to the root of the raw (uncorrected) second moment, in
         rectified steps only."""
         return "sqrt(v)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """The multiplier ``k`` of ``param -= lr * k * m_hat`` in step ``step`` (float64):
-        ``r * sqrt(1 - beta2**t) / (sqrt(v) + eps)`` in a rectified step, 1 in an unrectified
-        one (no eps there); ``inf`` where ``eps=0`` and a coordinate never saw a gradient."""
-        v = state["exp_avg_sq"].astype(np.float64)
-        s = self._scalars({**group, "weight_decay": 0.0}, np.dtype(np.float64), step)
-        if not s.rectified:
-            return np.ones_like(v)
-        with np.errstate(divide="ignore"):
-            return float(s.rect) * (float(s.sqrt_bc2) / (np.sqrt(v) + group["eps"]))
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]

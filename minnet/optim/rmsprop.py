@@ -69,6 +69,18 @@ _PER_OP_MESSAGE = (
 
 
 @element
+def denominator(var, s, mode, rs):  # pragma: no cover - compiled
+    """``(sqrt(var) + eps, eps >= sqrt(var))`` "outside" (rounded as PyTorch's for-loop RMSprop
+    under ``"per_op"``), ``(sqrt(var + eps), eps >= var)`` "inside": the one place RMSprop's eps
+    is written."""
+    eps = round_to(s.eps, rs)
+    if mode == OUTSIDE:
+        root = round_to(np.sqrt(var), rs)  # .sqrt_()
+        return round_to(root + eps, rs), eps >= root  # .add_(eps)
+    return np.sqrt(var + eps), eps >= var
+
+
+@element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (eps mode, centered,
     has_momentum)``, the state ``(square_avg[, momentum_buffer][, grad_avg])``. Under
@@ -96,14 +108,7 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
         else:
             a = round_to(g - (g - a) * s.one_minus_lerp_w, rs)
         var = round_to(v - a * a, rs)  # square_avg.addcmul(grad_avg, grad_avg, value=-1)
-    eps = round_to(s.eps, rs)
-    if mode == OUTSIDE:
-        root = round_to(np.sqrt(var), rs)  # .sqrt_()
-        denom = round_to(root + eps, rs)  # .add_(eps)
-        dominated = eps >= root
-    else:
-        denom = np.sqrt(var + eps)
-        dominated = eps >= var
+    denom, dominated = denominator(var, s, mode, rs)
     if has_momentum:
         b = round_to(b * s.momentum, rs)  # buf.mul_(momentum)
         b = round_to(b + g / denom, rs)  # .addcdiv_(grad, avg)
@@ -116,8 +121,20 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     return p, p + delta, new_state, delta, delta, dominated, g
 
 
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * g``: ``1 / (sqrt(var) + eps)`` ("outside") or ``1 /
+    sqrt(var + eps)`` ("inside"), ``var`` the centered variance when ``centered``."""
+    mode, centered, has_momentum = o
+    var = state[0]
+    if centered:
+        a = state[2] if has_momentum else state[1]
+        var = var - a * a
+    return 1.0 / denominator(var, s, mode, NATIVE)[0]
+
+
 #: RMSprop's element rule; the second moment ``square_avg`` is state 0.
-RULE = Rule(update, second_moment=0)
+RULE = Rule(update, second_moment=0, multiplier=multiplier)
 
 
 def rmsprop_reference(
@@ -253,21 +270,6 @@ class RMSprop(Optimizer):
         ``v`` when centered."""
         var = "v - avg**2" if options.get("centered", False) else "v"
         return f"sqrt({var})" if options.get("eps_mode", "outside") == "outside" else var
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``k = 1 / D`` from the state after the latest step, in float64: ``1 / (sqrt(var) +
-        eps)`` ("outside") or ``1 / sqrt(var + eps)`` ("inside"); ``inf`` where ``D = 0``."""
-        var = state["square_avg"].astype(np.float64)
-        if group["centered"]:
-            a = state["grad_avg"].astype(np.float64)
-            var = var - a * a
-        eps = group["eps"]
-        with np.errstate(all="ignore"):
-            if group["eps_mode"] == "outside":
-                return 1.0 / (np.sqrt(var) + eps)
-            return 1.0 / np.sqrt(var + eps)
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from minnet.nn import Parameter
-from minnet.optim._kernel import Rule, element
+from minnet.optim._kernel import Rule, element, sqrt_plus_eps
 from minnet.optim.optimizer import (
     Optimizer,
     Options,
@@ -59,13 +59,19 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     m = s.one_minus_beta1 * g + s.beta1 * m
     g2 = g * g
     v = v - s.one_minus_beta2 * np.sign(v - g2) * g2
-    root = np.sqrt(v / s.bc2)
-    delta = s.neg_lr * ((m / s.bc1) / (root + s.eps))
-    return p, p + delta, (m, v), delta, delta, s.eps >= root, g
+    den, dominated = sqrt_plus_eps(v / s.bc2, s.eps)
+    delta = s.neg_lr * ((m / s.bc1) / den)
+    return p, p + delta, (m, v), delta, delta, dominated, g
+
+
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * m_hat``: ``1 / (sqrt(v_hat) + eps)``."""
+    return 1.0 / sqrt_plus_eps(state[1] / s.bc2, s.eps)[0]
 
 
 #: Yogi's element rule; the second moment ``exp_avg_sq`` is state 1.
-RULE = Rule(update, second_moment=1)
+RULE = Rule(update, second_moment=1, multiplier=multiplier)
 
 
 def yogi_reference(
@@ -166,12 +172,3 @@ class Yogi(Optimizer):
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
         """``"sqrt(v_hat)"``: eps is added to the root of the bias-corrected second moment."""
         return "sqrt(v_hat)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``1 / (sqrt(v_hat) + eps)`` (float64) of the latest step."""
-        beta2 = group["betas"][1]
-        v_hat = state["exp_avg_sq"].astype(np.float64) / (1.0 - beta2 ** float(step))
-        with np.errstate(divide="ignore"):
-            return 1.0 / (np.sqrt(v_hat) + group["eps"])
