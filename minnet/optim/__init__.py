@@ -37,6 +37,7 @@ from minnet.optim.rprop import Rprop
 from minnet.optim.sgd import SGD
 from minnet.optim.signsgd import SignSGD
 from minnet.optim.signum import Signum
+from minnet.optim.sparse_adam import SparseAdam
 from minnet.optim.yogi import Yogi
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "Signum",
     "Lamb",
     "Lars",
+    "SparseAdam",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",
