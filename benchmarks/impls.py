@@ -516,7 +516,8 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 #: has neither, with a sparse gradient); AdaBelief, Lion,
 #: Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb and Lars, which PyTorch lacks, against
 #: optax's jitted update; Ftrl (in neither) against Keras 3's jitted ``stateless_apply`` on its
-#: JAX backend (skipped with a note where Keras is not installed).
+#: JAX backend (skipped with a note where Keras is not installed). LBFGS is not in the table: its
+#: ``step(closure)`` evaluates the loss several times, so one call is not one update of this kind.
 FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
                 *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),

@@ -107,3 +107,116 @@ def test_sparse_adam_fixtures_cover_the_brief() -> None:
     names = {p.stem for p in SPARSE_ADAM}
     assert {"sparse_adam_eps1e-8", "sparse_adam_eps1e-3", "sparse_adam_maximize_betas",
             "sparse_adam_zero_rows_padding"} <= names  # fmt: skip
+
+
+# -- LBFGS ---------------------------------------------------------------------------------------
+
+LBFGS_FIXTURES = sorted(FIXTURE_DIR.glob("lbfgs_*.npz"))
+LBFGS_MID = 3  # the fixtures also hold the state before step 4
+
+
+def logistic_loss(prob: dict[str, np.ndarray], w: np.ndarray, b: np.ndarray
+                  ) -> tuple[float, np.ndarray, np.ndarray]:  # fmt: skip
+    """The fixture script's loss and gradients, ``mean(log(1 + exp(-y (X w + b)))) + 0.5 lam
+    ||w||**2``, in NumPy."""
+    z = prob["y"] * (prob["x"] @ w + b[0])
+    loss = np.mean(np.logaddexp(0.0, -z)) + 0.5 * prob["lam"] * w.dot(w)
+    s = -prob["y"] / (1.0 + np.exp(z)) / z.size
+    return float(loss), prob["x"].T @ s + prob["lam"] * w, np.array([s.sum()])
+
+
+def lbfgs_run(arrays: dict[str, np.ndarray], kwargs: dict[str, Any], steps: int,
+              start: tuple[Any, ...] | None = None) -> dict[str, Any]:  # fmt: skip
+    """minnet's LBFGS on the fixture's problem: per-step parameters, losses, counts, closure
+    calls, and the optimizer. ``start``: (w, b, state dict) to resume from."""
+    from minnet.optim import LBFGS
+
+    w = Parameter(arrays["w0"].copy(), "w")
+    b = Parameter(arrays["b0"].copy(), "b")
+    opt = LBFGS([w, b], **kwargs)
+    if start is not None:
+        w.data[...], b.data[...] = start[0], start[1]
+        opt.load_state_dict(start[2])
+    calls = [0]
+
+    def closure() -> float:
+        calls[0] += 1
+        loss, gw, gb = logistic_loss(arrays, w.data, b.data)
+        w.grad, b.grad = gw, gb
+        return loss
+
+    out: dict[str, Any] = {"params": [], "losses": [], "func_evals": [], "n_iter": [],
+                           "calls": []}  # fmt: skip
+    for k in range(steps):
+        if k == LBFGS_MID:
+            out["mid"] = opt.state_dict()["state"][0]
+        out["losses"].append(opt.step(closure))
+        out["params"].append(np.concatenate([w.data, b.data]))
+        st = opt.state_dict()["state"][0]
+        out["func_evals"].append(st["func_evals"])
+        out["n_iter"].append(st["n_iter"])
+        out["calls"].append(calls[0])
+    out["opt"], out["w"], out["b"] = opt, w, b
+    return out
+
+
+@pytest.mark.parametrize("fixture", LBFGS_FIXTURES, ids=[p.stem for p in LBFGS_FIXTURES])
+def test_lbfgs_replays_pytorch(fixture: Path) -> None:
+    cfg, arrays = load(fixture)
+    assert cfg["library"] == "PyTorch" and cfg["steps"] >= 30 and cfg["dtype"] == "float64"
+    run = lbfgs_run(arrays, cfg["kwargs"], cfg["steps"])
+    for key in ("func_evals", "n_iter", "calls"):  # the same iterations and closure calls
+        np.testing.assert_array_equal(run[key], arrays[key], err_msg=key)
+    assert rel_gap(np.array(run["params"]), arrays["params"]) <= TOL
+    assert rel_gap(np.array(run["losses"]), arrays["losses"]) <= TOL
+    # the state far from convergence, to 1e-9; at the end the problem has converged (|g| ~
+    # 1e-9, whose last digits are the loss's round-off), so the gradient-made arrays agree to
+    # what round-off leaves of them, 1e-6 relative
+    check_lbfgs_state(run["mid"], arrays, "mid_", TOL)
+    check_lbfgs_state(run["opt"].state_dict()["state"][0], arrays, "", 1e-6)
+
+
+def check_lbfgs_state(st: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str,
+                      tol: float) -> None:  # fmt: skip
+    """minnet's LBFGS state entry against PyTorch's, recorded under ``{prefix}state_{key}``."""
+    for key in ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss"):
+        ref = arrays[f"{prefix}state_{key}"]
+        got = np.array(st[key], np.float64)
+        assert got.shape == ref.shape, key
+        assert rel_gap(got, ref) <= (TOL if key == "prev_loss" else tol), key
+    al = np.array([np.nan if v is None else v for v in st["al"]])
+    ref = arrays[f"{prefix}state_al"]
+    np.testing.assert_array_equal(np.isnan(al), np.isnan(ref))
+    assert rel_gap(al[~np.isnan(al)], ref[~np.isnan(al)]) <= tol
+
+
+@pytest.mark.parametrize("fixture", LBFGS_FIXTURES[:2], ids=[p.stem for p in LBFGS_FIXTURES[:2]])
+def test_lbfgs_resumes_bit_for_bit_from_its_state_dict(fixture: Path) -> None:
+    """20 steps, a state dict through minnet.save / minnet.load, 20 more in a new optimizer:
+    the same bits as 40 straight."""
+    import tempfile
+
+    import minnet
+
+    cfg, arrays = load(fixture)
+    straight = lbfgs_run(arrays, cfg["kwargs"], 40)
+    half = lbfgs_run(arrays, cfg["kwargs"], 20)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lbfgs.npz"
+        minnet.save({"w": half["w"].data, "b": half["b"].data,
+                     "opt": half["opt"].state_dict()}, path)  # fmt: skip
+        ckpt = minnet.load(path)
+    rest = lbfgs_run(arrays, cfg["kwargs"], 20, (ckpt["w"], ckpt["b"], ckpt["opt"]))
+    for a, b in zip(straight["params"][20:], rest["params"], strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert straight["n_iter"][20:] == rest["n_iter"]
+    sd_a, sd_b = straight["opt"].state_dict(), rest["opt"].state_dict()
+    assert sd_a["param_groups"] == sd_b["param_groups"]
+    for key, value in sd_a["state"][0].items():
+        other = sd_b["state"][0][key]
+        if isinstance(value, list):
+            assert len(value) == len(other)
+            for u, v in zip(value, other):
+                assert np.array_equal(np.asarray(u, float), np.asarray(v, float), equal_nan=True)
+        else:
+            assert np.asarray(value).tobytes() == np.asarray(other).tobytes(), key

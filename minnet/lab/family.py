@@ -129,7 +129,8 @@ def available() -> list[Member]:
 def resolve_name(name: str) -> str:
     """The class name in :mod:`minnet.optim` for ``name``, case-insensitive (``"rmsprop"`` ->
     ``"RMSprop"``); any other optimizer class of :mod:`minnet.optim` is accepted by its exact
-    name. Raises ``ValueError`` listing the available optimizers."""
+    name, except one without an element rule (LBFGS: a closure-based step with no eps, which
+    the lab's runner cannot drive). Raises ``ValueError`` listing the available optimizers."""
     if not isinstance(name, str):
         raise TypeError(f"optimizer must be a name in minnet.optim, got {name!r}")
     member = _BY_KEY.get(name.lower())
@@ -137,6 +138,11 @@ def resolve_name(name: str) -> str:
         return member.name
     obj = getattr(minnet.optim, name, None)
     if isinstance(obj, type) and issubclass(obj, minnet.optim.Optimizer):
+        if obj.rule is None:
+            raise ValueError(
+                f"the lab cannot sweep {name}: it has no eps, and its step(closure) evaluates "
+                "the loss itself (family.py's docstring)"
+            )
         return name
     names = ", ".join(m.name for m in available())
     raise ValueError(f"unknown optimizer {name!r}; available: {names}")

@@ -22,6 +22,7 @@ from minnet.optim.asgd import ASGD
 from minnet.optim.ftrl import Ftrl
 from minnet.optim.lamb import Lamb
 from minnet.optim.lars import Lars
+from minnet.optim.lbfgs import LBFGS
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import (
@@ -69,6 +70,7 @@ __all__ = [
     "Lamb",
     "Lars",
     "SparseAdam",
+    "LBFGS",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",
