@@ -301,7 +301,8 @@ class SparseAdam(Optimizer):
     Keras 3 and optax have no SparseAdam (optax's ``masked`` or a lazy ``adam`` on JAX's dense
     gradients is another algorithm). Parameter groups, ``track_stats`` (``eps_dominated``: the
     share of *all* coordinates of the parameters that took the step whose ``sqrt(v) <= eps``;
-    untouched rows count as not dominated and as a zero update in ``update_rms``) and
+    untouched rows count as not dominated and as a zero update in ``update_rms``; ``nonfinite``
+    counts the touched rows' new values, as an untouched row is not read) and
     ``check_finite`` (a dry run over the touched rows) work as for every optimizer.
 
     Args:
