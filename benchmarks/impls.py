@@ -494,8 +494,16 @@ class FamilyEntry(NamedTuple):
             return f"optax.{self.peer_name}, jit"
         if self.peer == "keras":
             return f"Keras 3 {self.peer_name} (JAX backend), jit"
+        if self.peer_name in _TORCH_SPARSE:
+            return f"PyTorch {self.peer_name} (sparse COO gradient)"
         flag = "fused" if self.peer_kwargs.get("fused") else "foreach"
         return f"PyTorch {self.peer_name}({flag}=True)"
+
+
+#: PyTorch optimizers that take only a sparse gradient (no foreach or fused switch): the table
+#: gives them the dense gradient as a sparse COO tensor of its non-zero elements, minnet the
+#: dense one (each element of the 1-D parameter a row).
+_TORCH_SPARSE = ("SparseAdam",)
 
 
 def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
@@ -504,10 +512,12 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 
 #: Every optimizer of the family with PyTorch's defaults (SGD with momentum 0.9, the usual
 #: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
-#: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief, Lion,
+#: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise (SparseAdam, which
+#: has neither, with a sparse gradient); AdaBelief, Lion,
 #: Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb and Lars, which PyTorch lacks, against
 #: optax's jitted update; Ftrl (in neither) against Keras 3's jitted ``stateless_apply`` on its
-#: JAX backend (skipped with a note where Keras is not installed).
+#: JAX backend (skipped with a note where Keras is not installed). LBFGS is not in the table: its
+#: ``step(closure)`` evaluates the loss several times, so one call is not one update of this kind.
 FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
                 *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),
@@ -542,6 +552,7 @@ FAMILY: tuple[FamilyEntry, ...] = (
                 {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-6}),
     FamilyEntry("Lars", {"lr": 1.0}, "optax", "lars",
                 {"learning_rate": 1.0, "trust_coefficient": 1e-3, "momentum": 0.9}),
+    FamilyEntry("SparseAdam", {"lr": 1e-3}, *_torch_peer("SparseAdam", lr=1e-3)),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}
@@ -626,6 +637,8 @@ def family_peer(name: str, n: int) -> Step:
             raise Unavailable(f"torch.optim has no {entry.peer_name}")
         p = torch.nn.Parameter(torch.ones(n))
         p.grad = torch.from_numpy(g)
+        if entry.peer_name in _TORCH_SPARSE:
+            p.grad = p.grad.to_sparse()
         return cls([p], **entry.peer_kwargs).step
     import jax
     import jax.numpy as jnp

@@ -186,6 +186,7 @@ FAMILY_DEFAULTS = sorted(
     if isinstance(getattr(minnet.optim, name), type)
     and issubclass(getattr(minnet.optim, name), minnet.optim.Optimizer)
     and name != "Optimizer"
+    and getattr(minnet.optim, name).rule is not None  # LBFGS: closure-based, its own tests
 )  # fmt: skip
 
 

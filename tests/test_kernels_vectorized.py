@@ -38,6 +38,7 @@ OPTIMIZERS = sorted(
     if isinstance(getattr(optim, name), type)
     and issubclass(getattr(optim, name), Optimizer)
     and getattr(optim, name) is not Optimizer
+    and getattr(optim, name).rule is not None  # LBFGS: dot products, no element kernel
 )
 
 #: Packed-single arithmetic on a 256- or 512-bit register (AT&T syntax: the register follows).
@@ -85,6 +86,9 @@ def default_kernel_asm(name: str, **options: Any) -> str:
     fresh = numba.njit(error_model="numpy", nogil=True)(compiled.py_func)
     if compiled is kernel:
         fresh(*flat.args, flat.scratch, s)
+    elif hasattr(kernel, "call_args"):  # SparseAdam: its row pass over the touched elements
+        flat.grad[...] = 1.0
+        fresh(*kernel.call_args(*flat.args, flat.scratch, s))
     else:
         data, grad, *state = flat.args
         bounds = np.array([0, flat.size], np.int64)
@@ -148,6 +152,7 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("Lamb", {"variant": "optax"}, r"\bvsqrtps\b", 1, 21),
     ("Lars", {}, _SOME_PACKED, 4, 21),
     ("Lars", {"nesterov": True}, _SOME_PACKED, 4, 21),
+    ("SparseAdam", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),  # each touched row in packed lanes
 ]
 
 

@@ -44,6 +44,7 @@ from minnet.nn import Parameter
 from minnet.optim import (
     ADOPT,
     ASGD,
+    LBFGS,
     SGD,
     AdaBelief,
     Adadelta,
@@ -66,6 +67,7 @@ from minnet.optim import (
     Rprop,
     SignSGD,
     Signum,
+    SparseAdam,
     Yogi,
 )
 from minnet.optim.adagrad import ADAGRAD_EPS_MODES
@@ -79,7 +81,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
-    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
+    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars, SparseAdam,
 ]  # fmt: skip
 #: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
 PER_TENSOR = (Lamb, Lars)
@@ -158,6 +160,8 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lars, {"lr": 0.5}),
     (Lars, {"lr": 0.5, "eps": 1e-3, "weight_decay": 0.1, "nesterov": True}),
     (Lars, {"lr": 0.05, "trust_ratio": False, "momentum": 0.5}),
+    (SparseAdam, {"lr": 0.05}),
+    (SparseAdam, {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-3, "maximize": True}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -178,7 +182,8 @@ def test_every_optimizer_is_in_every_table() -> None:
     """An optimizer exported by minnet.optim and missing from a table fails here."""
     exported = {getattr(minnet.optim, n) for n in minnet.optim.__all__}
     exported = {c for c in exported if isinstance(c, type) and issubclass(c, Optimizer)}
-    assert exported - {Optimizer} == set(CLASSES)
+    # LBFGS is no element rule (closure, dot products, one group): tests/test_optim_lbfgs.py
+    assert exported - {Optimizer, LBFGS} == set(CLASSES)
     for table in (FAMILY, ERROR_INPUTS, ACCEPTED, STATE_NAMES, EPS_COMPARED, CONVERGENCE):
         assert {row[0] for row in table} == set(CLASSES)
     for cls in CLASSES:
@@ -186,7 +191,8 @@ def test_every_optimizer_is_in_every_table() -> None:
         assert any(v["optimizer"] == cls.__name__ for v in RESUME.values())
     with_eps = {c for c in CLASSES if "eps" in inspect.signature(c).parameters}
     # Lars: eps is next to a tensor's norm, and a zero norm takes the ratio 1: never 0/0.
-    assert {row[0] for row in EPS_ZERO} == with_eps - {Lars}
+    # SparseAdam: eps must be > 0 (PyTorch's check), and it never divides an untouched row.
+    assert {row[0] for row in EPS_ZERO} == with_eps - {Lars, SparseAdam}
 
 
 # -- errors (PyTorch's messages), edge values, defaults ----------------------------------------
@@ -218,7 +224,7 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
         ({"check_finite": "no"}, TypeError, "check_finite must be a bool"),
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
-      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum)
+      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum, SparseAdam)
       for kw, exc, msg in [
         ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5$"),
         ({"weight_decay": math.nan}, ValueError, "Invalid weight_decay value: nan$"),
@@ -227,8 +233,12 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
       if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum)
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
-      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb)
+      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb,
+                  SparseAdam)
       for kw, exc, msg in _BETA_ERRORS],
+    # PyTorch's SparseAdam wants lr > 0 and eps > 0, strictly (its own messages)
+    (SparseAdam, {"lr": 0.0}, ValueError, "Invalid learning rate: 0.0$"),
+    (SparseAdam, {"eps": 0.0}, ValueError, "Invalid epsilon value: 0.0$"),
     *[(cls, kw, exc, msg) for cls in (Adam, AdamW) for kw, exc, msg in [
         ({"betas": (0.9, None)}, TypeError, "betas[1] must be a real number"),
         ({"amsgrad": "yes"}, TypeError, "amsgrad must be a bool"),
@@ -471,6 +481,7 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lamb, {"variant": "optax", "weight_decay": 1.0}),
     (Lars, {"lr": 0.0, "weight_decay": 0.0, "trust_coefficient": 0.0, "eps": 0.0,
             "momentum": 0.0}),
+    (SparseAdam, {"lr": 1e-300, "betas": (0.0, 0.0), "eps": 1e-300, "maximize": True}),
 ]
 
 
@@ -525,6 +536,7 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
            "variant": "keras"},
     Lars: {"lr": 1.0, "weight_decay": 0.0, "trust_coefficient": 1e-3, "eps": 0.0,
            "trust_ratio": True, "momentum": 0.9, "nesterov": False},
+    SparseAdam: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "maximize": False},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
@@ -538,7 +550,9 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars)
+    # (PyTorch's SparseAdam has none of its implementation switches)
+    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
+                    SparseAdam)
     flags = _TORCH_FLAGS if cls not in options_only else {}
     if cls is Lamb:  # eps=None: the variant's (Keras's 1e-7 for the default variant)
         assert defaults.pop("eps") is None
@@ -584,6 +598,7 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (Signum, {}, ["exp_avg"]),
     (Lamb, {}, ["exp_avg", "exp_avg_sq"]),
     (Lars, {}, ["trace"]),
+    (SparseAdam, {}, ["exp_avg", "exp_avg_sq"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
 GROUP_SCALARS = {"mu_product", "eta", "mu"}
@@ -1040,6 +1055,7 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Lamb, {}, "sqrt(v_hat)"),
     (Lamb, {"variant": "optax"}, "sqrt(v_hat)"),
     (Lars, {}, "||u|| (per tensor)"),
+    (SparseAdam, {}, "sqrt(v)"),
 ]  # fmt: skip
 
 
@@ -1091,6 +1107,7 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     Signum: [{}],
     Lamb: [{"variant": v} for v in ("keras", "optax")],
     Lars: [{"trust_ratio": r, "nesterov": n} for r in (True, False) for n in (False, True)],
+    SparseAdam: [{}],  # its kernel and reference are lazy: a zero-gradient element stays
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1230,12 +1247,19 @@ HYPER: dict[type[Optimizer], Any] = {
         "eps": st.sampled_from([0.0, 1e-16, 1e-3, 1.0]),
         "momentum": st.sampled_from([0.0, 0.5, 0.9]),
     }),
+    SparseAdam: st.fixed_dictionaries({  # PyTorch wants lr > 0 and eps > 0
+        "lr": st.sampled_from([1e-4, 1e-3, 0.1]),
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.999), (0.5, 0.9), (0.99, 0.9999)]),
+        "eps": st.sampled_from([1e-16, 1e-8, 1e-3, 1.0]),
+        "maximize": st.booleans(),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
     ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60, Lamb: 60, Lars: 40,
+    SparseAdam: 100,
 }  # fmt: skip
 
 
@@ -1275,7 +1299,9 @@ def step_kernels(
         assert a[keep].tobytes() == b[keep].tobytes()  # tracking changes no bit
         np.testing.assert_array_equal(a, b)
     assert dry[:2] == counts[:2]
-    assert counts[1] == int((~np.isfinite(tracked[0])).sum())
+    # SparseAdam reads only the touched elements (gradient not 0): an untouched NaN is not seen
+    seen = (grad != 0) | np.isnan(grad) if isinstance(opt, SparseAdam) else slice(None)
+    assert counts[1] == int((~np.isfinite(tracked[0][seen])).sum())
     return counts, dry
 
 
@@ -1360,7 +1386,8 @@ def test_kernel_matches_reference_float64(cls: type[Optimizer], variant: dict[st
     check()
 
 
-EPS_ROWS = [(c, v) for c, v in KERNEL_ROWS if "eps" in inspect.signature(c).parameters]
+EPS_ROWS = [(c, v) for c, v in KERNEL_ROWS if "eps" in inspect.signature(c).parameters
+            and c is not SparseAdam]  # SparseAdam: eps > 0 (PyTorch's check)
 
 
 @pytest.mark.parametrize(("cls", "variant"), EPS_ROWS, ids=[row_id(*r) for r in EPS_ROWS])
@@ -1511,6 +1538,7 @@ RESUME: dict[str, dict[str, Any]] = {
     "signum": {"optimizer": "Signum", "lr": 1e-3, "beta": 0.8},
     "lamb": {"optimizer": "Lamb", "lr": 1e-2, "variant": "optax", "weight_decay": 1e-2},
     "lars": {"optimizer": "Lars", "lr": 1.0, "nesterov": True},
+    "sparse_adam": {"optimizer": "SparseAdam", "lr": 3e-2, "betas": (0.9, 0.99)},
 }  # fmt: skip
 
 
@@ -1632,6 +1660,8 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Lamb, {"lr": 1e-3, "variant": "optax"}, "rosenbrock", 10_000, 2e-2),
     (Lars, {"lr": 1.0}, "parabola", 10_000, 2e-2),
     (Lars, {"lr": 0.1}, "rosenbrock", 10_000, 2e-2),
+    (SparseAdam, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (SparseAdam, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

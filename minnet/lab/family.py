@@ -14,6 +14,16 @@ per seed and scenario and records ``eps`` as NaN),
 what eps is compared with and the step multiplier
 (:meth:`~minnet.optim.Optimizer.eps_compared_with`, :meth:`~minnet.optim.Optimizer.multipliers`).
 Optimizers listed here but not (yet) in :mod:`minnet.optim` are absent from :func:`available`.
+
+Two optimizers of :mod:`minnet.optim` are not members. ``SparseAdam`` is Adam for embedding
+tables (only the rows a batch looked up move); the seed problem has no embedding: its dense
+layers give every row a gradient each step, so SparseAdam there would be Adam with eps before
+the bias correction (Adam's ``eps_mode="hat"``, already swept) plus frozen dead ReLU units,
+and it would say nothing about what it is for. ``LBFGS`` has no eps (its tolerances end its
+loop; they are not added to anything) and takes a closure that it calls many times per step,
+so an eps sweep has nothing to vary (and the lab's runner calls ``step()`` without one).
+SparseAdam is still accepted by name (``minnet sweep --optimizer SparseAdam``, lr 1e-4), as
+any optimizer class with an element rule is.
 """
 
 from __future__ import annotations
@@ -119,7 +129,8 @@ def available() -> list[Member]:
 def resolve_name(name: str) -> str:
     """The class name in :mod:`minnet.optim` for ``name``, case-insensitive (``"rmsprop"`` ->
     ``"RMSprop"``); any other optimizer class of :mod:`minnet.optim` is accepted by its exact
-    name. Raises ``ValueError`` listing the available optimizers."""
+    name, except one without an element rule (LBFGS: a closure-based step with no eps, which
+    the lab's runner cannot drive). Raises ``ValueError`` listing the available optimizers."""
     if not isinstance(name, str):
         raise TypeError(f"optimizer must be a name in minnet.optim, got {name!r}")
     member = _BY_KEY.get(name.lower())
@@ -127,6 +138,11 @@ def resolve_name(name: str) -> str:
         return member.name
     obj = getattr(minnet.optim, name, None)
     if isinstance(obj, type) and issubclass(obj, minnet.optim.Optimizer):
+        if obj.rule is None:
+            raise ValueError(
+                f"the lab cannot sweep {name}: it has no eps, and its step(closure) evaluates "
+                "the loss itself (family.py's docstring)"
+            )
         return name
     names = ", ".join(m.name for m in available())
     raise ValueError(f"unknown optimizer {name!r}; available: {names}")

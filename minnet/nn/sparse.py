@@ -32,10 +32,11 @@ class Embedding(Module):
     that appeared. minnet's optimizers work on flat dense buffers, so ``weight.grad`` stays a
     dense array (zeros in the rows that did not appear) and the layer records the rows it
     touched in ``weight.grad_rows``: a sorted, unique int64 array, the union over every backward
-    since the last ``Module.zero_grad()`` (which empties it; an optimizer's ``zero_grad()`` fills
-    the flat gradient buffers and leaves ``grad_rows`` alone), ``padding_idx`` excluded. A row
-    outside ``grad_rows`` had *no* gradient (a lazy optimizer such as SparseAdam skips it: its
-    moments stay and no eps is ever divided by), a row inside it had a gradient, possibly zero.
+    since the last ``zero_grad()`` (``Module.zero_grad()`` and an optimizer's ``zero_grad()``
+    both empty it), ``padding_idx`` excluded. A row outside ``grad_rows`` had *no* gradient
+    (:class:`minnet.optim.SparseAdam` skips it: its moments stay and no eps is ever divided by),
+    a row inside it had a gradient, possibly zero (SparseAdam steps it, as PyTorch's sparse
+    gradient lists it).
     With ``sparse=False`` (the default) ``grad_rows`` is ``None``: dense Adam sees a zero
     gradient in every absent row, so their ``m`` and ``v`` decay and, with ``v = 0``, the update
     is ``0 / (0 + eps)`` -- zero, but only thanks to eps.

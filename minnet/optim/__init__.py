@@ -22,6 +22,7 @@ from minnet.optim.asgd import ASGD
 from minnet.optim.ftrl import Ftrl
 from minnet.optim.lamb import Lamb
 from minnet.optim.lars import Lars
+from minnet.optim.lbfgs import LBFGS
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import (
@@ -37,6 +38,7 @@ from minnet.optim.rprop import Rprop
 from minnet.optim.sgd import SGD
 from minnet.optim.signsgd import SignSGD
 from minnet.optim.signum import Signum
+from minnet.optim.sparse_adam import SparseAdam
 from minnet.optim.yogi import Yogi
 
 __all__ = [
@@ -67,6 +69,8 @@ __all__ = [
     "Signum",
     "Lamb",
     "Lars",
+    "SparseAdam",
+    "LBFGS",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",

@@ -103,6 +103,14 @@ Optional:
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
+``step`` itself, for an update that is not one pass of the rule over every coordinate
+    (:class:`~minnet.optim.SparseAdam` visits only the rows that had a gradient):
+    :meth:`~Optimizer._plan_step` does the first half of the base's step (groups synced and
+    revalidated, buffers checked, one plan per flat buffer with each run's step count and
+    constants), :meth:`~Optimizer._raise_nonfinite` raises ``check_finite``'s error for what a
+    dry run found, and :meth:`~Optimizer._finish_step` advances the step counts and records the
+    stats from the summed counts. An optimizer with no element rule at all
+    (:class:`~minnet.optim.LBFGS`) overrides ``step`` and keeps ``rule = None``.
 
 What the base class derives from the rule: ``_kernel(group, track, write, formats=None)``, the
 compiled pass over flat buffers of any storage format (float64, float32, float16, bfloat16:
@@ -1072,32 +1080,8 @@ class Optimizer:
         """
         _threads.tick()
         loss = closure() if closure is not None else None
-        self._sync_groups()
-        groups = self.param_groups
-        checked = self._checked
-        for i, group in enumerate(groups):
-            if self._snapshot(group) != checked[i]:
-                self._revalidate(i)
-        for flat in self._groups:
-            flat.check_bound()
+        plans = self._plan_step()
         track = self.track_stats
-        # One plan per flat buffer: its kernel and, per run of parameters that take the step
-        # with one step count (the whole buffer, usually), the step's constants.
-        plans: list[tuple[int, FlatBuffers, Any, list[_Run]]] = []
-        for i, group in enumerate(groups):
-            for flat in self._flats[i]:
-                kernel = self._kernel_of(i, track, True, flat.formats)
-                runs = []
-                for args, js, before, group_state in flat.step_runs():
-                    step = before + 1
-                    if group_state:
-                        new = self._advance_group_state(group, group_state, step)
-                        scalars = self._scalars(group, flat.compute_dtype, step, new)
-                    else:
-                        new = group_state
-                        scalars = self._scalars(group, flat.compute_dtype, step)
-                    runs.append(_Run(args, js, step, new, scalars))
-                plans.append((i, flat, kernel, runs))
         if self.check_finite:
             self._refuse_nonfinite(plans)
         n_dominated = n_nonfinite = n_underflow = n_lost = 0
@@ -1106,7 +1090,7 @@ class Optimizer:
         if per_tensor:
             n_dominated, n_nonfinite, sum_sq, n_underflow, n_lost = self._step_per_tensor(plans)
         threads = _threads.pool_threads()
-        for _, flat, kernel, runs in plans:
+        for _, flat, run_kernel, runs in plans:
             if not runs or per_tensor:
                 continue
             scratch = flat.ensure_scratch() if track else flat.scratch
@@ -1123,7 +1107,7 @@ class Optimizer:
                 # (16-bit layers keep the serial route, but their optimizer step is split the
                 # same way: every kernel is elementwise, so the bits do not depend on it).
                 segs = flat.thread_segments(threads)
-                counts = _pool.optimizer_step(kernel, flat.args, scratch, first.scalars, segs)
+                counts = _pool.optimizer_step(run_kernel, flat.args, scratch, first.scalars, segs)
                 if counts is not None:
                     n_dominated += counts[0]
                     n_nonfinite += counts[1]
@@ -1132,17 +1116,60 @@ class Optimizer:
             for run in runs:
                 args = run.args
                 run_scratch = scratch[: args[0].size] if track else scratch
-                counts = kernel(*args, run_scratch, run.scalars)
+                counts = run_kernel(*args, run_scratch, run.scalars)
                 n_dominated += counts[0]
                 n_nonfinite += counts[1]
                 sum_sq += counts[2]
                 if len(counts) > 3:
                     n_underflow += counts[3]
                     n_lost += counts[4]
+        self._finish_step(plans, (n_dominated, n_nonfinite, sum_sq, n_underflow, n_lost))
+        return loss
+
+    def _plan_step(self) -> list[tuple[int, FlatBuffers, Any, list[_Run]]]:
+        """The first half of :meth:`step`, for a subclass that overrides it (SparseAdam): sync
+        and revalidate the groups, check the buffers are bound, and return one plan per flat
+        buffer, ``(group index, buffer, kernel, runs)``: its kernel (built, not yet compiled)
+        and, per run of parameters that take the step with one step count (the whole buffer,
+        usually), a :class:`_Run` with the step's constants."""
+        self._sync_groups()
+        groups = self.param_groups
+        checked = self._checked
+        for i, group in enumerate(groups):
+            if self._snapshot(group) != checked[i]:
+                self._revalidate(i)
+        for flat in self._groups:
+            flat.check_bound()
+        track = self.track_stats
+        plans: list[tuple[int, FlatBuffers, Any, list[_Run]]] = []
+        for i, group in enumerate(groups):
+            for flat in self._flats[i]:
+                kernel = self._kernel_of(i, track, True, flat.formats)
+                runs = []
+                for args, js, before, group_state in flat.step_runs():
+                    step = before + 1
+                    if group_state:
+                        new = self._advance_group_state(group, group_state, step)
+                        scalars = self._scalars(group, flat.compute_dtype, step, new)
+                    else:
+                        new = group_state
+                        scalars = self._scalars(group, flat.compute_dtype, step)
+                    runs.append(_Run(args, js, step, new, scalars))
+                plans.append((i, flat, kernel, runs))
+        return plans
+
+    def _finish_step(
+        self, plans: list[tuple[int, FlatBuffers, Any, list[_Run]]],
+        counts: tuple[int, int, float, int, int],
+    ) -> None:  # fmt: skip
+        """The last part of :meth:`step`: advance the step counts of every run of ``plans``
+        and, with ``track_stats``, record :attr:`stats` from the summed kernel ``counts``
+        ``(eps_dominated, nonfinite, sum of squares, underflow, lost updates)``."""
         for _, flat, _, runs in plans:
             for run in runs:
                 flat.advance(run.js, run.state)
-        if track:
+        if self.track_stats:
+            n_dominated, n_nonfinite, sum_sq, n_underflow, n_lost = counts
             n = sum(flat.n_trainable for flat in self._groups)
             self.stats = OptimizerStats(
                 self.step_count,
@@ -1153,7 +1180,6 @@ class Optimizer:
                 n_underflow,
                 n_lost,
             )
-        return loss
 
     def _step_per_tensor(
         self, plans: list[tuple[int, FlatBuffers, Any, list[_Run]]]
@@ -1211,6 +1237,13 @@ class Optimizer:
                     if n_bad:
                         p = flat.params[j]
                         bad.append((i, p, n_bad, flat.param_slices(j, typed=True), run.step))
+        self._raise_nonfinite(bad)
+
+    def _raise_nonfinite(self, bad: list[tuple[int, Parameter, int, tuple[np.ndarray, ...], int]]
+                         ) -> None:  # fmt: skip
+        """``check_finite``'s ``FloatingPointError`` for the parameters a dry run found,
+        ``(group index, parameter, non-finite count, its typed (data, grad, *state) slices,
+        step)`` each, naming the likely cause; nothing when ``bad`` is empty."""
         if not bad:
             return
         parts = []
