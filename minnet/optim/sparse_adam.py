@@ -64,6 +64,7 @@ class SparseAdamScalars(NamedTuple):
     one_minus_beta2: np.floating
     eps: np.floating
     neg_step_size: np.floating  # -(lr * sqrt(1 - beta2**t) / (1 - beta1**t))
+    sqrt_bc2: np.floating  # sqrt(1 - beta2**t), the multiplier's numerator
 
 
 @element
@@ -78,14 +79,28 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     g2 = round_to(g * g, rs)  # grad_values.pow(2)
     up2 = round_to(round_to(g2 - v, rs) * s.one_minus_beta2, rs)
     v = round_to(v + up2, rs)  # exp_avg_sq.add_(...); up2.add_(old) is the same sum
-    root = round_to(np.sqrt(v), rs)
-    denom = round_to(root + s.eps, rs)  # sqrt_().add_(eps): eps before the bias correction
+    denom, dominated = denominator(v, s, rs)
     delta = round_to(round_to(m / denom, rs) * s.neg_step_size, rp)  # -step_size * numer/denom
-    return p, round_to(p + delta, rp), (m, v), delta, delta, s.eps >= root, g
+    return p, round_to(p + delta, rp), (m, v), delta, delta, dominated, g
+
+
+@element
+def denominator(v, s, rs):  # pragma: no cover - compiled
+    """``(sqrt(v) + eps, eps >= sqrt(v))``, eps before the bias correction
+    (``sqrt_().add_(eps)``): the one place SparseAdam's eps is written."""
+    root = round_to(np.sqrt(v), rs)
+    return round_to(root + s.eps, rs), s.eps >= root
+
+
+@element
+def multiplier(state, s, o):  # pragma: no cover - run by NumPy
+    """``k`` in ``param -= lr * k * m_hat``: ``sqrt(bc2) / (sqrt(v) + eps)``, Adam's "hat"
+    multiplier (an untouched row's is that of its stored ``v``, the step it would take)."""
+    return s.sqrt_bc2 / denominator(state[1], s, NATIVE)[0]
 
 
 #: SparseAdam's element rule; the second moment ``exp_avg_sq`` is state 1.
-RULE = Rule(update, second_moment=1)
+RULE = Rule(update, second_moment=1, multiplier=multiplier)
 
 
 def sparse_adam_reference(
@@ -350,24 +365,13 @@ class SparseAdam(Optimizer):
         t = float(step)
         step_size = group["lr"] * (1.0 - beta2**t) ** 0.5 / (1.0 - beta1**t)
         return cast_scalars(SparseAdamScalars, dtype, 1.0 - beta1, 1.0 - beta2, group["eps"],
-                            -step_size)  # fmt: skip
+                            -step_size, (1.0 - beta2**t) ** 0.5)  # fmt: skip
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
         """``"sqrt(v)"``: eps is added to the root of the raw (not bias-corrected) second
         moment."""
         return "sqrt(v)"
-
-    def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
-        """``k`` in ``param -= lr * k * m_hat`` after step ``step`` (float64):
-        ``sqrt(bc2) / (sqrt(v) + eps)``, Adam's ``hat`` multiplier (an untouched row's is that
-        of its stored ``v``, the step it would take)."""
-        bc2 = 1.0 - group["betas"][1] ** float(step)
-        v = state["exp_avg_sq"].astype(np.float64)
-        with np.errstate(divide="ignore"):
-            return bc2**0.5 / (np.sqrt(v) + group["eps"])
 
     # -- the lazy step ---------------------------------------------------------------------
 
