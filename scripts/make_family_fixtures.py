@@ -162,6 +162,18 @@ Lars [optax.lars; defaults weight_decay=0, trust_coefficient=1e-3, eps=0, moment
     u = g + wd*w;  ratio = tc*||w||/(||u|| + eps), 1 where a norm is 0;  x = -lr*ratio*u
     trace = x + momentum*trace;  w += x + momentum*trace if nesterov else trace
 
+OptimisticAdam [optax.optimistic_adam; defaults optimism=None (= lr), b1=0.9, b2=0.999,
+                eps=1e-8, eps_root=0, nesterov=True]; o = optimism
+    m = (1-b1)*g + b1*m;  v = (1-b2)*g^2 + b2*v
+    m_hat = b1*m/(1-b1^(t+1)) + (1-b1)*g/(1-b1^t)   (nesterov; else m/(1-b1^t))
+    r = m_hat / (sqrt(v/(1-b2^t) + eps_root) + eps)   eps outside the root, eps_root inside
+    r_prev = r at t=1;  w -= (lr + o)*r - o*r_prev;  r_prev = r
+
+NoisySGD [optax.noisy_sgd; defaults eta=0.01, gamma=0.55, key=0]                  (no eps)
+    w -= lr*(g + sqrt(eta/t^gamma)*z),  z ~ N(0, 1) drawn by JAX (split the key every step);
+    the fixture (tests/fixtures/noisy_sgd_optax.npz, not a family_* file) stores z of every
+    step, recomputed here with optax's key splitting and checked against optax's trajectory.
+
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
     CosineAnnealingLR: PyTorch's recursive form of eta_min + (lr0-eta_min)(1+cos(pi*k/T_max))/2
@@ -562,6 +574,25 @@ def np_lars(s, w, g, lr, *, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0, m
     return w + (x + momentum * trace if nesterov else trace)
 
 
+def np_optimistic_adam(s, w, g, lr, *, optimism=None, betas=(0.9, 0.999), eps=1e-8,
+                       eps_root=0.0, nesterov=True):  # fmt: skip
+    """NumPy transcription of optax.optimistic_adam (scale_by_adam(nesterov) +
+    scale_by_optimistic_gradient(lr, optimism) + scale_by_learning_rate(1.0))."""
+    b1, b2 = betas
+    t = _count(s)
+    o = lr if optimism is None else optimism
+    m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w)
+    v = s["v"] = (1 - b2) * g * g + b2 * _zeros(s, "v", w)
+    if nesterov:
+        m_hat = b1 * (m / (1 - b1 ** (t + 1))) + (1 - b1) * (g / (1 - b1**t))
+    else:
+        m_hat = m / (1 - b1**t)
+    r = m_hat / (np.sqrt(v / (1 - b2**t) + eps_root) + eps)
+    prev = r if t == 1 else s["r"]
+    s["r"] = r
+    return w - ((lr + o) * r - o * prev)
+
+
 def tensor_slices(fx: dict) -> list[list[int]] | None:
     """The flat ranges of the fixture's tensors (``fx["tensors"]`` shapes), or None."""
     if not fx.get("tensors"):
@@ -580,7 +611,7 @@ TRANSCRIPTIONS: dict[str, Callable] = {
     "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion, "Rprop": np_rprop,
     "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
     "AdEMAMix": np_ademamix, "Ftrl": np_ftrl, "SignSGD": np_signsgd, "Signum": np_signum,
-    "Lamb": np_lamb, "Lars": np_lars,
+    "Lamb": np_lamb, "Lars": np_lars, "OptimisticAdam": np_optimistic_adam,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -1104,6 +1135,24 @@ def build_fixtures() -> list[dict]:
                  grad_scale=scale, reference=f"optax.lars(0.1{call})",
                  minnet_kwargs=dict(lr=0.1, **kw))
         )  # fmt: skip
+    # OptimisticAdam (optax, deprecated there for optimistic_adam_v2): the alias's defaults
+    # (nesterov=True, optimism = lr); eps=1e-3 dominating sqrt(v_hat) on the small columns;
+    # an explicit optimism without Nesterov; eps_root alone inside the root.
+    for detail, lr, kw in (("defaults", 1e-2, {}),
+                           ("eps1e-3", 3e-3, {"betas": (0.8, 0.99), "eps": 1e-3}),
+                           ("optimism0.03_no_nesterov", 1e-2, {"optimism": 0.03,
+                                                               "nesterov": False}),
+                           ("eps0_root1e-8", 1e-2, {"eps": 0.0, "eps_root": 1e-8})):
+        betas = kw.get("betas", b_small)
+        call = "".join(f", {k}={v!r}" for k, v in kw.items() if k not in ("betas", "nesterov"))
+        if "nesterov" in kw:
+            call += f", nesterov={kw['nesterov']!r}"
+        fx.append(
+            dict(optimizer="OptimisticAdam", lib="optax", detail=detail,
+                 reference=f"optax.optimistic_adam({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}"
+                           f"{call})",
+                 minnet_kwargs=dict(lr=lr, **{"betas": betas, **kw}))
+        )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
     fx += [
@@ -1145,6 +1194,73 @@ def build_fixtures() -> list[dict]:
     return fx
 
 
+#: optax.noisy_sgd's fixture: one file, the draws of key 0 stored once, two runs replayed on them.
+NOISY_FILE = "noisy_sgd_optax.npz"
+NOISY_RUNS = (("defaults", 1e-2, 0.01, 0.55), ("eta0.1_gamma1", 3e-3, 0.1, 1.0))
+
+
+def noisy_draws(key: int) -> np.ndarray:
+    """The standard normal numbers optax.noisy_sgd(key=key) adds at every step, shape
+    (STEPS, N_PARAMS): add_noise splits its key every step (``rng_key, sample_key =
+    split(rng_key)``), optax.tree.random_like splits ``sample_key`` once per leaf (one leaf
+    here) and draws ``jax.random.normal(leaf_key, shape, float64)``."""
+    jax = _jax64()
+    import jax.numpy as jnp
+
+    k = jax.random.key(key)  # optax's utils.canonicalize_key of an int
+    out = []
+    for _ in range(STEPS):
+        k, sample = jax.random.split(k)
+        leaf = jax.random.split(sample, 1)[0]
+        out.append(np.asarray(jax.random.normal(leaf, (N_PARAMS,), jnp.float64)))
+    return np.array(out)
+
+
+def np_noisy_sgd(problem: dict, lr: float, eta: float, gamma: float, z: np.ndarray,
+                 w0: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """NumPy transcription of optax.noisy_sgd given its draws ``z``; parameters after each
+    step: ``w -= lr * (g + sqrt(eta / t**gamma) * z_t)``."""
+    a, b = matrix(problem), problem["b"]
+    w = (problem["w0"] if w0 is None else w0).astype(np.float64)
+    out = np.empty((STEPS, N_PARAMS))
+    for k in range(STEPS):
+        g = gradient(a, b, w)
+        w = w + (g + np.sqrt(eta / (k + 1) ** gamma) * z[k]) * -lr
+        out[k] = w
+    return out
+
+
+def record_noisy_sgd(out_dir: Path, problem: dict, sha: str) -> None:
+    """Record optax.noisy_sgd (key 0) for NOISY_RUNS with the draws, check the transcription
+    and the sensitivity, write NOISY_FILE."""
+    z = noisy_draws(0)
+    runs, arrays = [], {"noise": z}
+    for detail, lr, eta, gamma in NOISY_RUNS:
+        ref = f"optax.noisy_sgd({lr!r}, eta={eta!r}, gamma={gamma!r}, key=0)"
+        traj = record_optax({"reference": ref}, problem)
+        ours = np_noisy_sgd(problem, lr, eta, gamma, z)
+        gap = max(rel_gap(ours[k], traj[k]) for k in range(STEPS))
+        assert gap <= 1e-9, f"noisy_sgd {detail}: transcription differs by {gap:.3g}"
+        nudged = np_noisy_sgd(problem, lr, eta, gamma, z, problem["w0"] * (1 + 1e-13))
+        amp = max(map(rel_gap, nudged, ours)) / 1e-13
+        assert amp < 1e4, f"noisy_sgd {detail}: chaotic ({amp:.3g}x)"
+        without = np_noisy_sgd(problem, lr, 0.0, gamma, z)
+        print(f"noisy_sgd {detail}: transcription gap {gap:.2g}; sensitivity {amp:.2g}x; "
+              f"without the noise {rel_gap(without[-1], traj[-1]):.3g} away")  # fmt: skip
+        runs.append({
+            "name": f"noisy_sgd_optax_{detail}", "detail": detail, "optimizer": "NoisySGD",
+            "minnet_kwargs": {"lr": lr, "eta": eta, "gamma": gamma}, "library": "optax",
+            "library_version": importlib.metadata.version("optax"), "reference": ref,
+            "dtype": "float64", "steps": STEPS, "checkpoints": list(CHECKPOINTS),
+            "grad_scale": 1.0, "problem": PROBLEM_FILE, "problem_sha256": sha,
+        })  # fmt: skip
+        arrays[f"checkpoints_{detail}"] = traj[[c - 1 for c in CHECKPOINTS]]
+        arrays[f"norms_{detail}"] = np.linalg.norm(traj, axis=1)
+    arrays["config"] = np.array(json.dumps({"runs": runs, "noise": "optax's draws, key 0: "
+                                            "noise[t - 1] is step t's standard normal z"}))
+    np.savez_compressed(out_dir / NOISY_FILE, **arrays)
+
+
 def rel_gap(ours: np.ndarray, ref: np.ndarray) -> float:
     """max |ours - ref| / max |ref| (NaN counts as an infinite gap)."""
     diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max()
@@ -1167,6 +1283,8 @@ def main() -> None:
     problem = make_problem()
     np.savez_compressed(args.out / PROBLEM_FILE, **problem)
     sha = problem_sha256(problem)
+    if args.k in NOISY_FILE:
+        record_noisy_sgd(args.out, problem, sha)
     for fx in build_fixtures():
         if args.k not in fx["name"]:
             continue

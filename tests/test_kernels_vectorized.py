@@ -148,6 +148,8 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("Lamb", {"variant": "optax"}, r"\bvsqrtps\b", 1, 21),
     ("Lars", {}, _SOME_PACKED, 4, 21),
     ("Lars", {"nesterov": True}, _SOME_PACKED, 4, 21),
+    ("OptimisticAdam", {}, r"\bvsqrtps\b", 1, 21),
+    ("NoisySGD", {}, _SOME_PACKED, 2, 21),
 ]
 
 

@@ -59,6 +59,8 @@ from minnet.optim import (
     Lars,
     Lion,
     NAdam,
+    NoisySGD,
+    OptimisticAdam,
     Optimizer,
     OptimizerStats,
     RAdam,
@@ -79,7 +81,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
-    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
+    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars, OptimisticAdam, NoisySGD,
 ]  # fmt: skip
 #: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
 PER_TENSOR = (Lamb, Lars)
@@ -158,6 +160,13 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lars, {"lr": 0.5}),
     (Lars, {"lr": 0.5, "eps": 1e-3, "weight_decay": 0.1, "nesterov": True}),
     (Lars, {"lr": 0.05, "trust_ratio": False, "momentum": 0.5}),
+    (OptimisticAdam, {"lr": 0.05}),
+    (OptimisticAdam, {"lr": 0.05, "optimism": 0.1, "nesterov": False, "eps": 0.0,
+                      "eps_root": 1e-12}),
+    # eta=0: no noise. The draws are keyed on each parameter's index in its optimizer, so two
+    # optimizers of one group each draw other numbers than one of two groups (the noise's own
+    # tests are in tests/test_noisy_sgd.py).
+    (NoisySGD, {"lr": 0.05, "eta": 0.0}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -218,16 +227,18 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
         ({"check_finite": "no"}, TypeError, "check_finite must be a bool"),
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
-      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum)
+      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum, OptimisticAdam,
+                     NoisySGD)
       for kw, exc, msg in [
         ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5$"),
         ({"weight_decay": math.nan}, ValueError, "Invalid weight_decay value: nan$"),
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
-      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum)
+      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum, NoisySGD)
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
-      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb)
+      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb,
+                  OptimisticAdam)
       for kw, exc, msg in _BETA_ERRORS],
     *[(cls, kw, exc, msg) for cls in (Adam, AdamW) for kw, exc, msg in [
         ({"betas": (0.9, None)}, TypeError, "betas[1] must be a real number"),
@@ -321,6 +332,22 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Adan, {"eps_root": -1e-8}, ValueError, "Invalid eps_root value: -1e-08$"),
     (Adan, {"eps_root": math.nan}, ValueError, "Invalid eps_root value: nan$"),
     (Adan, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    # OptimisticAdam: optax's optimism (None: lr), eps_root, nesterov.
+    (OptimisticAdam, {"optimism": -0.1}, ValueError, "Invalid optimism value: -0.1$"),
+    (OptimisticAdam, {"optimism": math.nan}, ValueError, "Invalid optimism value: nan$"),
+    (OptimisticAdam, {"optimism": "lr"}, TypeError, "optimism must be a real number"),
+    (OptimisticAdam, {"eps_root": -1e-8}, ValueError, "Invalid eps_root value: -1e-08$"),
+    (OptimisticAdam, {"nesterov": "yes"}, TypeError, "nesterov must be a bool"),
+    (OptimisticAdam, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
+    # NoisySGD: the variance eta / t**gamma; seed and noise_fn are the optimizer's, not a group's.
+    (NoisySGD, {"eta": -0.01}, ValueError, "Invalid eta value: -0.01$"),
+    (NoisySGD, {"eta": math.nan}, ValueError, "Invalid eta value: nan$"),
+    (NoisySGD, {"gamma": math.nan}, ValueError, "Invalid gamma value: nan$"),
+    (NoisySGD, {"seed": -1}, ValueError, "Invalid seed value: -1$"),
+    (NoisySGD, {"seed": 1.5}, TypeError, "seed must be an int or None"),
+    (NoisySGD, {"seed": True}, TypeError, "seed must be an int or None"),
+    (NoisySGD, {"noise_fn": 3}, TypeError, "noise_fn must be callable or None"),
+    (NoisySGD, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
     # AdEMAMix: three betas (the fast EMA, the second moment, the slow EMA), alpha, two epsilons.
     (AdEMAMix, {"betas": (0.9, 0.999, 1.0)}, ValueError,
      "Invalid beta parameter at index 2: 1.0$"),
@@ -471,6 +498,9 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lamb, {"variant": "optax", "weight_decay": 1.0}),
     (Lars, {"lr": 0.0, "weight_decay": 0.0, "trust_coefficient": 0.0, "eps": 0.0,
             "momentum": 0.0}),
+    (OptimisticAdam, {"lr": 0.0, "optimism": 0.0, "betas": (0.0, 0.0), "eps": 0.0,
+                      "eps_root": 0.0}),
+    (NoisySGD, {"lr": 0.0, "eta": 0.0, "gamma": 0.0}),
 ]
 
 
@@ -525,7 +555,14 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
            "variant": "keras"},
     Lars: {"lr": 1.0, "weight_decay": 0.0, "trust_coefficient": 1e-3, "eps": 0.0,
            "trust_ratio": True, "momentum": 0.9, "nesterov": False},
+    OptimisticAdam: {"lr": 1e-3, "optimism": None, "betas": (0.9, 0.999), "eps": 1e-8,
+                     "eps_root": 0.0, "nesterov": True},
+    NoisySGD: {"lr": 1e-3, "eta": 0.01, "gamma": 0.55},
 }  # fmt: skip
+#: Keywords of the optimizer itself, not group options (not in ``defaults``), with defaults.
+OPTIMIZER_KEYWORDS: dict[type[Optimizer], dict[str, Any]] = {
+    NoisySGD: {"seed": 0, "noise_fn": None},
+}
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
 _TORCH_FLAGS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
@@ -538,8 +575,11 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars)
+    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
+                    OptimisticAdam, NoisySGD)
     flags = _TORCH_FLAGS if cls not in options_only else {}
+    for key, value in OPTIMIZER_KEYWORDS.get(cls, {}).items():
+        assert defaults.pop(key) == value
     if cls is Lamb:  # eps=None: the variant's (Keras's 1e-7 for the default variant)
         assert defaults.pop("eps") is None
         defaults["eps"] = expected["eps"]
@@ -584,6 +624,8 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (Signum, {}, ["exp_avg"]),
     (Lamb, {}, ["exp_avg", "exp_avg_sq"]),
     (Lars, {}, ["trace"]),
+    (OptimisticAdam, {}, ["exp_avg", "exp_avg_sq", "previous_gradient"]),
+    (NoisySGD, {}, ["noise"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
 GROUP_SCALARS = {"mu_product", "eta", "mu"}
@@ -922,6 +964,7 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (ADOPT, {}, 0),  # step 1: 0 * (0/0) for a zero gradient, as optax
     (Adan, {"eps_root": 0.0}, 0),  # its default eps_root=1e-8 keeps sqrt(n_hat) off 0
     (AdEMAMix, {}, 0),
+    (OptimisticAdam, {}, 0),
     (Lamb, {}, 0),  # Keras's trust ratio is 1 for a NaN norm: the NaN stays where the 0/0 is
 ]
 
@@ -1012,6 +1055,9 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Lamb, {}, "sqrt(v_hat)"),
     (Lamb, {"variant": "optax"}, "sqrt(v_hat)"),
     (Lars, {}, "||u|| (per tensor)"),
+    (OptimisticAdam, {}, "sqrt(v_hat)"),
+    (OptimisticAdam, {"eps_root": 1e-8}, "sqrt(v_hat + eps_root)"),
+    (NoisySGD, {}, None),
 ]  # fmt: skip
 
 
@@ -1063,6 +1109,8 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     Signum: [{}],
     Lamb: [{"variant": v} for v in ("keras", "optax")],
     Lars: [{"trust_ratio": r, "nesterov": n} for r in (True, False) for n in (False, True)],
+    OptimisticAdam: [{"nesterov": n} for n in (True, False)],
+    NoisySGD: [{"eta": 0.0}],  # no draw outside the kernel (the property test draws eta)
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1202,12 +1250,27 @@ HYPER: dict[type[Optimizer], Any] = {
         "eps": st.sampled_from([0.0, 1e-16, 1e-3, 1.0]),
         "momentum": st.sampled_from([0.0, 0.5, 0.9]),
     }),
+    OptimisticAdam: st.fixed_dictionaries({
+        "lr": _LR,
+        "optimism": st.sampled_from([None, 0.0, 1e-3, 0.1]),
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.999), (0.5, 0.9), (0.99, 0.9999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-8, 1e-3, 1.0]),
+        "eps_root": st.sampled_from([0.0, 1e-16, 1e-8, 1e-2]),
+    }),
+    # the noise state starts (and, the kernel reading it only, stays) at 0 here: the noise
+    # term is checked against the reference in tests/test_noisy_sgd.py
+    NoisySGD: st.fixed_dictionaries({
+        "lr": _LR,
+        "eta": st.sampled_from([0.0, 0.01, 1.0]),
+        "gamma": st.sampled_from([0.0, 0.55, 1.0]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
     ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60, Lamb: 60, Lars: 40,
+    OptimisticAdam: 60, NoisySGD: 20,
 }  # fmt: skip
 
 
@@ -1342,7 +1405,7 @@ def test_eps_zero_and_zero_gradients_match_reference(
     """The corner the property test may not draw every time: eps=0 on coordinates that never
     saw a gradient (0/0: NaN in both, never an exception), past RAdam's first rectified step."""
     kwargs = {**variant, "eps": 0.0, "lr": 1e-2}
-    if cls in (AdaBelief, Adan, AdEMAMix):
+    if cls in (AdaBelief, Adan, AdEMAMix, OptimisticAdam):
         kwargs["eps_root"] = 0.0
     if cls is Yogi:  # its moments start at 1e-6 by default: no 0/0
         kwargs["initial_accumulator_value"] = 0.0
@@ -1483,6 +1546,9 @@ RESUME: dict[str, dict[str, Any]] = {
     "signum": {"optimizer": "Signum", "lr": 1e-3, "beta": 0.8},
     "lamb": {"optimizer": "Lamb", "lr": 1e-2, "variant": "optax", "weight_decay": 1e-2},
     "lars": {"optimizer": "Lars", "lr": 1.0, "nesterov": True},
+    "optimisticadam": {"optimizer": "OptimisticAdam", "lr": 1e-2, "optimism": 3e-2},
+    # the draws are a function of (seed, parameter, step): a resumed run draws the same numbers
+    "noisysgd": {"optimizer": "NoisySGD", "lr": 1e-3, "eta": 1e-4},
 }  # fmt: skip
 
 
@@ -1604,6 +1670,11 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Lamb, {"lr": 1e-3, "variant": "optax"}, "rosenbrock", 10_000, 2e-2),
     (Lars, {"lr": 1.0}, "parabola", 10_000, 2e-2),
     (Lars, {"lr": 0.1}, "rosenbrock", 10_000, 2e-2),
+    (OptimisticAdam, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (OptimisticAdam, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    # the noise's variance decays as t**-0.55: after 10,000 steps its std is 1e-3 * sqrt(eta)
+    (NoisySGD, {"lr": 1e-2, "eta": 1e-2}, "parabola", 10_000, 2e-2),
+    (NoisySGD, {"lr": 1e-3, "eta": 1e-4}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

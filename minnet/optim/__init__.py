@@ -24,6 +24,8 @@ from minnet.optim.lamb import Lamb
 from minnet.optim.lars import Lars
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
+from minnet.optim.noisy_sgd import NoisySGD
+from minnet.optim.optimistic_adam import OptimisticAdam
 from minnet.optim.optimizer import (
     AdamStats,
     EpsWarning,
@@ -67,6 +69,8 @@ __all__ = [
     "Signum",
     "Lamb",
     "Lars",
+    "OptimisticAdam",
+    "NoisySGD",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",
