@@ -69,6 +69,8 @@ Adamax [defaults lr=2e-3, betas=(0.9, 0.999), eps=1e-8]; wd is L2
     "max"     (torch.optim.Adamax, optax.adamax): u = max(b2*u, |g| + eps);  w -= lr/(1-b1^t)*m/u
     "outside" (Keras 3 Adamax, eps 1e-7 default): u = max(b2*u, |g|);  w -= lr/(1-b1^t)*m/(u+eps)
     The two differ only while b2*u wins the max: then "max" carries eps*b2^k, "outside" eps.
+    optax.adamaxw (decoupled_weight_decay=True, eps "max"; wd default 1e-4 there):
+              w -= lr*(m/(1-b1^t)/u + wd*w)         (decoupled, added to the update)
     On this problem they differ by 1.6% (eps=1e-8) and 3.7% (eps=1e-2) at b2=0.999 already (the
     tiny and all-zero columns, where eps is the whole of u); small b2 (0.5, 0.9) with large eps
     gives a smaller gap (< 1e-2) and, at lr >= 1e-2, a chaotic trajectory, so it is not used.
@@ -78,6 +80,9 @@ NAdam [torch.optim.NAdam; defaults lr=2e-3, betas=(0.9, 0.999), eps=1e-8, moment
     mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay));  mu_{t+1} likewise;  P_t = prod_{i<=t} mu_i
     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  D = sqrt(v/(1-b2^t)) + eps
     w -= lr*(1-mu_t)/(1-P_t) * g/D + lr*mu_{t+1}/(1-P_t*mu_{t+1}) * m/D
+    optax.nadam / optax.nadamw (variant="optax"; = optax.adam(nesterov=True), no mu_t schedule):
+    m_hat = b1*m/(1-b1^(t+1)) + (1-b1)*g/(1-b1^t);  w -= lr*(m_hat/(sqrt(v/(1-b2^t)) + eps)
+    + wd*w)  (nadamw: decoupled_weight_decay=True, wd 1e-4 default there)
 
 RAdam [torch.optim.RAdam; defaults lr=1e-3, betas=(0.9, 0.999), eps=1e-8]
     wd: L2, or decoupled if decoupled_weight_decay;  m, v as Adam;  m_hat = m/(1-b1^t)
@@ -88,6 +93,8 @@ RAdam [torch.optim.RAdam; defaults lr=1e-3, betas=(0.9, 0.999), eps=1e-8]
     else:       w -= lr * m_hat                       (no eps)
     rho_t = 4.996 at t=5 and 5.994 at t=6 for b2=0.999 (4.96, 5.94 for b2=0.99): steps 1..5 are
     unrectified, step 6 is the first rectified one (a checkpoint).
+    optax.radam (variant="optax"; threshold=5.0, eps_root=0): rectified where rho_t >= 5;
+    w -= lr * r * m_hat / (sqrt(v/(1-b2^t)) + eps)   (eps after the bias correction, as Adam)
 
 AdaBelief [optax.adabelief; defaults lr=1e-3, betas=(0.9, 0.999), eps=1e-16, eps_root=1e-16]
     m = b1*m + (1-b1)*g;  e = g - m   (this step's m, as in the paper)
@@ -347,13 +354,18 @@ def np_adadelta(s, w, g, lr, *, rho=0.9, eps=1e-6, weight_decay=0.0):
     return w - lr * delta
 
 
-def np_adamax(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, eps_mode="max"):
-    """NumPy transcription of Adamax: torch / optax ("max"), Keras 3 ("outside")."""
+def np_adamax(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, eps_mode="max",
+              decoupled_weight_decay=False):  # fmt: skip
+    """NumPy transcription of Adamax: torch / optax ("max"), Keras 3 ("outside"); optax's
+    adamaxw (decoupled_weight_decay)."""
     b1, b2 = betas
     t = _count(s)
-    if weight_decay:
+    if weight_decay and not decoupled_weight_decay:
         g = g + weight_decay * w
     m = s["m"] = b1 * _zeros(s, "m", w) + (1 - b1) * g
+    if decoupled_weight_decay:  # optax.adamaxw
+        u = s["u"] = np.maximum(b2 * _zeros(s, "u", w), np.abs(g) + eps)
+        return w - lr * (m / (1 - b1**t) / u + weight_decay * w)
     if eps_mode == "max":
         u = s["u"] = np.maximum(b2 * _zeros(s, "u", w), np.abs(g) + eps)
         return w - lr / (1 - b1**t) * m / u
@@ -364,10 +376,20 @@ def np_adamax(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, ep
 
 
 def np_nadam(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             momentum_decay=4e-3, decoupled_weight_decay=False):  # fmt: skip
-    """NumPy transcription of torch.optim.NAdam."""
+             momentum_decay=4e-3, decoupled_weight_decay=False, variant="torch"):  # fmt: skip
+    """NumPy transcription of torch.optim.NAdam; optax.nadam / nadamw (variant="optax")."""
     b1, b2 = betas
     t = _count(s)
+    if variant == "optax":
+        if weight_decay and not decoupled_weight_decay:
+            g = g + weight_decay * w
+        m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w)
+        v = s["v"] = (1 - b2) * g * g + b2 * _zeros(s, "v", w)
+        m_hat = b1 * (m / (1 - b1 ** (t + 1))) + (1 - b1) * (g / (1 - b1**t))
+        u = m_hat / (np.sqrt(v / (1 - b2**t)) + eps)
+        if decoupled_weight_decay:
+            u = u + weight_decay * w
+        return w - lr * u
     if weight_decay:
         if decoupled_weight_decay:
             w = w * (1 - lr * weight_decay)
@@ -390,10 +412,21 @@ def radam_rho(t: int, beta2: float) -> tuple[float, float]:
 
 
 def np_radam(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             decoupled_weight_decay=False):  # fmt: skip
-    """NumPy transcription of torch.optim.RAdam."""
+             decoupled_weight_decay=False, variant="torch"):  # fmt: skip
+    """NumPy transcription of torch.optim.RAdam; optax.radam (variant="optax")."""
     b1, b2 = betas
     t = _count(s)
+    if variant == "optax":
+        m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w)
+        v = s["v"] = (1 - b2) * g * g + b2 * _zeros(s, "v", w)
+        m_hat = m / (1 - b1**t)
+        rho_inf, rho_t = radam_rho(t, b2)
+        if rho_t >= 5.0:
+            r = math.sqrt(
+                (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+            )
+            return w - lr * (r * m_hat / (np.sqrt(v / (1 - b2**t)) + eps))
+        return w - lr * m_hat
     if weight_decay:
         if decoupled_weight_decay:
             w = w * (1 - lr * weight_decay)
@@ -944,6 +977,16 @@ def build_fixtures() -> list[dict]:
     fx.append(torch_fx("Adamax", "wd_eps1e-3", dict(lr=2e-3, betas=b_short, eps=1e-3,
                                                     weight_decay=0.05),
                        minnet_extra=dict(eps_mode="max")))  # fmt: skip
+    # optax's AdamaxW: Adamax ("max") with the decay added to the update and scaled by lr.
+    for eps, lr in ((1e-8, 1e-2), (1e-2, 3e-2)):
+        tag = f"adamaxw_wd0.1_eps{eps:.0e}".replace("e-0", "e-")
+        fx.append(
+            dict(optimizer="Adamax", lib="optax", detail=tag,
+                 reference=f"optax.adamaxw({lr!r}, b1=0.9, b2=0.999, eps={eps!r}, "
+                           f"weight_decay=0.1)",
+                 minnet_kwargs=dict(lr=lr, betas=b_small, eps=eps, weight_decay=0.1,
+                                    eps_mode="max", decoupled_weight_decay=True))
+        )  # fmt: skip
     # NAdam, RAdam
     for eps, betas, lr in ((1e-8, b_small, 2e-3), (1e-3, b_short, 5e-3)):
         tag = f"eps{eps:.0e}".replace("e-0", "e-")
@@ -956,6 +999,25 @@ def build_fixtures() -> list[dict]:
             torch_fx("RAdam", f"decoupled_wd_{tag}", dict(lr=lr, betas=betas, eps=eps,
                      weight_decay=0.1, decoupled_weight_decay=True)),
         ]  # fmt: skip
+    # optax's NAdam (Nesterov Adam, no mu_t schedule), NAdamW and RAdam (eps after the bias
+    # correction, rectified from rho_t >= 5): variant="optax".
+    for eps, betas, lr in ((1e-8, b_small, 2e-3), (1e-3, b_short, 5e-3)):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        b = f"b1={betas[0]!r}, b2={betas[1]!r}, eps={eps!r}"
+        fx += [
+            dict(optimizer="NAdam", lib="optax", detail=tag,
+                 reference=f"optax.nadam({lr!r}, {b})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, variant="optax")),
+            dict(optimizer="RAdam", lib="optax", detail=tag,
+                 reference=f"optax.radam({lr!r}, {b})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, variant="optax")),
+        ]  # fmt: skip
+    fx.append(
+        dict(optimizer="NAdam", lib="optax", detail="nadamw_wd0.1_eps1e-8",
+             reference="optax.nadamw(0.002, b1=0.9, b2=0.999, eps=1e-08, weight_decay=0.1)",
+             minnet_kwargs=dict(lr=2e-3, betas=b_small, eps=1e-8, weight_decay=0.1,
+                                decoupled_weight_decay=True, variant="optax"))
+    )  # fmt: skip
     fx += [
         torch_fx("NAdam", "l2_wd_eps1e-3", dict(lr=5e-3, betas=b_short, eps=1e-3,
                                                 weight_decay=0.05)),
@@ -1325,6 +1387,15 @@ def main() -> None:
                 miss = rel_gap(transcribe(fx, problem, kw, lrs)[-1], traj[-1])
             assert miss > 1e-2, f"{fx['name']}: default eps_mode only {miss:.3g} away"
             line += f"; default placement misses by {miss:.3g}"
+        kw = fx["minnet_kwargs"]
+        if kw.get("variant") == "optax" and fx["optimizer"] in ("NAdam", "RAdam"):
+            alt = dict(kw, variant="torch")
+            miss = rel_gap(transcribe(fx, problem, alt, lrs)[-1], traj[-1])
+            line += f"; PyTorch's variant misses by {miss:.3g}"
+        if fx["optimizer"] == "Adamax" and kw.get("decoupled_weight_decay"):
+            alt = dict(kw, decoupled_weight_decay=False)
+            miss = rel_gap(transcribe(fx, problem, alt, lrs)[-1], traj[-1])
+            line += f"; the L2 form misses by {miss:.3g}"
         label, dist = LIBRARIES[fx["lib"]]
         config = {
             "name": fx["name"],

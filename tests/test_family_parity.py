@@ -181,7 +181,8 @@ EXPECTED = {
     ("Adagrad", "inside", "Keras 3"), ("Adagrad", "inside_guarded", "optax"),
     ("Adadelta", None, "PyTorch"), ("Adadelta", None, "Keras 3"), ("Adamax", "max", "PyTorch"),
     ("Adamax", "max", "optax"), ("Adamax", "outside", "Keras 3"), ("NAdam", None, "PyTorch"),
-    ("RAdam", None, "PyTorch"), ("AdaBelief", None, "optax"), ("Lion", None, "optax"),
+    ("NAdam", None, "optax"), ("RAdam", None, "PyTorch"), ("RAdam", None, "optax"),
+    ("AdaBelief", None, "optax"), ("Lion", None, "optax"),
     ("Lion", None, "Keras 3"), ("Rprop", None, "PyTorch"), ("Rprop", None, "optax"),
     ("ASGD", None, "PyTorch"), ("Yogi", None, "optax"), ("ADOPT", None, "optax"),
     ("Adan", None, "optax"), ("AdEMAMix", None, "optax"),
@@ -229,7 +230,7 @@ def test_fixture_set_is_complete() -> None:
         "tensors": {"Lamb", "Lars"},
     }
     total = sum(p.stat().st_size for p in FIXTURES)
-    assert total < 1_600_000, f"family fixtures take {total} bytes"
+    assert total < 1_700_000, f"family fixtures take {total} bytes"
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])

@@ -129,9 +129,12 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("Adagrad", {}, r"\bv(?:sqrt|div)ps\b", 1, 1),
     ("Adamax", {"eps_mode": "max"}, r"\bvdivps\b", 1, 1),
     ("Adamax", {"eps_mode": "outside"}, r"\bvdivps\b", 1, 1),
+    ("Adamax", {"weight_decay": 0.1, "decoupled_weight_decay": True}, r"\bvdivps\b", 1, 1),
     ("Adadelta", {}, r"\bvdivps\b", 1, 1),
     ("NAdam", {}, r"\bvsqrtps\b", 1, 21),
+    ("NAdam", {"variant": "optax"}, r"\bvsqrtps\b", 1, 21),
     ("RAdam", {}, r"\bvsqrtps\b", 1, 21),
+    ("RAdam", {"variant": "optax"}, r"\bvsqrtps\b", 1, 21),
     ("AdaBelief", {}, _SOME_PACKED, 6, 21),
     ("Lion", {}, _SOME_PACKED, 6, 21),
     ("Rprop", {}, r"\bv(?:cmp\w*|blendm|mul)ps\b", 6, 21),  # compares, selects, clamp

@@ -63,10 +63,12 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     "Adagrad": [{}, {"lr_decay": 0.1, "weight_decay": 1e-2},
                 {"initial_accumulator_value": 0.1, "maximize": True}, {"eps_mode": "inside"},
                 {"eps_mode": "inside_guarded"}],
-    "Adamax": [{}, {"eps_mode": "outside"}, {"weight_decay": 0.1}],
+    "Adamax": [{}, {"eps_mode": "outside"}, {"weight_decay": 0.1},
+               {"weight_decay": 0.1, "decoupled_weight_decay": True}],
     "Adadelta": [{}, {"weight_decay": 0.1}],
-    "NAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}],
-    "RAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}],
+    "NAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}, {"variant": "optax"}],
+    "RAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True},
+              {"variant": "optax", "weight_decay": 0.1, "decoupled_weight_decay": True}],
     "AdaBelief": [{}],
     "Lion": [{}, {"weight_decay": 0.1}],
     "Rprop": [{}, {"variant": "optax"}, {"step_sizes": (1e-4, 0.5), "maximize": True}],
@@ -238,7 +240,10 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
                                              ("Ftrl", {}), ("SignSGD", {}), ("Signum", {}),
                                              ("Lamb", {}), ("Lamb", {"variant": "optax"}),
                                              ("Lars", {}), ("OptimisticAdam", {}),
-                                             ("NoisySGD", {})])
+                                             ("NoisySGD", {}), ("NAdam", {"variant": "optax"}),
+                                             ("RAdam", {"variant": "optax"}),
+                                             ("Adamax", {"weight_decay": 0.1,
+                                                         "decoupled_weight_decay": True})])
 def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
     """Yogi, ADOPT, Adan and AdEMAMix (PyTorch has none of them) and optax's Rprop (not PyTorch's
     algorithm) have no per_op model; PyTorch's Rprop and ASGD have one."""
