@@ -125,6 +125,8 @@ class NoisySGD(Optimizer):
     order (reproducible after :func:`minnet.manual_seed`, not across a resume). ``noise_fn``
     replaces both: ``noise_fn(step, index, size)`` returns the standard normal numbers (the
     parity test passes optax's recorded draws this way). With ``eta = 0`` nothing is drawn.
+    ``seed`` and ``noise_fn`` belong to the optimizer, not to a parameter group, and are not in
+    the state dict: create the optimizer that loads a checkpoint with the same ``seed``.
 
     The ``noise`` state holds each parameter's latest draw (in the state dtype). It is written
     before ``check_finite``'s dry run, which sees the step's own noise; a step that it refuses
