@@ -111,8 +111,8 @@ def test_seed_none_draws_from_minnets_default_generator() -> None:
 
 def test_the_variance_decays_as_eta_over_t_to_the_gamma() -> None:
     """With a zero gradient and lr=1 a step is ``-std_t * z``: its sample standard deviation
-    over 200,000 coordinates is ``sqrt(eta / t**gamma)`` within 1%."""
-    w = Parameter(np.zeros(200_000))
+    over 50,000 coordinates is ``sqrt(eta / t**gamma)`` within 2% (its standard error: 0.3%)."""
+    w = Parameter(np.zeros(50_000))
     opt = NoisySGD([w], lr=1.0, eta=0.04, gamma=0.55)
     for t in range(1, 101):
         before = w.data.copy()
@@ -120,7 +120,7 @@ def test_the_variance_decays_as_eta_over_t_to_the_gamma() -> None:
         opt.step()
         if t in (1, 10, 100):
             std = np.std(w.data - before)
-            assert std == pytest.approx(np.sqrt(0.04 / t**0.55), rel=1e-2), t
+            assert std == pytest.approx(np.sqrt(0.04 / t**0.55), rel=2e-2), t
 
 
 def test_eta_zero_is_sgd_bit_for_bit() -> None:
