@@ -899,7 +899,7 @@ def plot_family(rows: list[dict], path: Path, title: str) -> None:
     if any(r["peer_label"].startswith("optax") for r in rows):
         handles.append(matplotlib.patches.Patch(color="tab:green"))
         labels.append(
-            "optax, jit (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb, Lars)"
+            f"optax, jit ({', '.join(e.name for e in impls.FAMILY if e.peer == 'optax')})"
         )
     if any(r["peer_label"].startswith("Keras") for r in rows):
         handles.append(matplotlib.patches.Patch(color="tab:purple"))
@@ -1179,8 +1179,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             "Counterpart: PyTorch's fastest CPU implementation (fused=True for SGD, Adam, AdamW, "
-            "Adagrad; foreach=True otherwise); optax's jitted update for AdaBelief, Lion, Yogi, "
-            "ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb and Lars; Keras 3's jitted "
+            "Adagrad; foreach=True otherwise); optax's jitted update for "
+            f"{', '.join(e.name for e in impls.FAMILY if e.peer == 'optax')}; Keras 3's jitted "
             "stateless_apply (JAX "
             "backend) for Ftrl. "
             "GB/s: the bytes each step must move (param, grad and every state array read; "

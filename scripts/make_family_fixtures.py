@@ -69,6 +69,8 @@ Adamax [defaults lr=2e-3, betas=(0.9, 0.999), eps=1e-8]; wd is L2
     "max"     (torch.optim.Adamax, optax.adamax): u = max(b2*u, |g| + eps);  w -= lr/(1-b1^t)*m/u
     "outside" (Keras 3 Adamax, eps 1e-7 default): u = max(b2*u, |g|);  w -= lr/(1-b1^t)*m/(u+eps)
     The two differ only while b2*u wins the max: then "max" carries eps*b2^k, "outside" eps.
+    optax.adamaxw (decoupled_weight_decay=True, eps "max"; wd default 1e-4 there):
+              w -= lr*(m/(1-b1^t)/u + wd*w)         (decoupled, added to the update)
     On this problem they differ by 1.6% (eps=1e-8) and 3.7% (eps=1e-2) at b2=0.999 already (the
     tiny and all-zero columns, where eps is the whole of u); small b2 (0.5, 0.9) with large eps
     gives a smaller gap (< 1e-2) and, at lr >= 1e-2, a chaotic trajectory, so it is not used.
@@ -78,6 +80,9 @@ NAdam [torch.optim.NAdam; defaults lr=2e-3, betas=(0.9, 0.999), eps=1e-8, moment
     mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay));  mu_{t+1} likewise;  P_t = prod_{i<=t} mu_i
     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  D = sqrt(v/(1-b2^t)) + eps
     w -= lr*(1-mu_t)/(1-P_t) * g/D + lr*mu_{t+1}/(1-P_t*mu_{t+1}) * m/D
+    optax.nadam / optax.nadamw (variant="optax"; = optax.adam(nesterov=True), no mu_t schedule):
+    m_hat = b1*m/(1-b1^(t+1)) + (1-b1)*g/(1-b1^t);  w -= lr*(m_hat/(sqrt(v/(1-b2^t)) + eps)
+    + wd*w)  (nadamw: decoupled_weight_decay=True, wd 1e-4 default there)
 
 RAdam [torch.optim.RAdam; defaults lr=1e-3, betas=(0.9, 0.999), eps=1e-8]
     wd: L2, or decoupled if decoupled_weight_decay;  m, v as Adam;  m_hat = m/(1-b1^t)
@@ -88,6 +93,8 @@ RAdam [torch.optim.RAdam; defaults lr=1e-3, betas=(0.9, 0.999), eps=1e-8]
     else:       w -= lr * m_hat                       (no eps)
     rho_t = 4.996 at t=5 and 5.994 at t=6 for b2=0.999 (4.96, 5.94 for b2=0.99): steps 1..5 are
     unrectified, step 6 is the first rectified one (a checkpoint).
+    optax.radam (variant="optax"; threshold=5.0, eps_root=0): rectified where rho_t >= 5;
+    w -= lr * r * m_hat / (sqrt(v/(1-b2^t)) + eps)   (eps after the bias correction, as Adam)
 
 AdaBelief [optax.adabelief; defaults lr=1e-3, betas=(0.9, 0.999), eps=1e-16, eps_root=1e-16]
     m = b1*m + (1-b1)*g;  e = g - m   (this step's m, as in the paper)
@@ -161,6 +168,18 @@ Lars [optax.lars; defaults weight_decay=0, trust_coefficient=1e-3, eps=0, moment
       nesterov=False]; per TENSOR as Lamb
     u = g + wd*w;  ratio = tc*||w||/(||u|| + eps), 1 where a norm is 0;  x = -lr*ratio*u
     trace = x + momentum*trace;  w += x + momentum*trace if nesterov else trace
+
+OptimisticAdam [optax.optimistic_adam; defaults optimism=None (= lr), b1=0.9, b2=0.999,
+                eps=1e-8, eps_root=0, nesterov=True]; o = optimism
+    m = (1-b1)*g + b1*m;  v = (1-b2)*g^2 + b2*v
+    m_hat = b1*m/(1-b1^(t+1)) + (1-b1)*g/(1-b1^t)   (nesterov; else m/(1-b1^t))
+    r = m_hat / (sqrt(v/(1-b2^t) + eps_root) + eps)   eps outside the root, eps_root inside
+    r_prev = r at t=1;  w -= (lr + o)*r - o*r_prev;  r_prev = r
+
+NoisySGD [optax.noisy_sgd; defaults eta=0.01, gamma=0.55, key=0]                  (no eps)
+    w -= lr*(g + sqrt(eta/t^gamma)*z),  z ~ N(0, 1) drawn by JAX (split the key every step);
+    the fixture (tests/fixtures/noisy_sgd_optax.npz, not a family_* file) stores z of every
+    step, recomputed here with optax's key splitting and checked against optax's trajectory.
 
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
@@ -335,13 +354,18 @@ def np_adadelta(s, w, g, lr, *, rho=0.9, eps=1e-6, weight_decay=0.0):
     return w - lr * delta
 
 
-def np_adamax(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, eps_mode="max"):
-    """NumPy transcription of Adamax: torch / optax ("max"), Keras 3 ("outside")."""
+def np_adamax(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, eps_mode="max",
+              decoupled_weight_decay=False):  # fmt: skip
+    """NumPy transcription of Adamax: torch / optax ("max"), Keras 3 ("outside"); optax's
+    adamaxw (decoupled_weight_decay)."""
     b1, b2 = betas
     t = _count(s)
-    if weight_decay:
+    if weight_decay and not decoupled_weight_decay:
         g = g + weight_decay * w
     m = s["m"] = b1 * _zeros(s, "m", w) + (1 - b1) * g
+    if decoupled_weight_decay:  # optax.adamaxw
+        u = s["u"] = np.maximum(b2 * _zeros(s, "u", w), np.abs(g) + eps)
+        return w - lr * (m / (1 - b1**t) / u + weight_decay * w)
     if eps_mode == "max":
         u = s["u"] = np.maximum(b2 * _zeros(s, "u", w), np.abs(g) + eps)
         return w - lr / (1 - b1**t) * m / u
@@ -352,10 +376,20 @@ def np_adamax(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, ep
 
 
 def np_nadam(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             momentum_decay=4e-3, decoupled_weight_decay=False):  # fmt: skip
-    """NumPy transcription of torch.optim.NAdam."""
+             momentum_decay=4e-3, decoupled_weight_decay=False, variant="torch"):  # fmt: skip
+    """NumPy transcription of torch.optim.NAdam; optax.nadam / nadamw (variant="optax")."""
     b1, b2 = betas
     t = _count(s)
+    if variant == "optax":
+        if weight_decay and not decoupled_weight_decay:
+            g = g + weight_decay * w
+        m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w)
+        v = s["v"] = (1 - b2) * g * g + b2 * _zeros(s, "v", w)
+        m_hat = b1 * (m / (1 - b1 ** (t + 1))) + (1 - b1) * (g / (1 - b1**t))
+        u = m_hat / (np.sqrt(v / (1 - b2**t)) + eps)
+        if decoupled_weight_decay:
+            u = u + weight_decay * w
+        return w - lr * u
     if weight_decay:
         if decoupled_weight_decay:
             w = w * (1 - lr * weight_decay)
@@ -378,10 +412,21 @@ def radam_rho(t: int, beta2: float) -> tuple[float, float]:
 
 
 def np_radam(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             decoupled_weight_decay=False):  # fmt: skip
-    """NumPy transcription of torch.optim.RAdam."""
+             decoupled_weight_decay=False, variant="torch"):  # fmt: skip
+    """NumPy transcription of torch.optim.RAdam; optax.radam (variant="optax")."""
     b1, b2 = betas
     t = _count(s)
+    if variant == "optax":
+        m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w)
+        v = s["v"] = (1 - b2) * g * g + b2 * _zeros(s, "v", w)
+        m_hat = m / (1 - b1**t)
+        rho_inf, rho_t = radam_rho(t, b2)
+        if rho_t >= 5.0:
+            r = math.sqrt(
+                (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+            )
+            return w - lr * (r * m_hat / (np.sqrt(v / (1 - b2**t)) + eps))
+        return w - lr * m_hat
     if weight_decay:
         if decoupled_weight_decay:
             w = w * (1 - lr * weight_decay)
@@ -562,6 +607,25 @@ def np_lars(s, w, g, lr, *, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0, m
     return w + (x + momentum * trace if nesterov else trace)
 
 
+def np_optimistic_adam(s, w, g, lr, *, optimism=None, betas=(0.9, 0.999), eps=1e-8,
+                       eps_root=0.0, nesterov=True):  # fmt: skip
+    """NumPy transcription of optax.optimistic_adam (scale_by_adam(nesterov) +
+    scale_by_optimistic_gradient(lr, optimism) + scale_by_learning_rate(1.0))."""
+    b1, b2 = betas
+    t = _count(s)
+    o = lr if optimism is None else optimism
+    m = s["m"] = (1 - b1) * g + b1 * _zeros(s, "m", w)
+    v = s["v"] = (1 - b2) * g * g + b2 * _zeros(s, "v", w)
+    if nesterov:
+        m_hat = b1 * (m / (1 - b1 ** (t + 1))) + (1 - b1) * (g / (1 - b1**t))
+    else:
+        m_hat = m / (1 - b1**t)
+    r = m_hat / (np.sqrt(v / (1 - b2**t) + eps_root) + eps)
+    prev = r if t == 1 else s["r"]
+    s["r"] = r
+    return w - ((lr + o) * r - o * prev)
+
+
 def tensor_slices(fx: dict) -> list[list[int]] | None:
     """The flat ranges of the fixture's tensors (``fx["tensors"]`` shapes), or None."""
     if not fx.get("tensors"):
@@ -580,7 +644,7 @@ TRANSCRIPTIONS: dict[str, Callable] = {
     "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion, "Rprop": np_rprop,
     "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
     "AdEMAMix": np_ademamix, "Ftrl": np_ftrl, "SignSGD": np_signsgd, "Signum": np_signum,
-    "Lamb": np_lamb, "Lars": np_lars,
+    "Lamb": np_lamb, "Lars": np_lars, "OptimisticAdam": np_optimistic_adam,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -913,6 +977,16 @@ def build_fixtures() -> list[dict]:
     fx.append(torch_fx("Adamax", "wd_eps1e-3", dict(lr=2e-3, betas=b_short, eps=1e-3,
                                                     weight_decay=0.05),
                        minnet_extra=dict(eps_mode="max")))  # fmt: skip
+    # optax's AdamaxW: Adamax ("max") with the decay added to the update and scaled by lr.
+    for eps, lr in ((1e-8, 1e-2), (1e-2, 3e-2)):
+        tag = f"adamaxw_wd0.1_eps{eps:.0e}".replace("e-0", "e-")
+        fx.append(
+            dict(optimizer="Adamax", lib="optax", detail=tag,
+                 reference=f"optax.adamaxw({lr!r}, b1=0.9, b2=0.999, eps={eps!r}, "
+                           f"weight_decay=0.1)",
+                 minnet_kwargs=dict(lr=lr, betas=b_small, eps=eps, weight_decay=0.1,
+                                    eps_mode="max", decoupled_weight_decay=True))
+        )  # fmt: skip
     # NAdam, RAdam
     for eps, betas, lr in ((1e-8, b_small, 2e-3), (1e-3, b_short, 5e-3)):
         tag = f"eps{eps:.0e}".replace("e-0", "e-")
@@ -925,6 +999,25 @@ def build_fixtures() -> list[dict]:
             torch_fx("RAdam", f"decoupled_wd_{tag}", dict(lr=lr, betas=betas, eps=eps,
                      weight_decay=0.1, decoupled_weight_decay=True)),
         ]  # fmt: skip
+    # optax's NAdam (Nesterov Adam, no mu_t schedule), NAdamW and RAdam (eps after the bias
+    # correction, rectified from rho_t >= 5): variant="optax".
+    for eps, betas, lr in ((1e-8, b_small, 2e-3), (1e-3, b_short, 5e-3)):
+        tag = f"eps{eps:.0e}".replace("e-0", "e-")
+        b = f"b1={betas[0]!r}, b2={betas[1]!r}, eps={eps!r}"
+        fx += [
+            dict(optimizer="NAdam", lib="optax", detail=tag,
+                 reference=f"optax.nadam({lr!r}, {b})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, variant="optax")),
+            dict(optimizer="RAdam", lib="optax", detail=tag,
+                 reference=f"optax.radam({lr!r}, {b})",
+                 minnet_kwargs=dict(lr=lr, betas=betas, eps=eps, variant="optax")),
+        ]  # fmt: skip
+    fx.append(
+        dict(optimizer="NAdam", lib="optax", detail="nadamw_wd0.1_eps1e-8",
+             reference="optax.nadamw(0.002, b1=0.9, b2=0.999, eps=1e-08, weight_decay=0.1)",
+             minnet_kwargs=dict(lr=2e-3, betas=b_small, eps=1e-8, weight_decay=0.1,
+                                decoupled_weight_decay=True, variant="optax"))
+    )  # fmt: skip
     fx += [
         torch_fx("NAdam", "l2_wd_eps1e-3", dict(lr=5e-3, betas=b_short, eps=1e-3,
                                                 weight_decay=0.05)),
@@ -1104,6 +1197,24 @@ def build_fixtures() -> list[dict]:
                  grad_scale=scale, reference=f"optax.lars(0.1{call})",
                  minnet_kwargs=dict(lr=0.1, **kw))
         )  # fmt: skip
+    # OptimisticAdam (optax, deprecated there for optimistic_adam_v2): the alias's defaults
+    # (nesterov=True, optimism = lr); eps=1e-3 dominating sqrt(v_hat) on the small columns;
+    # an explicit optimism without Nesterov; eps_root alone inside the root.
+    for detail, lr, kw in (("defaults", 1e-2, {}),
+                           ("eps1e-3", 3e-3, {"betas": (0.8, 0.99), "eps": 1e-3}),
+                           ("optimism0.03_no_nesterov", 1e-2, {"optimism": 0.03,
+                                                               "nesterov": False}),
+                           ("eps0_root1e-8", 1e-2, {"eps": 0.0, "eps_root": 1e-8})):
+        betas = kw.get("betas", b_small)
+        call = "".join(f", {k}={v!r}" for k, v in kw.items() if k not in ("betas", "nesterov"))
+        if "nesterov" in kw:
+            call += f", nesterov={kw['nesterov']!r}"
+        fx.append(
+            dict(optimizer="OptimisticAdam", lib="optax", detail=detail,
+                 reference=f"optax.optimistic_adam({lr!r}, b1={betas[0]!r}, b2={betas[1]!r}"
+                           f"{call})",
+                 minnet_kwargs=dict(lr=lr, **{"betas": betas, **kw}))
+        )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
     fx += [
@@ -1145,6 +1256,73 @@ def build_fixtures() -> list[dict]:
     return fx
 
 
+#: optax.noisy_sgd's fixture: one file, the draws of key 0 stored once, two runs replayed on them.
+NOISY_FILE = "noisy_sgd_optax.npz"
+NOISY_RUNS = (("defaults", 1e-2, 0.01, 0.55), ("eta0.1_gamma1", 3e-3, 0.1, 1.0))
+
+
+def noisy_draws(key: int) -> np.ndarray:
+    """The standard normal numbers optax.noisy_sgd(key=key) adds at every step, shape
+    (STEPS, N_PARAMS): add_noise splits its key every step (``rng_key, sample_key =
+    split(rng_key)``), optax.tree.random_like splits ``sample_key`` once per leaf (one leaf
+    here) and draws ``jax.random.normal(leaf_key, shape, float64)``."""
+    jax = _jax64()
+    import jax.numpy as jnp
+
+    k = jax.random.key(key)  # optax's utils.canonicalize_key of an int
+    out = []
+    for _ in range(STEPS):
+        k, sample = jax.random.split(k)
+        leaf = jax.random.split(sample, 1)[0]
+        out.append(np.asarray(jax.random.normal(leaf, (N_PARAMS,), jnp.float64)))
+    return np.array(out)
+
+
+def np_noisy_sgd(problem: dict, lr: float, eta: float, gamma: float, z: np.ndarray,
+                 w0: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """NumPy transcription of optax.noisy_sgd given its draws ``z``; parameters after each
+    step: ``w -= lr * (g + sqrt(eta / t**gamma) * z_t)``."""
+    a, b = matrix(problem), problem["b"]
+    w = (problem["w0"] if w0 is None else w0).astype(np.float64)
+    out = np.empty((STEPS, N_PARAMS))
+    for k in range(STEPS):
+        g = gradient(a, b, w)
+        w = w + (g + np.sqrt(eta / (k + 1) ** gamma) * z[k]) * -lr
+        out[k] = w
+    return out
+
+
+def record_noisy_sgd(out_dir: Path, problem: dict, sha: str) -> None:
+    """Record optax.noisy_sgd (key 0) for NOISY_RUNS with the draws, check the transcription
+    and the sensitivity, write NOISY_FILE."""
+    z = noisy_draws(0)
+    runs, arrays = [], {"noise": z}
+    for detail, lr, eta, gamma in NOISY_RUNS:
+        ref = f"optax.noisy_sgd({lr!r}, eta={eta!r}, gamma={gamma!r}, key=0)"
+        traj = record_optax({"reference": ref}, problem)
+        ours = np_noisy_sgd(problem, lr, eta, gamma, z)
+        gap = max(rel_gap(ours[k], traj[k]) for k in range(STEPS))
+        assert gap <= 1e-9, f"noisy_sgd {detail}: transcription differs by {gap:.3g}"
+        nudged = np_noisy_sgd(problem, lr, eta, gamma, z, problem["w0"] * (1 + 1e-13))
+        amp = max(map(rel_gap, nudged, ours)) / 1e-13
+        assert amp < 1e4, f"noisy_sgd {detail}: chaotic ({amp:.3g}x)"
+        without = np_noisy_sgd(problem, lr, 0.0, gamma, z)
+        print(f"noisy_sgd {detail}: transcription gap {gap:.2g}; sensitivity {amp:.2g}x; "
+              f"without the noise {rel_gap(without[-1], traj[-1]):.3g} away")  # fmt: skip
+        runs.append({
+            "name": f"noisy_sgd_optax_{detail}", "detail": detail, "optimizer": "NoisySGD",
+            "minnet_kwargs": {"lr": lr, "eta": eta, "gamma": gamma}, "library": "optax",
+            "library_version": importlib.metadata.version("optax"), "reference": ref,
+            "dtype": "float64", "steps": STEPS, "checkpoints": list(CHECKPOINTS),
+            "grad_scale": 1.0, "problem": PROBLEM_FILE, "problem_sha256": sha,
+        })  # fmt: skip
+        arrays[f"checkpoints_{detail}"] = traj[[c - 1 for c in CHECKPOINTS]]
+        arrays[f"norms_{detail}"] = np.linalg.norm(traj, axis=1)
+    arrays["config"] = np.array(json.dumps({"runs": runs, "noise": "optax's draws, key 0: "
+                                            "noise[t - 1] is step t's standard normal z"}))
+    np.savez_compressed(out_dir / NOISY_FILE, **arrays)
+
+
 def rel_gap(ours: np.ndarray, ref: np.ndarray) -> float:
     """max |ours - ref| / max |ref| (NaN counts as an infinite gap)."""
     diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max()
@@ -1167,6 +1345,8 @@ def main() -> None:
     problem = make_problem()
     np.savez_compressed(args.out / PROBLEM_FILE, **problem)
     sha = problem_sha256(problem)
+    if args.k in NOISY_FILE:
+        record_noisy_sgd(args.out, problem, sha)
     for fx in build_fixtures():
         if args.k not in fx["name"]:
             continue
@@ -1207,6 +1387,15 @@ def main() -> None:
                 miss = rel_gap(transcribe(fx, problem, kw, lrs)[-1], traj[-1])
             assert miss > 1e-2, f"{fx['name']}: default eps_mode only {miss:.3g} away"
             line += f"; default placement misses by {miss:.3g}"
+        kw = fx["minnet_kwargs"]
+        if kw.get("variant") == "optax" and fx["optimizer"] in ("NAdam", "RAdam"):
+            alt = dict(kw, variant="torch")
+            miss = rel_gap(transcribe(fx, problem, alt, lrs)[-1], traj[-1])
+            line += f"; PyTorch's variant misses by {miss:.3g}"
+        if fx["optimizer"] == "Adamax" and kw.get("decoupled_weight_decay"):
+            alt = dict(kw, decoupled_weight_decay=False)
+            miss = rel_gap(transcribe(fx, problem, alt, lrs)[-1], traj[-1])
+            line += f"; the L2 form misses by {miss:.3g}"
         label, dist = LIBRARIES[fx["lib"]]
         config = {
             "name": fx["name"],

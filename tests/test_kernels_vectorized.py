@@ -133,9 +133,12 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("Adagrad", {}, r"\bv(?:sqrt|div)ps\b", 1, 1),
     ("Adamax", {"eps_mode": "max"}, r"\bvdivps\b", 1, 1),
     ("Adamax", {"eps_mode": "outside"}, r"\bvdivps\b", 1, 1),
+    ("Adamax", {"weight_decay": 0.1, "decoupled_weight_decay": True}, r"\bvdivps\b", 1, 1),
     ("Adadelta", {}, r"\bvdivps\b", 1, 1),
     ("NAdam", {}, r"\bvsqrtps\b", 1, 21),
+    ("NAdam", {"variant": "optax"}, r"\bvsqrtps\b", 1, 21),
     ("RAdam", {}, r"\bvsqrtps\b", 1, 21),
+    ("RAdam", {"variant": "optax"}, r"\bvsqrtps\b", 1, 21),
     ("AdaBelief", {}, _SOME_PACKED, 6, 21),
     ("Lion", {}, _SOME_PACKED, 6, 21),
     ("Rprop", {}, r"\bv(?:cmp\w*|blendm|mul)ps\b", 6, 21),  # compares, selects, clamp
@@ -153,6 +156,8 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("Lars", {}, _SOME_PACKED, 4, 21),
     ("Lars", {"nesterov": True}, _SOME_PACKED, 4, 21),
     ("SparseAdam", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),  # each touched row in packed lanes
+    ("OptimisticAdam", {}, r"\bvsqrtps\b", 1, 21),
+    ("NoisySGD", {}, _SOME_PACKED, 2, 21),
 ]
 
 

@@ -60,6 +60,8 @@ from minnet.optim import (
     Lars,
     Lion,
     NAdam,
+    NoisySGD,
+    OptimisticAdam,
     Optimizer,
     OptimizerStats,
     RAdam,
@@ -82,6 +84,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
     ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars, SparseAdam,
+    OptimisticAdam, NoisySGD,
 ]  # fmt: skip
 #: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
 PER_TENSOR = (Lamb, Lars)
@@ -122,14 +125,19 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Adagrad, {"lr": 0.05, "eps_mode": "inside_guarded", "eps": 0.0}),
     (Adamax, {"lr": 0.05}),
     (Adamax, {"lr": 0.05, "eps_mode": "outside", "weight_decay": 0.1}),
+    (Adamax, {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}),  # AdamaxW
     (Adadelta, {"lr": 1.0}),
     (Adadelta, {"lr": 0.5, "rho": 0.95, "weight_decay": 0.1}),
     (NAdam, {"lr": 0.05}),
     (NAdam, {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True,
              "momentum_decay": 0.1}),
+    (NAdam, {"lr": 0.05, "variant": "optax"}),
+    (NAdam, {"lr": 0.05, "variant": "optax", "weight_decay": 0.1,
+             "decoupled_weight_decay": True}),
     (RAdam, {"lr": 0.05}),  # unrectified for the first 5 steps, rectified after
     (RAdam, {"lr": 0.05, "betas": (0.9, 0.9), "weight_decay": 0.1,
              "decoupled_weight_decay": True}),
+    (RAdam, {"lr": 0.05, "variant": "optax"}),
     (AdaBelief, {"lr": 0.05}),
     (AdaBelief, {"lr": 0.05, "eps": 0.0, "eps_root": 1e-12}),
     (Lion, {"lr": 0.01}),
@@ -162,6 +170,13 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lars, {"lr": 0.05, "trust_ratio": False, "momentum": 0.5}),
     (SparseAdam, {"lr": 0.05}),
     (SparseAdam, {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-3, "maximize": True}),
+    (OptimisticAdam, {"lr": 0.05}),
+    (OptimisticAdam, {"lr": 0.05, "optimism": 0.1, "nesterov": False, "eps": 0.0,
+                      "eps_root": 1e-12}),
+    # eta=0: no noise. The draws are keyed on each parameter's index in its optimizer, so two
+    # optimizers of one group each draw other numbers than one of two groups (the noise's own
+    # tests are in tests/test_noisy_sgd.py).
+    (NoisySGD, {"lr": 0.05, "eta": 0.0}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -224,17 +239,18 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
         ({"check_finite": "no"}, TypeError, "check_finite must be a bool"),
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
-      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum, SparseAdam)
+      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum, SparseAdam,
+                     OptimisticAdam, NoisySGD)
       for kw, exc, msg in [
         ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5$"),
         ({"weight_decay": math.nan}, ValueError, "Invalid weight_decay value: nan$"),
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
-      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum)
+      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum, NoisySGD)
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
       for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb,
-                  SparseAdam)
+                  SparseAdam, OptimisticAdam)
       for kw, exc, msg in _BETA_ERRORS],
     # PyTorch's SparseAdam wants lr > 0 and eps > 0, strictly (its own messages)
     (SparseAdam, {"lr": 0.0}, ValueError, "Invalid learning rate: 0.0$"),
@@ -331,6 +347,27 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Adan, {"eps_root": -1e-8}, ValueError, "Invalid eps_root value: -1e-08$"),
     (Adan, {"eps_root": math.nan}, ValueError, "Invalid eps_root value: nan$"),
     (Adan, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    # optax's placements on PyTorch's optimizers
+    (NAdam, {"variant": "keras"}, ValueError, "Invalid variant: 'keras'"),
+    (RAdam, {"variant": None}, ValueError, "Invalid variant: None"),
+    (Adamax, {"decoupled_weight_decay": "yes"}, TypeError,
+     "decoupled_weight_decay must be a bool"),
+    # OptimisticAdam: optax's optimism (None: lr), eps_root, nesterov.
+    (OptimisticAdam, {"optimism": -0.1}, ValueError, "Invalid optimism value: -0.1$"),
+    (OptimisticAdam, {"optimism": math.nan}, ValueError, "Invalid optimism value: nan$"),
+    (OptimisticAdam, {"optimism": "lr"}, TypeError, "optimism must be a real number"),
+    (OptimisticAdam, {"eps_root": -1e-8}, ValueError, "Invalid eps_root value: -1e-08$"),
+    (OptimisticAdam, {"nesterov": "yes"}, TypeError, "nesterov must be a bool"),
+    (OptimisticAdam, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
+    # NoisySGD: the variance eta / t**gamma; seed and noise_fn are the optimizer's, not a group's.
+    (NoisySGD, {"eta": -0.01}, ValueError, "Invalid eta value: -0.01$"),
+    (NoisySGD, {"eta": math.nan}, ValueError, "Invalid eta value: nan$"),
+    (NoisySGD, {"gamma": math.nan}, ValueError, "Invalid gamma value: nan$"),
+    (NoisySGD, {"seed": -1}, ValueError, "Invalid seed value: -1$"),
+    (NoisySGD, {"seed": 1.5}, TypeError, "seed must be an int or None"),
+    (NoisySGD, {"seed": True}, TypeError, "seed must be an int or None"),
+    (NoisySGD, {"noise_fn": 3}, TypeError, "noise_fn must be callable or None"),
+    (NoisySGD, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
     # AdEMAMix: three betas (the fast EMA, the second moment, the slow EMA), alpha, two epsilons.
     (AdEMAMix, {"betas": (0.9, 0.999, 1.0)}, ValueError,
      "Invalid beta parameter at index 2: 1.0$"),
@@ -482,6 +519,9 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lars, {"lr": 0.0, "weight_decay": 0.0, "trust_coefficient": 0.0, "eps": 0.0,
             "momentum": 0.0}),
     (SparseAdam, {"lr": 1e-300, "betas": (0.0, 0.0), "eps": 1e-300, "maximize": True}),
+    (OptimisticAdam, {"lr": 0.0, "optimism": 0.0, "betas": (0.0, 0.0), "eps": 0.0,
+                      "eps_root": 0.0}),
+    (NoisySGD, {"lr": 0.0, "eta": 0.0, "gamma": 0.0}),
 ]
 
 
@@ -508,12 +548,13 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
     Adagrad: {"lr": 1e-2, "lr_decay": 0.0, "eps": 1e-10, "weight_decay": 0.0,
               "initial_accumulator_value": 0.0, "maximize": False, "eps_mode": "outside"},
     Adamax: {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-             "eps_mode": "max", "maximize": False},
+             "eps_mode": "max", "maximize": False, "decoupled_weight_decay": False},
     Adadelta: {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "maximize": False},
     NAdam: {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-            "momentum_decay": 4e-3, "decoupled_weight_decay": False, "maximize": False},
+            "momentum_decay": 4e-3, "decoupled_weight_decay": False, "maximize": False,
+            "variant": "torch"},
     RAdam: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-            "decoupled_weight_decay": False, "maximize": False},
+            "decoupled_weight_decay": False, "maximize": False, "variant": "torch"},
     AdaBelief: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-16, "eps_root": 1e-16},
     Lion: {"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0},
     Rprop: {"lr": 1e-2, "etas": (0.5, 1.2), "step_sizes": (1e-6, 50), "maximize": False,
@@ -537,7 +578,14 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
     Lars: {"lr": 1.0, "weight_decay": 0.0, "trust_coefficient": 1e-3, "eps": 0.0,
            "trust_ratio": True, "momentum": 0.9, "nesterov": False},
     SparseAdam: {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "maximize": False},
+    OptimisticAdam: {"lr": 1e-3, "optimism": None, "betas": (0.9, 0.999), "eps": 1e-8,
+                     "eps_root": 0.0, "nesterov": True},
+    NoisySGD: {"lr": 1e-3, "eta": 0.01, "gamma": 0.55},
 }  # fmt: skip
+#: Keywords of the optimizer itself, not group options (not in ``defaults``), with defaults.
+OPTIMIZER_KEYWORDS: dict[type[Optimizer], dict[str, Any]] = {
+    NoisySGD: {"seed": 0, "noise_fn": None},
+}
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
 _TORCH_FLAGS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
@@ -552,8 +600,10 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
     # (PyTorch's SparseAdam has none of its implementation switches)
     options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
-                    SparseAdam)
+                    SparseAdam, OptimisticAdam, NoisySGD)
     flags = _TORCH_FLAGS if cls not in options_only else {}
+    for key, value in OPTIMIZER_KEYWORDS.get(cls, {}).items():
+        assert defaults.pop(key) == value
     if cls is Lamb:  # eps=None: the variant's (Keras's 1e-7 for the default variant)
         assert defaults.pop("eps") is None
         defaults["eps"] = expected["eps"]
@@ -599,6 +649,8 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (Lamb, {}, ["exp_avg", "exp_avg_sq"]),
     (Lars, {}, ["trace"]),
     (SparseAdam, {}, ["exp_avg", "exp_avg_sq"]),
+    (OptimisticAdam, {}, ["exp_avg", "exp_avg_sq", "previous_gradient"]),
+    (NoisySGD, {}, ["noise"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
 GROUP_SCALARS = {"mu_product", "eta", "mu"}
@@ -853,6 +905,8 @@ _DOCSTRING_MULTIPLIERS: dict[str, Callable[[dict, dict, int], np.ndarray]] = {
     "AdEMAMix": lambda st, g, t: 1 / (np.sqrt(st["exp_avg_sq"] / (1 - g["betas"][1] ** t)
                                               + g["eps_root"]) + g["eps"]),
     "Lamb": lambda st, g, t: 1 / (np.sqrt(st["exp_avg_sq"] / (1 - g["betas"][1] ** t)) + g["eps"]),
+    "OptimisticAdam": lambda st, g, t: 1 / (np.sqrt(st["exp_avg_sq"] / (1 - g["betas"][1] ** t)
+                                                    + g["eps_root"]) + g["eps"]),
 }  # fmt: skip
 
 
@@ -960,11 +1014,13 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (Adadelta, {}, 0),
     (NAdam, {}, 0),
     (RAdam, {}, 5),
+    (RAdam, {"variant": "optax"}, 5),  # rho_t >= 5 first at step 6 as well
     (AdaBelief, {"eps_root": 0.0}, 0),
     (Yogi, {"initial_accumulator_value": 0.0}, 0),  # v starts at 1e-6 by default: never 0
     (ADOPT, {}, 0),  # step 1: 0 * (0/0) for a zero gradient, as optax
     (Adan, {"eps_root": 0.0}, 0),  # its default eps_root=1e-8 keeps sqrt(n_hat) off 0
     (AdEMAMix, {}, 0),
+    (OptimisticAdam, {}, 0),
     (Lamb, {}, 0),  # Keras's trust ratio is 1 for a NaN norm: the NaN stays where the 0/0 is
 ]
 
@@ -1036,7 +1092,9 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Adamax, {"eps_mode": "outside"}, "u"),
     (Adadelta, {}, "square_avg"),
     (NAdam, {}, "sqrt(v_hat)"),
+    (NAdam, {"variant": "optax"}, "sqrt(v_hat)"),
     (RAdam, {}, "sqrt(v)"),
+    (RAdam, {"variant": "optax"}, "sqrt(v_hat)"),
     (AdaBelief, {}, "sqrt(s_hat)"),
     (Lion, {}, None),
     (Rprop, {}, None),
@@ -1056,6 +1114,9 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Lamb, {"variant": "optax"}, "sqrt(v_hat)"),
     (Lars, {}, "||u|| (per tensor)"),
     (SparseAdam, {}, "sqrt(v)"),
+    (OptimisticAdam, {}, "sqrt(v_hat)"),
+    (OptimisticAdam, {"eps_root": 1e-8}, "sqrt(v_hat + eps_root)"),
+    (NoisySGD, {}, None),
 ]  # fmt: skip
 
 
@@ -1090,10 +1151,10 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     RMSprop: [{"eps_mode": e, "centered": c, "momentum": m}
               for e in RMSPROP_EPS_MODES for c in (False, True) for m in (0.0, 0.9)],
     Adagrad: [{"eps_mode": e} for e in ADAGRAD_EPS_MODES],
-    Adamax: [{"eps_mode": e} for e in ADAMAX_EPS_MODES],
+    Adamax: [{"eps_mode": e} for e in ADAMAX_EPS_MODES] + [{"decoupled_weight_decay": True}],
     Adadelta: [{}],
-    NAdam: [{}],
-    RAdam: [{}],
+    NAdam: [{}, {"variant": "optax"}],
+    RAdam: [{}, {"variant": "optax"}],
     AdaBelief: [{}],
     Lion: [{}],
     Rprop: [{"variant": v} for v in ("torch", "optax")],
@@ -1108,6 +1169,8 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     Lamb: [{"variant": v} for v in ("keras", "optax")],
     Lars: [{"trust_ratio": r, "nesterov": n} for r in (True, False) for n in (False, True)],
     SparseAdam: [{}],  # its kernel and reference are lazy: a zero-gradient element stays
+    OptimisticAdam: [{"nesterov": n} for n in (True, False)],
+    NoisySGD: [{"eta": 0.0}],  # no draw outside the kernel (the property test draws eta)
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1253,6 +1316,20 @@ HYPER: dict[type[Optimizer], Any] = {
         "eps": st.sampled_from([1e-16, 1e-8, 1e-3, 1.0]),
         "maximize": st.booleans(),
     }),
+    OptimisticAdam: st.fixed_dictionaries({
+        "lr": _LR,
+        "optimism": st.sampled_from([None, 0.0, 1e-3, 0.1]),
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.999), (0.5, 0.9), (0.99, 0.9999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-8, 1e-3, 1.0]),
+        "eps_root": st.sampled_from([0.0, 1e-16, 1e-8, 1e-2]),
+    }),
+    # the noise state starts (and, the kernel reading it only, stays) at 0 here: the noise
+    # term is checked against the reference in tests/test_noisy_sgd.py
+    NoisySGD: st.fixed_dictionaries({
+        "lr": _LR,
+        "eta": st.sampled_from([0.0, 0.01, 1.0]),
+        "gamma": st.sampled_from([0.0, 0.55, 1.0]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
@@ -1260,6 +1337,7 @@ EXAMPLES: dict[type[Optimizer], int] = {
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
     ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60, Lamb: 60, Lars: 40,
     SparseAdam: 100,
+    OptimisticAdam: 60, NoisySGD: 20,
 }  # fmt: skip
 
 
@@ -1397,7 +1475,7 @@ def test_eps_zero_and_zero_gradients_match_reference(
     """The corner the property test may not draw every time: eps=0 on coordinates that never
     saw a gradient (0/0: NaN in both, never an exception), past RAdam's first rectified step."""
     kwargs = {**variant, "eps": 0.0, "lr": 1e-2}
-    if cls in (AdaBelief, Adan, AdEMAMix):
+    if cls in (AdaBelief, Adan, AdEMAMix, OptimisticAdam):
         kwargs["eps_root"] = 0.0
     if cls is Yogi:  # its moments start at 1e-6 by default: no 0/0
         kwargs["initial_accumulator_value"] = 0.0
@@ -1518,6 +1596,11 @@ RESUME: dict[str, dict[str, Any]] = {
     "adadelta": {"optimizer": "Adadelta", "lr": 1.0, "rho": 0.9, "weight_decay": 1e-3},
     "nadam": {"optimizer": "NAdam", "lr": 3e-2, "betas": (0.9, 0.99), "weight_decay": 1e-3},
     "radam": {"optimizer": "RAdam", "lr": 3e-2, "betas": (0.9, 0.99), "weight_decay": 1e-3},
+    "nadamw-optax": {"optimizer": "NAdam", "lr": 3e-2, "variant": "optax", "weight_decay": 1e-3,
+                     "decoupled_weight_decay": True},
+    "radam-optax": {"optimizer": "RAdam", "lr": 3e-2, "betas": (0.9, 0.99), "variant": "optax"},
+    "adamaxw": {"optimizer": "Adamax", "lr": 1e-2, "weight_decay": 1e-3,
+                "decoupled_weight_decay": True},
     "adabelief": {"optimizer": "AdaBelief", "lr": 1e-2, "betas": (0.9, 0.99)},
     "adabelief-eps0": {"optimizer": "AdaBelief", "lr": 1e-2, "eps": 0.0, "eps_root": 1e-12},
     "lion": {"optimizer": "Lion", "lr": 1e-3},
@@ -1539,6 +1622,9 @@ RESUME: dict[str, dict[str, Any]] = {
     "lamb": {"optimizer": "Lamb", "lr": 1e-2, "variant": "optax", "weight_decay": 1e-2},
     "lars": {"optimizer": "Lars", "lr": 1.0, "nesterov": True},
     "sparse_adam": {"optimizer": "SparseAdam", "lr": 3e-2, "betas": (0.9, 0.99)},
+    "optimisticadam": {"optimizer": "OptimisticAdam", "lr": 1e-2, "optimism": 3e-2},
+    # the draws are a function of (seed, parameter, step): a resumed run draws the same numbers
+    "noisysgd": {"optimizer": "NoisySGD", "lr": 1e-3, "eta": 1e-4},
 }  # fmt: skip
 
 
@@ -1621,13 +1707,17 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Adamax, {"lr": 1e-1, "eps_mode": "outside"}, "parabola", 2000, 2e-2),
     (Adamax, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
     (Adamax, {"lr": 1e-2, "eps_mode": "outside"}, "rosenbrock", 10_000, 2e-2),
+    (Adamax, {"lr": 1e-1, "weight_decay": 1e-4, "decoupled_weight_decay": True}, "parabola",
+     2000, 2e-2),
     (Adadelta, {"lr": 1.0, "rho": 0.9, "eps": 1e-3}, "parabola", 2000, 2e-2),
     # Rosenbrock's curved valley needs a small lr: at lr >= 0.3 Adadelta overshoots it.
     (Adadelta, {"lr": 0.02, "rho": 0.95, "eps": 1e-6}, "rosenbrock", 10_000, 2e-2),
     (NAdam, {"lr": 0.1}, "parabola", 2000, 1e-4),
     (NAdam, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    (NAdam, {"lr": 0.1, "variant": "optax"}, "parabola", 2000, 1e-4),
     (RAdam, {"lr": 0.1}, "parabola", 2000, 1e-4),
     (RAdam, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    (RAdam, {"lr": 1e-2, "variant": "optax"}, "rosenbrock", 10_000, 2e-2),
     (AdaBelief, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
     (AdaBelief, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
     # Lion's sign steps end in a cycle of amplitude ~lr around the minimum.
@@ -1662,6 +1752,11 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Lars, {"lr": 0.1}, "rosenbrock", 10_000, 2e-2),
     (SparseAdam, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
     (SparseAdam, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    (OptimisticAdam, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (OptimisticAdam, {"lr": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    # the noise's variance decays as t**-0.55: after 10,000 steps its std is 1e-3 * sqrt(eta)
+    (NoisySGD, {"lr": 1e-2, "eta": 1e-2}, "parabola", 10_000, 2e-2),
+    (NoisySGD, {"lr": 1e-3, "eta": 1e-4}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

@@ -63,10 +63,12 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     "Adagrad": [{}, {"lr_decay": 0.1, "weight_decay": 1e-2},
                 {"initial_accumulator_value": 0.1, "maximize": True}, {"eps_mode": "inside"},
                 {"eps_mode": "inside_guarded"}],
-    "Adamax": [{}, {"eps_mode": "outside"}, {"weight_decay": 0.1}],
+    "Adamax": [{}, {"eps_mode": "outside"}, {"weight_decay": 0.1},
+               {"weight_decay": 0.1, "decoupled_weight_decay": True}],
     "Adadelta": [{}, {"weight_decay": 0.1}],
-    "NAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}],
-    "RAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}],
+    "NAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}, {"variant": "optax"}],
+    "RAdam": [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True},
+              {"variant": "optax", "weight_decay": 0.1, "decoupled_weight_decay": True}],
     "AdaBelief": [{}],
     "Lion": [{}, {"weight_decay": 0.1}],
     "Rprop": [{}, {"variant": "optax"}, {"step_sizes": (1e-4, 0.5), "maximize": True}],
@@ -86,13 +88,17 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     "Lars": [{}, {"nesterov": True, "weight_decay": 1e-2}, {"trust_ratio": False}],
     # lazy: an element whose gradient is 0 keeps its value and state (kernel and reference)
     "SparseAdam": [{}, {"maximize": True, "betas": (0.5, 0.9)}],
+    "OptimisticAdam": [{}, {"nesterov": False, "eps_root": 1e-8}],
+    # eta=0: no draw outside the kernel, which the reference here would not see (the noise in
+    # 16-bit storage is tests/test_noisy_sgd.py's)
+    "NoisySGD": [{"eta": 0.0}],
 }  # fmt: skip
 #: Optimizers that refuse eps = 0 (PyTorch's SparseAdam checks eps > 0).
 EPS_POSITIVE = {"SparseAdam"}
 HAS_EPS = {n for n in FAMILY if "eps" in inspect.signature(getattr(optim, n)).parameters}
 #: Signed state arrays; every other one is nonnegative (a second moment, sum or norm).
 SIGNED_STATE = {"exp_avg", "momentum_buffer", "grad_avg", "prev", "ax", "exp_avg_diff", "g",
-                "exp_avg_fast", "exp_avg_slow", "trace"}
+                "exp_avg_fast", "exp_avg_slow", "trace", "previous_gradient", "noise"}
 
 #: (parameter dtype, state dtype): all float16, all bfloat16, float32 master state for float16
 #: parameters, bfloat16 state for float32 parameters, float16 state for bfloat16 parameters.
@@ -237,7 +243,11 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
                                              ("AdEMAMix", {}), ("Rprop", {"variant": "optax"}),
                                              ("Ftrl", {}), ("SignSGD", {}), ("Signum", {}),
                                              ("Lamb", {}), ("Lamb", {"variant": "optax"}),
-                                             ("Lars", {})])
+                                             ("Lars", {}), ("OptimisticAdam", {}),
+                                             ("NoisySGD", {}), ("NAdam", {"variant": "optax"}),
+                                             ("RAdam", {"variant": "optax"}),
+                                             ("Adamax", {"weight_decay": 0.1,
+                                                         "decoupled_weight_decay": True})])
 def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
     """Yogi, ADOPT, Adan and AdEMAMix (PyTorch has none of them) and optax's Rprop (not PyTorch's
     algorithm) have no per_op model; PyTorch's Rprop and ASGD have one."""
@@ -247,7 +257,7 @@ def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options:
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op", **options)  # no 16-bit
     assert {"Rprop", "ASGD"} <= PER_OP
     pytorch_lacks = {"Yogi", "ADOPT", "Adan", "AdEMAMix", "Ftrl", "SignSGD", "Signum", "Lamb",
-                     "Lars"}
+                     "Lars", "OptimisticAdam", "NoisySGD"}
     assert not pytorch_lacks & PER_OP
 
 

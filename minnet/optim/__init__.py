@@ -25,6 +25,8 @@ from minnet.optim.lars import Lars
 from minnet.optim.lbfgs import LBFGS
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
+from minnet.optim.noisy_sgd import NoisySGD
+from minnet.optim.optimistic_adam import OptimisticAdam
 from minnet.optim.optimizer import (
     AdamStats,
     EpsWarning,
@@ -71,6 +73,8 @@ __all__ = [
     "Lars",
     "SparseAdam",
     "LBFGS",
+    "OptimisticAdam",
+    "NoisySGD",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",

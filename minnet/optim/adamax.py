@@ -33,6 +33,10 @@ rule's ``round_to`` calls mark, to the dtype of the tensor PyTorch's ``_single_t
 writes it to. No PyTorch fixture covers Adamax in 16-bit: "per_op" is a transcription of
 PyTorch's source (its op order and float32 op-math), checked against the NumPy reference, not
 against recorded PyTorch runs.
+
+``decoupled_weight_decay=True`` is optax's AdamaxW (``optax.adamaxw``, optax 0.2.8): the decay
+``lr * weight_decay * param`` is taken off the parameter, not added to ``g`` (PyTorch's Adamax
+has no such option); the fused model only (``"per_op"`` refused).
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ class AdamaxScalars(NamedTuple):
     beta2: np.floating
     eps: np.floating
     neg_clr: np.floating  # -lr / (1 - beta1**t)
-    weight_decay: np.floating  # the L2 term folded into g
+    weight_decay: np.floating  # the L2 term folded into g (0 when decoupled)
+    decay: np.floating  # param *= decay first: 1 - lr*weight_decay when decoupled, else 1
 
 
 @element
@@ -98,6 +103,9 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     per_op = rp != NATIVE or rs != NATIVE
     m = state[0]
     u = state[1]
+    p_in = p
+    if s.decay != 1:  # decoupled_weight_decay (optax.adamaxw): param * (1 - lr*weight_decay)
+        p_in = p * s.decay
     if s.weight_decay != 0:  # grad.add(param, alpha=weight_decay)
         g = round_to(g + s.weight_decay * p, rp)
     # exp_avg.lerp_(grad, 1 - beta1): PyTorch's lerp switches formula at weight 0.5 to stay
@@ -117,7 +125,8 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     else:
         delta = s.neg_clr * (m / denominator(u, s, mode))
     dominated = s.eps >= np.abs(g) if mode == MAX else s.eps >= u
-    return p, p + delta, (m, u), delta, delta, dominated, g
+    new = p_in + delta
+    return p_in, new, (m, u), delta, new - p, dominated, g
 
 
 @element
@@ -142,6 +151,8 @@ def adamax_reference(
     """The same update with whole-array NumPy, in place (the rule's arguments)."""
     exp_avg, exp_inf = state
     with np.errstate(all="ignore"):
+        if s.decay != 1:
+            param *= s.decay
         g = grad
         if s.weight_decay != 0:
             g = g + s.weight_decay * param
@@ -181,6 +192,20 @@ class Adamax(Optimizer):
     between libraries: Keras 3 uses ``learning_rate=1e-3`` and ``epsilon=1e-7`` (PyTorch and
     optax ``lr=2e-3``, ``eps=1e-8``); pass them explicitly to match Keras.
 
+    **optax's AdamaxW** (``decoupled_weight_decay=True``: ``optax.adamaxw``, optax 0.2.8,
+    ``scale_by_adamax``, ``add_decayed_weights``, ``scale_by_learning_rate``) decays the
+    parameter instead of adding the L2 term to ``g``, with eps as ``"max"`` (optax's adamax):
+
+    .. code-block:: text
+
+        param = param - lr * (m / (1 - beta1**t) / u + weight_decay * param)
+
+    computed here as ``param * (1 - lr * weight_decay)`` then the Adamax step (equal to
+    round-off; the fixtures hold it to optax within 1e-9). optax's defaults: ``adamaxw(
+    learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4)``; its ``mask`` is a
+    parameter group with ``weight_decay=0`` here. ``rounding="per_op"`` is refused with it
+    (PyTorch's Adamax has no decoupled decay).
+
     ``stats.eps_dominated`` counts the coordinates where eps is at least what it is added to:
     ``|g|`` under "max", ``u`` under "outside" (:meth:`eps_compared_with`).
     :meth:`multipliers` gives ``k`` in ``param -= lr * k * m_hat``: ``1 / u`` ("max") or
@@ -193,8 +218,10 @@ class Adamax(Optimizer):
         lr: learning rate, ``>= 0``. Default ``2e-3``.
         betas: ``(beta1, beta2)``, each in ``[0, 1)``. Default ``(0.9, 0.999)``.
         eps: ``>= 0``, placed as ``eps_mode`` says. Default ``1e-8``.
-        weight_decay: L2 penalty, ``>= 0``. Default ``0``.
+        weight_decay: L2 penalty (decay factor when decoupled), ``>= 0``. Default ``0``.
         eps_mode: ``"max"`` (default) or ``"outside"``.
+        decoupled_weight_decay: decay the parameter instead of adding the L2 term to ``g``
+            (optax's AdamaxW, above). Default ``False``.
         maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
             Default ``False``.
         track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
@@ -206,7 +233,7 @@ class Adamax(Optimizer):
     """
 
     # PyTorch's state dicts have no eps_mode.
-    _load_optional = ("eps_mode", "maximize")
+    _load_optional = ("eps_mode", "maximize", "decoupled_weight_decay")
 
     def __init__(
         self,
@@ -218,10 +245,11 @@ class Adamax(Optimizer):
         *,
         maximize: bool = False,
         eps_mode: str = "max",
+        decoupled_weight_decay: bool = False,
         **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, eps_mode=eps_mode,
-                        maximize=maximize)
+                        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults, **options)
 
     rule = RULE
@@ -235,13 +263,22 @@ class Adamax(Optimizer):
 
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> AdamaxScalars:
         beta1, beta2 = group["betas"]
+        lr, wd = group["lr"], group["weight_decay"]
+        decoupled = group.get("decoupled_weight_decay", False)
+        decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
         return cast_scalars(AdamaxScalars, dtype, 1.0 - beta1, 0.0, beta2, group["eps"],
-                            -(group["lr"] / (1.0 - beta1**step)), group["weight_decay"])
+                            -(lr / (1.0 - beta1**step)), 0.0 if decoupled else wd,
+                            decay)  # fmt: skip
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (ADAMAX_EPS_MODES.index(group["eps_mode"]),)
 
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        if group["decoupled_weight_decay"] and group["weight_decay"] != 0:
+            return (
+                "Adamax: rounding='per_op' follows PyTorch's for-loop Adamax, which has no "
+                "decoupled weight decay; use rounding='fused' for decoupled_weight_decay=True"
+            )
         return None if group["eps_mode"] == "max" else _PER_OP_MESSAGE
 
     @staticmethod

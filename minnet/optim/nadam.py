@@ -18,6 +18,10 @@ tensor of the state dtype, so eps=1e-8 is 0 there in float16 and a ``v`` below a
 underflows: "per_op" divides by 0 where "fused" stays finite). No PyTorch fixture covers NAdam in
 16-bit: "per_op" is a transcription of PyTorch's source (its op order and float32 op-math),
 checked against the NumPy reference, not against recorded PyTorch runs.
+
+``variant="optax"`` is optax's NAdam (``optax.nadam``, ``optax.nadamw`` with weight decay;
+optax 0.2.8): Adam with Nesterov's first moment (``scale_by_adam(..., nesterov=True)``), no
+``mu_t`` schedule; the fused model only (``"per_op"`` refused: PyTorch has no such NAdam).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from minnet.optim.optimizer import (
     TorchOptions,
     cast_scalars,
     check_betas,
+    check_choice,
     check_eps,
     check_lr,
     check_nonnegative,
@@ -46,7 +51,11 @@ from minnet.optim.optimizer import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["NAdam"]
+__all__ = ["NAdam", "NADAM_VARIANTS"]
+
+#: The values of ``variant``: PyTorch's NAdam (default) and optax's.
+NADAM_VARIANTS = ("torch", "optax")
+TORCH, OPTAX = 0, 1
 
 
 class NAdamScalars(NamedTuple):
@@ -62,6 +71,10 @@ class NAdamScalars(NamedTuple):
     coef_avg: np.floating  # c_m = -lr * mu_{t+1} / (1 - P_t * mu_{t+1})
     weight_decay: np.floating  # the L2 term folded into g (0 when decoupled)
     decay: np.floating  # param *= decay first: 1 - lr*weight_decay when decoupled, else 1
+    beta1: np.floating  # variant="optax": m_hat = beta1 * m / bc1_next + (1 - beta1) * g / bc1
+    bc1: np.floating  # 1 - beta1**t
+    bc1_next: np.floating  # 1 - beta1**(t+1)
+    neg_lr: np.floating  # -lr
 
 
 def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
@@ -83,11 +96,16 @@ def denominator(v, s, rs):  # pragma: no cover - compiled
 
 @element
 def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
-    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (decoupled,)``.
-    Under ``"per_op"`` every op's result is rounded as the module docstring lists."""
-    (decoupled,) = o
+    """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (decoupled,
+    variant)``. Under ``"per_op"`` every op's result is rounded as the module docstring lists."""
+    decoupled, variant = o
     p_in, g, m, v = moments(p, g, state[0], state[1], s, decoupled, rp, rs)
     denom, dominated = denominator(v, s, rs)
+    if variant == OPTAX:  # optax.nadam: Nesterov's m_hat, then Adam's denominator
+        m_hat = s.beta1 * (m / s.bc1_next) + s.lerp_w * (g / s.bc1)
+        delta = s.neg_lr * (m_hat / denom)
+        new = p_in + delta
+        return p_in, new, (m, v), delta, new - p, dominated, g
     new = round_to(p_in + (s.coef_grad * g) / denom, rp)  # param.addcdiv_(grad, denom, c_g)
     new = new + (s.coef_avg * m) / denom  # param.addcdiv_(exp_avg, denom, c_m)
     return p_in, new, (m, v), new - p_in, new - p, dominated, g
@@ -111,6 +129,10 @@ def nadam_reference(
     with np.errstate(all="ignore"):
         g = moments_reference(param, grad, exp_avg, exp_avg_sq, s, o[0])  # o[0]: decoupled
         denom = np.sqrt(exp_avg_sq / s.bc2) + s.eps
+        if o[1] == OPTAX:
+            m_hat = s.beta1 * (exp_avg / s.bc1_next) + s.lerp_w * (g / s.bc1)
+            param += s.neg_lr * (m_hat / denom)
+            return
         param += (s.coef_grad * g) / denom
         param += (s.coef_avg * exp_avg) / denom
 
@@ -149,6 +171,27 @@ class NAdam(Optimizer):
     :class:`~minnet.optim.optimizer.Optimizer`'s; ``stats.eps_dominated`` counts coordinates
     where ``eps >= sqrt(v_hat)``.
 
+    **optax's NAdam** (``variant="optax"``: ``optax.nadam``, optax 0.2.8, which is
+    ``optax.adam(..., nesterov=True)``; ``optax.nadamw`` with ``weight_decay`` and
+    ``decoupled_weight_decay=True``) is another algorithm: no ``mu_t`` schedule
+    (``momentum_decay`` is not used, ``mu_product`` is kept but not read), Nesterov's first
+    moment from the bias corrections of this step and the next:
+
+    .. code-block:: text
+
+        m     = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g**2
+        m_hat = beta1 * m / (1 - beta1**(t+1)) + (1 - beta1) * g / (1 - beta1**t)
+        param = param - lr * (m_hat / (sqrt(v / (1 - beta2**t)) + eps)
+                              + weight_decay * param)     (nadamw: decoupled_weight_decay=True)
+
+    ``eps`` sits where PyTorch's does, outside the root after the bias correction (optax's
+    ``eps_root``, inside the root, is 0 in the alias and not offered). Weight decay without
+    ``decoupled_weight_decay`` is the L2 term in ``g`` (optax: ``add_decayed_weights`` chained
+    before ``nadam``). optax's defaults: ``nadam(learning_rate, b1=0.9, b2=0.999, eps=1e-8,
+    eps_root=0.0)``, ``nadamw(..., weight_decay=1e-4)``; no default learning rate. The moments
+    are computed in PyTorch's order (its ``lerp``), equal to optax's to round-off; the
+    fixtures hold the variant to optax within 1e-9. ``rounding="per_op"`` is refused for it.
+
     Args:
         params: iterable of :class:`minnet.nn.Parameter`, or of dicts defining parameter groups.
         lr: learning rate, ``>= 0``. Default ``2e-3``.
@@ -160,6 +203,7 @@ class NAdam(Optimizer):
             (NAdamW). Default ``False``.
         maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
             Default ``False``.
+        variant: ``"torch"`` (default) or ``"optax"`` (optax's NAdam, above).
         track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
             differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s.
 
@@ -169,7 +213,7 @@ class NAdam(Optimizer):
     """
 
     # PyTorch state dicts from before decoupled_weight_decay existed lack it.
-    _load_optional = ("decoupled_weight_decay", "maximize")
+    _load_optional = ("decoupled_weight_decay", "maximize", "variant")
 
     def __init__(
         self,
@@ -182,18 +226,21 @@ class NAdam(Optimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
+        variant: str = "torch",
         **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
-                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                        variant=variant)
         super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(nadam_reference)
     checks = {"lr": check_lr, "eps": check_eps, "betas": check_betas,
               "weight_decay": check_weight_decay,
-              "momentum_decay": partial(check_nonnegative, "momentum_decay")}  # PyTorch's order
+              "momentum_decay": partial(check_nonnegative, "momentum_decay"),
+              "variant": partial(check_choice, "variant", choices=NADAM_VARIANTS)}
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
@@ -230,11 +277,23 @@ class NAdam(Optimizer):
         l2 = 0.0 if decoupled else wd
         decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
         bc2 = 1.0 - beta2 ** float(step)
+        t = float(step)
         return cast_scalars(NAdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2, bc2,
-                            group["eps"], coef_grad, coef_avg, l2, decay)  # fmt: skip
+                            group["eps"], coef_grad, coef_avg, l2, decay, beta1,
+                            1.0 - beta1**t, 1.0 - beta1 ** (t + 1.0), -lr)  # fmt: skip
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
-        return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)
+        return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),
+                NADAM_VARIANTS.index(group["variant"]))  # fmt: skip
+
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        if group["variant"] == "torch":
+            return None
+        return (
+            "NAdam: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
+            "implementation, and variant='optax' is not PyTorch's algorithm; use "
+            "rounding='fused' or variant='torch'"
+        )
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

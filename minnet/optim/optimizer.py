@@ -100,6 +100,14 @@ Optional:
     the rule's ``multiplier`` also gets each tensor's ``param_norm`` and ``update_norm`` per
     coordinate, after the state arrays.
     :mod:`minnet.optim.lamb` and :mod:`minnet.optim.lars` are the examples.
+``_prepare_run(self, group, flat, js, step) -> Callable[[], None] | None``
+    Called by :meth:`~Optimizer.step` for each run of parameters that takes the step
+    (``js``: their indices in ``flat.params``; ``step``: their step count including this step),
+    before ``check_finite``'s dry run and the kernel: a rule that reads values made outside the
+    kernel (:class:`~minnet.optim.noisy_sgd.NoisySGD`'s noise) writes them into its state
+    arrays (``flat.state[name]``) here. It may return an undo function, which a step that
+    ``check_finite`` refuses calls, so that the refused step leaves the state as it was.
+    Default: nothing.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
@@ -1080,10 +1088,16 @@ class Optimizer:
         """
         _threads.tick()
         loss = closure() if closure is not None else None
-        plans = self._plan_step()
+        undo: list[Callable[[], None]] = []
+        plans = self._plan_step(undo)
         track = self.track_stats
         if self.check_finite:
-            self._refuse_nonfinite(plans)
+            try:
+                self._refuse_nonfinite(plans)
+            except FloatingPointError:
+                for restore in undo:
+                    restore()
+                raise
         n_dominated = n_nonfinite = n_underflow = n_lost = 0
         sum_sq = 0.0
         per_tensor = self.rule is not None and self.rule.tensor is not None
@@ -1126,12 +1140,15 @@ class Optimizer:
         self._finish_step(plans, (n_dominated, n_nonfinite, sum_sq, n_underflow, n_lost))
         return loss
 
-    def _plan_step(self) -> list[tuple[int, FlatBuffers, Any, list[_Run]]]:
+    def _plan_step(
+        self, undo: list[Callable[[], None]] | None = None
+    ) -> list[tuple[int, FlatBuffers, Any, list[_Run]]]:
         """The first half of :meth:`step`, for a subclass that overrides it (SparseAdam): sync
         and revalidate the groups, check the buffers are bound, and return one plan per flat
         buffer, ``(group index, buffer, kernel, runs)``: its kernel (built, not yet compiled)
         and, per run of parameters that take the step with one step count (the whole buffer,
-        usually), a :class:`_Run` with the step's constants."""
+        usually), a :class:`_Run` with the step's constants. Each run's :meth:`_prepare_run`
+        is called here; the undo functions it returns are appended to ``undo``."""
         self._sync_groups()
         groups = self.param_groups
         checked = self._checked
@@ -1155,6 +1172,9 @@ class Optimizer:
                         new = group_state
                         scalars = self._scalars(group, flat.compute_dtype, step)
                     runs.append(_Run(args, js, step, new, scalars))
+                    restore = self._prepare_run(group, flat, js, step)
+                    if restore is not None and undo is not None:
+                        undo.append(restore)
                 plans.append((i, flat, kernel, runs))
         return plans
 
@@ -1408,6 +1428,13 @@ class Optimizer:
                 f"eps=0 and some coordinates of {name} have only ever had zero gradient ({key} "
                 f"= 0), so their update is 0/0 = NaN; use eps > 0{self._eps0_advice}"
             )
+        return None
+
+    def _prepare_run(self, group: Mapping[str, Any], flat: FlatBuffers, js: list[int],
+                     step: int) -> Callable[[], None] | None:  # fmt: skip
+        """Write what the kernel reads but cannot compute into the state arrays of parameters
+        ``js`` of ``flat`` before step ``step``, and return how to undo it if ``check_finite``
+        refuses the step (module docstring); nothing by default."""
         return None
 
     def _group_state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:

@@ -18,11 +18,16 @@ dtype of the tensor PyTorch's ``_single_tensor_radam`` writes it to (the step is
 the state dtype). No PyTorch fixture covers RAdam in 16-bit: "per_op" is a transcription of
 PyTorch's source (its op order and float32 op-math), checked against the NumPy reference, not
 against recorded PyTorch runs.
+
+``variant="optax"`` is optax's RAdam (``optax.radam``, optax 0.2.8): eps next to the
+bias-corrected ``sqrt(v_hat)``, rectified from ``rho_t >= 5`` (optax's ``threshold``); the fused
+model only (``"per_op"`` refused: it is not PyTorch's algorithm).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numba
@@ -30,13 +35,14 @@ import numpy as np
 
 from minnet._lowp import NATIVE, round_to
 from minnet.nn import Parameter
-from minnet.optim._kernel import Rule, element
+from minnet.optim._kernel import Rule, element, sqrt_plus_eps
 from minnet.optim.adam import moments, moments_reference
 from minnet.optim.optimizer import (
     Optimizer,
     TorchOptions,
     cast_scalars,
     check_betas,
+    check_choice,
     check_eps,
     check_lr,
     check_weight_decay,
@@ -45,7 +51,13 @@ from minnet.optim.optimizer import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["RAdam"]
+__all__ = ["RAdam", "RADAM_VARIANTS"]
+
+#: The values of ``variant``: PyTorch's RAdam (default) and optax's.
+RADAM_VARIANTS = ("torch", "optax")
+TORCH, OPTAX = 0, 1
+#: optax's ``threshold`` (its default): rectified where ``rho_t >= OPTAX_THRESHOLD``.
+OPTAX_THRESHOLD = 5.0
 
 
 class RAdamScalars(NamedTuple):
@@ -63,7 +75,8 @@ class RAdamScalars(NamedTuple):
     rect: np.floating  # r (rectified steps), else 1
     weight_decay: np.floating  # the L2 term folded into g (0 when decoupled)
     decay: np.floating  # param *= decay first: 1 - lr*weight_decay when decoupled, else 1
-    rectified: bool  # rho_t > 5
+    bc2: np.floating  # 1 - beta2**t (variant="optax": v_hat = v / bc2)
+    rectified: bool  # rho_t > 5 (variant="optax": rho_t >= 5)
 
 
 def radam_rho(beta2: float, step: int) -> tuple[float, float]:
@@ -99,8 +112,17 @@ def update(p, g, state, s, o, rp, rs):  # pragma: no cover - compiled
     """One coordinate (:mod:`minnet.optim._kernel`'s rule contract); ``o = (decoupled,
     rectified)``, the second chosen once per step (:func:`_rectified`), so each branch is its
     own loop. Under ``"per_op"`` every op's result is rounded as the module docstring lists."""
-    decoupled, rectified = o
+    decoupled, variant, rectified = o
     p_in, g, m, v = moments(p, g, state[0], state[1], s, decoupled, rp, rs)
+    if variant == OPTAX:  # optax.radam: r * m_hat / (sqrt(v_hat) + eps), times -lr
+        m_hat = m / s.bc1
+        dominated = False
+        if rectified:
+            den, dominated = sqrt_plus_eps(v / s.bc2, s.eps)
+            m_hat = (s.rect * m_hat) / den
+        delta = -(m_hat * s.lr)
+        new = p_in + delta
+        return p_in, new, (m, v), delta, new - p, dominated, g
     step = round_to(round_to(m / s.bc1, rs) * s.lr, rs)  # bias_corrected_exp_avg * lr
     dominated = False
     if rectified:
@@ -118,10 +140,12 @@ def _rectified(s):  # pragma: no cover - compiled
 @element
 def multiplier(state, s, o):  # pragma: no cover - run by NumPy
     """``k`` in ``param -= lr * k * m_hat``: ``rect * sqrt(bc2) / (sqrt(v) + eps)`` on a
-    rectified step, else 1."""
-    if o[-1]:
-        return s.rect * adaptive_lr(state[1], s, NATIVE)[0]
-    return 1.0
+    rectified step (``rect / (sqrt(v_hat) + eps)`` with ``variant="optax"``), else 1."""
+    if not o[-1]:
+        return 1.0
+    if o[1] == OPTAX:
+        return s.rect / sqrt_plus_eps(state[1] / s.bc2, s.eps)[0]
+    return s.rect * adaptive_lr(state[1], s, NATIVE)[0]
 
 
 #: RAdam's element rule; the second moment ``exp_avg_sq`` is state 1; rectified or not is
@@ -136,6 +160,12 @@ def radam_reference(
     exp_avg, exp_avg_sq = state
     with np.errstate(all="ignore"):
         moments_reference(param, grad, exp_avg, exp_avg_sq, s, o[0])  # o[0]: decoupled
+        if o[1] == OPTAX:
+            m_hat = exp_avg / s.bc1
+            if s.rectified:
+                m_hat = (s.rect * m_hat) / (np.sqrt(exp_avg_sq / s.bc2) + s.eps)
+            param -= m_hat * s.lr
+            return
         step = (exp_avg / s.bc1) * s.lr
         if s.rectified:
             step = (step * (s.sqrt_bc2 / (np.sqrt(exp_avg_sq) + s.eps))) * s.rect
@@ -176,6 +206,26 @@ class RAdam(Optimizer):
     :class:`~minnet.optim.optimizer.Optimizer`'s; ``stats.eps_dominated`` counts coordinates
     where ``eps >= sqrt(v)`` in a rectified step (0 in an unrectified one).
 
+    **optax's RAdam** (``variant="optax"``: ``optax.radam``, optax 0.2.8) puts eps after the
+    bias correction, as Adam does, and rectifies from ``rho_t >= threshold``, its
+    ``threshold=5.0`` (PyTorch: ``rho_t > 5``; ``rho_t`` and ``r`` are the same expressions):
+
+    .. code-block:: text
+
+        if rho_t >= 5:  param = param - lr * (r * m_hat / (sqrt(v / (1 - beta2**t)) + eps))
+        else:           param = param - lr * m_hat
+
+    PyTorch's ``sqrt(1 - beta2**t) / (sqrt(v) + eps)`` is ``1 / (sqrt(v_hat) + eps /
+    sqrt(1 - beta2**t))``: its eps acts ``1 / sqrt(1 - beta2**t)`` times larger (31.6x at step 1
+    for ``beta2 = 0.999``, 1x once ``beta2**t`` is negligible), so the two variants differ where
+    eps matters early on. optax's ``eps_root`` (0), ``threshold`` (5.0) and ``nesterov`` (False)
+    keep their alias defaults and are not offered; ``eps=0`` gives 0/0 on a never-updated
+    coordinate from the first rectified step, as in PyTorch. optax's ``radam`` has no weight
+    decay: here ``weight_decay`` acts as in PyTorch's variant (L2 in ``g``, or decoupled),
+    which optax writes as ``add_decayed_weights`` chained before or after it. The moments are
+    computed in PyTorch's order (its ``lerp``), equal to optax's to round-off; the fixtures
+    hold the variant to optax within 1e-9. ``rounding="per_op"`` is refused for it.
+
     Args:
         params: iterable of :class:`minnet.nn.Parameter`, or of dicts defining parameter groups.
         lr: learning rate, ``>= 0``. Default ``1e-3``.
@@ -186,6 +236,7 @@ class RAdam(Optimizer):
             (RAdamW). Default ``False``.
         maximize: ascend the gradient (PyTorch's ``maximize``: the update sees ``-grad``).
             Default ``False``.
+        variant: ``"torch"`` (default) or ``"optax"`` (optax's RAdam, above).
         track_stats, check_finite, state_dtype, rounding, foreach, fused, capturable,
             differentiable: :class:`~minnet.optim.optimizer.Optimizer`'s.
 
@@ -195,7 +246,7 @@ class RAdam(Optimizer):
     """
 
     # PyTorch state dicts from before decoupled_weight_decay existed lack it.
-    _load_optional = ("decoupled_weight_decay", "maximize")
+    _load_optional = ("decoupled_weight_decay", "maximize", "variant")
 
     def __init__(
         self,
@@ -207,16 +258,19 @@ class RAdam(Optimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
+        variant: str = "torch",
         **options: Unpack[TorchOptions],
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                        variant=variant)
         super().__init__(params, defaults, **options)
 
     rule = RULE
     reference = staticmethod(radam_reference)
     checks = {"lr": check_lr, "eps": check_eps, "betas": check_betas,
-              "weight_decay": check_weight_decay}  # PyTorch's order
+              "weight_decay": check_weight_decay,  # PyTorch's order
+              "variant": partial(check_choice, "variant", choices=RADAM_VARIANTS)}
 
     def _state_spec(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
@@ -224,7 +278,8 @@ class RAdam(Optimizer):
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> RAdamScalars:
         (beta1, beta2), lr, wd, t = group["betas"], group["lr"], group["weight_decay"], step
         rho_inf, rho_t = radam_rho(beta2, step)
-        rectified = rho_t > 5.0
+        optax = group.get("variant", "torch") == "optax"
+        rectified = rho_t >= OPTAX_THRESHOLD if optax else rho_t > 5.0
         rect = 1.0
         if rectified:
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
@@ -234,17 +289,29 @@ class RAdam(Optimizer):
         decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
         s = cast_scalars(RAdamScalars, dtype, 1.0 - beta1, 0.0, beta2, 1.0 - beta2,
                          1.0 - beta1 ** float(t), lr, (1.0 - beta2 ** float(t)) ** 0.5,
-                         group["eps"], rect, l2, decay, 0.0)  # fmt: skip
+                         group["eps"], rect, l2, decay, 1.0 - beta2 ** float(t),
+                         0.0)  # fmt: skip
         return s._replace(rectified=rectified)
 
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
-        return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),)
+        return (bool(group["decoupled_weight_decay"] and group["weight_decay"] != 0),
+                RADAM_VARIANTS.index(group["variant"]))  # fmt: skip
+
+    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
+        if group["variant"] == "torch":
+            return None
+        return (
+            "RAdam: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
+            "implementation, and variant='optax' is not PyTorch's algorithm; use "
+            "rounding='fused' or variant='torch'"
+        )
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
         """``"sqrt(v)"``: eps is added to the root of the raw (uncorrected) second moment, in
-        rectified steps only."""
-        return "sqrt(v)"
+        rectified steps only; ``"sqrt(v_hat)"`` with ``variant="optax"`` (after the bias
+        correction)."""
+        return "sqrt(v_hat)" if options.get("variant") == "optax" else "sqrt(v)"
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]
