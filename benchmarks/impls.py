@@ -505,7 +505,8 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 #: Every optimizer of the family with PyTorch's defaults (SGD with momentum 0.9, the usual
 #: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
 #: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief, Lion,
-#: Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb and Lars, which PyTorch lacks, against
+#: Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb, Lars, ScheduleFreeAdamW and Prodigy,
+#: which PyTorch lacks, against
 #: optax's jitted update; Ftrl (in neither) against Keras 3's jitted ``stateless_apply`` on its
 #: JAX backend (skipped with a note where Keras is not installed).
 FAMILY: tuple[FamilyEntry, ...] = (
@@ -542,6 +543,9 @@ FAMILY: tuple[FamilyEntry, ...] = (
                 {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-6}),
     FamilyEntry("Lars", {"lr": 1.0}, "optax", "lars",
                 {"learning_rate": 1.0, "trust_coefficient": 1e-3, "momentum": 0.9}),
+    FamilyEntry("ScheduleFreeAdamW", {"lr": 2.5e-3}, "optax", "contrib.schedule_free_adamw",
+                {"learning_rate": 2.5e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8}),
+    FamilyEntry("Prodigy", {"lr": 1.0}, "optax", "contrib.prodigy", {"learning_rate": 1.0}),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}

@@ -187,6 +187,8 @@ EXPECTED = {
     ("Adan", None, "optax"), ("AdEMAMix", None, "optax"),
     ("Ftrl", None, "Keras 3"), ("SignSGD", None, "optax"), ("Signum", None, "optax"),
     ("Lamb", None, "Keras 3"), ("Lamb", None, "optax"), ("Lars", None, "optax"),
+    ("ScheduleFreeAdamW", None, "optax"), ("ScheduleFreeAdamW", None, "Keras 3"),
+    ("Prodigy", None, "optax"),
 }  # fmt: skip
 NO_EPS = ("SGD", "Lion", "Rprop", "ASGD", "SignSGD", "Signum")
 
@@ -225,10 +227,10 @@ def test_fixture_set_is_complete() -> None:
         "groups": {"Adam", "RMSprop"},
         "scheduler": {"StepLR", "CosineAnnealingLR"},
         "float32": {"Adam", "RMSprop", "Adagrad", "SGD"},
-        "tensors": {"Lamb", "Lars"},
+        "tensors": {"Lamb", "Lars", "Prodigy"},  # Prodigy: one global sum over them
     }
     total = sum(p.stat().st_size for p in FIXTURES)
-    assert total < 1_500_000, f"family fixtures take {total} bytes"
+    assert total < 1_750_000, f"family fixtures take {total} bytes"
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])

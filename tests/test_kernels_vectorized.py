@@ -148,6 +148,9 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("Lamb", {"variant": "optax"}, r"\bvsqrtps\b", 1, 21),
     ("Lars", {}, _SOME_PACKED, 4, 21),
     ("Lars", {"nesterov": True}, _SOME_PACKED, 4, 21),
+    ("ScheduleFreeAdamW", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),
+    ("ScheduleFreeAdamW", {"variant": "keras"}, r"\bv(?:sqrt|div)ps\b", 2, 21),
+    ("Prodigy", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),  # the update pass (the reduction is serial)
 ]
 
 
