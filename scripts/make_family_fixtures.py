@@ -201,7 +201,10 @@ Keys of each ``family_<optimizer>_<placement>_<lib>_<detail>.npz``: ``config`` (
 name, optimizer (minnet.optim class name), minnet_kwargs, state_keys (optional: state arrays
 also recorded, as ``state_<key>``), groups (optional: list of
 {"slice": [start, stop], **kwargs overriding minnet_kwargs}, one minnet Parameter per slice),
-scheduler (optional: {"name", "kwargs"}), grad_scale (the gradient fed to the optimizer is
+scheduler (optional: {"name", "kwargs"}), tensors (optional: the shapes w is split into, one
+minnet Parameter each), global_reduction (optional: with tensors, one optimizer state over all
+of them, Prodigy's; the recorder reads recorded state arrays with the fixture's state_exprs,
+e.g. optax's ``state.z``), grad_scale (the gradient fed to the optimizer is
 grad_scale * g), library, library_version, reference (the call as text), note, dtype, steps,
 checkpoints, problem (file name), problem_sha256), ``checkpoints`` (parameters after the steps in
 config["checkpoints"], one row each), ``norms`` (``||w||_2`` after every step) and, with a

@@ -167,8 +167,8 @@ def schedule_free_adamw_reference(
 
 
 class ScheduleFreeAdamW(Optimizer):
-    r"""Schedule-Free AdamW with Keras 3's or optax 0.2.8's exact semantics, as one fused Numba
-    kernel; ``eval()`` / ``train()`` switch the parameters between ``x`` and ``y``.
+    r"""Schedule-Free AdamW with Keras 3's (3.15.1) or optax 0.2.8's exact semantics, as one
+    fused Numba kernel; ``eval()`` / ``train()`` switch the parameters between ``x`` and ``y``.
 
     With ``t`` the step count (1 on the first call of :meth:`step`), the parameters holding
     ``y``, ``z`` (state ``"z"``, a copy of the parameter at its first step) and ``v``
