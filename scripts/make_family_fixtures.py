@@ -180,6 +180,28 @@ NoisySGD [optax.noisy_sgd; defaults eta=0.01, gamma=0.55, key=0]                
     w -= lr*(g + sqrt(eta/t^gamma)*z),  z ~ N(0, 1) drawn by JAX (split the key every step);
     the fixture (tests/fixtures/noisy_sgd_optax.npz, not a family_* file) stores z of every
     step, recomputed here with optax's key splitting and checked against optax's trajectory.
+ScheduleFreeAdamW [optax.contrib.schedule_free_adamw (variant="optax") and
+      keras.optimizers.ScheduleFreeAdamW (variant="keras"); both: lr=0.0025, b1=0.9, b2=0.999,
+      eps=1e-8, no warm-up, no weight decay; optax's weight_lr_power=2]
+    z starts at w (the parameters hold y); v from 0; W = warmup_steps
+    optax: v = (1-b2)*g^2 + b2*v;  u = g/(sqrt(v/(1-b2^t)) + eps) + wd*y
+           sched(k) = (0 - lr)*(1 - min(k, W)/W) + lr in FLOAT32 (optax's linear_schedule
+                      divides its int32 count; jitted, XLA makes it fma(-k, f32(1/W), 1) and
+                      fma(f32(-lr), frac, f32(lr)): float32(lr) after the warm-up); lr without
+           z' = z - sched(t-1)*u;  lr_max = max(lr_max, sched(t));  ws += lr_max^p
+           c = lr_max^p/ws
+    keras: y = y - y*wd*lr;  v = v + (g^2 - v)*(1-b2)
+           z' = z - lr*min(t/W, 1)*g/(sqrt(v/(1-b2^t)) + eps);  c = 1/t
+    both:  x = (1-c)*(y - (1-b1)*z)/b1 + c*z';  y = b1*x + (1-b1)*z';  z = z'
+    eps OUTSIDE the root, after the bias correction (as Adam's). Equal without warm-up and wd.
+
+Prodigy [optax.contrib.prodigy; defaults lr=1.0, betas=(0.9, 0.999), beta3=sqrt(b2), eps=1e-8,
+         estim_lr0=1e-6, estim_lr_coef=1.0, weight_decay=0, safeguard_warmup=False]
+    GLOBAL over every parameter (the fixtures split w into TENSORS leaves; one d for all):
+    d starts at estim_lr0, N at 0, p0 = w at the start; dlr = d*lr*sqrt(1-b2^t)/(1-b1^t)
+    dg = d*g;  m = b1*m + (1-b1)*dg;  v = b2*v + (1-b2)*dg*dg;  s = b3*s + dlr*dg/estim_lr0
+    N = b3*N + (d/estim_lr0)*dlr*sum(g*(p0 - w));  d' = max(d, coef*N/sum(|s|))
+    w += -wd*dlr*w - dlr*m/(sqrt(v) + d'*eps)      eps OUTSIDE the root, times the NEW d
 
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
@@ -197,7 +219,10 @@ Keys of each ``family_<optimizer>_<placement>_<lib>_<detail>.npz``: ``config`` (
 name, optimizer (minnet.optim class name), minnet_kwargs, state_keys (optional: state arrays
 also recorded, as ``state_<key>``), groups (optional: list of
 {"slice": [start, stop], **kwargs overriding minnet_kwargs}, one minnet Parameter per slice),
-scheduler (optional: {"name", "kwargs"}), grad_scale (the gradient fed to the optimizer is
+scheduler (optional: {"name", "kwargs"}), tensors (optional: the shapes w is split into, one
+minnet Parameter each), global_reduction (optional: with tensors, one optimizer state over all
+of them, Prodigy's; the recorder reads recorded state arrays with the fixture's state_exprs,
+e.g. optax's ``state.z``), grad_scale (the gradient fed to the optimizer is
 grad_scale * g), library, library_version, reference (the call as text), note, dtype, steps,
 checkpoints, problem (file name), problem_sha256), ``checkpoints`` (parameters after the steps in
 config["checkpoints"], one row each), ``norms`` (``||w||_2`` after every step) and, with a
@@ -624,6 +649,59 @@ def np_optimistic_adam(s, w, g, lr, *, optimism=None, betas=(0.9, 0.999), eps=1e
     prev = r if t == 1 else s["r"]
     s["r"] = r
     return w - ((lr + o) * r - o * prev)
+def np_schedulefreeadamw(s, w, g, lr, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                         warmup_steps=0, weight_lr_power=2.0, variant="optax"):  # fmt: skip
+    """NumPy transcription of optax.contrib.schedule_free_adamw / keras ScheduleFreeAdamW."""
+    b1, b2 = betas
+    t = _count(s)
+    if "z" not in s:
+        s["z"] = w.copy()
+    z, v = s["z"], _zeros(s, "v", w)
+    wd, big_w = weight_decay, warmup_steps
+
+    def sched(k: float) -> float:  # optax's linear_schedule in float32, as XLA fuses it
+        f32, f64 = np.float32, np.float64
+        if big_w == 0:
+            return lr
+        frac = f32(-f64(min(max(k, 0), big_w)) * f64(f32(1 / big_w)) + 1)  # fma, once rounded
+        return float(f32(f64(f32(-lr)) * f64(frac) + f64(f32(lr))))
+
+    y = w
+    if variant == "keras":
+        y = w - w * wd * lr
+        v = s["v"] = v + (g * g - v) * (1 - b2)
+        lr_z = lr * min(t / big_w, 1.0) if big_w else lr
+        z_new = z - (lr_z * g) / (np.sqrt(v / (1 - b2**t)) + eps)
+        c = 1.0 / t
+    else:
+        v = s["v"] = (1 - b2) * g * g + b2 * v
+        u = g / (np.sqrt(v / (1 - b2**t)) + eps) + wd * y
+        z_new = z - sched(t - 1) * u
+        s["lr_max"] = max(s.get("lr_max", 0.0), sched(t))
+        s["ws"] = s.get("ws", 0.0) + s["lr_max"] ** weight_lr_power
+        c = s["lr_max"] ** weight_lr_power / s["ws"]
+    x = (1 - c) * (y - (1 - b1) * z) / b1 + c * z_new
+    s["z"] = z_new
+    return b1 * x + (1 - b1) * z_new
+
+
+def np_prodigy(s, w, g, lr, *, betas=(0.9, 0.999), beta3=None, eps=1e-8, estim_lr0=1e-6,
+               estim_lr_coef=1.0, weight_decay=0.0, safeguard_warmup=False):  # fmt: skip
+    """NumPy transcription of optax.contrib.prodigy, ``w`` the whole model (one global d)."""
+    b1, b2 = betas
+    b3 = b2**0.5 if beta3 is None else beta3
+    t = _count(s)
+    if "p0" not in s:
+        s["p0"], s["d"], s["n"] = w.copy(), estim_lr0, 0.0
+    m, v, sk, d = _zeros(s, "m", w), _zeros(s, "v", w), _zeros(s, "s", w), s["d"]
+    dlr = d * lr * ((1 - b2**t) ** 0.5) / (1 - b1**t)
+    dg = d * g
+    m = s["m"] = b1 * m + (1 - b1) * dg
+    v = s["v"] = b2 * v + (1 - b2) * dg * dg
+    sk = s["s"] = b3 * sk + (d if safeguard_warmup else dlr) * dg / estim_lr0
+    s["n"] = b3 * s["n"] + (d / estim_lr0) * dlr * np.dot(g, s["p0"] - w)
+    d_new = s["d"] = max(d, estim_lr_coef * s["n"] / np.abs(sk).sum())
+    return w + (-weight_decay * dlr * w - dlr * m / (np.sqrt(v) + d_new * eps))
 
 
 def tensor_slices(fx: dict) -> list[list[int]] | None:
@@ -645,6 +723,7 @@ TRANSCRIPTIONS: dict[str, Callable] = {
     "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
     "AdEMAMix": np_ademamix, "Ftrl": np_ftrl, "SignSGD": np_signsgd, "Signum": np_signum,
     "Lamb": np_lamb, "Lars": np_lars, "OptimisticAdam": np_optimistic_adam,
+    "ScheduleFreeAdamW": np_schedulefreeadamw, "Prodigy": np_prodigy,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -679,7 +758,7 @@ def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list
     w = problem["w0"].astype(dtype)
     fn = TRANSCRIPTIONS[fx["optimizer"]]
     groups = fx.get("groups") or [{"slice": [0, N_PARAMS]}]
-    if fx.get("tensors"):  # one state (and one norm) per tensor
+    if fx.get("tensors") and not fx.get("global_reduction"):  # one state (and norm) per tensor
         groups = [{"slice": sl} for sl in tensor_slices(fx)]
     states: list[dict] = [{} for _ in groups]
     out = np.empty((STEPS, N_PARAMS), dtype)
@@ -787,6 +866,9 @@ def record_optax(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
         params, state = apply(g, state, params)
         out.append(flat(params).copy())
         assert out[-1].dtype == np.float64
+        for key, expr in fx.get("state_exprs", {}).items():  # e.g. schedule-free's state.z
+            rows = fx.setdefault("recorded_states", {}).setdefault(key, [])
+            rows.append(flat(eval(expr, {"state": state})).copy())
     return np.array(out)
 
 
@@ -817,6 +899,10 @@ def record_keras(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
         ])  # fmt: skip
         assert all(w.dtype == "float64" for w in ws)
         out.append(flat().copy())
+        for key, expr in fx.get("state_exprs", {}).items():  # e.g. opt._momentums (z)
+            rows = fx.setdefault("recorded_states", {}).setdefault(key, [])
+            rows.append(np.concatenate([np.ravel(np.asarray(v.value))
+                                        for v in eval(expr, {"opt": opt})]))  # fmt: skip
     return np.array(out)
 
 
@@ -1215,6 +1301,45 @@ def build_fixtures() -> list[dict]:
                            f"{call})",
                  minnet_kwargs=dict(lr=lr, **{"betas": betas, **kw}))
         )  # fmt: skip
+    # ScheduleFreeAdamW (optax and Keras 3), the same settings in both: eps at the default and
+    # at 1e-3 (it dominates sqrt(v_hat) on the small columns), and warm-up with weight decay,
+    # where the two libraries differ. z recorded too (the state the eval point comes from).
+    for variant in ("optax", "keras"):
+        for detail, kw in (("eps1e-8", dict(eps=1e-8)), ("eps1e-3", dict(eps=1e-3)),
+                           ("warmup50_wd0.05", dict(eps=1e-8, warmup_steps=50,
+                                                    weight_decay=0.05))):
+            lr, wd, warm = 1e-2, kw.get("weight_decay", 0.0), kw.get("warmup_steps", 0)
+            if variant == "optax":
+                ref = (f"optax.contrib.schedule_free_adamw({lr!r}, warmup_steps={warm or None!r}, "
+                       f"b1=0.9, b2=0.999, eps={kw['eps']!r}, weight_decay={wd!r})")
+                exprs = {"z": "state.z"}
+            else:
+                ref = (f"keras.optimizers.ScheduleFreeAdamW(learning_rate={lr!r}, beta_1=0.9, "
+                       f"beta_2=0.999, epsilon={kw['eps']!r}, warmup_steps={warm!r}, "
+                       f"weight_decay={wd or None!r})")
+                exprs = {"z": "opt._momentums"}
+            fx.append(
+                dict(optimizer="ScheduleFreeAdamW", lib=variant, detail=detail, reference=ref,
+                     state_keys=["z"], state_exprs=exprs,
+                     minnet_kwargs=dict(lr=lr, betas=(0.9, 0.999), variant=variant, **kw))
+            )  # fmt: skip
+    # Prodigy (optax): one distance estimate d over the whole model, so w is split into the
+    # TENSORS leaves (three parameters, one global sum). eps at the default and at 1e-3 with
+    # gradients scaled by 1e-3 (eps*d dominates sqrt(v) on most coordinates), weight decay with
+    # beta3, and safeguard_warmup with estim_lr_coef.
+    for detail, kw, scale in (("defaults", {}, 1.0),
+                              ("eps1e-3_small_grads", {"eps": 1e-3}, 1e-3),
+                              ("wd_beta3", {"weight_decay": 0.05, "beta3": 0.99}, 1.0),
+                              ("safeguard_coef", {"safeguard_warmup": True,
+                                                  "estim_lr_coef": 0.5}, 1.0)):
+        lr = 0.5
+        call = "".join(f", {k}={_fmt(v)}" for k, v in kw.items())
+        fx.append(
+            dict(optimizer="Prodigy", lib="optax", detail=detail, tensors=TENSORS,
+                 global_reduction=True, grad_scale=scale,
+                 reference=f"optax.contrib.prodigy({lr!r}{call})",
+                 minnet_kwargs=dict(lr=lr, **kw))
+        )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
     fx += [
@@ -1411,7 +1536,7 @@ def main() -> None:
             "problem": PROBLEM_FILE,
             "problem_sha256": sha,
         }
-        for key in ("groups", "scheduler", "note", "state_keys", "tensors"):
+        for key in ("groups", "scheduler", "note", "state_keys", "tensors", "global_reduction"):
             if fx.get(key):
                 config[key] = fx[key]
         arrays = {

@@ -158,6 +158,9 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("SparseAdam", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),  # each touched row in packed lanes
     ("OptimisticAdam", {}, r"\bvsqrtps\b", 1, 21),
     ("NoisySGD", {}, _SOME_PACKED, 2, 21),
+    ("ScheduleFreeAdamW", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),
+    ("ScheduleFreeAdamW", {"variant": "keras"}, r"\bv(?:sqrt|div)ps\b", 2, 21),
+    ("Prodigy", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),  # the update pass (the reduction is serial)
 ]
 
 

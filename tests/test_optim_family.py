@@ -64,9 +64,11 @@ from minnet.optim import (
     OptimisticAdam,
     Optimizer,
     OptimizerStats,
+    Prodigy,
     RAdam,
     RMSprop,
     Rprop,
+    ScheduleFreeAdamW,
     SignSGD,
     Signum,
     SparseAdam,
@@ -75,7 +77,7 @@ from minnet.optim import (
 from minnet.optim.adagrad import ADAGRAD_EPS_MODES
 from minnet.optim.adam import AMSGRAD_MAX_MODES, EPS_MODES
 from minnet.optim.adamax import ADAMAX_EPS_MODES
-from minnet.optim.optimizer import required
+from minnet.optim.optimizer import _Run, required
 from minnet.optim.rmsprop import RMSPROP_EPS_MODES
 
 # the tables take eps=0 on purpose (0/0 is what several tests check)
@@ -84,7 +86,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
     ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars, SparseAdam,
-    OptimisticAdam, NoisySGD,
+    OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy,
 ]  # fmt: skip
 #: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
 PER_TENSOR = (Lamb, Lars)
@@ -177,6 +179,11 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     # optimizers of one group each draw other numbers than one of two groups (the noise's own
     # tests are in tests/test_noisy_sgd.py).
     (NoisySGD, {"lr": 0.05, "eta": 0.0}),
+    (ScheduleFreeAdamW, {"lr": 0.05}),
+    (ScheduleFreeAdamW, {"lr": 0.05, "variant": "keras", "weight_decay": 0.1,
+                         "warmup_steps": 2}),
+    (Prodigy, {"lr": 1.0}),
+    (Prodigy, {"lr": 0.5, "weight_decay": 0.1, "safeguard_warmup": True}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -250,7 +257,7 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
       for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb,
-                  SparseAdam, OptimisticAdam)
+                  SparseAdam, OptimisticAdam, ScheduleFreeAdamW, Prodigy)
       for kw, exc, msg in _BETA_ERRORS],
     # PyTorch's SparseAdam wants lr > 0 and eps > 0, strictly (its own messages)
     (SparseAdam, {"lr": 0.0}, ValueError, "Invalid learning rate: 0.0$"),
@@ -414,6 +421,26 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Lars, {"nesterov": 1}, TypeError, "nesterov must be a bool"),
     (Lars, {"trust_ratio": "yes"}, TypeError, "trust_ratio must be a bool"),
     (Lars, {"betas": (0.9, 0.99)}, TypeError, "unexpected keyword argument"),
+    (ScheduleFreeAdamW, {"betas": (0.0, 0.999)}, ValueError,
+     "Invalid beta parameter at index 0: 0.0 (schedule-free needs beta1 > 0"),
+    (ScheduleFreeAdamW, {"warmup_steps": -1}, ValueError, "Invalid warmup_steps value: -1$"),
+    (ScheduleFreeAdamW, {"warmup_steps": 2.5}, ValueError, "Invalid warmup_steps value: 2.5$"),
+    (ScheduleFreeAdamW, {"warmup_steps": math.nan}, ValueError,
+     "Invalid warmup_steps value: nan$"),
+    (ScheduleFreeAdamW, {"weight_lr_power": -1.0}, ValueError,
+     "Invalid weight_lr_power value: -1.0$"),
+    (ScheduleFreeAdamW, {"variant": "torch"}, ValueError, "Invalid variant: 'torch'"),
+    (ScheduleFreeAdamW, {"variant": "keras", "weight_lr_power": 1.0}, ValueError,
+     "ScheduleFreeAdamW: weight_lr_power=1.0 is optax's"),
+    (ScheduleFreeAdamW, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    (ScheduleFreeAdamW, {"fused": True}, TypeError, "unexpected keyword argument"),
+    (Prodigy, {"beta3": 1.0}, ValueError, "Invalid beta3 value: 1.0$"),
+    (Prodigy, {"beta3": math.nan}, ValueError, "Invalid beta3 value: nan$"),
+    (Prodigy, {"estim_lr0": 0.0}, ValueError, "Invalid estim_lr0 value: 0.0$"),
+    (Prodigy, {"estim_lr0": math.nan}, ValueError, "Invalid estim_lr0 value: nan$"),
+    (Prodigy, {"estim_lr_coef": -1.0}, ValueError, "Invalid estim_lr_coef value: -1.0$"),
+    (Prodigy, {"safeguard_warmup": 1}, TypeError, "safeguard_warmup must be a bool"),
+    (Prodigy, {"maximize": True}, TypeError, "unexpected keyword argument"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -522,6 +549,10 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (OptimisticAdam, {"lr": 0.0, "optimism": 0.0, "betas": (0.0, 0.0), "eps": 0.0,
                       "eps_root": 0.0}),
     (NoisySGD, {"lr": 0.0, "eta": 0.0, "gamma": 0.0}),
+    (ScheduleFreeAdamW, {"lr": 0.0, "betas": (1e-3, 0.0), "eps": 0.0, "weight_decay": 0.0,
+                         "warmup_steps": 0, "weight_lr_power": 0.0}),
+    (Prodigy, {"lr": 0.0, "betas": (0.0, 0.0), "beta3": 0.0, "eps": 0.0, "estim_lr_coef": 0.0,
+               "weight_decay": 0.0}),
 ]
 
 
@@ -581,11 +612,17 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
     OptimisticAdam: {"lr": 1e-3, "optimism": None, "betas": (0.9, 0.999), "eps": 1e-8,
                      "eps_root": 0.0, "nesterov": True},
     NoisySGD: {"lr": 1e-3, "eta": 0.01, "gamma": 0.55},
+    ScheduleFreeAdamW: {"lr": 0.0025, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                        "warmup_steps": 0, "weight_lr_power": 2.0, "variant": "optax"},
+    Prodigy: {"lr": 1.0, "betas": (0.9, 0.999), "beta3": None, "eps": 1e-8, "estim_lr0": 1e-6,
+              "estim_lr_coef": 1.0, "weight_decay": 0.0, "safeguard_warmup": False},
 }  # fmt: skip
 #: Keywords of the optimizer itself, not group options (not in ``defaults``), with defaults.
 OPTIMIZER_KEYWORDS: dict[type[Optimizer], dict[str, Any]] = {
     NoisySGD: {"seed": 0, "noise_fn": None},
 }
+#: Group keys that are not options: schedule-free's mode (the ``schedulefree`` package's).
+GROUP_EXTRAS: dict[type[Optimizer], dict[str, Any]] = {ScheduleFreeAdamW: {"train_mode": True}}
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
 _TORCH_FLAGS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
@@ -600,7 +637,7 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
     # (PyTorch's SparseAdam has none of its implementation switches)
     options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
-                    SparseAdam, OptimisticAdam, NoisySGD)
+                    SparseAdam, OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy)
     flags = _TORCH_FLAGS if cls not in options_only else {}
     for key, value in OPTIMIZER_KEYWORDS.get(cls, {}).items():
         assert defaults.pop(key) == value
@@ -615,7 +652,8 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert built.param_groups[0] == {**opt.param_groups[0], "params": built.params}
     # Before the first step: no state, and the group's options as PyTorch lists them.
     sd = opt.state_dict()
-    assert sd["state"] == {} and sd["param_groups"] == [{**expected, "params": [0]}]
+    extras = GROUP_EXTRAS.get(cls, {})
+    assert sd["state"] == {} and sd["param_groups"] == [{**expected, **extras, "params": [0]}]
 
 
 #: The state-dict entries of a parameter after a step, in order (PyTorch's names and order).
@@ -651,9 +689,13 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (SparseAdam, {}, ["exp_avg", "exp_avg_sq"]),
     (OptimisticAdam, {}, ["exp_avg", "exp_avg_sq", "previous_gradient"]),
     (NoisySGD, {}, ["noise"]),
+    (ScheduleFreeAdamW, {}, ["weight_sum", "lr_max", "z", "exp_avg_sq"]),
+    (Prodigy, {}, ["estim_lr", "numerator_weighted", "exp_avg", "exp_avg_sq", "grad_sum",
+                   "params0"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
-GROUP_SCALARS = {"mu_product", "eta", "mu"}
+GROUP_SCALARS = {"mu_product", "eta", "mu", "weight_sum", "lr_max", "estim_lr",
+                 "numerator_weighted"}
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "names"), STATE_NAMES,
@@ -710,6 +752,8 @@ def test_options_that_add_state_cannot_change(cls: type, options: dict, change: 
 
 @pytest.mark.parametrize("cls, kwargs", FAMILY, ids=FAMILY_IDS)
 def test_two_groups_equal_two_optimizers_bit_for_bit(cls: type, kwargs: dict) -> None:
+    if cls.rule.reduce is not None:
+        pytest.skip("a global reduction (Prodigy's d) couples the groups: test_optim_prodigy.py")
     rng = np.random.default_rng(0)
     grads = [[rng.standard_normal(s) for s in ((2, 3), (2,), (4,))] for _ in range(6)]
     override = {"lr": 0.01}
@@ -958,7 +1002,10 @@ def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwar
     whole = (cls is Lars and kwargs.get("trust_ratio", True)) or (
         cls is Lamb and kwargs.get("variant") == "optax")
     n_bad = 2 if whole else 1
-    assert f"b ({n_bad} of 2 elements)" in msg and "w (" not in msg
+    if cls.rule.reduce is not None:  # a global reduction (Prodigy's d) spreads it everywhere
+        assert "b (2 of 2 elements)" in msg and "w (6 of 6 elements)" in msg
+    else:
+        assert f"b ({n_bad} of 2 elements)" in msg and "w (" not in msg
     assert "NaN or infinite gradient" in msg
     assert_identical(before, ([p.data.copy() for p in ps], opt.state_dict()))
 
@@ -1022,6 +1069,8 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (AdEMAMix, {}, 0),
     (OptimisticAdam, {}, 0),
     (Lamb, {}, 0),  # Keras's trust ratio is 1 for a NaN norm: the NaN stays where the 0/0 is
+    (ScheduleFreeAdamW, {}, 0),
+    (Prodigy, {}, 0),
 ]
 
 
@@ -1117,6 +1166,9 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (OptimisticAdam, {}, "sqrt(v_hat)"),
     (OptimisticAdam, {"eps_root": 1e-8}, "sqrt(v_hat + eps_root)"),
     (NoisySGD, {}, None),
+    (ScheduleFreeAdamW, {}, "sqrt(v_hat)"),
+    (ScheduleFreeAdamW, {"variant": "keras"}, "sqrt(v_hat)"),
+    (Prodigy, {}, "sqrt(v) / d"),
 ]  # fmt: skip
 
 
@@ -1171,6 +1223,8 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     SparseAdam: [{}],  # its kernel and reference are lazy: a zero-gradient element stays
     OptimisticAdam: [{"nesterov": n} for n in (True, False)],
     NoisySGD: [{"eta": 0.0}],  # no draw outside the kernel (the property test draws eta)
+    ScheduleFreeAdamW: [{"variant": v} for v in ("optax", "keras")],
+    Prodigy: [{}],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1330,6 +1384,22 @@ HYPER: dict[type[Optimizer], Any] = {
         "eta": st.sampled_from([0.0, 0.01, 1.0]),
         "gamma": st.sampled_from([0.0, 0.55, 1.0]),
     }),
+    ScheduleFreeAdamW: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.9, 0.999), (0.5, 0.0), (1e-3, 0.9), (0.99, 0.9999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-8, 1e-3, 1.0]),
+        "weight_decay": _WD,
+        "warmup_steps": st.sampled_from([0, 3]),
+    }),
+    Prodigy: st.fixed_dictionaries({
+        "lr": st.sampled_from([0.0, 0.1, 1.0]),
+        "betas": st.sampled_from([(0.9, 0.999), (0.0, 0.0), (0.5, 0.9)]),
+        "beta3": st.sampled_from([None, 0.0, 0.9]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-8, 1e-3, 1.0]),
+        "estim_lr0": st.sampled_from([1e-6, 1e-2]),
+        "weight_decay": _WD,
+        "safeguard_warmup": st.booleans(),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
@@ -1338,6 +1408,7 @@ EXAMPLES: dict[type[Optimizer], int] = {
     ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60, Lamb: 60, Lars: 40,
     SparseAdam: 100,
     OptimisticAdam: 60, NoisySGD: 20,
+    ScheduleFreeAdamW: 75, Prodigy: 100,
 }  # fmt: skip
 
 
@@ -1381,6 +1452,18 @@ def step_kernels(
     seen = (grad != 0) | np.isnan(grad) if isinstance(opt, SparseAdam) else slice(None)
     assert counts[1] == int((~np.isfinite(tracked[0][seen])).sum())
     return counts, dry
+
+
+def step_scalars(opt: Optimizer, flat: Any, t: int) -> Any:
+    """The constants ``step()`` uses for step ``t`` of group 0's buffer ``flat`` (after a
+    global reduction's pass, for a rule that has one)."""
+    group = opt.param_groups[0]
+    if opt.rule.reduce is None:
+        return opt._scalars(group, flat.dtype, t)
+    state = flat.group_states[0]
+    run = _Run(flat.args, list(range(len(flat.params))), t, state,
+               opt._scalars(group, flat.dtype, t, state))  # fmt: skip
+    return opt._reduce_plans([(0, flat, None, [run])])[0][3][0].scalars
 
 
 def run_kernel_and_reference(
@@ -1519,8 +1602,10 @@ def test_dry_run_writes_nothing_and_counts_like_the_real_step(
         flat = opt._flats[0][0]
         for t, g in enumerate(grads, 1):
             w.grad[...] = g
+            if t == 1:  # state that starts as the parameter (schedule-free's z), as step() does
+                opt._start_from_param(flat, [0])
             before = [a.copy() for a in flat.args]
-            s = opt._scalars(group, flat.dtype, t)
+            s = step_scalars(opt, flat, t)
             dry = opt._kernel(group, True, False)(*flat.args, flat.ensure_scratch(), s)
             assert all(a.tobytes() == b.tobytes() for a, b in zip(flat.args, before, strict=True))
             real = opt._kernel(group, True, True)(*before, flat.ensure_scratch(), s)
@@ -1625,6 +1710,9 @@ RESUME: dict[str, dict[str, Any]] = {
     "optimisticadam": {"optimizer": "OptimisticAdam", "lr": 1e-2, "optimism": 3e-2},
     # the draws are a function of (seed, parameter, step): a resumed run draws the same numbers
     "noisysgd": {"optimizer": "NoisySGD", "lr": 1e-3, "eta": 1e-4},
+    "schedule-free-adamw": {"optimizer": "ScheduleFreeAdamW", "lr": 1e-2, "warmup_steps": 20,
+                            "weight_decay": 1e-3},
+    "prodigy": {"optimizer": "Prodigy", "lr": 1.0, "weight_decay": 1e-3},
 }  # fmt: skip
 
 
@@ -1757,6 +1845,11 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     # the noise's variance decays as t**-0.55: after 10,000 steps its std is 1e-3 * sqrt(eta)
     (NoisySGD, {"lr": 1e-2, "eta": 1e-2}, "parabola", 10_000, 2e-2),
     (NoisySGD, {"lr": 1e-3, "eta": 1e-4}, "rosenbrock", 10_000, 2e-2),
+    (ScheduleFreeAdamW, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (ScheduleFreeAdamW, {"lr": 1e-2, "variant": "keras", "warmup_steps": 100}, "rosenbrock",
+     10_000, 2e-2),
+    (Prodigy, {"lr": 1.0}, "parabola", 10_000, 2e-2),
+    (Prodigy, {"lr": 1.0, "safeguard_warmup": True}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from minnet import _lowp
 from minnet.dtypes import bfloat16, float16, float32
 from minnet.nn import Parameter
 from minnet.optim._flat import StorageFormats
-from minnet.optim.optimizer import LowPrecisionWarning
+from minnet.optim.optimizer import LowPrecisionWarning, _Run
 
 # Compiles ~100 kernel specialisations on a cold Numba cache: runs in `make test` (and CI),
 # skipped by `make test-fast`.
@@ -92,6 +92,8 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     # eta=0: no draw outside the kernel, which the reference here would not see (the noise in
     # 16-bit storage is tests/test_noisy_sgd.py's)
     "NoisySGD": [{"eta": 0.0}],
+    "ScheduleFreeAdamW": [{}, {"variant": "keras", "weight_decay": 0.1, "warmup_steps": 2}],
+    "Prodigy": [{}],
 }  # fmt: skip
 #: Optimizers that refuse eps = 0 (PyTorch's SparseAdam checks eps > 0).
 EPS_POSITIVE = {"SparseAdam"}
@@ -159,6 +161,17 @@ def _assert_same_bits(got: np.ndarray, want: np.ndarray, what: str) -> None:
         )
 
 
+def _step_scalars(opt: optim.Optimizer, flat: Any, t: int) -> Any:
+    """The float32 constants ``step()`` uses for step ``t`` of group 0's buffer ``flat`` (after
+    a global reduction's pass, for a rule that has one: Prodigy's)."""
+    group = opt.param_groups[0]
+    if opt.rule.reduce is None:
+        return opt._scalars(group, F32, t)
+    state = flat.group_states[0]
+    run = _Run(flat.args, [0], t, state, opt._scalars(group, F32, t, state))
+    return opt._reduce_plans([(0, flat, None, [run])])[0][3][0].scalars
+
+
 # Values that matter in 16-bit: exact zeros, float16's subnormals and smallest normal, the
 # magnitudes whose squares underflow (in float16, and in bfloat16), ordinary ones.
 SPECIAL = [0.0, 3e-22, 1e-20, 6e-8, 1.2e-7, 3e-5, 6.1e-5, 1e-4, 1e-3, 5e-3, 0.1, 1.0, 3.0]
@@ -215,8 +228,11 @@ def test_kernel_matches_reference_bitwise(
     for t, g in enumerate(grads, start=1):
         p.grad[...] = np.asarray(g, np.float32).astype(fp)
         q.grad[...] = p.grad
+        if t == 1:  # state that starts as the parameter (schedule-free's z), as step() does
+            opt._start_from_param(flat, [0])
+            tracked._start_from_param(flat_t, [0])
         want = [flat.data.copy(), flat.grad.copy(), *(a.copy() for a in flat.arrays)]
-        scalars = opt._scalars(group, F32, t)
+        scalars = _step_scalars(opt, flat, t)
         opt.step()
         tracked.step()
         reference(*want, scalars)
@@ -247,7 +263,10 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
                                              ("NoisySGD", {}), ("NAdam", {"variant": "optax"}),
                                              ("RAdam", {"variant": "optax"}),
                                              ("Adamax", {"weight_decay": 0.1,
-                                                         "decoupled_weight_decay": True})])
+                                                         "decoupled_weight_decay": True}),
+                                             ("ScheduleFreeAdamW", {}),
+                                             ("ScheduleFreeAdamW", {"variant": "keras"}),
+                                             ("Prodigy", {})])
 def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
     """Yogi, ADOPT, Adan and AdEMAMix (PyTorch has none of them) and optax's Rprop (not PyTorch's
     algorithm) have no per_op model; PyTorch's Rprop and ASGD have one."""
@@ -257,7 +276,7 @@ def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options:
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op", **options)  # no 16-bit
     assert {"Rprop", "ASGD"} <= PER_OP
     pytorch_lacks = {"Yogi", "ADOPT", "Adan", "AdEMAMix", "Ftrl", "SignSGD", "Signum", "Lamb",
-                     "Lars", "OptimisticAdam", "NoisySGD"}
+                     "Lars", "OptimisticAdam", "NoisySGD", "ScheduleFreeAdamW", "Prodigy"}
     assert not pytorch_lacks & PER_OP
 
 
@@ -409,7 +428,8 @@ def test_lost_updates_in_bfloat16(name: str, rounding: str) -> None:
         pytest.skip("FTRL computes the new parameter from its sums (-lr * z / sqrt(n)) instead "
                     "of adding a step to the old one: nothing small is added to 256")
     n = 6
-    lr = {"Adadelta": 1e-2}.get(name, 1e-3)
+    # Prodigy's first step is about d * lr = 1e-6 * lr: lr 1 moves the float32 1.0
+    lr = {"Adadelta": 1e-2, "Prodigy": 1.0}.get(name, 1e-3)
     p = Parameter(np.full(n, 256.0, bfloat16))
     q = Parameter(np.full(n, 1.0, float32))  # float32 buffers: no 16-bit stats
     # AdamW's default decay: a lost update is one whose parameter stays at the *decayed* value,
@@ -502,7 +522,8 @@ def test_state_dict_round_trip_with_16bit_state(
 def test_bfloat16_trains_on_a_parabola(name: str) -> None:
     """All-bfloat16 (fused) reaches the minimum of ``sum((x - 3)**2)`` from 0."""
     kwargs = {"Adadelta": {"lr": 1.0, "eps": 1e-2}, "Lion": {"lr": 0.05},
-              "Adagrad": {"lr": 1.0}, "Ftrl": {"lr": 1.0}, "Lars": {"lr": 1.0}}.get(
+              "Adagrad": {"lr": 1.0}, "Ftrl": {"lr": 1.0}, "Lars": {"lr": 1.0},
+              "Prodigy": {"lr": 1.0}}.get(
                   name, {"lr": 0.1})  # fmt: skip
     p = Parameter(np.zeros(16, bfloat16))
     opt = _make(name, [p], **kwargs)

@@ -118,6 +118,8 @@ FAMILY: tuple[Member, ...] = (
     Member("Lars", 1.0, "its default lr (steps of lr * 1e-3 times each tensor's norm)"),
     Member("OptimisticAdam", 1e-4, "Adam's lr (optimism = lr, the optax alias's default)"),
     Member("NoisySGD", 1e-4, "SGD's lr (noise variance 0.01 / t**0.55, optax's defaults)"),
+    Member("ScheduleFreeAdamW", 1e-3, "10x Adam's lr (no momentum: x averages the z steps)"),
+    Member("Prodigy", 1.0, "its default lr (a factor on the distance estimate d)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}

@@ -34,9 +34,11 @@ from minnet.optim.optimizer import (
     Optimizer,
     OptimizerStats,
 )
+from minnet.optim.prodigy import Prodigy
 from minnet.optim.radam import RAdam
 from minnet.optim.rmsprop import RMSprop
 from minnet.optim.rprop import Rprop
+from minnet.optim.schedule_free_adamw import ScheduleFreeAdamW
 from minnet.optim.sgd import SGD
 from minnet.optim.signsgd import SignSGD
 from minnet.optim.signum import Signum
@@ -75,6 +77,8 @@ __all__ = [
     "LBFGS",
     "OptimisticAdam",
     "NoisySGD",
+    "ScheduleFreeAdamW",
+    "Prodigy",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",

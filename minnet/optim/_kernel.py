@@ -57,6 +57,14 @@ runs the element rule over the whole range and keeps its ``change`` (the directi
 ``apply`` over the tensor. The counts are the same (a tensor whose ``scale`` says eps dominates
 counts all its coordinates). Elementwise rules never reach this code.
 
+Rules with a global reduction (``Rule.reduce``, a :class:`Reduction`: Prodigy's distance
+estimate, sums over every parameter of the model) get a second compiled pass,
+:func:`reduce_kernel`: a read-only pass over the same buffers that sums, in float64, the values
+``reduce(p, g, state, s, o)`` gives per coordinate; the optimizer turns the sums of every run
+of every group into the step's scalars (``Optimizer._reduce_group_state``) before the update
+pass, which is the element rule's ordinary kernel. The reduction is serial and not reassociated
+(its float64 sum does not vectorize), so that it stays exactly reproducible.
+
 Compiled kernels are cached on disk, keyed on the rule's source, the options and the source
 files the kernel reaches (the rule's module and those of what it calls, this skeleton,
 ``_lowp.py``: :mod:`minnet._jitcache`) and the float16 conversion chosen at import (F16C's
@@ -78,7 +86,8 @@ from minnet._jitcache import cache_on_source, generated
 from minnet._lowp import BF16, LITTLE_ENDIAN, NATIVE, hi16, lo16, load, pack16, store
 from minnet.optim._flat import StorageFormats
 
-__all__ = ["Rule", "Tensor", "kernel", "slot", "select", "element", "sqrt_plus_eps"]
+__all__ = ["Rule", "Tensor", "Reduction", "kernel", "reduce_kernel", "slot", "select", "element",
+           "sqrt_plus_eps"]
 
 
 class Rule(NamedTuple):
@@ -112,6 +121,21 @@ class Rule(NamedTuple):
     branch: Any = None
     tensor: Any = None
     multiplier: Any = None
+    reduce: Any = None
+
+
+class Reduction(NamedTuple):
+    """A rule's global reduction (``Rule.reduce``): sums over every coordinate of the model that
+    the optimizer needs before its update (Prodigy's ``sum(g * (p0 - p))`` and ``sum(|s|)``).
+
+    Attributes:
+        fn: the compiled element function ``fn(p, g, state, s, o) -> tuple`` of ``n`` values of
+            the compute dtype (made with :func:`element`; it reads and writes nothing else).
+        n: the number of values, and of float64 sums :func:`reduce_kernel` returns.
+    """
+
+    fn: Any
+    n: int
 
 
 class Tensor(NamedTuple):
@@ -587,6 +611,40 @@ def _tensor_kernel(
             return (0, 0, 0.0, 0, 0)[:n_counts]
         counts = (n_dominated, n_nonfinite, sum_squares(scratch, n), n_underflow, n_lost)
         return counts[:n_counts]
+
+    compiled = numba.njit(error_model="numpy", nogil=True)(run)
+    cache_on_source(compiled)
+    return compiled
+
+
+# -- rules with a global reduction ------------------------------------------------------------
+
+
+def reduce_kernel(rule: Rule, options: tuple[Any, ...], formats: StorageFormats | None = None
+                  ) -> Any:  # fmt: skip
+    """The read-only pass of ``rule.reduce`` (a :class:`Reduction`) with compile-time
+    ``options`` over buffers of ``formats`` (``None``: float32/float64 ones):
+    ``kernel(param, grad, *state, s) -> float64 array of the n sums``. Built on first use,
+    cached in memory and on disk."""
+    if formats is None:
+        fp = fs = NATIVE
+    else:
+        fp, fs = int(formats.param), int(formats.state)
+    return _reduce_kernel(rule, tuple(options), fp, fs)
+
+
+@functools.cache
+def _reduce_kernel(rule: Rule, o: tuple[Any, ...], fp: int, fs: int) -> Any:
+    fn, n = rule.reduce.fn, int(rule.reduce.n)
+
+    def run(param, grad, *rest):  # pragma: no cover - compiled
+        arrays, s = rest[:-1], rest[-1]
+        acc = np.zeros(n)
+        for i in range(param.shape[0]):
+            values = fn(load(param[i], fp), load(grad[i], fp), _gather(arrays, i, fs), s, o)
+            for k in range(n):
+                acc[k] += np.float64(values[k])
+        return acc
 
     compiled = numba.njit(error_model="numpy", nogil=True)(run)
     cache_on_source(compiled)

@@ -119,6 +119,26 @@ Optional:
     dry run found, and :meth:`~Optimizer._finish_step` advances the step counts and records the
     stats from the summed counts. An optimizer with no element rule at all
     (:class:`~minnet.optim.LBFGS`) overrides ``step`` and keeps ``rule = None``.
+``Rule(..., reduce=Reduction(fn, n))`` (:class:`minnet.optim._kernel.Reduction`) and
+``_reduce_group_state(self, parts) -> dict[str, float]``
+    A global reduction, for updates whose scalars need sums over every parameter of the model
+    (Prodigy's distance estimate). Each step is then two compiled passes over each run of
+    parameters: first :func:`~minnet.optim._kernel.reduce_kernel`, read-only, sums (float64)
+    the ``n`` values ``fn(p, g, state, s, o)`` with ``s = _scalars(group, dtype, step,
+    group_state)`` (the group state before the step); then ``_reduce_group_state(parts)``,
+    with ``parts`` a list of ``(group, step, group_state, sums)`` over every run of every group
+    and dtype, gives the one new group state of every parameter that takes the step; then the
+    update pass (the element rule's kernel, with the pool) with ``_scalars(group, dtype, step,
+    group_state, new_state)``. ``_advance_group_state`` is not used, ``_group_state_spec`` is
+    (the state-dict floats), and ``reduce_reference(param, grad, state, s, o) -> tuple`` (a
+    static method, NumPy) is the reduction's float reference. :mod:`minnet.optim.prodigy` is
+    the example.
+``_param_state: tuple[str, ...]``
+    State arrays that start as a copy of the parameter instead of their ``_state_spec`` value
+    (schedule-free's ``z``, Prodigy's initial point ``p0``): :meth:`~Optimizer.step` copies the
+    parameter's values into them right before the parameter's first step (a parameter whose
+    step count is 0, also after :meth:`~Optimizer.load_state_dict` gave it no state), as
+    PyTorch optimizers create such state lazily. Default ``()``.
 
 What the base class derives from the rule: ``_kernel(group, track, write, formats=None)``, the
 compiled pass over flat buffers of any storage format (float64, float32, float16, bfloat16:
@@ -202,7 +222,7 @@ from minnet import threads as _threads
 from minnet.dtypes import as_dtype, float64, is_16bit, is_bfloat16, is_float_dtype
 from minnet.nn import Parameter
 from minnet.optim._flat import FlatBuffers, StorageFormats
-from minnet.optim._kernel import Rule, kernel
+from minnet.optim._kernel import Rule, kernel, reduce_kernel
 from minnet.optim._reference import numpy_rule, rule_reference
 
 __all__ = [
@@ -508,6 +528,8 @@ class Optimizer:
 
     #: Options a loaded state dict may lack (they take their defaults).
     _load_optional: tuple[str, ...] = ()
+    #: State arrays that start as a copy of the parameter, at its first step (module docstring).
+    _param_state: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass ``__init__`` that ends in ``**options: Unpack[Options]`` (or
@@ -884,13 +906,25 @@ class Optimizer:
         spec = self._state_spec(group)
         param = np.ones(grads.size, dt)
         g = grads.astype(dt)
-        arrays = {n: np.full(grads.size, v, state_dt) for n, v in spec.items()}
+        arrays = {n: np.full(grads.size, 1.0 if n in self._param_state else v, state_dt)
+                  for n, v in spec.items()}  # fmt: skip
         ref = self._reference(group, formats)
         group_state = self._group_state_spec(group)
+        reduce = self.rule is not None and self.rule.reduce is not None
         with np.errstate(all="ignore"):
             for t in range(1, steps + 1):
                 extra: tuple[Any, ...] = ()
-                if group_state:
+                if reduce:  # the global reduction, by its float reference
+                    s0 = self._scalars(group, compute, t, group_state)
+                    assert self.reduce_reference is not None
+                    sums = self.reduce_reference(
+                        param.astype(np.float64), g.astype(np.float64),
+                        tuple(a.astype(np.float64) for a in arrays.values()), s0,
+                        self._options(group))  # fmt: skip
+                    new = self._reduce_group_state([(group, t, group_state, sums)])
+                    extra = (group_state, new)
+                    group_state = new
+                elif group_state:
                     group_state = self._advance_group_state(group, group_state, t)
                     extra = (group_state,)
                 ref(param, g, *arrays.values(), self._scalars(group, compute, t, *extra))
@@ -1158,14 +1192,20 @@ class Optimizer:
         for flat in self._groups:
             flat.check_bound()
         track = self.track_stats
+        reduce = self.rule is not None and self.rule.reduce is not None
         plans: list[tuple[int, FlatBuffers, Any, list[_Run]]] = []
         for i, group in enumerate(groups):
             for flat in self._flats[i]:
                 kernel = self._kernel_of(i, track, True, flat.formats)
                 runs = []
                 for args, js, before, group_state in flat.step_runs():
+                    if before == 0 and self._param_state:
+                        self._start_from_param(flat, js)
                     step = before + 1
-                    if group_state:
+                    if reduce:
+                        new = group_state  # the reduction's pass first (_reduce_plans)
+                        scalars = self._scalars(group, flat.compute_dtype, step, group_state)
+                    elif group_state:
                         new = self._advance_group_state(group, group_state, step)
                         scalars = self._scalars(group, flat.compute_dtype, step, new)
                     else:
@@ -1176,6 +1216,8 @@ class Optimizer:
                     if restore is not None and undo is not None:
                         undo.append(restore)
                 plans.append((i, flat, kernel, runs))
+        if reduce:
+            plans = self._reduce_plans(plans)
         return plans
 
     def _finish_step(
@@ -1200,6 +1242,52 @@ class Optimizer:
                 n_underflow,
                 n_lost,
             )
+
+    def _reduce_plans(
+        self, plans: list[tuple[int, FlatBuffers, Any, list[_Run]]]
+    ) -> list[tuple[int, FlatBuffers, Any, list[_Run]]]:
+        """A rule with a global reduction: its read-only pass over every run (the scalars of
+        each run computed from its group state before the step), the one new group state from
+        all the sums (:meth:`_reduce_group_state`), and each run's update scalars from it."""
+        parts = []
+        for i, flat, _, runs in plans:
+            group = self.param_groups[i]
+            reduce = reduce_kernel(self.rule, self._options(group, flat.formats), flat.formats)
+            for run in runs:
+                sums = reduce(*run.args, run.scalars)
+                parts.append((group, run.step, run.state, tuple(float(x) for x in sums)))
+        if not parts:
+            return plans
+        new = self._reduce_group_state(parts)
+        out = []
+        for i, flat, run_kernel, runs in plans:
+            group = self.param_groups[i]
+            done = [
+                run._replace(state=new, scalars=self._scalars(
+                    group, flat.compute_dtype, run.step, run.state, new))
+                for run in runs
+            ]  # fmt: skip
+            out.append((i, flat, run_kernel, done))
+        return out
+
+    def _reduce_group_state(
+        self, parts: list[tuple[Mapping[str, Any], int, Mapping[str, float], tuple[float, ...]]]
+    ) -> dict[str, float]:
+        """A rule with a global reduction: the group state after this step, from ``(group,
+        step, group state before it, sums)`` of every run (module docstring)."""
+        raise NotImplementedError
+
+    #: A rule with a global reduction: its NumPy reference, ``(param, grad, state, s, o) ->
+    #: tuple of sums`` (float64).
+    reduce_reference: Callable[..., tuple[float, ...]] | None = None
+
+    def _start_from_param(self, flat: FlatBuffers, js: list[int]) -> None:
+        """Copy parameters ``js`` (a contiguous run before its first step) into the state arrays
+        named by :attr:`_param_state`."""
+        lo = flat.offsets[js[0]]
+        hi = flat.offsets[js[-1]] + flat.sizes[js[-1]]
+        for name in self._param_state:
+            flat.state[name][lo:hi] = flat.data[lo:hi].astype(flat.state[name].dtype)
 
     def _step_per_tensor(
         self, plans: list[tuple[int, FlatBuffers, Any, list[_Run]]]
