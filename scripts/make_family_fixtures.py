@@ -162,6 +162,19 @@ Lars [optax.lars; defaults weight_decay=0, trust_coefficient=1e-3, eps=0, moment
     u = g + wd*w;  ratio = tc*||w||/(||u|| + eps), 1 where a norm is 0;  x = -lr*ratio*u
     trace = x + momentum*trace;  w += x + momentum*trace if nesterov else trace
 
+Novograd [optax.novograd; defaults b1=0.9, b2=0.25, eps=1e-6, eps_root=0, weight_decay=0]; per
+      TENSOR as Lamb, nu one scalar per tensor
+    nu = ||g||^2 at t=1, else (1-b2)*||g||^2 + b2*nu
+    x = g/(sqrt(nu + eps_root) + eps) + wd*w;  mu = x at t=1, else b1*mu + x;  w += (-lr)*mu
+
+Fromage [optax.fromage; default min_norm=1e-6]; per TENSOR as Lamb; mult = 1/(1 + lr^2)^0.5
+    wn = min_norm if ||w|| <= min_norm else ||w||;  gn likewise for ||g||   (a floor: safe_norm)
+    ratio = 1 if wn == 0 or gn == 0 else wn/(gn + 0)
+    w += (g*ratio)*(-(lr*mult)) + (mult - 1)*w
+
+Zero-norm tensors: ``zero_grad_tensors`` (indices into TENSORS) get an all-zero gradient at every
+step, ``zero_param_tensors`` start at w = 0 (config keys of the same names).
+
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
     CosineAnnealingLR: PyTorch's recursive form of eta_min + (lr0-eta_min)(1+cos(pi*k/T_max))/2
@@ -562,6 +575,45 @@ def np_lars(s, w, g, lr, *, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0, m
     return w + (x + momentum * trace if nesterov else trace)
 
 
+def np_novograd(s, w, g, lr, *, betas=(0.9, 0.25), eps=1e-6, eps_root=0.0, weight_decay=0.0):
+    """NumPy transcription of optax.novograd, ``w`` one tensor (nu a scalar)."""
+    b1, b2 = betas
+    t = _count(s)
+    n = np.linalg.norm(g) ** 2
+    nu = s["nu"] = n if t == 1 else (1 - b2) * n + b2 * s["nu"]
+    x = g / (np.sqrt(nu + eps_root) + eps) + weight_decay * w
+    mu = s["mu"] = x if t == 1 else b1 * s["mu"] + x
+    return w + -lr * mu
+
+
+def np_fromage(s, w, g, lr, *, min_norm=1e-6):
+    """NumPy transcription of optax.fromage, ``w`` one tensor."""
+    mult = 1 / (1 + lr**2) ** 0.5
+    wn, gn = np.linalg.norm(w), np.linalg.norm(g)
+    wn = min_norm if wn <= min_norm else wn
+    gn = min_norm if gn <= min_norm else gn
+    ratio = 1.0 if wn == 0 or gn == 0 else wn / (gn + 0.0)
+    return w + ((g * ratio) * -(lr * mult) + (mult - 1) * w)
+
+
+def start_w(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
+    """The fixture's starting parameters: w0, with the ``zero_param_tensors`` set to 0."""
+    w = problem["w0"].copy()
+    for i in fx.get("zero_param_tensors", ()):
+        lo, hi = tensor_slices(fx)[i]
+        w[lo:hi] = 0.0
+    return w
+
+
+def fixture_grad(fx: dict, g: np.ndarray) -> np.ndarray:
+    """The gradient the optimizer sees: grad_scale * g, the ``zero_grad_tensors`` set to 0."""
+    g = fx.get("grad_scale", 1.0) * g
+    for i in fx.get("zero_grad_tensors", ()):
+        lo, hi = tensor_slices(fx)[i]
+        g[lo:hi] = 0.0
+    return g
+
+
 def tensor_slices(fx: dict) -> list[list[int]] | None:
     """The flat ranges of the fixture's tensors (``fx["tensors"]`` shapes), or None."""
     if not fx.get("tensors"):
@@ -580,7 +632,7 @@ TRANSCRIPTIONS: dict[str, Callable] = {
     "RAdam": np_radam, "AdaBelief": np_adabelief, "Lion": np_lion, "Rprop": np_rprop,
     "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
     "AdEMAMix": np_ademamix, "Ftrl": np_ftrl, "SignSGD": np_signsgd, "Signum": np_signum,
-    "Lamb": np_lamb, "Lars": np_lars,
+    "Lamb": np_lamb, "Lars": np_lars, "Novograd": np_novograd, "Fromage": np_fromage,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -612,7 +664,7 @@ def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list
     (and, for each key of ``capture``, that state array after each step appended to its list)."""
     dtype = np.dtype(fx["dtype"])
     a, b = matrix(problem), problem["b"]
-    w = problem["w0"].astype(dtype)
+    w = start_w(fx, problem).astype(dtype)
     fn = TRANSCRIPTIONS[fx["optimizer"]]
     groups = fx.get("groups") or [{"slice": [0, N_PARAMS]}]
     if fx.get("tensors"):  # one state (and one norm) per tensor
@@ -620,7 +672,7 @@ def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list
     states: list[dict] = [{} for _ in groups]
     out = np.empty((STEPS, N_PARAMS), dtype)
     for k in range(STEPS):
-        g = (fx.get("grad_scale", 1.0) * gradient(a, b, w.astype(np.float64))).astype(dtype)
+        g = fixture_grad(fx, gradient(a, b, w.astype(np.float64))).astype(dtype)
         new = w.copy()
         for grp, st in zip(groups, states, strict=True):
             lo, hi = grp["slice"]
@@ -699,7 +751,7 @@ def record_optax(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
     params = jnp.asarray(problem["w0"], dtype=jnp.float64)
     slices = tensor_slices(fx)
     if slices is not None:  # a list of leaves of the fixture's shapes
-        w0 = problem["w0"]
+        w0 = start_w(fx, problem)
         params = [jnp.asarray(w0[lo:hi].reshape(shape), dtype=jnp.float64)
                   for (lo, hi), shape in zip(slices, fx["tensors"], strict=True)]  # fmt: skip
     state = tx.init(params)
@@ -714,7 +766,7 @@ def record_optax(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
 
     out = []
     for _ in range(STEPS):
-        g = fx.get("grad_scale", 1.0) * gradient(a, b, flat(params))
+        g = fixture_grad(fx, gradient(a, b, flat(params)))
         if slices is None:
             g = jnp.asarray(g)
         else:
@@ -1104,6 +1156,38 @@ def build_fixtures() -> list[dict]:
                  grad_scale=scale, reference=f"optax.lars(0.1{call})",
                  minnet_kwargs=dict(lr=0.1, **kw))
         )  # fmt: skip
+    # Novograd and Fromage (optax): per-tensor norms over the TENSORS split, as Lamb. Novograd's
+    # eps at its default and at 1e-3 dominating sqrt(nu) (gradients scaled by 1e-6), with weight
+    # decay, with eps_root; Fromage's min_norm (its eps, a floor on both norms) at its default
+    # and at 1e-3 dominating ||g|| (gradients scaled by 1e-6). Zero-norm tensors: the (40,)
+    # tensor's gradient is 0 at every step and the (3, 4, 6) tensor starts at 0 (Novograd with
+    # weight decay, so that the zero-gradient tensor moves; Fromage at min_norm 1e-6 and 0).
+    zeros = dict(zero_grad_tensors=[1], zero_param_tensors=[2])
+    for detail, kw, scale, more in (
+        ("defaults", {}, 1.0, {}),
+        ("eps1e-3_tiny_grads", {"eps": 1e-3}, 1e-6, {}),
+        ("wd0.01", {"weight_decay": 0.01}, 1.0, {}),
+        ("eps0_root1e-4", {"eps": 0.0, "eps_root": 1e-4}, 1.0, {}),
+        ("zero_tensors_wd0.01", {"weight_decay": 0.01}, 1.0, zeros),
+    ):
+        call = "".join(f", {k}={v!r}" for k, v in kw.items())
+        fx.append(
+            dict(optimizer="Novograd", lib="optax", detail=detail, tensors=TENSORS,
+                 grad_scale=scale, reference=f"optax.novograd(0.001{call})",
+                 minnet_kwargs=dict(lr=1e-3, **kw), **more)
+        )  # fmt: skip
+    for detail, kw, scale, more in (
+        ("defaults", {}, 1.0, {}),
+        ("min_norm1e-3_tiny_grads", {"min_norm": 1e-3}, 1e-6, {}),
+        ("zero_tensors", {}, 1.0, zeros),
+        ("zero_tensors_min_norm0", {"min_norm": 0.0}, 1.0, zeros),
+    ):
+        call = "".join(f", {k}={v!r}" for k, v in kw.items())
+        fx.append(
+            dict(optimizer="Fromage", lib="optax", detail=detail, tensors=TENSORS,
+                 grad_scale=scale, reference=f"optax.fromage(0.01{call})",
+                 minnet_kwargs=dict(lr=0.01, **kw), **more)
+        )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
     fx += [
@@ -1222,7 +1306,8 @@ def main() -> None:
             "problem": PROBLEM_FILE,
             "problem_sha256": sha,
         }
-        for key in ("groups", "scheduler", "note", "state_keys", "tensors"):
+        for key in ("groups", "scheduler", "note", "state_keys", "tensors", "zero_grad_tensors",
+                    "zero_param_tensors"):
             if fx.get(key):
                 config[key] = fx[key]
         arrays = {

@@ -19,11 +19,13 @@ from minnet.optim.adan import Adan
 from minnet.optim.ademamix import AdEMAMix
 from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
+from minnet.optim.fromage import Fromage
 from minnet.optim.ftrl import Ftrl
 from minnet.optim.lamb import Lamb
 from minnet.optim.lars import Lars
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
+from minnet.optim.novograd import Novograd
 from minnet.optim.optimizer import (
     AdamStats,
     EpsWarning,
@@ -67,6 +69,8 @@ __all__ = [
     "Signum",
     "Lamb",
     "Lars",
+    "Novograd",
+    "Fromage",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",
