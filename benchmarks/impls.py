@@ -505,9 +505,9 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 #: Every optimizer of the family with PyTorch's defaults (SGD with momentum 0.9, the usual
 #: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
 #: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise; AdaBelief, Lion,
-#: Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb and Lars, which PyTorch lacks, against
-#: optax's jitted update; Ftrl (in neither) against Keras 3's jitted ``stateless_apply`` on its
-#: JAX backend (skipped with a note where Keras is not installed).
+#: Yogi, ADOPT, Adan, AdEMAMix, SignSGD, Signum, Lamb, Lars, Novograd and Fromage, which PyTorch
+#: lacks, against optax's jitted update; Ftrl (in neither) against Keras 3's jitted
+#: ``stateless_apply`` on its JAX backend (skipped with a note where Keras is not installed).
 FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
                 *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),
@@ -542,6 +542,10 @@ FAMILY: tuple[FamilyEntry, ...] = (
                 {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-6}),
     FamilyEntry("Lars", {"lr": 1.0}, "optax", "lars",
                 {"learning_rate": 1.0, "trust_coefficient": 1e-3, "momentum": 0.9}),
+    FamilyEntry("Novograd", {"lr": 1e-3}, "optax", "novograd",
+                {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.25, "eps": 1e-6}),
+    FamilyEntry("Fromage", {"lr": 1e-2}, "optax", "fromage",
+                {"learning_rate": 1e-2, "min_norm": 1e-6}),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}

@@ -54,11 +54,13 @@ from minnet.optim import (
     AdamW,
     Adan,
     AdEMAMix,
+    Fromage,
     Ftrl,
     Lamb,
     Lars,
     Lion,
     NAdam,
+    Novograd,
     Optimizer,
     OptimizerStats,
     RAdam,
@@ -79,10 +81,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
-    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
+    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars, Novograd, Fromage,
 ]  # fmt: skip
-#: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
-PER_TENSOR = (Lamb, Lars)
+#: Optimizers with a per-tensor stage (a trust ratio or a second moment over each parameter's
+#: norms).
+PER_TENSOR = (Lamb, Lars, Novograd, Fromage)
 #: Optimizers whose first step moves nothing (in every variant, or in the one named).
 FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
 HELPER = str(Path(__file__).with_name("_train_with_checkpoints.py"))
@@ -158,6 +161,10 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lars, {"lr": 0.5}),
     (Lars, {"lr": 0.5, "eps": 1e-3, "weight_decay": 0.1, "nesterov": True}),
     (Lars, {"lr": 0.05, "trust_ratio": False, "momentum": 0.5}),
+    (Novograd, {"lr": 0.05}),
+    (Novograd, {"lr": 0.05, "eps": 1e-3, "eps_root": 1e-4, "weight_decay": 0.1}),
+    (Fromage, {"lr": 0.05}),
+    (Fromage, {"lr": 0.05, "min_norm": 0.0}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -186,7 +193,8 @@ def test_every_optimizer_is_in_every_table() -> None:
         assert any(v["optimizer"] == cls.__name__ for v in RESUME.values())
     with_eps = {c for c in CLASSES if "eps" in inspect.signature(c).parameters}
     # Lars: eps is next to a tensor's norm, and a zero norm takes the ratio 1: never 0/0.
-    assert {row[0] for row in EPS_ZERO} == with_eps - {Lars}
+    # Novograd: 0/0 only where a whole tensor's gradient has been 0 (its own test).
+    assert {row[0] for row in EPS_ZERO} == with_eps - {Lars, Novograd}
 
 
 # -- errors (PyTorch's messages), edge values, defaults ----------------------------------------
@@ -218,16 +226,17 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
         ({"check_finite": "no"}, TypeError, "check_finite must be a bool"),
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
-      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum)
+      if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum, Fromage)
       for kw, exc, msg in [
         ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5$"),
         ({"weight_decay": math.nan}, ValueError, "Invalid weight_decay value: nan$"),
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
-      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum)
+      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum, Fromage)
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
-      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb)
+      for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb,
+                  Novograd)
       for kw, exc, msg in _BETA_ERRORS],
     *[(cls, kw, exc, msg) for cls in (Adam, AdamW) for kw, exc, msg in [
         ({"betas": (0.9, None)}, TypeError, "betas[1] must be a real number"),
@@ -367,6 +376,14 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Lars, {"nesterov": 1}, TypeError, "nesterov must be a bool"),
     (Lars, {"trust_ratio": "yes"}, TypeError, "trust_ratio must be a bool"),
     (Lars, {"betas": (0.9, 0.99)}, TypeError, "unexpected keyword argument"),
+    (Novograd, {"eps_root": -1e-8}, ValueError, "Invalid eps_root value: -1e-08$"),
+    (Novograd, {"eps_root": math.nan}, ValueError, "Invalid eps_root value: nan$"),
+    (Novograd, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    (Fromage, {"min_norm": -1e-6}, ValueError, "Invalid min_norm value: -1e-06$"),
+    (Fromage, {"min_norm": math.nan}, ValueError, "Invalid min_norm value: nan$"),
+    (Fromage, {"min_norm": None}, TypeError, "min_norm must be a real number"),
+    (Fromage, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
+    (Fromage, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -471,6 +488,9 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lamb, {"variant": "optax", "weight_decay": 1.0}),
     (Lars, {"lr": 0.0, "weight_decay": 0.0, "trust_coefficient": 0.0, "eps": 0.0,
             "momentum": 0.0}),
+    (Novograd, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "eps_root": 0.0,
+                "weight_decay": 0.0}),
+    (Fromage, {"lr": 0.0, "min_norm": 0.0}),
 ]
 
 
@@ -525,6 +545,9 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
            "variant": "keras"},
     Lars: {"lr": 1.0, "weight_decay": 0.0, "trust_coefficient": 1e-3, "eps": 0.0,
            "trust_ratio": True, "momentum": 0.9, "nesterov": False},
+    Novograd: {"lr": 1e-3, "betas": (0.9, 0.25), "eps": 1e-6, "eps_root": 0.0,
+               "weight_decay": 0.0},
+    Fromage: {"lr": 1e-2, "min_norm": 1e-6},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
@@ -538,7 +561,8 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     assert opt.defaults == expected and list(opt.defaults) == list(expected)
     signature = inspect.signature(cls).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
-    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars)
+    options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
+                    Novograd, Fromage)
     flags = _TORCH_FLAGS if cls not in options_only else {}
     if cls is Lamb:  # eps=None: the variant's (Keras's 1e-7 for the default variant)
         assert defaults.pop("eps") is None
@@ -584,9 +608,12 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (Signum, {}, ["exp_avg"]),
     (Lamb, {}, ["exp_avg", "exp_avg_sq"]),
     (Lars, {}, ["trace"]),
+    (Novograd, {}, ["exp_avg", "nu"]),
+    (Fromage, {}, []),
 ]
-#: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
-GROUP_SCALARS = {"mu_product", "eta", "mu"}
+#: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays), and
+#: a per-tensor stage's scalar state (Novograd's ``nu``, a float per parameter as in optax).
+GROUP_SCALARS = {"mu_product", "eta", "mu", "nu"}
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "names"), STATE_NAMES,
@@ -859,7 +886,7 @@ def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwar
     # A per-tensor stage spreads the NaN over its tensor (its norm is NaN), as the libraries do;
     # Keras's Lamb takes the ratio 1 for a NaN norm and keeps it to the one element.
     whole = (cls is Lars and kwargs.get("trust_ratio", True)) or (
-        cls is Lamb and kwargs.get("variant") == "optax")
+        cls is Lamb and kwargs.get("variant") == "optax") or cls in (Novograd, Fromage)
     n_bad = 2 if whole else 1
     assert f"b ({n_bad} of 2 elements)" in msg and "w (" not in msg
     assert "NaN or infinite gradient" in msg
@@ -976,6 +1003,88 @@ def test_lars_eps_zero_never_divides_zero_by_zero() -> None:
     assert opt.stats is not None and opt.stats.nonfinite == 0
 
 
+def test_novograd_eps_zero_divides_zero_by_zero_only_for_an_all_zero_tensor() -> None:
+    """optax's nu is one number per tensor: with eps = eps_root = 0 a tensor whose gradient is
+    all zero (nu = 0) gets 0/0 on every coordinate, and a tensor with a zero coordinate but a
+    nonzero norm does not; check_finite refuses the first and names it; eps > 0 steps it by 0."""
+    def make(eps: float) -> tuple[Parameter, Parameter, Novograd]:
+        w = Parameter(np.array([[1.0, 2.0], [3.0, 4.0]]), name="w")
+        b = Parameter(np.array([1.0, 2.0]), name="b")
+        opt = Novograd([w, b], lr=0.1, eps=eps, check_finite=True)
+        w.grad[...] = [[0.5, 0.0], [0.25, 0.0]]
+        b.grad[...] = 0.0
+        return w, b, opt
+
+    w, b, opt = make(0.0)
+    with pytest.raises(FloatingPointError) as info:
+        opt.step()
+    msg = str(info.value)
+    assert "b (2 of 2 elements)" in msg and "w (" not in msg, msg
+    assert "eps=0 and eps_root=0 and the gradient of b has been all zero so far" in msg, msg
+    assert opt.step_count == 0 and (b.data == [1.0, 2.0]).all()
+    opt.check_finite = False
+    with np.errstate(all="ignore"):
+        opt.step()
+    assert np.isnan(b.data).all() and np.isfinite(w.data).all()
+    w, b, opt = make(1e-6)
+    opt.step()
+    np.testing.assert_array_equal(b.data, [1.0, 2.0])  # 0 / (0 + eps) = 0
+    g = np.array([[0.5, 0.0], [0.25, 0.0]])
+    expected = np.array([[1.0, 2.0], [3.0, 4.0]]) - 0.1 * g / (np.linalg.norm(g) + 1e-6)
+    np.testing.assert_allclose(w.data, expected, rtol=1e-15)
+    assert opt.state_dict()["state"][1]["nu"] == 0.0
+
+
+def test_novograd_nu_is_a_float_per_parameter_in_the_state_dict() -> None:
+    """nu round-trips through state_dict / load_state_dict (the next step continues as without
+    the round trip), and a state dict without it is refused, naming it."""
+    rng = np.random.default_rng(0)
+    ps = [Parameter(rng.standard_normal((3, 2))), Parameter(rng.standard_normal(4))]
+    qs = [Parameter(p.data.copy()) for p in ps]
+    opt, other = Novograd(ps, lr=0.1), Novograd(qs, lr=0.1)
+    for _ in range(2):
+        for p, q in zip(ps, qs):
+            p.grad[...] = q.grad[...] = rng.standard_normal(p.data.shape)
+        opt.step()
+        other.step()
+    sd = opt.state_dict()
+    nus = [sd["state"][i]["nu"] for i in range(2)]
+    assert all(isinstance(v, float) and v > 0 for v in nus) and nus[0] != nus[1]
+    fresh = [Parameter(p.data.copy()) for p in ps]
+    loaded = Novograd(fresh, lr=0.1)
+    loaded.load_state_dict(sd)
+    for p, q, r in zip(ps, qs, fresh):
+        p.grad[...] = q.grad[...] = r.grad[...] = rng.standard_normal(p.data.shape)
+    opt.step()
+    loaded.step()
+    for p, r in zip(ps, fresh):
+        assert p.data.tobytes() == r.data.tobytes()
+    del sd["state"][1]["nu"]
+    with pytest.raises(ValueError, match="loaded state for parameter 1 lacks 'nu'"):
+        Novograd([Parameter(p.data.copy()) for p in ps]).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("min_norm", [1e-6, 0.0])
+def test_fromage_zero_norm_tensors_as_optax(min_norm: float) -> None:
+    """optax's safe_norm floors both norms at min_norm, and a floored norm of 0 (min_norm=0)
+    takes the ratio 1: a zero tensor steps by lr * mult * min_norm * g / ||g|| (by lr * mult *
+    g with min_norm=0), a zero-gradient tensor only shrinks by mult; never 0/0."""
+    w = Parameter(np.zeros((2, 2)), name="w")
+    b = Parameter(np.array([1.0, 2.0]), name="b")
+    lr = 0.1
+    opt = Fromage([w, b], lr=lr, min_norm=min_norm, check_finite=True, track_stats=True)
+    g = np.array([[3.0, 0.0], [0.0, 4.0]])
+    w.grad[...] = g
+    b.grad[...] = 0.0
+    opt.step()
+    mult = 1 / (1 + lr**2) ** 0.5
+    ratio = min_norm / 5.0 if min_norm else 1.0
+    np.testing.assert_allclose(w.data, (g * ratio) * -(lr * mult), rtol=1e-15)
+    np.testing.assert_allclose(b.data, [mult, 2 * mult], rtol=1e-15)
+    assert opt.stats is not None and opt.stats.nonfinite == 0
+    assert opt.stats.eps_dominated == 1.0  # w's norm and b's gradient norm are floored
+
+
 #: What eps is added to or compared with (``eps_compared_with``), by options.
 EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (SGD, {"momentum": 0.9}, None),
@@ -1012,6 +1121,8 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Lamb, {}, "sqrt(v_hat)"),
     (Lamb, {"variant": "optax"}, "sqrt(v_hat)"),
     (Lars, {}, "||u|| (per tensor)"),
+    (Novograd, {}, "sqrt(nu) (per tensor)"),
+    (Fromage, {}, "||g|| and ||w|| (per tensor, floor)"),
 ]  # fmt: skip
 
 
@@ -1063,6 +1174,8 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     Signum: [{}],
     Lamb: [{"variant": v} for v in ("keras", "optax")],
     Lars: [{"trust_ratio": r, "nesterov": n} for r in (True, False) for n in (False, True)],
+    Novograd: [{}],
+    Fromage: [{}],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1202,12 +1315,24 @@ HYPER: dict[type[Optimizer], Any] = {
         "eps": st.sampled_from([0.0, 1e-16, 1e-3, 1.0]),
         "momentum": st.sampled_from([0.0, 0.5, 0.9]),
     }),
+    Novograd: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.25), (0.5, 0.9), (0.99, 0.999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-6, 1e-3, 1.0]),
+        "eps_root": st.sampled_from([0.0, 1e-16, 1e-4]),
+        "weight_decay": _WD,
+    }),
+    Fromage: st.fixed_dictionaries({
+        "lr": st.sampled_from([0.0, 1e-3, 0.1, 1.0]),
+        "min_norm": st.sampled_from([0.0, 1e-16, 1e-6, 1e-3, 1.0]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
     ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60, Lamb: 60, Lars: 40,
+    Novograd: 60, Fromage: 60,
 }  # fmt: skip
 
 
@@ -1218,13 +1343,18 @@ def step_kernels(
     runs: dict[str, list[np.ndarray]],
     t: int,
     nan_in: np.ndarray | None = None,
+    tensor_states: dict[str, np.ndarray] | None = None,
 ) -> tuple[Any, Any]:
     """Step ``t`` of group 0 on every run of ``runs`` ("plain", "tracked", "reference": each
     ``[param, *state]``), and a dry run on the tracked arrays first; checks that the dry run
     wrote nothing and counted what the tracked step counts, that the plain kernel counts
     nothing, and that tracking changes no bit (on the coordinates of ``nan_in``, parameters that
-    were NaN before the first step, only no value: the sign of the NaN may differ). Returns
-    (tracked counts, dry-run counts)."""
+    were NaN before the first step, only no value: the sign of the NaN may differ). A per-tensor
+    stage's scalar state (Novograd's ``nu``) is carried from step to step in ``tensor_states``
+    (by run, as the kernel's and the reference's ``tensor_state``). Returns (tracked counts,
+    dry-run counts)."""
+    ts = {k: {} if tensor_states is None else {"tensor_state": tensor_states[k]}
+          for k in runs}  # fmt: skip
     group = opt.param_groups[0]
     dtype = param.dtype
     n = grad.size
@@ -1233,15 +1363,20 @@ def step_kernels(
     tracked = runs["tracked"]
     before = [a.copy() for a in tracked]
     with np.errstate(all="ignore"):
-        dry = opt._kernel(group, True, False)(tracked[0], grad, *tracked[1:], scratch, s)
+        ts_before = {k: v.copy() for k, v in ts["tracked"].items()}
+        dry = opt._kernel(group, True, False)(tracked[0], grad, *tracked[1:], scratch, s,
+                                              **ts["tracked"])  # fmt: skip
         for a, b in zip(tracked, before, strict=True):
             assert a.tobytes() == b.tobytes()  # the dry run stored nothing
+        for k, v in ts_before.items():
+            assert v.tobytes() == ts["tracked"][k].tobytes()  # ... not even per tensor
         plain = runs["plain"]
-        assert opt._kernel(group, False, True)(plain[0], grad, *plain[1:], scratch[:0], s) == (
-            0, 0, 0.0)  # fmt: skip
-        counts = opt._kernel(group, True, True)(tracked[0], grad, *tracked[1:], scratch, s)
+        assert opt._kernel(group, False, True)(plain[0], grad, *plain[1:], scratch[:0], s,
+                                               **ts["plain"]) == (0, 0, 0.0)  # fmt: skip
+        counts = opt._kernel(group, True, True)(tracked[0], grad, *tracked[1:], scratch, s,
+                                                **ts["tracked"])  # fmt: skip
         ref = runs["reference"]
-        opt._reference(group)(ref[0], grad, *ref[1:], s)
+        opt._reference(group)(ref[0], grad, *ref[1:], s, **ts["reference"])
     keep = slice(None) if nan_in is None else ~nan_in
     for a, b in zip(plain, tracked, strict=True):
         assert a[keep].tobytes() == b[keep].tobytes()  # tracking changes no bit
@@ -1274,11 +1409,18 @@ def run_kernel_and_reference(
     param[:n_nan] = np.nan
     runs = {k: [param.copy(), *(np.full(n, v, dtype) for v in spec.values())]
             for k in ("plain", "tracked", "reference")}  # fmt: skip
+    tensor_spec = opt._tensor_spec()  # a per-tensor stage's scalars: carried over the steps
+    tensor_states = None
+    if tensor_spec:
+        tensor_states = {k: np.array([list(tensor_spec.values())]) for k in runs}
     for t in range(1, steps + 1):
         grad = rng.standard_normal(n) * (rng.random(n) >= zero_frac)
         if spread:
             grad *= 10.0 ** rng.integers(-12, 2, n)
-        step_kernels(opt, param, grad.astype(dtype), runs, t, np.isnan(param))
+        step_kernels(opt, param, grad.astype(dtype), runs, t, np.isnan(param), tensor_states)
+    if tensor_states is not None:  # the per-tensor state agrees too
+        np.testing.assert_allclose(tensor_states["tracked"], tensor_states["reference"],
+                                   rtol=1e-12)  # fmt: skip
     return runs["tracked"], runs["reference"]
 
 
@@ -1388,9 +1530,13 @@ def test_dry_run_writes_nothing_and_counts_like_the_real_step(
             w.grad[...] = g
             before = [a.copy() for a in flat.args]
             s = opt._scalars(group, flat.dtype, t)
-            dry = opt._kernel(group, True, False)(*flat.args, flat.ensure_scratch(), s)
+            # a per-tensor stage's scalars (Novograd's nu) as the step will see them
+            ts = {"tensor_state": flat.tensor_state.copy()} if cls in PER_TENSOR else {}
+            dry = opt._kernel(group, True, False)(*flat.args, flat.ensure_scratch(), s, **ts)
             assert all(a.tobytes() == b.tobytes() for a, b in zip(flat.args, before, strict=True))
-            real = opt._kernel(group, True, True)(*before, flat.ensure_scratch(), s)
+            if ts:
+                ts["tensor_state"] = flat.tensor_state.copy()
+            real = opt._kernel(group, True, True)(*before, flat.ensure_scratch(), s, **ts)
             still = t == 1 and cls in FIRST_STEP_STILL and (
                 FIRST_STEP_STILL[cls].items() <= variant.items())
             assert real == dry and (real[2] > 0) is not still  # it computed the update ...
@@ -1483,6 +1629,8 @@ RESUME: dict[str, dict[str, Any]] = {
     "signum": {"optimizer": "Signum", "lr": 1e-3, "beta": 0.8},
     "lamb": {"optimizer": "Lamb", "lr": 1e-2, "variant": "optax", "weight_decay": 1e-2},
     "lars": {"optimizer": "Lars", "lr": 1.0, "nesterov": True},
+    "novograd": {"optimizer": "Novograd", "lr": 1e-3, "weight_decay": 1e-3},
+    "fromage": {"optimizer": "Fromage", "lr": 1e-2},
 }  # fmt: skip
 
 
@@ -1604,6 +1752,13 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Lamb, {"lr": 1e-3, "variant": "optax"}, "rosenbrock", 10_000, 2e-2),
     (Lars, {"lr": 1.0}, "parabola", 10_000, 2e-2),
     (Lars, {"lr": 0.1}, "rosenbrock", 10_000, 2e-2),
+    # Normalised steps (Novograd's g / ||g||, Fromage's lr * ||w||) end in a cycle of about
+    # their length around the minimum. Fromage's step is relative to ||w||: from Rosenbrock's
+    # start at 0 it takes lr * min_norm steps until ||w|| grows, so it gets min_norm=1e-2.
+    (Novograd, {"lr": 1e-2}, "parabola", 10_000, 2e-2),
+    (Novograd, {"lr": 1e-3}, "rosenbrock", 10_000, 2e-2),
+    (Fromage, {"lr": 1e-3}, "parabola", 10_000, 2e-2),
+    (Fromage, {"lr": 1e-2, "min_norm": 1e-2}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

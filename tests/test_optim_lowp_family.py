@@ -84,6 +84,8 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     "Signum": [{}, {"beta": 0.5}],
     "Lamb": [{}, {"variant": "optax", "weight_decay": 0.1}],
     "Lars": [{}, {"nesterov": True, "weight_decay": 1e-2}, {"trust_ratio": False}],
+    "Novograd": [{}, {"weight_decay": 0.1, "eps_root": 1e-4}],
+    "Fromage": [{}],
 }  # fmt: skip
 HAS_EPS = {n for n in FAMILY if "eps" in inspect.signature(getattr(optim, n)).parameters}
 #: Signed state arrays; every other one is nonnegative (a second moment, sum or norm).
@@ -206,10 +208,14 @@ def test_kernel_matches_reference_bitwise(
         p.grad[...] = np.asarray(g, np.float32).astype(fp)
         q.grad[...] = p.grad
         want = [flat.data.copy(), flat.grad.copy(), *(a.copy() for a in flat.arrays)]
+        # a per-tensor stage's scalars (Novograd's nu), as the step starts from them
+        ts = {"tensor_state": flat.tensor_state.copy()} if flat.tensor_spec else {}
         scalars = opt._scalars(group, F32, t)
         opt.step()
         tracked.step()
-        reference(*want, scalars)
+        reference(*want, scalars, **ts)
+        if ts:
+            np.testing.assert_array_equal(ts["tensor_state"], flat.tensor_state)
         names = ["param", *flat.state]
         for label, got, got_t, ref in zip(
             names, [flat.data, *flat.arrays], [flat_t.data, *flat_t.arrays], [want[0], *want[2:]]
@@ -233,7 +239,7 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
                                              ("AdEMAMix", {}), ("Rprop", {"variant": "optax"}),
                                              ("Ftrl", {}), ("SignSGD", {}), ("Signum", {}),
                                              ("Lamb", {}), ("Lamb", {"variant": "optax"}),
-                                             ("Lars", {})])
+                                             ("Lars", {}), ("Novograd", {}), ("Fromage", {})])
 def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
     """Yogi, ADOPT, Adan and AdEMAMix (PyTorch has none of them) and optax's Rprop (not PyTorch's
     algorithm) have no per_op model; PyTorch's Rprop and ASGD have one."""
@@ -243,7 +249,7 @@ def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options:
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op", **options)  # no 16-bit
     assert {"Rprop", "ASGD"} <= PER_OP
     pytorch_lacks = {"Yogi", "ADOPT", "Adan", "AdEMAMix", "Ftrl", "SignSGD", "Signum", "Lamb",
-                     "Lars"}
+                     "Lars", "Novograd", "Fromage"}
     assert not pytorch_lacks & PER_OP
 
 

@@ -8,9 +8,9 @@ sets none.
 Everything else comes from the optimizer: its eps placements (the class's ``eps_modes``,
 default first; empty when it has no ``eps_mode`` keyword: one fixed placement, recorded as
 ``eps_mode="none"`` in ``runs.csv``), whether it has an eps at all (an ``eps`` argument, or the
-argument its class names as ``eps_arg``: Ftrl's ``initial_accumulator_value``, which the lab
-sweeps as eps; SGD, Lion, Rprop, ASGD, SignSGD and Signum have none: the lab trains them once
-per seed and scenario and records ``eps`` as NaN),
+argument its class names as ``eps_arg``: Ftrl's ``initial_accumulator_value`` and Fromage's
+``min_norm``, which the lab sweeps as eps; SGD, Lion, Rprop, ASGD, SignSGD and Signum have none:
+the lab trains them once per seed and scenario and records ``eps`` as NaN),
 what eps is compared with and the step multiplier
 (:meth:`~minnet.optim.Optimizer.eps_compared_with`, :meth:`~minnet.optim.Optimizer.multipliers`).
 Optimizers listed here but not (yet) in :mod:`minnet.optim` are absent from :func:`available`.
@@ -106,6 +106,8 @@ FAMILY: tuple[Member, ...] = (
     Member("Signum", 1e-4, "Lion's lr (sign steps of size lr)"),
     Member("Lamb", 1e-3, "its (Keras's) default lr: steps of about lr times each tensor's norm"),
     Member("Lars", 1.0, "its default lr (steps of lr * 1e-3 times each tensor's norm)"),
+    Member("Novograd", 1e-3, "its default lr (steps of about lr / (1 - beta1) * g / ||g||)"),
+    Member("Fromage", 1e-3, "steps of lr times each tensor's norm (the paper's 1e-2: 0.2-0.6)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}

@@ -55,8 +55,8 @@ runs the element rule over the whole range and keeps its ``change`` (the directi
 ``scratch``; then for each tensor ``[bounds[j], bounds[j + 1])`` one pass sums ``p**2`` and
 ``u**2`` in float64, ``scale`` turns them into the tensor's scalar ``k`` (and updates the
 tensor's own scalar state, ``Tensor.state``, if the stage keeps one: Novograd's ``nu``), and
-pass 2 runs ``apply`` over the tensor. The counts are the same (a tensor whose ``scale`` says eps dominates
-counts all its coordinates). Elementwise rules never reach this code.
+pass 2 runs ``apply`` over the tensor. The counts are the same (a tensor whose ``scale`` says
+eps dominates counts all its coordinates). Elementwise rules never reach this code.
 
 Compiled kernels are cached on disk, keyed on the rule's source, the options and the source
 files the kernel reaches (the rule's module and those of what it calls, this skeleton,
@@ -579,7 +579,7 @@ def _tensor_kernel(
         n_lost = 0
         for j in range(bounds.shape[0] - 1):
             lo, hi = bounds[j], bounds[j + 1]
-            pp, uu = _segment_sums(param, scratch, lo, hi, fp)
+            pp, uu = _segment_sums(param, scratch, np.uint64(lo), np.uint64(hi), fp)
             record[j, 0] = np.sqrt(pp)
             record[j, 1] = np.sqrt(uu)
             for q in range(n_ts):
@@ -591,9 +591,12 @@ def _tensor_kernel(
             ks[0] = k
             if track and dominated:
                 n_dominated += hi - lo
+            # unsigned bounds: the indices are then known to be >= 0, so the loop carries no
+            # negative-index wraparound and vectorizes
             bad, lost = _second_pass(
-                param, later, scratch, ks[0], s, lo, hi, apply, o, track, write, fp, fs, rp, rs
-            )
+                param, later, scratch, ks[0], s, np.uint64(lo), np.uint64(hi), apply, o, track,
+                write, fp, fs, rp, rs,
+            )  # fmt: skip
             n_nonfinite += bad
             n_lost += lost
         if not track:

@@ -90,7 +90,9 @@ def _tensor_reference(
     rp = formats.param if per_op else NATIVE
     rs = formats.state if per_op else NATIVE
 
-    def reference(param: np.ndarray, grad: np.ndarray, *rest: Any, tensor_state: Any = None) -> None:
+    def reference(
+        param: np.ndarray, grad: np.ndarray, *rest: Any, tensor_state: Any = None
+    ) -> None:
         *state, s = rest
         loaded = tuple(a.astype(_F32) for a in state)
         ts = np.array(initial if tensor_state is None else tensor_state[0], np.float64)
