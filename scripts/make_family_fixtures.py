@@ -221,7 +221,7 @@ CHECKPOINTS = (1, 2, 5, 6, 20, 100, 300)  # RAdam: step 6 is the first rectified
 PROBLEM_FILE = "lsq_problem.npz"
 N_PARAMS = 192
 SPLIT = 80  # parameter groups: w[:80] and w[80:]
-#: Per-tensor optimizers (Lamb, Lars): w split into parameters of these shapes, in order.
+#: Per-tensor optimizers (Lamb, Lars, Novograd, Fromage): w split into parameters of these shapes.
 TENSORS = [[8, 10], [40], [3, 4, 6]]
 
 
