@@ -514,12 +514,12 @@ def _torch_peer(name: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
 #: setting), against PyTorch's fastest CPU implementation: ``fused=True`` where PyTorch has a
 #: fused CPU kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise (SparseAdam, which
 #: has neither, with a sparse gradient); AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, SignSGD,
-#: Signum, Lamb, Lars, OptimisticAdam, NoisySGD, ScheduleFreeAdamW and Prodigy, which PyTorch
-#: lacks, against optax's jitted update (NoisySGD's noise: JAX's PRNG there, NumPy's
-#: counter-based Generators in minnet, part of the step's time in both); Ftrl (in neither)
-#: against Keras 3's jitted ``stateless_apply`` on its JAX backend (skipped with a note where
-#: Keras is not installed). LBFGS is not in the table: its ``step(closure)`` evaluates the loss
-#: several times, so one call is not one update of this kind.
+#: Signum, Lamb, Lars, OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy, Novograd and
+#: Fromage, which PyTorch lacks, against optax's jitted update (NoisySGD's noise: JAX's PRNG
+#: there, NumPy's counter-based Generators in minnet, part of the step's time in both); Ftrl (in
+#: neither) against Keras 3's jitted ``stateless_apply`` on its JAX backend (skipped with a note
+#: where Keras is not installed). LBFGS is not in the table: its ``step(closure)`` evaluates the
+#: loss several times, so one call is not one update of this kind.
 FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("SGD", {"lr": 1e-3, "momentum": 0.9},
                 *_torch_peer("SGD", lr=1e-3, momentum=0.9, fused=True)),
@@ -562,6 +562,10 @@ FAMILY: tuple[FamilyEntry, ...] = (
     FamilyEntry("ScheduleFreeAdamW", {"lr": 2.5e-3}, "optax", "contrib.schedule_free_adamw",
                 {"learning_rate": 2.5e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8}),
     FamilyEntry("Prodigy", {"lr": 1.0}, "optax", "contrib.prodigy", {"learning_rate": 1.0}),
+    FamilyEntry("Novograd", {"lr": 1e-3}, "optax", "novograd",
+                {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.25, "eps": 1e-6}),
+    FamilyEntry("Fromage", {"lr": 1e-2}, "optax", "fromage",
+                {"learning_rate": 1e-2, "min_norm": 1e-6}),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}

@@ -202,6 +202,18 @@ Prodigy [optax.contrib.prodigy; defaults lr=1.0, betas=(0.9, 0.999), beta3=sqrt(
     dg = d*g;  m = b1*m + (1-b1)*dg;  v = b2*v + (1-b2)*dg*dg;  s = b3*s + dlr*dg/estim_lr0
     N = b3*N + (d/estim_lr0)*dlr*sum(g*(p0 - w));  d' = max(d, coef*N/sum(|s|))
     w += -wd*dlr*w - dlr*m/(sqrt(v) + d'*eps)      eps OUTSIDE the root, times the NEW d
+Novograd [optax.novograd; defaults b1=0.9, b2=0.25, eps=1e-6, eps_root=0, weight_decay=0]; per
+      TENSOR as Lamb, nu one scalar per tensor
+    nu = ||g||^2 at t=1, else (1-b2)*||g||^2 + b2*nu
+    x = g/(sqrt(nu + eps_root) + eps) + wd*w;  mu = x at t=1, else b1*mu + x;  w += (-lr)*mu
+
+Fromage [optax.fromage; default min_norm=1e-6]; per TENSOR as Lamb; mult = 1/(1 + lr^2)^0.5
+    wn = min_norm if ||w|| <= min_norm else ||w||;  gn likewise for ||g||   (a floor: safe_norm)
+    ratio = 1 if wn == 0 or gn == 0 else wn/(gn + 0)
+    w += (g*ratio)*(-(lr*mult)) + (mult - 1)*w
+
+Zero-norm tensors: ``zero_grad_tensors`` (indices into TENSORS) get an all-zero gradient at every
+step, ``zero_param_tensors`` start at w = 0 (config keys of the same names).
 
 Schedules (torch.optim.lr_scheduler, ``scheduler.step()`` after every ``optimizer.step()``):
     StepLR:            lr_k = lr0 * gamma^floor(k/step_size)
@@ -252,7 +264,7 @@ CHECKPOINTS = (1, 2, 5, 6, 20, 100, 300)  # RAdam: step 6 is the first rectified
 PROBLEM_FILE = "lsq_problem.npz"
 N_PARAMS = 192
 SPLIT = 80  # parameter groups: w[:80] and w[80:]
-#: Per-tensor optimizers (Lamb, Lars): w split into parameters of these shapes, in order.
+#: Per-tensor optimizers (Lamb, Lars, Novograd, Fromage): w split into parameters of these shapes.
 TENSORS = [[8, 10], [40], [3, 4, 6]]
 
 
@@ -702,6 +714,43 @@ def np_prodigy(s, w, g, lr, *, betas=(0.9, 0.999), beta3=None, eps=1e-8, estim_l
     s["n"] = b3 * s["n"] + (d / estim_lr0) * dlr * np.dot(g, s["p0"] - w)
     d_new = s["d"] = max(d, estim_lr_coef * s["n"] / np.abs(sk).sum())
     return w + (-weight_decay * dlr * w - dlr * m / (np.sqrt(v) + d_new * eps))
+def np_novograd(s, w, g, lr, *, betas=(0.9, 0.25), eps=1e-6, eps_root=0.0, weight_decay=0.0):
+    """NumPy transcription of optax.novograd, ``w`` one tensor (nu a scalar)."""
+    b1, b2 = betas
+    t = _count(s)
+    n = np.linalg.norm(g) ** 2
+    nu = s["nu"] = n if t == 1 else (1 - b2) * n + b2 * s["nu"]
+    x = g / (np.sqrt(nu + eps_root) + eps) + weight_decay * w
+    mu = s["mu"] = x if t == 1 else b1 * s["mu"] + x
+    return w + -lr * mu
+
+
+def np_fromage(s, w, g, lr, *, min_norm=1e-6):
+    """NumPy transcription of optax.fromage, ``w`` one tensor."""
+    mult = 1 / (1 + lr**2) ** 0.5
+    wn, gn = np.linalg.norm(w), np.linalg.norm(g)
+    wn = min_norm if wn <= min_norm else wn
+    gn = min_norm if gn <= min_norm else gn
+    ratio = 1.0 if wn == 0 or gn == 0 else wn / (gn + 0.0)
+    return w + ((g * ratio) * -(lr * mult) + (mult - 1) * w)
+
+
+def start_w(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
+    """The fixture's starting parameters: w0, with the ``zero_param_tensors`` set to 0."""
+    w = problem["w0"].copy()
+    for i in fx.get("zero_param_tensors", ()):
+        lo, hi = tensor_slices(fx)[i]
+        w[lo:hi] = 0.0
+    return w
+
+
+def fixture_grad(fx: dict, g: np.ndarray) -> np.ndarray:
+    """The gradient the optimizer sees: grad_scale * g, the ``zero_grad_tensors`` set to 0."""
+    g = fx.get("grad_scale", 1.0) * g
+    for i in fx.get("zero_grad_tensors", ()):
+        lo, hi = tensor_slices(fx)[i]
+        g[lo:hi] = 0.0
+    return g
 
 
 def tensor_slices(fx: dict) -> list[list[int]] | None:
@@ -723,7 +772,8 @@ TRANSCRIPTIONS: dict[str, Callable] = {
     "ASGD": np_asgd, "Yogi": np_yogi, "ADOPT": np_adopt, "Adan": np_adan,
     "AdEMAMix": np_ademamix, "Ftrl": np_ftrl, "SignSGD": np_signsgd, "Signum": np_signum,
     "Lamb": np_lamb, "Lars": np_lars, "OptimisticAdam": np_optimistic_adam,
-    "ScheduleFreeAdamW": np_schedulefreeadamw, "Prodigy": np_prodigy,
+    "ScheduleFreeAdamW": np_schedulefreeadamw, "Prodigy": np_prodigy, "Novograd": np_novograd,
+    "Fromage": np_fromage,
 }  # fmt: skip
 DEFAULT_EPS_MODE = {
     "Adam": "outside", "AdamW": "outside", "RMSprop": "outside", "Adagrad": "outside",
@@ -755,7 +805,7 @@ def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list
     (and, for each key of ``capture``, that state array after each step appended to its list)."""
     dtype = np.dtype(fx["dtype"])
     a, b = matrix(problem), problem["b"]
-    w = problem["w0"].astype(dtype)
+    w = start_w(fx, problem).astype(dtype)
     fn = TRANSCRIPTIONS[fx["optimizer"]]
     groups = fx.get("groups") or [{"slice": [0, N_PARAMS]}]
     if fx.get("tensors") and not fx.get("global_reduction"):  # one state (and norm) per tensor
@@ -763,7 +813,7 @@ def transcribe(fx: dict, problem: dict[str, np.ndarray], kwargs: dict, lrs: list
     states: list[dict] = [{} for _ in groups]
     out = np.empty((STEPS, N_PARAMS), dtype)
     for k in range(STEPS):
-        g = (fx.get("grad_scale", 1.0) * gradient(a, b, w.astype(np.float64))).astype(dtype)
+        g = fixture_grad(fx, gradient(a, b, w.astype(np.float64))).astype(dtype)
         new = w.copy()
         for grp, st in zip(groups, states, strict=True):
             lo, hi = grp["slice"]
@@ -842,7 +892,7 @@ def record_optax(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
     params = jnp.asarray(problem["w0"], dtype=jnp.float64)
     slices = tensor_slices(fx)
     if slices is not None:  # a list of leaves of the fixture's shapes
-        w0 = problem["w0"]
+        w0 = start_w(fx, problem)
         params = [jnp.asarray(w0[lo:hi].reshape(shape), dtype=jnp.float64)
                   for (lo, hi), shape in zip(slices, fx["tensors"], strict=True)]  # fmt: skip
     state = tx.init(params)
@@ -857,7 +907,7 @@ def record_optax(fx: dict, problem: dict[str, np.ndarray]) -> np.ndarray:
 
     out = []
     for _ in range(STEPS):
-        g = fx.get("grad_scale", 1.0) * gradient(a, b, flat(params))
+        g = fixture_grad(fx, gradient(a, b, flat(params)))
         if slices is None:
             g = jnp.asarray(g)
         else:
@@ -1340,6 +1390,38 @@ def build_fixtures() -> list[dict]:
                  reference=f"optax.contrib.prodigy({lr!r}{call})",
                  minnet_kwargs=dict(lr=lr, **kw))
         )  # fmt: skip
+    # Novograd and Fromage (optax): per-tensor norms over the TENSORS split, as Lamb. Novograd's
+    # eps at its default and at 1e-3 dominating sqrt(nu) (gradients scaled by 1e-6), with weight
+    # decay, with eps_root; Fromage's min_norm (its eps, a floor on both norms) at its default
+    # and at 1e-3 dominating ||g|| (gradients scaled by 1e-6). Zero-norm tensors: the (40,)
+    # tensor's gradient is 0 at every step and the (3, 4, 6) tensor starts at 0 (Novograd with
+    # weight decay, so that the zero-gradient tensor moves; Fromage at min_norm 1e-6 and 0).
+    zeros = dict(zero_grad_tensors=[1], zero_param_tensors=[2])
+    for detail, kw, scale, more in (
+        ("defaults", {}, 1.0, {}),
+        ("eps1e-3_tiny_grads", {"eps": 1e-3}, 1e-6, {}),
+        ("wd0.01", {"weight_decay": 0.01}, 1.0, {}),
+        ("eps0_root1e-4", {"eps": 0.0, "eps_root": 1e-4}, 1.0, {}),
+        ("zero_tensors_wd0.01", {"weight_decay": 0.01}, 1.0, zeros),
+    ):
+        call = "".join(f", {k}={v!r}" for k, v in kw.items())
+        fx.append(
+            dict(optimizer="Novograd", lib="optax", detail=detail, tensors=TENSORS,
+                 grad_scale=scale, reference=f"optax.novograd(0.001{call})",
+                 minnet_kwargs=dict(lr=1e-3, **kw), **more)
+        )  # fmt: skip
+    for detail, kw, scale, more in (
+        ("defaults", {}, 1.0, {}),
+        ("min_norm1e-3_tiny_grads", {"min_norm": 1e-3}, 1e-6, {}),
+        ("zero_tensors", {}, 1.0, zeros),
+        ("zero_tensors_min_norm0", {"min_norm": 0.0}, 1.0, zeros),
+    ):
+        call = "".join(f", {k}={v!r}" for k, v in kw.items())
+        fx.append(
+            dict(optimizer="Fromage", lib="optax", detail=detail, tensors=TENSORS,
+                 grad_scale=scale, reference=f"optax.fromage(0.01{call})",
+                 minnet_kwargs=dict(lr=0.01, **kw), **more)
+        )  # fmt: skip
     # Parameter groups: the second group overrides lr and eps.
     groups = [{"slice": [0, SPLIT]}, {"slice": [SPLIT, N_PARAMS], "lr": 3e-3, "eps": 1e-3}]
     fx += [
@@ -1536,7 +1618,8 @@ def main() -> None:
             "problem": PROBLEM_FILE,
             "problem_sha256": sha,
         }
-        for key in ("groups", "scheduler", "note", "state_keys", "tensors", "global_reduction"):
+        for key in ("groups", "scheduler", "note", "state_keys", "tensors", "global_reduction",
+                    "zero_grad_tensors", "zero_param_tensors"):
             if fx.get(key):
                 config[key] = fx[key]
         arrays = {

@@ -132,6 +132,9 @@ def replay(
         shapes = cfg["tensors"]
         ends = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
         slices = [[int(lo), int(hi)] for lo, hi in zip(ends[:-1], ends[1:])]
+    w0 = w0.copy()
+    for i in cfg.get("zero_param_tensors", ()):  # zero-norm tensors: these start at 0
+        w0[slices[i][0] : slices[i][1]] = 0.0
     params = [Parameter(w0[lo:hi].astype(dtype).reshape(shape))
               for (lo, hi), shape in zip(slices, shapes, strict=True)]  # fmt: skip
     opt, sched = build(cfg, params, _tuples({**cfg["minnet_kwargs"], **override}))
@@ -142,6 +145,8 @@ def replay(
     for t in range(steps):
         w = np.concatenate([p.data.ravel() for p in params]).astype(np.float64)
         g = cfg["grad_scale"] * (a.T @ (a @ w - b) / a.shape[0])
+        for i in cfg.get("zero_grad_tensors", ()):  # ... and these get an all-zero gradient
+            g[slices[i][0] : slices[i][1]] = 0.0
         for p, (lo, hi) in zip(params, slices, strict=True):
             p.grad[...] = g[lo:hi].reshape(p.data.shape)
         lrs[t] = opt.param_groups[0]["lr"]
@@ -191,6 +196,7 @@ EXPECTED = {
     ("OptimisticAdam", None, "optax"),
     ("ScheduleFreeAdamW", None, "optax"), ("ScheduleFreeAdamW", None, "Keras 3"),
     ("Prodigy", None, "optax"),
+    ("Novograd", None, "optax"), ("Fromage", None, "optax"),
 }  # fmt: skip
 NO_EPS = ("SGD", "Lion", "Rprop", "ASGD", "SignSGD", "Signum")
 
@@ -229,7 +235,7 @@ def test_fixture_set_is_complete() -> None:
         "groups": {"Adam", "RMSprop"},
         "scheduler": {"StepLR", "CosineAnnealingLR"},
         "float32": {"Adam", "RMSprop", "Adagrad", "SGD"},
-        "tensors": {"Lamb", "Lars", "Prodigy"},  # Prodigy: one global sum over them
+        "tensors": {"Lamb", "Lars", "Prodigy", "Novograd", "Fromage"},  # Prodigy: one global sum
     }
     total = sum(p.stat().st_size for p in FIXTURES)
     assert total < 2_000_000, f"family fixtures take {total} bytes"

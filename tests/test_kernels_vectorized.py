@@ -92,7 +92,8 @@ def default_kernel_asm(name: str, **options: Any) -> str:
     else:
         data, grad, *state = flat.args
         bounds = np.array([0, flat.size], np.int64)
-        fresh(data, grad, tuple(state), flat.ensure_scratch(), s, bounds, np.empty((1, 2)))
+        fresh(data, grad, tuple(state), flat.ensure_scratch(), s, bounds, np.empty((1, 2)),
+              flat.tensor_state.copy())
     return "\n".join(fresh.inspect_asm().values())
 
 
@@ -161,6 +162,8 @@ REQUIRED: list[tuple[str, dict[str, Any], str, int, int]] = [
     ("ScheduleFreeAdamW", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),
     ("ScheduleFreeAdamW", {"variant": "keras"}, r"\bv(?:sqrt|div)ps\b", 2, 21),
     ("Prodigy", {}, r"\bv(?:sqrt|div)ps\b", 2, 21),  # the update pass (the reduction is serial)
+    ("Novograd", {}, r"\bvdivps\b", 1, 21),  # pass 2: g / denominator, the moment, the step
+    ("Fromage", {}, _SOME_PACKED, 4, 21),  # pass 2: (g * ratio) * -lr*mult + (mult - 1) * w
 ]
 
 

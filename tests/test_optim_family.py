@@ -55,12 +55,14 @@ from minnet.optim import (
     AdamW,
     Adan,
     AdEMAMix,
+    Fromage,
     Ftrl,
     Lamb,
     Lars,
     Lion,
     NAdam,
     NoisySGD,
+    Novograd,
     OptimisticAdam,
     Optimizer,
     OptimizerStats,
@@ -86,10 +88,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
     ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars, SparseAdam,
-    OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy,
+    OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy, Novograd, Fromage,
 ]  # fmt: skip
-#: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
-PER_TENSOR = (Lamb, Lars)
+#: Optimizers with a per-tensor stage (a trust ratio or a second moment over each parameter's
+#: norms).
+PER_TENSOR = (Lamb, Lars, Novograd, Fromage)
 #: Optimizers whose first step moves nothing (in every variant, or in the one named).
 FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
 HELPER = str(Path(__file__).with_name("_train_with_checkpoints.py"))
@@ -184,6 +187,10 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
                          "warmup_steps": 2}),
     (Prodigy, {"lr": 1.0}),
     (Prodigy, {"lr": 0.5, "weight_decay": 0.1, "safeguard_warmup": True}),
+    (Novograd, {"lr": 0.05}),
+    (Novograd, {"lr": 0.05, "eps": 1e-3, "eps_root": 1e-4, "weight_decay": 0.1}),
+    (Fromage, {"lr": 0.05}),
+    (Fromage, {"lr": 0.05, "min_norm": 0.0}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -214,7 +221,8 @@ def test_every_optimizer_is_in_every_table() -> None:
     with_eps = {c for c in CLASSES if "eps" in inspect.signature(c).parameters}
     # Lars: eps is next to a tensor's norm, and a zero norm takes the ratio 1: never 0/0.
     # SparseAdam: eps must be > 0 (PyTorch's check), and it never divides an untouched row.
-    assert {row[0] for row in EPS_ZERO} == with_eps - {Lars, SparseAdam}
+    # Novograd: 0/0 only where a whole tensor's gradient has been 0 (its own test).
+    assert {row[0] for row in EPS_ZERO} == with_eps - {Lars, SparseAdam, Novograd}
 
 
 # -- errors (PyTorch's messages), edge values, defaults ----------------------------------------
@@ -247,17 +255,17 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
       if cls not in (AdaBelief, Rprop, Yogi, ADOPT, Ftrl, SignSGD, Signum, SparseAdam,
-                     OptimisticAdam, NoisySGD)
+                     OptimisticAdam, NoisySGD, Fromage)
       for kw, exc, msg in [
         ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5$"),
         ({"weight_decay": math.nan}, ValueError, "Invalid weight_decay value: nan$"),
     ]],
     *[(cls, kw, exc, msg) for cls in CLASSES
-      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum, NoisySGD)
+      if cls not in (SGD, Lion, Rprop, ASGD, Ftrl, SignSGD, Signum, NoisySGD, Fromage)
       for kw, exc, msg in _EPS_ERRORS],
     *[(cls, kw, exc, msg)
       for cls in (Adam, AdamW, Adamax, NAdam, RAdam, AdaBelief, Lion, Yogi, ADOPT, Lamb,
-                  SparseAdam, OptimisticAdam, ScheduleFreeAdamW, Prodigy)
+                  SparseAdam, OptimisticAdam, ScheduleFreeAdamW, Prodigy, Novograd)
       for kw, exc, msg in _BETA_ERRORS],
     # PyTorch's SparseAdam wants lr > 0 and eps > 0, strictly (its own messages)
     (SparseAdam, {"lr": 0.0}, ValueError, "Invalid learning rate: 0.0$"),
@@ -441,6 +449,14 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Prodigy, {"estim_lr_coef": -1.0}, ValueError, "Invalid estim_lr_coef value: -1.0$"),
     (Prodigy, {"safeguard_warmup": 1}, TypeError, "safeguard_warmup must be a bool"),
     (Prodigy, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    (Novograd, {"eps_root": -1e-8}, ValueError, "Invalid eps_root value: -1e-08$"),
+    (Novograd, {"eps_root": math.nan}, ValueError, "Invalid eps_root value: nan$"),
+    (Novograd, {"maximize": True}, TypeError, "unexpected keyword argument"),
+    (Fromage, {"min_norm": -1e-6}, ValueError, "Invalid min_norm value: -1e-06$"),
+    (Fromage, {"min_norm": math.nan}, ValueError, "Invalid min_norm value: nan$"),
+    (Fromage, {"min_norm": None}, TypeError, "min_norm must be a real number"),
+    (Fromage, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
+    (Fromage, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -553,6 +569,9 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
                          "warmup_steps": 0, "weight_lr_power": 0.0}),
     (Prodigy, {"lr": 0.0, "betas": (0.0, 0.0), "beta3": 0.0, "eps": 0.0, "estim_lr_coef": 0.0,
                "weight_decay": 0.0}),
+    (Novograd, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "eps_root": 0.0,
+                "weight_decay": 0.0}),
+    (Fromage, {"lr": 0.0, "min_norm": 0.0}),
 ]
 
 
@@ -616,6 +635,9 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
                         "warmup_steps": 0, "weight_lr_power": 2.0, "variant": "optax"},
     Prodigy: {"lr": 1.0, "betas": (0.9, 0.999), "beta3": None, "eps": 1e-8, "estim_lr0": 1e-6,
               "estim_lr_coef": 1.0, "weight_decay": 0.0, "safeguard_warmup": False},
+    Novograd: {"lr": 1e-3, "betas": (0.9, 0.25), "eps": 1e-6, "eps_root": 0.0,
+               "weight_decay": 0.0},
+    Fromage: {"lr": 1e-2, "min_norm": 1e-6},
 }  # fmt: skip
 #: Keywords of the optimizer itself, not group options (not in ``defaults``), with defaults.
 OPTIMIZER_KEYWORDS: dict[type[Optimizer], dict[str, Any]] = {
@@ -637,7 +659,8 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
     # (PyTorch's SparseAdam has none of its implementation switches)
     options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
-                    SparseAdam, OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy)
+                    SparseAdam, OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy, Novograd,
+                    Fromage)
     flags = _TORCH_FLAGS if cls not in options_only else {}
     for key, value in OPTIMIZER_KEYWORDS.get(cls, {}).items():
         assert defaults.pop(key) == value
@@ -692,10 +715,13 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (ScheduleFreeAdamW, {}, ["weight_sum", "lr_max", "z", "exp_avg_sq"]),
     (Prodigy, {}, ["estim_lr", "numerator_weighted", "exp_avg", "exp_avg_sq", "grad_sum",
                    "params0"]),
+    (Novograd, {}, ["exp_avg", "nu"]),
+    (Fromage, {}, []),
 ]
-#: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
+#: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays), and
+#: a per-tensor stage's scalar state (Novograd's ``nu``, a float per parameter as in optax).
 GROUP_SCALARS = {"mu_product", "eta", "mu", "weight_sum", "lr_max", "estim_lr",
-                 "numerator_weighted"}
+                 "numerator_weighted", "nu"}
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "names"), STATE_NAMES,
@@ -1000,7 +1026,7 @@ def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwar
     # A per-tensor stage spreads the NaN over its tensor (its norm is NaN), as the libraries do;
     # Keras's Lamb takes the ratio 1 for a NaN norm and keeps it to the one element.
     whole = (cls is Lars and kwargs.get("trust_ratio", True)) or (
-        cls is Lamb and kwargs.get("variant") == "optax")
+        cls is Lamb and kwargs.get("variant") == "optax") or cls in (Novograd, Fromage)
     n_bad = 2 if whole else 1
     if cls.rule.reduce is not None:  # a global reduction (Prodigy's d) spreads it everywhere
         assert "b (2 of 2 elements)" in msg and "w (6 of 6 elements)" in msg
@@ -1124,6 +1150,88 @@ def test_lars_eps_zero_never_divides_zero_by_zero() -> None:
     assert opt.stats is not None and opt.stats.nonfinite == 0
 
 
+def test_novograd_eps_zero_divides_zero_by_zero_only_for_an_all_zero_tensor() -> None:
+    """optax's nu is one number per tensor: with eps = eps_root = 0 a tensor whose gradient is
+    all zero (nu = 0) gets 0/0 on every coordinate, and a tensor with a zero coordinate but a
+    nonzero norm does not; check_finite refuses the first and names it; eps > 0 steps it by 0."""
+    def make(eps: float) -> tuple[Parameter, Parameter, Novograd]:
+        w = Parameter(np.array([[1.0, 2.0], [3.0, 4.0]]), name="w")
+        b = Parameter(np.array([1.0, 2.0]), name="b")
+        opt = Novograd([w, b], lr=0.1, eps=eps, check_finite=True)
+        w.grad[...] = [[0.5, 0.0], [0.25, 0.0]]
+        b.grad[...] = 0.0
+        return w, b, opt
+
+    w, b, opt = make(0.0)
+    with pytest.raises(FloatingPointError) as info:
+        opt.step()
+    msg = str(info.value)
+    assert "b (2 of 2 elements)" in msg and "w (" not in msg, msg
+    assert "eps=0 and eps_root=0 and the gradient of b has been all zero so far" in msg, msg
+    assert opt.step_count == 0 and (b.data == [1.0, 2.0]).all()
+    opt.check_finite = False
+    with np.errstate(all="ignore"):
+        opt.step()
+    assert np.isnan(b.data).all() and np.isfinite(w.data).all()
+    w, b, opt = make(1e-6)
+    opt.step()
+    np.testing.assert_array_equal(b.data, [1.0, 2.0])  # 0 / (0 + eps) = 0
+    g = np.array([[0.5, 0.0], [0.25, 0.0]])
+    expected = np.array([[1.0, 2.0], [3.0, 4.0]]) - 0.1 * g / (np.linalg.norm(g) + 1e-6)
+    np.testing.assert_allclose(w.data, expected, rtol=1e-15)
+    assert opt.state_dict()["state"][1]["nu"] == 0.0
+
+
+def test_novograd_nu_is_a_float_per_parameter_in_the_state_dict() -> None:
+    """nu round-trips through state_dict / load_state_dict (the next step continues as without
+    the round trip), and a state dict without it is refused, naming it."""
+    rng = np.random.default_rng(0)
+    ps = [Parameter(rng.standard_normal((3, 2))), Parameter(rng.standard_normal(4))]
+    qs = [Parameter(p.data.copy()) for p in ps]
+    opt, other = Novograd(ps, lr=0.1), Novograd(qs, lr=0.1)
+    for _ in range(2):
+        for p, q in zip(ps, qs):
+            p.grad[...] = q.grad[...] = rng.standard_normal(p.data.shape)
+        opt.step()
+        other.step()
+    sd = opt.state_dict()
+    nus = [sd["state"][i]["nu"] for i in range(2)]
+    assert all(isinstance(v, float) and v > 0 for v in nus) and nus[0] != nus[1]
+    fresh = [Parameter(p.data.copy()) for p in ps]
+    loaded = Novograd(fresh, lr=0.1)
+    loaded.load_state_dict(sd)
+    for p, q, r in zip(ps, qs, fresh):
+        p.grad[...] = q.grad[...] = r.grad[...] = rng.standard_normal(p.data.shape)
+    opt.step()
+    loaded.step()
+    for p, r in zip(ps, fresh):
+        assert p.data.tobytes() == r.data.tobytes()
+    del sd["state"][1]["nu"]
+    with pytest.raises(ValueError, match="loaded state for parameter 1 lacks 'nu'"):
+        Novograd([Parameter(p.data.copy()) for p in ps]).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("min_norm", [1e-6, 0.0])
+def test_fromage_zero_norm_tensors_as_optax(min_norm: float) -> None:
+    """optax's safe_norm floors both norms at min_norm, and a floored norm of 0 (min_norm=0)
+    takes the ratio 1: a zero tensor steps by lr * mult * min_norm * g / ||g|| (by lr * mult *
+    g with min_norm=0), a zero-gradient tensor only shrinks by mult; never 0/0."""
+    w = Parameter(np.zeros((2, 2)), name="w")
+    b = Parameter(np.array([1.0, 2.0]), name="b")
+    lr = 0.1
+    opt = Fromage([w, b], lr=lr, min_norm=min_norm, check_finite=True, track_stats=True)
+    g = np.array([[3.0, 0.0], [0.0, 4.0]])
+    w.grad[...] = g
+    b.grad[...] = 0.0
+    opt.step()
+    mult = 1 / (1 + lr**2) ** 0.5
+    ratio = min_norm / 5.0 if min_norm else 1.0
+    np.testing.assert_allclose(w.data, (g * ratio) * -(lr * mult), rtol=1e-15)
+    np.testing.assert_allclose(b.data, [mult, 2 * mult], rtol=1e-15)
+    assert opt.stats is not None and opt.stats.nonfinite == 0
+    assert opt.stats.eps_dominated == 1.0  # w's norm and b's gradient norm are floored
+
+
 #: What eps is added to or compared with (``eps_compared_with``), by options.
 EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (SGD, {"momentum": 0.9}, None),
@@ -1169,6 +1277,8 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (ScheduleFreeAdamW, {}, "sqrt(v_hat)"),
     (ScheduleFreeAdamW, {"variant": "keras"}, "sqrt(v_hat)"),
     (Prodigy, {}, "sqrt(v) / d"),
+    (Novograd, {}, "sqrt(nu) (per tensor)"),
+    (Fromage, {}, "||g|| and ||w|| (per tensor, floor)"),
 ]  # fmt: skip
 
 
@@ -1225,6 +1335,8 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     NoisySGD: [{"eta": 0.0}],  # no draw outside the kernel (the property test draws eta)
     ScheduleFreeAdamW: [{"variant": v} for v in ("optax", "keras")],
     Prodigy: [{}],
+    Novograd: [{}],
+    Fromage: [{}],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1400,6 +1512,17 @@ HYPER: dict[type[Optimizer], Any] = {
         "weight_decay": _WD,
         "safeguard_warmup": st.booleans(),
     }),
+    Novograd: st.fixed_dictionaries({
+        "lr": _LR,
+        "betas": st.sampled_from([(0.0, 0.0), (0.9, 0.25), (0.5, 0.9), (0.99, 0.999)]),
+        "eps": st.sampled_from([0.0, 1e-16, 1e-6, 1e-3, 1.0]),
+        "eps_root": st.sampled_from([0.0, 1e-16, 1e-4]),
+        "weight_decay": _WD,
+    }),
+    Fromage: st.fixed_dictionaries({
+        "lr": st.sampled_from([0.0, 1e-3, 0.1, 1.0]),
+        "min_norm": st.sampled_from([0.0, 1e-16, 1e-6, 1e-3, 1.0]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
@@ -1409,6 +1532,7 @@ EXAMPLES: dict[type[Optimizer], int] = {
     SparseAdam: 100,
     OptimisticAdam: 60, NoisySGD: 20,
     ScheduleFreeAdamW: 75, Prodigy: 100,
+    Novograd: 60, Fromage: 60,
 }  # fmt: skip
 
 
@@ -1419,13 +1543,18 @@ def step_kernels(
     runs: dict[str, list[np.ndarray]],
     t: int,
     nan_in: np.ndarray | None = None,
+    tensor_states: dict[str, np.ndarray] | None = None,
 ) -> tuple[Any, Any]:
     """Step ``t`` of group 0 on every run of ``runs`` ("plain", "tracked", "reference": each
     ``[param, *state]``), and a dry run on the tracked arrays first; checks that the dry run
     wrote nothing and counted what the tracked step counts, that the plain kernel counts
     nothing, and that tracking changes no bit (on the coordinates of ``nan_in``, parameters that
-    were NaN before the first step, only no value: the sign of the NaN may differ). Returns
-    (tracked counts, dry-run counts)."""
+    were NaN before the first step, only no value: the sign of the NaN may differ). A per-tensor
+    stage's scalar state (Novograd's ``nu``) is carried from step to step in ``tensor_states``
+    (by run, as the kernel's and the reference's ``tensor_state``). Returns (tracked counts,
+    dry-run counts)."""
+    ts = {k: {} if tensor_states is None else {"tensor_state": tensor_states[k]}
+          for k in runs}  # fmt: skip
     group = opt.param_groups[0]
     dtype = param.dtype
     n = grad.size
@@ -1434,15 +1563,20 @@ def step_kernels(
     tracked = runs["tracked"]
     before = [a.copy() for a in tracked]
     with np.errstate(all="ignore"):
-        dry = opt._kernel(group, True, False)(tracked[0], grad, *tracked[1:], scratch, s)
+        ts_before = {k: v.copy() for k, v in ts["tracked"].items()}
+        dry = opt._kernel(group, True, False)(tracked[0], grad, *tracked[1:], scratch, s,
+                                              **ts["tracked"])  # fmt: skip
         for a, b in zip(tracked, before, strict=True):
             assert a.tobytes() == b.tobytes()  # the dry run stored nothing
+        for k, v in ts_before.items():
+            assert v.tobytes() == ts["tracked"][k].tobytes()  # ... not even per tensor
         plain = runs["plain"]
-        assert opt._kernel(group, False, True)(plain[0], grad, *plain[1:], scratch[:0], s) == (
-            0, 0, 0.0)  # fmt: skip
-        counts = opt._kernel(group, True, True)(tracked[0], grad, *tracked[1:], scratch, s)
+        assert opt._kernel(group, False, True)(plain[0], grad, *plain[1:], scratch[:0], s,
+                                               **ts["plain"]) == (0, 0, 0.0)  # fmt: skip
+        counts = opt._kernel(group, True, True)(tracked[0], grad, *tracked[1:], scratch, s,
+                                                **ts["tracked"])  # fmt: skip
         ref = runs["reference"]
-        opt._reference(group)(ref[0], grad, *ref[1:], s)
+        opt._reference(group)(ref[0], grad, *ref[1:], s, **ts["reference"])
     keep = slice(None) if nan_in is None else ~nan_in
     for a, b in zip(plain, tracked, strict=True):
         assert a[keep].tobytes() == b[keep].tobytes()  # tracking changes no bit
@@ -1489,11 +1623,18 @@ def run_kernel_and_reference(
     param[:n_nan] = np.nan
     runs = {k: [param.copy(), *(np.full(n, v, dtype) for v in spec.values())]
             for k in ("plain", "tracked", "reference")}  # fmt: skip
+    tensor_spec = opt._tensor_spec()  # a per-tensor stage's scalars: carried over the steps
+    tensor_states = None
+    if tensor_spec:
+        tensor_states = {k: np.array([list(tensor_spec.values())]) for k in runs}
     for t in range(1, steps + 1):
         grad = rng.standard_normal(n) * (rng.random(n) >= zero_frac)
         if spread:
             grad *= 10.0 ** rng.integers(-12, 2, n)
-        step_kernels(opt, param, grad.astype(dtype), runs, t, np.isnan(param))
+        step_kernels(opt, param, grad.astype(dtype), runs, t, np.isnan(param), tensor_states)
+    if tensor_states is not None:  # the per-tensor state agrees too
+        np.testing.assert_allclose(tensor_states["tracked"], tensor_states["reference"],
+                                   rtol=1e-12)  # fmt: skip
     return runs["tracked"], runs["reference"]
 
 
@@ -1606,9 +1747,13 @@ def test_dry_run_writes_nothing_and_counts_like_the_real_step(
                 opt._start_from_param(flat, [0])
             before = [a.copy() for a in flat.args]
             s = step_scalars(opt, flat, t)
-            dry = opt._kernel(group, True, False)(*flat.args, flat.ensure_scratch(), s)
+            # a per-tensor stage's scalars (Novograd's nu) as the step will see them
+            ts = {"tensor_state": flat.tensor_state.copy()} if cls in PER_TENSOR else {}
+            dry = opt._kernel(group, True, False)(*flat.args, flat.ensure_scratch(), s, **ts)
             assert all(a.tobytes() == b.tobytes() for a, b in zip(flat.args, before, strict=True))
-            real = opt._kernel(group, True, True)(*before, flat.ensure_scratch(), s)
+            if ts:
+                ts["tensor_state"] = flat.tensor_state.copy()
+            real = opt._kernel(group, True, True)(*before, flat.ensure_scratch(), s, **ts)
             still = t == 1 and cls in FIRST_STEP_STILL and (
                 FIRST_STEP_STILL[cls].items() <= variant.items())
             assert real == dry and (real[2] > 0) is not still  # it computed the update ...
@@ -1713,6 +1858,8 @@ RESUME: dict[str, dict[str, Any]] = {
     "schedule-free-adamw": {"optimizer": "ScheduleFreeAdamW", "lr": 1e-2, "warmup_steps": 20,
                             "weight_decay": 1e-3},
     "prodigy": {"optimizer": "Prodigy", "lr": 1.0, "weight_decay": 1e-3},
+    "novograd": {"optimizer": "Novograd", "lr": 1e-3, "weight_decay": 1e-3},
+    "fromage": {"optimizer": "Fromage", "lr": 1e-2},
 }  # fmt: skip
 
 
@@ -1850,6 +1997,13 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
      10_000, 2e-2),
     (Prodigy, {"lr": 1.0}, "parabola", 10_000, 2e-2),
     (Prodigy, {"lr": 1.0, "safeguard_warmup": True}, "rosenbrock", 10_000, 2e-2),
+    # Normalised steps (Novograd's g / ||g||, Fromage's lr * ||w||) end in a cycle of about
+    # their length around the minimum. Fromage's step is relative to ||w||: from Rosenbrock's
+    # start at 0 it takes lr * min_norm steps until ||w|| grows, so it gets min_norm=1e-2.
+    (Novograd, {"lr": 1e-2}, "parabola", 10_000, 2e-2),
+    (Novograd, {"lr": 1e-3}, "rosenbrock", 10_000, 2e-2),
+    (Fromage, {"lr": 1e-3}, "parabola", 10_000, 2e-2),
+    (Fromage, {"lr": 1e-2, "min_norm": 1e-2}, "rosenbrock", 10_000, 2e-2),
 ]  # fmt: skip
 
 

@@ -94,6 +94,8 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     "NoisySGD": [{"eta": 0.0}],
     "ScheduleFreeAdamW": [{}, {"variant": "keras", "weight_decay": 0.1, "warmup_steps": 2}],
     "Prodigy": [{}],
+    "Novograd": [{}, {"weight_decay": 0.1, "eps_root": 1e-4}],
+    "Fromage": [{}],
 }  # fmt: skip
 #: Optimizers that refuse eps = 0 (PyTorch's SparseAdam checks eps > 0).
 EPS_POSITIVE = {"SparseAdam"}
@@ -232,10 +234,14 @@ def test_kernel_matches_reference_bitwise(
             opt._start_from_param(flat, [0])
             tracked._start_from_param(flat_t, [0])
         want = [flat.data.copy(), flat.grad.copy(), *(a.copy() for a in flat.arrays)]
+        # a per-tensor stage's scalars (Novograd's nu), as the step starts from them
+        ts = {"tensor_state": flat.tensor_state.copy()} if flat.tensor_spec else {}
         scalars = _step_scalars(opt, flat, t)
         opt.step()
         tracked.step()
-        reference(*want, scalars)
+        reference(*want, scalars, **ts)
+        if ts:  # float64 sums: the kernel's SIMD lanes and NumPy's pairwise order may differ
+            np.testing.assert_allclose(ts["tensor_state"], flat.tensor_state, rtol=1e-13)
         names = ["param", *flat.state]
         for label, got, got_t, ref in zip(
             names, [flat.data, *flat.arrays], [flat_t.data, *flat_t.arrays], [want[0], *want[2:]]
@@ -266,7 +272,7 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
                                                          "decoupled_weight_decay": True}),
                                              ("ScheduleFreeAdamW", {}),
                                              ("ScheduleFreeAdamW", {"variant": "keras"}),
-                                             ("Prodigy", {})])
+                                             ("Prodigy", {}), ("Novograd", {}), ("Fromage", {})])
 def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
     """Yogi, ADOPT, Adan and AdEMAMix (PyTorch has none of them) and optax's Rprop (not PyTorch's
     algorithm) have no per_op model; PyTorch's Rprop and ASGD have one."""
@@ -276,7 +282,8 @@ def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options:
     _make(name, [Parameter(np.ones(4, float32))], rounding="per_op", **options)  # no 16-bit
     assert {"Rprop", "ASGD"} <= PER_OP
     pytorch_lacks = {"Yogi", "ADOPT", "Adan", "AdEMAMix", "Ftrl", "SignSGD", "Signum", "Lamb",
-                     "Lars", "OptimisticAdam", "NoisySGD", "ScheduleFreeAdamW", "Prodigy"}
+                     "Lars", "OptimisticAdam", "NoisySGD", "ScheduleFreeAdamW", "Prodigy",
+                     "Novograd", "Fromage"}
     assert not pytorch_lacks & PER_OP
 
 

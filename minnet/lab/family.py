@@ -8,9 +8,9 @@ sets none.
 Everything else comes from the optimizer: its eps placements (the class's ``eps_modes``,
 default first; empty when it has no ``eps_mode`` keyword: one fixed placement, recorded as
 ``eps_mode="none"`` in ``runs.csv``), whether it has an eps at all (an ``eps`` argument, or the
-argument its class names as ``eps_arg``: Ftrl's ``initial_accumulator_value``, which the lab
-sweeps as eps; SGD, Lion, Rprop, ASGD, SignSGD, Signum and NoisySGD have none: the lab trains
-them once per seed and scenario and records ``eps`` as NaN),
+argument its class names as ``eps_arg``: Ftrl's ``initial_accumulator_value`` and Fromage's
+``min_norm``, which the lab sweeps as eps; SGD, Lion, Rprop, ASGD, SignSGD, Signum and NoisySGD
+have none: the lab trains them once per seed and scenario and records ``eps`` as NaN),
 what eps is compared with and the step multiplier
 (:meth:`~minnet.optim.Optimizer.eps_compared_with`, :meth:`~minnet.optim.Optimizer.multipliers`).
 Optimizers listed here but not (yet) in :mod:`minnet.optim` are absent from :func:`available`.
@@ -120,6 +120,8 @@ FAMILY: tuple[Member, ...] = (
     Member("NoisySGD", 1e-4, "SGD's lr (noise variance 0.01 / t**0.55, optax's defaults)"),
     Member("ScheduleFreeAdamW", 1e-3, "10x Adam's lr (no momentum: x averages the z steps)"),
     Member("Prodigy", 1.0, "its default lr (a factor on the distance estimate d)"),
+    Member("Novograd", 1e-3, "its default lr (steps of about lr / (1 - beta1) * g / ||g||)"),
+    Member("Fromage", 1e-3, "steps of lr times each tensor's norm (the paper's 1e-2: 0.2-0.6)"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}

@@ -19,6 +19,7 @@ from minnet.optim.adan import Adan
 from minnet.optim.ademamix import AdEMAMix
 from minnet.optim.adopt import ADOPT
 from minnet.optim.asgd import ASGD
+from minnet.optim.fromage import Fromage
 from minnet.optim.ftrl import Ftrl
 from minnet.optim.lamb import Lamb
 from minnet.optim.lars import Lars
@@ -26,6 +27,7 @@ from minnet.optim.lbfgs import LBFGS
 from minnet.optim.lion import Lion
 from minnet.optim.nadam import NAdam
 from minnet.optim.noisy_sgd import NoisySGD
+from minnet.optim.novograd import Novograd
 from minnet.optim.optimistic_adam import OptimisticAdam
 from minnet.optim.optimizer import (
     AdamStats,
@@ -79,6 +81,8 @@ __all__ = [
     "NoisySGD",
     "ScheduleFreeAdamW",
     "Prodigy",
+    "Novograd",
+    "Fromage",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
     "lr_scheduler",

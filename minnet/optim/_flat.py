@@ -91,6 +91,8 @@ class FlatBuffers:
         owner: the optimizer's class name, for error messages.
         state_dtype: the state arrays' dtype (``None``: ``dtype``).
         rounding: ``"fused"`` or ``"per_op"`` (see :attr:`formats`).
+        tensor_spec: ``{name: initial value}`` of a per-tensor stage's scalar state (one value
+            per parameter, float64: :attr:`tensor_state`); empty for every other rule.
 
     Attributes:
         compute_dtype: the one dtype of a kernel's arithmetic: float32 when the parameters or
@@ -109,6 +111,7 @@ class FlatBuffers:
         owner: str,
         state_dtype: np.dtype | None = None,
         rounding: str = "fused",
+        tensor_spec: Mapping[str, float] | None = None,
     ) -> None:
         self.params = list(params)
         self.dtype = np.dtype(dtype)
@@ -174,6 +177,11 @@ class FlatBuffers:
         #: Each parameter's ``(||p||, ||u||)`` as a per-tensor stage saw them in its latest step
         #: (:class:`minnet.optim._kernel.Tensor`; NaN before one).
         self.tensor_norms = np.full((len(self.params), 2), np.nan)
+        #: ``{name: initial value}`` of the per-tensor scalar state, and the values: row ``j``
+        #: is parameter ``j``'s, one column per name, float64 (Novograd's ``nu``).
+        self.tensor_spec = dict(tensor_spec or {})
+        self.tensor_state = np.empty((len(self.params), len(self.tensor_spec)))
+        self.tensor_state[...] = list(self.tensor_spec.values())
 
     def __getattr__(self, name: str) -> Any:
         # ``flat.exp_avg`` reads a state array (only reached when normal lookup fails).
@@ -368,3 +376,4 @@ class FlatBuffers:
         """Refill every state array with its initial value."""
         for name, init in self.spec.items():
             self.state[name].fill(init)
+        self.tensor_state[...] = list(self.tensor_spec.values())

@@ -53,9 +53,10 @@ Rules with a per-tensor stage (``Rule.tensor``, a :class:`Tensor`: LAMB's and LA
 ratios) get :func:`tensor_kernel` instead, one compiled call over a run of parameters: pass 1
 runs the element rule over the whole range and keeps its ``change`` (the direction ``u``) in
 ``scratch``; then for each tensor ``[bounds[j], bounds[j + 1])`` one pass sums ``p**2`` and
-``u**2`` in float64, ``scale`` turns them into the tensor's scalar ``k``, and pass 2 runs
-``apply`` over the tensor. The counts are the same (a tensor whose ``scale`` says eps dominates
-counts all its coordinates). Elementwise rules never reach this code.
+``u**2`` in float64, ``scale`` turns them into the tensor's scalar ``k`` (and updates the
+tensor's own scalar state, ``Tensor.state``, if the stage keeps one: Novograd's ``nu``), and
+pass 2 runs ``apply`` over the tensor. The counts are the same (a tensor whose ``scale`` says
+eps dominates counts all its coordinates). Elementwise rules never reach this code.
 
 Rules with a global reduction (``Rule.reduce``, a :class:`Reduction`: Prodigy's distance
 estimate, sums over every parameter of the model) get a second compiled pass,
@@ -150,15 +151,26 @@ class Tensor(NamedTuple):
     ``apply(p, u, k, state, s, o, rp, rs) -> (p_in, p_new, new_state, delta, change)`` per
     coordinate, with ``k`` cast to the compute dtype and ``state`` the arrays ``[first, ..)``.
 
+    A stage may keep scalars per tensor from step to step (Novograd's ``nu``, an EMA of the
+    tensor's squared gradient norm): ``state``, ``((name, initial value), ...)``. They live in
+    float64, one row per parameter (``FlatBuffers.tensor_state``; the state dict holds each as
+    a float under its name), and the kernel takes them as ``tensor_state`` (float64,
+    ``(tensors, len(state))``). With them the stage is ``scale(pp, uu, s, o, ts)``: ``ts`` is a
+    float64 array of the tensor's values before the step, which ``scale`` overwrites with the
+    new ones; the kernel stores them back only when it writes (not in ``check_finite``'s dry
+    run). Without them ``scale`` takes four arguments and the loop has no per-tensor state.
+
     Attributes:
         scale: the compiled per-tensor function (a plain ``numba.njit`` of scalars).
         apply: the compiled element function of pass 2, made with :func:`element`.
         first: the number of state arrays pass 1 updates; the rest are pass 2's.
+        state: the per-tensor scalar state, ``((name, initial value), ...)``; ``()``: none.
     """
 
     scale: Any
     apply: Any
     first: int = 0
+    state: tuple[tuple[str, float], ...] = ()
 
 
 def element(fn: Callable[..., Any]) -> Any:
@@ -533,32 +545,35 @@ def tensor_kernel(
     negate: bool,
 ) -> Callable[..., Any]:  # fmt: skip
     """The pass of a rule with a per-tensor stage (:class:`Tensor`), for one set of options and
-    storage formats: ``kernel(param, grad, *state, scratch, s, bounds=None, record=None)``.
+    storage formats: ``kernel(param, grad, *state, scratch, s, bounds=None, record=None,
+    tensor_state=None)``.
 
     ``scratch`` holds ``u`` between the passes (one value per coordinate in the compute dtype;
     a shorter one is replaced by a new array); ``bounds`` (int64) are the tensors' starts and
     the end, ``[0, n]`` (one tensor) when ``None``; ``record`` (float64, ``(tensors, 2)``)
-    receives each tensor's ``(||p||, ||u||)`` as the stage saw them. Returns the counts of
-    :func:`kernel`. One compiled call does pass 1 over the whole range, the stage and pass 2
-    per tensor."""
+    receives each tensor's ``(||p||, ||u||)`` as the stage saw them; ``tensor_state`` (float64,
+    ``(tensors, len(Tensor.state))``, updated in place) is the stage's per-tensor state,
+    fresh initial values when ``None``. Returns the counts of :func:`kernel`. One compiled call
+    does pass 1 over the whole range, the stage and pass 2 per tensor."""
     return _TensorPass(_tensor_kernel(rule, o, track, write, fp, fs, per_op, negate),
-                       fp == NATIVE and fs == NATIVE)  # fmt: skip
+                       fp == NATIVE and fs == NATIVE, rule.tensor.state)  # fmt: skip
 
 
 class _TensorPass:
     """:func:`tensor_kernel`'s callable: the defaults of ``bounds``, ``record`` and a short
     ``scratch`` around the one compiled call (``compiled``; ``stats`` are its cache's)."""
 
-    def __init__(self, compiled: Any, native: bool) -> None:
+    def __init__(self, compiled: Any, native: bool, state: tuple[tuple[str, float], ...]) -> None:
         self.compiled = compiled
         self.native = native
+        self.initial = np.array([value for _, value in state], np.float64)
 
     @property
     def stats(self) -> Any:
         return self.compiled.stats
 
     def __call__(self, param: np.ndarray, grad: np.ndarray, *rest: Any, bounds: Any = None,
-                 record: Any = None) -> Any:  # fmt: skip
+                 record: Any = None, tensor_state: Any = None) -> Any:  # fmt: skip
         *state, scratch, s = rest
         n = param.shape[0]
         if scratch.shape[0] < n:
@@ -567,7 +582,9 @@ class _TensorPass:
             bounds = np.array([0, n], np.int64)
         if record is None:
             record = np.empty((bounds.shape[0] - 1, 2))
-        return self.compiled(param, grad, tuple(state), scratch, s, bounds, record)
+        if tensor_state is None:
+            tensor_state = np.tile(self.initial, (bounds.shape[0] - 1, 1))
+        return self.compiled(param, grad, tuple(state), scratch, s, bounds, record, tensor_state)
 
 
 @functools.cache
@@ -582,8 +599,16 @@ def _tensor_kernel(
     rp = fp if per_op else NATIVE
     rs = fs if per_op else NATIVE
     n_counts = 3 if fp == NATIVE and fs == NATIVE else 5
+    n_ts = len(stage.state)
+    if n_ts:
+        stage_scale = scale
+    else:  # no per-tensor state: the four-argument stage of Lamb and Lars
 
-    def run(param, grad, arrays, scratch, s, bounds, record):  # pragma: no cover - compiled
+        @numba.njit(inline="always", error_model="numpy")
+        def stage_scale(pp, uu, s, o, ts):  # pragma: no cover - compiled
+            return scale(pp, uu, s, o)
+
+    def run(param, grad, arrays, scratch, s, bounds, record, tensor_state):  # pragma: no cover
         n = param.shape[0]
         n_dominated, n_underflow = _first_pass(
             param, grad, arrays[:first], scratch[:n], s, update, o, track, write, fp, fs, rp,
@@ -591,20 +616,29 @@ def _tensor_kernel(
         )  # fmt: skip
         later = arrays[first:]
         ks = np.empty(1, scratch.dtype)  # k in the compute dtype
+        ts = np.empty(n_ts)  # the tensor's scalar state, in float64
         n_nonfinite = 0
         n_lost = 0
         for j in range(bounds.shape[0] - 1):
             lo, hi = bounds[j], bounds[j + 1]
-            pp, uu = _segment_sums(param, scratch, lo, hi, fp)
+            pp, uu = _segment_sums(param, scratch, np.uint64(lo), np.uint64(hi), fp)
             record[j, 0] = np.sqrt(pp)
             record[j, 1] = np.sqrt(uu)
-            k, dominated = scale(pp, uu, s, o)
+            for q in range(n_ts):
+                ts[q] = tensor_state[j, q]
+            k, dominated = stage_scale(pp, uu, s, o, ts)
+            if write:
+                for q in range(n_ts):
+                    tensor_state[j, q] = ts[q]
             ks[0] = k
             if track and dominated:
                 n_dominated += hi - lo
+            # unsigned bounds: the indices are then known to be >= 0, so the loop carries no
+            # negative-index wraparound and vectorizes
             bad, lost = _second_pass(
-                param, later, scratch, ks[0], s, lo, hi, apply, o, track, write, fp, fs, rp, rs
-            )
+                param, later, scratch, ks[0], s, np.uint64(lo), np.uint64(hi), apply, o, track,
+                write, fp, fs, rp, rs,
+            )  # fmt: skip
             n_nonfinite += bad
             n_lost += lost
         if not track:

@@ -80,16 +80,22 @@ def _tensor_reference(
 ) -> Callable[..., None]:
     """:func:`rule_reference` of a rule with a per-tensor stage, the whole array one tensor
     (``minnet.optim._kernel.tensor_kernel``): pass 1 by NumPy, the stage on float64 sums of
-    squares, pass 2 by NumPy with the tensor's scalar in float32."""
+    squares, pass 2 by NumPy with the tensor's scalar in float32; the stage's per-tensor scalar
+    state (``Tensor.state``) is ``tensor_state`` (float64 ``(1, names)``, updated in place;
+    fresh initial values when ``None``)."""
     update, apply = numpy_rule(rule.update), numpy_rule(rule.tensor.apply)
     scale, first = rule.tensor.scale.py_func, int(rule.tensor.first)
+    initial = [value for _, value in rule.tensor.state]
     per_op = formats.rounding == "per_op"
     rp = formats.param if per_op else NATIVE
     rs = formats.state if per_op else NATIVE
 
-    def reference(param: np.ndarray, grad: np.ndarray, *rest: Any) -> None:
+    def reference(
+        param: np.ndarray, grad: np.ndarray, *rest: Any, tensor_state: Any = None
+    ) -> None:
         *state, s = rest
         loaded = tuple(a.astype(_F32) for a in state)
+        ts = np.array(initial if tensor_state is None else tensor_state[0], np.float64)
         p = param.astype(_F32)
         g = -grad.astype(_F32) if negate else grad.astype(_F32)
         with np.errstate(all="ignore"):
@@ -97,9 +103,11 @@ def _tensor_reference(
             u = np.asarray(out[4], _F32) * np.ones_like(p)
             pp = float(np.sum(p.astype(np.float64) ** 2))
             uu = float(np.sum(u.astype(np.float64) ** 2))
-            k = _F32(scale(pp, uu, s, options)[0])
+            k = _F32((scale(pp, uu, s, options, ts) if initial else scale(pp, uu, s, options))[0])
             later = apply(p, u, k, loaded[first:], s, options, rp, rs)
         param[...] = np.asarray(later[1], _F32).astype(param.dtype)
+        if tensor_state is not None:
+            tensor_state[0] = ts
         for a, value in zip(state[:first], out[2]):
             a[...] = np.asarray(value, _F32).astype(a.dtype)
         for a, value in zip(state[first:], later[2]):

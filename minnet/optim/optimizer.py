@@ -99,7 +99,14 @@ Optional:
     split would cut tensors); ``reference`` takes an optional ``bounds`` for several tensors;
     the rule's ``multiplier`` also gets each tensor's ``param_norm`` and ``update_norm`` per
     coordinate, after the state arrays.
-    :mod:`minnet.optim.lamb` and :mod:`minnet.optim.lars` are the examples.
+    :mod:`minnet.optim.lamb` and :mod:`minnet.optim.lars` are the examples. A stage may keep
+    scalars per tensor (``Tensor(..., state=(("nu", 0.0),))``: Novograd's EMA of the squared
+    gradient norm): each parameter's are float64 values (``FlatBuffers.tensor_state``), saved
+    in its state-dict entry as floats under their names (loaded back, any real value), handed
+    to ``reference`` as ``tensor_state`` (float64 ``(tensors, names)``, updated in place; fresh
+    initial values when absent), to the ``multiplier`` repeated over each tensor's
+    coordinates, and to :meth:`_nonfinite_cause` as 0-d arrays beside the state arrays.
+    :mod:`minnet.optim.novograd` is the example.
 ``_prepare_run(self, group, flat, js, step) -> Callable[[], None] | None``
     Called by :meth:`~Optimizer.step` for each run of parameters that takes the step
     (``js``: their indices in ``flat.params``; ``step``: their step count including this step),
@@ -911,6 +918,8 @@ class Optimizer:
         ref = self._reference(group, formats)
         group_state = self._group_state_spec(group)
         reduce = self.rule is not None and self.rule.reduce is not None
+        tensor_spec = self._tensor_spec()  # a per-tensor stage's scalars, carried over steps
+        kw = {"tensor_state": np.array([list(tensor_spec.values())])} if tensor_spec else {}
         with np.errstate(all="ignore"):
             for t in range(1, steps + 1):
                 extra: tuple[Any, ...] = ()
@@ -927,7 +936,7 @@ class Optimizer:
                 elif group_state:
                     group_state = self._advance_group_state(group, group_state, t)
                     extra = (group_state,)
-                ref(param, g, *arrays.values(), self._scalars(group, compute, t, *extra))
+                ref(param, g, *arrays.values(), self._scalars(group, compute, t, *extra), **kw)
         return {"param": param, **arrays}
 
     def _second_moment_underflow(
@@ -998,8 +1007,9 @@ class Optimizer:
         for p in group["params"]:
             by_dtype.setdefault(p.data.dtype, []).append(p)
         owner = type(self).__name__
+        tensor_spec = self._tensor_spec()
         flats = [
-            FlatBuffers(ps, dt, spec, owner, self._state_dtype_for(dt), self.rounding)
+            FlatBuffers(ps, dt, spec, owner, self._state_dtype_for(dt), self.rounding, tensor_spec)
             for dt, ps in by_dtype.items()
         ]
         for p in group["params"]:
@@ -1289,6 +1299,13 @@ class Optimizer:
         for name in self._param_state:
             flat.state[name][lo:hi] = flat.data[lo:hi].astype(flat.state[name].dtype)
 
+    def _tensor_spec(self) -> dict[str, float]:
+        """The per-tensor stage's scalar state, ``{name: initial value}`` (``Tensor.state``);
+        empty for a rule without one."""
+        if self.rule is None or self.rule.tensor is None:
+            return {}
+        return dict(self.rule.tensor.state)
+
     def _step_per_tensor(
         self, plans: list[tuple[int, FlatBuffers, Any, list[_Run]]]
     ) -> tuple[int, int, float, int, int]:
@@ -1301,10 +1318,10 @@ class Optimizer:
             scratch = flat.ensure_scratch()
             for run in runs:
                 args, js = run.args, run.js
-                record = flat.tensor_norms[js[0] : js[-1] + 1]
-                bounds = flat.bounds(js)
-                got = run_kernel(*args, scratch[: args[0].size], run.scalars, bounds=bounds,
-                                 record=record)  # fmt: skip
+                rows = slice(js[0], js[-1] + 1)
+                got = run_kernel(*args, scratch[: args[0].size], run.scalars,
+                                 bounds=flat.bounds(js), record=flat.tensor_norms[rows],
+                                 tensor_state=flat.tensor_state[rows])  # fmt: skip
                 for k, c in enumerate(got):
                     counts[k] += c
         return tuple(counts)  # type: ignore[return-value]
@@ -1335,28 +1352,34 @@ class Optimizer:
             tensor = self.rule is not None and self.rule.tensor is not None
             for run in runs:
                 a = run.args
-                extra = {"bounds": flat.bounds(run.js)} if tensor else {}
+                extra = {}
+                if tensor:
+                    rows = slice(run.js[0], run.js[-1] + 1)
+                    extra = {"bounds": flat.bounds(run.js), "tensor_state": flat.tensor_state[rows]}
                 if dry(*a, scratch[: a[0].size], run.scalars, **extra)[1] == 0:
                     continue
                 # Rare path: find which parameters, and why, one slice at a time.
                 for j in run.js:
                     args = flat.param_slices(j)
-                    n_bad = dry(*args, scratch[: flat.sizes[j]], run.scalars)[1]
+                    one = {"tensor_state": flat.tensor_state[j : j + 1]} if tensor else {}
+                    n_bad = dry(*args, scratch[: flat.sizes[j]], run.scalars, **one)[1]
                     if n_bad:
                         p = flat.params[j]
-                        bad.append((i, p, n_bad, flat.param_slices(j, typed=True), run.step))
+                        scalars = dict(zip(flat.tensor_spec, map(np.asarray, flat.tensor_state[j])))
+                        bad.append((i, p, n_bad, flat.param_slices(j, typed=True), run.step,
+                                    scalars))  # fmt: skip
         self._raise_nonfinite(bad)
 
-    def _raise_nonfinite(self, bad: list[tuple[int, Parameter, int, tuple[np.ndarray, ...], int]]
-                         ) -> None:  # fmt: skip
+    def _raise_nonfinite(self, bad: list[tuple[Any, ...]]) -> None:
         """``check_finite``'s ``FloatingPointError`` for the parameters a dry run found,
         ``(group index, parameter, non-finite count, its typed (data, grad, *state) slices,
-        step)`` each, naming the likely cause; nothing when ``bad`` is empty."""
+        step, its per-tensor scalars by name)`` each, naming the likely cause; nothing when
+        ``bad`` is empty."""
         if not bad:
             return
         parts = []
         causes = set()
-        for i, p, n_bad, (data, grad, *arrays), _ in bad:
+        for i, p, n_bad, (data, grad, *arrays), _, scalars in bad:
             name = p.name or "?"
             parts.append(f"{name} ({n_bad} of {p.data.size} elements)")
             if not np.isfinite(grad).all():
@@ -1367,7 +1390,7 @@ class Optimizer:
                 causes.add(f"the optimizer state of {name} was already NaN or infinite")
             else:
                 group = self.param_groups[i]
-                state = dict(zip(self._state_spec(group), arrays))
+                state = {**dict(zip(self._state_spec(group), arrays)), **scalars}
                 cause = self._nonfinite_cause(group, name, grad, state)
                 causes.add(cause or f"the update of {name} overflows; lower the learning rate")
         step = max(b[4] for b in bad)
@@ -1475,14 +1498,18 @@ class Optimizer:
     def _multiplier_state(self, flat: FlatBuffers) -> dict[str, np.ndarray]:
         """The arrays :meth:`_multipliers` gets: the state, and for a rule with a per-tensor
         stage also ``"param_norm"`` and ``"update_norm"``, each tensor's norms of its latest
-        step (``FlatBuffers.tensor_norms``) repeated over its coordinates."""
+        step (``FlatBuffers.tensor_norms``), and its per-tensor scalar state by name, each
+        repeated over the tensor's coordinates."""
         if self.rule is None or self.rule.tensor is None:
             return flat.state
         norms = flat.tensor_norms
+        scalars = {name: np.repeat(flat.tensor_state[:, q], flat.sizes)
+                   for q, name in enumerate(flat.tensor_spec)}  # fmt: skip
         return {
             **flat.state,
             "param_norm": np.repeat(norms[:, 0], flat.sizes),
             "update_norm": np.repeat(norms[:, 1], flat.sizes),
+            **scalars,
         }
 
     #: Another way out than ``eps > 0``, for the message of :meth:`_nonfinite_cause`.
@@ -1608,7 +1635,7 @@ class Optimizer:
         """:attr:`reference` for a group, as ``ref(param, grad, *state, scalars)``."""
         ref, o = type(self).reference, self._options(group)
         assert ref is not None, f"{type(self).__name__} has no reference"
-        return lambda param, grad, *rest: ref(param, grad, rest[:-1], rest[-1], o)
+        return lambda param, grad, *rest, **kw: ref(param, grad, rest[:-1], rest[-1], o, **kw)
 
     def _reference(
         self, group: Mapping[str, Any], formats: StorageFormats | None = None
@@ -1620,7 +1647,7 @@ class Optimizer:
             ref = self._float_reference(group)
             if not maximize:
                 return ref
-            return lambda param, grad, *rest: ref(param, -grad, *rest)
+            return lambda param, grad, *rest, **kw: ref(param, -grad, *rest, **kw)
         self._refuse_per_op(group, formats)
         return rule_reference(self.rule, self._options(group, formats), formats, maximize)
 
@@ -1654,6 +1681,8 @@ class Optimizer:
                     entry.update(flat.group_states[j])
                     for name in flat.state:
                         entry[name] = views[name][j].copy()
+                    for q, name in enumerate(flat.tensor_spec):  # a per-tensor stage's scalars
+                        entry[name] = float(flat.tensor_state[j, q])
                     state[self._index[id(p)]] = entry
         return {"state": dict(sorted(state.items())), "param_groups": groups}
 
@@ -1693,6 +1722,8 @@ class Optimizer:
         new_groups: list[dict[str, Any]] = []
         new_steps: dict[int, int] = {}  # by id(parameter)
         new_group_states: dict[int, dict[str, float]] = {}
+        tensor_spec = self._tensor_spec()
+        new_tensor_states: dict[int, list[float]] = {}  # a per-tensor stage's scalars
         loaded: dict[int, dict[str, np.ndarray]] = {}  # converted copies, written at the end
         used_ids: set[int] = set()
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
@@ -1740,6 +1771,7 @@ class Optimizer:
                 if k not in state:  # a parameter no step has updated (PyTorch: no state)
                     new_steps[id(p)] = 0
                     new_group_states[id(p)] = spec_state
+                    new_tensor_states[id(p)] = list(tensor_spec.values())
                     continue
                 entry = state[k]
                 if not isinstance(entry, dict):
@@ -1748,7 +1780,8 @@ class Optimizer:
                 if value is None:
                     raise ValueError(f"loaded state for parameter {k} lacks 'step'")
                 extra = sorted(n for n, v in entry.items() if v is not None and n != "step"
-                               and n not in names and n not in spec_state)  # fmt: skip
+                               and n not in names and n not in spec_state
+                               and n not in tensor_spec)  # fmt: skip
                 if extra:
                     raise ValueError(
                         f"loaded state for parameter {k} has {extra}, which {owner} "
@@ -1778,6 +1811,20 @@ class Optimizer:
                         )
                     group_state[name] = float(value)
                 new_group_states[id(p)] = group_state
+                scalars = []
+                for name in tensor_spec:
+                    if name not in entry:
+                        raise ValueError(f"loaded state for parameter {k} lacks '{name}'")
+                    value = entry[name]
+                    if isinstance(value, np.ndarray) and value.size == 1:
+                        value = value.item()
+                    if not _is_real_number(value):
+                        raise ValueError(
+                            f"loaded '{name}' for parameter {k} must be a real number, "
+                            f"got {value!r}"
+                        )
+                    scalars.append(float(value))
+                new_tensor_states[id(p)] = scalars
                 arrays = {}
                 for name in names:
                     if name not in entry:
@@ -1804,6 +1851,8 @@ class Optimizer:
                 flat.reset_state()
                 flat.steps = [new_steps[id(p)] for p in flat.params]
                 flat.group_states = [new_group_states[id(p)] for p in flat.params]
+                if tensor_spec:
+                    flat.tensor_state[...] = [new_tensor_states[id(p)] for p in flat.params]
                 flat.check_uniform()
                 for name in flat.state:
                     for p, view in zip(flat.params, flat.views(name)):

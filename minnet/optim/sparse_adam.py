@@ -436,7 +436,7 @@ class SparseAdam(Optimizer):
                 n_bad = row_kernel(True, False, *key)(*sl, scratch, run.scalars, rows, ncols)[1]
                 if n_bad:
                     slices = flat.param_slices(j, typed=True)
-                    bad.append((i, flat.params[j], n_bad, slices, run.step))
+                    bad.append((i, flat.params[j], n_bad, slices, run.step, {}))
             self._raise_nonfinite(bad)
         counts = [0, 0, 0.0, 0, 0]
         for _, flat, run, j, sl, rows, ncols, key in work:
