@@ -11,6 +11,7 @@ PyTorch's learning-rate schedules.
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
 from minnet.optim.adabelief import AdaBelief
 from minnet.optim.adadelta import Adadelta
+from minnet.optim.adafactor import Adafactor
 from minnet.optim.adagrad import Adagrad
 from minnet.optim.adam import AMSGRAD_MAX_MODES, EPS_MODES, Adam
 from minnet.optim.adamax import Adamax
@@ -66,6 +67,7 @@ __all__ = [
     "SignSGD",
     "Signum",
     "Lamb",
+    "Adafactor",
     "Lars",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",

@@ -184,6 +184,7 @@ from minnet.nn import Parameter
 from minnet.optim._flat import FlatBuffers, StorageFormats
 from minnet.optim._kernel import Rule, kernel
 from minnet.optim._reference import rule_reference
+from minnet.optim._shaped import shaped_kernel, shaped_reference
 
 __all__ = [
     "Optimizer",
@@ -729,7 +730,8 @@ class Optimizer:
                 f"{owner}: state_dtype={state} with {where} of dtype {dtype}: float64 "
                 "parameters need float64 state and float64 state needs float64 parameters"
             )
-        supports = self.rule is not None if self._supports_lowp is None else self._supports_lowp
+        supports = (self.rule is not None or self.shaped is not None
+                    if self._supports_lowp is None else self._supports_lowp)  # fmt: skip
         if (is_16bit(dtype) or is_16bit(state)) and not supports:
             raise TypeError(
                 f"{owner} does not support float16/bfloat16 parameters or state yet "
@@ -1098,7 +1100,7 @@ class Optimizer:
             self._refuse_nonfinite(plans)
         n_dominated = n_nonfinite = n_underflow = n_lost = 0
         sum_sq = 0.0
-        per_tensor = self.rule is not None and self.rule.tensor is not None
+        per_tensor = self._per_tensor
         if per_tensor:
             n_dominated, n_nonfinite, sum_sq, n_underflow, n_lost = self._step_per_tensor(plans)
         threads = _threads.pool_threads()
@@ -1165,8 +1167,9 @@ class Optimizer:
                 args, js = run.args, run.js
                 record = flat.tensor_norms[js[0] : js[-1] + 1]
                 bounds = flat.bounds(js)
+                extra = {"shapes": [flat.params[j].data.shape for j in js]} if self.shaped else {}
                 got = run_kernel(*args, scratch[: args[0].size], run.scalars, bounds=bounds,
-                                 record=record)  # fmt: skip
+                                 record=record, **extra)  # fmt: skip
                 for k, c in enumerate(got):
                     counts[k] += c
         return tuple(counts)  # type: ignore[return-value]
@@ -1194,16 +1197,19 @@ class Optimizer:
         for i, flat, _, runs in plans:
             dry = self._kernel_of(i, True, False, flat.formats)
             scratch = flat.ensure_scratch()
-            tensor = self.rule is not None and self.rule.tensor is not None
+            tensor = self._per_tensor
             for run in runs:
                 a = run.args
-                extra = {"bounds": flat.bounds(run.js)} if tensor else {}
+                extra: dict[str, Any] = {"bounds": flat.bounds(run.js)} if tensor else {}
+                if self.shaped is not None:
+                    extra["shapes"] = [flat.params[j].data.shape for j in run.js]
                 if dry(*a, scratch[: a[0].size], run.scalars, **extra)[1] == 0:
                     continue
                 # Rare path: find which parameters, and why, one slice at a time.
                 for j in run.js:
                     args = flat.param_slices(j)
-                    n_bad = dry(*args, scratch[: flat.sizes[j]], run.scalars)[1]
+                    one = {"shapes": [flat.params[j].data.shape]} if self.shaped else {}
+                    n_bad = dry(*args, scratch[: flat.sizes[j]], run.scalars, **one)[1]
                     if n_bad:
                         p = flat.params[j]
                         bad.append((i, p, n_bad, flat.param_slices(j, typed=True), run.step))
@@ -1268,7 +1274,20 @@ class Optimizer:
         for i, group in enumerate(self.param_groups):
             for flat in self._flats[i]:
                 full = self._multiplier_state(flat)
-                if flat.steps and all(t == flat.steps[0] > 0 for t in flat.steps):
+                if self.shaped is not None:  # one parameter at a time, its state shaped
+                    parts = []
+                    for j, t in enumerate(flat.steps):
+                        size, shape = flat.sizes[j], flat.params[j].data.shape
+                        if t == 0:
+                            parts.append(np.full(size, np.nan))
+                            continue
+                        lo = flat.offsets[j]
+                        state = {n: a[lo : lo + size].reshape(shape) for n, a in full.items()}
+                        k = self._multipliers(group, state, t)
+                        if k is None:
+                            return None
+                        parts.append(np.asarray(k, np.float64).reshape(-1))
+                elif flat.steps and all(t == flat.steps[0] > 0 for t in flat.steps):
                     k = self._multipliers(group, full, flat.steps[0])
                     if k is None:
                         return None
@@ -1375,6 +1394,16 @@ class Optimizer:
 
     #: The element rule of the update (:class:`minnet.optim._kernel.Rule`).
     rule: Rule | None = None
+    #: A shaped update instead of an element rule (:mod:`minnet.optim._shaped`: NumPy over
+    #: each parameter's shaped views; Adafactor), a plain function; ``None`` for every
+    #: elementwise optimizer.
+    shaped: Callable[..., int] | None = None
+
+    @property
+    def _per_tensor(self) -> bool:
+        """Whether a step runs per tensor (a per-tensor stage or a shaped update): serially,
+        one call per run of parameters with their bounds."""
+        return self.shaped is not None or (self.rule is not None and self.rule.tensor is not None)
     #: The values of the ``eps_mode`` keyword, default first; ``()`` without one.
     eps_modes: tuple[str, ...] = ()
 
@@ -1406,7 +1435,10 @@ class Optimizer:
         float32/float64 buffers): ``kernel(param, grad, *state, scratch, scalars)``."""
         self._refuse_per_op(group, formats)
         options = self._options(group, formats)
-        return kernel(self.rule, options, track, write, formats, bool(group.get("maximize")))
+        negate = bool(group.get("maximize"))
+        if self.shaped is not None:
+            return shaped_kernel(type(self).shaped, options, track, write, formats, negate)
+        return kernel(self.rule, options, track, write, formats, negate)
 
     #: The hand-written NumPy update of whole float arrays, in place:
     #: ``reference(param, grad, state, s, o)`` with the rule's arguments (``state`` a tuple of
@@ -1431,6 +1463,9 @@ class Optimizer:
                 return ref
             return lambda param, grad, *rest: ref(param, -grad, *rest)
         self._refuse_per_op(group, formats)
+        if self.shaped is not None:
+            return shaped_reference(type(self).shaped, self._options(group, formats), formats,
+                                    maximize)  # fmt: skip
         return rule_reference(self.rule, self._options(group, formats), formats, maximize)
 
     # -- state ----------------------------------------------------------------------------------
