@@ -542,6 +542,8 @@ FAMILY: tuple[FamilyEntry, ...] = (
                 {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-6}),
     FamilyEntry("Lars", {"lr": 1.0}, "optax", "lars",
                 {"learning_rate": 1.0, "trust_coefficient": 1e-3, "momentum": 0.9}),
+    # A shaped update: on the table's one vector it is unfactored (a matrix is factored).
+    FamilyEntry("Adafactor", {"lr": 1e-2}, *_torch_peer("Adafactor", lr=1e-2, foreach=True)),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}

@@ -38,6 +38,7 @@ OPTIMIZERS = sorted(
     if isinstance(getattr(optim, name), type)
     and issubclass(getattr(optim, name), Optimizer)
     and getattr(optim, name) is not Optimizer
+    and getattr(optim, name).shaped is None  # a shaped update (Adafactor): NumPy and BLAS
 )
 
 #: Packed-single arithmetic on a 256- or 512-bit register (AT&T syntax: the register follows).

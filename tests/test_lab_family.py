@@ -296,7 +296,8 @@ def test_every_family_class_is_exported_where_the_registry_says() -> None:
 
 def test_readme_family_table_names_fixtures_that_exist() -> None:
     """Each cell of the README's family table that claims a check names a fixture that exists
-    (and that a parity test replays: ``family_*`` or ``variant_*``); the rest say so."""
+    (and that a parity test replays: ``family_*``, ``variant_*`` or ``shaped_*``); the rest say
+    so."""
     import re
 
     root = Path(__file__).resolve().parents[1]
@@ -310,7 +311,7 @@ def test_readme_family_table_names_fixtures_that_exist() -> None:
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
         assert len(cells) == 3, line
         for cell in cells:
-            names = re.findall(r"`((?:family|variant)_[^`]+)`", cell)
+            names = re.findall(r"`((?:family|variant|shaped)_[^`]+)`", cell)
             assert names or cell == "not recorded", cell
             for name in names:
                 assert (fixtures / f"{name}.npz").is_file(), name

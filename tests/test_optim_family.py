@@ -47,6 +47,7 @@ from minnet.optim import (
     SGD,
     AdaBelief,
     Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
     Adamax,
@@ -79,10 +80,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
-    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars,
+    ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars, Adafactor,
 ]  # fmt: skip
-#: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms).
-PER_TENSOR = (Lamb, Lars)
+#: Optimizers with a per-tensor stage (a trust ratio over each parameter's norms) or a shaped
+#: update (Adafactor: the parameter's RMS and the update's).
+PER_TENSOR = (Lamb, Lars, Adafactor)
 #: Optimizers whose first step moves nothing (in every variant, or in the one named).
 FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
 HELPER = str(Path(__file__).with_name("_train_with_checkpoints.py"))
@@ -158,6 +160,11 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lars, {"lr": 0.5}),
     (Lars, {"lr": 0.5, "eps": 1e-3, "weight_decay": 0.1, "nesterov": True}),
     (Lars, {"lr": 0.05, "trust_ratio": False, "momentum": 0.5}),
+    (Adafactor, {"lr": 0.05}),
+    (Adafactor, {"lr": 0.05, "weight_decay": 0.1, "maximize": True, "eps": (1e-6, 1e-2)}),
+    (Adafactor, {"lr": 0.05, "variant": "keras"}),
+    (Adafactor, {"lr": 0.05, "variant": "optax", "weight_decay": 0.1,
+                 "min_dim_size_to_factor": 2}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -367,6 +374,22 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Lars, {"nesterov": 1}, TypeError, "nesterov must be a bool"),
     (Lars, {"trust_ratio": "yes"}, TypeError, "trust_ratio must be a bool"),
     (Lars, {"betas": (0.9, 0.99)}, TypeError, "unexpected keyword argument"),
+    (Adafactor, {"beta2_decay": 0.1}, ValueError, "beta2_decay should be <= 0 but is: 0.1$"),
+    (Adafactor, {"beta2_decay": math.nan}, ValueError,
+     "beta2_decay should be <= 0 but is: nan$"),
+    (Adafactor, {"eps": (-1.0, 1e-3)}, ValueError, "epsilon1 should be >= 0 but is: -1.0$"),
+    (Adafactor, {"eps": (None, math.nan)}, ValueError, "epsilon2 should be >= 0 but is: nan$"),
+    (Adafactor, {"eps": (1e-30,)}, TypeError, "eps must be a pair (eps1, eps2) or a number"),
+    (Adafactor, {"d": 0.5}, ValueError, "Clipping threshold d should be >= 1 but is: 0.5$"),
+    (Adafactor, {"d": math.nan}, ValueError, "Clipping threshold d should be >= 1 but is: nan$"),
+    (Adafactor, {"variant": "jax"}, ValueError, "Invalid variant: 'jax'; expected one of"),
+    (Adafactor, {"variant": "keras", "weight_decay": 0.1}, ValueError,
+     "Adafactor: weight_decay=0.1 is PyTorch's or optax's"),
+    (Adafactor, {"min_dim_size_to_factor": 8}, ValueError,
+     "Adafactor: min_dim_size_to_factor is optax's"),
+    (Adafactor, {"variant": "optax", "min_dim_size_to_factor": -1}, ValueError,
+     "Invalid min_dim_size_to_factor value: -1$"),
+    (Adafactor, {"maximize": "yes"}, TypeError, "maximize must be a bool"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -471,6 +494,9 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Lamb, {"variant": "optax", "weight_decay": 1.0}),
     (Lars, {"lr": 0.0, "weight_decay": 0.0, "trust_coefficient": 0.0, "eps": 0.0,
             "momentum": 0.0}),
+    (Adafactor, {"lr": 0.0, "beta2_decay": 0.0, "eps": (0.0, 0.0), "d": 1.0,
+                 "weight_decay": 0.0}),
+    (Adafactor, {"eps": (None, 1e-3), "variant": "optax", "min_dim_size_to_factor": 0}),
 ]
 
 
@@ -525,6 +551,9 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
            "variant": "keras"},
     Lars: {"lr": 1.0, "weight_decay": 0.0, "trust_coefficient": 1e-3, "eps": 0.0,
            "trust_ratio": True, "momentum": 0.9, "nesterov": False},
+    Adafactor: {"lr": 1e-2, "beta2_decay": -0.8, "eps": (None, 1e-3), "d": 1.0,
+                "weight_decay": 0.0, "maximize": False, "variant": "torch",
+                "min_dim_size_to_factor": None},
 }  # fmt: skip
 _COMMON = {"track_stats": False, "check_finite": False, "state_dtype": None, "rounding": "fused"}
 #: PyTorch's implementation switches, in the signature of every optimizer PyTorch has.
@@ -540,9 +569,12 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     defaults = {k: p.default for k, p in signature.items() if p.default is not p.empty}
     options_only = (AdaBelief, Lion, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars)
     flags = _TORCH_FLAGS if cls not in options_only else {}
-    if cls is Lamb:  # eps=None: the variant's (Keras's 1e-7 for the default variant)
+    if cls in (Lamb, Adafactor):  # eps=None: the variant's (Keras's 1e-7 for Lamb's default)
         assert defaults.pop("eps") is None
         defaults["eps"] = expected["eps"]
+    if cls is Adafactor:  # lr=None: the variant's (PyTorch's 1e-2 for the default variant)
+        assert defaults.pop("lr") is None
+        defaults["lr"] = expected["lr"]
     assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON, **flags}
     assert set(expected) - set(defaults) <= {"decoupled_weight_decay"}  # fixed in AdamW
     # Positional arguments in PyTorch's order.
@@ -584,6 +616,8 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
     (Signum, {}, ["exp_avg"]),
     (Lamb, {}, ["exp_avg", "exp_avg_sq"]),
     (Lars, {}, ["trace"]),
+    (Adafactor, {}, ["row_var", "col_var"]),
+    (Adafactor, {"variant": "optax"}, ["row_var", "col_var"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays).
 GROUP_SCALARS = {"mu_product", "eta", "mu"}
@@ -858,8 +892,11 @@ def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwar
     assert f"{cls.__name__} (check_finite=True): step 2" in msg
     # A per-tensor stage spreads the NaN over its tensor (its norm is NaN), as the libraries do;
     # Keras's Lamb takes the ratio 1 for a NaN norm and keeps it to the one element.
+    # Adafactor: Keras's and optax's clip (jnp.maximum of a NaN RMS) spread it too, PyTorch's
+    # Python max(1.0, nan) does not.
     whole = (cls is Lars and kwargs.get("trust_ratio", True)) or (
-        cls is Lamb and kwargs.get("variant") == "optax")
+        cls is Lamb and kwargs.get("variant") == "optax") or (
+        cls is Adafactor and kwargs.get("variant", "torch") != "torch")
     n_bad = 2 if whole else 1
     assert f"b ({n_bad} of 2 elements)" in msg and "w (" not in msg
     assert "NaN or infinite gradient" in msg
@@ -923,6 +960,7 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (Adan, {"eps_root": 0.0}, 0),  # its default eps_root=1e-8 keeps sqrt(n_hat) off 0
     (AdEMAMix, {}, 0),
     (Lamb, {}, 0),  # Keras's trust ratio is 1 for a NaN norm: the NaN stays where the 0/0 is
+    (Adafactor, {}, 0),  # eps1=0: the 2x2 matrix's factored v_hat is 0 in column 1
 ]
 
 
@@ -1012,6 +1050,9 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Lamb, {}, "sqrt(v_hat)"),
     (Lamb, {"variant": "optax"}, "sqrt(v_hat)"),
     (Lars, {}, "||u|| (per tensor)"),
+    (Adafactor, {}, "v_hat (eps1**2 a floor)"),
+    (Adafactor, {"variant": "keras"}, "g**2"),
+    (Adafactor, {"variant": "optax"}, "g**2"),
 ]  # fmt: skip
 
 
@@ -1063,6 +1104,7 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     Signum: [{}],
     Lamb: [{"variant": v} for v in ("keras", "optax")],
     Lars: [{"trust_ratio": r, "nesterov": n} for r in (True, False) for n in (False, True)],
+    Adafactor: [{"variant": v} for v in ("torch", "keras", "optax")],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1202,12 +1244,19 @@ HYPER: dict[type[Optimizer], Any] = {
         "eps": st.sampled_from([0.0, 1e-16, 1e-3, 1.0]),
         "momentum": st.sampled_from([0.0, 0.5, 0.9]),
     }),
+    Adafactor: st.fixed_dictionaries({
+        "lr": _LR,
+        "beta2_decay": st.sampled_from([0.0, -0.5, -0.8]),
+        "eps": st.sampled_from([0.0, 1e-30, 1e-16, 1e-3, 1.0, (None, 1e-3), (1e-8, 0.0)]),
+        "d": st.sampled_from([1.0, 2.0]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
     SGD: 40, Adam: 15, AdamW: 100, RMSprop: 40, Adagrad: 40, Adamax: 80, Adadelta: 80,
     NAdam: 150, RAdam: 150, AdaBelief: 150, Lion: 150, Rprop: 80, ASGD: 150, Yogi: 150,
     ADOPT: 40, Adan: 150, AdEMAMix: 150, Ftrl: 75, SignSGD: 40, Signum: 60, Lamb: 60, Lars: 40,
+    Adafactor: 60,
 }  # fmt: skip
 
 
@@ -1425,7 +1474,7 @@ CACHE_SCRIPT = textwrap.dedent(
 def test_a_second_process_loads_every_kernel_from_the_disk_cache(tmp_path: Path) -> None:
     """Each optimizer's default kernel is compiled by the first process (a miss) and only loaded
     by the second (a hit), from a fresh cache directory."""
-    names = [c.__name__ for c in CLASSES]
+    names = [c.__name__ for c in CLASSES if c.shaped is None]  # a shaped update is NumPy
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     code = CACHE_SCRIPT.format(names=names)
     first, second = (
@@ -1483,6 +1532,8 @@ RESUME: dict[str, dict[str, Any]] = {
     "signum": {"optimizer": "Signum", "lr": 1e-3, "beta": 0.8},
     "lamb": {"optimizer": "Lamb", "lr": 1e-2, "variant": "optax", "weight_decay": 1e-2},
     "lars": {"optimizer": "Lars", "lr": 1.0, "nesterov": True},
+    "adafactor": {"optimizer": "Adafactor", "lr": 1e-2, "eps": (1e-30, 1e-3),
+                  "weight_decay": 1e-3},
 }  # fmt: skip
 
 
@@ -1604,6 +1655,10 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Lamb, {"lr": 1e-3, "variant": "optax"}, "rosenbrock", 10_000, 2e-2),
     (Lars, {"lr": 1.0}, "parabola", 10_000, 2e-2),
     (Lars, {"lr": 0.1}, "rosenbrock", 10_000, 2e-2),
+    # Adafactor: a relative step size times the parameter's RMS, capped by 1/sqrt(t), so
+    # Rosenbrock's valley takes 30,000 steps (0.007 away; 0.023 after 10,000).
+    (Adafactor, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (Adafactor, {"lr": 1e-2, "variant": "keras"}, "rosenbrock", 30_000, 2e-2),
 ]  # fmt: skip
 
 

@@ -106,6 +106,8 @@ FAMILY: tuple[Member, ...] = (
     Member("Signum", 1e-4, "Lion's lr (sign steps of size lr)"),
     Member("Lamb", 1e-3, "its (Keras's) default lr: steps of about lr times each tensor's norm"),
     Member("Lars", 1.0, "its default lr (steps of lr * 1e-3 times each tensor's norm)"),
+    Member("Adafactor", 1e-2, "its (PyTorch's) default lr: steps of at most lr times each "
+           "parameter's RMS"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}

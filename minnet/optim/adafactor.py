@@ -140,9 +140,16 @@ def _at0(a: np.ndarray, axis: int) -> np.ndarray:
     return a[(slice(None),) * axis + (slice(0, 1),)]
 
 
-def _sumsq(x: np.ndarray) -> float:
-    flat = x.reshape(-1)
-    return float(np.dot(flat, flat))
+def _sumsq(x: np.ndarray, tmp: np.ndarray | None = None) -> float:
+    """``sum(x**2)`` by NumPy's pairwise summation in ``x``'s dtype (``tmp`` holds the squares;
+    a BLAS dot product in float32 drifts by ~1e-6 over a million terms)."""
+    return float(np.multiply(x, x, out=tmp).sum())
+
+
+def _fmax(a: float, x: float) -> float:
+    """``jnp.maximum(a, x)`` of two floats: NaN if ``x`` is NaN (Keras and optax), where
+    PyTorch's Python ``max(a, x)`` gives ``a``."""
+    return x if (x != x or x > a) else a
 
 
 def _lerp(a: np.ndarray, end: np.ndarray, w: Any, one_minus_w: Any) -> None:
@@ -164,7 +171,7 @@ def update(p, g, state, s, o, work, track) -> int:  # type: ignore[no-untyped-de
     n = p.size
     dims = factored_dims(p.shape, variant, min_dim)
     dominated = 0
-    p_rms = math.sqrt(_sumsq(p) / n)  # the parameter before the step
+    p_rms = math.sqrt(_sumsq(p, work) / n)  # the parameter before the step
     g2 = np.multiply(g, g, out=work)
     if variant != _TORCH:
         g2 += s.eps1  # Keras's and optax's eps1: added to g**2
@@ -221,14 +228,14 @@ def update(p, g, state, s, o, work, track) -> int:  # type: ignore[no-untyped-de
         u *= -alpha / denom
         p += u
     elif variant == _KERAS:
-        alpha = max(float(s.eps2), p_rms) * float(s.rho)
-        u /= max(1.0, u_rms / d)
+        alpha = _fmax(float(s.eps2), p_rms) * float(s.rho)
+        u /= _fmax(1.0, u_rms / d)
         u *= alpha
         p -= u
     else:
-        u /= max(1.0, u_rms / d)
+        u /= _fmax(1.0, u_rms / d)
         u *= s.rho  # scale_by_learning_rate
-        u *= p_rms if p_rms > float(s.eps2) else float(s.eps2)  # scale_by_param_block_rms
+        u *= float(s.eps2) if p_rms <= float(s.eps2) else p_rms  # scale_by_param_block_rms
         if s.weight_decay != 0:
             u += s.weight_decay * p
         p -= u
@@ -255,12 +262,11 @@ def adafactor_reference(
 
 
 def _reference_one(p, g, rv, cv, s, variant, min_dim) -> None:  # type: ignore[no-untyped-def]
-    n = p.size
     dims = factored_dims(p.shape, variant, min_dim)
     lr_w, beta, omb = float(s.w), float(s.beta), float(s.one_minus_beta)
     eps1, eps2, d, rho = float(s.eps1), float(s.eps2), float(s.d), float(s.rho)
     if variant == _TORCH:
-        alpha = max(eps2, np.linalg.norm(p.reshape(-1)) / n**0.5) * rho
+        alpha = max(eps2, float(np.sqrt(np.mean(p * p)))) * rho  # ||w|| / sqrt(n)
         p *= float(s.decay)
         if dims is not None:
             d1, d0 = dims
@@ -272,7 +278,7 @@ def _reference_one(p, g, rv, cv, s, variant, min_dim) -> None:  # type: ignore[n
             rv[...] = _lerp_ref(rv, g * g, lr_w)
             v_hat = rv.copy()
         u = g / np.sqrt(np.maximum(v_hat, eps1 * eps1))
-        denom = max(1.0, np.linalg.norm(u.reshape(-1)) / (n**0.5 * d))
+        denom = max(1.0, float(np.sqrt(np.mean(u * u))) / d)  # ||u|| / (sqrt(n) * d)
         p -= alpha / denom * u
         return
     reg = g * g + eps1
@@ -289,11 +295,11 @@ def _reference_one(p, g, rv, cv, s, variant, min_dim) -> None:  # type: ignore[n
         rv[...] = beta * rv + omb * reg
         u = g / np.sqrt(rv) if variant == _KERAS else g * rv**-0.5
     p_rms = np.sqrt(np.mean(p * p))
-    u = u / max(1.0, np.sqrt(np.mean(u * u)) / d)
+    u = u / np.maximum(1.0, np.sqrt(np.mean(u * u)) / d)
     if variant == _KERAS:
-        p -= max(eps2, p_rms) * rho * u
+        p -= np.maximum(eps2, p_rms) * rho * u
     else:
-        u = u * rho * max(eps2, p_rms) + float(s.weight_decay) * p
+        u = u * rho * np.where(p_rms <= eps2, eps2, p_rms) + float(s.weight_decay) * p
         p -= u
 
 
@@ -517,7 +523,7 @@ class Adafactor(Optimizer):
         """eps1 = 0 where a gradient has been 0 so far: ``0 / sqrt(0)`` = NaN."""
         if group["eps"][0] == 0 and (grad == 0).any():
             return (
-                f"eps1=0 and some coordinates of {name} have a zero gradient where the second "
-                "moment is 0, so their update is 0/0 = NaN; use eps1 > 0"
+                f"eps=0 (eps1=0) and some coordinates of {name} have a zero gradient where the "
+                "second moment is 0, so their update is 0/0 = NaN; use eps1 > 0"
             )
         return None

@@ -96,6 +96,17 @@ Optional:
     split would cut tensors); ``reference`` takes an optional ``bounds`` for several tensors;
     :meth:`_multipliers` also gets ``"param_norm"`` and ``"update_norm"`` per coordinate.
     :mod:`minnet.optim.lamb` and :mod:`minnet.optim.lars` are the examples.
+``shaped = staticmethod(update)`` (instead of ``rule``; :mod:`minnet.optim._shaped`)
+    A *shaped* update, for optimizers whose step needs a parameter's matrix shape (Adafactor's
+    factored second moment): ``update(p, g, state, s, o, work, track) -> dominated``, NumPy
+    over one parameter whose arrays are shaped as it (float32/float64: reshaped views of the
+    flat buffers, updated in place; 16-bit: float32 copies that the base stores rounded once).
+    The base runs it per parameter of each run (the per-tensor route, serial), with the dry run
+    of ``check_finite`` on copies and the tracked counts; state arrays keep the parameter's size
+    (a factored moment keeps its row or column in one slice); ``reference`` takes ``bounds``
+    and ``shapes``; ``_multipliers`` gets one parameter's state at a time, shaped.
+    ``rounding="per_op"`` has no model (refuse it in ``_per_op_refusal``).
+    :mod:`minnet.optim.adafactor` is the example. Elementwise optimizers do not reach this code.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
