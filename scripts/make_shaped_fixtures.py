@@ -46,6 +46,8 @@ import numpy as np
 STEPS = 300
 CHECKPOINTS = (1, 2, 10, 100, 300)
 SHAPES = {"W": (130, 140), "M": (8, 10), "b": (40,), "s": (1,)}
+#: Muon's parameters (2-D only, as PyTorch's Muon): a wide, a small and a tall matrix.
+MUON_SHAPES = {"W": (130, 140), "M": (8, 10), "T": (12, 5)}
 PROBLEM_FILE = "shaped_problem.npz"
 FIXTURE_DIR = Path(__file__).parent.parent / "tests" / "fixtures"
 
@@ -60,14 +62,20 @@ def make_problem() -> dict[str, np.ndarray]:
         out[f"h_{name}"] = h
         out[f"star_{name}"] = rng.standard_normal(shape).astype(np.float32).astype(np.float64)
         out[f"w0_{name}"] = rng.standard_normal(shape).astype(np.float32).astype(np.float64)
+    rng = np.random.default_rng(20261209)  # Muon's tall matrix, without moving the others
+    shape = MUON_SHAPES["T"]
+    out["h_T"] = 2.0 ** -rng.integers(0, 37, shape).astype(np.float64)
+    out["star_T"] = rng.standard_normal(shape).astype(np.float32).astype(np.float64)
+    out["w0_T"] = rng.standard_normal(shape).astype(np.float32).astype(np.float64)
     return out
 
 
-def sample_index() -> np.ndarray:
-    """Flat indices (over the concatenation W, M, b, s) kept at the checkpoints."""
+def sample_index(shapes: dict = SHAPES) -> np.ndarray:
+    """Flat indices (over the concatenation of the parameters, W first) kept at the
+    checkpoints."""
     rng = np.random.default_rng(7)
-    n_w = int(np.prod(SHAPES["W"]))
-    rest = sum(int(np.prod(s)) for k, s in SHAPES.items() if k != "W")
+    n_w = int(np.prod(shapes["W"]))
+    rest = sum(int(np.prod(s)) for k, s in shapes.items() if k != "W")
     w_part = np.sort(rng.choice(n_w, 1000, replace=False))
     return np.concatenate([w_part, n_w + np.arange(rest)])
 
@@ -80,16 +88,44 @@ def record_torch(fx: dict, problem: dict) -> list[list[np.ndarray]]:
     import torch
 
     torch.set_default_dtype(torch.float64)
-    ps = [torch.tensor(problem[f"w0_{k}"], requires_grad=True) for k in SHAPES]
+    shapes = fx.get("shapes") or SHAPES
+    ps = [torch.tensor(problem[f"w0_{k}"], requires_grad=True) for k in shapes]
+    if fx["optimizer"] == "Muon":
+        import torch.optim._muon as muon
+
+        if not hasattr(muon, "_bfloat16_ns"):
+            muon._bfloat16_ns = muon._zeropower_via_newtonschulz
+        muon._zeropower_via_newtonschulz = (
+            muon._bfloat16_ns if fx.get("torch_ns") == "bfloat16" else _ns_in_grads_dtype
+        )
     opt = eval(fx["reference"], {"torch": torch, "params": ps})
     out = []
     for _ in range(STEPS):
-        for k, p in zip(SHAPES, ps):
+        for k, p in zip(shapes, ps):
             g = fx.get("grad_scale", 1.0) * gradient(problem, k, p.detach().numpy())
             p.grad = torch.from_numpy(g.copy())
         opt.step()
         out.append([p.detach().numpy().copy() for p in ps])
     return out
+
+
+def _ns_in_grads_dtype(grad, ns_coefficients, ns_steps, eps):  # type: ignore[no-untyped-def]
+    """PyTorch 2.13's ``_zeropower_via_newtonschulz`` line by line, without its ``.bfloat16()``:
+    the iteration in the gradient's dtype (float64 here)."""
+    import torch
+
+    a, b, c = ns_coefficients
+    ortho_grad = grad.clone()
+    if grad.size(0) > grad.size(1):
+        ortho_grad = ortho_grad.T
+    ortho_grad.div_(ortho_grad.norm().clamp(min=eps))
+    for _ in range(ns_steps):
+        gram_matrix = ortho_grad @ ortho_grad.T
+        gram_update = torch.addmm(gram_matrix, gram_matrix, gram_matrix, beta=b, alpha=c)
+        ortho_grad = torch.addmm(ortho_grad, gram_update, ortho_grad, beta=a)
+    if grad.size(0) > grad.size(1):
+        ortho_grad = ortho_grad.T
+    return ortho_grad
 
 
 def record_optax(fx: dict, problem: dict) -> list[list[np.ndarray]]:
@@ -158,14 +194,16 @@ def run_minnet(fx: dict, problem: dict) -> list[list[np.ndarray]] | None:
         from minnet.nn import Parameter
     except ImportError:
         return None
-    ps = [Parameter(problem[f"w0_{k}"].copy()) for k in SHAPES]
+    shapes = fx.get("shapes") or SHAPES
+    ps = [Parameter(problem[f"w0_{k}"].copy()) for k in shapes]
     kwargs = dict(fx["minnet_kwargs"])
-    if isinstance(kwargs.get("eps"), list):
-        kwargs["eps"] = tuple(kwargs["eps"])
+    for key in ("eps", "ns_coefficients"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
     opt = getattr(minnet.optim, fx["optimizer"])(ps, **kwargs)
     out = []
     for _ in range(STEPS):
-        for k, p in zip(SHAPES, ps):
+        for k, p in zip(shapes, ps):
             p.grad[...] = fx.get("grad_scale", 1.0) * gradient(problem, k, p.data)
         opt.step()
         out.append([p.data.copy() for p in ps])
@@ -238,7 +276,29 @@ def build_fixtures() -> list[dict]:
     for f in fx:
         f["optimizer"] = "Adafactor"
         f["minnet_kwargs"].setdefault("variant", "torch")
-        f["name"] = f"shaped_adafactor_{f['lib']}_{f['detail']}"
+    # Muon (PyTorch): its Newton-Schulz iteration is bfloat16 whatever the parameter's dtype;
+    # these record it in float64 (the script swaps in _ns_in_grads_dtype, the same code without
+    # .bfloat16()), the last one as PyTorch has it, replayed with ns_dtype="bfloat16".
+    muon = [
+        dict(lib="torch", detail="defaults", minnet_kwargs={},
+             reference="torch.optim.Muon(params)"),
+        dict(lib="torch", detail="eps1e-5_tiny_grads", grad_scale=1e-9,
+             minnet_kwargs=dict(lr=1e-2, eps=1e-5),
+             reference="torch.optim.Muon(params, lr=0.01, eps=1e-05)"),
+        dict(lib="torch", detail="options",
+             minnet_kwargs=dict(lr=2e-3, weight_decay=0.01, momentum=0.9, nesterov=False,
+                                ns_steps=3, adjust_lr_fn="match_rms_adamw"),
+             reference="torch.optim.Muon(params, lr=0.002, weight_decay=0.01, momentum=0.9, "
+                       "nesterov=False, ns_steps=3, adjust_lr_fn='match_rms_adamw')"),
+        dict(lib="torch", detail="ns_bfloat16", torch_ns="bfloat16", tolerance=1e-4,
+             minnet_kwargs=dict(ns_dtype="bfloat16"), reference="torch.optim.Muon(params)"),
+    ]  # fmt: skip
+    for f in muon:
+        f["optimizer"] = "Muon"
+        f["shapes"] = MUON_SHAPES
+    fx += muon
+    for f in fx:
+        f["name"] = f"shaped_{f['optimizer'].lower()}_{f['lib']}_{f['detail']}"
     return fx
 
 
@@ -265,8 +325,8 @@ def main() -> None:
         args.out / PROBLEM_FILE,
         **{k: (v.astype(np.float32) if not k.startswith("h_") else v) for k, v in problem.items()},
     )
-    index = sample_index()
     for fx in build_fixtures():
+        index = sample_index(fx.get("shapes") or SHAPES)
         if fx["lib"] not in args.lib or args.k not in fx["name"]:
             continue
         traj = RECORDERS[fx["lib"]](fx, problem)
@@ -284,7 +344,7 @@ def main() -> None:
             amp = rel_gap(run_minnet(fx, nudged), ours) / 1e-13  # type: ignore[arg-type]
             assert amp < 1e4, f"{line}: chaotic, a 1e-13 nudge grows {amp:.3g}x"
             line += f"; sensitivity {amp:.2g}x"
-            if "eps" in fx["detail"]:  # the eps must matter: the default misses by > 1e-3
+            if fx["detail"].startswith("eps"):  # eps must matter: the default misses by > 1e-3
                 kw = {k: v for k, v in fx["minnet_kwargs"].items() if k != "eps"}
                 miss = rel_gap(run_minnet(dict(fx, minnet_kwargs=kw), problem), traj)  # type: ignore[arg-type]
                 assert miss > 1e-3, f"{line}: the default eps is only {miss:.3g} away"
@@ -295,7 +355,8 @@ def main() -> None:
                       library_version=importlib.metadata.version(dist),
                       reference=fx["reference"], dtype="float64", steps=STEPS,
                       checkpoints=list(CHECKPOINTS), grad_scale=fx.get("grad_scale", 1.0),
-                      shapes={k: list(v) for k, v in SHAPES.items()}, problem=PROBLEM_FILE,
+                      shapes={k: list(v) for k, v in (fx.get("shapes") or SHAPES).items()},
+                      problem=PROBLEM_FILE,
                       tolerance=fx.get("tolerance", 1e-9))  # fmt: skip
         if fx["lib"] == "keras":
             config["keras_means"] = "float32" if fx.get("keras_float32_means") else "float64"

@@ -59,6 +59,7 @@ from minnet.optim import (
     Lamb,
     Lars,
     Lion,
+    Muon,
     NAdam,
     Optimizer,
     OptimizerStats,
@@ -185,7 +186,9 @@ def test_every_optimizer_is_in_every_table() -> None:
     """An optimizer exported by minnet.optim and missing from a table fails here."""
     exported = {getattr(minnet.optim, n) for n in minnet.optim.__all__}
     exported = {c for c in exported if isinstance(c, type) and issubclass(c, Optimizer)}
-    assert exported - {Optimizer} == set(CLASSES)
+    # Muon takes only 2-D parameters (as PyTorch's), which these tables' vectors are not: its
+    # share of them is tests/test_muon.py.
+    assert exported - {Optimizer, Muon} == set(CLASSES)
     for table in (FAMILY, ERROR_INPUTS, ACCEPTED, STATE_NAMES, EPS_COMPARED, CONVERGENCE):
         assert {row[0] for row in table} == set(CLASSES)
     for cls in CLASSES:

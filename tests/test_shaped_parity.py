@@ -1,15 +1,16 @@
-"""Replay the shaped optimizers (Adafactor) against the library each variant names, and hold the
-shaped update to its hand-written reference on matrices.
+"""Replay the shaped optimizers (Adafactor, Muon) against the library each variant names, and
+hold Adafactor's shaped update to its hand-written reference on matrices.
 
 Each ``tests/fixtures/shaped_*.npz`` was recorded by scripts/make_shaped_fixtures.py from
-PyTorch 2.13, Keras 3 (JAX backend) or optax 0.2.8 in float64: 300 steps on four parameters, a
-130x140 matrix (factored by every library), an 8x10 one (not by optax: below its
-``min_dim_size_to_factor=128``), a 40-vector and a scalar-like ``(1,)``, with the separable
-quadratic of ``tests/fixtures/shaped_problem.npz`` (curvatures down to 2**-36 and 5% zero, so
-that eps matters). minnet replays each with ``Adafactor(params, **minnet_kwargs)``, computing
-the same gradient from its own parameters, and must stay within the fixture's tolerance (1e-9
-relative; 1e-7 for the recording of Keras with its float32 means, see the script) at every
-checkpoint and in every parameter's norm after every step. No reference library is needed.
+PyTorch 2.13, Keras 3 (JAX backend) or optax 0.2.8 in float64: 300 steps on a separable
+quadratic (``tests/fixtures/shaped_problem.npz``: curvatures down to 2**-36 and 5% zero, so
+that eps matters). Adafactor's parameters are a 130x140 matrix (factored by every library), an
+8x10 one (not by optax: below its ``min_dim_size_to_factor=128``), a 40-vector and a ``(1,)``;
+Muon's (2-D only) the two matrices and a tall 12x5 one. minnet replays each with
+``getattr(minnet.optim, optimizer)(params, **minnet_kwargs)``, computing the same gradient from
+its own parameters, and must stay within the fixture's tolerance (1e-9 relative; 1e-7 for Keras
+with its float32 means, 1e-4 for PyTorch's bfloat16 Newton-Schulz iteration: see the script) at
+every checkpoint and in every parameter's norm after every step. No reference library is needed.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 def test_every_fixture_is_here() -> None:
     names = {p.stem for p in FIXTURES}
     for variant in ("torch", "keras", "optax"):
-        assert sum(f"_{variant}_" in n for n in names) >= 3
+        assert sum(n.startswith(f"shaped_adafactor_{variant}_") for n in names) >= 3
+    assert sum(n.startswith("shaped_muon_torch_") for n in names) >= 4
+    assert sum(p.stat().st_size for p in FIXTURE_DIR.glob("shaped_*.npz")) < 1_200_000
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
@@ -85,7 +88,8 @@ def test_replays_the_library(path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["shaped_adafactor_torch_eps1e-6",
                                   "shaped_adafactor_keras_eps1e-12",
-                                  "shaped_adafactor_optax_lr1e-2_eps1e-12"])  # fmt: skip
+                                  "shaped_adafactor_optax_lr1e-2_eps1e-12",
+                                  "shaped_muon_torch_eps1e-5_tiny_grads"])  # fmt: skip
 def test_the_eps_fixtures_tell_eps_apart(name: str) -> None:
     """Each eps fixture is far from a replay at the variant's default eps: eps matters there."""
     config, data = load(FIXTURE_DIR / f"{name}.npz")

@@ -24,6 +24,7 @@ from minnet.optim.ftrl import Ftrl
 from minnet.optim.lamb import Lamb
 from minnet.optim.lars import Lars
 from minnet.optim.lion import Lion
+from minnet.optim.muon import Muon
 from minnet.optim.nadam import NAdam
 from minnet.optim.optimizer import (
     AdamStats,
@@ -68,6 +69,7 @@ __all__ = [
     "Signum",
     "Lamb",
     "Adafactor",
+    "Muon",
     "Lars",
     "EPS_MODES",
     "AMSGRAD_MAX_MODES",
