@@ -566,6 +566,8 @@ FAMILY: tuple[FamilyEntry, ...] = (
                 {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.25, "eps": 1e-6}),
     FamilyEntry("Fromage", {"lr": 1e-2}, "optax", "fromage",
                 {"learning_rate": 1e-2, "min_norm": 1e-6}),
+    # A shaped update: on the table's one vector it is unfactored (a matrix is factored).
+    FamilyEntry("Adafactor", {"lr": 1e-2}, *_torch_peer("Adafactor", lr=1e-2, foreach=True)),
 )  # fmt: skip
 
 FAMILY_BY_NAME: dict[str, FamilyEntry] = {e.name: e for e in FAMILY}

@@ -39,6 +39,7 @@ OPTIMIZERS = sorted(
     and issubclass(getattr(optim, name), Optimizer)
     and getattr(optim, name) is not Optimizer
     and getattr(optim, name).rule is not None  # LBFGS: dot products, no element kernel
+    and getattr(optim, name).shaped is None  # a shaped update (Adafactor): NumPy and BLAS
 )
 
 #: Packed-single arithmetic on a 256- or 512-bit register (AT&T syntax: the register follows).

@@ -296,9 +296,9 @@ def test_every_family_class_is_exported_where_the_registry_says() -> None:
 
 def test_readme_family_table_names_fixtures_that_exist() -> None:
     """Each cell of the README's family table that claims a check names a fixture that exists
-    (and that a parity test replays: ``family_*``, ``variant_*``, ``sparse_adam_*``,
-    ``lbfgs_*``, or ``noisy_sgd_optax``, NoisySGD's, which also holds optax's draws); the rest
-    say so."""
+    (and that a parity test replays: ``family_*``, ``variant_*``, ``shaped_*``,
+    ``sparse_adam_*``, ``lbfgs_*``, or ``noisy_sgd_optax``, NoisySGD's, which also holds optax's
+    draws); the rest say so."""
     import re
 
     root = Path(__file__).resolve().parents[1]
@@ -314,8 +314,8 @@ def test_readme_family_table_names_fixtures_that_exist() -> None:
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
         assert len(cells) == 3, line
         for cell in cells:
-            names = re.findall(r"`((?:family|variant|sparse_adam|lbfgs)_[^`]+|noisy_sgd_optax)`",
-                               cell)
+            names = re.findall(
+                r"`((?:family|variant|shaped|sparse_adam|lbfgs)_[^`]+|noisy_sgd_optax)`", cell)
             assert names or cell == "not recorded", cell
             for name in names:
                 assert (fixtures / f"{name}.npz").is_file(), name

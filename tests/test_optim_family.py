@@ -48,6 +48,7 @@ from minnet.optim import (
     SGD,
     AdaBelief,
     Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
     Adamax,
@@ -60,6 +61,7 @@ from minnet.optim import (
     Lamb,
     Lars,
     Lion,
+    Muon,
     NAdam,
     NoisySGD,
     Novograd,
@@ -88,11 +90,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::minnet.optim.EpsWarning")
 CLASSES: list[type[Optimizer]] = [
     SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, Adadelta, NAdam, RAdam, AdaBelief, Lion, Rprop,
     ASGD, Yogi, ADOPT, Adan, AdEMAMix, Ftrl, SignSGD, Signum, Lamb, Lars, SparseAdam,
-    OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy, Novograd, Fromage,
+    OptimisticAdam, NoisySGD, ScheduleFreeAdamW, Prodigy, Novograd, Fromage, Adafactor,
 ]  # fmt: skip
 #: Optimizers with a per-tensor stage (a trust ratio or a second moment over each parameter's
-#: norms).
-PER_TENSOR = (Lamb, Lars, Novograd, Fromage)
+#: norms) or a shaped update (Adafactor: the parameter's RMS and the update's).
+PER_TENSOR = (Lamb, Lars, Novograd, Fromage, Adafactor)
 #: Optimizers whose first step moves nothing (in every variant, or in the one named).
 FIRST_STEP_STILL = {ADOPT: {}, Rprop: {"variant": "optax"}}
 HELPER = str(Path(__file__).with_name("_train_with_checkpoints.py"))
@@ -191,6 +193,11 @@ FAMILY: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Novograd, {"lr": 0.05, "eps": 1e-3, "eps_root": 1e-4, "weight_decay": 0.1}),
     (Fromage, {"lr": 0.05}),
     (Fromage, {"lr": 0.05, "min_norm": 0.0}),
+    (Adafactor, {"lr": 0.05}),
+    (Adafactor, {"lr": 0.05, "weight_decay": 0.1, "maximize": True, "eps": (1e-6, 1e-2)}),
+    (Adafactor, {"lr": 0.05, "variant": "keras"}),
+    (Adafactor, {"lr": 0.05, "variant": "optax", "weight_decay": 0.1,
+                 "min_dim_size_to_factor": 2}),
 ]  # fmt: skip
 FAMILY_IDS = [row_id(c, kw) for c, kw in FAMILY]
 
@@ -211,8 +218,10 @@ def test_every_optimizer_is_in_every_table() -> None:
     """An optimizer exported by minnet.optim and missing from a table fails here."""
     exported = {getattr(minnet.optim, n) for n in minnet.optim.__all__}
     exported = {c for c in exported if isinstance(c, type) and issubclass(c, Optimizer)}
-    # LBFGS is no element rule (closure, dot products, one group): tests/test_optim_lbfgs.py
-    assert exported - {Optimizer, LBFGS} == set(CLASSES)
+    # LBFGS is no element rule (closure, dot products, one group): tests/test_optim_lbfgs.py.
+    # Muon takes only 2-D parameters (as PyTorch's), which these tables' vectors are not: its
+    # share of them is tests/test_muon.py.
+    assert exported - {Optimizer, LBFGS, Muon} == set(CLASSES)
     for table in (FAMILY, ERROR_INPUTS, ACCEPTED, STATE_NAMES, EPS_COMPARED, CONVERGENCE):
         assert {row[0] for row in table} == set(CLASSES)
     for cls in CLASSES:
@@ -457,6 +466,22 @@ ERROR_INPUTS: list[tuple[type[Optimizer], dict[str, Any], type, str]] = [
     (Fromage, {"min_norm": None}, TypeError, "min_norm must be a real number"),
     (Fromage, {"eps": 1e-8}, TypeError, "unexpected keyword argument"),
     (Fromage, {"weight_decay": 0.1}, TypeError, "unexpected keyword argument"),
+    (Adafactor, {"beta2_decay": 0.1}, ValueError, "beta2_decay should be <= 0 but is: 0.1$"),
+    (Adafactor, {"beta2_decay": math.nan}, ValueError,
+     "beta2_decay should be <= 0 but is: nan$"),
+    (Adafactor, {"eps": (-1.0, 1e-3)}, ValueError, "epsilon1 should be >= 0 but is: -1.0$"),
+    (Adafactor, {"eps": (None, math.nan)}, ValueError, "epsilon2 should be >= 0 but is: nan$"),
+    (Adafactor, {"eps": (1e-30,)}, TypeError, "eps must be a pair (eps1, eps2) or a number"),
+    (Adafactor, {"d": 0.5}, ValueError, "Clipping threshold d should be >= 1 but is: 0.5$"),
+    (Adafactor, {"d": math.nan}, ValueError, "Clipping threshold d should be >= 1 but is: nan$"),
+    (Adafactor, {"variant": "jax"}, ValueError, "Invalid variant: 'jax'; expected one of"),
+    (Adafactor, {"variant": "keras", "weight_decay": 0.1}, ValueError,
+     "Adafactor: weight_decay=0.1 is PyTorch's or optax's"),
+    (Adafactor, {"min_dim_size_to_factor": 8}, ValueError,
+     "Adafactor: min_dim_size_to_factor is optax's"),
+    (Adafactor, {"variant": "optax", "min_dim_size_to_factor": -1}, ValueError,
+     "Invalid min_dim_size_to_factor value: -1$"),
+    (Adafactor, {"maximize": "yes"}, TypeError, "maximize must be a bool"),
 ]  # fmt: skip
 def check_message(text: str, message: str) -> None:
     """``text`` is ``message`` without its ``$`` (a whole message), contains it (a TypeError of
@@ -572,6 +597,9 @@ ACCEPTED: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Novograd, {"lr": 0.0, "betas": (0.0, 0.0), "eps": 0.0, "eps_root": 0.0,
                 "weight_decay": 0.0}),
     (Fromage, {"lr": 0.0, "min_norm": 0.0}),
+    (Adafactor, {"lr": 0.0, "beta2_decay": 0.0, "eps": (0.0, 0.0), "d": 1.0,
+                 "weight_decay": 0.0}),
+    (Adafactor, {"eps": (None, 1e-3), "variant": "optax", "min_dim_size_to_factor": 0}),
 ]
 
 
@@ -638,6 +666,9 @@ DEFAULTS: dict[type[Optimizer], dict[str, Any]] = {
     Novograd: {"lr": 1e-3, "betas": (0.9, 0.25), "eps": 1e-6, "eps_root": 0.0,
                "weight_decay": 0.0},
     Fromage: {"lr": 1e-2, "min_norm": 1e-6},
+    Adafactor: {"lr": 1e-2, "beta2_decay": -0.8, "eps": (None, 1e-3), "d": 1.0,
+                "weight_decay": 0.0, "maximize": False, "variant": "torch",
+                "min_dim_size_to_factor": None},
 }  # fmt: skip
 #: Keywords of the optimizer itself, not group options (not in ``defaults``), with defaults.
 OPTIMIZER_KEYWORDS: dict[type[Optimizer], dict[str, Any]] = {
@@ -664,9 +695,12 @@ def test_signature_defaults_and_empty_state_dict_are_pytorchs(cls: type) -> None
     flags = _TORCH_FLAGS if cls not in options_only else {}
     for key, value in OPTIMIZER_KEYWORDS.get(cls, {}).items():
         assert defaults.pop(key) == value
-    if cls is Lamb:  # eps=None: the variant's (Keras's 1e-7 for the default variant)
+    if cls in (Lamb, Adafactor):  # eps=None: the variant's (Keras's 1e-7 for Lamb's default)
         assert defaults.pop("eps") is None
         defaults["eps"] = expected["eps"]
+    if cls is Adafactor:  # lr=None: the variant's (PyTorch's 1e-2 for the default variant)
+        assert defaults.pop("lr") is None
+        defaults["lr"] = expected["lr"]
     assert defaults == {**{k: v for k, v in expected.items() if k in defaults}, **_COMMON, **flags}
     assert set(expected) - set(defaults) <= {"decoupled_weight_decay"}  # fixed in AdamW
     # Positional arguments in PyTorch's order.
@@ -717,6 +751,8 @@ STATE_NAMES: list[tuple[type[Optimizer], dict[str, Any], list[str]]] = [
                    "params0"]),
     (Novograd, {}, ["exp_avg", "nu"]),
     (Fromage, {}, []),
+    (Adafactor, {}, ["row_var", "col_var"]),
+    (Adafactor, {"variant": "optax"}, ["row_var", "col_var"]),
 ]
 #: Group scalars that PyTorch keeps per parameter (floats in the state dict, not arrays), and
 #: a per-tensor stage's scalar state (Novograd's ``nu``, a float per parameter as in optax).
@@ -1025,8 +1061,11 @@ def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwar
     assert f"{cls.__name__} (check_finite=True): step 2" in msg
     # A per-tensor stage spreads the NaN over its tensor (its norm is NaN), as the libraries do;
     # Keras's Lamb takes the ratio 1 for a NaN norm and keeps it to the one element.
+    # Adafactor: Keras's and optax's clip (jnp.maximum of a NaN RMS) spread it too, PyTorch's
+    # Python max(1.0, nan) does not.
     whole = (cls is Lars and kwargs.get("trust_ratio", True)) or (
-        cls is Lamb and kwargs.get("variant") == "optax") or cls in (Novograd, Fromage)
+        cls is Lamb and kwargs.get("variant") == "optax") or cls in (Novograd, Fromage) or (
+        cls is Adafactor and kwargs.get("variant", "torch") != "torch")
     n_bad = 2 if whole else 1
     if cls.rule.reduce is not None:  # a global reduction (Prodigy's d) spreads it everywhere
         assert "b (2 of 2 elements)" in msg and "w (6 of 6 elements)" in msg
@@ -1097,6 +1136,7 @@ EPS_ZERO: list[tuple[type[Optimizer], dict[str, Any], int]] = [
     (Lamb, {}, 0),  # Keras's trust ratio is 1 for a NaN norm: the NaN stays where the 0/0 is
     (ScheduleFreeAdamW, {}, 0),
     (Prodigy, {}, 0),
+    (Adafactor, {}, 0),  # eps1=0: the 2x2 matrix's factored v_hat is 0 in column 1
 ]
 
 
@@ -1279,6 +1319,9 @@ EPS_COMPARED: list[tuple[type[Optimizer], dict[str, Any], str | None]] = [
     (Prodigy, {}, "sqrt(v) / d"),
     (Novograd, {}, "sqrt(nu) (per tensor)"),
     (Fromage, {}, "||g|| and ||w|| (per tensor, floor)"),
+    (Adafactor, {}, "v_hat (eps1**2 a floor)"),
+    (Adafactor, {"variant": "keras"}, "g**2"),
+    (Adafactor, {"variant": "optax"}, "g**2"),
 ]  # fmt: skip
 
 
@@ -1337,6 +1380,7 @@ VARIANTS: dict[type[Optimizer], list[dict[str, Any]]] = {
     Prodigy: [{}],
     Novograd: [{}],
     Fromage: [{}],
+    Adafactor: [{"variant": v} for v in ("torch", "keras", "optax")],
 }  # fmt: skip
 KERNEL_ROWS = [(cls, v) for cls in CLASSES for v in VARIANTS[cls]]
 KERNEL_IDS = [row_id(c, v) for c, v in KERNEL_ROWS]
@@ -1523,6 +1567,12 @@ HYPER: dict[type[Optimizer], Any] = {
         "lr": st.sampled_from([0.0, 1e-3, 0.1, 1.0]),
         "min_norm": st.sampled_from([0.0, 1e-16, 1e-6, 1e-3, 1.0]),
     }),
+    Adafactor: st.fixed_dictionaries({
+        "lr": _LR,
+        "beta2_decay": st.sampled_from([0.0, -0.5, -0.8]),
+        "eps": st.sampled_from([0.0, 1e-30, 1e-16, 1e-3, 1.0, (None, 1e-3), (1e-8, 0.0)]),
+        "d": st.sampled_from([1.0, 2.0]),
+    }),
 }  # fmt: skip
 #: Property-test examples per variant row (about what each optimizer's own file drew before).
 EXAMPLES: dict[type[Optimizer], int] = {
@@ -1533,6 +1583,7 @@ EXAMPLES: dict[type[Optimizer], int] = {
     OptimisticAdam: 60, NoisySGD: 20,
     ScheduleFreeAdamW: 75, Prodigy: 100,
     Novograd: 60, Fromage: 60,
+    Adafactor: 60,
 }  # fmt: skip
 
 
@@ -1748,7 +1799,7 @@ def test_dry_run_writes_nothing_and_counts_like_the_real_step(
             before = [a.copy() for a in flat.args]
             s = step_scalars(opt, flat, t)
             # a per-tensor stage's scalars (Novograd's nu) as the step will see them
-            ts = {"tensor_state": flat.tensor_state.copy()} if cls in PER_TENSOR else {}
+            ts = {"tensor_state": flat.tensor_state.copy()} if flat.tensor_spec else {}
             dry = opt._kernel(group, True, False)(*flat.args, flat.ensure_scratch(), s, **ts)
             assert all(a.tobytes() == b.tobytes() for a, b in zip(flat.args, before, strict=True))
             if ts:
@@ -1788,7 +1839,7 @@ CACHE_SCRIPT = textwrap.dedent(
 def test_a_second_process_loads_every_kernel_from_the_disk_cache(tmp_path: Path) -> None:
     """Each optimizer's default kernel is compiled by the first process (a miss) and only loaded
     by the second (a hit), from a fresh cache directory."""
-    names = [c.__name__ for c in CLASSES]
+    names = [c.__name__ for c in CLASSES if c.shaped is None]  # a shaped update is NumPy
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     code = CACHE_SCRIPT.format(names=names)
     first, second = (
@@ -1860,6 +1911,8 @@ RESUME: dict[str, dict[str, Any]] = {
     "prodigy": {"optimizer": "Prodigy", "lr": 1.0, "weight_decay": 1e-3},
     "novograd": {"optimizer": "Novograd", "lr": 1e-3, "weight_decay": 1e-3},
     "fromage": {"optimizer": "Fromage", "lr": 1e-2},
+    "adafactor": {"optimizer": "Adafactor", "lr": 1e-2, "eps": (1e-30, 1e-3),
+                  "weight_decay": 1e-3},
 }  # fmt: skip
 
 
@@ -2004,6 +2057,10 @@ CONVERGENCE: list[tuple[type[Optimizer], dict[str, Any], str, int, float]] = [
     (Novograd, {"lr": 1e-3}, "rosenbrock", 10_000, 2e-2),
     (Fromage, {"lr": 1e-3}, "parabola", 10_000, 2e-2),
     (Fromage, {"lr": 1e-2, "min_norm": 1e-2}, "rosenbrock", 10_000, 2e-2),
+    # Adafactor: a relative step size times the parameter's RMS, capped by 1/sqrt(t), so
+    # Rosenbrock's valley takes 30,000 steps (0.007 away; 0.023 after 10,000).
+    (Adafactor, {"lr": 1e-1}, "parabola", 10_000, 2e-2),
+    (Adafactor, {"lr": 1e-2, "variant": "keras"}, "rosenbrock", 30_000, 2e-2),
 ]  # fmt: skip
 
 

@@ -96,6 +96,7 @@ FAMILY: dict[str, list[dict[str, Any]]] = {
     "Prodigy": [{}],
     "Novograd": [{}, {"weight_decay": 0.1, "eps_root": 1e-4}],
     "Fromage": [{}],
+    "Adafactor": [{}, {"variant": "keras"}, {"variant": "optax", "weight_decay": 0.1}],
 }  # fmt: skip
 #: Optimizers that refuse eps = 0 (PyTorch's SparseAdam checks eps > 0).
 EPS_POSITIVE = {"SparseAdam"}
@@ -272,10 +273,12 @@ def test_per_op_refused_where_pytorch_has_no_such_optimizer(name: str, dtype: np
                                                          "decoupled_weight_decay": True}),
                                              ("ScheduleFreeAdamW", {}),
                                              ("ScheduleFreeAdamW", {"variant": "keras"}),
-                                             ("Prodigy", {}), ("Novograd", {}), ("Fromage", {})])
+                                             ("Prodigy", {}), ("Novograd", {}), ("Fromage", {}),
+                                             ("Adafactor", {})])
 def test_per_op_refused_for_the_new_optimizers_pytorch_lacks(name: str, options: dict) -> None:
     """Yogi, ADOPT, Adan and AdEMAMix (PyTorch has none of them) and optax's Rprop (not PyTorch's
-    algorithm) have no per_op model; PyTorch's Rprop and ASGD have one."""
+    algorithm) have no per_op model; PyTorch's Rprop and ASGD have one. Adafactor (a shaped
+    update, not an element rule) has none either."""
     for dtype in (float16, bfloat16):
         with pytest.raises(ValueError, match=rf"^{name}: rounding='per_op' "):
             _make(name, [Parameter(np.ones(4, dtype))], rounding="per_op", **options)
@@ -558,7 +561,9 @@ def _lowp_asm(name: str, fmt: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(FAMILY) if FULL else ["NAdam", "Lion"])
+@pytest.mark.parametrize(
+    "name", sorted(n for n in FAMILY if getattr(optim, n).shaped is None) if FULL
+    else ["NAdam", "Lion"])  # a shaped update (Adafactor) is NumPy: no kernel to read
 @pytest.mark.parametrize("fmt", [_lowp.BF16], ids=["bfloat16"])
 def test_16bit_kernels_vectorize_in_float32(name: str, fmt: int) -> None:
     """The 16-bit kernel's loop uses packed single-precision SIMD (ymm/zmm registers) and no

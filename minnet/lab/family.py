@@ -122,6 +122,8 @@ FAMILY: tuple[Member, ...] = (
     Member("Prodigy", 1.0, "its default lr (a factor on the distance estimate d)"),
     Member("Novograd", 1e-3, "its default lr (steps of about lr / (1 - beta1) * g / ||g||)"),
     Member("Fromage", 1e-3, "steps of lr times each tensor's norm (the paper's 1e-2: 0.2-0.6)"),
+    Member("Adafactor", 1e-2, "its (PyTorch's) default lr: steps of at most lr times each "
+           "parameter's RMS"),
 )
 
 _BY_KEY = {m.name.lower(): m for m in FAMILY}

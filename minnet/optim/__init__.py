@@ -11,6 +11,7 @@ PyTorch's learning-rate schedules.
 from minnet.optim import lr_scheduler  # PyTorch: torch.optim.lr_scheduler
 from minnet.optim.adabelief import AdaBelief
 from minnet.optim.adadelta import Adadelta
+from minnet.optim.adafactor import Adafactor
 from minnet.optim.adagrad import Adagrad
 from minnet.optim.adam import AMSGRAD_MAX_MODES, EPS_MODES, Adam
 from minnet.optim.adamax import Adamax
@@ -25,6 +26,7 @@ from minnet.optim.lamb import Lamb
 from minnet.optim.lars import Lars
 from minnet.optim.lbfgs import LBFGS
 from minnet.optim.lion import Lion
+from minnet.optim.muon import Muon
 from minnet.optim.nadam import NAdam
 from minnet.optim.noisy_sgd import NoisySGD
 from minnet.optim.novograd import Novograd
@@ -74,6 +76,8 @@ __all__ = [
     "SignSGD",
     "Signum",
     "Lamb",
+    "Adafactor",
+    "Muon",
     "Lars",
     "SparseAdam",
     "LBFGS",

@@ -115,6 +115,17 @@ Optional:
     arrays (``flat.state[name]``) here. It may return an undo function, which a step that
     ``check_finite`` refuses calls, so that the refused step leaves the state as it was.
     Default: nothing.
+``shaped = staticmethod(update)`` (instead of ``rule``; :mod:`minnet.optim._shaped`)
+    A *shaped* update, for optimizers whose step needs a parameter's matrix shape (Adafactor's
+    factored second moment): ``update(p, g, state, s, o, work, track) -> dominated``, NumPy
+    over one parameter whose arrays are shaped as it (float32/float64: reshaped views of the
+    flat buffers, updated in place; 16-bit: float32 copies that the base stores rounded once).
+    The base runs it per parameter of each run (the per-tensor route, serial), with the dry run
+    of ``check_finite`` on copies and the tracked counts; state arrays keep the parameter's size
+    (a factored moment keeps its row or column in one slice); ``reference`` takes ``bounds``
+    and ``shapes``; ``_multipliers`` gets one parameter's state at a time, shaped.
+    ``rounding="per_op"`` has no model (refuse it in ``_per_op_refusal``).
+    :mod:`minnet.optim.adafactor` is the example. Elementwise optimizers do not reach this code.
 ``_load_optional: tuple[str, ...]``
     Options that a loaded state dict may lack (minnet's own knobs that PyTorch's state dicts
     do not have); they take their defaults.
@@ -231,6 +242,7 @@ from minnet.nn import Parameter
 from minnet.optim._flat import FlatBuffers, StorageFormats
 from minnet.optim._kernel import Rule, kernel, reduce_kernel
 from minnet.optim._reference import numpy_rule, rule_reference
+from minnet.optim._shaped import shaped_kernel, shaped_reference
 
 __all__ = [
     "Optimizer",
@@ -778,7 +790,8 @@ class Optimizer:
                 f"{owner}: state_dtype={state} with {where} of dtype {dtype}: float64 "
                 "parameters need float64 state and float64 state needs float64 parameters"
             )
-        supports = self.rule is not None if self._supports_lowp is None else self._supports_lowp
+        supports = (self.rule is not None or self.shaped is not None
+                    if self._supports_lowp is None else self._supports_lowp)  # fmt: skip
         if (is_16bit(dtype) or is_16bit(state)) and not supports:
             raise TypeError(
                 f"{owner} does not support float16/bfloat16 parameters or state yet "
@@ -1144,7 +1157,7 @@ class Optimizer:
                 raise
         n_dominated = n_nonfinite = n_underflow = n_lost = 0
         sum_sq = 0.0
-        per_tensor = self.rule is not None and self.rule.tensor is not None
+        per_tensor = self._per_tensor
         if per_tensor:
             n_dominated, n_nonfinite, sum_sq, n_underflow, n_lost = self._step_per_tensor(plans)
         threads = _threads.pool_threads()
@@ -1319,9 +1332,13 @@ class Optimizer:
             for run in runs:
                 args, js = run.args, run.js
                 rows = slice(js[0], js[-1] + 1)
+                extra: dict[str, Any] = {"record": flat.tensor_norms[rows]}
+                if self.shaped is not None:
+                    extra["shapes"] = [flat.params[j].data.shape for j in js]
+                else:
+                    extra["tensor_state"] = flat.tensor_state[rows]
                 got = run_kernel(*args, scratch[: args[0].size], run.scalars,
-                                 bounds=flat.bounds(js), record=flat.tensor_norms[rows],
-                                 tensor_state=flat.tensor_state[rows])  # fmt: skip
+                                 bounds=flat.bounds(js), **extra)  # fmt: skip
                 for k, c in enumerate(got):
                     counts[k] += c
         return tuple(counts)  # type: ignore[return-value]
@@ -1349,19 +1366,25 @@ class Optimizer:
         for i, flat, _, runs in plans:
             dry = self._kernel_of(i, True, False, flat.formats)
             scratch = flat.ensure_scratch()
-            tensor = self.rule is not None and self.rule.tensor is not None
+            tensor = self._per_tensor
             for run in runs:
                 a = run.args
-                extra = {}
+                extra: dict[str, Any] = {}
                 if tensor:
-                    rows = slice(run.js[0], run.js[-1] + 1)
-                    extra = {"bounds": flat.bounds(run.js), "tensor_state": flat.tensor_state[rows]}
+                    extra["bounds"] = flat.bounds(run.js)
+                    if self.shaped is not None:
+                        extra["shapes"] = [flat.params[j].data.shape for j in run.js]
+                    else:
+                        extra["tensor_state"] = flat.tensor_state[run.js[0] : run.js[-1] + 1]
                 if dry(*a, scratch[: a[0].size], run.scalars, **extra)[1] == 0:
                     continue
                 # Rare path: find which parameters, and why, one slice at a time.
                 for j in run.js:
                     args = flat.param_slices(j)
-                    one = {"tensor_state": flat.tensor_state[j : j + 1]} if tensor else {}
+                    if self.shaped is not None:
+                        one = {"shapes": [flat.params[j].data.shape]}
+                    else:
+                        one = {"tensor_state": flat.tensor_state[j : j + 1]} if tensor else {}
                     n_bad = dry(*args, scratch[: flat.sizes[j]], run.scalars, **one)[1]
                     if n_bad:
                         p = flat.params[j]
@@ -1461,8 +1484,21 @@ class Optimizer:
             for flat in self._flats[i]:
                 full = self._multiplier_state(flat)
                 steps, states = flat.steps, flat.group_states
-                if steps and all(t == steps[0] > 0 and g == states[0]
-                                 for t, g in zip(steps, states)):  # fmt: skip
+                if self.shaped is not None:  # one parameter at a time, its state shaped
+                    parts = []
+                    for j, (t, g) in enumerate(zip(steps, states)):
+                        size, shape = flat.sizes[j], flat.params[j].data.shape
+                        if t == 0:
+                            parts.append(np.full(size, np.nan))
+                            continue
+                        lo = flat.offsets[j]
+                        state = {n: a[lo : lo + size].reshape(shape) for n, a in full.items()}
+                        k = self._multiplier_run(group, state, t, g)
+                        if k is None:
+                            return None
+                        parts.append(np.asarray(k, np.float64).reshape(-1))
+                elif steps and all(t == steps[0] > 0 and g == states[0]
+                                   for t, g in zip(steps, states)):  # fmt: skip
                     k = self._multiplier_run(group, full, steps[0], states[0])
                     if k is None:
                         return None
@@ -1593,6 +1629,16 @@ class Optimizer:
 
     #: The element rule of the update (:class:`minnet.optim._kernel.Rule`).
     rule: Rule | None = None
+    #: A shaped update instead of an element rule (:mod:`minnet.optim._shaped`: NumPy over
+    #: each parameter's shaped views; Adafactor), a plain function; ``None`` for every
+    #: elementwise optimizer.
+    shaped: Callable[..., int] | None = None
+
+    @property
+    def _per_tensor(self) -> bool:
+        """Whether a step runs per tensor (a per-tensor stage or a shaped update): serially,
+        one call per run of parameters with their bounds."""
+        return self.shaped is not None or (self.rule is not None and self.rule.tensor is not None)
     #: The values of the ``eps_mode`` keyword, default first; ``()`` without one.
     eps_modes: tuple[str, ...] = ()
 
@@ -1624,7 +1670,10 @@ class Optimizer:
         float32/float64 buffers): ``kernel(param, grad, *state, scratch, scalars)``."""
         self._refuse_per_op(group, formats)
         options = self._options(group, formats)
-        return kernel(self.rule, options, track, write, formats, bool(group.get("maximize")))
+        negate = bool(group.get("maximize"))
+        if self.shaped is not None:
+            return shaped_kernel(type(self).shaped, options, track, write, formats, negate)
+        return kernel(self.rule, options, track, write, formats, negate)
 
     #: The hand-written NumPy update of whole float arrays, in place:
     #: ``reference(param, grad, state, s, o)`` with the rule's arguments (``state`` a tuple of
@@ -1649,6 +1698,9 @@ class Optimizer:
                 return ref
             return lambda param, grad, *rest, **kw: ref(param, -grad, *rest, **kw)
         self._refuse_per_op(group, formats)
+        if self.shaped is not None:
+            return shaped_reference(type(self).shaped, self._options(group, formats), formats,
+                                    maximize)  # fmt: skip
         return rule_reference(self.rule, self._options(group, formats), formats, maximize)
 
     # -- state ----------------------------------------------------------------------------------
