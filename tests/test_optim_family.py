@@ -814,7 +814,7 @@ def test_options_that_add_state_cannot_change(cls: type, options: dict, change: 
 
 @pytest.mark.parametrize("cls, kwargs", FAMILY, ids=FAMILY_IDS)
 def test_two_groups_equal_two_optimizers_bit_for_bit(cls: type, kwargs: dict) -> None:
-    if cls.rule.reduce is not None:
+    if cls.rule is not None and cls.rule.reduce is not None:
         pytest.skip("a global reduction (Prodigy's d) couples the groups: test_optim_prodigy.py")
     rng = np.random.default_rng(0)
     grads = [[rng.standard_normal(s) for s in ((2, 3), (2,), (4,))] for _ in range(6)]
@@ -1067,7 +1067,8 @@ def test_check_finite_refuses_a_nan_gradient_and_changes_nothing(cls: type, kwar
         cls is Lamb and kwargs.get("variant") == "optax") or cls in (Novograd, Fromage) or (
         cls is Adafactor and kwargs.get("variant", "torch") != "torch")
     n_bad = 2 if whole else 1
-    if cls.rule.reduce is not None:  # a global reduction (Prodigy's d) spreads it everywhere
+    # a global reduction (Prodigy's d) spreads it everywhere
+    if cls.rule is not None and cls.rule.reduce is not None:
         assert "b (2 of 2 elements)" in msg and "w (6 of 6 elements)" in msg
     else:
         assert f"b ({n_bad} of 2 elements)" in msg and "w (" not in msg
@@ -1643,7 +1644,7 @@ def step_scalars(opt: Optimizer, flat: Any, t: int) -> Any:
     """The constants ``step()`` uses for step ``t`` of group 0's buffer ``flat`` (after a
     global reduction's pass, for a rule that has one)."""
     group = opt.param_groups[0]
-    if opt.rule.reduce is None:
+    if opt.rule is None or opt.rule.reduce is None:
         return opt._scalars(group, flat.dtype, t)
     state = flat.group_states[0]
     run = _Run(flat.args, list(range(len(flat.params))), t, state,

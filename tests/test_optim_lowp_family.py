@@ -168,7 +168,7 @@ def _step_scalars(opt: optim.Optimizer, flat: Any, t: int) -> Any:
     """The float32 constants ``step()`` uses for step ``t`` of group 0's buffer ``flat`` (after
     a global reduction's pass, for a rule that has one: Prodigy's)."""
     group = opt.param_groups[0]
-    if opt.rule.reduce is None:
+    if opt.rule is None or opt.rule.reduce is None:
         return opt._scalars(group, F32, t)
     state = flat.group_states[0]
     run = _Run(flat.args, [0], t, state, opt._scalars(group, F32, t, state))
