@@ -492,8 +492,9 @@ class Adafactor(Optimizer):
         return "g**2"
 
     def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int,
+        group_state: Mapping[str, float] | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """``1 / max(sqrt(v_hat), eps1)`` (PyTorch) or ``1 / sqrt(v_hat)`` (Keras, optax; eps1
         is inside ``v_hat``) of the latest step, float64, for one parameter (shaped)."""
         variant, min_dim = self._options(group)

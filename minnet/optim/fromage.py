@@ -193,8 +193,9 @@ class Fromage(Optimizer):
         return "||g|| and ||w|| (per tensor, floor)"
 
     def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int,
+        group_state: Mapping[str, float] | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """``1 / max(||g||, min_norm)`` (float64) of the latest step, each tensor's over its
         coordinates (the ratio's denominator, floored)."""
         with np.errstate(divide="ignore"):

@@ -328,8 +328,9 @@ class Muon(Optimizer):
         return "||u||_F (a floor)"
 
     def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int,
+        group_state: Mapping[str, float] | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """``1 / max(||buf||_F, eps)`` (float64) over the parameter: the scale the iteration's
         input gets (from the momentum buffer; the Nesterov direction also needs the gradient)."""
         buf = state["momentum_buffer"].astype(np.float64)

@@ -225,8 +225,9 @@ class Novograd(Optimizer):
         return "sqrt(nu) (per tensor)"
 
     def _multipliers(
-        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int
-    ) -> np.ndarray:
+        self, group: Mapping[str, Any], state: dict[str, np.ndarray], step: int,
+        group_state: Mapping[str, float] | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """``1 / (sqrt(nu + eps_root) + eps)`` (float64) of the latest step, each tensor's
         over its coordinates."""
         with np.errstate(divide="ignore"):

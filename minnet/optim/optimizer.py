@@ -73,7 +73,8 @@ Optional:
     (denominator including eps)``) for :meth:`~Optimizer.multipliers`, from the state after a
     step and that step's constants: an element function that calls the piece the update
     divides by, so that eps is written once. ``None`` (no multiplier) when the update has no
-    eps. A class whose update is not an element rule overrides ``_multipliers`` instead.
+    eps. A class without such a piece overrides ``_multipliers(group, state, step,
+    group_state=None)`` instead (per parameter and shaped for a shaped update).
 ``_nonfinite_cause(self, group, name, grad, state) -> str | None``
     Why a parameter with a finite value and a finite gradient would end non-finite, for
     ``check_finite``'s message; ``None`` falls back to overflow. The default covers eps meeting
@@ -1331,17 +1332,20 @@ class Optimizer:
             scratch = flat.ensure_scratch()
             for run in runs:
                 args, js = run.args, run.js
-                rows = slice(js[0], js[-1] + 1)
-                extra: dict[str, Any] = {"record": flat.tensor_norms[rows]}
-                if self.shaped is not None:
-                    extra["shapes"] = [flat.params[j].data.shape for j in js]
-                else:
-                    extra["tensor_state"] = flat.tensor_state[rows]
                 got = run_kernel(*args, scratch[: args[0].size], run.scalars,
-                                 bounds=flat.bounds(js), **extra)  # fmt: skip
+                                 record=flat.tensor_norms[js[0] : js[-1] + 1],
+                                 **self._tensor_keywords(flat, js))  # fmt: skip
                 for k, c in enumerate(got):
                     counts[k] += c
         return tuple(counts)  # type: ignore[return-value]
+
+    def _tensor_keywords(self, flat: FlatBuffers, js: list[int]) -> dict[str, Any]:
+        """The keywords of a per-tensor or shaped kernel's call over parameters ``js`` (a
+        contiguous run) of ``flat``: the tensors' ``bounds``, and the parameters' ``shapes``
+        (a shaped update) or the stage's ``tensor_state`` rows."""
+        if self.shaped is not None:
+            return {"bounds": flat.bounds(js), "shapes": [flat.params[j].data.shape for j in js]}
+        return {"bounds": flat.bounds(js), "tensor_state": flat.tensor_state[js[0] : js[-1] + 1]}
 
     def _kernel_of(
         self, i: int, track: bool, write: bool, formats: StorageFormats | None = None
@@ -1369,22 +1373,13 @@ class Optimizer:
             tensor = self._per_tensor
             for run in runs:
                 a = run.args
-                extra: dict[str, Any] = {}
-                if tensor:
-                    extra["bounds"] = flat.bounds(run.js)
-                    if self.shaped is not None:
-                        extra["shapes"] = [flat.params[j].data.shape for j in run.js]
-                    else:
-                        extra["tensor_state"] = flat.tensor_state[run.js[0] : run.js[-1] + 1]
+                extra = self._tensor_keywords(flat, run.js) if tensor else {}
                 if dry(*a, scratch[: a[0].size], run.scalars, **extra)[1] == 0:
                     continue
                 # Rare path: find which parameters, and why, one slice at a time.
                 for j in run.js:
                     args = flat.param_slices(j)
-                    if self.shaped is not None:
-                        one = {"shapes": [flat.params[j].data.shape]}
-                    else:
-                        one = {"tensor_state": flat.tensor_state[j : j + 1]} if tensor else {}
+                    one = self._tensor_keywords(flat, [j]) if tensor else {}
                     n_bad = dry(*args, scratch[: flat.sizes[j]], run.scalars, **one)[1]
                     if n_bad:
                         p = flat.params[j]
@@ -1484,52 +1479,29 @@ class Optimizer:
             for flat in self._flats[i]:
                 full = self._multiplier_state(flat)
                 steps, states = flat.steps, flat.group_states
-                if self.shaped is not None:  # one parameter at a time, its state shaped
-                    parts = []
-                    for j, (t, g) in enumerate(zip(steps, states)):
-                        size, shape = flat.sizes[j], flat.params[j].data.shape
-                        if t == 0:
-                            parts.append(np.full(size, np.nan))
-                            continue
-                        lo = flat.offsets[j]
-                        state = {n: a[lo : lo + size].reshape(shape) for n, a in full.items()}
-                        k = self._multiplier_run(group, state, t, g)
-                        if k is None:
-                            return None
-                        parts.append(np.asarray(k, np.float64).reshape(-1))
-                elif steps and all(t == steps[0] > 0 and g == states[0]
-                                   for t, g in zip(steps, states)):  # fmt: skip
-                    k = self._multiplier_run(group, full, steps[0], states[0])
+                shaped = self.shaped is not None  # its state goes to it shaped as the parameter
+                if not shaped and steps and all(t == steps[0] > 0 and g == states[0]
+                                                for t, g in zip(steps, states)):  # fmt: skip
+                    k = self._multipliers(group, full, steps[0], states[0])
                     if k is None:
                         return None
                     parts = [k[off : off + size] for off, size in zip(flat.offsets, flat.sizes)]
-                else:  # step counts differ: one parameter at a time
+                else:  # one parameter at a time: step counts differ, or a shaped update
                     parts = []
-                    for off, size, t, g in zip(flat.offsets, flat.sizes, steps, states):
+                    for j, (t, g) in enumerate(zip(steps, states)):
+                        lo, size = flat.offsets[j], flat.sizes[j]
                         if t == 0:
                             parts.append(np.full(size, np.nan))
                             continue
-                        state = {n: a[off : off + size] for n, a in full.items()}
-                        k = self._multiplier_run(group, state, t, g)
+                        shape = flat.params[j].data.shape if shaped else (size,)
+                        state = {n: a[lo : lo + size].reshape(shape) for n, a in full.items()}
+                        k = self._multipliers(group, state, t, g)
                         if k is None:
                             return None
-                        parts.append(k)
+                        parts.append(np.asarray(k, np.float64).reshape(-1))
                 for p, k in zip(flat.params, parts):
                     per_param[self._index[id(p)]] = k
         return np.concatenate([per_param[j] for j in range(len(self._all_params))])
-
-    def _multiplier_run(
-        self,
-        group: Mapping[str, Any],
-        state: dict[str, np.ndarray],
-        step: int,
-        group_state: Mapping[str, float],
-    ) -> np.ndarray | None:
-        # The group state only when there is one, so that an override of ``_multipliers`` with
-        # the three arguments of a class without group state keeps working.
-        if group_state:
-            return self._multipliers(group, state, step, group_state)
-        return self._multipliers(group, state, step)
 
     def _multiplier_state(self, flat: FlatBuffers) -> dict[str, np.ndarray]:
         """The arrays :meth:`_multipliers` gets: the state, and for a rule with a per-tensor
