@@ -378,6 +378,14 @@ def _pairs(param, grad, arrays, s, update, o, negate):  # pragma: no cover - com
     return n
 
 
+def format_codes(formats: StorageFormats | None) -> tuple[int, int, bool]:
+    """``(parameter format, state format, per_op)`` of buffers' storage formats, the codes the
+    compiled passes branch on (``None``: float32/float64 buffers, ``NATIVE`` for both)."""
+    if formats is None:
+        return NATIVE, NATIVE, False
+    return int(formats.param), int(formats.state), formats.rounding == "per_op"
+
+
 def kernel(
     rule: Rule, options: tuple[Any, ...], track: bool, write: bool,
     formats: StorageFormats | None = None, negate: bool = False,
@@ -389,11 +397,7 @@ def kernel(
 
     A rule with a per-tensor stage (``rule.tensor``) gets :func:`tensor_kernel`'s pass instead,
     ``kernel(param, grad, *state, scratch, s, bounds=None, record=None)``."""
-    if formats is None:
-        fp = fs = NATIVE
-        per_op = False
-    else:
-        fp, fs, per_op = int(formats.param), int(formats.state), formats.rounding == "per_op"
+    fp, fs, per_op = format_codes(formats)
     if rule.tensor is not None:
         return tensor_kernel(rule, tuple(options), bool(track), bool(write), fp, fs, per_op,
                              bool(negate))  # fmt: skip
@@ -660,10 +664,7 @@ def reduce_kernel(rule: Rule, options: tuple[Any, ...], formats: StorageFormats 
     ``options`` over buffers of ``formats`` (``None``: float32/float64 ones):
     ``kernel(param, grad, *state, s) -> float64 array of the n sums``. Built on first use,
     cached in memory and on disk."""
-    if formats is None:
-        fp = fs = NATIVE
-    else:
-        fp, fs = int(formats.param), int(formats.state)
+    fp, fs, _ = format_codes(formats)
     return _reduce_kernel(rule, tuple(options), fp, fs)
 
 

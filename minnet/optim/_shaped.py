@@ -51,6 +51,7 @@ import numpy as np
 from minnet._lowp import F16, NATIVE
 from minnet.dtypes import load_bfloat16
 from minnet.optim._flat import StorageFormats
+from minnet.optim._kernel import format_codes
 
 __all__ = ["ShapedKernel", "shaped_kernel", "shaped_reference"]
 
@@ -71,8 +72,7 @@ class ShapedKernel:
         self.options = options
         self.track = track
         self.write = write
-        self.fp = NATIVE if formats is None else int(formats.param)
-        self.fs = NATIVE if formats is None else int(formats.state)
+        self.fp, self.fs, _ = format_codes(formats)
         self.negate = negate
 
     def _load(self, a: np.ndarray, fmt: int, shape: tuple[int, ...], copy: bool) -> np.ndarray:

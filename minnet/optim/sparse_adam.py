@@ -42,7 +42,7 @@ from minnet._jitcache import cache_on_source
 from minnet._lowp import NATIVE, load, round_to
 from minnet.nn import Parameter
 from minnet.optim._flat import FlatBuffers, StorageFormats
-from minnet.optim._kernel import Rule, _loop, element
+from minnet.optim._kernel import Rule, _loop, element, format_codes
 from minnet.optim.optimizer import (
     Optimizer,
     Options,
@@ -380,7 +380,7 @@ class SparseAdam(Optimizer):
         """The lazy pass over flat buffers seen as one 1-D parameter (:class:`_FlatPass`):
         an element with a zero gradient keeps its value and state, as :meth:`step` keeps it."""
         self._refuse_per_op(group, formats)
-        fp, fs, per_op = _formats_key(formats)
+        fp, fs, per_op = format_codes(formats)
         return _FlatPass(row_kernel(track, write, fp, fs, per_op, bool(group["maximize"])), fp)
 
     def _reference(self, group: Mapping[str, Any], formats: StorageFormats | None = None
@@ -397,7 +397,7 @@ class SparseAdam(Optimizer):
         ncols = flat.sizes[j] // shape[0] if len(shape) and shape[0] else 1
         rows = p.grad_rows
         if rows is None:
-            fp = NATIVE if flat.formats is None else int(flat.formats.param)
+            fp = format_codes(flat.formats)[0]
             return touched_rows(grad, ncols, fp), ncols
         rows = np.asarray(rows)
         n = flat.sizes[j] // ncols if ncols else 0
@@ -421,7 +421,7 @@ class SparseAdam(Optimizer):
         work = []  # (group, flat, run, j, slices, rows, ncols, kernel)
         for i, flat, _, runs in plans:
             group = self.param_groups[i]
-            fp, fs, per_op = _formats_key(flat.formats)
+            fp, fs, per_op = format_codes(flat.formats)
             negate = bool(group["maximize"])
             for run in runs:
                 for j in run.js:
@@ -450,10 +450,3 @@ class SparseAdam(Optimizer):
                 counts[k] += c
         self._finish_step(plans, tuple(counts))  # type: ignore[arg-type]
         return loss
-
-
-def _formats_key(formats: StorageFormats | None) -> tuple[int, int, bool]:
-    """``(param format, state format, per_op)`` of a buffer's storage formats."""
-    if formats is None:
-        return NATIVE, NATIVE, False
-    return int(formats.param), int(formats.state), formats.rounding == "per_op"
