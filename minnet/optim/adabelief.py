@@ -201,12 +201,8 @@ class AdaBelief(Optimizer):
                             group["eps_root"], 1.0 - beta1**step, 1.0 - beta2**step, group["eps"],
                             -group["lr"])
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "AdaBelief: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no AdaBelief; use rounding='fused' (per_op exists for "
-            "the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "AdaBelief"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

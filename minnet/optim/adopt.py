@@ -181,12 +181,8 @@ class ADOPT(Optimizer):
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (bool(group["nesterov"]), bool(group["use_clipping"]))
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "ADOPT: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no ADOPT; use rounding='fused' (per_op exists for "
-            "the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "ADOPT"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

@@ -179,12 +179,8 @@ class Fromage(Optimizer):
         mult = fromage_mult(lr)
         return cast_scalars(FromageScalars, dtype, group["min_norm"], -(lr * mult), mult - 1)
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Fromage: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Fromage; use rounding='fused' (per_op exists "
-            "for the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Fromage"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

@@ -265,12 +265,8 @@ class Ftrl(Optimizer):
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (group["learning_rate_power"] == -0.5,)
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Ftrl: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no FTRL; use rounding='fused' (per_op exists for "
-            "the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "FTRL"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

@@ -254,12 +254,8 @@ class Lamb(Optimizer):
                             1.0 - beta1**t, 1.0 - beta2**t, group["eps"],
                             group["weight_decay"], group["lr"])  # fmt: skip
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Lamb: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Lamb; use rounding='fused' (per_op exists for "
-            "the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Lamb"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

@@ -214,12 +214,8 @@ class Lars(Optimizer):
                             group["trust_coefficient"], group["eps"], group["lr"],
                             group["momentum"])  # fmt: skip
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Lars: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Lars; use rounding='fused' (per_op exists for "
-            "the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Lars"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

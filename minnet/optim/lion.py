@@ -164,9 +164,5 @@ class Lion(Optimizer):
         return cast_scalars(LionScalars, dtype, 1.0 - beta1, beta1, 1.0 - beta2, beta2,
                             group["weight_decay"], -group["lr"])  # the same at every step
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Lion: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Lion; use rounding='fused' (per_op exists for "
-            "the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Lion"

@@ -217,12 +217,8 @@ class NoisySGD(Optimizer):
 
         return restore
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "NoisySGD: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no noisy SGD; use rounding='fused' (per_op exists "
-            "for the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "noisy SGD"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

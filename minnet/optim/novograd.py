@@ -211,12 +211,8 @@ class Novograd(Optimizer):
                             group["eps"], group["eps_root"], group["weight_decay"],
                             -group["lr"], 1.0 if first else 0.0)  # fmt: skip
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Novograd: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Novograd; use rounding='fused' (per_op exists "
-            "for the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Novograd"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

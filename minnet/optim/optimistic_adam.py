@@ -218,12 +218,8 @@ class OptimisticAdam(Optimizer):
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (bool(group["nesterov"]),)
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "OptimisticAdam: rounding='per_op' rounds every op in the order of PyTorch's "
-            "for-loop implementation, and PyTorch has no Optimistic Adam; use rounding='fused' "
-            "(per_op exists for the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Optimistic Adam"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:

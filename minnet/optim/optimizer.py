@@ -61,7 +61,7 @@ Optional:
 ``_options(self, group, formats=None) -> tuple``
     The rule's compile-time options for a group and storage formats (``o`` in the rule): each
     value compiles its own loop, branch-free. Default ``()``.
-``_per_op_refusal(self, group) -> str | None``
+``_per_op_refusal(self, group) -> str | None`` (or ``no_pytorch = "<name>"``)
     Why ``rounding="per_op"`` has no model for this group's variant (PyTorch has no such
     for-loop implementation): the message of the ``ValueError`` raised when such a group is
     created. Default ``None``.
@@ -1621,9 +1621,21 @@ class Optimizer:
         storage formats (``None``: float32/float64 buffers)."""
         return ()
 
+    #: The optimizer's name in "PyTorch has no ..." when PyTorch lacks it, so that
+    #: ``rounding="per_op"`` (PyTorch's op-by-op rounding) has no model for any of its groups;
+    #: ``None`` for an optimizer PyTorch has.
+    no_pytorch: str | None = None
+
     def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        """Why ``rounding="per_op"`` has no model for this group's variant, or ``None``."""
-        return None
+        """Why ``rounding="per_op"`` has no model for this group's variant, or ``None``: by
+        default, for an optimizer PyTorch lacks (:attr:`no_pytorch`), the one message."""
+        if self.no_pytorch is None:
+            return None
+        return (
+            f"{type(self).__name__}: rounding='per_op' rounds every op in the order of "
+            f"PyTorch's for-loop implementation, and PyTorch has no {self.no_pytorch}; use "
+            "rounding='fused' (per_op exists for the optimizers PyTorch has)"
+        )
 
     def _refuse_per_op(self, group: Mapping[str, Any], formats: StorageFormats | None) -> None:
         if formats is not None and formats.rounding == "per_op":

@@ -301,12 +301,8 @@ class Prodigy(Optimizer):
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (group["weight_decay"] != 0,)
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Prodigy: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Prodigy; use rounding='fused' (per_op exists "
-            "for the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Prodigy"
 
     def _nonfinite_cause(
         self, group: Mapping[str, Any], name: str, grad: np.ndarray, state: dict[str, np.ndarray]

@@ -356,12 +356,8 @@ class ScheduleFreeAdamW(Optimizer):
     def _options(self, group: Mapping[str, Any], formats: Any = None) -> tuple[Any, ...]:
         return (group["variant"] == "keras", group["weight_decay"] != 0)
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "ScheduleFreeAdamW: rounding='per_op' rounds every op in the order of PyTorch's "
-            "for-loop implementation, and PyTorch has no schedule-free optimizer; use "
-            "rounding='fused' (per_op exists for the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "schedule-free optimizer"
 
     # -- train and eval modes ---------------------------------------------------------------
 

@@ -109,9 +109,5 @@ class SignSGD(Optimizer):
     def _scalars(self, group: Mapping[str, Any], dtype: np.dtype, step: int) -> SignSGDScalars:
         return cast_scalars(SignSGDScalars, dtype, 0.0, -group["lr"])  # the same at every step
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "SignSGD: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no SignSGD; use rounding='fused' (per_op exists "
-            "for the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "SignSGD"

@@ -127,10 +127,6 @@ class Signum(Optimizer):
         beta = group["beta"]
         return cast_scalars(SignumScalars, dtype, 1.0 - beta, beta, -group["lr"])
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Signum: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Signum; use rounding='fused' (per_op exists for "
-            "the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Signum"
 

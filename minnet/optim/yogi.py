@@ -161,12 +161,8 @@ class Yogi(Optimizer):
         return cast_scalars(YogiScalars, dtype, 1.0 - beta1, beta1, 1.0 - beta2,
                             1.0 - beta1**t, 1.0 - beta2**t, group["eps"], -group["lr"])
 
-    def _per_op_refusal(self, group: Mapping[str, Any]) -> str | None:
-        return (
-            "Yogi: rounding='per_op' rounds every op in the order of PyTorch's for-loop "
-            "implementation, and PyTorch has no Yogi; use rounding='fused' (per_op exists for "
-            "the optimizers PyTorch has)"
-        )
+    #: PyTorch lacks it: ``rounding="per_op"`` is refused (the base's message).
+    no_pytorch = "Yogi"
 
     @staticmethod
     def eps_compared_with_options(options: Mapping[str, Any]) -> str | None:
